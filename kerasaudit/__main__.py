@@ -1,0 +1,3 @@
+from kerasaudit.cli.app import main
+
+main()

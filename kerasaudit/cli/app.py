@@ -1,0 +1,43 @@
+"""The ``kerasaudit`` Typer application. Imports nothing heavy: TensorFlow loads on first use."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kerasaudit import __version__
+from kerasaudit.cli import inspect_cmd
+
+app = typer.Typer(
+    name="kerasaudit",
+    help="Audit saved Keras models for backdoors (per-channel l1/l2/linf activation statistics) "
+    "and prune them out. Exit codes: 0 nothing found, 1 findings, 2 bad input, 3 model refused "
+    "as unsafe, 4 internal error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kerasaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Audit saved Keras models for backdoors."""
+
+
+app.command("inspect")(inspect_cmd.inspect)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Formatters: turn typed results into tables or JSON-ready dicts. They never compute."""
