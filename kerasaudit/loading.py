@@ -189,7 +189,7 @@ def _repair_legacy_h5(copy: Path) -> None:
     with h5py.File(copy, "r+") as h5file:
         raw = h5file.attrs["model_config"]
         config = json.loads(raw.decode("utf-8") if hasattr(raw, "decode") else raw)
-        if repair_keras2_nested_node_indices(config):
+        if repair_keras2_config(config):
             h5file.attrs["model_config"] = json.dumps(config)
 
 
@@ -198,13 +198,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def repair_keras2_nested_node_indices(config: Any) -> int:
-    """Renumber references to nested models in a Keras 2 functional config, in place.
+def repair_keras2_config(config: Any) -> int:
+    """Fix, in place, what Keras 3's legacy loader trips on in Keras 2 configs.
 
-    Keras 2 gives a nested model (a Sequential or Functional used as a layer) an inbound node of
+    DepthwiseConv layers lose the ``groups=1`` argument Keras 2 wrote.
+
+    References to nested models are renumbered: Keras 2 gives a nested model (a Sequential or Functional used as a layer) an inbound node of
     its own when it is built, so the first call of it is node 1; Keras 3 does not, and its
     legacy loader then fails with "The following nodes failed to be resolved". Returns the
-    number of references changed.
+    number of changes.
     """
     changed = 0
     stack: list[Any] = [config]
@@ -216,6 +218,14 @@ def repair_keras2_nested_node_indices(config: Any) -> int:
         if not isinstance(obj, dict):
             continue
         cfg = obj.get("config")
+        if (
+            str(obj.get("class_name", "")).startswith("DepthwiseConv")
+            and isinstance(cfg, dict)
+            and cfg.get("groups") == 1
+        ):
+            # Keras 2 wrote a `groups` argument that Keras 3's DepthwiseConv rejects.
+            del cfg["groups"]
+            changed += 1
         if obj.get("class_name") in ("Functional", "Model") and isinstance(cfg, dict):
             nested = {
                 layer["config"]["name"] if "name" not in layer else layer["name"]

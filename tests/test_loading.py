@@ -1,0 +1,162 @@
+"""Every supported format loads into a Keras 3 model that computes what the original computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasaudit.errors import BadInputError
+from kerasaudit.inventory import build_inventory
+from kerasaudit.loading import load_model, repair_keras2_config
+from kerasaudit.safety import ModelFormat, detect_format
+
+
+@pytest.mark.parametrize(
+    ("key", "fmt", "version_prefix"),
+    [
+        ("keras", ModelFormat.KERAS, "3."),
+        ("keras_nested", ModelFormat.KERAS, "3."),
+        ("h5_keras3", ModelFormat.H5, "3."),
+        ("h5_keras3_nested", ModelFormat.H5, "3."),
+        ("h5_keras2", ModelFormat.H5, "2."),
+        ("h5_keras22", ModelFormat.H5, "2.2"),
+        ("savedmodel", ModelFormat.SAVEDMODEL, "2."),
+    ],
+)
+def test_each_format_loads_and_records_its_origin(
+    model_files: dict[str, Path], key: str, fmt: ModelFormat, version_prefix: str
+) -> None:
+    loaded = load_model(model_files[key])
+    assert loaded.format is fmt
+    assert loaded.keras_version is not None and loaded.keras_version.startswith(version_prefix)
+    assert loaded.safety.safe
+    assert loaded.model.count_params() > 0
+
+
+def _predict(model: object, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("key", ["keras", "keras_nested", "h5_keras3", "h5_keras3_nested"])
+def test_keras3_round_trip_predictions_match(model_files: dict[str, Path], key: str, keras_module: object) -> None:
+    import keras
+
+    x = np.load(model_files["probe"])
+    original = keras.saving.load_model(model_files[key], compile=False)
+    np.testing.assert_allclose(_predict(load_model(model_files[key]).model, x), _predict(original, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["h5_keras2", "h5_keras22", "savedmodel"])
+def test_legacy_files_compute_what_tf_keras_computes(model_files: dict[str, Path], key: str) -> None:
+    import tf_keras
+
+    x = np.load(model_files["probe"])
+    # Our own fixture file, so loading it with tf-keras here is safe; kerasaudit never does for .h5.
+    reference = tf_keras.models.load_model(model_files["h5_keras2"], compile=False).predict(x, verbose=0)
+    np.testing.assert_allclose(_predict(load_model(model_files[key]).model, x), reference, atol=1e-5)
+
+
+def test_inventory_finds_nested_layers_and_their_batchnorm(model_files: dict[str, Path]) -> None:
+    inventory = build_inventory(load_model(model_files["h5_keras2"]))
+    layers = {layer.path: layer for layer in inventory.auditable}
+    assert set(layers) == {"features/f_conv1", "dw"}
+    conv = layers["features/f_conv1"]
+    assert (conv.batch_norm, conv.post_activation, conv.measured_after) == (
+        "features/f_bn1",
+        "features/f_relu1",
+        "features/f_relu1",
+    )
+    assert conv.channels == 6 and conv.kernel_size == (3, 3)
+    assert layers["dw"].class_name == "DepthwiseConv2D" and layers["dw"].channels == 6
+    assert layers["dw"].batch_norm is None and layers["dw"].activation == "relu"
+    assert inventory.inputs[0].shape == (None, 8, 8, 1)
+    assert inventory.outputs[0].shape == (None, 3)
+
+
+def test_inventory_dense_only_on_request(model_files: dict[str, Path]) -> None:
+    loaded = load_model(model_files["keras"])
+    assert "probs" not in {layer.path for layer in build_inventory(loaded).auditable}
+    dense = build_inventory(loaded, include_dense=True)
+    assert {layer.path for layer in dense.auditable} >= {"probs"}
+
+
+def test_format_is_detected_by_bytes_not_extension(model_files: dict[str, Path], tmp_path: Path) -> None:
+    disguised = tmp_path / "model.bin"
+    disguised.write_bytes(model_files["h5_keras3"].read_bytes())
+    assert detect_format(disguised) is ModelFormat.H5
+    assert load_model(disguised).format is ModelFormat.H5
+    zipped = tmp_path / "model.h5"
+    zipped.write_bytes(model_files["keras"].read_bytes())
+    assert load_model(zipped).format is ModelFormat.KERAS
+
+
+def test_the_input_file_is_never_modified(model_files: dict[str, Path]) -> None:
+    path = model_files["h5_keras2"]  # the legacy repair edits a private copy only
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    load_model(path)
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_keras2_nested_node_indices_are_renumbered() -> None:
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "layers": [
+                {"class_name": "InputLayer", "name": "in", "config": {"name": "in"}, "inbound_nodes": []},
+                {"class_name": "Sequential", "name": "seq", "config": {"name": "seq"}, "inbound_nodes": [[["in", 0, 0, {}]]]},
+                {"class_name": "Dense", "name": "d", "config": {"name": "d"}, "inbound_nodes": [[["seq", 1, 0, {}]]]},
+            ],
+            "input_layers": [["in", 0, 0]],
+            "output_layers": [["seq", 1, 0]],
+        },
+    }
+    assert repair_keras2_config(config) == 2
+    assert config["config"]["layers"][2]["inbound_nodes"] == [[["seq", 0, 0, {}]]]
+    assert config["config"]["output_layers"] == [["seq", 0, 0]]
+    assert config["config"]["input_layers"] == [["in", 0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.keras", "no such file"),
+        (lambda p: p, "not a model"),
+        (lambda p: _write(p / "random.keras", np.random.default_rng(0).bytes(4096)), "not a model file"),
+        (lambda p: _write(p / "empty.h5", b""), "not a model file"),
+        (lambda p: _write(p / "fake.keras", b"PK\x03\x04" + b"\0" * 100), "corrupt"),
+        (lambda p: _write(p / "fake.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100), "corrupt"),
+    ],
+    ids=["missing", "directory", "random-bytes", "empty", "bad-zip", "bad-hdf5"],
+)
+def test_bad_model_inputs_raise_bad_input(tmp_path: Path, make: object, message: str) -> None:
+    path = make(tmp_path)  # type: ignore[operator]
+    with pytest.raises(BadInputError, match=message):
+        load_model(path)
+
+
+def test_truncated_files_are_bad_input(model_files: dict[str, Path], tmp_path: Path) -> None:
+    for key in ("keras", "h5_keras3"):
+        data = model_files[key].read_bytes()
+        truncated = _write(tmp_path / f"truncated_{model_files[key].name}", data[: len(data) // 2])
+        with pytest.raises(BadInputError):
+            load_model(truncated)
+
+
+def test_weights_only_h5_is_bad_input(model_files: dict[str, Path], tmp_path: Path) -> None:
+    model = load_model(model_files["keras"]).model
+    weights = tmp_path / "only.weights.h5"
+    model.save_weights(weights)
+    with pytest.raises(BadInputError):
+        load_model(weights)
+
+
+def test_remote_paths_are_refused() -> None:
+    with pytest.raises(BadInputError, match="local"):
+        load_model(Path("gs://bucket/model.keras"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,281 @@
+"""Malicious model files: each would run code, change global state or exhaust memory if Keras
+(or tf-keras) were handed it. kerasaudit must refuse each one before that happens."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from conftest import find_layer_config
+
+from kerasaudit.errors import ExitCode, UnsafeModelError
+from kerasaudit.loading import load_model
+from kerasaudit.safety import check_model_file
+
+
+def _lambda_model(keras: Any, marker: Path) -> Any:
+    target = str(marker)
+    inputs = keras.Input((4,))
+    # The payload: creating a file (and changing global state) when the layer is rebuilt/called.
+    evil = keras.layers.Lambda(
+        lambda x: (__import__("pathlib").Path(target).write_text("pwned"), x)[1], name="evil"
+    )
+    return keras.Model(inputs, keras.layers.Dense(2)(evil(inputs)))
+
+
+def _assert_refused(path: Path, *, category: str, where: str | None = None, **kwargs: Any) -> UnsafeModelError:
+    report = check_model_file(path)
+    assert not report.safe, report
+    assert category in {f.category for f in report.findings}, report.findings
+    with pytest.raises(UnsafeModelError) as excinfo:
+        load_model(path, **kwargs)
+    assert excinfo.value.exit_code is ExitCode.UNSAFE
+    if where is not None:
+        assert where in str(excinfo.value)
+    return excinfo.value
+
+
+def test_lambda_in_keras_archive_is_refused_even_if_unsafe_mode_was_enabled_globally(
+    keras_module: Any, tmp_path: Path, marker: Path
+) -> None:
+    keras = keras_module
+    path = tmp_path / "lambda.keras"
+    _lambda_model(keras, marker).save(path)
+    marker.unlink(missing_ok=True)
+    from keras.src import backend
+
+    keras.config.enable_unsafe_deserialization()  # process-wide: overrides Keras' own safe_mode
+    try:
+        error = _assert_refused(path, category="code", where="evil")
+        assert "Lambda" in str(error)
+    finally:
+        backend.common.global_state.set_global_attribute("safe_mode_saving", None)
+    assert not marker.exists()
+
+
+def test_lambda_bytecode_in_legacy_keras2_h5_is_refused(tmp_path: Path, marker: Path) -> None:
+    import tf_keras as k2
+
+    target = str(marker)
+    inputs = k2.Input((4,))
+    evil = k2.layers.Lambda(lambda x: (open(target, "w").write("pwned"), x)[1], name="evil")  # noqa: SIM115
+    model = k2.Model(inputs, k2.layers.Dense(2)(evil(inputs)))
+    path = tmp_path / "lambda_k2.h5"
+    model.save(path)
+    marker.unlink(missing_ok=True)
+    _assert_refused(path, category="code", where="evil")
+    assert not marker.exists()
+
+
+def test_non_modelling_keras_function_is_refused_and_global_state_unchanged(
+    keras_module: Any, model_files: dict[str, Path], edit_keras_config: Any
+) -> None:
+    keras = keras_module
+
+    def point_activation_at_set_floatx(config: dict[str, Any]) -> None:
+        conv = find_layer_config(config, "conv2")
+        conv["config"]["activation"] = {
+            "module": "keras.config",
+            "class_name": "function",
+            "config": "set_floatx",
+            "registered_name": "function",
+        }
+
+    path = edit_keras_config(model_files["keras"], point_activation_at_set_floatx, "floatx.keras")
+    before = keras.config.floatx()
+    _assert_refused(path, category="module", where="conv2")
+    assert keras.config.floatx() == before
+
+
+@pytest.mark.parametrize(
+    ("class_name", "module", "registered", "category"),
+    [
+        ("TFSMLayer", "keras.layers", None, "code"),
+        ("TorchModuleWrapper", "keras.layers", None, "code"),
+        ("Popen", "subprocess", None, "unknown-class"),
+        ("Dense", "os", None, "module"),
+        ("Dense", "keras.layers", "evil_pkg>Dense", "custom"),
+    ],
+)
+def test_objects_outside_the_allowlist_are_refused(
+    model_files: dict[str, Path], edit_keras_config: Any, class_name: str, module: str,
+    registered: str | None, category: str
+) -> None:
+    def swap(config: dict[str, Any]) -> None:
+        layer = find_layer_config(config, "probs")
+        layer.update({"class_name": class_name, "module": module, "registered_name": registered})
+
+    path = edit_keras_config(model_files["keras"], swap, f"{class_name}.keras")
+    _assert_refused(path, category=category, where="probs")
+
+
+def test_layers_hidden_in_nested_models_are_found(model_files: dict[str, Path], edit_keras_config: Any) -> None:
+    def hide_lambda(config: dict[str, Any]) -> None:
+        find_layer_config(config, "f_relu1")["class_name"] = "Lambda"
+
+    path = edit_keras_config(model_files["keras_nested"], hide_lambda, "nested_lambda.keras")
+    _assert_refused(path, category="code", where="features/f_relu1")
+
+
+def test_huge_declared_layer_is_refused_before_allocating(
+    model_files: dict[str, Path], edit_keras_config: Any
+) -> None:
+    def huge(config: dict[str, Any]) -> None:
+        find_layer_config(config, "probs")["config"]["units"] = 10**8
+
+    path = edit_keras_config(model_files["keras"], huge, "huge.keras")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    error = _assert_refused(path, category="resources")
+    assert "declares at least" in str(error)
+    assert time.perf_counter() - start < 10
+    # Building it would have allocated ≥ 0.4 GB for the bias alone (5.8 GB measured for the kernel).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
+
+
+def test_oversized_config_json_is_refused_without_reading_it(tmp_path: Path, model_files: dict[str, Path]) -> None:
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(model_files["keras"]) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            if item.filename != "config.json":
+                zout.writestr(item.filename, zin.read(item.filename))
+        # 48 MB of whitespace deflates to ~50 KB: the small-file/huge-config attack.
+        with zout.open("config.json", "w") as member:
+            member.write(b"{" + b" " * (48 * 1024 * 1024) + b"}")
+    assert path.stat().st_size < 1024 * 1024
+    _assert_refused(path, category="resources")
+
+
+def test_deeply_nested_config_is_refused_without_recursion_error(
+    tmp_path: Path, model_files: dict[str, Path]
+) -> None:
+    path = tmp_path / "deep.keras"
+    with zipfile.ZipFile(model_files["keras"]) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                data = b"[" * 100_000 + b"]" * 100_000
+            zout.writestr(item, data)
+    _assert_refused(path, category="resources")
+
+
+def test_path_like_strings_are_refused(model_files: dict[str, Path], edit_keras_config: Any) -> None:
+    def vocabulary_file(config: dict[str, Any]) -> None:
+        find_layer_config(config, "gap")["config"]["vocabulary"] = "/etc/passwd"
+
+    path = edit_keras_config(model_files["keras"], vocabulary_file, "vocab.keras")
+    _assert_refused(path, category="path", where="gap")
+
+
+def test_hdf5_external_link_and_virtual_dataset_are_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["data"] = np.arange(10.0)
+    linked = tmp_path / "linked.h5"
+    shutil.copyfile(model_files["h5_keras3"], linked)
+    with h5py.File(linked, "r+") as f:
+        f["model_weights"]["stolen"] = h5py.ExternalLink(str(secret), "/data")
+    _assert_refused(linked, category="hdf5")
+
+    virtual = tmp_path / "virtual.h5"
+    shutil.copyfile(model_files["h5_keras3"], virtual)
+    layout = h5py.VirtualLayout(shape=(10,), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(secret), "data", shape=(10,))
+    with h5py.File(virtual, "r+") as f:
+        f["model_weights"].create_virtual_dataset("vds", layout)
+    _assert_refused(virtual, category="hdf5")
+
+
+def test_h5_declaring_far_more_weights_than_stored_is_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "inflated.h5"
+    shutil.copyfile(model_files["h5_keras3"], path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        find_layer_config(config, "probs")["config"]["units"] = 50_000_000
+        f.attrs["model_config"] = json.dumps(config)
+    _assert_refused(path, category="resources")
+
+
+def test_savedmodel_with_file_writing_op_and_custom_layer_is_refused(tmp_path: Path, marker: Path) -> None:
+    import tensorflow as tf
+    import tf_keras as k2
+
+    target = str(marker)
+
+    class Exfiltrate(k2.layers.Layer):  # type: ignore[misc]
+        def call(self, x: Any) -> Any:
+            with tf.control_dependencies([tf.io.write_file(target, "pwned")]):
+                return tf.identity(x)
+
+    inputs = k2.Input((4,))
+    model = k2.Model(inputs, k2.layers.Dense(2)(Exfiltrate(name="exfil")(inputs)))
+    path = tmp_path / "evil_savedmodel"
+    model.save(path, save_format="tf")
+    marker.unlink(missing_ok=True)
+    report = check_model_file(path)
+    assert any(f.category == "graph-op" and "WriteFile" in f.reason for f in report.findings)
+    assert any(f.category == "unknown-class" and "exfil" in f.where for f in report.findings)
+    with pytest.raises(UnsafeModelError):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_savedmodel_with_symlink_is_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "linked_savedmodel"
+    shutil.copytree(model_files["savedmodel"], path)
+    (path / "assets" / "passwd").symlink_to("/etc/passwd")
+    _assert_refused(path, category="path")
+
+
+def test_unsafe_flag_loads_and_reports_findings(keras_module: Any, tmp_path: Path) -> None:
+    keras = keras_module
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2.0, name="double")(inputs))
+    path = tmp_path / "benign_lambda.keras"
+    model.save(path)
+    _assert_refused(path, category="code", where="double")
+    loaded = load_model(path, unsafe=True)
+    assert loaded.unsafe and not loaded.safety.safe
+    np.testing.assert_allclose(np.asarray(loaded.model(np.ones((1, 4), "float32"))), 2.0)
+
+
+def test_custom_objects_file_admits_only_what_it_names(keras_module: Any, tmp_path: Path) -> None:
+    keras = keras_module
+    module_file = tmp_path / "my_layers.py"
+    module_file.write_text(
+        "import keras\n\n"
+        "@keras.saving.register_keras_serializable(package='tests')\n"
+        "class Scale(keras.layers.Layer):\n"
+        "    def __init__(self, factor=2.0, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.factor = factor\n"
+        "    def call(self, x):\n"
+        "        return x * self.factor\n"
+        "    def get_config(self):\n"
+        "        return {**super().get_config(), 'factor': self.factor}\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(module_file.read_text(), str(module_file), "exec"), namespace)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, namespace["Scale"](3.0, name="scale")(inputs))
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    _assert_refused(path, category="unknown-class", where="scale")
+    loaded = load_model(path, custom_objects_file=module_file)
+    assert "tests>Scale" in loaded.custom_objects
+    np.testing.assert_allclose(np.asarray(loaded.model(np.ones((1, 4), "float32"))), 3.0)
+
+
+@pytest.mark.parametrize("key", ["keras", "keras_nested", "h5_keras3", "h5_keras2", "h5_keras22", "savedmodel"])
+def test_benign_models_pass_every_check(model_files: dict[str, Path], key: str) -> None:
+    report = check_model_file(model_files[key])
+    assert report.safe, report.findings
+    assert report.stored_params is not None and report.declared_params_lower_bound <= report.stored_params
