@@ -78,16 +78,15 @@ def keras() -> ModuleType:
 
 
 def configure_device(device: str = "auto") -> Any:
-    """Pick the device: ``auto`` (GPU when present), ``cpu`` or ``gpu``. Returns a tf.distribute strategy."""
+    """Pick ``auto`` (GPU when present), ``cpu`` or ``gpu``; return a tf.distribute strategy."""
     from kerasaudit.errors import BadInputError
 
     t = tf()
     gpus = t.config.list_physical_devices("GPU")
     if device == "cpu":
-        try:
+        # RuntimeError: devices already initialised; the strategy still pins work to the CPU.
+        with contextlib.suppress(RuntimeError):
             t.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # already initialised; fall back to scoping
-            pass
         return t.distribute.OneDeviceStrategy("/cpu:0")
     if device == "gpu" and not gpus:
         raise BadInputError("--device gpu was asked for, but TensorFlow sees no GPU")

@@ -1,4 +1,4 @@
-"""Typed errors. Each carries the process exit code the CLI maps it to (see README, "Exit codes")."""
+"""Typed errors, each with the exit code the CLI maps it to (README, "Exit codes")."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ pruning a channel must also zero the γ/β of the BatchNormalization that follow
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,7 @@ def _consumers(model: Any) -> dict[int, list[Any]]:
     consumers: dict[int, list[Any]] = {}
     if isinstance(model, keras.Sequential):
         layers = model.layers
-        for current, following in zip(layers, layers[1:], strict=False):
+        for current, following in itertools.pairwise(layers):
             consumers.setdefault(id(current), []).append(following)
         return consumers
     members = {id(layer) for layer in model.layers}

@@ -148,7 +148,9 @@ def _load_keras(copy: Path, custom: dict[str, Any], unsafe: bool) -> Any:
                 copy, custom_objects=custom, compile=False, safe_mode=not unsafe
             )
     except (MemoryError, RecursionError) as exc:
-        raise BadInputError(f"Keras ran out of resources loading the model ({type(exc).__name__})") from exc
+        raise BadInputError(
+            f"Keras ran out of resources loading the model ({type(exc).__name__})"
+        ) from exc
     except Exception as exc:
         raise BadInputError(f"Keras could not load the model: {_first_line(exc)}") from exc
 
@@ -203,10 +205,10 @@ def repair_keras2_config(config: Any) -> int:
 
     DepthwiseConv layers lose the ``groups=1`` argument Keras 2 wrote.
 
-    References to nested models are renumbered: Keras 2 gives a nested model (a Sequential or Functional used as a layer) an inbound node of
-    its own when it is built, so the first call of it is node 1; Keras 3 does not, and its
-    legacy loader then fails with "The following nodes failed to be resolved". Returns the
-    number of changes.
+    References to nested models are renumbered: Keras 2 gives a nested model (a Sequential or
+    Functional used as a layer) an inbound node of its own when it is built, so the first call
+    of it is node 1; Keras 3 does not, and its legacy loader then fails with "The following
+    nodes failed to be resolved". Returns the number of changes.
     """
     changed = 0
     stack: list[Any] = [config]

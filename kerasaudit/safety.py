@@ -82,7 +82,9 @@ class Finding:
     """One reason to refuse a model. ``where`` is a layer path ('features/conv2') or a file part."""
 
     where: str
-    category: str  # code | module | unknown-class | custom | path | resources | hdf5 | graph-op | format
+    category: (
+        str  # code | module | unknown-class | custom | path | resources | hdf5 | graph-op | format
+    )
     reason: str
 
     def to_dict(self) -> dict[str, str]:
@@ -187,7 +189,9 @@ def parse_config_json(raw: bytes | str, where: str) -> Any:
     """Parse JSON with caps on size and nesting depth (checked before the parser recurses)."""
     if isinstance(raw, bytes):
         if len(raw) > MAX_CONFIG_BYTES:
-            raise _Refused(where, "resources", f"config is {len(raw)} bytes (cap {MAX_CONFIG_BYTES})")
+            raise _Refused(
+                where, "resources", f"config is {len(raw)} bytes (cap {MAX_CONFIG_BYTES})"
+            )
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -196,7 +200,9 @@ def parse_config_json(raw: bytes | str, where: str) -> Any:
         raise _Refused(where, "resources", f"config is {len(raw)} bytes (cap {MAX_CONFIG_BYTES})")
     depth = _max_bracket_depth(raw)
     if depth > MAX_CONFIG_DEPTH:
-        raise _Refused(where, "resources", f"config nests {depth} levels deep (cap {MAX_CONFIG_DEPTH})")
+        raise _Refused(
+            where, "resources", f"config nests {depth} levels deep (cap {MAX_CONFIG_DEPTH})"
+        )
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -231,8 +237,10 @@ class _Refused(Exception):
         self.finding = Finding(where, category, reason)
 
 
-def check_config(config: Any, custom: Iterable[str] = (), where: str = "") -> tuple[list[Finding], int]:
-    """Walk a (Keras 2 or 3) model config. Returns findings and a lower bound on its weight count."""
+def check_config(
+    config: Any, custom: Iterable[str] = (), where: str = ""
+) -> tuple[list[Finding], int]:
+    """Walk a (Keras 2 or 3) model config; return findings and a lower bound on its weights."""
     walk = _Walk(custom=frozenset(custom))
     _walk_config(walk, config, where)
     return walk.findings, walk.params_lower_bound
@@ -281,9 +289,8 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     here = layer_path
     if key in LAYER_KEYS and name:
         here = f"{layer_path}/{name}" if layer_path else name
-    label = f"layer '{here}'" if here and here != layer_path or key in LAYER_KEYS else (
-        here or "model"
-    )
+    is_layer = (here and here != layer_path) or key in LAYER_KEYS
+    label = f"layer '{here}'" if is_layer else (here or "model")
     if not isinstance(cls, str):
         walk.add(here, "format", f"{label}: class_name is not a string")
         return here
@@ -322,9 +329,7 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     if module is not None and module not in ALLOWED_MODULES:
         walk.add(here, "module", f"{label} ({cls}) names module {module!r}, outside Keras")
     if registered not in (None, cls) and not (cls == "Functional" and registered == "Functional"):
-        walk.add(
-            here, "custom", f"{label} ({cls}) is registered as custom object {registered!r}"
-        )
+        walk.add(here, "custom", f"{label} ({cls}) is registered as custom object {registered!r}")
     if isinstance(config, dict):
         walk.params_lower_bound += _declared_params_lower_bound(cls, config, obj)
     return here
@@ -366,18 +371,31 @@ def _input_channels(obj: dict[str, Any]) -> int:
 
 def _declared_params_lower_bound(cls: str, config: dict[str, Any], obj: dict[str, Any]) -> int:
     """A lower bound on the weights a layer will allocate when built (never over-counts)."""
+
     def prod(values: list[int]) -> int:
         return math.prod(max(1, v) for v in values) if values else 1
 
     kernel = prod(_ints(config.get("kernel_size")))
     if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        return max(1, _ints(config.get("depth_multiplier"))[0] if _ints(config.get("depth_multiplier")) else 1) * kernel
+        return (
+            max(
+                1,
+                _ints(config.get("depth_multiplier"))[0]
+                if _ints(config.get("depth_multiplier"))
+                else 1,
+            )
+            * kernel
+        )
     if cls.startswith("SeparableConv"):
         filters = (_ints(config.get("filters")) or [1])[0]
         return max(0, filters) + kernel
     if "filters" in config and _ints(config.get("filters")):
         groups = (_ints(config.get("groups")) or [1])[0] or 1
-        channels = _input_channels(obj) // groups if cls.startswith("Conv") and "Transpose" not in cls else 1
+        channels = (
+            _input_channels(obj) // groups
+            if cls.startswith("Conv") and "Transpose" not in cls
+            else 1
+        )
         return max(0, _ints(config["filters"])[0]) * kernel * max(1, channels)
     if cls == "Embedding":
         return prod(_ints(config.get("input_dim"))) * prod(_ints(config.get("output_dim")))
@@ -457,7 +475,9 @@ def _read_attr_capped(h5file: Any, name: str, where: str) -> Any:
         return None
     size = h5file.attrs.get_id(name).get_storage_size()
     if size > MAX_CONFIG_BYTES:
-        raise _Refused(where, "resources", f"attribute {name} is {size} bytes (cap {MAX_CONFIG_BYTES})")
+        raise _Refused(
+            where, "resources", f"attribute {name} is {size} bytes (cap {MAX_CONFIG_BYTES})"
+        )
     value = h5file.attrs[name]
     if hasattr(value, "decode"):
         value = value.decode("utf-8", errors="replace")
@@ -514,8 +534,11 @@ def _check_keras_zip(path: Path, custom: frozenset[str]) -> SafetyReport:
                 DATASET_INFLATION_LIMIT * max(1, info.compress_size)
             ):
                 findings.append(
-                    Finding(f"{where}:{info.filename}", "resources",
-                            f"compressed {info.compress_size} bytes inflate to {info.file_size}")
+                    Finding(
+                        f"{where}:{info.filename}",
+                        "resources",
+                        f"compressed {info.compress_size} bytes inflate to {info.file_size}",
+                    )
                 )
         try:
             raw = _read_member_capped(archive, "config.json", MAX_CONFIG_BYTES)
@@ -540,8 +563,13 @@ def _check_keras_zip(path: Path, custom: frozenset[str]) -> SafetyReport:
         findings.extend(_params_finding(declared, stored))
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     return SafetyReport(
-        str(path), ModelFormat.KERAS, str(version) if version else None, "tensorflow"
-        if version else None, tuple(findings), declared, stored
+        str(path),
+        ModelFormat.KERAS,
+        str(version) if version else None,
+        "tensorflow" if version else None,
+        tuple(findings),
+        declared,
+        stored,
     )
 
 
@@ -567,7 +595,9 @@ def _check_zipped_weights(archive: zipfile.ZipFile, where: str, findings: list[F
             with h5py.File(tmp, "r") as weights:
                 return _check_hdf5_tree(weights, f"{where}:model.weights.h5", findings)
         except OSError as exc:
-            raise BadInputError(f"{where}: corrupt model.weights.h5 inside the archive ({exc})") from exc
+            raise BadInputError(
+                f"{where}: corrupt model.weights.h5 inside the archive ({exc})"
+            ) from exc
 
 
 def _check_h5(path: Path, custom: frozenset[str]) -> SafetyReport:
@@ -582,17 +612,18 @@ def _check_h5(path: Path, custom: frozenset[str]) -> SafetyReport:
     with h5file:
         try:
             model_config = _read_attr_capped(h5file, "model_config", f"{where}:model_config")
-            training_config = _read_attr_capped(h5file, "training_config", f"{where}:training_config")
+            training_config = _read_attr_capped(
+                h5file, "training_config", f"{where}:training_config"
+            )
             keras_version = _read_attr_capped(h5file, "keras_version", where)
             backend = _read_attr_capped(h5file, "backend", where)
         except OSError as exc:
             raise BadInputError(f"{path}: corrupt or truncated HDF5 file ({exc})") from exc
         if model_config is None:
-            if "layer_names" in h5file.attrs or "model_weights" not in h5file:
-                raise BadInputError(
-                    f"{path}: HDF5 file without a model config (a weights-only file or not a "
-                    "Keras model)"
-                )
+            raise BadInputError(
+                f"{path}: HDF5 file without a model config (a weights-only file or not a "
+                "Keras model)"
+            )
         config = parse_config_json(str(model_config), f"{where}:model_config")
         walk_findings, declared = check_config(config, custom)
         findings.extend(walk_findings)
@@ -606,8 +637,13 @@ def _check_h5(path: Path, custom: frozenset[str]) -> SafetyReport:
             raise BadInputError(f"{path}: corrupt or truncated HDF5 file ({exc})") from exc
     findings.extend(_params_finding(declared, stored))
     return SafetyReport(
-        str(path), ModelFormat.H5, str(keras_version) if keras_version else None,
-        str(backend) if backend else None, tuple(findings), declared, stored,
+        str(path),
+        ModelFormat.H5,
+        str(keras_version) if keras_version else None,
+        str(backend) if backend else None,
+        tuple(findings),
+        declared,
+        stored,
     )
 
 
@@ -627,7 +663,9 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
     findings: list[Finding] = []
     for item in path.rglob("*"):
         if item.is_symlink():
-            findings.append(Finding(str(item.relative_to(path)), "path", "symbolic link inside the SavedModel"))
+            findings.append(
+                Finding(str(item.relative_to(path)), "path", "symbolic link inside the SavedModel")
+            )
     pb = path / "saved_model.pb"
     if pb.stat().st_size > 1 << 31:
         raise _Refused("saved_model.pb", "resources", "saved_model.pb is larger than 2 GiB")
@@ -638,9 +676,12 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
     meta = path / "keras_metadata.pb"
     if not meta.is_file():
         findings.append(
-            Finding("keras_metadata.pb", "format",
-                    "SavedModel without Keras metadata (not written by tf.keras); cannot rebuild "
-                    "its layers safely")
+            Finding(
+                "keras_metadata.pb",
+                "format",
+                "SavedModel without Keras metadata (not written by tf.keras); cannot rebuild "
+                "its layers safely",
+            )
         )
     else:
         metadata = _parse_proto(meta, "keras_metadata")
@@ -650,7 +691,8 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
                 keras_version = keras_version or node_config.get("keras_version")
                 node_findings, node_declared = check_config(
                     {k: v for k, v in node_config.items() if k != "build_input_shape"},
-                    custom, where=_node_label(node.node_path),
+                    custom,
+                    where=_node_label(node.node_path),
                 )
                 findings.extend(node_findings)
                 if node.node_path == "root":
@@ -658,8 +700,13 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
     stored = _savedmodel_stored_params(path)
     findings.extend(_params_finding(declared, stored))
     return SafetyReport(
-        str(path), ModelFormat.SAVEDMODEL, keras_version, "tensorflow",
-        tuple(dict.fromkeys(findings)), declared, stored,
+        str(path),
+        ModelFormat.SAVEDMODEL,
+        keras_version,
+        "tensorflow",
+        tuple(dict.fromkeys(findings)),
+        declared,
+        stored,
     )
 
 
@@ -701,7 +748,10 @@ def _check_graph_ops(saved_model: Any, allowed: frozenset[str]) -> list[Finding]
         graph = meta_graph.graph_def
         functions = {fn.signature.name: fn for fn in graph.library.function}
         called_from_functions = {
-            callee for fn in functions.values() for node in fn.node_def for callee in _func_attrs(node)
+            callee
+            for fn in functions.values()
+            for node in fn.node_def
+            for callee in _func_attrs(node)
         }
         for node in graph.node:
             _check_op(node.op, node.name, "graph", allowed, findings, saver=False)
@@ -712,12 +762,17 @@ def _check_graph_ops(saved_model: Any, allowed: frozenset[str]) -> list[Finding]
     return findings
 
 
-def _check_op(op: str, node: str, scope: str, allowed: frozenset[str], findings: list[Finding], *, saver: bool) -> None:
+def _check_op(
+    op: str, node: str, scope: str, allowed: frozenset[str], findings: list[Finding], *, saver: bool
+) -> None:
     if op in CHECKPOINT_OPS and (saver or scope == "graph"):
         return
     if op not in allowed or op in CHECKPOINT_OPS:
-        finding = Finding(f"{scope}/{node}", "graph-op",
-                          f"graph op {op!r} is outside the allowlist of pure tensor operations")
+        finding = Finding(
+            f"{scope}/{node}",
+            "graph-op",
+            f"graph op {op!r} is outside the allowlist of pure tensor operations",
+        )
         if finding not in findings:
             findings.append(finding)
 

@@ -140,7 +140,9 @@ def marker(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def edit_keras_config(tmp_path: Path) -> Callable[[Path, Callable[[dict[str, Any]], None], str], Path]:
+def edit_keras_config(
+    tmp_path: Path,
+) -> Callable[[Path, Callable[[dict[str, Any]], None], str], Path]:
     """Copy a .keras archive with its config.json edited by a function."""
     import json
     import zipfile

@@ -40,22 +40,32 @@ def _predict(model: object, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("key", ["keras", "keras_nested", "h5_keras3", "h5_keras3_nested"])
-def test_keras3_round_trip_predictions_match(model_files: dict[str, Path], key: str, keras_module: object) -> None:
+def test_keras3_round_trip_predictions_match(
+    model_files: dict[str, Path], key: str, keras_module: object
+) -> None:
     import keras
 
     x = np.load(model_files["probe"])
     original = keras.saving.load_model(model_files[key], compile=False)
-    np.testing.assert_allclose(_predict(load_model(model_files[key]).model, x), _predict(original, x), atol=1e-6)
+    np.testing.assert_allclose(
+        _predict(load_model(model_files[key]).model, x), _predict(original, x), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("key", ["h5_keras2", "h5_keras22", "savedmodel"])
-def test_legacy_files_compute_what_tf_keras_computes(model_files: dict[str, Path], key: str) -> None:
+def test_legacy_files_compute_what_tf_keras_computes(
+    model_files: dict[str, Path], key: str
+) -> None:
     import tf_keras
 
     x = np.load(model_files["probe"])
     # Our own fixture file, so loading it with tf-keras here is safe; kerasaudit never does for .h5.
-    reference = tf_keras.models.load_model(model_files["h5_keras2"], compile=False).predict(x, verbose=0)
-    np.testing.assert_allclose(_predict(load_model(model_files[key]).model, x), reference, atol=1e-5)
+    reference = tf_keras.models.load_model(model_files["h5_keras2"], compile=False).predict(
+        x, verbose=0
+    )
+    np.testing.assert_allclose(
+        _predict(load_model(model_files[key]).model, x), reference, atol=1e-5
+    )
 
 
 def test_inventory_finds_nested_layers_and_their_batchnorm(model_files: dict[str, Path]) -> None:
@@ -82,7 +92,9 @@ def test_inventory_dense_only_on_request(model_files: dict[str, Path]) -> None:
     assert {layer.path for layer in dense.auditable} >= {"probs"}
 
 
-def test_format_is_detected_by_bytes_not_extension(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_format_is_detected_by_bytes_not_extension(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     disguised = tmp_path / "model.bin"
     disguised.write_bytes(model_files["h5_keras3"].read_bytes())
     assert detect_format(disguised) is ModelFormat.H5
@@ -104,9 +116,24 @@ def test_keras2_nested_node_indices_are_renumbered() -> None:
         "class_name": "Functional",
         "config": {
             "layers": [
-                {"class_name": "InputLayer", "name": "in", "config": {"name": "in"}, "inbound_nodes": []},
-                {"class_name": "Sequential", "name": "seq", "config": {"name": "seq"}, "inbound_nodes": [[["in", 0, 0, {}]]]},
-                {"class_name": "Dense", "name": "d", "config": {"name": "d"}, "inbound_nodes": [[["seq", 1, 0, {}]]]},
+                {
+                    "class_name": "InputLayer",
+                    "name": "in",
+                    "config": {"name": "in"},
+                    "inbound_nodes": [],
+                },
+                {
+                    "class_name": "Sequential",
+                    "name": "seq",
+                    "config": {"name": "seq"},
+                    "inbound_nodes": [[["in", 0, 0, {}]]],
+                },
+                {
+                    "class_name": "Dense",
+                    "name": "d",
+                    "config": {"name": "d"},
+                    "inbound_nodes": [[["seq", 1, 0, {}]]],
+                },
             ],
             "input_layers": [["in", 0, 0]],
             "output_layers": [["seq", 1, 0]],
@@ -123,7 +150,10 @@ def test_keras2_nested_node_indices_are_renumbered() -> None:
     [
         (lambda p: p / "missing.keras", "no such file"),
         (lambda p: p, "not a model"),
-        (lambda p: _write(p / "random.keras", np.random.default_rng(0).bytes(4096)), "not a model file"),
+        (
+            lambda p: _write(p / "random.keras", np.random.default_rng(0).bytes(4096)),
+            "not a model file",
+        ),
         (lambda p: _write(p / "empty.h5", b""), "not a model file"),
         (lambda p: _write(p / "fake.keras", b"PK\x03\x04" + b"\0" * 100), "corrupt"),
         (lambda p: _write(p / "fake.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100), "corrupt"),

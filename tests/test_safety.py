@@ -31,7 +31,9 @@ def _lambda_model(keras: Any, marker: Path) -> Any:
     return keras.Model(inputs, keras.layers.Dense(2)(evil(inputs)))
 
 
-def _assert_refused(path: Path, *, category: str, where: str | None = None, **kwargs: Any) -> UnsafeModelError:
+def _assert_refused(
+    path: Path, *, category: str, where: str | None = None, **kwargs: Any
+) -> UnsafeModelError:
     report = check_model_file(path)
     assert not report.safe, report
     assert category in {f.category for f in report.findings}, report.findings
@@ -106,8 +108,12 @@ def test_non_modelling_keras_function_is_refused_and_global_state_unchanged(
     ],
 )
 def test_objects_outside_the_allowlist_are_refused(
-    model_files: dict[str, Path], edit_keras_config: Any, class_name: str, module: str,
-    registered: str | None, category: str
+    model_files: dict[str, Path],
+    edit_keras_config: Any,
+    class_name: str,
+    module: str,
+    registered: str | None,
+    category: str,
 ) -> None:
     def swap(config: dict[str, Any]) -> None:
         layer = find_layer_config(config, "probs")
@@ -117,7 +123,9 @@ def test_objects_outside_the_allowlist_are_refused(
     _assert_refused(path, category=category, where="probs")
 
 
-def test_layers_hidden_in_nested_models_are_found(model_files: dict[str, Path], edit_keras_config: Any) -> None:
+def test_layers_hidden_in_nested_models_are_found(
+    model_files: dict[str, Path], edit_keras_config: Any
+) -> None:
     def hide_lambda(config: dict[str, Any]) -> None:
         find_layer_config(config, "f_relu1")["class_name"] = "Lambda"
 
@@ -141,9 +149,14 @@ def test_huge_declared_layer_is_refused_before_allocating(
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024
 
 
-def test_oversized_config_json_is_refused_without_reading_it(tmp_path: Path, model_files: dict[str, Path]) -> None:
+def test_oversized_config_json_is_refused_without_reading_it(
+    tmp_path: Path, model_files: dict[str, Path]
+) -> None:
     path = tmp_path / "bomb.keras"
-    with zipfile.ZipFile(model_files["keras"]) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+    with (
+        zipfile.ZipFile(model_files["keras"]) as zin,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout,
+    ):
         for item in zin.infolist():
             if item.filename != "config.json":
                 zout.writestr(item.filename, zin.read(item.filename))
@@ -167,7 +180,9 @@ def test_deeply_nested_config_is_refused_without_recursion_error(
     _assert_refused(path, category="resources")
 
 
-def test_path_like_strings_are_refused(model_files: dict[str, Path], edit_keras_config: Any) -> None:
+def test_path_like_strings_are_refused(
+    model_files: dict[str, Path], edit_keras_config: Any
+) -> None:
     def vocabulary_file(config: dict[str, Any]) -> None:
         find_layer_config(config, "gap")["config"]["vocabulary"] = "/etc/passwd"
 
@@ -175,7 +190,9 @@ def test_path_like_strings_are_refused(model_files: dict[str, Path], edit_keras_
     _assert_refused(path, category="path", where="gap")
 
 
-def test_hdf5_external_link_and_virtual_dataset_are_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_hdf5_external_link_and_virtual_dataset_are_refused(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     secret = tmp_path / "secret.h5"
     with h5py.File(secret, "w") as f:
         f["data"] = np.arange(10.0)
@@ -194,7 +211,9 @@ def test_hdf5_external_link_and_virtual_dataset_are_refused(model_files: dict[st
     _assert_refused(virtual, category="hdf5")
 
 
-def test_h5_declaring_far_more_weights_than_stored_is_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_h5_declaring_far_more_weights_than_stored_is_refused(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     path = tmp_path / "inflated.h5"
     shutil.copyfile(model_files["h5_keras3"], path)
     with h5py.File(path, "r+") as f:
@@ -204,7 +223,9 @@ def test_h5_declaring_far_more_weights_than_stored_is_refused(model_files: dict[
     _assert_refused(path, category="resources")
 
 
-def test_savedmodel_with_file_writing_op_and_custom_layer_is_refused(tmp_path: Path, marker: Path) -> None:
+def test_savedmodel_with_file_writing_op_and_custom_layer_is_refused(
+    tmp_path: Path, marker: Path
+) -> None:
     import tensorflow as tf
     import tf_keras as k2
 
@@ -274,8 +295,13 @@ def test_custom_objects_file_admits_only_what_it_names(keras_module: Any, tmp_pa
     np.testing.assert_allclose(np.asarray(loaded.model(np.ones((1, 4), "float32"))), 3.0)
 
 
-@pytest.mark.parametrize("key", ["keras", "keras_nested", "h5_keras3", "h5_keras2", "h5_keras22", "savedmodel"])
+@pytest.mark.parametrize(
+    "key", ["keras", "keras_nested", "h5_keras3", "h5_keras2", "h5_keras22", "savedmodel"]
+)
 def test_benign_models_pass_every_check(model_files: dict[str, Path], key: str) -> None:
     report = check_model_file(model_files[key])
     assert report.safe, report.findings
-    assert report.stored_params is not None and report.declared_params_lower_bound <= report.stored_params
+    assert (
+        report.stored_params is not None
+        and report.declared_params_lower_bound <= report.stored_params
+    )

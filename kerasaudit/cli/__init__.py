@@ -1,1 +1,1 @@
-"""The command-line layer: parse options, call one library function, hand the result to a formatter."""
+"""The command-line layer: parse options, call one library function, format the result."""

@@ -25,17 +25,24 @@ class OutputFormat(StrEnum):
 
 
 ModelArg = Annotated[
-    Path, typer.Argument(help="Model: .keras, legacy .h5, or a TF SavedModel directory.", show_default=False)
+    Path,
+    typer.Argument(
+        help="Model: .keras, legacy .h5, or a TF SavedModel directory.", show_default=False
+    ),
 ]
 FormatOpt = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="Report format on stdout (or in -o).")
 ]
 OutputOpt = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write the report to this file (atomically) instead of stdout."),
+    typer.Option(
+        "--output", "-o", help="Write the report to this file (atomically) instead of stdout."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")
+]
 UnsafeOpt = Annotated[
     bool,
     typer.Option(
@@ -48,8 +55,8 @@ CustomObjectsOpt = Annotated[
     Path | None,
     typer.Option(
         "--custom-objects",
-        help="A .py file defining custom layers (its `custom_objects` dict, or its public classes). "
-        "Only the names it defines are admitted by the safety checks.",
+        help="A .py file defining custom layers (its `custom_objects` dict, or its public "
+        "classes). Only the names it defines are admitted by the safety checks.",
     ),
 ]
 
@@ -120,7 +127,9 @@ def emit_json(data: Any, output: Path | None, force: bool) -> None:
         write_text_atomic(output, text, force=force)
 
 
-def emit_rich(render: Callable[[Console], None], consoles: Consoles, output: Path | None, force: bool) -> None:
+def emit_rich(
+    render: Callable[[Console], None], consoles: Consoles, output: Path | None, force: bool
+) -> None:
     if output is None:
         render(consoles.out)
         return

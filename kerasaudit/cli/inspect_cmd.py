@@ -45,7 +45,9 @@ def inspect(
     with consoles.err.status("loading model"):
         loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
     if loaded.unsafe and loaded.safety.findings:
-        consoles.info(f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)")
+        consoles.info(
+            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
+        )
     inventory = build_inventory(loaded, include_dense=include_dense)
     emit(
         fmt,

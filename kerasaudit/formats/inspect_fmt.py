@@ -31,16 +31,30 @@ def render(inventory: ModelInventory, console: Console) -> None:
         summary.add_row("input", f"{tensor.name} {_shape(tensor.shape)} {tensor.dtype}")
     for tensor in inventory.outputs:
         summary.add_row("output", f"{tensor.name} {_shape(tensor.shape)} {tensor.dtype}")
-    summary.add_row("parameters", f"{inventory.params_total:,} ({inventory.params_trainable:,} trainable)")
+    summary.add_row(
+        "parameters", f"{inventory.params_total:,} ({inventory.params_trainable:,} trainable)"
+    )
     summary.add_row("layers", f"{inventory.layer_count} ({len(inventory.auditable)} auditable)")
     if inventory.loaded_unsafely:
-        summary.add_row("safety", f"LOADED WITH --unsafe; {len(inventory.safety_findings)} finding(s)")
+        summary.add_row(
+            "safety", f"LOADED WITH --unsafe; {len(inventory.safety_findings)} finding(s)"
+        )
     console.print(summary)
     for finding in inventory.safety_findings:
         console.print(f"  finding: {finding}", markup=False)
 
     table = Table(title="Auditable layers", title_justify="left")
-    for column in ("layer", "class", "channels", "kernel", "activation", "batch norm", "measured after", "output", "params"):
+    for column in (
+        "layer",
+        "class",
+        "channels",
+        "kernel",
+        "activation",
+        "batch norm",
+        "measured after",
+        "output",
+        "params",
+    ):
         table.add_column(column, justify="right" if column in ("channels", "params") else "left")
     for layer in inventory.auditable:
         table.add_row(

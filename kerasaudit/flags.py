@@ -1,0 +1,103 @@
+"""Flagging: which channels of a layer have anomalous ℓ∞ behaviour.
+
+Per layer, each channel gets a robust z-score (median / MAD, scaled by 1.4826 so that it reads
+like a standard z-score on normal data) of two statistics:
+
+* mean ℓ∞ of its activation map — a channel whose peak response is far above its siblings';
+* mean ℓ∞ / mean ℓ2 — a channel whose peak is large *for its energy*: a sparse, localised
+  response, which is how a small trigger patch shows up (Cheng et al., arXiv 2002.12162).
+
+The channel's score is the larger of the two, so either signature alone is enough. Only the
+upper side counts: a dead or weak channel is not a backdoor finding. The default threshold 3.5
+is Iglewicz & Hoaglin's recommended cut-off for modified z-scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAD_SCALE = 1.4826  # consistency constant: 1.4826·MAD estimates σ for normal data
+MEAN_AD_SCALE = 1.253314  # sqrt(π/2): the same for the mean absolute deviation (MAD = 0 fallback)
+DEFAULT_THRESHOLD = 3.5
+MIN_CHANNELS = 4  # below this a median/MAD score says nothing; such layers are not scored
+
+SCORE_DEFINITION = (
+    "per layer: score = max(z(mean linf), z(mean linf / mean l2)), "
+    "z(v) = (v - median(v)) / (1.4826 * MAD(v)); flagged when score > threshold"
+)
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """Modified z-scores (v − median) / (1.4826·MAD) of the finite entries; NaN stays NaN.
+
+    When more than half of the values are equal (MAD = 0) the mean absolute deviation scaled
+    by √(π/2) is used instead (Iglewicz & Hoaglin); when all values are equal every score is 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    z = np.full(values.shape, np.nan)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return z
+    kept = values[finite]
+    median = float(np.median(kept))
+    deviations = np.abs(kept - median)
+    scale = MAD_SCALE * float(np.median(deviations))
+    tiny = 1e-12 * max(abs(median), float(np.finfo(np.float64).tiny))
+    if scale <= tiny:
+        scale = MEAN_AD_SCALE * float(np.mean(deviations))
+    if scale <= tiny:
+        z[finite] = 0.0
+        return z
+    z[finite] = (kept - median) / scale
+    return z
+
+
+@dataclass(frozen=True, eq=False)
+class LayerFlags:
+    """Anomaly scores of one layer's channels and the channels above the threshold."""
+
+    layer: str
+    z_linf: np.ndarray  # robust z of mean ℓ∞, per channel
+    z_ratio: np.ndarray  # robust z of mean ℓ∞ / mean ℓ2 (NaN for channels that never fire)
+    score: np.ndarray  # max of the two (NaN only when both are)
+    flagged: tuple[int, ...]  # channel indices with score > threshold, highest score first
+    note: str | None = None  # why a layer was not scored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "z_linf": _json_floats(self.z_linf),
+            "z_ratio": _json_floats(self.z_ratio),
+            "score": _json_floats(self.score),
+            "flagged": list(self.flagged),
+            "note": self.note,
+        }
+
+
+def flag_channels(
+    layer: str, mean_linf: np.ndarray, linf_over_l2: np.ndarray, threshold: float
+) -> LayerFlags:
+    mean_linf = np.asarray(mean_linf, dtype=np.float64)
+    ratio = np.asarray(linf_over_l2, dtype=np.float64)
+    channels = mean_linf.shape[0]
+    if channels < MIN_CHANNELS:
+        zeros = np.zeros(channels)
+        return LayerFlags(
+            layer, zeros, zeros.copy(), zeros.copy(), (), f"fewer than {MIN_CHANNELS} channels"
+        )
+    z_linf = robust_z(mean_linf)
+    z_ratio = robust_z(ratio)
+    both = np.stack([z_linf, z_ratio])
+    all_nan = np.isnan(both).all(axis=0)
+    score = np.where(all_nan, np.nan, np.nanmax(np.where(np.isnan(both), -np.inf, both), axis=0))
+    above = np.flatnonzero(np.nan_to_num(score, nan=-np.inf) > threshold)
+    order = above[np.argsort(-score[above], kind="stable")]
+    return LayerFlags(layer, z_linf, z_ratio, score, tuple(int(c) for c in order))
+
+
+def _json_floats(values: np.ndarray) -> list[float | None]:
+    """JSON has no NaN/inf: they become null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]

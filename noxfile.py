@@ -1,0 +1,31 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The same test command as the README and .ci/run."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "kerasaudit", "tests", "benchmarks", "scripts", "noxfile.py")
+    session.run("ruff", "format", "--check", "kerasaudit", "tests", "benchmarks", "scripts")
+    session.run("mypy", "kerasaudit")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Performance benchmarks; each prints ratios against a baseline measured in the same run."""
+    session.install("-e", ".")
+    for script in sorted(__import__("pathlib").Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

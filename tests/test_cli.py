@@ -1,0 +1,143 @@
+"""The CLI contract: stdout carries only the report, exit codes, -o/--force, lazy TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "kerasaudit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["inspect", "--help"],
+        ["inspect"],
+        ["inspect", "m.keras", "--format", "xml"],
+        ["nope"],
+    ],
+    ids=["help", "command-help", "missing-arg", "bad-choice", "unknown-command"],
+)
+def test_help_and_usage_errors_never_import_tensorflow(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from kerasaudit.cli.app import app\n"
+        "try:\n"
+        f"    app({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'h5py') if m in sys.modules]\n"
+        "    print('HEAVY=' + ','.join(heavy))\n"
+        "    print('CODE=' + str(exc.code))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "HEAVY=\n" in result.stdout, result.stdout + result.stderr
+    expected = "0" if "--help" in argv else "2"
+    assert f"CODE={expected}" in result.stdout
+
+
+def test_inspect_json_is_clean_on_stdout(model_files: dict[str, Path]) -> None:
+    result = _run("inspect", str(model_files["h5_keras2"]), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # stdout holds only the JSON document
+    assert report["schema"] == "kerasaudit.inspect/1"
+    assert report["format"] == "h5" and report["keras_version"].startswith("2.")
+    assert [layer["path"] for layer in report["auditable_layers"]] == ["features/f_conv1", "dw"]
+    assert report["auditable_layers"][0]["batch_norm"] == "features/f_bn1"
+    assert (
+        "I0000" not in result.stderr and "absl" not in result.stderr
+    )  # TF start-up noise is dropped
+
+
+def test_inspect_table_names_every_auditable_layer(model_files: dict[str, Path]) -> None:
+    result = runner.invoke(
+        app, ["inspect", str(model_files["keras_nested"])], env={"NO_COLOR": "1"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "features/f_conv1" in result.stdout and "conv2" in result.stdout
+    assert "features/f_bn1" in result.stdout
+    assert "\x1b[" not in result.stdout  # NO_COLOR honoured
+
+
+def test_unsafe_model_exits_3_with_one_line(tmp_path: Path, keras_module: object) -> None:
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x + 1.0, name="sneaky")(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    result = _run("inspect", str(path))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sneaky" in lines[0] and "Lambda" in lines[0]
+    unsafe = runner.invoke(app, ["inspect", str(path), "--unsafe", "-f", "json"])
+    assert unsafe.exit_code == 0
+    assert json.loads(unsafe.stdout)["loaded_unsafely"] is True
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p / "missing.keras",
+        lambda p: p,
+        lambda p: (p / "random.h5").write_bytes(os.urandom(2048)) and p / "random.h5",
+    ],
+    ids=["missing", "directory", "random-bytes"],
+)
+def test_bad_model_exits_2_and_writes_nothing(tmp_path: Path, make: object) -> None:
+    path = make(tmp_path)  # type: ignore[operator]
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["inspect", str(path), "-o", str(out), "-f", "json"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert not out.exists()
+
+
+def test_output_file_is_written_and_never_overwritten_without_force(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "inventory.json"
+    first = runner.invoke(app, ["inspect", str(model_files["keras"]), "-f", "json", "-o", str(out)])
+    assert first.exit_code == 0 and first.stdout == ""
+    assert json.loads(out.read_text())["format"] == "keras"
+    out.write_text("keep me")
+    second = runner.invoke(
+        app, ["inspect", str(model_files["keras"]), "-f", "json", "-o", str(out)]
+    )
+    assert second.exit_code == 2 and "--force" in second.stderr
+    assert out.read_text() == "keep me"
+    forced = runner.invoke(app, ["inspect", str(model_files["keras"]), "-o", str(out), "--force"])
+    assert forced.exit_code == 0 and "conv2" in out.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.json"]  # no temp files left
+
+
+def test_quiet_keeps_stderr_empty(model_files: dict[str, Path]) -> None:
+    result = _run("inspect", str(model_files["keras"]), "-q", "-f", "json")
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_version_and_module_entry_point() -> None:
+    result = _run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("kerasaudit ")
