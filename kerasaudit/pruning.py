@@ -86,7 +86,7 @@ def _channel_masks(layer: Any, class_name: str, channels: Sequence[int]) -> dict
 
 @dataclass
 class PruneMask:
-    """Variables and their 0/1 masks; ``apply()`` re-zeroes them (used after each fine-tune step)."""
+    """Variables and their 0/1 masks; ``apply()`` re-zeroes them after each fine-tune step."""
 
     pairs: list[tuple[Any, np.ndarray]]
 
