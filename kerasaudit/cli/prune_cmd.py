@@ -1,0 +1,227 @@
+"""``kerasaudit prune MODEL --data D --ratio R [--criterion C] [--layer L] [-o OUT]``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.errors import BadInputError
+
+
+class CriterionChoice(StrEnum):  # mirrors kerasaudit.ranking.Criterion without importing TF
+    LINF = "linf"
+    LINF_TRIGGER = "linf-trigger"
+    MEAN = "mean"
+    L1 = "l1"
+    L2 = "l2"
+    CLP = "clp"
+
+
+class SaveFormatChoice(StrEnum):
+    AUTO = "auto"
+    KERAS = "keras"
+    H5 = "h5"
+
+
+@handle_errors
+def prune(
+    model: ModelArg,
+    data: DataOpt,
+    ratio: Annotated[
+        float,
+        typer.Option("--ratio", "-r", help="Share of each layer's channels to prune, in (0, 1)."),
+    ] = 0.1,
+    criterion: Annotated[
+        CriterionChoice,
+        typer.Option(
+            "--criterion",
+            "-c",
+            help="Ranking: linf-trigger (the paper's; needs --trigger), linf (clean data), "
+            "mean (Fine-Pruning), l1, l2, clp (data-free).",
+        ),
+    ] = CriterionChoice.LINF_TRIGGER,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Layer path to prune (repeatable). Default: chosen by measurement and reported.",
+        ),
+    ] = None,
+    trigger: TriggerOpt = None,
+    target: TargetOpt = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-data",
+            help="Labelled held-out data for the before/after numbers (default: --data).",
+        ),
+    ] = None,
+    fine_tune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-epochs",
+            min=0,
+            help="Fine-tune on --data after pruning, pruned channels held at zero.",
+        ),
+    ] = 0,
+    unlearn: Annotated[
+        bool,
+        typer.Option(
+            "--unlearn",
+            help="While fine-tuning, stamp a share of images with --trigger, true labels kept.",
+        ),
+    ] = False,
+    unlearn_fraction: Annotated[
+        float,
+        typer.Option("--unlearn-fraction", help="Share of each batch stamped when unlearning."),
+    ] = 0.2,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help="Adam learning rate for fine-tuning.")
+    ] = 1e-4,
+    max_acc_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-acc-drop",
+            help="Accuracy loss budget, in points, for the automatic layer choice.",
+        ),
+    ] = 1.5,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the pruned model here (atomically)."),
+    ] = None,
+    save_format: Annotated[
+        SaveFormatChoice, typer.Option("--save-format", help="Format of -o (auto: the input's).")
+    ] = SaveFormatChoice.AUTO,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
+    ] = None,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    resize: ResizeOpt = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for fine-tuning order and stamping.")
+    ] = 0,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Zero the kernels (and following BatchNorm γ/β) of the most suspicious channels, optionally
+    fine-tune, and report accuracy and ASR before and after."""
+    from kerasaudit.cli.common import emit_json
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.formats import prune_fmt
+    from kerasaudit.loading import load_model
+    from kerasaudit.prune import prune as run_prune
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.triggers import parse_trigger
+
+    consoles = Consoles(quiet)
+    if not 0.0 < ratio < 1.0:
+        raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {ratio:g}")
+    if not 0.0 <= max_acc_drop <= 100.0:
+        raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
+    if criterion is CriterionChoice.LINF_TRIGGER and trigger is None:
+        raise BadInputError(
+            "--criterion linf-trigger needs --trigger (a known trigger, or a file from `reverse`)"
+        )
+    if unlearn and trigger is None:
+        raise BadInputError("--unlearn needs --trigger")
+    if unlearn and not fine_tune_epochs:
+        raise BadInputError("--unlearn works while fine-tuning: add --fine-tune-epochs N")
+    prepare_output(output, force)
+    prepare_output(report, force)
+    trigger_spec = None if trigger is None else parse_trigger(trigger)
+
+    def spec_for(path: Path) -> DataSpec:
+        return data_spec(
+            path,
+            x_key=x_key,
+            y_key=y_key,
+            scale=scale,
+            channels_first=channels_first,
+            limit=limit,
+            batch_size=batch_size,
+            resize=resize,
+        )
+
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    chosen_format = None
+    if output is not None:
+        chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
+    held_out = (
+        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
+    )
+    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    with consoles.err.status("ranking channels, choosing layers, pruning"):
+        pruned_model, result = run_prune(
+            loaded.model,
+            dataset,
+            criterion=Criterion(criterion.value),
+            ratio=ratio,
+            layers=layer or (),
+            trigger=fitted,
+            target=target,
+            eval_dataset=held_out,
+            fine_tune_epochs=fine_tune_epochs,
+            unlearn=unlearn,
+            unlearn_fraction=unlearn_fraction,
+            learning_rate=learning_rate,
+            max_acc_drop=max_acc_drop / 100,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    if output is not None and chosen_format is not None:
+        save_model(pruned_model, output, chosen_format, force=force)
+    out_name = None if output is None else str(output)
+    if report is not None:
+        emit_json(prune_fmt.to_json(result, out_name), report, force)
+    emit(
+        fmt,
+        lambda: prune_fmt.to_json(result, out_name),
+        lambda console: prune_fmt.render(result, console),
+        consoles,
+        None,
+        force,
+    )
+    consoles.info(prune_fmt.summary_line(result) + (f"; wrote {output}" if output else ""))

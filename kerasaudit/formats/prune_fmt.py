@@ -1,0 +1,105 @@
+"""Formatting of ``PruneResult`` (the ``prune`` command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kerasaudit.evaluation import EvaluationResult
+from kerasaudit.prune import PruneResult
+
+SCHEMA = "kerasaudit.prune/1"
+
+
+def to_json(result: PruneResult, output: str | None) -> dict[str, Any]:
+    return {"schema": SCHEMA, "output": output, **result.to_dict()}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _stage_row(name: str, ev: EvaluationResult | None, table: Table) -> None:
+    if ev is not None:
+        table.add_row(name, _pct(ev.accuracy), _pct(ev.asr), _pct(ev.ra))
+
+
+def summary_line(result: PruneResult) -> str:
+    pruned = sum(len(p.channels) for p in result.pruned)
+    line = f"pruned {pruned} channel(s) in {', '.join(p.layer for p in result.pruned)}"
+    if result.before is not None and result.final is not None:
+        line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.final.accuracy)}"
+        if result.final.attack is not None:
+            line += f", ASR {_pct(result.before.asr)} → {_pct(result.final.asr)}"
+    return line
+
+
+def render(result: PruneResult, console: Console) -> None:
+    head = Table(title=Text("Prune"), show_header=False, title_justify="left")
+    head.add_column("key", style="bold")
+    head.add_column("value")
+    head.add_row("criterion", str(result.criterion))
+    head.add_row("ratio", f"{result.ratio:g}")
+    head.add_row(
+        "layer choice", Text(f"{', '.join(result.choice.layers)} — {result.choice.reason}")
+    )
+    head.add_row("evaluated on", result.evaluated_on)
+    if result.fine_tune is not None:
+        ft = result.fine_tune
+        mode = (
+            f"unlearning ({ft.stamped_fraction:.0%} of each batch stamped, true labels kept)"
+            if ft.mode == "unlearn"
+            else "plain"
+        )
+        head.add_row(
+            "fine-tuning",
+            f"{mode}, {ft.epochs} epoch(s), {ft.steps} steps on {ft.examples} images, "
+            f"Adam {ft.learning_rate:g}, pruned channels held at zero",
+        )
+    console.print(head)
+
+    if result.choice.candidates:
+        cand = Table(title=Text("Layers tried at this ratio"), title_justify="left")
+        for column in ("layer", "channels pruned", "accuracy", "ASR", "RA"):
+            cand.add_column(column, justify="left" if column == "layer" else "right")
+        for c in result.choice.candidates:
+            mark = " ←" if c.layer in result.choice.layers else ""
+            cand.add_row(
+                Text(c.layer + mark),
+                str(c.channels_pruned),
+                _pct(c.accuracy),
+                _pct(c.asr),
+                _pct(c.ra),
+            )
+        console.print(cand)
+
+    layers = Table(title=Text("Channels pruned"), title_justify="left")
+    for column in ("layer", "pruned", "of", "batch norm zeroed", "channels"):
+        layers.add_column(column)
+    for p in result.pruned:
+        shown = ", ".join(str(c) for c in p.channels[:24]) + (" …" if len(p.channels) > 24 else "")
+        layers.add_row(
+            Text(p.layer),
+            str(len(p.channels)),
+            str(p.total_channels),
+            Text(p.batch_norm or "-"),
+            shown,
+        )
+    console.print(layers)
+
+    if result.before is not None:
+        stages = Table(title=Text("Before / after"), title_justify="left")
+        for column in ("model", "accuracy", "ASR", "RA"):
+            stages.add_column(column, justify="left" if column == "model" else "right")
+        _stage_row("original", result.before, stages)
+        _stage_row("pruned", result.after_prune, stages)
+        if result.fine_tune is not None:
+            _stage_row(
+                f"pruned + fine-tuned ({result.fine_tune.mode})", result.after_fine_tune, stages
+            )
+        console.print(stages)
+    else:
+        console.print("No labelled data: accuracy and ASR not measured.", markup=False)

@@ -1,0 +1,255 @@
+"""The prune stage: rank → choose layer(s) → zero channels → (fine-tune) → evaluate.
+
+Which layer is pruned matters as much as the criterion (measured on the sample kind of model:
+the same 10 % of channels removed the backdoor in one layer and did nothing in another). So when
+the user does not name ``--layer`` and a trigger and labels are available, every auditable layer
+is tried at the requested ratio and the one that lowers ASR most within the accuracy budget is
+chosen; every candidate's numbers are reported. Without a trigger there is nothing to measure
+ASR with, and the last conv layer is pruned (the Fine-Pruning convention), as the report says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kerasaudit.data import Dataset
+from kerasaudit.errors import BadInputError
+from kerasaudit.evaluation import EvaluationResult, evaluate
+from kerasaudit.finetune import FineTuneResult, fine_tune
+from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
+from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
+from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
+
+
+@dataclass(frozen=True)
+class LayerCandidate:
+    layer: str
+    channels_pruned: int
+    accuracy: float
+    asr: float | None
+    ra: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "channels_pruned": self.channels_pruned,
+            "accuracy": self.accuracy,
+            "asr": self.asr,
+            "ra": self.ra,
+        }
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    layers: tuple[str, ...]
+    reason: str
+    candidates: tuple[LayerCandidate, ...]  # every layer tried, when the choice was measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "reason": self.reason,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    criterion: Criterion
+    ratio: float
+    choice: LayerChoice
+    pruned: tuple[LayerPrune, ...]
+    rankings: tuple[ChannelRanking, ...]
+    before: EvaluationResult | None
+    after_prune: EvaluationResult | None
+    fine_tune: FineTuneResult | None
+    after_fine_tune: EvaluationResult | None
+    evaluated_on: str  # which data the before/after numbers come from
+
+    @property
+    def final(self) -> EvaluationResult | None:
+        return self.after_fine_tune if self.fine_tune is not None else self.after_prune
+
+    def to_dict(self) -> dict[str, Any]:
+        def ev(result: EvaluationResult | None) -> dict[str, Any] | None:
+            return None if result is None else result.to_dict()
+
+        return {
+            "criterion": str(self.criterion),
+            "ratio": self.ratio,
+            "layer_choice": self.choice.to_dict(),
+            "pruned": [p.to_dict() for p in self.pruned],
+            "rankings": [r.to_dict() for r in self.rankings],
+            "evaluated_on": self.evaluated_on,
+            "before": ev(self.before),
+            "after_prune": ev(self.after_prune),
+            "fine_tune": None if self.fine_tune is None else self.fine_tune.to_dict(),
+            "after_fine_tune": ev(self.after_fine_tune),
+        }
+
+
+def resolve_layers(model: Any, names: Sequence[str]) -> list[AuditableLayer]:
+    available = {info.path: info for info in auditable_layers(model, include_dense=True)}
+    chosen = []
+    for name in names:
+        if name not in available:
+            convs = ", ".join(p for p, i in available.items() if i.class_name in CONV_CLASSES)
+            raise BadInputError(f"unknown layer {name!r}; auditable layers: {convs}")
+        chosen.append(available[name])
+    return chosen
+
+
+def _prune_clone(
+    model: Any, selections: Sequence[tuple[AuditableLayer, Sequence[int]]]
+) -> tuple[Any, list[LayerPrune], Any]:
+    clone = clone_model(model)
+    done, mask = zero_channels(clone, selections)
+    return clone, done, mask
+
+
+def prune(
+    model: Any,
+    dataset: Dataset | None,
+    *,
+    criterion: Criterion,
+    ratio: float,
+    layers: Sequence[str] = (),
+    trigger: Any | None = None,
+    target: int | None = None,
+    eval_dataset: Dataset | None = None,
+    fine_tune_epochs: int = 0,
+    unlearn: bool = False,
+    unlearn_fraction: float = 0.2,
+    learning_rate: float = 1e-4,
+    max_acc_drop: float = 0.015,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> tuple[Any, PruneResult]:
+    """Return the pruned clone of ``model`` and what was done; ``model`` is never changed."""
+    if not 0.0 < ratio < 1.0:
+        raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {ratio:g}")
+    if unlearn and trigger is None:
+        raise BadInputError("--unlearn needs --trigger (a known or reversed trigger)")
+    if fine_tune_epochs and dataset is None:
+        raise BadInputError("--fine-tune-epochs needs --data (clean, labelled)")
+    if criterion.needs_trigger and trigger is None:
+        raise BadInputError(
+            f"--criterion {criterion} needs --trigger (a known or reversed trigger)"
+        )
+    evaluation_data = eval_dataset or dataset
+    can_evaluate = evaluation_data is not None and evaluation_data.info.has_labels
+    attack = trigger if (trigger is not None and can_evaluate) else None
+
+    def measure(candidate: Any) -> EvaluationResult | None:
+        if not can_evaluate:
+            return None
+        assert evaluation_data is not None
+        return evaluate(candidate, evaluation_data, attack, target if attack else None)
+
+    convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
+    candidates = resolve_layers(model, layers) if layers else convs
+    if not candidates:
+        raise BadInputError("the model has no convolutional layers to prune")
+    rankings = rank_channels(
+        model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size
+    )
+    before = measure(model)
+    choice, chosen = _choose_layers(
+        model, criterion, ratio, layers, candidates, rankings, before, measure, max_acc_drop
+    )
+    selections = [(info, rankings[info.path].top(ratio)) for info in chosen]
+    pruned_model, done, mask = _prune_clone(model, selections)
+    after_prune = measure(pruned_model)
+    tuned: FineTuneResult | None = None
+    after_tune: EvaluationResult | None = None
+    if fine_tune_epochs:
+        assert dataset is not None
+        tuned = fine_tune(
+            pruned_model,
+            dataset,
+            epochs=fine_tune_epochs,
+            mask=mask,
+            trigger=trigger if unlearn else None,
+            unlearn_fraction=unlearn_fraction,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
+        after_tune = measure(pruned_model)
+    evaluated_on = (
+        "none (no labelled data)"
+        if not can_evaluate
+        else ("--eval-data" if eval_dataset is not None else "--data (the same data used to prune)")
+    )
+    result = PruneResult(
+        criterion=criterion,
+        ratio=ratio,
+        choice=choice,
+        pruned=tuple(done),
+        rankings=tuple(rankings[info.path] for info in chosen),
+        before=before,
+        after_prune=after_prune,
+        fine_tune=tuned,
+        after_fine_tune=after_tune,
+        evaluated_on=evaluated_on,
+    )
+    return pruned_model, result
+
+
+def _choose_layers(
+    model: Any,
+    criterion: Criterion,
+    ratio: float,
+    named: Sequence[str],
+    candidates: list[AuditableLayer],
+    rankings: dict[str, ChannelRanking],
+    before: EvaluationResult | None,
+    measure: Any,
+    max_acc_drop: float,
+) -> tuple[LayerChoice, list[AuditableLayer]]:
+    if named:
+        return LayerChoice(tuple(named), "named with --layer", ()), candidates
+    if criterion is Criterion.CLP:
+        reason = "CLP is data-free and prunes across the network: every conv layer"
+        return LayerChoice(tuple(i.path for i in candidates), reason, ()), candidates
+    if before is None or before.attack is None:
+        last = candidates[-1]
+        reason = (
+            "no trigger and labels to measure ASR with: the last conv layer "
+            "(the Fine-Pruning convention)"
+        )
+        return LayerChoice((last.path,), reason, ()), [last]
+    tried: list[LayerCandidate] = []
+    for info in candidates:
+        clone, _, _ = _prune_clone(model, [(info, rankings[info.path].top(ratio))])
+        result = measure(clone)
+        attack = result.attack
+        tried.append(
+            LayerCandidate(
+                info.path,
+                rankings[info.path].count_for(ratio),
+                result.accuracy,
+                attack.asr if attack else None,
+                attack.ra if attack else None,
+            )
+        )
+    within = [c for c in tried if before.accuracy - c.accuracy <= max_acc_drop]
+    pool = within or tried
+    best = min(
+        pool, key=lambda c: (np.inf if c.asr is None else c.asr, before.accuracy - c.accuracy)
+    )
+    if within:
+        reason = (
+            f"lowest ASR among layers whose accuracy loss at ratio {ratio:g} stays within "
+            f"{max_acc_drop * 100:.1f} points ({len(within)} of {len(tried)} layers)"
+        )
+    else:
+        reason = (
+            f"no layer keeps the accuracy loss within {max_acc_drop * 100:.1f} points at ratio "
+            f"{ratio:g}; lowest ASR overall"
+        )
+    chosen = next(i for i in candidates if i.path == best.layer)
+    return LayerChoice((best.layer,), reason, tuple(tried)), [chosen]

@@ -1,0 +1,165 @@
+"""prune: ranking criteria, layer choice, fine-tuning, output files and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import build_bn_cnn
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+from kerasaudit.data import DataSpec, open_data
+from kerasaudit.inventory import auditable_layers, find_layer
+from kerasaudit.prune import prune
+from kerasaudit.ranking import Criterion, rank_channels
+from kerasaudit.triggers import load_trigger
+
+runner = CliRunner()
+TRIGGER = "patch:size=3,pos=br,value=1"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from kerasaudit import _tf
+
+    keras = _tf.keras()
+    out = tmp_path_factory.mktemp("prune")
+    model = build_bn_cnn(keras, nested=True)
+    files = {"keras": out / "tiny.keras", "h5": out / "tiny.h5", "data": out / "data.npz"}
+    model.save(files["keras"])
+    model.save(files["h5"])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 120, (96, 8, 8, 1)).astype("uint8")  # dark images: the patch stands out
+    y = rng.integers(0, 3, 96).astype("uint8")  # the mechanics are tested here, not efficacy
+    np.savez(files["data"], x=x, y=y)
+    return files
+
+
+def _activation(model: Any, path: str, x: np.ndarray) -> np.ndarray:
+    from kerasaudit.scan import _Replay
+
+    return np.asarray(_Replay(model, {path})(x)[path])
+
+
+def test_linf_trigger_scores_are_triggered_minus_clean_linf(tiny: dict[str, Path]) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    layers = auditable_layers(model)
+    rankings = rank_channels(model, layers, Criterion.LINF_TRIGGER, dataset, trigger=trigger)
+    x, _ = dataset.take_array(96)
+    for info in layers:
+        clean = _activation(model, info.measured_after, x).max(axis=(1, 2)).mean(axis=0)
+        stamped = _activation(model, info.measured_after, trigger.apply(x)).max(axis=(1, 2)).mean(axis=0)
+        np.testing.assert_allclose(rankings[info.path].scores, stamped - clean, rtol=1e-4, atol=1e-5)
+    clean_rank = rank_channels(model, layers, Criterion.LINF, dataset)
+    first = layers[0]
+    expected = _activation(model, first.measured_after, x).max(axis=(1, 2)).mean(axis=0)
+    np.testing.assert_allclose(clean_rank[first.path].scores, expected, rtol=1e-4, atol=1e-5)
+    mean_rank = rank_channels(model, layers, Criterion.MEAN, dataset)
+    mean_act = _activation(model, first.measured_after, x).mean(axis=(0, 1, 2))
+    assert list(mean_rank[first.path].order) == list(np.argsort(mean_act, kind="stable"))
+
+
+def test_automatic_layer_choice_is_measured_and_reported(tiny: dict[str, Path]) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    _, result = prune(model, dataset, criterion=Criterion.LINF_TRIGGER, ratio=0.5, trigger=trigger, target=0, max_acc_drop=1.0)
+    tried = {c.layer: c for c in result.choice.candidates}
+    assert set(tried) == {"features/f_conv1", "conv2"}
+    (chosen,) = result.choice.layers
+    best_asr = min(c.asr for c in tried.values() if c.asr is not None)
+    assert tried[chosen].asr == best_asr
+    assert result.before is not None and result.before.asr is not None
+    assert result.after_prune is not None
+    assert result.after_prune.accuracy == pytest.approx(tried[chosen].accuracy)
+
+
+def test_without_a_trigger_the_last_conv_layer_is_pruned(tiny: dict[str, Path]) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    _, result = prune(model, dataset, criterion=Criterion.MEAN, ratio=0.5)
+    assert result.choice.layers == ("conv2",) and "Fine-Pruning" in result.choice.reason
+    assert len(result.pruned[0].channels) == 2
+
+
+def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    pruned, result = prune(
+        model, dataset, criterion=Criterion.L1, ratio=0.5, layers=["features/f_conv1"],
+        trigger=trigger, target=0, fine_tune_epochs=2, unlearn=True, learning_rate=1e-2,
+    )
+    assert result.fine_tune is not None and result.fine_tune.mode == "unlearn"
+    assert result.fine_tune.steps == 2 * 2  # 96 images, batch 64
+    channels = list(result.pruned[0].channels)
+    x, _ = dataset.take_array(96)
+    assert np.all(_activation(pruned, "features/f_relu1", x)[..., channels] == 0.0)
+    assert not np.allclose(
+        find_layer(pruned, "conv2").kernel.numpy(), find_layer(model, "conv2").kernel.numpy()
+    )  # fine-tuning did change the rest
+
+
+@pytest.mark.parametrize("source", ["keras", "h5"])
+def test_cli_writes_the_pruned_model_in_the_input_format(tiny: dict[str, Path], tmp_path: Path, source: str) -> None:
+    src = tiny[source]
+    before = src.read_bytes()
+    out = tmp_path / f"pruned{src.suffix}"
+    result = runner.invoke(
+        app,
+        ["prune", str(src), "-d", str(tiny["data"]), "--ratio", "0.5", "--layer", "features/f_conv1",
+         "--criterion", "linf-trigger", "--trigger", TRIGGER, "--target", "0", "-o", str(out), "-f", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema"] == "kerasaudit.prune/1" and report["output"] == str(out)
+    channels = report["pruned"][0]["channels"]
+    assert len(channels) == 3 and report["pruned"][0]["batch_norm"] == "features/f_bn1"
+    from kerasaudit.loading import load_model
+
+    reloaded = load_model(out)
+    assert reloaded.format == ("h5" if source == "h5" else "keras")
+    x = np.random.default_rng(5).random((4, 8, 8, 1), dtype=np.float32) * 10
+    assert np.all(_activation(reloaded.model, "features/f_relu1", x)[..., channels] == 0.0)
+    assert src.read_bytes() == before
+    again = runner.invoke(app, ["prune", str(src), "-d", str(tiny["data"]), "-c", "mean", "-o", str(out)])
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ratio", "0"], "--ratio"),
+        (["--ratio", "1.5"], "--ratio"),
+        (["-c", "mean", "--layer", "nope"], "unknown layer"),
+        (["-c", "linf-trigger"], "needs --trigger"),
+        (["-c", "mean", "--trigger", "patch:size=9,pos=br"], "larger"),
+        (["-c", "mean", "--trigger", "missing.npz"], "missing.npz"),
+        (["-c", "mean", "--trigger", TRIGGER, "--target", "7"], "outside"),
+        (["-c", "bogus"], "bogus"),
+        (["-c", "mean", "-o", "pruned.txt"], "must end in"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tiny: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"])]
+    argv += [str(tmp_path / a) if a.endswith(".txt") else a for a in args]
+    if "-o" not in args:
+        argv += ["-o", str(tmp_path / "out.keras")]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
