@@ -91,40 +91,66 @@ def rank_channels(
     batch_size: int = 128,
     strategy: Any = None,
 ) -> dict[str, ChannelRanking]:
-    """Score every channel of ``layers`` by ``criterion`` (one fused pass per data variant)."""
-    if criterion.needs_trigger and trigger is None:
-        raise BadInputError(
-            f"--criterion {criterion} needs --trigger (a known or reversed trigger)"
-        )
-    if criterion is Criterion.CLP:
-        return {
-            info.path: ChannelRanking(info.path, criterion, clp_scores(model, info))
-            for info in layers
-        }
-    if dataset is None:
-        raise BadInputError(f"--criterion {criterion} needs --data")
-    from kerasaudit.scan import Scanner
-
-    scanner = Scanner(model, layers=[info.path for info in layers], strategy=strategy)
-    clean = scanner.stats(dataset, batch_size=batch_size)
-    triggered = (
-        scanner.stats(triggered_batches(dataset, trigger), batch_size=batch_size)
-        if criterion is Criterion.LINF_TRIGGER
-        else None
+    """Score every channel of ``layers`` by ``criterion``."""
+    ranked = rank_all(
+        model,
+        layers,
+        [criterion],
+        dataset,
+        trigger=trigger,
+        batch_size=batch_size,
+        strategy=strategy,
     )
-    rankings: dict[str, ChannelRanking] = {}
-    for info in layers:
-        stats = clean.layer(info.path)
-        if criterion is Criterion.LINF:
-            scores = stats.mean_linf
-        elif criterion is Criterion.LINF_TRIGGER:
-            assert triggered is not None
-            scores = triggered.layer(info.path).mean_linf - stats.mean_linf
-        elif criterion is Criterion.MEAN:
-            scores = -stats.mean_l1 / max(1, stats.map_size)
-        elif criterion is Criterion.L1:
-            scores = stats.mean_l1
-        else:
-            scores = stats.mean_l2
-        rankings[info.path] = ChannelRanking(info.path, criterion, np.asarray(scores, np.float64))
+    return {layer: ranking for (_, layer), ranking in ranked.items()}
+
+
+def rank_all(
+    model: Any,
+    layers: Sequence[AuditableLayer],
+    criteria: Sequence[Criterion],
+    dataset: Dataset | None,
+    *,
+    trigger: Any | None = None,
+    batch_size: int = 128,
+    strategy: Any = None,
+) -> dict[tuple[Criterion, str], ChannelRanking]:
+    """Score ``layers`` by every criterion, with one fused pass over clean data and (for
+    ``linf-trigger``) one over triggered data, whatever the number of criteria."""
+    if any(c.needs_trigger for c in criteria) and trigger is None:
+        raise BadInputError(
+            "--criterion linf-trigger needs --trigger (a known or reversed trigger)"
+        )
+    needs_data = [c for c in criteria if c.needs_data]
+    clean = triggered = None
+    if needs_data:
+        if dataset is None:
+            raise BadInputError(f"--criterion {needs_data[0]} needs --data")
+        from kerasaudit.scan import Scanner
+
+        scanner = Scanner(model, layers=[info.path for info in layers], strategy=strategy)
+        clean = scanner.stats(dataset, batch_size=batch_size)
+        if Criterion.LINF_TRIGGER in criteria:
+            triggered = scanner.stats(triggered_batches(dataset, trigger), batch_size=batch_size)
+    rankings: dict[tuple[Criterion, str], ChannelRanking] = {}
+    for criterion in criteria:
+        for info in layers:
+            if criterion is Criterion.CLP:
+                scores = clp_scores(model, info)
+            else:
+                assert clean is not None
+                stats = clean.layer(info.path)
+                if criterion is Criterion.LINF:
+                    scores = stats.mean_linf
+                elif criterion is Criterion.LINF_TRIGGER:
+                    assert triggered is not None
+                    scores = triggered.layer(info.path).mean_linf - stats.mean_linf
+                elif criterion is Criterion.MEAN:
+                    scores = -stats.mean_l1 / max(1, stats.map_size)
+                elif criterion is Criterion.L1:
+                    scores = stats.mean_l1
+                else:
+                    scores = stats.mean_l2
+            rankings[(criterion, info.path)] = ChannelRanking(
+                info.path, criterion, np.asarray(scores, np.float64)
+            )
     return rankings

@@ -56,8 +56,12 @@ def test_linf_trigger_scores_are_triggered_minus_clean_linf(tiny: dict[str, Path
     x, _ = dataset.take_array(96)
     for info in layers:
         clean = _activation(model, info.measured_after, x).max(axis=(1, 2)).mean(axis=0)
-        stamped = _activation(model, info.measured_after, trigger.apply(x)).max(axis=(1, 2)).mean(axis=0)
-        np.testing.assert_allclose(rankings[info.path].scores, stamped - clean, rtol=1e-4, atol=1e-5)
+        stamped = (
+            _activation(model, info.measured_after, trigger.apply(x)).max(axis=(1, 2)).mean(axis=0)
+        )
+        np.testing.assert_allclose(
+            rankings[info.path].scores, stamped - clean, rtol=1e-4, atol=1e-5
+        )
     clean_rank = rank_channels(model, layers, Criterion.LINF, dataset)
     first = layers[0]
     expected = _activation(model, first.measured_after, x).max(axis=(1, 2)).mean(axis=0)
@@ -73,7 +77,15 @@ def test_automatic_layer_choice_is_measured_and_reported(tiny: dict[str, Path]) 
     model = load_model(tiny["keras"]).model
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
     trigger = load_trigger(TRIGGER, (8, 8, 1))
-    _, result = prune(model, dataset, criterion=Criterion.LINF_TRIGGER, ratio=0.5, trigger=trigger, target=0, max_acc_drop=1.0)
+    _, result = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.5,
+        trigger=trigger,
+        target=0,
+        max_acc_drop=1.0,
+    )
     tried = {c.layer: c for c in result.choice.candidates}
     assert set(tried) == {"features/f_conv1", "conv2"}
     (chosen,) = result.choice.layers
@@ -101,8 +113,16 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> Non
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
     trigger = load_trigger(TRIGGER, (8, 8, 1))
     pruned, result = prune(
-        model, dataset, criterion=Criterion.L1, ratio=0.5, layers=["features/f_conv1"],
-        trigger=trigger, target=0, fine_tune_epochs=2, unlearn=True, learning_rate=1e-2,
+        model,
+        dataset,
+        criterion=Criterion.L1,
+        ratio=0.5,
+        layers=["features/f_conv1"],
+        trigger=trigger,
+        target=0,
+        fine_tune_epochs=2,
+        unlearn=True,
+        learning_rate=1e-2,
     )
     assert result.fine_tune is not None and result.fine_tune.mode == "unlearn"
     assert result.fine_tune.steps == 2 * 2  # 96 images, batch 64
@@ -115,14 +135,34 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> Non
 
 
 @pytest.mark.parametrize("source", ["keras", "h5"])
-def test_cli_writes_the_pruned_model_in_the_input_format(tiny: dict[str, Path], tmp_path: Path, source: str) -> None:
+def test_cli_writes_the_pruned_model_in_the_input_format(
+    tiny: dict[str, Path], tmp_path: Path, source: str
+) -> None:
     src = tiny[source]
     before = src.read_bytes()
     out = tmp_path / f"pruned{src.suffix}"
     result = runner.invoke(
         app,
-        ["prune", str(src), "-d", str(tiny["data"]), "--ratio", "0.5", "--layer", "features/f_conv1",
-         "--criterion", "linf-trigger", "--trigger", TRIGGER, "--target", "0", "-o", str(out), "-f", "json"],
+        [
+            "prune",
+            str(src),
+            "-d",
+            str(tiny["data"]),
+            "--ratio",
+            "0.5",
+            "--layer",
+            "features/f_conv1",
+            "--criterion",
+            "linf-trigger",
+            "--trigger",
+            TRIGGER,
+            "--target",
+            "0",
+            "-o",
+            str(out),
+            "-f",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -136,7 +176,9 @@ def test_cli_writes_the_pruned_model_in_the_input_format(tiny: dict[str, Path], 
     x = np.random.default_rng(5).random((4, 8, 8, 1), dtype=np.float32) * 10
     assert np.all(_activation(reloaded.model, "features/f_relu1", x)[..., channels] == 0.0)
     assert src.read_bytes() == before
-    again = runner.invoke(app, ["prune", str(src), "-d", str(tiny["data"]), "-c", "mean", "-o", str(out)])
+    again = runner.invoke(
+        app, ["prune", str(src), "-d", str(tiny["data"]), "-c", "mean", "-o", str(out)]
+    )
     assert again.exit_code == 2 and "--force" in again.stderr
 
 
@@ -154,7 +196,9 @@ def test_cli_writes_the_pruned_model_in_the_input_format(tiny: dict[str, Path], 
         (["-c", "mean", "-o", "pruned.txt"], "must end in"),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(tiny: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_and_writes_nothing(
+    tiny: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
     argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"])]
     argv += [str(tmp_path / a) if a.endswith(".txt") else a for a in args]
     if "-o" not in args:

@@ -1,0 +1,158 @@
+"""``kerasaudit sweep MODEL --data D --trigger T --target K``: accuracy/ASR against ratio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.cli.prune_cmd import CriterionChoice
+from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.errors import BadInputError
+
+DEFAULT_RATIOS = "0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5,0.6,0.7"
+
+
+def _parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise BadInputError(f"--ratios: expected comma-separated numbers, got {text!r}") from exc
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise BadInputError(f"--ratios must lie strictly between 0 and 1, got {text!r}")
+    return ratios
+
+
+@handle_errors
+def sweep(
+    model: ModelArg,
+    data: DataOpt,
+    trigger: TriggerOpt = None,
+    target: TargetOpt = None,
+    criterion: Annotated[
+        list[CriterionChoice] | None,
+        typer.Option("--criterion", "-c", help="Criteria to compare (repeatable; default: all)."),
+    ] = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layer", "-l", help="Layers to sweep (repeatable; default: every conv layer)."
+        ),
+    ] = None,
+    ratios: Annotated[
+        str, typer.Option("--ratios", help="Comma-separated pruning ratios.")
+    ] = DEFAULT_RATIOS,
+    max_acc_drop: Annotated[
+        float, typer.Option("--max-acc-drop", help="Accuracy loss budget, in points.")
+    ] = 1.5,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write every point as CSV.")
+    ] = None,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot.")] = None,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Accuracy, ASR and RA against pruning ratio for criteria × layers; recommends the
+    smallest ratio with the lowest ASR whose accuracy loss stays within --max-acc-drop."""
+    from kerasaudit._io import write_atomic, write_text_atomic
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.formats import sweep_fmt
+    from kerasaudit.loading import load_model
+    from kerasaudit.plots import sweep_plot
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.sweep import sweep as run_sweep
+    from kerasaudit.triggers import parse_trigger
+
+    consoles = Consoles(quiet)
+    if trigger is None:
+        raise BadInputError("sweep needs --trigger (a known trigger, or a file from `reverse`)")
+    if not 0.0 <= max_acc_drop <= 100.0:
+        raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
+    ratio_list = _parse_ratios(ratios)
+    for path in (output, csv_path, plot_path):
+        prepare_output(path, force)
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
+    trigger_spec = parse_trigger(trigger)
+    criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
+    spec = data_spec(
+        data,
+        x_key=x_key,
+        y_key=y_key,
+        scale=scale,
+        channels_first=channels_first,
+        limit=limit,
+        batch_size=batch_size,
+        resize=resize,
+    )
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec, io.input_shape, io.outputs)
+    fitted = trigger_spec.for_data(dataset.info)
+    with progress_bar(consoles, "sweeping layers") as update:
+        result = run_sweep(
+            loaded.model,
+            dataset,
+            trigger=fitted,
+            target=target,
+            criteria=criteria,
+            layers=layer or (),
+            ratios=ratio_list,
+            max_acc_drop=max_acc_drop / 100,
+            batch_size=batch_size,
+            progress=update,
+        )
+    if csv_path is not None:
+        write_text_atomic(csv_path, sweep_fmt.to_csv(result), force=force)
+    if plot_path is not None:
+        write_atomic(plot_path, lambda tmp: sweep_plot(result, tmp), force=force)
+    emit(
+        fmt,
+        lambda: sweep_fmt.to_json(result),
+        lambda c: sweep_fmt.render(result, c),
+        consoles,
+        output,
+        force,
+    )
+    consoles.info(sweep_fmt.summary_line(result))
