@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kerasaudit import __version__
-from kerasaudit.cli import inspect_cmd
+from kerasaudit.cli import evaluate_cmd, inspect_cmd, prune_cmd, scan_cmd, sweep_cmd
 
 app = typer.Typer(
     name="kerasaudit",
@@ -37,6 +37,10 @@ def _root(
 
 
 app.command("inspect")(inspect_cmd.inspect)
+app.command("scan")(scan_cmd.scan)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("prune")(prune_cmd.prune)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""``kerasaudit evaluate MODEL --data D [--trigger T --target K] [--max-asr PCT]``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.errors import BadInputError, ExitCode
+
+TriggerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trigger",
+        "-t",
+        help="Trigger: 'patch:size=4,pos=br,value=1' (pos br|bl|tr|tl|X,Y; pattern=checker), "
+        "'image:T.png,x=X,y=Y' (pasted with its alpha), 'blend:T.png,alpha=0.1', or a "
+        "trigger file T.npz written by `reverse`. Values are in the model's input space.",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--target",
+        help="The label the trigger forces (default: the trigger file's target).",
+        show_default=False,
+    ),
+]
+MaxAsrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-asr",
+        metavar="PCT",
+        help="Exit 1 when the ASR is above this percentage (a CI gate).",
+        show_default=False,
+    ),
+]
+
+
+@handle_errors
+def evaluate(
+    model: ModelArg,
+    data: DataOpt,
+    trigger: TriggerOpt = None,
+    target: TargetOpt = None,
+    max_asr: MaxAsrOpt = None,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Clean accuracy; with a trigger, attack success rate (triggered non-target images
+    classified as the target) and robust accuracy (those still classified correctly).
+    Exit 1 when --max-asr is exceeded."""
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.evaluation import evaluate as run_evaluation
+    from kerasaudit.formats import evaluate_fmt
+    from kerasaudit.loading import load_model
+    from kerasaudit.triggers import parse_trigger
+
+    consoles = Consoles(quiet)
+    prepare_output(output, force)
+    if max_asr is not None and not 0 <= max_asr <= 100:
+        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    # Parsed before the model loads, so a typo fails in a moment.
+    trigger_spec = None if trigger is None else parse_trigger(trigger)
+    spec = data_spec(
+        data,
+        x_key=x_key,
+        y_key=y_key,
+        scale=scale,
+        channels_first=channels_first,
+        limit=limit,
+        batch_size=batch_size,
+        resize=resize,
+    )
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec, io.input_shape, io.outputs)
+    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    with progress_bar(consoles, "evaluating") as update:
+        result = run_evaluation(
+            loaded.model,
+            dataset,
+            fitted,
+            target,
+            None if max_asr is None else max_asr / 100,
+            progress=update,
+        )
+    emit(
+        fmt,
+        lambda: evaluate_fmt.to_json(result),
+        lambda console: evaluate_fmt.render(result, console),
+        consoles,
+        output,
+        force,
+    )
+    consoles.info(evaluate_fmt.summary_line(result))
+    if result.asr_exceeded:
+        raise typer.Exit(int(ExitCode.FINDINGS))

@@ -1,0 +1,323 @@
+"""Evaluation: clean accuracy, attack success rate (ASR) and robust accuracy (RA) in one pass.
+
+- accuracy: share of clean images classified as their label;
+- ASR: share of triggered images whose *true* label is not the target that the model classifies
+  as the target (images of the target class are left out: for them the attack has nothing to do);
+- RA: share of those same triggered images still classified as their true label.
+
+Every number comes with the counts behind it. Batches are streamed from the data set through a
+compiled predict step, so memory stays flat whatever the size of the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kerasaudit import _tf
+from kerasaudit.data import _DEFAULT_KEYS, DataInfo, Dataset  # keys named in "no labels"
+from kerasaudit.errors import BadInputError
+from kerasaudit.triggers import Trigger
+
+Progress = Callable[[int, int], None]  # (examples done, examples in total)
+
+
+@dataclass(frozen=True)
+class ClassifierIO:
+    """What evaluation needs to know of a model: its per-example input and number of classes."""
+
+    input_shape: tuple[int | None, ...]
+    outputs: int  # size of the output vector (1 = a single sigmoid unit)
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.outputs, 2)  # one sigmoid unit still separates classes 0 and 1
+
+
+@dataclass(frozen=True)
+class ClassAccuracy:
+    label: int
+    name: str | None  # class sub-folder name, when the data is an image folder
+    count: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "name": self.name,
+            "count": self.count,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+        }
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """The trigger's effect on the images whose true label is not the target."""
+
+    trigger: dict[str, Any]  # Trigger.to_dict()
+    description: str
+    target: int
+    target_source: str  # "--target" or "trigger file"
+    evaluated: int  # triggered images with true label != target
+    to_target: int  # ... classified as the target
+    still_correct: int  # ... still classified as their true label
+
+    @property
+    def asr(self) -> float | None:
+        return None if self.evaluated == 0 else self.to_target / self.evaluated
+
+    @property
+    def ra(self) -> float | None:
+        return None if self.evaluated == 0 else self.still_correct / self.evaluated
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "target": self.target,
+            "target_source": self.target_source,
+            "evaluated": self.evaluated,
+            "asr": self.asr,
+            "to_target": self.to_target,
+            "ra": self.ra,
+            "still_correct": self.still_correct,
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    model: str  # the model's name
+    data: DataInfo
+    num_classes: int
+    total: int
+    correct: int
+    per_class: tuple[ClassAccuracy, ...]  # classes present in the data
+    attack: AttackResult | None  # None without a trigger
+    max_asr: float | None  # the threshold asked for, as a fraction
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+    @property
+    def asr(self) -> float | None:
+        return None if self.attack is None else self.attack.asr
+
+    @property
+    def ra(self) -> float | None:
+        return None if self.attack is None else self.attack.ra
+
+    @property
+    def asr_exceeded(self) -> bool:
+        """ASR above ``max_asr`` (a finding: exit code 1). Never true when ASR is undefined."""
+        asr = self.asr
+        return self.max_asr is not None and asr is not None and asr > self.max_asr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "data": {
+                "path": self.data.path,
+                "kind": self.data.kind,
+                "x_key": self.data.x_key,
+                "y_key": self.data.y_key,
+                "count": self.data.count,
+                "shape": list(self.data.shape),
+                "scale": self.data.scale,
+            },
+            "num_classes": self.num_classes,
+            "clean": {
+                "total": self.total,
+                "correct": self.correct,
+                "accuracy": self.accuracy,
+                "per_class": [c.to_dict() for c in self.per_class],
+            },
+            "attack": None if self.attack is None else self.attack.to_dict(),
+            "max_asr": self.max_asr,
+            "asr_exceeded": self.asr_exceeded,
+        }
+
+
+def classifier_io(model: Any) -> ClassifierIO:
+    """The input shape and output size of a single-input, single-output classifier."""
+    inputs, outputs = _tensors(model, "inputs"), _tensors(model, "outputs")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BadInputError(
+            f"model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "evaluation needs a classifier with one input and one output"
+        )
+    in_shape = tuple(inputs[0].shape)[1:]
+    out_shape = tuple(outputs[0].shape)[1:]
+    if len(out_shape) != 1 or out_shape[0] is None:
+        raise BadInputError(
+            f"model {model.name!r} outputs shape {out_shape} per example; evaluation needs "
+            "a classifier with one score vector (K,) per example"
+        )
+    return ClassifierIO(input_shape=in_shape, outputs=int(out_shape[0]))
+
+
+def evaluate(
+    model: Any,
+    dataset: Dataset,
+    trigger: Trigger | None = None,
+    target: int | None = None,
+    max_asr: float | None = None,
+    *,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Clean accuracy, and with a trigger ASR and RA towards ``target``, in one streamed pass.
+
+    ``target`` defaults to the trigger file's target. ``max_asr`` (a fraction in [0, 1]) makes
+    :attr:`EvaluationResult.asr_exceeded` meaningful. Raises BadInputError for unlabelled data,
+    a target outside the model's labels, or options that need a trigger without one.
+    """
+    io = classifier_io(model)
+    info = dataset.info
+    if not info.has_labels:
+        raise BadInputError(_no_labels_message(info))
+    target, target_source = _resolve_target(trigger, target, io)
+    if max_asr is not None and not 0 <= max_asr <= 1:
+        raise BadInputError(f"max ASR must be a fraction in [0, 1], got {max_asr:g}")
+    if max_asr is not None and trigger is None:
+        raise BadInputError("--max-asr needs --trigger (the ASR is measured with a trigger)")
+
+    predict = _predict_step(model, info.shape, io.outputs, None)
+    predict_triggered = (
+        None if trigger is None else _predict_step(model, info.shape, io.outputs, trigger)
+    )
+    k = io.num_classes
+    seen = np.zeros(k, np.int64)
+    right = np.zeros(k, np.int64)
+    evaluated = to_target = still_correct = done = 0
+    for x, y in dataset.batches():
+        assert y is not None  # has_labels
+        predicted = predict(x)
+        seen += np.bincount(y, minlength=k)
+        right += np.bincount(y[predicted == y], minlength=k)
+        if predict_triggered is not None:
+            keep = y != target
+            if keep.any():
+                kept = y[keep]
+                stamped = predict_triggered(x[keep])
+                evaluated += int(keep.sum())
+                to_target += int((stamped == target).sum())
+                still_correct += int((stamped == kept).sum())
+        done += len(x)
+        if progress is not None:
+            progress(done, info.count)
+
+    names = info.class_names
+    per_class = tuple(
+        ClassAccuracy(
+            label=label,
+            name=names[label] if names is not None and label < len(names) else None,
+            count=int(seen[label]),
+            correct=int(right[label]),
+        )
+        for label in range(k)
+        if seen[label] > 0
+    )
+    attack = None
+    if trigger is not None:
+        assert target is not None and target_source is not None
+        attack = AttackResult(
+            trigger=trigger.to_dict(),
+            description=trigger.describe(),
+            target=target,
+            target_source=target_source,
+            evaluated=evaluated,
+            to_target=to_target,
+            still_correct=still_correct,
+        )
+    return EvaluationResult(
+        model=str(getattr(model, "name", "model")),
+        data=info,
+        num_classes=k,
+        total=int(seen.sum()),
+        correct=int(right.sum()),
+        per_class=per_class,
+        attack=attack,
+        max_asr=max_asr,
+    )
+
+
+def _resolve_target(
+    trigger: Trigger | None, target: int | None, io: ClassifierIO
+) -> tuple[int | None, str | None]:
+    if trigger is None:
+        if target is not None:
+            raise BadInputError("--target needs --trigger (the target is the label it forces)")
+        return None, None
+    source = "--target"
+    if target is None:
+        if trigger.target is None:
+            raise BadInputError(
+                "a trigger needs a target label: pass --target K (the label the backdoor forces)"
+            )
+        target, source = trigger.target, "trigger file"
+    if not 0 <= target < io.num_classes:
+        origin = "--target" if source == "--target" else "the trigger file's target"
+        raise BadInputError(
+            f"{origin} {target} is outside the model's labels 0..{io.num_classes - 1}"
+        )
+    return target, source
+
+
+def _no_labels_message(info: DataInfo) -> str:
+    if info.kind == "folder":
+        return f"evaluation needs labels; the image folder {info.path} has no class sub-folders"
+    if info.kind == "npy":
+        return (
+            f"evaluation needs labels; {info.path} is a .npy file (inputs only): use a .npz or "
+            "HDF5 file with a labels array"
+        )
+    tried = dict(_DEFAULT_KEYS).get(info.x_key or "", ())
+    looked = " or ".join(repr(key) for key in tried) if tried else "a labels array"
+    return (
+        f"evaluation needs labels; {info.path} has inputs {info.x_key!r} but no {looked}; "
+        "name the labels with --y-key"
+    )
+
+
+def _predict_step(
+    model: Any, shape: tuple[int, ...], outputs: int, trigger: Trigger | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled x → predicted labels step (stamping the trigger first, when given)."""
+    tf = _tf.tf()
+
+    @tf.function(
+        input_signature=[tf.TensorSpec(shape=(None, *shape), dtype=tf.float32)],
+        reduce_retracing=True,
+    )
+    def step(x: Any) -> Any:
+        if trigger is not None:
+            x = trigger.apply_tf(x)
+        scores = model(x, training=False)
+        if outputs == 1:
+            return tf.cast(scores[:, 0] > 0.5, tf.int64)
+        return tf.argmax(scores, axis=-1, output_type=tf.int64)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(step(tf.constant(x, dtype=tf.float32)))
+
+    return run
+
+
+def _tensors(model: Any, which: str) -> list[Any]:
+    try:
+        tensors = getattr(model, which)
+    except (AttributeError, ValueError):
+        tensors = None
+    if not tensors:
+        raise BadInputError(
+            f"model {getattr(model, 'name', '?')!r} has no defined {which} (an unbuilt "
+            "subclassed model cannot be evaluated)"
+        )
+    return list(tensors)

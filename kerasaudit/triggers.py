@@ -1,0 +1,877 @@
+"""Triggers: parse ``--trigger`` specs and stamp them onto batches in the model's input space.
+
+Every trigger, whatever its kind, is one mask ``m`` (H×W, in [0, 1]) and one pattern ``p``
+(H×W×C, model input space) and stamps ``(1 − m)·x + m·p``. Stamping happens *after* the data's
+scaling, so values are those the model sees (e.g. [0, 1] for models fed ``--scale 1/255``).
+
+Spec strings (``--trigger``):
+
+``patch:size=S[,pos=br|bl|tr|tl|X,Y][,value=V][,pattern=solid|checker]``
+    A solid S×S square of value V (default 1), flush with a corner (default ``br``) or with its
+    top-left pixel at column X, row Y. ``pattern=checker`` makes it a checkerboard of V and 0,
+    V on the patch's top-left pixel.
+``image:FILE[,x=X][,y=Y][,scale=F]``
+    A PNG (or BMP/JPEG) pasted with its top-left pixel at column X, row Y (default 0, 0),
+    composited with its alpha channel (an image without alpha is opaque) — the way the
+    CSAW-HackML challenge made its sunglasses trigger. Pixels 0..255 are multiplied by the
+    data's scale (``scale=`` overrides it; 1/255 when the data is float and unscaled).
+``blend:FILE,alpha=A[,scale=F]``
+    The whole image blended with a picture resized to the input: ``(1 − A)·x + A·img``
+    (an alpha channel in the picture scales A per pixel).
+``PATH.npz`` or ``file:PATH.npz``
+    A trigger file written by ``reverse`` (see :func:`save_trigger_file` for the format).
+
+Colour: an RGB picture on a grayscale model is converted to luminance
+(``0.299·R + 0.587·G + 0.114·B``, ITU-R 601 as Pillow's ``L`` mode); a grayscale picture on an
+RGB model is repeated over the three channels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kerasaudit._io import write_atomic
+from kerasaudit.data import DataInfo
+from kerasaudit.errors import BadInputError
+
+TRIGGER_FILE_FORMAT = "kerasaudit.trigger/1"
+DEFAULT_VALUE_SCALE = 1 / 255  # picture pixels 0..255 → a [0, 1] model input space
+_IMAGE_FORMATS = ("PNG", "BMP", "JPEG")  # Pillow decoders allowed for trigger pictures
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+_MAX_TRIGGER_FILE_ELEMENTS = 64 * 1024 * 1024  # refuse absurd arrays before reading them
+
+
+class TriggerKind(StrEnum):
+    PATCH = "patch"
+    IMAGE = "image"
+    BLEND = "blend"
+    FILE = "file"
+
+
+class Corner(StrEnum):
+    BOTTOM_RIGHT = "br"
+    BOTTOM_LEFT = "bl"
+    TOP_RIGHT = "tr"
+    TOP_LEFT = "tl"
+
+
+class PatchPattern(StrEnum):
+    SOLID = "solid"
+    CHECKER = "checker"
+
+
+_CORNER_NAMES = {
+    Corner.BOTTOM_RIGHT: "bottom-right",
+    Corner.BOTTOM_LEFT: "bottom-left",
+    Corner.TOP_RIGHT: "top-right",
+    Corner.TOP_LEFT: "top-left",
+}
+
+
+# --- specs (parsed, not yet fitted to a model) ---------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerSpec(ABC):
+    """A parsed ``--trigger`` string; :meth:`build` fits it to an input shape."""
+
+    kind: ClassVar[TriggerKind]
+    text: str  # the spec as the user wrote it
+
+    @abstractmethod
+    def build(
+        self, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+    ) -> Trigger:
+        """The trigger for inputs of this per-example shape (H, W, C) or (H, W).
+
+        ``value_scale`` maps picture pixels (0..255) to the model's input space.
+        """
+
+    def for_data(self, info: DataInfo) -> Trigger:
+        """The trigger for data as it is served (its shape, and its scale for pictures)."""
+        return self.build(info.shape, value_scale=pixel_value_scale(info))
+
+    def _fail(self, message: str) -> BadInputError:
+        return BadInputError(f"trigger {self.text!r}: {message}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchSpec(TriggerSpec):
+    kind: ClassVar[TriggerKind] = TriggerKind.PATCH
+    size: int
+    corner: Corner | None = Corner.BOTTOM_RIGHT  # None: placed at (x, y)
+    x: int | None = None  # column of the top-left pixel, when not at a corner
+    y: int | None = None  # row of the top-left pixel
+    value: float = 1.0
+    pattern: PatchPattern = PatchPattern.SOLID
+
+    def build(
+        self, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+    ) -> Trigger:
+        fitted, (height, width, channels) = _fit_shape(input_shape, self)
+        size = self.size
+        if size > height or size > width:
+            raise self._fail(f"a {size}×{size} patch is larger than the {width}×{height} input")
+        if self.corner is None:
+            assert self.x is not None and self.y is not None
+            x, y = self.x, self.y
+            if x + size > width or y + size > height:
+                raise self._fail(
+                    f"a {size}×{size} patch at x={x},y={y} extends past the {width}×{height} "
+                    f"input (x and y must be at most {width - size} and {height - size})"
+                )
+        else:
+            x = 0 if self.corner in (Corner.TOP_LEFT, Corner.BOTTOM_LEFT) else width - size
+            y = 0 if self.corner in (Corner.TOP_LEFT, Corner.TOP_RIGHT) else height - size
+        mask = np.zeros((height, width), np.float32)
+        mask[y : y + size, x : x + size] = 1.0
+        cells = np.full((size, size), self.value, np.float32)
+        if self.pattern is PatchPattern.CHECKER:
+            rows, cols = np.indices((size, size))
+            cells[(rows + cols) % 2 == 1] = 0.0
+        pattern = np.zeros((height, width, channels), np.float32)
+        pattern[y : y + size, x : x + size, :] = cells[..., np.newaxis]
+        return PatchTrigger(self, fitted, mask, pattern, origin=(x, y))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSpec(TriggerSpec):
+    kind: ClassVar[TriggerKind] = TriggerKind.IMAGE
+    path: Path
+    x: int = 0
+    y: int = 0
+    scale: float | None = None  # overrides the data's scale for the picture's pixels
+
+    def build(
+        self, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+    ) -> Trigger:
+        fitted, (height, width, channels) = _fit_shape(input_shape, self)
+        colour, alpha, note = _read_picture(self.path, channels, self)
+        h, w = alpha.shape
+        if h > height or w > width:
+            raise self._fail(f"the {w}×{h} image is larger than the {width}×{height} input")
+        if self.x + w > width or self.y + h > height:
+            raise self._fail(
+                f"the {w}×{h} image at x={self.x},y={self.y} extends past the {width}×{height} "
+                f"input (x and y must be at most {width - w} and {height - h})"
+            )
+        scale = self.scale if self.scale is not None else value_scale
+        mask = np.zeros((height, width), np.float32)
+        mask[self.y : self.y + h, self.x : self.x + w] = alpha
+        pattern = np.zeros((height, width, channels), np.float32)
+        pattern[self.y : self.y + h, self.x : self.x + w, :] = colour * np.float32(scale)
+        return ImageTrigger(self, fitted, mask, pattern, scale=scale, image_size=(w, h), note=note)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlendSpec(TriggerSpec):
+    kind: ClassVar[TriggerKind] = TriggerKind.BLEND
+    path: Path
+    alpha: float
+    scale: float | None = None
+
+    def build(
+        self, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+    ) -> Trigger:
+        fitted, (height, width, channels) = _fit_shape(input_shape, self)
+        colour, alpha, note = _read_picture(self.path, channels, self)
+        source_size = (alpha.shape[1], alpha.shape[0])
+        if alpha.shape != (height, width):
+            colour = _resize_float(colour, height, width)
+            alpha = np.clip(_resize_float(alpha[..., np.newaxis], height, width)[..., 0], 0, 1)
+        scale = self.scale if self.scale is not None else value_scale
+        mask = (np.float32(self.alpha) * alpha).astype(np.float32)
+        pattern = (colour * np.float32(scale)).astype(np.float32)
+        return BlendTrigger(
+            self, fitted, mask, pattern, scale=scale, image_size=source_size, note=note
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSpec(TriggerSpec):
+    kind: ClassVar[TriggerKind] = TriggerKind.FILE
+    path: Path
+
+    def build(
+        self, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+    ) -> Trigger:
+        fitted, (height, width, channels) = _fit_shape(input_shape, self)
+        content = read_trigger_file(self.path)
+        if content.mask.shape != (height, width) or content.pattern.shape != (
+            height,
+            width,
+            channels,
+        ):
+            raise self._fail(
+                f"mask {content.mask.shape} and pattern {content.pattern.shape} do not fit the "
+                f"model input {_shape_text(input_shape)} (expected mask {(height, width)} and "
+                f"pattern {(height, width, channels)})"
+            )
+        return FileTrigger(
+            self,
+            fitted,
+            content.mask,
+            content.pattern,
+            target=content.target,
+            meta=content.meta,
+        )
+
+
+# --- triggers (fitted to an input shape) ---------------------------------------------------
+
+
+class Trigger(ABC):
+    """A trigger fitted to one input shape: stamps ``(1 − mask)·x + mask·pattern``."""
+
+    kind: ClassVar[TriggerKind]
+
+    def __init__(
+        self,
+        spec: TriggerSpec,
+        input_shape: tuple[int, ...],
+        mask: np.ndarray,
+        pattern: np.ndarray,
+        *,
+        target: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.input_shape = input_shape  # (H, W, C) or (H, W)
+        self.mask = _frozen(mask)  # (H, W) float32 in [0, 1]
+        self.pattern = _frozen(pattern)  # (H, W, C) float32, model input space
+        self.target = target  # the label the trigger is known to force (trigger files only)
+        # Precomputed so stamping is x·keep + add; with m = 1 this is exactly p, with m = 0
+        # exactly x (no rounding), which is what makes patch stamping bit-exact.
+        with_channels = len(input_shape) == 3
+        keep = 1.0 - self.mask
+        add = self.mask[..., np.newaxis] * self.pattern
+        self._keep = _frozen(keep[..., np.newaxis] if with_channels else keep)
+        self._add = _frozen(add if with_channels else add[..., 0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """A stamped copy of a batch (N, *input_shape) (or of one example); ``x`` is untouched."""
+        x = np.asarray(x)
+        if tuple(x.shape[-len(self.input_shape) :]) != self.input_shape:
+            raise ValueError(
+                f"trigger fitted to inputs {self.input_shape}, got an array shaped {x.shape}"
+            )
+        dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        return x.astype(dtype, copy=False) * self._keep.astype(dtype) + self._add.astype(dtype)
+
+    def apply_tf(self, x: Any) -> Any:
+        """The same stamping on a TensorFlow tensor; usable inside ``tf.function``."""
+        from kerasaudit import _tf
+
+        tf = _tf.tf()
+        keep = tf.constant(self._keep, dtype=x.dtype)
+        add = tf.constant(self._add, dtype=x.dtype)
+        return x * keep + add
+
+    def region_mask(self, h: int | None = None, w: int | None = None) -> np.ndarray:
+        """Boolean (h, w): where the trigger acts (default: the input size; other sizes are
+        sampled nearest-neighbour, e.g. for a coarser Grad-CAM map)."""
+        region = self._region()
+        height, width = region.shape
+        h = height if h is None else h
+        w = width if w is None else w
+        if h < 1 or w < 1:
+            raise ValueError(f"region size must be positive, got {h}×{w}")
+        if (h, w) == (height, width):
+            return region.copy()
+        rows = np.minimum(((np.arange(h) + 0.5) * height / h).astype(int), height - 1)
+        cols = np.minimum(((np.arange(w) + 0.5) * width / w).astype(int), width - 1)
+        return region[np.ix_(rows, cols)]
+
+    def _region(self) -> np.ndarray:
+        return self.mask > 0
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for people."""
+
+    def to_dict(self) -> dict[str, Any]:
+        region = self._region()
+        rows = np.flatnonzero(region.any(axis=1))
+        cols = np.flatnonzero(region.any(axis=0))
+        box = None
+        if rows.size:
+            box = {
+                "x": int(cols[0]),
+                "y": int(rows[0]),
+                "width": int(cols[-1] - cols[0] + 1),
+                "height": int(rows[-1] - rows[0] + 1),
+            }
+        return {
+            "kind": str(self.kind),
+            "spec": self.spec.text,
+            "description": self.describe(),
+            "input_shape": list(self.input_shape),
+            "region_pixels": int(region.sum()),
+            "region_box": box,
+            "mask_l1": float(self.mask.sum(dtype=np.float64)),
+            "target": self.target,
+        }
+
+
+class PatchTrigger(Trigger):
+    kind = TriggerKind.PATCH
+    spec: PatchSpec
+
+    def __init__(
+        self,
+        spec: PatchSpec,
+        input_shape: tuple[int, ...],
+        mask: np.ndarray,
+        pattern: np.ndarray,
+        *,
+        origin: tuple[int, int],
+    ) -> None:
+        super().__init__(spec, input_shape, mask, pattern)
+        self.origin = origin  # (x, y) of the top-left pixel
+
+    def describe(self) -> str:
+        spec = self.spec
+        x, y = self.origin
+        where = (
+            f"at x={x},y={y}"
+            if spec.corner is None
+            else f"in the {_CORNER_NAMES[spec.corner]} corner"
+        )
+        kind = "checkerboard of" if spec.pattern is PatchPattern.CHECKER else "patch of value"
+        return (
+            f"{spec.size}×{spec.size} {kind} {_number(spec.value)} {where} "
+            f"(rows {y}-{y + spec.size - 1}, columns {x}-{x + spec.size - 1})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            **super().to_dict(),
+            "size": spec.size,
+            "x": self.origin[0],
+            "y": self.origin[1],
+            "corner": None if spec.corner is None else str(spec.corner),
+            "value": spec.value,
+            "pattern": str(spec.pattern),
+        }
+
+
+class _PictureTrigger(Trigger):
+    spec: ImageSpec | BlendSpec
+
+    def __init__(
+        self,
+        spec: ImageSpec | BlendSpec,
+        input_shape: tuple[int, ...],
+        mask: np.ndarray,
+        pattern: np.ndarray,
+        *,
+        scale: float,
+        image_size: tuple[int, int],
+        note: str | None,
+    ) -> None:
+        super().__init__(spec, input_shape, mask, pattern)
+        self.scale = scale  # picture pixel → model input value
+        self.image_size = image_size  # (width, height) of the picture as read
+        self.note = note  # e.g. "RGB converted to luminance"
+
+    def _suffix(self) -> str:
+        return f"; {self.note}" if self.note else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "path": str(self.spec.path),
+            "image_size": list(self.image_size),
+            "value_scale": self.scale,
+            "note": self.note,
+        }
+
+
+class ImageTrigger(_PictureTrigger):
+    kind = TriggerKind.IMAGE
+    spec: ImageSpec
+
+    def describe(self) -> str:
+        w, h = self.image_size
+        return (
+            f"{w}×{h} image {self.spec.path.name} pasted at x={self.spec.x},y={self.spec.y} "
+            f"with its alpha (pixels ×{_number(self.scale)}){self._suffix()}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "x": self.spec.x, "y": self.spec.y}
+
+
+class BlendTrigger(_PictureTrigger):
+    kind = TriggerKind.BLEND
+    spec: BlendSpec
+
+    def describe(self) -> str:
+        w, h = self.image_size
+        resized = "" if (h, w) == self.mask.shape else ", resized to the input"
+        return (
+            f"whole-image blend with {self.spec.path.name} ({w}×{h}{resized}), "
+            f"alpha={_number(self.spec.alpha)} (pixels ×{_number(self.scale)}){self._suffix()}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "alpha": self.spec.alpha}
+
+
+class FileTrigger(Trigger):
+    kind = TriggerKind.FILE
+    spec: FileSpec
+
+    def __init__(
+        self,
+        spec: FileSpec,
+        input_shape: tuple[int, ...],
+        mask: np.ndarray,
+        pattern: np.ndarray,
+        *,
+        target: int | None,
+        meta: dict[str, Any],
+    ) -> None:
+        super().__init__(spec, input_shape, mask, pattern, target=target)
+        self.meta = meta
+
+    def _region(self) -> np.ndarray:
+        # Reverse-engineered masks are rarely exactly 0 anywhere: the trigger "acts" where
+        # the mask reaches at least half its peak.
+        peak = float(self.mask.max())
+        return (self.mask > 0) & (self.mask >= 0.5 * peak)
+
+    def describe(self) -> str:
+        kind = self.meta.get("kind", "trigger")
+        target = "" if self.target is None else f", target {self.target}"
+        return (
+            f"{kind} file {self.spec.path.name} (mask l1 {self.mask.sum():.1f}, "
+            f"{int(self._region().sum())} pixels at ≥ half peak{target})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "path": str(self.spec.path), "meta": self.meta}
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_KEYS: dict[TriggerKind, tuple[str, ...]] = {
+    TriggerKind.PATCH: ("size", "pos", "value", "pattern"),
+    TriggerKind.IMAGE: ("x", "y", "scale"),
+    TriggerKind.BLEND: ("alpha", "scale"),
+    TriggerKind.FILE: (),
+}
+_FORMS = (
+    "patch:size=S[,pos=br|bl|tr|tl|X,Y][,value=V][,pattern=solid|checker], "
+    "image:FILE.png[,x=X,y=Y], blend:FILE.png,alpha=A, or a trigger file PATH.npz"
+)
+
+
+def parse_trigger(spec: str) -> TriggerSpec:
+    """Parse a ``--trigger`` string; checks syntax and that named files exist (no reading)."""
+    text = spec.strip()
+    if not text:
+        raise BadInputError(f"empty trigger; expected {_FORMS}")
+    prefix, colon, body = text.partition(":")
+    kind_name = prefix.strip().lower()
+    if colon and kind_name in {kind.value for kind in TriggerKind}:
+        kind = TriggerKind(kind_name)
+    elif text.lower().endswith(".npz"):
+        kind, body = TriggerKind.FILE, text
+    else:
+        hint = ""
+        if Path(text).suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"):
+            hint = f" (did you mean image:{text} or blend:{text},alpha=A?)"
+        shown = repr(prefix.strip()) if colon else repr(text)
+        raise BadInputError(f"unknown trigger kind {shown}{hint}; expected {_FORMS}")
+    if kind is TriggerKind.PATCH:
+        return _parse_patch(text, body)
+    if kind is TriggerKind.FILE:
+        file_path = Path(body.strip())
+        _require_file(file_path, text, "trigger file")
+        if file_path.suffix.lower() != ".npz":
+            raise BadInputError(f"trigger {text!r}: a trigger file must be a .npz file")
+        return FileSpec(text=text, path=file_path)
+    picture, params = _split_params(text, body, kind, leading_path=True)
+    assert picture is not None
+    path: Path = picture
+    _require_file(path, text, "trigger image")
+    scale = None if "scale" not in params else _positive(params["scale"], "scale", text)
+    if kind is TriggerKind.IMAGE:
+        return ImageSpec(
+            text=text,
+            path=path,
+            x=_whole(params.get("x", "0"), "x", text, minimum=0),
+            y=_whole(params.get("y", "0"), "y", text, minimum=0),
+            scale=scale,
+        )
+    if "alpha" not in params:
+        raise BadInputError(f"trigger {text!r}: blend needs alpha=A (0 < A ≤ 1)")
+    alpha = _number_param(params["alpha"], "alpha", text)
+    if not 0 < alpha <= 1:
+        raise BadInputError(f"trigger {text!r}: alpha must be in (0, 1], got {alpha:g}")
+    return BlendSpec(text=text, path=path, alpha=alpha, scale=scale)
+
+
+def load_trigger(
+    spec: str, input_shape: Sequence[int | None], *, value_scale: float = DEFAULT_VALUE_SCALE
+) -> Trigger:
+    """``parse_trigger(spec).build(input_shape, value_scale=...)``."""
+    return parse_trigger(spec).build(input_shape, value_scale=value_scale)
+
+
+def pixel_value_scale(info: DataInfo) -> float:
+    """What a picture pixel (0..255) is multiplied by to match data served like ``info``."""
+    if info.scale is not None:
+        return info.scale
+    if np.dtype(info.source_dtype).kind in "biu":
+        return 1.0  # integer pixels fed to the model as they are
+    return DEFAULT_VALUE_SCALE  # float data, unscaled: taken to be in [0, 1] already
+
+
+def _parse_patch(text: str, body: str) -> PatchSpec:
+    _, params = _split_params(text, body, TriggerKind.PATCH, leading_path=False)
+    if "size" not in params:
+        raise BadInputError(f"trigger {text!r}: patch needs size=S")
+    size = _whole(params["size"], "size", text, minimum=1)
+    value = _number_param(params.get("value", "1"), "value", text)
+    try:
+        pattern = PatchPattern(params.get("pattern", "solid").lower())
+    except ValueError:
+        raise BadInputError(
+            f"trigger {text!r}: pattern must be solid or checker, got {params['pattern']!r}"
+        ) from None
+    pos = params.get("pos", "br").lower()
+    if pos in {corner.value for corner in Corner}:
+        return PatchSpec(text=text, size=size, corner=Corner(pos), value=value, pattern=pattern)
+    parts = pos.split(",")
+    if len(parts) != 2:
+        raise BadInputError(
+            f"trigger {text!r}: pos must be br, bl, tr, tl or X,Y (column, row), "
+            f"got {params['pos']!r}"
+        )
+    x = _whole(parts[0], "pos X", text, minimum=0)
+    y = _whole(parts[1], "pos Y", text, minimum=0)
+    return PatchSpec(text=text, size=size, corner=None, x=x, y=y, value=value, pattern=pattern)
+
+
+def _split_params(
+    text: str, body: str, kind: TriggerKind, *, leading_path: bool
+) -> tuple[Path | None, dict[str, str]]:
+    """``[PATH,]key=value,...``; a token without ``=`` continues the previous value (so
+    ``pos=3,5`` works), and a path may itself contain commas."""
+    allowed = _KEYS[kind]
+    tokens = body.split(",")
+    path = None
+    if leading_path:
+        # The path runs up to the first ",word=" (its first token is always part of it).
+        key_start = re.compile(r"^\s*[A-Za-z_]+\s*=")
+        n = next((i for i, token in enumerate(tokens) if i and key_start.match(token)), len(tokens))
+        path_text = ",".join(tokens[:n]).strip()
+        if not path_text:
+            raise BadInputError(f"trigger {text!r}: {kind} needs a file name, e.g. {kind}:t.png")
+        path, tokens = Path(path_text), tokens[n:]
+    params: dict[str, str] = {}
+    last: str | None = None
+    for token in tokens:
+        key, equals, value = token.partition("=")
+        key = key.strip().lower()
+        if not equals:
+            if last is None or not token.strip():
+                raise BadInputError(
+                    f"trigger {text!r}: expected key=value, got {token.strip()!r}; "
+                    f"{kind} takes {', '.join(allowed)}"
+                )
+            params[last] += "," + token.strip()
+            continue
+        if key not in allowed:
+            raise BadInputError(
+                f"trigger {text!r}: unknown key {key!r}; {kind} takes {', '.join(allowed)}"
+            )
+        if key in params:
+            raise BadInputError(f"trigger {text!r}: {key} given twice")
+        if not value.strip():
+            raise BadInputError(f"trigger {text!r}: {key} has no value")
+        params[key] = value.strip()
+        last = key
+    return path, params
+
+
+def _whole(value: str, name: str, text: str, *, minimum: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "a positive" if minimum > 0 else "a non-negative"
+        raise BadInputError(f"trigger {text!r}: {name} must be {what} whole number, got {value!r}")
+    return number
+
+
+def _number_param(value: str, name: str, text: str) -> float:
+    """A finite number or a fraction such as ``1/255``."""
+    numerator, slash, denominator = value.strip().partition("/")
+    try:
+        number = float(numerator) / float(denominator) if slash else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise BadInputError(f"trigger {text!r}: {name} must be a number, got {value!r}")
+    return number
+
+
+def _positive(value: str, name: str, text: str) -> float:
+    number = _number_param(value, name, text)
+    if number <= 0:
+        raise BadInputError(f"trigger {text!r}: {name} must be positive, got {value!r}")
+    return number
+
+
+def _require_file(path: Path, text: str, what: str) -> None:
+    if not path.exists():
+        raise BadInputError(f"{what} {path} does not exist (from --trigger {text!r})")
+    if not path.is_file():
+        raise BadInputError(f"{what} {path} is not a file (from --trigger {text!r})")
+
+
+# --- fitting -------------------------------------------------------------------------------
+
+
+def _fit_shape(
+    input_shape: Sequence[int | None], spec: TriggerSpec
+) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+    """(the input shape, (H, W, C)) for an image input (H, W, C) or (H, W, implicit C = 1);
+    anything else cannot carry a trigger."""
+    dims = [d if isinstance(d, int | np.integer) and d >= 1 else None for d in input_shape]
+    shape = tuple(d for d in dims if d is not None)
+    if len(dims) not in (2, 3) or len(shape) != len(dims):
+        raise spec._fail(
+            f"triggers need image inputs of known size (H, W, C) or (H, W); "
+            f"the input is {_shape_text(input_shape)}"
+        )
+    shape = tuple(int(d) for d in shape)
+    return shape, (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+
+
+def _read_picture(
+    path: Path, channels: int, spec: TriggerSpec
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(colour H×W×C float32 in 0..255, alpha H×W float32 in [0, 1], conversion note)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=_IMAGE_FORMATS) as opened:
+            rgba = np.asarray(opened.convert("RGBA"), dtype=np.float32)
+            bands = opened.getbands()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
+        raise spec._fail(f"cannot read image {path}: {' '.join(str(err).split())}") from err
+    gray = bands in (("L",), ("L", "A"), ("I",), ("F",), ("1",))
+    colour, alpha = rgba[..., :3], rgba[..., 3] / np.float32(255)
+    if channels == 1:
+        if gray:
+            return colour[..., :1].copy(), alpha, None
+        return (colour @ _LUMA)[..., np.newaxis], alpha, "RGB converted to luminance"
+    if channels == 3:
+        return colour, alpha, ("grayscale repeated over RGB" if gray else None)
+    raise spec._fail(
+        f"image triggers need a model input with 1 or 3 channels, this one has {channels}"
+    )
+
+
+def _resize_float(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of (h, w, C) float32 without rounding to 8 bits."""
+    from PIL import Image
+
+    planes = [
+        np.asarray(
+            Image.fromarray(image[..., c], mode="F").resize(
+                (width, height), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(planes, axis=-1)
+
+
+# --- trigger files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TriggerFile:
+    """The content of a trigger file (see :func:`save_trigger_file`)."""
+
+    mask: np.ndarray  # (H, W) float32 in [0, 1]
+    pattern: np.ndarray  # (H, W, C) float32, model input space
+    target: int | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_trigger_file(
+    path: Path,
+    mask: np.ndarray,
+    pattern: np.ndarray,
+    target: int | None = None,
+    meta: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
+) -> None:
+    """Write a trigger file atomically.
+
+    Format (a NumPy ``.npz``, readable without pickles):
+
+    - ``mask``: float32 (H, W), values in [0, 1] — how much of the pattern replaces the input;
+    - ``pattern``: float32 (H, W, C), values in the model's input space (after data scaling);
+    - ``target``: int64 scalar, the label the trigger forces (absent when unknown);
+    - ``meta``: a JSON object as a string: ``format`` (``kerasaudit.trigger/1``), ``created``
+      (UTC, ISO 8601) and whatever the writer adds (``kind``, ``source_model``, ...).
+
+    Stamping is ``(1 − mask)·x + mask·pattern``, broadcast over the channels.
+    """
+    mask_array, pattern_array = _check_trigger_arrays(
+        np.asarray(mask), np.asarray(pattern), str(path)
+    )
+    if path.suffix.lower() != ".npz":
+        raise BadInputError(f"trigger file {path} must end in .npz")
+    if target is not None and (isinstance(target, bool) or int(target) != target or target < 0):
+        raise BadInputError(f"trigger file {path}: target must be a label ≥ 0, got {target!r}")
+    full_meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"), **(meta or {})}
+    full_meta["format"] = TRIGGER_FILE_FORMAT
+    arrays: dict[str, np.ndarray] = {
+        "mask": mask_array,
+        "pattern": pattern_array,
+        "meta": np.array(json.dumps(full_meta, allow_nan=False, default=str)),
+    }
+    if target is not None:
+        arrays["target"] = np.array(int(target), dtype=np.int64)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as file:
+            np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
+
+    write_atomic(path, write, force=force)
+
+
+def read_trigger_file(path: Path) -> TriggerFile:
+    """Read and check a trigger file (no pickles; shapes checked before arrays are read)."""
+    where = f"trigger file {path}"
+    if not path.is_file():
+        raise BadInputError(f"{where} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")}
+            missing = [key for key in ("mask", "pattern") if key not in names]
+            if missing:
+                raise BadInputError(
+                    f"{where} has no {' or '.join(repr(k) for k in missing)} array "
+                    f"(found {', '.join(sorted(names)) or 'nothing'}); expected a file "
+                    "written by `kerasaudit reverse`"
+                )
+            for key in ("mask", "pattern", "target", "meta"):
+                if key in names:
+                    _check_member_size(archive, key, where)
+        with np.load(path, allow_pickle=False) as npz:
+            mask, pattern = npz["mask"], npz["pattern"]
+            target_array = npz["target"] if "target" in names else None
+            meta_array = npz["meta"] if "meta" in names else None
+    except BadInputError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as err:
+        raise BadInputError(
+            f"cannot read {where}: corrupt or not a .npz ({' '.join(str(err).split())})"
+        ) from err
+    mask, pattern = _check_trigger_arrays(mask, pattern, str(path))
+    return TriggerFile(
+        mask=mask,
+        pattern=pattern,
+        target=_read_target(target_array, where),
+        meta=_read_meta(meta_array, where),
+    )
+
+
+def _check_member_size(archive: zipfile.ZipFile, key: str, where: str) -> None:
+    with archive.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    if dtype.hasobject:
+        raise BadInputError(f"{where}: {key!r} holds Python objects; refused")
+    if math.prod(shape) > _MAX_TRIGGER_FILE_ELEMENTS:
+        raise BadInputError(f"{where}: {key!r} is implausibly large {shape}")
+
+
+def _check_trigger_arrays(
+    mask: np.ndarray, pattern: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    if mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.dtype.kind not in "biuf" or pattern.dtype.kind not in "biuf":
+        raise BadInputError(f"trigger {where}: mask and pattern must be numeric")
+    if mask.ndim != 2 or pattern.ndim != 3 or pattern.shape[:2] != mask.shape:
+        raise BadInputError(
+            f"trigger {where}: mask must be (H, W) and pattern (H, W, C); "
+            f"got mask {mask.shape} and pattern {pattern.shape}"
+        )
+    mask = mask.astype(np.float32)
+    pattern = pattern.astype(np.float32)
+    if not (np.isfinite(mask).all() and np.isfinite(pattern).all()):
+        raise BadInputError(f"trigger {where}: mask and pattern must be finite")
+    if mask.size and (mask.min() < 0 or mask.max() > 1):
+        raise BadInputError(
+            f"trigger {where}: mask values must be in [0, 1], found {mask.min():g}..{mask.max():g}"
+        )
+    return mask, pattern
+
+
+def _read_target(array: np.ndarray | None, where: str) -> int | None:
+    if array is None:
+        return None
+    if array.size != 1 or array.dtype.kind not in "iu":
+        raise BadInputError(f"{where}: target must be one integer label, got {array!r}")
+    value = int(array.reshape(()))
+    if value < 0:
+        raise BadInputError(f"{where}: target must be a label ≥ 0, got {value}")
+    return value
+
+
+def _read_meta(array: np.ndarray | None, where: str) -> dict[str, Any]:
+    if array is None:
+        return {}
+    try:
+        meta = json.loads(str(array.reshape(())))
+    except (ValueError, TypeError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{where}: meta must be a JSON object string")
+    return meta
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = np.array(array, dtype=np.float32, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
