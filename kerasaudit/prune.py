@@ -111,6 +111,16 @@ def _prune_clone(
     return clone, done, mask
 
 
+@dataclass(frozen=True)
+class FineTuneSettings:
+    epochs: int = 0
+    unlearn: bool = False
+    unlearn_fraction: float = 0.5
+    learning_rate: float = 1e-4
+    train_batchnorm: bool = True
+    seed: int = 0
+
+
 def prune(
     model: Any,
     dataset: Dataset | None,
@@ -121,20 +131,21 @@ def prune(
     trigger: Any | None = None,
     target: int | None = None,
     eval_dataset: Dataset | None = None,
-    fine_tune_epochs: int = 0,
-    unlearn: bool = False,
-    unlearn_fraction: float = 0.2,
-    learning_rate: float = 1e-4,
+    fine_tuning: FineTuneSettings | None = None,
     max_acc_drop: float = 0.015,
     batch_size: int = 128,
-    seed: int = 0,
 ) -> tuple[Any, PruneResult]:
-    """Return the pruned clone of ``model`` and what was done; ``model`` is never changed."""
+    """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
+
+    The layer choice is measured on ``dataset`` (the defender's data), never on
+    ``eval_dataset``, which only provides the reported before/after numbers.
+    """
+    tuning = fine_tuning or FineTuneSettings()
     if not 0.0 < ratio < 1.0:
         raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {ratio:g}")
-    if unlearn and trigger is None:
+    if tuning.unlearn and trigger is None:
         raise BadInputError("--unlearn needs --trigger (a known or reversed trigger)")
-    if fine_tune_epochs and dataset is None:
+    if tuning.epochs and dataset is None:
         raise BadInputError("--fine-tune-epochs needs --data (clean, labelled)")
     if criterion.needs_trigger and trigger is None:
         raise BadInputError(
@@ -144,11 +155,26 @@ def prune(
     can_evaluate = evaluation_data is not None and evaluation_data.info.has_labels
     attack = trigger if (trigger is not None and can_evaluate) else None
 
-    def measure(candidate: Any) -> EvaluationResult | None:
-        if not can_evaluate:
+    def measure(candidate: Any, on: Dataset | None = evaluation_data) -> EvaluationResult | None:
+        if on is None or not on.info.has_labels:
             return None
-        assert evaluation_data is not None
-        return evaluate(candidate, evaluation_data, attack, target if attack else None)
+        return evaluate(candidate, on, attack, target if attack else None)
+
+    def tune(pruned: Any, mask: Any) -> FineTuneResult | None:
+        if not tuning.epochs:
+            return None
+        assert dataset is not None
+        return fine_tune(
+            pruned,
+            dataset,
+            epochs=tuning.epochs,
+            mask=mask,
+            trigger=trigger if tuning.unlearn else None,
+            unlearn_fraction=tuning.unlearn_fraction,
+            learning_rate=tuning.learning_rate,
+            seed=tuning.seed,
+            train_batchnorm=tuning.train_batchnorm,
+        )
 
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
     candidates = resolve_layers(model, layers) if layers else convs
@@ -157,28 +183,30 @@ def prune(
     rankings = rank_channels(
         model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size
     )
-    before = measure(model)
+
+    def candidate_result(info: AuditableLayer) -> EvaluationResult | None:
+        clone, _, mask = _prune_clone(model, [(info, rankings[info.path].top(ratio))])
+        tune(clone, mask)
+        return measure(clone, dataset)
+
     choice, chosen = _choose_layers(
-        model, criterion, ratio, layers, candidates, rankings, before, measure, max_acc_drop
+        model,
+        criterion,
+        ratio,
+        layers,
+        candidates,
+        rankings,
+        measure(model, dataset),
+        candidate_result,
+        max_acc_drop,
+        tuned=bool(tuning.epochs),
     )
+    before = measure(model)
     selections = [(info, rankings[info.path].top(ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
     after_prune = measure(pruned_model)
-    tuned: FineTuneResult | None = None
-    after_tune: EvaluationResult | None = None
-    if fine_tune_epochs:
-        assert dataset is not None
-        tuned = fine_tune(
-            pruned_model,
-            dataset,
-            epochs=fine_tune_epochs,
-            mask=mask,
-            trigger=trigger if unlearn else None,
-            unlearn_fraction=unlearn_fraction,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
-        after_tune = measure(pruned_model)
+    tuned = tune(pruned_model, mask)
+    after_tune = measure(pruned_model) if tuned is not None else None
     evaluated_on = (
         "none (no labelled data)"
         if not can_evaluate
@@ -207,8 +235,10 @@ def _choose_layers(
     candidates: list[AuditableLayer],
     rankings: dict[str, ChannelRanking],
     before: EvaluationResult | None,
-    measure: Any,
+    candidate_result: Any,
     max_acc_drop: float,
+    *,
+    tuned: bool,
 ) -> tuple[LayerChoice, list[AuditableLayer]]:
     if named:
         return LayerChoice(tuple(named), "named with --layer", ()), candidates
@@ -224,8 +254,7 @@ def _choose_layers(
         return LayerChoice((last.path,), reason, ()), [last]
     tried: list[LayerCandidate] = []
     for info in candidates:
-        clone, _, _ = _prune_clone(model, [(info, rankings[info.path].top(ratio))])
-        result = measure(clone)
+        result = candidate_result(info)
         attack = result.attack
         tried.append(
             LayerCandidate(
@@ -241,15 +270,17 @@ def _choose_layers(
     best = min(
         pool, key=lambda c: (np.inf if c.asr is None else c.asr, before.accuracy - c.accuracy)
     )
+    how = "after pruning and fine-tuning" if tuned else "after pruning"
     if within:
         reason = (
-            f"lowest ASR among layers whose accuracy loss at ratio {ratio:g} stays within "
-            f"{max_acc_drop * 100:.1f} points ({len(within)} of {len(tried)} layers)"
+            f"lowest ASR {how} among layers whose accuracy loss at ratio {ratio:g} stays within "
+            f"{max_acc_drop * 100:.1f} points ({len(within)} of {len(tried)} layers; measured on "
+            "--data)"
         )
     else:
         reason = (
-            f"no layer keeps the accuracy loss within {max_acc_drop * 100:.1f} points at ratio "
-            f"{ratio:g}; lowest ASR overall"
+            f"no layer keeps the accuracy loss {how} within {max_acc_drop * 100:.1f} points at "
+            f"ratio {ratio:g}; lowest ASR overall (measured on --data)"
         )
     chosen = next(i for i in candidates if i.path == best.layer)
     return LayerChoice((best.layer,), reason, tuple(tried)), [chosen]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
 from kerasaudit.inventory import auditable_layers, find_layer
-from kerasaudit.prune import prune
+from kerasaudit.prune import FineTuneSettings, prune
 from kerasaudit.ranking import Criterion, rank_channels
 from kerasaudit.triggers import load_trigger
 
@@ -120,9 +120,7 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> Non
         layers=["features/f_conv1"],
         trigger=trigger,
         target=0,
-        fine_tune_epochs=2,
-        unlearn=True,
-        learning_rate=1e-2,
+        fine_tuning=FineTuneSettings(epochs=2, unlearn=True, learning_rate=1e-2),
     )
     assert result.fine_tune is not None and result.fine_tune.mode == "unlearn"
     assert result.fine_tune.steps == 2 * 2  # 96 images, batch 64
