@@ -34,6 +34,18 @@ class FineTuneMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class FineTuneSettings:
+    """What ``prune``/``sweep`` pass on to :func:`fine_tune` (epochs=0: no fine-tuning)."""
+
+    epochs: int = 0
+    unlearn: bool = False
+    unlearn_fraction: float = 0.5
+    learning_rate: float = 1e-4
+    train_batchnorm: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class FineTuneResult:
     mode: FineTuneMode
     epochs: int

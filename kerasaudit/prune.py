@@ -19,7 +19,7 @@ import numpy as np
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
-from kerasaudit.finetune import FineTuneResult, fine_tune
+from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
@@ -109,16 +109,6 @@ def _prune_clone(
     clone = clone_model(model)
     done, mask = zero_channels(clone, selections)
     return clone, done, mask
-
-
-@dataclass(frozen=True)
-class FineTuneSettings:
-    epochs: int = 0
-    unlearn: bool = False
-    unlearn_fraction: float = 0.5
-    learning_rate: float = 1e-4
-    train_batchnorm: bool = True
-    seed: int = 0
 
 
 def prune(

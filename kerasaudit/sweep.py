@@ -23,6 +23,7 @@ from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import evaluate
+from kerasaudit.finetune import FineTuneSettings, fine_tune
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, find_layer
 from kerasaudit.pruning import clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_all
@@ -88,6 +89,7 @@ class SweepResult:
     images: int
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    fine_tuned: bool = False  # every point was fine-tuned before it was measured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class SweepResult:
             "images": self.images,
             "seconds": self.seconds,
             "notes": list(self.notes),
+            "fine_tuned": self.fine_tuned,
         }
 
 
@@ -168,7 +171,11 @@ def sweep(
     max_acc_drop: float = 0.015,
     batch_size: int = 128,
     progress: Progress | None = None,
+    fine_tuning: FineTuneSettings | None = None,
 ) -> SweepResult:
+    """``fine_tuning``: fine-tune every point's pruned clone before measuring it (slow: one
+    fine-tune per point; for sweeping one criterion and layer when pruning will be followed by
+    fine-tuning, whose accuracy recovery changes which ratio is best)."""
     started = time.perf_counter()
     if not criteria:
         raise BadInputError("give at least one --criterion")
@@ -198,7 +205,7 @@ def sweep(
     slow: list[str] = []
     total = len(chosen)
     for index, info in enumerate(chosen):
-        split = _split(model, info)
+        split = None if fine_tuning else _split(model, info)
         layer_rankings = [rankings[(c, info.path)] for c in criteria]
         if split is not None:
             points += _sweep_fast(
@@ -207,7 +214,7 @@ def sweep(
             fast.append(info.path)
         else:
             points += _sweep_slow(
-                model, dataset, trigger, target_label, info, layer_rankings, ratios
+                model, dataset, trigger, target_label, info, layer_rankings, ratios, fine_tuning
             )
             slow.append(info.path)
         if progress is not None:
@@ -232,6 +239,7 @@ def sweep(
         slow_layers=tuple(slow),
         images=dataset.info.count,
         seconds=time.perf_counter() - started,
+        fine_tuned=bool(fine_tuning and fine_tuning.epochs),
     )
 
 
@@ -318,12 +326,25 @@ def _sweep_slow(
     info: AuditableLayer,
     rankings: Sequence[ChannelRanking],
     ratios: Sequence[float],
+    fine_tuning: FineTuneSettings | None = None,
 ) -> list[SweepPoint]:
     points = []
     for ranking in rankings:
         for ratio in ratios:
             clone = clone_model(model)
-            zero_channels(clone, [(info, ranking.top(ratio))])
+            _, mask = zero_channels(clone, [(info, ranking.top(ratio))])
+            if fine_tuning is not None and fine_tuning.epochs:
+                fine_tune(
+                    clone,
+                    dataset,
+                    epochs=fine_tuning.epochs,
+                    mask=mask,
+                    trigger=trigger if fine_tuning.unlearn else None,
+                    unlearn_fraction=fine_tuning.unlearn_fraction,
+                    learning_rate=fine_tuning.learning_rate,
+                    seed=fine_tuning.seed,
+                    train_batchnorm=fine_tuning.train_batchnorm,
+                )
             result = evaluate(clone, dataset, trigger, target)
             points.append(
                 SweepPoint(

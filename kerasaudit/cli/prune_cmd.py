@@ -33,6 +33,14 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
     data_spec,
 )
+from kerasaudit.cli.finetune_options import (
+    FineTuneEpochsOpt,
+    FreezeBnOpt,
+    LearningRateOpt,
+    UnlearnFractionOpt,
+    UnlearnOpt,
+    fine_tune_settings,
+)
 from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError
 
@@ -86,37 +94,11 @@ def prune(
             help="Labelled held-out data for the before/after numbers (default: --data).",
         ),
     ] = None,
-    fine_tune_epochs: Annotated[
-        int,
-        typer.Option(
-            "--fine-tune-epochs",
-            min=0,
-            help="Fine-tune on --data after pruning, pruned channels held at zero.",
-        ),
-    ] = 0,
-    unlearn: Annotated[
-        bool,
-        typer.Option(
-            "--unlearn",
-            help="While fine-tuning, stamp a share of images with --trigger, true labels kept.",
-        ),
-    ] = False,
-    unlearn_fraction: Annotated[
-        float,
-        typer.Option("--unlearn-fraction", help="Share of each batch stamped when unlearning."),
-    ] = 0.5,
-    learning_rate: Annotated[
-        float, typer.Option("--learning-rate", help="Adam learning rate for fine-tuning.")
-    ] = 1e-4,
-    freeze_bn: Annotated[
-        bool,
-        typer.Option(
-            "--freeze-bn",
-            help="Keep BatchNormalization in inference mode while fine-tuning (default: train "
-            "mode, which restored more accuracy on the sample model; freeze it for BN layers "
-            "with momentum 0.99 and little data).",
-        ),
-    ] = False,
+    fine_tune_epochs: FineTuneEpochsOpt = 0,
+    unlearn: UnlearnOpt = False,
+    unlearn_fraction: UnlearnFractionOpt = 0.5,
+    learning_rate: LearningRateOpt = 1e-4,
+    freeze_bn: FreezeBnOpt = False,
     max_acc_drop: Annotated[
         float,
         typer.Option(
@@ -157,7 +139,6 @@ def prune(
     from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import prune_fmt
     from kerasaudit.loading import load_model
-    from kerasaudit.prune import FineTuneSettings
     from kerasaudit.prune import prune as run_prune
     from kerasaudit.ranking import Criterion
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
@@ -172,10 +153,15 @@ def prune(
         raise BadInputError(
             "--criterion linf-trigger needs --trigger (a known trigger, or a file from `reverse`)"
         )
-    if unlearn and trigger is None:
-        raise BadInputError("--unlearn needs --trigger")
-    if unlearn and not fine_tune_epochs:
-        raise BadInputError("--unlearn works while fine-tuning: add --fine-tune-epochs N")
+    tuning = fine_tune_settings(
+        fine_tune_epochs,
+        unlearn,
+        unlearn_fraction,
+        learning_rate,
+        freeze_bn,
+        seed,
+        has_trigger=trigger is not None,
+    )
     prepare_output(output, force)
     prepare_output(report, force)
     trigger_spec = None if trigger is None else parse_trigger(trigger)
@@ -213,14 +199,7 @@ def prune(
             trigger=fitted,
             target=target,
             eval_dataset=held_out,
-            fine_tuning=FineTuneSettings(
-                epochs=fine_tune_epochs,
-                unlearn=unlearn,
-                unlearn_fraction=unlearn_fraction,
-                learning_rate=learning_rate,
-                train_batchnorm=not freeze_bn,
-                seed=seed,
-            ),
+            fine_tuning=tuning,
             max_acc_drop=max_acc_drop / 100,
             batch_size=batch_size,
         )

@@ -33,6 +33,14 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
     data_spec,
 )
+from kerasaudit.cli.finetune_options import (
+    FineTuneEpochsOpt,
+    FreezeBnOpt,
+    LearningRateOpt,
+    UnlearnFractionOpt,
+    UnlearnOpt,
+    fine_tune_settings,
+)
 from kerasaudit.cli.prune_cmd import CriterionChoice
 from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError
@@ -72,6 +80,11 @@ def sweep(
     max_acc_drop: Annotated[
         float, typer.Option("--max-acc-drop", help="Accuracy loss budget, in points.")
     ] = 1.5,
+    fine_tune_epochs: FineTuneEpochsOpt = 0,
+    unlearn: UnlearnOpt = False,
+    unlearn_fraction: UnlearnFractionOpt = 0.5,
+    learning_rate: LearningRateOpt = 1e-4,
+    freeze_bn: FreezeBnOpt = False,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write every point as CSV.")
     ] = None,
@@ -109,6 +122,9 @@ def sweep(
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     ratio_list = _parse_ratios(ratios)
+    tuning = fine_tune_settings(
+        fine_tune_epochs, unlearn, unlearn_fraction, learning_rate, freeze_bn, has_trigger=True
+    )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)
     if plot_path is not None and plot_path.suffix.lower() != ".png":
@@ -142,6 +158,7 @@ def sweep(
             max_acc_drop=max_acc_drop / 100,
             batch_size=batch_size,
             progress=update,
+            fine_tuning=tuning if tuning.epochs else None,
         )
     if csv_path is not None:
         write_text_atomic(csv_path, sweep_fmt.to_csv(result), force=force)

@@ -75,6 +75,8 @@ def render(result: SweepResult, console: Console) -> None:
         f"RA {_pct(result.baseline_ra)} (target {result.target}, {result.images} images)",
     )
     head.add_row("ratios", ", ".join(f"{r:g}" for r in result.ratios))
+    if result.fine_tuned:
+        head.add_row("points", "each pruned clone fine-tuned before it was measured")
     head.add_row("budget", f"accuracy loss ≤ {100 * result.max_acc_drop:.1f} points")
     head.add_row(
         "layers",

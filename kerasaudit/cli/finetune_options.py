@@ -1,0 +1,74 @@
+"""Fine-tuning options, shared by prune and sweep (and defend)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kerasaudit.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kerasaudit.finetune import FineTuneSettings
+
+FineTuneEpochsOpt = Annotated[
+    int,
+    typer.Option(
+        "--fine-tune-epochs",
+        min=0,
+        help="Fine-tune on --data after pruning, pruned channels held at zero.",
+    ),
+]
+UnlearnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unlearn",
+        help="While fine-tuning, stamp a share of images with --trigger, true labels kept.",
+    ),
+]
+UnlearnFractionOpt = Annotated[
+    float,
+    typer.Option("--unlearn-fraction", help="Share of each batch stamped when unlearning."),
+]
+LearningRateOpt = Annotated[
+    float, typer.Option("--learning-rate", help="Adam learning rate for fine-tuning.")
+]
+FreezeBnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--freeze-bn",
+        help="Keep BatchNormalization in inference mode while fine-tuning (default: train "
+        "mode, which restored more accuracy on the sample model; freeze it for BN layers "
+        "with momentum 0.99 and little data).",
+    ),
+]
+
+
+def fine_tune_settings(
+    epochs: int,
+    unlearn: bool,
+    unlearn_fraction: float,
+    learning_rate: float,
+    freeze_bn: bool,
+    seed: int = 0,
+    *,
+    has_trigger: bool = True,
+) -> FineTuneSettings:
+    from kerasaudit.finetune import FineTuneSettings
+
+    if unlearn and not has_trigger:
+        raise BadInputError("--unlearn needs --trigger (a known or reversed trigger)")
+    if unlearn and not epochs:
+        raise BadInputError("--unlearn works while fine-tuning: add --fine-tune-epochs N")
+    if not 0.0 < unlearn_fraction < 1.0:
+        raise BadInputError(f"--unlearn-fraction must be between 0 and 1, got {unlearn_fraction:g}")
+    if learning_rate <= 0:
+        raise BadInputError(f"--learning-rate must be positive, got {learning_rate:g}")
+    return FineTuneSettings(
+        epochs=epochs,
+        unlearn=unlearn,
+        unlearn_fraction=unlearn_fraction,
+        learning_rate=learning_rate,
+        train_batchnorm=not freeze_bn,
+        seed=seed,
+    )
