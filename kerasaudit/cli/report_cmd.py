@@ -1,0 +1,242 @@
+"""``kerasaudit report MODEL --data D -o report.html``: every stage, one self-contained page."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.cli.gradcam_cmd import MethodChoice
+from kerasaudit.cli.prune_cmd import CriterionChoice
+from kerasaudit.cli.sweep_cmd import _parse_ratios
+from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.errors import BadInputError, ExitCode
+
+if TYPE_CHECKING:
+    from kerasaudit.data import DataSpec
+
+DEFAULT_SWEEP_RATIOS = "0.05,0.1,0.2,0.3"  # kerasaudit.report.DEFAULT_SWEEP_RATIOS
+DEFAULT_CRITERIA = "linf-trigger"
+
+
+def _parse_criteria(text: str) -> list[CriterionChoice]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    known = {c.value: c for c in CriterionChoice}
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise BadInputError(
+            f"--criteria: expected a comma-separated list of {', '.join(known)}; got {text!r}"
+        )
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def _command_line() -> str | None:
+    """The command as typed, when run as ``kerasaudit`` / ``python -m kerasaudit``."""
+    if sys.argv and Path(sys.argv[0]).name in ("kerasaudit", "__main__.py"):
+        return shlex.join(["kerasaudit", *sys.argv[1:]])
+    return None
+
+
+@handle_errors
+def report(
+    model: ModelArg,
+    data: DataOpt,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The HTML page to write (atomically).", show_default=False
+        ),
+    ],
+    trigger: TriggerOpt = None,
+    target: TargetOpt = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-data",
+            help="Labelled held-out data for the before/after numbers and the Grad-CAM images "
+            "(default: --data).",
+            show_default=False,
+        ),
+    ] = None,
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse",
+            help="Also reverse-engineer a trigger per label (Neural Cleanse; slow). Without "
+            "--trigger, a flagged label's recovered trigger drives the sweep and prune.",
+        ),
+    ] = False,
+    reverse_steps: Annotated[
+        int | None,
+        typer.Option("--reverse-steps", min=1, help="Most optimisation steps per label."),
+    ] = None,
+    criteria: Annotated[
+        str,
+        typer.Option(
+            "--criteria",
+            help="Comma-separated pruning criteria to sweep: linf-trigger, linf, mean, l1, l2, "
+            "clp.",
+        ),
+    ] = DEFAULT_CRITERIA,
+    sweep_ratios: Annotated[
+        str, typer.Option("--sweep-ratios", help="Comma-separated pruning ratios to sweep.")
+    ] = DEFAULT_SWEEP_RATIOS,
+    max_acc_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-acc-drop", help="Accuracy loss budget of the recommended prune, in points."
+        ),
+    ] = 1.5,
+    fine_tune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-epochs", min=0, help="Fine-tune the pruned model on --data (epochs)."
+        ),
+    ] = 0,
+    unlearn: Annotated[
+        bool,
+        typer.Option("--unlearn", help="While fine-tuning, stamp some images with the trigger."),
+    ] = False,
+    cam_method: Annotated[
+        MethodChoice, typer.Option("--cam-method", help="Grad-CAM method.")
+    ] = MethodChoice.GRADCAM,
+    cam_layer: Annotated[
+        str | None,
+        typer.Option(
+            "--cam-layer",
+            help="Layer to explain (default: the last conv layer).",
+            show_default=False,
+        ),
+    ] = None,
+    cam_images: Annotated[
+        int, typer.Option("--cam-images", min=1, help="Images in the Grad-CAM grid.")
+    ] = 8,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Audit a model end to end and write one self-contained HTML page: inventory, scan,
+    reverse engineering (--reverse), pruning sweep and the recommended prune (with --trigger
+    and --target), and Grad-CAM before/after. Exit code 1 when the scan flags channels or
+    reverse engineering flags a label."""
+    from kerasaudit._io import write_text_atomic
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.formats import report_html
+    from kerasaudit.gradcam import CamMethod
+    from kerasaudit.loading import load_model
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.report import build_report
+    from kerasaudit.triggers import parse_trigger
+
+    consoles = Consoles(quiet)
+    if target is not None and trigger is None:
+        raise BadInputError("--target needs --trigger (the target is the label it forces)")
+    if not 0.0 <= max_acc_drop <= 100.0:
+        raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
+    if unlearn and not fine_tune_epochs:
+        raise BadInputError("--unlearn works while fine-tuning: add --fine-tune-epochs N")
+    ratios = _parse_ratios(sweep_ratios)
+    chosen = [Criterion(c.value) for c in _parse_criteria(criteria)]
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
+    prepare_output(output, force)
+    trigger_spec = None if trigger is None else parse_trigger(trigger)
+
+    def spec_for(path: Path) -> DataSpec:
+        return data_spec(
+            path,
+            x_key=x_key,
+            y_key=y_key,
+            scale=scale,
+            channels_first=channels_first,
+            limit=limit,
+            batch_size=batch_size,
+            resize=resize,
+        )
+
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    if loaded.unsafe and loaded.safety.findings:
+        consoles.info(
+            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
+        )
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
+    held_out = (
+        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
+    )
+    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    status = consoles.err.status("report")
+    with status:
+        result = build_report(
+            loaded,
+            dataset,
+            eval_dataset=held_out,
+            trigger=fitted,
+            target=target,
+            criteria=chosen,
+            sweep_ratios=ratios,
+            max_acc_drop=max_acc_drop / 100,
+            fine_tune_epochs=fine_tune_epochs,
+            unlearn=unlearn,
+            cam_method=CamMethod(cam_method.value),
+            cam_images=cam_images,
+            cam_layer=cam_layer,
+            run_reverse=reverse,
+            reverse_steps=reverse_steps,
+            batch_size=batch_size,
+            command=_command_line(),
+            stage=lambda name: status.update(f"report: {name}"),
+        )
+    write_text_atomic(output, report_html.render(result), force=force)
+    for note in result.notes:
+        consoles.info(f"note: {note}")
+    emit(
+        fmt,
+        lambda: report_html.to_json(result, output=str(output)),
+        lambda console: report_html.render_summary(result, console, output=str(output)),
+        consoles,
+        None,
+        force,
+    )
+    consoles.info(report_html.summary_line(result, str(output)))
+    if result.has_findings:
+        raise typer.Exit(int(ExitCode.FINDINGS))
