@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -183,6 +183,28 @@ class Dataset:
             dataset = tf.data.Dataset.from_generator(x_only, output_signature=x_spec)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
+    def split(self, holdout: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(fit, held-out) in-memory parts, shuffled with ``seed``: for choosing settings on
+        data a fine-tune did not see. Meant for defender-sized data (it is held in memory)."""
+        if not 0.0 < holdout < 1.0:
+            raise BadInputError(f"the held-out share must be between 0 and 1, got {holdout:g}")
+        if self.info.count < 2:
+            raise BadInputError("need at least 2 examples to hold some out")
+        x, y = self.take_array(self.info.count)
+        order = np.random.default_rng(seed).permutation(len(x))
+        n_held = min(len(x) - 1, max(1, round(len(x) * holdout)))
+        parts = []
+        for name, idx in (("fit", order[n_held:]), ("held-out", order[:n_held])):
+            info = replace(self.info, path=f"{self.info.path} ({name} part)", count=len(idx))
+            identity = _Layout(
+                scale=None, channels_first=False, add_channel_axis=False, resize_to=None
+            )
+            labels = None if y is None else y[idx]
+            parts.append(
+                Dataset(info, _ArrayReader(x[idx]), identity, labels, batch_size=self._batch_size)
+            )
+        return parts[0], parts[1]
+
     def _batches(self, count: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         start = 0
         for stored in self._reader.read(count, self._batch_size):
@@ -190,6 +212,17 @@ class Dataset:
             stop = start + len(x)
             yield x, (None if self._labels is None else self._labels[start:stop])
             start = stop
+
+
+class _ArrayReader:
+    """Serves model-ready examples already in memory (see :meth:`Dataset.split`)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self._x = x
+
+    def read(self, count: int, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, count, batch_size):
+            yield self._x[start : min(count, start + batch_size)]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ _ZERO_AT_ZERO = frozenset(
     }
 )
 _ZERO_AT_ZERO_LAYERS = frozenset({"ReLU", "LeakyReLU", "ELU", "PReLU"})
+HOLDOUT = 0.25  # share of --data kept from fine-tuning to measure fine-tuned points on
 ASR_TIE = 0.005  # ASRs within half a point are "as low": the smaller ratio is recommended
 Progress = Callable[[int, int], None]
 
@@ -194,7 +195,11 @@ def sweep(
         chosen = [i for i in available.values() if i.class_name in CONV_CLASSES]
     if not chosen:
         raise BadInputError("the model has no convolutional layers to sweep")
-    baseline = evaluate(model, dataset, trigger, target)
+    # Fine-tuned points are measured on a held-out part of the data the fine-tune never saw
+    # (measured on the sample: fine-tuning on the 2,000 images and measuring on them too
+    # overstated accuracy by ~1.8 points and picked a ratio that cost 1.7 points held out).
+    fit, measured_on = dataset.split(HOLDOUT) if fine_tuning else (dataset, dataset)
+    baseline = evaluate(model, measured_on, trigger, target)
     if baseline.attack is None:
         raise BadInputError("sweep needs --trigger and --target to measure ASR")
     target_label = baseline.attack.target
@@ -214,7 +219,15 @@ def sweep(
             fast.append(info.path)
         else:
             points += _sweep_slow(
-                model, dataset, trigger, target_label, info, layer_rankings, ratios, fine_tuning
+                model,
+                measured_on,
+                trigger,
+                target_label,
+                info,
+                layer_rankings,
+                ratios,
+                fine_tuning,
+                fit,
             )
             slow.append(info.path)
         if progress is not None:
@@ -237,7 +250,7 @@ def sweep(
         max_acc_drop=max_acc_drop,
         fast_layers=tuple(fast),
         slow_layers=tuple(slow),
-        images=dataset.info.count,
+        images=measured_on.info.count,
         seconds=time.perf_counter() - started,
         fine_tuned=bool(fine_tuning and fine_tuning.epochs),
     )
@@ -327,6 +340,7 @@ def _sweep_slow(
     rankings: Sequence[ChannelRanking],
     ratios: Sequence[float],
     fine_tuning: FineTuneSettings | None = None,
+    fit: Dataset | None = None,
 ) -> list[SweepPoint]:
     points = []
     for ranking in rankings:
@@ -336,7 +350,7 @@ def _sweep_slow(
             if fine_tuning is not None and fine_tuning.epochs:
                 fine_tune(
                     clone,
-                    dataset,
+                    fit or dataset,
                     epochs=fine_tuning.epochs,
                     mask=mask,
                     trigger=trigger if fine_tuning.unlearn else None,

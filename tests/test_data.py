@@ -681,3 +681,22 @@ def test_streaming_a_large_npz_keeps_memory_flat(tmp_path: Path) -> None:
     assert int(checksum) == int(first_pixels.sum()) * (examples // chunk_examples)
     assert float(growth_mib) < array_mib / 10, (growth_mib, array_mib)
     print(f"streamed {array_mib:.0f} MiB; peak RSS grew {float(growth_mib):.1f} MiB")
+
+
+def test_split_partitions_the_data_with_labels_aligned(tmp_path: Path) -> None:
+    x = np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2, 1)
+    y = np.arange(50) % 3
+    path = tmp_path / "split.npz"
+    np.savez(path, x=x, y=y)
+    dataset = open_data(DataSpec(path, batch_size=7), (2, 2, 1), 3)
+    fit, held = dataset.split(0.25, seed=1)
+    assert (fit.info.count, held.info.count) == (38, 12)
+    fx, fy = fit.take_array(100)
+    hx, hy = held.take_array(100)
+    ids = np.concatenate([fx[:, 0, 0, 0], hx[:, 0, 0, 0]]) * 255 / 4  # first pixel = 4·index
+    assert sorted(np.rint(ids).astype(int)) == list(range(50))
+    assert fy is not None and hy is not None
+    np.testing.assert_array_equal(np.rint(fx[:, 0, 0, 0] * 255 / 4).astype(int) % 3, fy)
+    np.testing.assert_array_equal(np.rint(hx[:, 0, 0, 0] * 255 / 4).astype(int) % 3, hy)
+    with pytest.raises(BadInputError):
+        dataset.split(1.0)

@@ -95,5 +95,3 @@ def render(result: SweepResult, console: Console) -> None:
     for name, point in result.recommended.items():
         _row(rec, name, point, result.baseline_accuracy)
     console.print(rec)
-    if result.best is not None:
-        console.print(Text(summary_line(result)))
