@@ -22,6 +22,7 @@ import numpy as np
 MAD_SCALE = 1.4826  # consistency constant: 1.4826·MAD estimates σ for normal data
 MEAN_AD_SCALE = 1.253314  # sqrt(π/2): the same for the mean absolute deviation (MAD = 0 fallback)
 DEFAULT_THRESHOLD = 3.5
+RELATIVE_FLOOR = 1e-6  # of |median|: the smallest scale (float32 sums agree to ~1e-7)
 MIN_CHANNELS = 4  # below this a median/MAD score says nothing; such layers are not scored
 
 SCORE_DEFINITION = (
@@ -34,7 +35,9 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     """Modified z-scores (v − median) / (1.4826·MAD) of the finite entries; NaN stays NaN.
 
     When more than half of the values are equal (MAD = 0) the mean absolute deviation scaled
-    by √(π/2) is used instead (Iglewicz & Hoaglin); when all values are equal every score is 0.
+    by √(π/2) is used instead (Iglewicz & Hoaglin). The scale never drops below
+    ``RELATIVE_FLOOR``·|median|: differences smaller than that are float32 rounding in the
+    activation sums, not behaviour, and must not turn into huge scores.
     """
     values = np.asarray(values, dtype=np.float64)
     z = np.full(values.shape, np.nan)
@@ -44,11 +47,12 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     kept = values[finite]
     median = float(np.median(kept))
     deviations = np.abs(kept - median)
+    floor = RELATIVE_FLOOR * abs(median)
     scale = MAD_SCALE * float(np.median(deviations))
-    tiny = 1e-12 * max(abs(median), float(np.finfo(np.float64).tiny))
-    if scale <= tiny:
+    if scale <= floor:
         scale = MEAN_AD_SCALE * float(np.mean(deviations))
-    if scale <= tiny:
+    scale = max(scale, floor)
+    if scale == 0.0:  # every value equal (e.g. all zero)
         z[finite] = 0.0
         return z
     z[finite] = (kept - median) / scale
@@ -92,7 +96,8 @@ def flag_channels(
     z_ratio = robust_z(ratio)
     both = np.stack([z_linf, z_ratio])
     all_nan = np.isnan(both).all(axis=0)
-    score = np.where(all_nan, np.nan, np.nanmax(np.where(np.isnan(both), -np.inf, both), axis=0))
+    score = np.max(np.where(np.isnan(both), -np.inf, both), axis=0)
+    score[all_nan] = np.nan
     above = np.flatnonzero(np.nan_to_num(score, nan=-np.inf) > threshold)
     order = above[np.argsort(-score[above], kind="stable")]
     return LayerFlags(layer, z_linf, z_ratio, score, tuple(int(c) for c in order))

@@ -1,0 +1,165 @@
+"""``kerasaudit scan MODEL --data D``: per-channel ℓ1/ℓ2/ℓ∞ statistics and anomalous-ℓ∞ flags."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    BatchSizeOpt,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.cli.device_options import Device, DeviceOpt, MixedPrecisionOpt, strategy_for
+from kerasaudit.errors import BadInputError, ExitCode
+
+# kerasaudit.flags.DEFAULT_THRESHOLD, repeated so that `--help` does not import NumPy
+# (tests/test_scan_cli.py checks that the two agree).
+DEFAULT_THRESHOLD = 3.5
+
+LayerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--layer",
+        "-l",
+        help="Scan only this layer (path like features/conv1, or a unique name); repeatable. "
+        "Default: every convolutional layer.",
+        show_default=False,
+    ),
+]
+IncludeDenseOpt = Annotated[
+    bool, typer.Option("--include-dense", help="Scan Dense layers too (units as channels).")
+]
+ThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        "--threshold",
+        help="Flag channels whose anomaly score (robust z of ℓ∞ or ℓ∞/ℓ2 within their layer) "
+        "exceeds this.",
+    ),
+]
+SaveStatsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--save-stats",
+        help="Write the raw statistics (.npz) for `prune` and for merging shards.",
+        show_default=False,
+    ),
+]
+
+
+@handle_errors
+def scan(
+    model: ModelArg,
+    data: DataOpt,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    resize: ResizeOpt = False,
+    layer: LayerOpt = None,
+    include_dense: IncludeDenseOpt = False,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    save_stats: SaveStatsOpt = None,
+    device: DeviceOpt = Device.AUTO,
+    mixed_precision: MixedPrecisionOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Measure ℓ1, ℓ2 and ℓ∞ of every conv channel's activation map in one pass over clean data
+    and flag channels with anomalous ℓ∞. Exit code 1 when channels are flagged."""
+    from kerasaudit import scan as scan_lib
+    from kerasaudit._io import check_output_path
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.data import open_data
+    from kerasaudit.formats import scan_fmt
+    from kerasaudit.loading import load_model
+
+    consoles = Consoles(quiet)
+    if not math.isfinite(threshold):
+        raise BadInputError(f"--threshold must be a finite number, got {threshold}")
+    prepare_output(output, force)
+    if save_stats is not None:
+        check_output_path(save_stats, force=force)
+        if output is not None and save_stats.resolve() == output.resolve():
+            raise BadInputError("--save-stats and --output name the same file")
+    spec = data_spec(
+        data,
+        x_key=x_key,
+        y_key=y_key,
+        scale=scale,
+        channels_first=channels_first,
+        limit=limit,
+        batch_size=batch_size,
+        resize=resize,
+    )
+    strategy = strategy_for(device)
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    if loaded.unsafe and loaded.safety.findings:
+        consoles.info(
+            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
+        )
+    dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
+    with progress_bar(consoles, "scanning") as update:
+        result = scan_lib.scan(
+            loaded.model,
+            dataset,
+            layers=layer,
+            include_dense=include_dense,
+            threshold=threshold,
+            strategy=strategy,
+            mixed_precision=mixed_precision,
+            progress=update,
+            source=str(data),
+        )
+    if save_stats is not None:
+        scan_lib.save_stats(result.stats, save_stats, force=force)
+    stats_file = None if save_stats is None else str(save_stats)
+    emit(
+        fmt,
+        lambda: scan_fmt.to_json(result, model_path=str(model), stats_file=stats_file),
+        lambda console: scan_fmt.render(
+            result, console, model_path=str(model), stats_file=stats_file
+        ),
+        consoles,
+        output,
+        force,
+    )
+    consoles.info(
+        f"scanned {result.stats.images:,} images, {len(result.stats.layers)} layers, "
+        f"{result.channel_count} channels in {result.seconds or 0:.1f} s: "
+        f"{result.flagged_count} flagged (threshold {result.threshold:g})"
+    )
+    if result.has_findings:
+        raise typer.Exit(int(ExitCode.FINDINGS))

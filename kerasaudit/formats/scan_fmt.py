@@ -1,0 +1,121 @@
+"""Formatting of ``ScanResult`` (the ``scan`` command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from kerasaudit.scan import ScanResult
+
+SCHEMA = "kerasaudit.scan/1"
+TOP_FLAGGED = 20
+MEASURED_NOTE = (
+    "ℓ1, ℓ2, ℓ∞ of each channel's activation map, averaged over images, measured on the tensor "
+    "the next layer sees (after the conv's activation, or after its BatchNorm + activation)"
+)
+
+
+def to_json(
+    result: ScanResult, *, model_path: str | None = None, stats_file: str | None = None
+) -> dict[str, Any]:
+    body = result.to_dict()
+    body["model"] = {"path": model_path, **body["model"]}
+    return {"schema": SCHEMA, **body, "measured": MEASURED_NOTE, "stats_file": stats_file}
+
+
+def _num(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.4g}"
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def render(
+    result: ScanResult,
+    console: Console,
+    *,
+    model_path: str | None = None,
+    stats_file: str | None = None,
+    top: int = TOP_FLAGGED,
+) -> None:
+    stats = result.stats
+    summary = Table(title=f"Scan of {stats.model_name}", show_header=False, title_justify="left")
+    summary.add_column("key", style="bold")
+    summary.add_column("value")
+    if model_path:
+        summary.add_row("model", model_path)
+    summary.add_row("data", ", ".join(stats.sources))
+    summary.add_row("images", f"{stats.images:,}")
+    if result.device is not None:
+        device = result.device
+        devices = ", ".join(d.rsplit("device:", 1)[-1] for d in device.devices)
+        summary.add_row(
+            "device",
+            f"{device.strategy} ({devices}), {device.precision}"
+            + (", XLA" if device.jit_compile else ""),
+        )
+    if result.seconds is not None:
+        summary.add_row("time", f"{result.seconds:.1f} s")
+    summary.add_row(
+        "flagged",
+        f"{result.flagged_count} of {result.channel_count} channels in {len(stats.layers)} "
+        f"layers (score > {result.threshold:g})",
+    )
+    if stats_file:
+        summary.add_row("statistics", stats_file)
+    console.print(summary)
+    console.print(f"Measured: {MEASURED_NOTE}.", markup=False, soft_wrap=True)
+    console.print("Score: max of robust z (median/MAD) of ℓ∞ and of ℓ∞/ℓ2 within the layer.",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+    layers = Table(title="Layers", title_justify="left")
+    for column in ("layer", "measured tensor", "channels", "mean ℓ1", "mean ℓ2", "mean ℓ∞",
+                   "max ℓ∞", "max score", "flagged"):  # fmt: skip
+        layers.add_column(
+            column, justify="left" if column.startswith(("layer", "meas")) else "right"
+        )
+    for channel_stats, flags in result.layer_results():
+        score = flags.score[np.isfinite(flags.score)]
+        layers.add_row(
+            channel_stats.layer,
+            channel_stats.measured,
+            str(channel_stats.channels),
+            _num(_mean(channel_stats.mean_l1)),
+            _num(_mean(channel_stats.mean_l2)),
+            _num(_mean(channel_stats.mean_linf)),
+            _num(float(channel_stats.max_linf.max())),
+            flags.note or _num(float(score.max()) if score.size else float("nan")),
+            f"[bold red]{len(flags.flagged)}[/]" if flags.flagged else "0",
+        )
+    console.print(layers)
+
+    flagged = result.top_flagged()
+    if not flagged:
+        console.print(f"No channel scores above the threshold {result.threshold:g}.", markup=False)
+        return
+    table = Table(title="Flagged channels (highest score first)", title_justify="left")
+    for column in ("layer", "channel", "mean ℓ1", "mean ℓ2", "mean ℓ∞", "max ℓ∞", "ℓ∞/ℓ2",
+                   "z ℓ∞", "z ℓ∞/ℓ2", "score"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for channel_stats, flags, channel in flagged[:top]:
+        table.add_row(
+            channel_stats.layer,
+            str(channel),
+            _num(float(channel_stats.mean_l1[channel])),
+            _num(float(channel_stats.mean_l2[channel])),
+            _num(float(channel_stats.mean_linf[channel])),
+            _num(float(channel_stats.max_linf[channel])),
+            _num(float(channel_stats.linf_over_l2[channel])),
+            _num(float(flags.z_linf[channel])),
+            _num(float(flags.z_ratio[channel])),
+            _num(float(flags.score[channel])),
+        )
+    console.print(table)
+    if len(flagged) > top:
+        console.print(f"… and {len(flagged) - top} more (all of them in --format json).",
+                      markup=False)  # fmt: skip
