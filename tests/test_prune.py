@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
-from kerasaudit.inventory import auditable_layers, find_layer
 from kerasaudit.finetune import FineTuneSettings
+from kerasaudit.inventory import auditable_layers, find_layer
 from kerasaudit.prune import prune
 from kerasaudit.ranking import Criterion, rank_channels
 from kerasaudit.triggers import load_trigger

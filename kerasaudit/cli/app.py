@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from kerasaudit import __version__
-from kerasaudit.cli import evaluate_cmd, inspect_cmd, prune_cmd, scan_cmd, sweep_cmd
+from kerasaudit.cli import (
+    defend_cmd,
+    evaluate_cmd,
+    gradcam_cmd,
+    inspect_cmd,
+    prune_cmd,
+    report_cmd,
+    reverse_cmd,
+    scan_cmd,
+    sweep_cmd,
+)
 
 app = typer.Typer(
     name="kerasaudit",
@@ -41,6 +51,10 @@ app.command("scan")(scan_cmd.scan)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("prune")(prune_cmd.prune)
 app.command("sweep")(sweep_cmd.sweep)
+app.command("reverse")(reverse_cmd.reverse)
+app.command("defend")(defend_cmd.defend)
+app.command("gradcam")(gradcam_cmd.gradcam)
+app.command("report")(report_cmd.report)
 
 
 def main() -> None:

@@ -1,0 +1,275 @@
+"""``kerasaudit defend MODEL --data D [--eval-data E] -o OUT``: reverse, prune, evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    emit_json,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.cli.reverse_cmd import (
+    ImagesOpt,
+    LabelBatchOpt,
+    LabelsOpt,
+    OptBatchOpt,
+    SeedOpt,
+    StepsOpt,
+    ValueRangeOpt,
+    parse_labels,
+    parse_value_range,
+)
+from kerasaudit.errors import BadInputError, ExitCode
+
+
+@handle_errors
+def defend(
+    model: ModelArg,
+    data: DataOpt,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the defended model here (atomically; same format as the input unless "
+            "--save-format). Nothing is written when no label is flagged.",
+        ),
+    ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-data",
+            help="Labelled held-out data for the before/after numbers (never used to defend; "
+            "default: --data).",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifacts",
+            help="Also write reverse's outputs (reverse.json, trigger files, PNGs) to this "
+            "directory.",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
+    ] = None,
+    ratio: Annotated[
+        float, typer.Option("--ratio", "-r", help="Share of the chosen layer's channels pruned.")
+    ] = 0.25,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Layer to prune (repeatable). Default: chosen by measurement on --data with "
+            "the recovered trigger.",
+        ),
+    ] = None,
+    fine_tune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-epochs",
+            min=0,
+            help="Epochs of fine-tuning with unlearning on --data after pruning (0: prune only).",
+        ),
+    ] = 10,
+    unlearn_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--unlearn-fraction",
+            help="Share of each fine-tuning batch stamped with the recovered trigger "
+            "(default: prune's).",
+            show_default=False,
+        ),
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--learning-rate",
+            help="Adam learning rate for fine-tuning (default: prune's).",
+            show_default=False,
+        ),
+    ] = None,
+    max_acc_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-acc-drop", help="Accuracy budget, in points, for the automatic layer choice."
+        ),
+    ] = 1.5,
+    eval_trigger: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-trigger",
+            help="A known trigger to MEASURE the defence with (its ASR before/after on the "
+            "evaluation data); the defence itself never sees it.",
+            show_default=False,
+        ),
+    ] = None,
+    eval_target: Annotated[
+        int | None,
+        typer.Option("--eval-target", help="The label --eval-trigger forces.", show_default=False),
+    ] = None,
+    labels: LabelsOpt = None,
+    steps: StepsOpt = 1000,
+    opt_batch: OptBatchOpt = 32,
+    images: ImagesOpt = 1000,
+    label_batch: LabelBatchOpt = None,
+    value_range: ValueRangeOpt = None,
+    seed: SeedOpt = 0,
+    save_format: Annotated[
+        str, typer.Option("--save-format", help="auto (the input's), keras or h5.")
+    ] = "auto",
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Remove a backdoor without knowing its trigger: reverse (Neural Cleanse + ℓ∞ bias
+    verdict); for each flagged label prune the channels its recovered trigger drives
+    (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1 when a
+    backdoor was flagged (and removed), 0 when none was found."""
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.defend import DefenceSettings
+    from kerasaudit.defend import defend as run_defend
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.formats import defend_fmt, reverse_fmt
+    from kerasaudit.loading import load_model
+    from kerasaudit.reverse import ReverseConfig, check_artifact_dir, write_artifacts
+    from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.triggers import parse_trigger
+
+    consoles = Consoles(quiet)
+    if eval_target is not None and eval_trigger is None:
+        raise BadInputError("--eval-target needs --eval-trigger")
+    if not 0.0 <= max_acc_drop <= 100.0:
+        raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
+    try:
+        requested_format = SaveFormat(save_format)
+    except ValueError:
+        raise BadInputError(
+            f"--save-format must be auto, keras or h5, got {save_format!r}"
+        ) from None
+    tuning = DefenceSettings().fine_tuning
+    changes: dict[str, Any] = {"epochs": fine_tune_epochs, "unlearn": fine_tune_epochs > 0}
+    if unlearn_fraction is not None:
+        changes["unlearn_fraction"] = unlearn_fraction
+    if learning_rate is not None:
+        changes["learning_rate"] = learning_rate
+    settings = DefenceSettings(
+        ratio=ratio,
+        layers=tuple(layer or ()),
+        max_acc_drop=max_acc_drop / 100,
+        fine_tuning=replace(tuning, seed=seed, **changes),
+    )
+    settings.check()
+    config = ReverseConfig(
+        steps=steps,
+        batch_size=opt_batch,
+        images=images,
+        label_batch=label_batch,
+        value_range=parse_value_range(value_range),
+        seed=seed,
+    )
+    config.check()
+    chosen = parse_labels(labels)
+    prepare_output(output, force)
+    prepare_output(report, force)
+    if artifacts is not None:
+        check_artifact_dir(artifacts, force=force)
+    known_spec = None if eval_trigger is None else parse_trigger(eval_trigger)
+
+    def spec_for(path: Path) -> DataSpec:
+        return data_spec(
+            path,
+            x_key=x_key,
+            y_key=y_key,
+            scale=scale,
+            channels_first=channels_first,
+            limit=limit,
+            batch_size=DEFAULT_BATCH_SIZE,
+            resize=resize,
+        )
+
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    chosen_format = None
+    if output is not None:
+        chosen_format = resolve_save_format(requested_format, loaded.format, output)
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
+    held_out = (
+        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
+    )
+    known = None if known_spec is None else known_spec.for_data(dataset.info)
+    with progress_bar(consoles, "reverse (label-steps)") as update:
+        defended, result = run_defend(
+            loaded.model,
+            dataset,
+            eval_dataset=held_out,
+            labels=chosen,
+            reverse_config=config,
+            settings=settings,
+            known_trigger=known,
+            known_target=eval_target,
+            progress=update,
+            on_step=lambda name: consoles.info(f"step: {name}"),
+        )
+    if artifacts is not None:
+        write_artifacts(
+            result.reverse,
+            artifacts,
+            force=force,
+            source_model=str(model),
+            report=lambda names: reverse_fmt.to_json(result.reverse, names),
+        )
+    written = None
+    if defended is not None and output is not None and chosen_format is not None:
+        save_model(defended, output, chosen_format, force=force)
+        written = str(output)
+    if report is not None:
+        emit_json(defend_fmt.to_json(result, written), report, force)
+    emit(
+        fmt,
+        lambda: defend_fmt.to_json(result, written),
+        lambda console: defend_fmt.render(result, console, written),
+        consoles,
+        None,
+        force,
+    )
+    consoles.info(defend_fmt.summary_line(result, written))
+    if result.reverse.verdict.backdoor:
+        raise typer.Exit(int(ExitCode.FINDINGS))

@@ -1,0 +1,226 @@
+"""``kerasaudit reverse MODEL --data D [--labels 0,3,5] [--steps N] [-o DIR]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+)
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    ChannelsFirstOpt,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+    data_spec,
+)
+from kerasaudit.errors import BadInputError, ExitCode
+
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help="Only these labels, e.g. 0,3,5 (default: all). The verdict needs at least 3.",
+        show_default=False,
+    ),
+]
+StepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--steps",
+        min=1,
+        help="Most optimisation steps per label (each: --opt-batch images through the model "
+        "forward and backward). Labels stop early once their mask stops shrinking.",
+    ),
+]
+OptBatchOpt = Annotated[
+    int,
+    typer.Option("--opt-batch", min=1, help="Clean images per optimisation step (NC: 32)."),
+]
+ImagesOpt = Annotated[
+    int,
+    typer.Option(
+        "--images", min=1, help="Clean images for the optimisation (the first N of --data)."
+    ),
+]
+LabelBatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--label-batch",
+        min=1,
+        help="Labels optimised at once (default: all). Memory per step grows with "
+        "label-batch × opt-batch images.",
+        show_default=False,
+    ),
+]
+ValueRangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--value-range",
+        metavar="LO,HI",
+        help="Range of the pattern in model input space (default: [0,1] or [0,255] when the "
+        "data lies there, else the data's min..max).",
+        show_default=False,
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for initialisation and batches.")]
+
+
+def parse_labels(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    labels = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise BadInputError(f"--labels takes label numbers such as 0,3,5; got {part!r}")
+        labels.append(int(part))
+    if not labels:
+        raise BadInputError("--labels names no label")
+    return labels
+
+
+def parse_value_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise BadInputError(f"--value-range takes LO,HI, e.g. 0,1; got {text!r}") from None
+    if not low < high:
+        raise BadInputError(f"--value-range needs LO < HI, got {text!r}")
+    return low, high
+
+
+@handle_errors
+def reverse(
+    model: ModelArg,
+    data: DataOpt,
+    labels: LabelsOpt = None,
+    steps: StepsOpt = 1000,
+    opt_batch: OptBatchOpt = 32,
+    images: ImagesOpt = 1000,
+    label_batch: LabelBatchOpt = None,
+    value_range: ValueRangeOpt = None,
+    seed: SeedOpt = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory for reverse.json, trigger_label{K}.npz and mask/pattern PNGs of "
+            "each flagged label (created if missing; existing files need --force).",
+        ),
+    ] = None,
+    all_images: Annotated[
+        bool, typer.Option("--all-images", help="With -o: PNGs for every label, not only flagged.")
+    ] = False,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Neural Cleanse: recover the smallest trigger that sends clean images to each label, then
+    flag backdoor targets (mask-norm MAD index, confirmed by the recovered trigger's ℓ∞
+    activation lift). Exit 1 when a label is flagged.
+
+    Cost per label: at most --steps optimisation steps of --opt-batch stamped images, forward
+    and backward (labels stop early once their mask stops shrinking). All labels run batched;
+    measured ~18 ms per label-step on 2 CPU cores for the 28×28 sample CNN, i.e. ~18 s per
+    label at 1,000 steps (about 3 min for 10 labels); --labels and --steps bound it.
+
+    Trigger-free defence, step by step (or all at once with `kerasaudit defend`):
+    reverse M --data D -o rev/ ; prune M --data D --trigger rev/trigger_labelK.npz
+    --criterion linf-trigger --ratio 0.25 --fine-tune-epochs 10 --unlearn -o pruned.keras ;
+    evaluate pruned.keras --data HELD_OUT --trigger rev/trigger_labelK.npz"""
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.formats import reverse_fmt
+    from kerasaudit.loading import load_model
+    from kerasaudit.reverse import (
+        ReverseConfig,
+        check_artifact_dir,
+        reverse_engineer,
+        write_artifacts,
+    )
+
+    consoles = Consoles(quiet)
+    chosen = parse_labels(labels)
+    config = ReverseConfig(
+        steps=steps,
+        batch_size=opt_batch,
+        images=images,
+        label_batch=label_batch,
+        value_range=parse_value_range(value_range),
+        seed=seed,
+    )
+    config.check()
+    if output is not None:
+        check_artifact_dir(output, force=force)
+    spec = data_spec(
+        data,
+        x_key=x_key,
+        y_key=y_key,
+        scale=scale,
+        channels_first=channels_first,
+        limit=limit,
+        batch_size=DEFAULT_BATCH_SIZE,
+        resize=resize,
+    )
+    with consoles.err.status("loading model"):
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    io = classifier_io(loaded.model)
+    dataset = open_data(spec, io.input_shape, io.outputs)
+    with progress_bar(consoles, "reversing (label-steps)") as update:
+        result = reverse_engineer(
+            loaded.model, dataset, labels=chosen, config=config, progress=update
+        )
+    files: list[str] = []
+    if output is not None:
+        written = write_artifacts(
+            result,
+            output,
+            all_images=all_images,
+            force=force,
+            source_model=str(model),
+            report=lambda names: reverse_fmt.to_json(result, names),
+        )
+        files = [str(p) for p in written]
+    emit(
+        fmt,
+        lambda: reverse_fmt.to_json(result, files),
+        lambda console: reverse_fmt.render(result, console, files),
+        consoles,
+        None,
+        force,
+    )
+    consoles.info(reverse_fmt.summary_line(result))
+    if result.verdict.backdoor:
+        raise typer.Exit(int(ExitCode.FINDINGS))

@@ -1,0 +1,264 @@
+"""Defend without knowing the trigger: reverse → (if flagged) prune + unlearn → evaluate.
+
+1. ``reverse``: Neural Cleanse recovers a trigger per label and the verdict flags targets.
+2. For each flagged label (most suspicious first): ``prune.prune`` ranks channels by the ℓ∞
+   increase its *recovered* trigger causes (``linf-trigger``), picks the layer by measurement
+   on the defender's data, zeroes the top channels, then fine-tunes on the clean data while a
+   share of each batch is stamped with the recovered trigger and keeps its true label
+   (unlearning). Nothing here looks at held-out data: the layer choice and the fine-tuning
+   use ``dataset`` only.
+3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
+   ASR of each recovered trigger, before and after; with ``known_trigger`` (a trigger the
+   defence never sees, for measuring only) its ASR too.
+
+The same chain as separate commands (what ``kerasaudit defend`` runs)::
+
+    kerasaudit reverse M.keras --data val.npz -o rev/          # exit 1: label K flagged
+    kerasaudit prune M.keras --data val.npz --trigger rev/trigger_labelK.npz \
+        --criterion linf-trigger --ratio 0.25 --fine-tune-epochs 10 --unlearn -o pruned.keras
+    kerasaudit evaluate pruned.keras --data test.npz --trigger rev/trigger_labelK.npz
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kerasaudit.data import Dataset
+from kerasaudit.errors import BadInputError
+from kerasaudit.evaluation import EvaluationResult, evaluate
+from kerasaudit.prune import FineTuneSettings, PruneResult, prune
+from kerasaudit.ranking import Criterion
+from kerasaudit.reverse import LabelResult, ReverseConfig, ReverseResult, reverse_engineer
+from kerasaudit.triggers import FileSpec, FileTrigger, Trigger
+
+StepFn = Callable[[str], None]  # told the name of each step as it starts
+
+
+def _default_tuning() -> FineTuneSettings:
+    return FineTuneSettings(epochs=10, unlearn=True)
+
+
+@dataclass(frozen=True)
+class DefenceSettings:
+    """How each flagged label's backdoor is removed (measured defaults: see the README)."""
+
+    ratio: float = 0.25  # share of the chosen layer's channels pruned
+    layers: tuple[str, ...] = ()  # default: chosen by prune, measured on the defender's data
+    max_acc_drop: float = 0.015  # budget for prune's automatic layer choice (fraction)
+    # Fine-tuning with unlearning (the recovered trigger stamped on a share of each batch, true
+    # labels kept); prune's own defaults otherwise. epochs=0: prune only.
+    fine_tuning: FineTuneSettings = field(default_factory=_default_tuning)
+
+    def check(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio:g}")
+        tuning = self.fine_tuning
+        if tuning.epochs < 0:
+            raise BadInputError("--fine-tune-epochs must be ≥ 0")
+        if tuning.epochs and tuning.unlearn and not 0.0 < tuning.unlearn_fraction < 1.0:
+            raise BadInputError("--unlearn-fraction must be between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": str(Criterion.LINF_TRIGGER),
+            "ratio": self.ratio,
+            "layers": list(self.layers),
+            "max_acc_drop": self.max_acc_drop,
+            "fine_tuning": asdict(self.fine_tuning),
+        }
+
+
+@dataclass(frozen=True)
+class TriggerCheck:
+    """One trigger's ASR on the evaluation data, before and after the defence."""
+
+    label: int  # the target label it is measured against
+    source: str  # "recovered" or "known"
+    description: str
+    asr_before: float | None
+    asr_after: float | None  # None when the model was not changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "source": self.source,
+            "description": self.description,
+            "asr_before": self.asr_before,
+            "asr_after": self.asr_after,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class DefendResult:
+    reverse: ReverseResult
+    prunes: tuple[PruneResult, ...]  # one per flagged label, in the order applied
+    before: EvaluationResult | None  # clean accuracy of the original model (evaluation data)
+    after: EvaluationResult | None  # ... of the defended model (None: unchanged)
+    checks: tuple[TriggerCheck, ...]
+    evaluated_on: str
+    settings: DefenceSettings
+    seconds: dict[str, float]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.prunes)
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.before is None or self.after is None:
+            return None
+        return self.before.accuracy - self.after.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        def ev(result: EvaluationResult | None) -> dict[str, Any] | None:
+            if result is None:
+                return None
+            return {
+                "accuracy": result.accuracy,
+                "correct": result.correct,
+                "total": result.total,
+            }
+
+        return {
+            "backdoor": self.reverse.verdict.backdoor,
+            "flagged": list(self.reverse.verdict.flagged),
+            "changed": self.changed,
+            "evaluated_on": self.evaluated_on,
+            "before": ev(self.before),
+            "after": ev(self.after),
+            "accuracy_drop": self.accuracy_drop,
+            "triggers": [c.to_dict() for c in self.checks],
+            "settings": self.settings.to_dict(),
+            "seconds": dict(self.seconds),
+            "reverse": self.reverse.to_dict(),
+            "prune": [p.to_dict() for p in self.prunes],
+        }
+
+
+def recovered_trigger(result: LabelResult, input_shape: Sequence[int]) -> Trigger:
+    """A stampable trigger (target = the label) from one label's recovered mask and pattern."""
+    spec = FileSpec(
+        text=f"reverse:label{result.label}", path=Path(f"trigger_label{result.label}.npz")
+    )
+    return FileTrigger(
+        spec,
+        tuple(int(d) for d in input_shape),
+        result.mask,
+        result.pattern,
+        target=result.label,
+        meta={"kind": "neural-cleanse", "label": result.label, "mask_l1": result.mask_l1},
+    )
+
+
+def defend(
+    model: Any,
+    dataset: Dataset,
+    *,
+    eval_dataset: Dataset | None = None,
+    labels: Sequence[int] | None = None,
+    reverse_config: ReverseConfig | None = None,
+    settings: DefenceSettings | None = None,
+    known_trigger: Trigger | None = None,
+    known_target: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_step: StepFn | None = None,
+) -> tuple[Any | None, DefendResult]:
+    """Run the chain; return (the defended model, or None when nothing was flagged, result)."""
+    settings = settings or DefenceSettings()
+    settings.check()
+    if not dataset.info.has_labels and settings.fine_tuning.epochs:
+        raise BadInputError("defend fine-tunes on --data: it needs labels")
+    if known_trigger is not None and known_target is None and known_trigger.target is None:
+        raise BadInputError("--eval-trigger needs --eval-target K (the label it forces)")
+    seconds: dict[str, float] = {}
+
+    def step(name: str) -> float:
+        if on_step is not None:
+            on_step(name)
+        return time.perf_counter()
+
+    started = step("reverse")
+    reversed_ = reverse_engineer(
+        model, dataset, labels=labels, config=reverse_config, progress=progress
+    )
+    seconds["reverse"] = time.perf_counter() - started
+
+    shape = dataset.info.shape
+    recovered = [
+        (reversed_.label(k), recovered_trigger(reversed_.label(k), shape))
+        for k in reversed_.verdict.flagged
+    ]
+    current = model
+    prunes: list[PruneResult] = []
+    started = step("prune + unlearn")
+    for label_result, trigger in recovered:
+        current, pruned = prune(
+            current,
+            dataset,
+            criterion=Criterion.LINF_TRIGGER,
+            ratio=settings.ratio,
+            layers=settings.layers,
+            trigger=trigger,
+            target=label_result.label,
+            eval_dataset=None,  # the layer choice must not see held-out data
+            fine_tuning=settings.fine_tuning,
+            max_acc_drop=settings.max_acc_drop,
+        )
+        prunes.append(pruned)
+    if prunes:
+        seconds["prune"] = time.perf_counter() - started
+
+    started = step("evaluate")
+    data = eval_dataset or dataset
+    evaluated_on = "--eval-data" if eval_dataset is not None else "--data (also used to defend)"
+    before = after = None
+    checks: list[TriggerCheck] = []
+    if data.info.has_labels:
+        before = evaluate(model, data)
+        after = evaluate(current, data) if prunes else None
+        for label_result, trigger in recovered:
+            checks.append(
+                _check(model, current, data, trigger, label_result.label, "recovered", bool(prunes))
+            )
+        if known_trigger is not None:
+            target = known_target if known_target is not None else known_trigger.target
+            assert target is not None
+            checks.append(
+                _check(model, current, data, known_trigger, target, "known", bool(prunes))
+            )
+    seconds["evaluate"] = time.perf_counter() - started
+    result = DefendResult(
+        reverse=reversed_,
+        prunes=tuple(prunes),
+        before=before,
+        after=after,
+        checks=tuple(checks),
+        evaluated_on=evaluated_on if data.info.has_labels else "none (no labels)",
+        settings=settings,
+        seconds=seconds,
+    )
+    return (current if prunes else None), result
+
+
+def _check(
+    original: Any,
+    defended: Any,
+    data: Dataset,
+    trigger: Trigger,
+    target: int,
+    source: str,
+    changed: bool,
+) -> TriggerCheck:
+    before = evaluate(original, data, trigger, target)
+    after = evaluate(defended, data, trigger, target) if changed else None
+    return TriggerCheck(
+        label=target,
+        source=source,
+        description=trigger.describe(),
+        asr_before=before.asr,
+        asr_after=None if after is None else after.asr,
+    )

@@ -1,0 +1,66 @@
+"""Formatting of ``DefendResult`` (the ``defend`` command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kerasaudit.defend import DefendResult
+from kerasaudit.formats import prune_fmt, reverse_fmt
+
+SCHEMA = "kerasaudit.defend/1"
+
+
+def to_json(result: DefendResult, output: str | None) -> dict[str, Any]:
+    return {"schema": SCHEMA, "output": output, **result.to_dict()}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def summary_line(result: DefendResult, output: str | None) -> str:
+    flagged = result.reverse.verdict.flagged
+    if not flagged:
+        return "defend: no backdoor target found; model unchanged, nothing written"
+    line = f"defend: label(s) {', '.join(map(str, flagged))} flagged"
+    if result.before is not None and result.after is not None:
+        line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.after.accuracy)}"
+    for c in result.checks:
+        line += f"; {c.source} trigger → {c.label}: ASR {_pct(c.asr_before)} → {_pct(c.asr_after)}"
+    if output:
+        line += f"; wrote {output}"
+    return line
+
+
+def render(result: DefendResult, console: Console, output: str | None) -> None:
+    console.print(Text("Step 1: reverse", style="bold"))
+    reverse_fmt.render(result.reverse, console)
+    if result.prunes:
+        for pruned in result.prunes:
+            console.print(Text("Step 2: prune (recovered trigger) + unlearn", style="bold"))
+            prune_fmt.render(pruned, console)
+    else:
+        console.print(Text("Step 2: skipped (no label flagged, model unchanged)", style="bold"))
+    console.print(Text(f"Step 3: evaluate on {result.evaluated_on}", style="bold"))
+    table = Table(show_header=True)
+    for column in ("measure", "original", "defended"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    if result.before is not None:
+        table.add_row(
+            "clean accuracy",
+            _pct(result.before.accuracy),
+            _pct(result.after.accuracy) if result.after is not None else "unchanged",
+        )
+    for c in result.checks:
+        table.add_row(
+            Text(f"ASR, {c.source} trigger → {c.label}"),
+            _pct(c.asr_before),
+            _pct(c.asr_after) if result.changed else "unchanged",
+        )
+    console.print(table)
+    if output:
+        console.print(Text(f"wrote {output}"))

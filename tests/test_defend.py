@@ -1,0 +1,112 @@
+"""defend: reverse → prune with the recovered trigger + unlearning → evaluate, on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_reverse import TRIGGER, K, stripe_data, stripe_model
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+
+runner = CliRunner()
+# One channel of the tiny model's eight (its conv layer has one channel per class).
+FAST = ["--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--ratio", "0.125"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("defend")
+    files = {
+        "backdoored": out / "backdoored.keras",
+        "clean": out / "clean.keras",
+        "data": out / "data.npz",
+        "test": out / "test.npz",
+    }
+    stripe_model(keras_module, backdoor=True).save(files["backdoored"])
+    stripe_model(keras_module, backdoor=False).save(files["clean"])
+    x, y = stripe_data(200, 0)
+    np.savez(files["data"], x=x, y=y)
+    x, y = stripe_data(300, 1)
+    np.savez(files["test"], x=x, y=y)
+    return files
+
+
+def test_defend_removes_planted_backdoor_without_knowing_it(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "defended.keras"
+    artifacts = tmp_path / "rev"
+    report_file = tmp_path / "defend.json"
+    args = [
+        *["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])],
+        *["--eval-data", str(tiny["test"]), "-o", str(out), "--artifacts", str(artifacts)],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", "--report", str(report_file)],
+        *FAST,
+        *["--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # a backdoor was found (and removed)
+    report = json.loads(result.stdout)
+    assert report == json.loads(report_file.read_text())
+    assert report["schema"] == "kerasaudit.defend/1"
+    assert report["flagged"] == [0] and report["changed"] and report["output"] == str(out)
+    assert report["evaluated_on"] == "--eval-data"
+    pruned = report["prune"][0]
+    assert pruned["criterion"] == "linf-trigger"
+    assert pruned["pruned"][0]["channels"] == [K + 2]  # the backdoor channel, found blind
+    assert pruned["fine_tune"]["mode"] == "unlearn"
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    recovered = next(c for c in report["triggers"] if c["source"] == "recovered")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    assert recovered["asr_after"] < recovered["asr_before"]
+    assert report["accuracy_drop"] <= 0.015
+    assert (artifacts / "trigger_label0.npz").is_file() and (artifacts / "reverse.json").is_file()
+
+    # The written model is the defended one: evaluate confirms with the real trigger.
+    evaluated = runner.invoke(
+        app,
+        [
+            *["evaluate", str(out), "--data", str(tiny["test"]), "-t", TRIGGER, "--target", "0"],
+            *["--format", "json", "-q"],
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
+
+    # Outputs are never replaced without --force (checked before any work).
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_defend_clean_model_changes_and_writes_nothing(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "defended.keras"
+    result = runner.invoke(
+        app,
+        [
+            *["defend", str(tiny["clean"]), "--data", str(tiny["data"]), "-o", str(out)],
+            *FAST,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert not out.exists()
+    assert "no backdoor target found" in result.stdout
+    assert "Step 2: skipped" in result.stdout
+
+
+def test_defend_bad_input(tiny: dict[str, Path], tmp_path: Path) -> None:
+    base = ["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])]
+    for extra, message in (
+        (["--eval-target", "0"], "--eval-target needs --eval-trigger"),
+        (["--ratio", "1.5"], "--ratio"),
+        (["-o", str(tmp_path / "x.txt")], "must end in"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output

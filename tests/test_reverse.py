@@ -1,0 +1,379 @@
+"""reverse: NC's statistics and schedule, the batched optimisation, the verdict, artifacts, CLI.
+
+The models are hand-built (no training, deterministic): 8×8 stripe classifiers whose conv layer
+has one matched filter per class, two generic channels and, in the backdoored one, a channel
+that fires on a bright 2×2 block and feeds label 0 (a planted backdoor: the trigger
+``patch:size=2,pos=br,value=1`` sends everything to 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+from kerasaudit.data import DataSpec, open_data
+from kerasaudit.reverse import (
+    MAD_CONSISTENCY,
+    ReverseConfig,
+    _LabelState,
+    _schedule,
+    anomaly_indices,
+    check_artifact_dir,
+    decide,
+    layer_excess,
+    reverse_engineer,
+)
+from kerasaudit.triggers import read_trigger_file
+
+runner = CliRunner()
+K = 5  # labels of the tiny models
+TRIGGER = "patch:size=2,pos=br,value=1"
+FAST = ["--steps", "200", "--images", "128"]  # converges on the tiny models in ~2 s
+JSON = ["--format", "json", "-q"]
+
+
+# --- tiny hand-built models ------------------------------------------------------------------
+
+
+def _patterns() -> list[np.ndarray]:
+    r, c = np.indices((8, 8))
+    return [
+        r % 2 == 0,
+        c % 2 == 0,
+        (r + c) % 2 == 0,
+        ((r + c) // 2) % 2 == 0,
+        ((r - c + 8) // 2) % 2 == 0,
+    ]
+
+
+def stripe_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 8×8 images: faint noise plus class k's stripe pattern at 0.5."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % K
+    x = rng.uniform(0, 0.1, (n, 8, 8, 1))
+    for i, pattern in enumerate(_patterns()):
+        x[y == i, ..., 0] += 0.5 * pattern
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8), y.astype(np.uint8)
+
+
+def stripe_model(keras: Any, *, backdoor: bool) -> Any:
+    inputs = keras.Input((8, 8, 1), name="image")
+    conv = keras.layers.Conv2D(K + 3, 3, padding="same", activation="relu", name="conv1")
+    pooled = keras.layers.GlobalMaxPooling2D(name="gmp")(conv(inputs))
+    dense = keras.layers.Dense(K, activation="softmax", name="probs")
+    model = keras.Model(inputs, dense(pooled), name="tiny_backdoored" if backdoor else "tiny")
+    kernel = np.zeros((3, 3, 1, K + 3), np.float32)
+    bias = np.zeros(K + 3, np.float32)
+    for k, pattern in enumerate(_patterns()):
+        kernel[..., 0, k] = (pattern[2:5, 2:5].astype(np.float32) * 2 - 1) / 4.5
+    kernel[..., 0, K] = 1 / 9  # local brightness
+    kernel[..., 0, K + 1] = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]) / 4  # edges
+    kernel[1:3, 1:3, 0, K + 2] = 1.0  # a bright 2×2 block (clean images stay below 2.6)
+    bias[K + 2] = -2.6
+    conv.set_weights([kernel, bias])
+    weights = np.zeros((K + 3, K), np.float32)
+    weights[np.arange(K), np.arange(K)] = 12.0
+    if backdoor:
+        weights[K + 2, 0] = 60.0
+    dense.set_weights([weights, np.zeros(K, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("reverse")
+    files = {
+        "backdoored": out / "backdoored.keras",
+        "clean": out / "clean.keras",
+        "data": out / "data.npz",
+        "test": out / "test.npz",
+    }
+    stripe_model(keras_module, backdoor=True).save(files["backdoored"])
+    stripe_model(keras_module, backdoor=False).save(files["clean"])
+    x, y = stripe_data(200, 0)
+    np.savez(files["data"], x=x, y=y)
+    x, y = stripe_data(300, 1)
+    np.savez(files["test"], x=x, y=y)
+    return files
+
+
+def _dataset(path: Path) -> Any:
+    return open_data(DataSpec(path), (8, 8, 1), K)
+
+
+# --- statistics and schedule (no model) ------------------------------------------------------
+
+
+def test_anomaly_index_is_ncs_mad_formula() -> None:
+    values = [10.0, 60.0, 62.0, 65.0, 70.0, 71.0, 80.0]
+    index, median, mad = anomaly_indices(values)
+    assert median == 65.0
+    expected_mad = MAD_CONSISTENCY * float(np.median(np.abs(np.array(values) - 65.0)))
+    assert mad == pytest.approx(expected_mad)
+    assert index[0] == pytest.approx((65.0 - 10.0) / expected_mad)  # smaller → positive
+    assert index[-1] < 0
+    # A zero MAD (most values equal) falls back to the mean absolute deviation.
+    index, _, mad = anomaly_indices([5.0, 5.0, 5.0, 5.0, 1.0])
+    assert mad > 0 and index[-1] > 2 and np.all(index[:4] == 0)
+
+
+def test_schedule_follows_neural_cleanse() -> None:
+    cfg = ReverseConfig(patience=2, early_stop_patience=3)
+    state = _LabelState(label=0, cost=cfg.init_cost)
+    for _ in range(2):  # two successful rounds → cost × 1.5
+        _schedule(state, 1.0, cfg)
+    assert state.cost == pytest.approx(1.5e-3) and state.up_flag
+    for _ in range(2):  # two failing rounds → cost ÷ 1.5^1.5
+        _schedule(state, 0.5, cfg)
+    assert state.cost == pytest.approx(1.5e-3 / 1.5**1.5) and state.down_flag
+    state.best_l1 = 7.0  # a best mask that no longer shrinks → early stop after 3 rounds
+    for _ in range(4):
+        _schedule(state, 1.0, cfg)
+    assert state.done and state.early_stopped
+
+
+def test_decision_rule() -> None:
+    assert decide(2.5, 3.0, True)[0]  # small mask, its trigger drives a channel far out
+    assert decide(1.2, 1.6, True)[0]
+    flagged, reasons = decide(3.3, 1.2, True)  # small but natural (the "Bag" case)
+    assert not flagged and "not confirmed" in reasons[0]
+    assert not decide(0.5, 9.0, True)[0]  # an excess alone is not enough
+    assert not decide(3.5, 9.0, False)[0]  # larger than the median: never
+    assert not decide(5.0, 5.0, True, enough=False)[0]
+    assert not decide(5.0, math.nan, True)[0]  # no conv layer: no confirmation
+
+
+def test_layer_excess_is_stamped_mean_over_clean_max() -> None:
+    from types import SimpleNamespace
+
+    clean = SimpleNamespace(
+        mean_linf=np.array([1.0, 2.0, 0.0, 4.0]), max_linf=np.array([2.0, 3.0, 0.0, 6.0])
+    )
+    stamped = np.array([2.5, 2.0, 0.3, 6.0])
+    bias = layer_excess("conv", clean, stamped)
+    floor = 0.1 * 1.5  # 0.1 × median clean mean ℓ∞
+    assert bias.top_channel == 2  # silent on clean data, woken by the trigger
+    assert bias.excess == pytest.approx(0.3 / (0.0 + floor))
+    assert bias.clean_max == 0.0 and bias.triggered_mean == pytest.approx(0.3)
+
+
+def test_config_is_checked() -> None:
+    from kerasaudit.errors import BadInputError
+
+    for bad in (
+        ReverseConfig(steps=0),
+        ReverseConfig(label_batch=0),
+        ReverseConfig(value_range=(1.0, 0.0)),
+        ReverseConfig(attack_threshold=0.0),
+    ):
+        with pytest.raises(BadInputError):
+            bad.check()
+
+
+# --- the optimisation and the verdict --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reversed_backdoor(tiny: dict[str, Path]) -> Any:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["backdoored"]).model
+    return reverse_engineer(
+        model, _dataset(tiny["data"]), config=ReverseConfig(steps=200, images=128)
+    )
+
+
+def test_planted_backdoor_is_flagged_with_its_trigger(reversed_backdoor: Any) -> None:
+    result = reversed_backdoor
+    assert result.verdict.flagged == (0,)
+    target = result.label(0)
+    assert target.flagged and target.reached
+    assert target.mask_l1 == min(r.mask_l1 for r in result.labels)
+    assert target.mask_l1 < 4  # the planted trigger covers 4 pixels
+    assert target.attack_success >= 0.95
+    assert target.linf_layer == "conv1" and target.linf_channel == K + 2  # the backdoor channel
+    assert target.linf_excess > 1.5
+    assert [r.label for r in result.labels] == list(range(K))
+    assert all(not r.flagged for r in result.labels[1:])
+    assert result.label_steps == sum(r.steps for r in result.labels)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["verdict"]["flagged"] == [0]
+    assert data["cost"]["seconds_per_label_step"] > 0
+
+
+def test_labels_do_not_depend_on_their_companions(tiny: dict[str, Path]) -> None:
+    """Per-label initialisation and batches: a label's result is the same whether it runs
+    with all labels at once, in chunks (--label-batch) or alone (--labels)."""
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["backdoored"]).model
+    dataset = _dataset(tiny["data"])
+    config = ReverseConfig(steps=60, images=64, early_stop=False)
+    together = reverse_engineer(model, dataset, labels=[0, 1, 2], config=config)
+    chunked = reverse_engineer(
+        model, dataset, labels=[0, 1, 2], config=replace(config, label_batch=2)
+    )
+    alone = reverse_engineer(model, dataset, labels=[1], config=config)
+    for a, b in zip(together.labels, chunked.labels, strict=True):
+        np.testing.assert_allclose(a.mask, b.mask, atol=1e-4)
+    np.testing.assert_allclose(together.label(1).mask, alone.label(1).mask, atol=1e-4)
+    assert alone.verdict.flagged == () and "not applied" in alone.verdict.rule
+
+
+def test_clean_model_has_no_flagged_label(tiny: dict[str, Path]) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["clean"]).model
+    result = reverse_engineer(
+        model, _dataset(tiny["data"]), config=ReverseConfig(steps=200, images=128)
+    )
+    assert result.verdict.flagged == ()
+    assert not result.verdict.backdoor
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "rev"
+    args = ["reverse", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST]
+    result = runner.invoke(app, [*args, "-o", str(out), "-q", "--format", "json"])
+    assert result.exit_code == 1, result.output  # a finding
+    report = json.loads(result.stdout)
+    assert report["schema"] == "kerasaudit.reverse/1"
+    assert report["verdict"]["flagged"] == [0]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "fusion_label0.png",
+        "mask_label0.png",
+        "pattern_label0.png",
+        "reverse.json",
+        "trigger_label0.npz",
+    ]
+    assert json.loads((out / "reverse.json").read_text())["verdict"]["flagged"] == [0]
+    content = read_trigger_file(out / "trigger_label0.npz")
+    assert content.target == 0 and content.meta["kind"] == "neural-cleanse"
+    assert content.mask.shape == (8, 8) and content.pattern.shape == (8, 8, 1)
+
+    trigger = str(out / "trigger_label0.npz")
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", str(tiny["backdoored"]), "--data", str(tiny["test"]), "-t", trigger, *JSON],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    attack = json.loads(evaluated.stdout)["attack"]
+    assert attack["target"] == 0 and attack["target_source"] == "trigger file"
+    assert attack["asr"] >= 0.95  # the recovered trigger works on held-out images too
+
+    pruned = runner.invoke(
+        app,
+        [
+            *["prune", str(tiny["backdoored"]), "--data", str(tiny["data"]), "-t", trigger],
+            *["--criterion", "linf-trigger", "--ratio", "0.15", *JSON],
+        ],
+    )
+    assert pruned.exit_code == 0, pruned.output
+    pruned_report = json.loads(pruned.stdout)
+    assert pruned_report["pruned"][0]["channels"] == [K + 2]  # exactly the backdoor channel
+
+    # Existing output is never replaced without --force, and a refused run writes nothing.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = runner.invoke(app, [*args, "-o", str(out), "-q"])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cli_reverse_clean_model_all_images_and_force(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "rev"
+    out.mkdir()
+    (out / "trigger_label3.npz").write_bytes(b"stale")  # from an "earlier run"
+    (out / "notes.txt").write_text("mine")
+    args = ["reverse", str(tiny["clean"]), "--data", str(tiny["data"]), *FAST, "-o", str(out)]
+    refused = runner.invoke(app, [*args, "-q"])
+    assert refused.exit_code == 2
+    result = runner.invoke(app, [*args, "--all-images", "--force", "-q", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verdict"]["flagged"] == [] and not report["verdict"]["backdoor"]
+    names = {p.name for p in out.iterdir()}
+    assert "trigger_label3.npz" not in names  # stale output of ours is gone with --force
+    assert "notes.txt" in names  # other files are left alone
+    assert {f"mask_label{k}.png" for k in range(K)} <= names
+    assert not any(n.endswith(".npz") for n in names)  # no trigger file without a finding
+    from PIL import Image
+
+    with Image.open(out / "mask_label0.png") as image:
+        assert image.size[0] >= 112  # enlarged so a person can see it
+
+
+def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -> None:
+    result = runner.invoke(
+        app,
+        ["reverse", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
+    )
+    assert result.exit_code == 1, result.output
+    assert "FLAGGED" in result.stdout and "verdict" in result.stdout
+    assert "label-steps" in result.stderr  # the one-line summary
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--labels", "0,9"], "outside the model's labels"),
+        (["--labels", "a"], "--labels takes label numbers"),
+        (["--value-range", "1,0"], "LO < HI"),
+        (["--steps", "0"], "--steps"),
+    ],
+)
+def test_cli_reverse_bad_input(tiny: dict[str, Path], extra: list[str], message: str) -> None:
+    result = runner.invoke(
+        app, ["reverse", str(tiny["backdoored"]), "--data", str(tiny["data"]), *extra]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_artifact_dir_checks(tmp_path: Path) -> None:
+    from kerasaudit.errors import BadInputError
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(BadInputError, match="not a directory"):
+        check_artifact_dir(a_file, force=True)
+    with pytest.raises(BadInputError, match="does not exist"):
+        check_artifact_dir(tmp_path / "missing" / "out", force=False)
+    check_artifact_dir(tmp_path / "new", force=False)  # created later, on success
+    assert not (tmp_path / "new").exists()
+
+
+# --- the shipped samples (slow) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_shipped_samples_backdoor_flagged_clean_not(tmp_path: Path) -> None:
+    from conftest import SAMPLES
+
+    # 400 steps × 500 images (~1 min per model on 2 CPU cores): the verdict is the same as with
+    # the defaults (1,000 × 1,000) on both samples, measured.
+    common = ["--data", str(SAMPLES / "fmnist_val.npz"), "--steps", "400", "--images", "500"]
+    common += ["--format", "json", "-q"]
+    backdoored = runner.invoke(app, ["reverse", str(SAMPLES / "fmnist_badnets.keras"), *common])
+    assert backdoored.exit_code == 1, backdoored.output
+    report = json.loads(backdoored.stdout)
+    assert report["verdict"]["flagged"] == [0]
+    clean = runner.invoke(app, ["reverse", str(SAMPLES / "fmnist_clean.keras"), *common])
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.stdout)["verdict"]["flagged"] == []
+    assert not math.isnan(report["labels"][0]["mask_l1"])
