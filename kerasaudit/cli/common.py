@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -133,7 +134,7 @@ def emit_rich(
     if output is None:
         render(consoles.out)
         return
-    buffer = Console(record=True, width=140, file=open(os.devnull, "w"), no_color=True)  # noqa: SIM115
+    buffer = Console(record=True, width=140, file=io.StringIO(), no_color=True)
     render(buffer)
     write_text_atomic(output, buffer.export_text(), force=force)
 
