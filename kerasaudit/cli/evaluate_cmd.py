@@ -32,27 +32,9 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
     data_spec,
 )
+from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError, ExitCode
 
-TriggerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--trigger",
-        "-t",
-        help="Trigger: 'patch:size=4,pos=br,value=1' (pos br|bl|tr|tl|X,Y; pattern=checker), "
-        "'image:T.png,x=X,y=Y' (pasted with its alpha), 'blend:T.png,alpha=0.1', or a "
-        "trigger file T.npz written by `reverse`. Values are in the model's input space.",
-        show_default=False,
-    ),
-]
-TargetOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--target",
-        help="The label the trigger forces (default: the trigger file's target).",
-        show_default=False,
-    ),
-]
 MaxAsrOpt = Annotated[
     float | None,
     typer.Option(
