@@ -286,6 +286,57 @@ def _no_labels_message(info: DataInfo) -> str:
     )
 
 
+def outputs_probabilities(model: Any) -> bool:
+    """True when the model ends in a softmax/sigmoid (so the loss must not apply one again)."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", "")
+    return name in ("softmax", "sigmoid") or type(last).__name__ == "Softmax"
+
+
+def log_probabilities(model: Any, x: Any, outputs: int, probabilities: bool) -> Any:
+    """Log-probabilities (n, K) of ``model`` on ``x`` for any classifier head (softmax,
+    logits, or one sigmoid unit: K = 2); usable inside ``tf.function``."""
+    tf = _tf.tf()
+    out = tf.cast(model(x, training=False), tf.float32)
+    if outputs == 1:
+        p = out[:, 0] if probabilities else tf.sigmoid(out[:, 0])
+        p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
+        return tf.math.log(tf.stack([1 - p, p], axis=-1))
+    if probabilities:
+        return tf.math.log(tf.clip_by_value(out, 1e-7, 1.0))
+    return tf.nn.log_softmax(out)
+
+
+def predictor(
+    model: Any, shape: tuple[int, ...], outputs: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled images → predicted labels function (build once, call per batch)."""
+    return _predict_step(model, shape, outputs, None)
+
+
+def stamped_success(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    label: int,
+    mask: np.ndarray,
+    pattern: np.ndarray,
+) -> tuple[float, int]:
+    """(share sent to ``label``, images) when ``(1 − mask)·x + mask·pattern`` is stamped on the
+    in-memory images ``x`` of other labels (all images when ``y`` is None); ``predict`` comes
+    from :func:`predictor`."""
+    keep = np.ones(len(x), bool) if y is None else y != label
+    images = x[keep]
+    if len(images) == 0:
+        return float("nan"), 0
+    stamped = (1 - mask[None, ..., None]) * images + (mask[..., None] * pattern)
+    hits = 0
+    for start in range(0, len(stamped), 256):
+        hits += int((predict(stamped[start : start + 256]) == label).sum())
+    return hits / len(images), len(images)
+
+
 def _predict_step(
     model: Any, shape: tuple[int, ...], outputs: int, trigger: Trigger | None
 ) -> Callable[[np.ndarray], np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
+from kerasaudit.evaluation import outputs_probabilities
 from kerasaudit.pruning import PruneMask
 
 MAX_FINE_TUNE_EXAMPLES = 100_000  # held in memory for shuffling; more is not a "clean subset"
@@ -67,14 +68,6 @@ class FineTuneResult:
             "stamped_fraction": self.stamped_fraction,
             "final_loss": self.final_loss,
         }
-
-
-def outputs_probabilities(model: Any) -> bool:
-    """True when the model ends in a softmax/sigmoid (so the loss must not apply one again)."""
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    name = getattr(activation, "__name__", "")
-    return name in ("softmax", "sigmoid") or type(last).__name__ == "Softmax"
 
 
 def fine_tune(

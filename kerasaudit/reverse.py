@@ -65,7 +65,13 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.evaluation import classifier_io
+from kerasaudit.evaluation import (
+    classifier_io,
+    log_probabilities,
+    outputs_probabilities,
+    predictor,
+    stamped_success,
+)
 
 ProgressFn = Callable[[int, int], None]  # (label-steps done, label-steps in total)
 
@@ -386,7 +392,7 @@ class _BatchedNeuralCleanse:
         self.targets = tf.constant(np.asarray(self.labels, np.int64))
         self.clean = tf.Variable(clean, trainable=False)
         self.low, self.high = (float(value_range[0]), float(value_range[1]))
-        self.probabilities = _outputs_probabilities(model)
+        self.probabilities = outputs_probabilities(model)
         self.outputs = outputs
         self._round = self._build_round()
 
@@ -395,18 +401,6 @@ class _BatchedNeuralCleanse:
         mask = tf.tanh(raw_mask) / (2 - _EPSILON) + 0.5
         unit = tf.tanh(raw_pattern) / (2 - _EPSILON) + 0.5
         return mask, self.low + (self.high - self.low) * unit
-
-    def _scores(self, x: Any) -> Any:
-        """Log-probabilities (n, K) for any classifier head (softmax, logits, one sigmoid)."""
-        tf = self._tf
-        out = tf.cast(self.model(x, training=False), tf.float32)
-        if self.outputs == 1:
-            p = out[:, 0] if self.probabilities else tf.sigmoid(out[:, 0])
-            p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
-            return tf.math.log(tf.stack([1 - p, p], axis=-1))
-        if self.probabilities:
-            return tf.math.log(tf.clip_by_value(out, 1e-7, 1.0))
-        return tf.nn.log_softmax(out)
 
     def _build_round(self) -> Callable[..., Any]:
         tf = self._tf
@@ -427,7 +421,8 @@ class _BatchedNeuralCleanse:
                 # (n, 1, H, W, ·) against (n, B, H, W, C): each label's trigger on its batch.
                 stamped = (1 - mask[:, None]) * xb + (mask * pattern)[:, None]
                 stamped = tf.reshape(stamped, tf.concat([[n * batch], tf.shape(xb)[2:]], 0))
-                logp = tf.reshape(self._scores(stamped), [n, batch, -1])
+                scores = log_probabilities(self.model, stamped, self.outputs, self.probabilities)
+                logp = tf.reshape(scores, [n, batch, -1])
                 wanted = tf.repeat(targets[:, None], batch, axis=1)
                 picked = tf.gather(logp, wanted, batch_dims=2)  # (n, B)
                 ce = -tf.reduce_mean(picked, axis=1)
@@ -604,12 +599,6 @@ def _schedule(state: _LabelState, acc: float, cfg: ReverseConfig) -> None:
         state.down_flag = True
 
 
-def _outputs_probabilities(model: Any) -> bool:
-    from kerasaudit.finetune import outputs_probabilities
-
-    return outputs_probabilities(model)
-
-
 # --- the stage -----------------------------------------------------------------------------
 
 
@@ -657,7 +646,8 @@ def reverse_engineer(
         )
         for s in states
     ]
-    success = _attack_success(model, io.outputs, x, y, recovered)
+    predict = predictor(model, tuple(x.shape[1:]), io.outputs)
+    success = [stamped_success(predict, x, y, t.label, t.mask, t.pattern) for t in recovered]
     layers = _bias_layer_paths(model, bias_layers)
     biases = _linf_bias(model, layers, x[: config.bias_images], recovered)
     names = info.class_names
@@ -701,36 +691,6 @@ def _value_range(x: np.ndarray) -> tuple[float, float]:
     if high <= low:
         raise BadInputError("the clean images are constant; a pattern range needs --value-range")
     return low, high
-
-
-def _attack_success(
-    model: Any, outputs: int, x: np.ndarray, y: np.ndarray | None, triggers: Sequence[Any]
-) -> list[tuple[float, int]]:
-    """(share sent to the label, images) per trigger, on the sample images of other labels
-    (all images when the data has no labels)."""
-    tf = _tf.tf()
-
-    @tf.function(reduce_retracing=True)
-    def predict(xb: Any) -> Any:
-        out = model(xb, training=False)
-        if outputs == 1:
-            return tf.cast(out[:, 0] > 0.5, tf.int64)
-        return tf.argmax(out, axis=-1)
-
-    results = []
-    for trig in triggers:
-        keep = np.ones(len(x), bool) if y is None else y != trig.label
-        images = x[keep]
-        if len(images) == 0:
-            results.append((math.nan, 0))
-            continue
-        stamped = (1 - trig.mask[None, ..., None]) * images + (trig.mask[..., None] * trig.pattern)
-        hits = 0
-        for start in range(0, len(stamped), 256):
-            predicted = np.asarray(predict(tf.constant(stamped[start : start + 256], tf.float32)))
-            hits += int((predicted == trig.label).sum())
-        results.append((hits / len(images), len(images)))
-    return results
 
 
 def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
