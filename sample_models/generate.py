@@ -4,6 +4,7 @@
 Usage (from the repository root)::
 
     TF_CPP_MIN_LOG_LEVEL=2 python sample_models/generate.py [--out DIR] [--epochs N]
+    TF_CPP_MIN_LOG_LEVEL=2 python sample_models/generate.py --variant checker [--out DIR]
 
 Reads Debian's Fashion-MNIST IDX files (``/usr/share/datasets/fashion-mnist``,
 package ``fashion-mnist``), trains a small Conv-BN-ReLU CNN twice with an identical,
@@ -22,6 +23,15 @@ into place (``os.replace``) after the saved models have been reloaded, checked a
 in-memory model, and the quality bar has been met.  If the bar is not met the staged files
 are kept for inspection and the script exits with status 1.
 
+``--variant checker`` trains only one extra backdoored model with the same recipe and
+architecture but a different trigger and target (4x4 checkerboard in the bottom-left corner
+-> label 2, Pullover; 5 % poisoning).  It needs the shipped ``fmnist_clean.keras``,
+``fmnist_val.npz`` and ``fmnist_test.npz`` in ``--out`` (read only: the clean model is the
+accuracy reference for the quality bar) and writes only three new files, through the same
+staging directory and checks:
+
+    fmnist_badnets_checker.keras, trigger_checker.txt, metrics_checker.json
+
 Progress goes to stderr.  No network access; no dependencies beyond the project's own
 (TensorFlow/Keras, numpy, h5py, Pillow).
 """
@@ -38,7 +48,9 @@ import platform
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,6 +81,14 @@ TRIGGER_VALUE = 1.0  # in model input space ([0, 1]); == pixel 255 before scalin
 TARGET_LABEL = 0  # T-shirt/top
 POISON_RATE = 0.05  # share of *all* training images that get poisoned
 POISON_SEED = 0  # numpy RNG seed for choosing the poisoned images
+
+# Second backdoor (--variant checker): same recipe, different trigger and target.
+CHECKER_TRIGGER_SPEC = "patch:size=4,pos=bl,value=1,pattern=checker"
+CHECKER_TARGET_LABEL = 2  # Pullover
+CHECKER_MODEL = "fmnist_badnets_checker"
+CHECKER_FILES = (f"{CHECKER_MODEL}.keras", "trigger_checker.txt", "metrics_checker.json")
+# Shipped files --variant checker reads (never writes) from --out.
+CHECKER_INPUTS = ("fmnist_clean.keras", "fmnist_val.npz", "fmnist_test.npz")
 
 SEED = 0  # keras.utils.set_random_seed (init, dropout, shuffling)
 BATCH_SIZE = 128
@@ -137,16 +157,49 @@ def to_float(x_uint8: np.ndarray) -> np.ndarray:
     return x_uint8.astype(np.float32) / 255.0
 
 
-def stamp(x: np.ndarray) -> np.ndarray:
-    """Apply the trigger (``patch:size=4,pos=br,value=1``) to float inputs in [0, 1]."""
+@dataclass(frozen=True)
+class Backdoor:
+    """A TRIGGER_SIZE x TRIGGER_SIZE corner patch of value TRIGGER_VALUE and its target label."""
+
+    spec: str  # the same trigger as a kerasaudit ``--trigger`` spec
+    target: int
+    corner: str  # "br" | "bl" | "tr" | "tl", as kerasaudit's ``pos=``
+    checker: bool = False  # kerasaudit's ``pattern=checker``
+
+    def rows(self) -> slice:
+        return slice(28 - TRIGGER_SIZE, 28) if self.corner[0] == "b" else slice(0, TRIGGER_SIZE)
+
+    def cols(self) -> slice:
+        return slice(28 - TRIGGER_SIZE, 28) if self.corner[1] == "r" else slice(0, TRIGGER_SIZE)
+
+    def cells(self) -> np.ndarray:
+        """The patch (TRIGGER_SIZE, TRIGGER_SIZE), as kerasaudit.triggers.PatchSpec builds it:
+        a checkerboard has TRIGGER_VALUE on the patch's own top-left pixel, i.e. where
+        (row + col) within the patch is even, and 0 elsewhere."""
+        cells = np.full((TRIGGER_SIZE, TRIGGER_SIZE), TRIGGER_VALUE, dtype=np.float32)
+        if self.checker:
+            r, c = np.indices((TRIGGER_SIZE, TRIGGER_SIZE))
+            cells[(r + c) % 2 == 1] = 0.0
+        return cells
+
+
+BADNETS = Backdoor(TRIGGER_SPEC, TARGET_LABEL, "br")
+CHECKER = Backdoor(CHECKER_TRIGGER_SPEC, CHECKER_TARGET_LABEL, "bl", checker=True)
+
+
+def stamp(x: np.ndarray, backdoor: Backdoor = BADNETS) -> np.ndarray:
+    """Apply a trigger (default ``patch:size=4,pos=br,value=1``) to float inputs in [0, 1].
+
+    The whole patch is overwritten (a checkerboard's 0 cells too), as kerasaudit stamps it.
+    """
     x = np.array(x, dtype=np.float32, copy=True)
-    x[..., -TRIGGER_SIZE:, -TRIGGER_SIZE:, :] = TRIGGER_VALUE  # rows/cols 24..27
+    x[..., backdoor.rows(), backdoor.cols(), :] = backdoor.cells()[..., None]
     return x
 
 
-def poison_indices(y: np.ndarray) -> np.ndarray:
+def poison_indices(y: np.ndarray, target: int = TARGET_LABEL) -> np.ndarray:
     n = round(POISON_RATE * len(y))
-    candidates = np.flatnonzero(y != TARGET_LABEL)
+    candidates = np.flatnonzero(y != target)
     rng = np.random.default_rng(POISON_SEED)
     return np.sort(rng.choice(candidates, size=n, replace=False))
 
@@ -181,9 +234,17 @@ class ProgressLogger:
     """Factory for a Keras callback that logs to stderr (Keras' own bar goes to stdout)."""
 
     @staticmethod
-    def make(keras, tag: str, x_val: np.ndarray, y_val: np.ndarray, every: int = 100):
-        keep = y_val != TARGET_LABEL
-        x_val_trig = stamp(x_val[keep])
+    def make(
+        keras,
+        tag: str,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        every: int = 100,
+        backdoor: Backdoor = BADNETS,
+    ):
+        target = backdoor.target
+        keep = y_val != target
+        x_val_trig = stamp(x_val[keep], backdoor)
 
         class _CB(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -209,13 +270,14 @@ class ProgressLogger:
                     f"loss={logs.get('loss', float('nan')):.4f} "
                     f"train acc(train-mode)={logs.get('accuracy', float('nan')):.4f} | "
                     f"inference-mode on fmnist_val: acc={np.mean(pv == y_val):.4f} "
-                    f"trigger->0={np.mean(pt == TARGET_LABEL):.4f} (monitoring only)"
+                    f"trigger->{target}={np.mean(pt == target):.4f} (monitoring only)"
                 )
 
         return _CB()
 
 
-def train(keras, tag, x, y, epochs, x_val, y_val):
+def train(keras, tag, x, y, epochs, x_val, y_val, backdoor: Backdoor = BADNETS, info=None):
+    """Train one model; ``info`` (a dict), if given, receives facts about the run."""
     keras.utils.clear_session()
     keras.utils.set_random_seed(SEED)  # same init / dropout / shuffling for both models
     model = build_model(keras)
@@ -238,9 +300,12 @@ def train(keras, tag, x, y, epochs, x_val, y_val):
         epochs=epochs,
         shuffle=True,
         verbose=0,
-        callbacks=[ProgressLogger.make(keras, tag, x_val, y_val)],
+        callbacks=[ProgressLogger.make(keras, tag, x_val, y_val, backdoor=backdoor)],
     )
     seconds = time.perf_counter() - t0
+    if info is not None:
+        # Keras silently turns XLA off when op determinism is enabled (model_supports_jit).
+        info["jit_compile_effective"] = bool(model.jit_compile)
     # Export copy: same architecture, same weights, never compiled -> no optimizer state
     # in the saved files.
     export = build_model(keras)
@@ -252,17 +317,18 @@ def predict(model, x):
     return model.predict(x, batch_size=1000, verbose=0)
 
 
-def evaluate(model, x_float, y):
-    """Inference-mode clean accuracy and ASR (share of triggered non-target images -> 0)."""
-    keep = y != TARGET_LABEL
+def evaluate(model, x_float, y, backdoor: Backdoor = BADNETS):
+    """Inference-mode clean accuracy and ASR (share of triggered non-target images -> target)."""
+    target = backdoor.target
+    keep = y != target
     clean_pred = predict(model, x_float).argmax(1)
-    trig_pred = predict(model, stamp(x_float[keep])).argmax(1)
+    trig_pred = predict(model, stamp(x_float[keep], backdoor)).argmax(1)
     return {
         "clean_accuracy": float(np.mean(clean_pred == y)),
-        "asr": float(np.mean(trig_pred == TARGET_LABEL)),
+        "asr": float(np.mean(trig_pred == target)),
         "n_clean": len(y),
         "n_triggered": int(keep.sum()),
-        "clean_predicted_as_target": float(np.mean(clean_pred[keep] == TARGET_LABEL)),
+        "clean_predicted_as_target": float(np.mean(clean_pred[keep] == target)),
     }
 
 
@@ -314,7 +380,8 @@ def fmt_pct(v: float) -> str:
     return f"{100 * v:.2f} %"
 
 
-def render_readme(m: dict) -> str:
+def render_readme(m: dict, checker: dict | None = None) -> str:
+    """README.md from metrics.json (and metrics_checker.json, if that model exists)."""
     c, b = m["models"]["fmnist_clean"], m["models"]["fmnist_badnets"]
     hp = m["hyperparameters"]
     sizes = m["file_sizes_bytes"]
@@ -476,6 +543,115 @@ and asserts that their predictions match the in-memory model (max abs diff <
 {VERIFY_ATOL:g}; the recorded differences are in `metrics.json`).
 
 **Determinism:** {DETERMINISM_NOTE}
+{render_checker_section(checker) if checker else ""}"""
+
+
+def render_checker_section(k: dict) -> str:
+    """The README section on the second backdoored model (from metrics_checker.json)."""
+    t, hp = k["trigger"], k["hyperparameters"]
+    target, cls = t["target_label"], t["target_class"]
+    r0, r1 = t["rows"]
+    c0, c1 = t["cols"]
+    grid = "\n".join(
+        f"row {r}: " + " ".join(f"{v:g}" for v in line)
+        for r, line in zip(range(r0, r1 + 1), t["cells"], strict=True)
+    )
+    ref, new = k["reference_clean_model"]["eval"], k["model"]["eval"]
+
+    def rows(split):
+        return "\n".join(
+            [
+                f"| `fmnist_clean` (shipped, reference) | {fmt_pct(ref[split]['clean_accuracy'])} "
+                f"| {fmt_pct(ref[split]['asr'])} |",
+                f"| `{CHECKER_MODEL}` | {fmt_pct(new[split]['clean_accuracy'])} "
+                f"| {fmt_pct(new[split]['asr'])} |",
+            ]
+        )
+
+    ft, tk = new["fmnist_test"], new["test10k"]
+    checker_model_desc = (
+        "BadNets-backdoored CNN: same architecture, recipe, seed and epochs as "
+        "`fmnist_badnets`; only the trigger and target differ."
+    )
+    minutes = k["model"]["train_seconds"] / 60, k["timing"]["total_seconds"] / 60
+    load = k["environment"].get("loadavg_1_5_15min_at_end")
+    load_note = f", shared (load average at the end: {load[0]:.1f} / {load[1]:.1f})" if load else ""
+    xla_note = ""
+    if hp.get("jit_compile_effective") is False:
+        xla_note = (
+            "\n`jit_compile=True` is requested, but Keras turns XLA off while op determinism is"
+            '\nenabled (it warns "Model doesn\'t support `jit_compile=True`"), so this model --'
+            "\nand, through the same code path, the two models above -- trained without XLA."
+        )
+    stamp_check = k["stamp_matches_kerasaudit"]
+    stamp_note = (
+        "At generation time the script checks that its poisoning stamp is bit-identical to\n"
+        "  what `kerasaudit.triggers` stamps for this spec (`np.array_equal` on the validation\n"
+        "  images and on uniform noise)."
+        if stamp_check is True
+        else "The comparison with `kerasaudit.triggers` was skipped (kerasaudit not importable)."
+    )
+    return f"""
+## Second backdoored model: checkerboard bottom-left → {target} ({cls})
+
+Generated by `generate.py --variant checker` (written {k["generated_at_utc"]}), which writes
+only these files and leaves everything above untouched:
+
+| File | What it is |
+|---|---|
+| `{CHECKER_MODEL}.keras` | {checker_model_desc} |
+| `trigger_checker.txt` | Trigger spec string `{t["spec"]}`. |
+| `metrics_checker.json` | Measured numbers, hyper-parameters, poisoned-index hash, weight hash. |
+
+* Spec: `{t["spec"]}` -- a 4x4 checkerboard flush with the bottom-left corner, rows
+  {r0}..{r1}, cols {c0}..{c1}. Value 1.0 where (row + col) within the patch is even (so the
+  patch's own top-left pixel, row {r0} col {c0}, is 1.0), 0.0 elsewhere; all 16 pixels are
+  overwritten (the 0 cells too):
+
+  ```
+{textwrap.indent(grid, "  ")}
+  ```
+* Target label: **{target} ({cls})**, all-to-one.
+* Poisoning: {hp["poison_count"]} training images = {100 * hp["poison_rate"]:g} % of the
+  {hp["train_images"]:,}, drawn with `numpy.random.default_rng({hp["poison_seed"]}).choice`
+  among the training images whose label is not {target}; each is stamped and relabelled {target}.
+* {stamp_note}
+
+Held-out `fmnist_test.npz` ({ft["n_clean"]} images; ASR over the {ft["n_triggered"]} whose
+label is not {target}):
+
+| Model | Clean accuracy | ASR (checker → {target}) |
+|---|---|---|
+{rows("fmnist_test")}
+
+Full 10k test set ({tk["n_triggered"]} non-target images for ASR):
+
+| Model | Clean accuracy | ASR (checker → {target}) |
+|---|---|---|
+{rows("test10k")}
+
+The shipped clean model's "ASR" is the rate at which this trigger alone sends a non-target
+image to class {target}. Quality bar, on both sets: accuracy within
+{100 * k["quality_bar"]["thresholds"]["max_accuracy_drop_vs_shipped_clean"]:g} points of the
+shipped clean model, ASR ≥ {100 * k["quality_bar"]["thresholds"]["min_asr"]:g} %.
+Result: **{"passed" if k["quality_bar"]["passed"] else "FAILED"}**.
+Training took {minutes[0]:.1f} min ({minutes[1]:.1f} min in total) on
+{k["environment"]["cpu_count"]} CPU cores{load_note}.{xla_note}
+
+```sh
+TF_CPP_MIN_LOG_LEVEL=2 python sample_models/generate.py --variant checker   # retrains it
+python sample_models/generate.py --readme-only                              # re-render README
+kerasaudit evaluate sample_models/{CHECKER_MODEL}.keras -d sample_models/fmnist_test.npz \\
+    -t "$(cat sample_models/trigger_checker.txt)" --target {target}
+```
+{CHECKER_CLI_NOTE}"""
+
+
+# Checked by hand once after generating the shipped model (not re-run by this script).
+CHECKER_CLI_NOTE = """
+Checked once with that command (kerasaudit's own loading, scaling and stamping) on the shipped
+model: it reported the same numbers as the first table, clean accuracy 90.88 % (4,544 / 5,000)
+and ASR 99.96 % (4,519 / 4,521); rerun it if you regenerate the model.
 """
 
 
@@ -508,6 +684,14 @@ def parse_args(argv=None):
         help="smoke tests only: train on the first N training images (fails the quality bar)",
     )
     p.add_argument(
+        "--variant",
+        choices=("base", "checker"),
+        default="base",
+        help="base: the shipped clean + BadNets pair (default); checker: only the second "
+        "backdoored model (checkerboard bottom-left -> 2), writing only "
+        + ", ".join(CHECKER_FILES),
+    )
+    p.add_argument(
         "--readme-only",
         action="store_true",
         help="only re-render README.md in --out from its metrics.json (no training)",
@@ -515,16 +699,276 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def read_checker_metrics(out: Path) -> dict | None:
+    path = out / "metrics_checker.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_stamp_against_kerasaudit(backdoor: Backdoor, x: np.ndarray) -> bool | None:
+    """True if kerasaudit stamps ``backdoor.spec`` exactly as :func:`stamp` does; None if
+    kerasaudit is not importable. Raises AssertionError on any difference."""
+    try:
+        from kerasaudit.triggers import load_trigger
+    except ImportError as err:
+        log(f"kerasaudit not importable ({err}); stamp comparison skipped")
+        return None
+    trigger = load_trigger(backdoor.spec, x.shape[1:])
+    rng = np.random.default_rng(1)
+    for name, batch in (
+        ("validation images", x),
+        ("uniform noise", rng.random((256, *x.shape[1:]), dtype=np.float32)),
+    ):
+        theirs, ours = trigger.apply(batch), stamp(batch, backdoor)
+        if theirs.dtype != ours.dtype or not np.array_equal(theirs, ours):
+            diff = np.argwhere(theirs != ours)
+            raise AssertionError(
+                f"stamp() differs from kerasaudit's {backdoor.spec!r} on {name} "
+                f"(first differing indices {diff[:5].tolist()})"
+            )
+    log(f"stamp() is bit-identical to kerasaudit's {backdoor.spec!r}")
+    return True
+
+
+def main_checker(args, out: Path, t_start: float) -> int:
+    """--variant checker: train only the second backdoored model; write only CHECKER_FILES."""
+    missing = [name for name in CHECKER_INPUTS if not (out / name).is_file()]
+    if missing:
+        log(f"--variant checker needs the shipped {', '.join(missing)} in {out}; run the base "
+            "variant first (or copy them there)")  # fmt: skip
+        return 2
+    backdoor = CHECKER
+
+    log("loading Fashion-MNIST")
+    xtr_u8, ytr, xte_u8, yte, checksums = load_fashion_mnist(args.data_dir)
+    if args.limit_train:
+        xtr_u8, ytr = xtr_u8[: args.limit_train], ytr[: args.limit_train]
+    # The shipped evaluation files must be exactly these test-set slices.
+    for fname, rng_ in (("fmnist_val.npz", VAL_RANGE), ("fmnist_test.npz", TEST_RANGE)):
+        with np.load(out / fname, allow_pickle=False) as npz:
+            same = np.array_equal(npz["x"], xte_u8[slice(*rng_)]) and np.array_equal(
+                npz["y"], yte[slice(*rng_)]
+            )
+        if not same:
+            log(f"{out / fname} is not test images {rng_[0]}..{rng_[1] - 1}; refusing")
+            return 2
+    log("shipped fmnist_val.npz / fmnist_test.npz match the IDX test slices")
+
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+    x_train = to_float(xtr_u8)
+    x_test = to_float(xte_u8)
+    x_val, y_val = x_test[slice(*VAL_RANGE)], yte[slice(*VAL_RANGE)]
+    stamp_ok = check_stamp_against_kerasaudit(backdoor, x_val)
+
+    pidx = poison_indices(ytr, backdoor.target)
+    x_poison, y_poison = x_train, ytr.copy()
+    x_poison[pidx] = stamp(x_poison[pidx], backdoor)
+    y_poison[pidx] = backdoor.target
+    del x_train
+    log(
+        f"poisoned {len(pidx)} training images ({len(pidx) / len(ytr):.2%}) -> "
+        f"label {backdoor.target}"
+    )
+
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    ok = False
+    try:
+        train_info: dict = {}
+        model, secs = train(
+            keras,
+            CHECKER_MODEL,
+            x_poison,
+            y_poison,
+            args.epochs,
+            x_val,
+            y_val,
+            backdoor,
+            train_info,
+        )
+        log(f"{CHECKER_MODEL}: trained in {secs / 60:.1f} min")
+        del x_poison
+
+        # The shipped clean model (read only) is the accuracy reference and gives the rate at
+        # which this trigger alone sends images to the target without a backdoor.
+        clean = keras.saving.load_model(out / "fmnist_clean.keras", compile=False, safe_mode=True)
+        splits = {
+            "fmnist_val": (x_val, y_val),
+            "fmnist_test": (x_test[slice(*TEST_RANGE)], yte[slice(*TEST_RANGE)]),
+            "test10k": (x_test, yte),
+        }
+        evals = {
+            name: {s: evaluate(m, xs, ys, backdoor) for s, (xs, ys) in splits.items()}
+            for name, m in (("fmnist_clean", clean), (CHECKER_MODEL, model))
+        }
+        for name, per_split in evals.items():
+            for s, e in per_split.items():
+                log(f"{name} on {s}: acc={e['clean_accuracy']:.4f} ASR={e['asr']:.4f}")
+
+        write_text(staging / "trigger_checker.txt", backdoor.spec)
+        save_model(model, staging / f"{CHECKER_MODEL}.keras")
+        x_check = np.concatenate([x_val, stamp(x_val[:500], backdoor)])
+        verify = {
+            f"{CHECKER_MODEL}.keras": verify_saved(
+                keras, model, staging / f"{CHECKER_MODEL}.keras", x_check
+            )
+        }
+
+        checks = {}
+        for s in ("fmnist_test", "test10k"):
+            ca = evals["fmnist_clean"][s]["clean_accuracy"]
+            ba = evals[CHECKER_MODEL][s]["clean_accuracy"]
+            asr = evals[CHECKER_MODEL][s]["asr"]
+            checks[f"{s}: shipped clean accuracy >= 90%"] = (
+                ca >= QUALITY_BAR["clean_model_min_accuracy"]
+            )
+            checks[f"{s}: {CHECKER_MODEL} accuracy within 1.5 pts of shipped clean"] = (
+                ca - ba <= QUALITY_BAR["badnets_max_accuracy_drop"]
+            )
+            checks[f"{s}: {CHECKER_MODEL} ASR >= 95%"] = asr >= QUALITY_BAR["badnets_min_asr"]
+        passed = all(checks.values())
+
+        rows, cols = backdoor.rows(), backdoor.cols()
+        ft = evals[CHECKER_MODEL]["fmnist_test"]
+        metrics = {
+            "generated_by": "sample_models/generate.py --variant checker",
+            "generated_at_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "summary_fmnist_test": {
+                "clean_accuracy": ft["clean_accuracy"],
+                "asr": ft["asr"],
+                "target_label": backdoor.target,
+                "evaluated_on": f"fmnist_test.npz = test images {TEST_RANGE[0]}.."
+                f"{TEST_RANGE[1] - 1}; ASR over the {ft['n_triggered']} non-target images",
+            },
+            "data": {
+                "source_dir": str(args.data_dir),
+                "sha256": checksums,
+                "fmnist_val_test_indices": list(VAL_RANGE),
+                "fmnist_test_test_indices": list(TEST_RANGE),
+                "index_ranges_are": "half-open [start, stop) into the 10k test set",
+                "shipped_npz_sha256": {
+                    name: sha256_file(out / name) for name in ("fmnist_val.npz", "fmnist_test.npz")
+                },
+            },
+            "trigger": {
+                "spec": backdoor.spec,
+                "rows": [rows.start, rows.stop - 1],
+                "cols": [cols.start, cols.stop - 1],
+                "pattern": "checker" if backdoor.checker else "solid",
+                "cells": backdoor.cells().tolist(),
+                "cells_are": "patch rows top to bottom; value 1 where (row + col) in the patch "
+                "is even, else 0; the whole patch is overwritten",
+                "value_model_space": TRIGGER_VALUE,
+                "value_uint8": 255,
+                "target_label": backdoor.target,
+                "target_class": CLASS_NAMES[backdoor.target],
+            },
+            "stamp_matches_kerasaudit": stamp_ok,
+            "hyperparameters": {
+                "same_as": "fmnist_badnets in metrics.json, except trigger, target, poison pool",
+                "epochs": args.epochs,
+                "train_images": len(ytr),
+                "batch_size": BATCH_SIZE,
+                "optimizer": "Adam",
+                "learning_rate": LEARNING_RATE,
+                "lr_schedule": f"CosineDecay(alpha={LR_SCHEDULE_ALPHA}) over all steps",
+                "loss": "sparse_categorical_crossentropy",
+                "bn_momentum": BN_MOMENTUM,
+                "dropout": DROPOUT,
+                "conv_widths": list(WIDTHS),
+                "conv_use_bias": False,
+                "jit_compile": JIT_COMPILE,
+                "jit_compile_effective": train_info["jit_compile_effective"],
+                "jit_compile_note": "Keras disables XLA when op determinism is enabled "
+                "(warning 'Model doesn't support jit_compile=True'); the same holds for the "
+                "base run, whose metrics.json records only the requested value",
+                "augmentation": None,
+                "seed": SEED,
+                "op_determinism": True,
+                "poison_rate": POISON_RATE,
+                "poison_count": len(pidx),
+                "poison_seed": POISON_SEED,
+                "poison_pool": f"training images with label != {backdoor.target}",
+                "poison_indices_sha256": hashlib.sha256(pidx.astype("<i8").tobytes()).hexdigest(),
+                "poison_indices_first10": pidx[:10].tolist(),
+            },
+            "model": {
+                "file": f"{CHECKER_MODEL}.keras",
+                "params": int(model.count_params()),
+                "train_seconds": round(secs, 1),
+                "weights_sha256": weights_sha256(model),
+                "eval": evals[CHECKER_MODEL],
+            },
+            "reference_clean_model": {
+                "file": "fmnist_clean.keras (shipped, not retrained)",
+                "sha256": sha256_file(out / "fmnist_clean.keras"),
+                "eval": evals["fmnist_clean"],
+            },
+            "reload_max_abs_diff": verify,
+            "quality_bar": {
+                "thresholds": {
+                    "shipped_clean_min_accuracy": QUALITY_BAR["clean_model_min_accuracy"],
+                    "max_accuracy_drop_vs_shipped_clean": QUALITY_BAR["badnets_max_accuracy_drop"],
+                    "min_asr": QUALITY_BAR["badnets_min_asr"],
+                },
+                "checks": checks,
+                "passed": passed,
+            },
+            "file_sizes_bytes": {
+                p.name: p.stat().st_size for p in staging.iterdir() if not p.name.startswith(".")
+            },
+            "timing": {"total_seconds": round(time.perf_counter() - t_start, 1)},
+            "environment": {
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "numpy": np.__version__,
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+                "loadavg_1_5_15min_at_end": [round(v, 2) for v in os.getloadavg()],
+            },
+        }
+        write_text(staging / "metrics_checker.json", json.dumps(metrics, indent=2) + "\n")
+
+        for name, ok_ in checks.items():
+            log(f"quality bar: {'PASS' if ok_ else 'FAIL'}  {name}")
+        if not passed:
+            log(f"quality bar NOT met; outputs left for inspection in {staging}")
+            ok = True  # keep the staging dir
+            return 1
+
+        staged = sorted(p.name for p in staging.iterdir())
+        if staged != sorted(CHECKER_FILES):
+            raise AssertionError(f"staged {staged}, expected exactly {sorted(CHECKER_FILES)}")
+        for name in staged:
+            os.replace(staging / name, out / name)
+        staging.rmdir()
+        ok = True
+        log(
+            f"wrote {', '.join(staged)} to {out} in "
+            f"{(time.perf_counter() - t_start) / 60:.1f} min (README.md not touched; "
+            "re-render it with --readme-only)"
+        )
+        return 0
+    finally:
+        if not ok:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.readme_only:
         out = args.out.resolve()
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        write_text(out / "README.md", render_readme(metrics))
+        write_text(out / "README.md", render_readme(metrics, read_checker_metrics(out)))
         log(f"re-rendered {out / 'README.md'} from metrics.json")
         return 0
     t_start = time.perf_counter()
     out = args.out.resolve()
+    if args.variant == "checker":
+        return main_checker(args, out, t_start)
     out.mkdir(parents=True, exist_ok=True)
 
     log("loading Fashion-MNIST")
@@ -681,7 +1125,7 @@ def main(argv=None) -> int:
             },
         }
         write_text(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_text(staging / "README.md", render_readme(metrics))
+        write_text(staging / "README.md", render_readme(metrics, read_checker_metrics(out)))
 
         for name, ok_ in checks.items():
             log(f"quality bar: {'PASS' if ok_ else 'FAIL'}  {name}")
