@@ -1,10 +1,12 @@
 """Defend without knowing the trigger: reverse → (if flagged) prune + unlearn → evaluate.
 
-1. ``reverse``: Neural Cleanse recovers a trigger per label and the verdict flags targets.
+1. ``reverse``: Neural Cleanse recovers a trigger per label and the verdict flags targets;
+   each flagged label's trigger is completed (restarts voted into a core, grown to the
+   backdoor's footprint: ``kerasaudit.completion``).
 2. For each flagged label (most suspicious first): ``prune.prune`` ranks channels by the ℓ∞
-   increase its *recovered* trigger causes (``linf-trigger``), picks the layer by measurement
-   on the defender's data, zeroes the top channels, then fine-tunes on the clean data while a
-   share of each batch is stamped with the recovered trigger and keeps its true label
+   increase its *recovered* (completed) trigger causes (``linf-trigger``), picks the layer by
+   measurement on the defender's data, zeroes the top channels, then fine-tunes on the clean
+   data while a share of each batch is stamped with that trigger and keeps its true label
    (unlearning). Nothing here looks at held-out data: the layer choice and the fine-tuning
    use ``dataset`` only.
 3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
@@ -140,17 +142,24 @@ class DefendResult:
 
 
 def recovered_trigger(result: LabelResult, input_shape: Sequence[int]) -> Trigger:
-    """A stampable trigger (target = the label) from one label's recovered mask and pattern."""
+    """A stampable trigger (target = the label) from one label's recovered mask and pattern:
+    the completed one when reverse completed it (kerasaudit.completion), else NC's."""
+    mask, pattern = result.trigger_arrays
+    completed = mask is not result.mask
     spec = FileSpec(
         text=f"reverse:label{result.label}", path=Path(f"trigger_label{result.label}.npz")
     )
     return FileTrigger(
         spec,
         tuple(int(d) for d in input_shape),
-        result.mask,
-        result.pattern,
+        mask,
+        pattern,
         target=result.label,
-        meta={"kind": "neural-cleanse", "label": result.label, "mask_l1": result.mask_l1},
+        meta={
+            "kind": "neural-cleanse+completion" if completed else "neural-cleanse",
+            "label": result.label,
+            "mask_l1": result.mask_l1,
+        },
     )
 
 

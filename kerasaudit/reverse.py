@@ -46,6 +46,11 @@ BadNets model (4×4 checkerboard bottom-left → 2) with its clean twin: this ru
 the true target in each of the 4 backdoored runs and nothing else (0 false positives in 76
 non-target labels, 0 false negatives); NC's rule alone (index > 2) has 3 false positives
 ("Bag", index 2.04–3.23, in clean models) and 1 false negative (the shipped target at 1.96).
+
+After the verdict each flagged label's trigger is *completed* (``ReverseConfig.complete``):
+NC is rerun for that label with ``restarts − 1`` more seeds, the pixels a majority agree on
+form a core, and the core grows to the backdoor's footprint (:mod:`kerasaudit.completion`,
+which has the measurements). The verdict itself uses NC's first, minimal masks only.
 """
 
 from __future__ import annotations
@@ -56,13 +61,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kerasaudit import _tf
+from kerasaudit.completion import Completion, CompletionConfig, complete_trigger, consensus
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import (
@@ -102,6 +108,12 @@ class ReverseConfig:
     value_range: tuple[float, float] | None = None  # pattern range; None: from the data
     seed: int = 0
     bias_images: int = 500  # clean images stamped per label for the ℓ∞ bias measurement
+    # Completion of each flagged label's trigger (kerasaudit.completion): NC restarts voted
+    # into a core, then grown inside the core dilated by ``grow`` pixels.
+    complete: bool = True
+    restarts: int = 3  # NC runs per flagged label, this one included
+    completion_steps: int = 300
+    grow: int = 1
 
     def check(self) -> None:
         if self.steps < 1:
@@ -120,6 +132,10 @@ class ReverseConfig:
             )
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
             raise BadInputError(f"value range must be LO < HI, got {self.value_range}")
+        if self.restarts < 1:
+            raise BadInputError(f"--restarts must be at least 1, got {self.restarts}")
+        if self.completion_steps < 1 or self.grow < 0:
+            raise BadInputError("completion needs steps ≥ 1 and grow ≥ 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +154,10 @@ class ReverseConfig:
             "value_range": None if self.value_range is None else list(self.value_range),
             "seed": self.seed,
             "bias_images": self.bias_images,
+            "complete": self.complete,
+            "restarts": self.restarts,
+            "completion_steps": self.completion_steps,
+            "grow": self.grow,
         }
 
 
@@ -201,6 +221,16 @@ class LabelResult:
     layers: tuple[LayerBias, ...]
     flagged: bool
     reasons: tuple[str, ...]  # why it is (or is not) flagged, for people
+    completion: Completion | None = None  # flagged labels only (ReverseConfig.complete)
+
+    @property
+    def trigger_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, pattern) to stamp, unlearn or prune with: the completed trigger when there is
+        one, else NC's minimal one."""
+        done = self.completion
+        if done is not None and done.skipped is None:
+            return done.mask, done.pattern
+        return self.mask, self.pattern
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +251,7 @@ class LabelResult:
             "linf_channel": self.linf_channel,
             "linf_anomaly_index": _finite(self.linf_anomaly),
             "layers": [b.to_dict() for b in self.layers],
+            "completion": None if self.completion is None else self.completion.to_dict(),
         }
 
 
@@ -260,8 +291,9 @@ class ReverseResult:
     value_range: tuple[float, float]
     optimisation_seconds: float
     label_steps: int  # Σ steps over labels
-    seconds: float  # whole run (optimisation, attack success, ℓ∞ bias)
+    seconds: float  # whole run (optimisation, attack success, ℓ∞ bias, completion)
     bias_layers: tuple[str, ...]
+    completion_seconds: float = 0.0  # restarts + growth of the flagged labels' triggers
 
     @property
     def seconds_per_label_step(self) -> float:
@@ -295,6 +327,7 @@ class ReverseResult:
                 "optimisation_seconds": self.optimisation_seconds,
                 "label_steps": self.label_steps,
                 "seconds_per_label_step": self.seconds_per_label_step,
+                "completion_seconds": self.completion_seconds,
                 "images_per_label_step": self.config.batch_size,
             },
         }
@@ -652,6 +685,15 @@ def reverse_engineer(
     biases = _linf_bias(model, layers, x[: config.bias_images], recovered)
     names = info.class_names
     results, verdict = judge(recovered, success, biases, names=names)
+    completion_started = time.perf_counter()
+    if config.complete:
+        results = [
+            replace(r, completion=_complete(model, r, x, value_range, config, io.outputs))
+            if r.flagged
+            else r
+            for r in results
+        ]
+    completion_seconds = time.perf_counter() - completion_started
     return ReverseResult(
         model=str(getattr(model, "name", "model")),
         data=info,
@@ -664,7 +706,38 @@ def reverse_engineer(
         label_steps=sum(s.steps for s in states),
         seconds=time.perf_counter() - started,
         bias_layers=tuple(layers),
+        completion_seconds=completion_seconds,
     )
+
+
+def _complete(
+    model: Any,
+    result: LabelResult,
+    x: np.ndarray,
+    value_range: tuple[float, float],
+    config: ReverseConfig,
+    outputs: int,
+) -> Completion:
+    """Restart NC for one flagged label, vote a core, grow it (see kerasaudit.completion)."""
+    masks, patterns = [result.mask], [result.pattern]
+    for extra in range(1, config.restarts):
+        restart = replace(config, seed=config.seed + extra)
+        states = _BatchedNeuralCleanse(
+            model, [result.label], x, value_range, restart, outputs
+        ).run()
+        masks.append(np.asarray(states[0].best_mask, np.float32))
+        patterns.append(np.asarray(states[0].best_pattern, np.float32))
+    core, pattern = consensus(masks, patterns)
+    settings = CompletionConfig(
+        steps=config.completion_steps,
+        batch_size=config.batch_size,
+        grow=config.grow,
+        seed=config.seed,
+    )
+    done = complete_trigger(
+        model, x, result.label, core, pattern, value_range, outputs=outputs, config=settings
+    )
+    return replace(done, restarts=len(masks), core_pixels=int(core.sum()))
 
 
 def _check_labels(labels: Sequence[int] | None, num_classes: int) -> list[int]:
@@ -855,6 +928,7 @@ _ARTIFACT_PATTERNS = (
     "mask_label*.png",
     "pattern_label*.png",
     "fusion_label*.png",
+    "completed_label*.png",
 )
 _MIN_PNG_SIDE = 112  # small inputs are enlarged (nearest neighbour) so a person can see them
 
@@ -896,6 +970,8 @@ def artifact_names(result: ReverseResult, *, all_images: bool) -> list[str]:
             names.append(f"trigger_label{r.label}.npz")
         if r.flagged or all_images:
             names += [f"{kind}_label{r.label}.png" for kind in ("mask", "pattern", "fusion")]
+        if r.completion is not None and r.completion.skipped is None:
+            names.append(f"completed_label{r.label}.png")
     return names
 
 
@@ -928,13 +1004,15 @@ def write_artifacts(
     try:
         for r in result.labels:
             if r.flagged:
+                mask, pattern = r.trigger_arrays
+                completed = mask is not r.mask
                 save_trigger_file(
                     staging / f"trigger_label{r.label}.npz",
-                    r.mask,
-                    r.pattern,
+                    mask,
+                    pattern,
                     target=r.label,
                     meta={
-                        "kind": "neural-cleanse",
+                        "kind": "neural-cleanse+completion" if completed else "neural-cleanse",
                         "source_model": source_model or result.model,
                         "label": r.label,
                         "mask_l1": r.mask_l1,
@@ -943,10 +1021,16 @@ def write_artifacts(
                         "linf_excess": _finite(r.linf_excess),
                         "flagged": r.flagged,
                         "value_range": list(result.value_range),
+                        "completion": None if r.completion is None else r.completion.to_dict(),
                     },
                 )
             if r.flagged or all_images:
-                _write_pngs(staging, r, result.value_range)
+                _write_pngs(staging, r.label, r.mask, r.pattern, result.value_range)
+            if r.completion is not None and r.completion.skipped is None:
+                done = r.completion
+                _write_pngs(
+                    staging, r.label, done.mask, done.pattern, result.value_range, completed=True
+                )
         data = (
             report(list(map(str, final)))
             if report is not None
@@ -968,25 +1052,36 @@ def write_artifacts(
     return final
 
 
-def _write_pngs(directory: Path, r: LabelResult, value_range: tuple[float, float]) -> None:
+def _write_pngs(
+    directory: Path,
+    label: int,
+    mask: np.ndarray,
+    pattern: np.ndarray,
+    value_range: tuple[float, float],
+    *,
+    completed: bool = False,
+) -> None:
+    """mask / pattern / fusion PNGs of one label's trigger (``completed``: only the fusion of
+    the completed trigger, as completed_label{K}.png)."""
     from PIL import Image
 
     low, high = value_range
-    unit = np.clip((r.pattern - low) / (high - low), 0, 1)
+    unit = np.clip((pattern - low) / (high - low), 0, 1)
     if unit.shape[-1] == 3:
-        pattern, mode = unit, "RGB"
+        picture, mode = unit, "RGB"
     else:
-        pattern, mode = unit.mean(axis=-1), "L"
-    fusion = pattern * (r.mask[..., None] if mode == "RGB" else r.mask)
-    height, width = r.mask.shape
+        picture, mode = unit.mean(axis=-1), "L"
+    fusion = picture * (mask[..., None] if mode == "RGB" else mask)
+    height, width = mask.shape
     factor = max(1, math.ceil(_MIN_PNG_SIDE / max(height, width)))
-    for kind, array, image_mode in (
-        ("mask", r.mask, "L"),
-        ("pattern", pattern, mode),
-        ("fusion", fusion, mode),
-    ):
+    images = (
+        [("completed", fusion, mode)]
+        if completed
+        else [("mask", mask, "L"), ("pattern", picture, mode), ("fusion", fusion, mode)]
+    )
+    for kind, array, image_mode in images:
         pixels = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
         image = Image.fromarray(pixels, mode=image_mode)
         if factor > 1:
             image = image.resize((width * factor, height * factor), Image.Resampling.NEAREST)
-        image.save(directory / f"{kind}_label{r.label}.png", format="PNG")
+        image.save(directory / f"{kind}_label{label}.png", format="PNG")

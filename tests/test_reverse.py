@@ -254,6 +254,7 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     assert report["verdict"]["flagged"] == [0]
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        "completed_label0.png",
         "fusion_label0.png",
         "mask_label0.png",
         "pattern_label0.png",
@@ -262,8 +263,18 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     ]
     assert json.loads((out / "reverse.json").read_text())["verdict"]["flagged"] == [0]
     content = read_trigger_file(out / "trigger_label0.npz")
-    assert content.target == 0 and content.meta["kind"] == "neural-cleanse"
+    assert content.target == 0 and content.meta["kind"] == "neural-cleanse+completion"
     assert content.mask.shape == (8, 8) and content.pattern.shape == (8, 8, 1)
+    completion = report["labels"][0]["completion"]
+    assert completion["restarts"] == 3 and completion["skipped"] is None
+    assert content.meta["completion"] == completion
+    # The planted channel fires on a bright 2×2 block anywhere: the completed trigger is such a
+    # block (it still works, checked with evaluate below), grown from the voted core and kept
+    # inside the one-pixel bound around it.
+    grown = content.mask >= 0.5 * content.mask.max()
+    assert completion["core_pixels"] <= completion["pixels_after"] == int(grown.sum())
+    assert completion["pixels_after"] <= completion["allowed_pixels"]
+    assert report["labels"][1]["completion"] is None  # only flagged labels are completed
 
     trigger = str(out / "trigger_label0.npz")
     evaluated = runner.invoke(
@@ -291,6 +302,21 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     again = runner.invoke(app, [*args, "-o", str(out), "-q"])
     assert again.exit_code == 2 and "--force" in again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_cli_reverse_no_complete_writes_ncs_own_trigger(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "rev"
+    args = ["reverse", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST]
+    result = runner.invoke(app, [*args, "--no-complete", "-o", str(out), *JSON])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["labels"][0]["completion"] is None and not report["config"]["complete"]
+    assert not (out / "completed_label0.png").exists()
+    content = read_trigger_file(out / "trigger_label0.npz")
+    assert content.meta["kind"] == "neural-cleanse" and content.meta["completion"] is None
+    assert content.mask.sum() == pytest.approx(report["labels"][0]["mask_l1"], rel=1e-4)
 
 
 def test_cli_reverse_clean_model_all_images_and_force(

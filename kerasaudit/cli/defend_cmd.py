@@ -34,10 +34,12 @@ from kerasaudit.cli.data_options import (
     data_spec,
 )
 from kerasaudit.cli.reverse_cmd import (
+    CompleteOpt,
     ImagesOpt,
     LabelBatchOpt,
     LabelsOpt,
     OptBatchOpt,
+    RestartsOpt,
     SeedOpt,
     StepsOpt,
     ValueRangeOpt,
@@ -142,6 +144,8 @@ def defend(
     label_batch: LabelBatchOpt = None,
     value_range: ValueRangeOpt = None,
     seed: SeedOpt = 0,
+    complete: CompleteOpt = True,
+    restarts: RestartsOpt = 3,
     save_format: Annotated[
         str, typer.Option("--save-format", help="auto (the input's), keras or h5.")
     ] = "auto",
@@ -158,9 +162,9 @@ def defend(
     custom_objects: CustomObjectsOpt = None,
 ) -> None:
     """Remove a backdoor without knowing its trigger: reverse (Neural Cleanse + ℓ∞ bias
-    verdict); for each flagged label prune the channels its recovered trigger drives
-    (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1 when a
-    backdoor was flagged (and removed), 0 when none was found."""
+    verdict); for each flagged label complete its recovered trigger, prune the channels it
+    drives (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1
+    when a backdoor was flagged (and removed), 0 when none was found."""
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.defend import DefenceSettings
@@ -203,6 +207,8 @@ def defend(
         label_batch=label_batch,
         value_range=parse_value_range(value_range),
         seed=seed,
+        complete=complete,
+        restarts=restarts,
     )
     config.check()
     chosen = parse_labels(labels)

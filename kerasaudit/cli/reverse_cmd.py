@@ -69,6 +69,23 @@ LabelBatchOpt = Annotated[
         show_default=False,
     ),
 ]
+CompleteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--complete/--no-complete",
+        help="Complete each flagged label's trigger: NC restarts voted into a core, grown by one "
+        "pixel to the backdoor's footprint (the trigger file and defend use it). "
+        "Measured: the real trigger's ASR after defend fell from 2.2-2.5 % to 1.6-1.7 %.",
+    ),
+]
+RestartsOpt = Annotated[
+    int,
+    typer.Option(
+        "--restarts",
+        min=1,
+        help="NC runs per flagged label for the completion's majority vote (this one included).",
+    ),
+]
 ValueRangeOpt = Annotated[
     str | None,
     typer.Option(
@@ -122,6 +139,8 @@ def reverse(
     label_batch: LabelBatchOpt = None,
     value_range: ValueRangeOpt = None,
     seed: SeedOpt = 0,
+    complete: CompleteOpt = True,
+    restarts: RestartsOpt = 3,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -148,7 +167,8 @@ def reverse(
 ) -> None:
     """Neural Cleanse: recover the smallest trigger that sends clean images to each label, then
     flag backdoor targets (mask-norm MAD index, confirmed by the recovered trigger's ℓ∞
-    activation lift). Exit 1 when a label is flagged.
+    activation lift). Exit 1 when a label is flagged. Each flagged label's trigger is then
+    completed (--restarts NC runs voted into a core, grown to the backdoor's footprint).
 
     Cost per label: at most --steps optimisation steps of --opt-batch stamped images, forward
     and backward (labels stop early once their mask stops shrinking). All labels run batched;
@@ -180,6 +200,8 @@ def reverse(
         label_batch=label_batch,
         value_range=parse_value_range(value_range),
         seed=seed,
+        complete=complete,
+        restarts=restarts,
     )
     config.check()
     if output is not None:

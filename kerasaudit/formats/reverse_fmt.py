@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kerasaudit.completion import Completion
 from kerasaudit.reverse import LabelResult, ReverseResult
 
 SCHEMA = "kerasaudit.reverse/1"
@@ -32,6 +33,16 @@ def _pct(value: float) -> str:
 
 def _label_name(r: LabelResult) -> str:
     return f"{r.label} ({r.name})" if r.name else str(r.label)
+
+
+def completion_line(c: Completion) -> str:
+    if c.skipped is not None:
+        return f"not completed ({c.skipped})"
+    return (
+        f"completed: the {c.core_pixels}-pixel core voted by {c.restarts} NC run(s) grew to "
+        f"{c.pixels_after} pixels at ≥ half peak (of {c.allowed_pixels} allowed; mask ℓ1 "
+        f"{c.mask_l1:.1f})"
+    )
 
 
 def summary_line(result: ReverseResult) -> str:
@@ -89,6 +100,8 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
     for r in result.labels:
         if r.flagged:
             console.print(Text(f"label {_label_name(r)}: " + "; ".join(r.reasons)))
+        if r.completion is not None:
+            console.print(Text(f"label {_label_name(r)} trigger: {completion_line(r.completion)}"))
     verdict = (
         f"BACKDOOR suspected, target label(s): {', '.join(map(str, v.flagged))}"
         if v.flagged

@@ -1,0 +1,105 @@
+"""Trigger completion: region, dilation, the restart vote, and growth on the shipped sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasaudit.completion import (
+    MAX_REGION_SHARE,
+    complete_trigger,
+    consensus,
+    dilate,
+    region,
+)
+
+
+def test_region_is_where_the_mask_reaches_half_its_peak() -> None:
+    mask = np.zeros((4, 4), np.float32)
+    mask[0, 0], mask[1, 1], mask[2, 2] = 0.8, 0.41, 0.39
+    assert region(mask).tolist() == (mask >= 0.4).tolist()
+    assert not region(np.zeros((3, 3), np.float32)).any()
+
+
+def test_dilate_grows_by_four_neighbour_steps_without_wrapping() -> None:
+    area = np.zeros((5, 5), bool)
+    area[0, 4] = True  # a corner: nothing may appear on the opposite borders
+    one = dilate(area, 1)
+    assert sorted(zip(*np.nonzero(one), strict=True)) == [(0, 3), (0, 4), (1, 4)]
+    two = dilate(area, 2)
+    assert two.sum() == 6 and not two[:, 0].any() and not two[4].any()
+    assert (dilate(area, 0) == area).all()
+
+
+def test_consensus_keeps_the_majority_and_weights_patterns_by_mask() -> None:
+    a, b, c = (np.zeros((4, 4), np.float32) for _ in range(3))
+    a[3, 3] = b[3, 3] = c[3, 3] = 1.0  # everyone
+    a[0, 0] = 1.0  # a stray pixel of one run
+    b[3, 2] = c[3, 2] = 1.0  # two of three
+    patterns = [np.full((4, 4, 1), v, np.float32) for v in (0.0, 1.0, 1.0)]
+    core, pattern = consensus([a, b, c], patterns)
+    assert sorted(zip(*np.nonzero(core), strict=True)) == [(3, 2), (3, 3)]
+    assert pattern[3, 3, 0] == pytest.approx(2 / 3)  # mask-weighted mean of 0, 1, 1
+    assert pattern[3, 2, 0] == pytest.approx(1.0)
+
+
+def test_consensus_without_a_majority_falls_back_to_the_first_mask() -> None:
+    a, b = np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32)
+    a[0, 0], b[2, 2] = 1.0, 1.0
+    patterns = [np.zeros((3, 3, 1), np.float32)] * 2
+    core, _ = consensus([a, b], patterns)
+    assert core.tolist() == a.tolist()
+    with pytest.raises(ValueError):
+        consensus([a], [])
+
+
+def test_large_regions_are_not_completed(keras_module: object) -> None:
+    from conftest import build_bn_cnn
+
+    model = build_bn_cnn(keras_module)
+    height, width = model.input_shape[1:3]
+    mask = np.zeros((height, width), np.float32)
+    mask[: height // 2 + 1, :] = 1.0  # more than a quarter of the image
+    assert mask.mean() > MAX_REGION_SHARE
+    pattern = np.ones((height, width, model.input_shape[3]), np.float32)
+    x = np.zeros((4, height, width, model.input_shape[3]), np.float32)
+    done = complete_trigger(model, x, 0, mask, pattern, (0.0, 1.0), outputs=10)
+    assert done.skipped is not None and done.steps == 0
+    assert done.mask is mask and done.pattern is pattern
+
+
+def test_completion_grows_a_partial_patch_to_the_real_trigger() -> None:
+    """The shipped backdoored sample: 11 of the 16 pixels of its real 4×4 patch (what NC
+    typically recovers) grow back to the whole patch, and to nothing outside the bound."""
+    from conftest import SAMPLES
+
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.evaluation import classifier_io, predictor, stamped_success
+    from kerasaudit.loading import load_model
+    from kerasaudit.triggers import parse_trigger
+
+    model = load_model(SAMPLES / "fmnist_badnets.keras").model
+    io = classifier_io(model)
+    data = open_data(DataSpec(SAMPLES / "fmnist_val.npz"), io.input_shape, io.outputs)
+    x, y = data.take_array(1000)
+    real = parse_trigger(Path(SAMPLES / "trigger.txt").read_text().strip()).for_data(data.info)
+    patch = real.mask > 0
+    assert patch.sum() == 16
+    partial = real.mask.copy()
+    for r, c in [(24, 24), (24, 26), (24, 27), (25, 24), (26, 24)]:  # NC's seed-0 misses
+        partial[r, c] = 0.0
+    noisy = np.random.default_rng(0).random(real.pattern.shape).astype(np.float32)
+    pattern = np.where(partial[..., None] > 0, real.pattern, noisy)  # NC's leftovers elsewhere
+    done = complete_trigger(model, x, 0, partial, pattern, (0.0, 1.0), outputs=io.outputs)
+    assert done.skipped is None and done.pixels_before == 11
+    grown = region(done.mask)
+    assert (grown & patch).sum() >= 15, done.to_dict()
+    assert not (grown & ~dilate(partial > 0, 1)).any()
+    assert done.mask[~dilate(partial > 0, 1)].max() == 0.0
+    assert (done.pattern[grown & patch] > 0.9).all()  # the patch is white
+    predict = predictor(model, tuple(x.shape[1:]), io.outputs)
+    before, _ = stamped_success(predict, x, y, 0, partial, pattern)
+    after, _ = stamped_success(predict, x, y, 0, done.mask, done.pattern)
+    assert after >= before
