@@ -1,11 +1,12 @@
 """``--data`` and its options, shared by every command that reads data (scan, prune, evaluate…).
 
 Declare the parameters with these ``Annotated`` types and build the library's ``DataSpec`` with
-:func:`data_spec`; nothing here imports TensorFlow.
+:meth:`DataArgs.spec_for`; nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,26 +63,20 @@ ResizeOpt = Annotated[
 DEFAULT_BATCH_SIZE = 128
 
 
-def data_spec(
-    data: Path,
-    *,
-    x_key: str | None = None,
-    y_key: str | None = None,
-    scale: str = "auto",
-    channels_first: bool | None = None,
-    limit: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    resize: bool = False,
-) -> DataSpec:
-    from kerasaudit.data import DataSpec
+@dataclass(frozen=True)
+class DataArgs:
+    """The data options but the path, in the order every command declares them, so that
+    ``--data`` and ``--eval-data`` get the same :class:`~kerasaudit.data.DataSpec`."""
 
-    return DataSpec(
-        path=data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        limit=limit,
-        batch_size=batch_size,
-        resize=resize,
-    )
+    x_key: str | None = None
+    y_key: str | None = None
+    scale: str = "auto"
+    channels_first: bool | None = None
+    limit: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    resize: bool = False
+
+    def spec_for(self, path: Path) -> DataSpec:
+        from kerasaudit.data import DataSpec
+
+        return DataSpec(path=path, **asdict(self))

@@ -22,16 +22,17 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.reverse_cmd import (
     CompleteOpt,
@@ -44,7 +45,7 @@ from kerasaudit.cli.reverse_cmd import (
     StepsOpt,
     ValueRangeOpt,
     parse_labels,
-    parse_value_range,
+    reverse_config,
 )
 from kerasaudit.errors import BadInputError, ExitCode
 
@@ -166,13 +167,10 @@ def defend(
     drives (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1
     when a backdoor was flagged (and removed), 0 when none was found."""
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.defend import DefenceSettings
     from kerasaudit.defend import defend as run_defend
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import defend_fmt, reverse_fmt
-    from kerasaudit.loading import load_model
-    from kerasaudit.reverse import ReverseConfig, check_artifact_dir, write_artifacts
+    from kerasaudit.reverse import check_artifact_dir, write_artifacts
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
     from kerasaudit.triggers import parse_trigger
 
@@ -200,56 +198,30 @@ def defend(
         fine_tuning=replace(tuning, seed=seed, **changes),
     )
     settings.check()
-    config = ReverseConfig(
-        steps=steps,
-        batch_size=opt_batch,
-        images=images,
-        label_batch=label_batch,
-        value_range=parse_value_range(value_range),
-        seed=seed,
-        complete=complete,
-        restarts=restarts,
+    config = reverse_config(
+        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts
     )
-    config.check()
     chosen = parse_labels(labels)
     prepare_output(output, force)
     prepare_output(report, force)
     if artifacts is not None:
         check_artifact_dir(artifacts, force=force)
     known_spec = None if eval_trigger is None else parse_trigger(eval_trigger)
-
-    def spec_for(path: Path) -> DataSpec:
-        return data_spec(
-            path,
-            x_key=x_key,
-            y_key=y_key,
-            scale=scale,
-            channels_first=channels_first,
-            limit=limit,
-            batch_size=DEFAULT_BATCH_SIZE,
-            resize=resize,
-        )
-
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(requested_format, loaded.format, output)
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
-    held_out = (
-        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
-    )
-    known = None if known_spec is None else known_spec.for_data(dataset.info)
+    inputs = open_inputs(loaded, data_args, data, eval_data, known_spec)
     with progress_bar(consoles, "reverse (label-steps)") as update:
         defended, result = run_defend(
             loaded.model,
-            dataset,
-            eval_dataset=held_out,
+            inputs.dataset,
+            eval_dataset=inputs.held_out,
             labels=chosen,
             reverse_config=config,
             settings=settings,
-            known_trigger=known,
+            known_trigger=inputs.trigger,
             known_target=eval_target,
             progress=update,
             on_step=lambda name: consoles.info(f"step: {name}"),

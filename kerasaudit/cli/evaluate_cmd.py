@@ -20,17 +20,18 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError, ExitCode
@@ -71,11 +72,8 @@ def evaluate(
     classified as the target) and robust accuracy (those still classified correctly).
     Exit 1 when --max-asr is exceeded."""
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.evaluation import evaluate as run_evaluation
     from kerasaudit.formats import evaluate_fmt
-    from kerasaudit.loading import load_model
     from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
@@ -84,26 +82,14 @@ def evaluate(
         raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
     # Parsed before the model loads, so a typo fails in a moment.
     trigger_spec = None if trigger is None else parse_trigger(trigger)
-    spec = data_spec(
-        data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        limit=limit,
-        batch_size=batch_size,
-        resize=resize,
-    )
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec, io.input_shape, io.outputs)
-    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
     with progress_bar(consoles, "evaluating") as update:
         result = run_evaluation(
             loaded.model,
-            dataset,
-            fitted,
+            inputs.dataset,
+            inputs.trigger,
             target,
             None if max_asr is None else max_asr / 100,
             progress=update,

@@ -21,15 +21,16 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError
@@ -123,12 +124,9 @@ def gradcam(
     from kerasaudit._io import write_atomic
     from kerasaudit.cli.common import emit_json
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import gradcam_fmt
     from kerasaudit.gradcam import CamMethod
     from kerasaudit.gradcam import gradcam as run_gradcam
-    from kerasaudit.loading import load_model
     from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
@@ -137,34 +135,20 @@ def gradcam(
     prepare_output(output, force)
     prepare_output(report, force)
     trigger_spec = None if trigger is None else parse_trigger(trigger)
-    spec = data_spec(
-        data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        batch_size=batch_size,
-        resize=resize,
-    )
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-        other = (
-            None
-            if compare is None
-            else load_model(compare, unsafe=unsafe, custom_objects_file=custom_objects)
-        )
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec, io.input_shape, io.outputs)
-    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    # --limit here counts explained images; the data itself is not limited.
+    data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
+    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
     with progress_bar(consoles, "computing maps") as update:
         result = run_gradcam(
             loaded.model,
-            dataset,
+            inputs.dataset,
             method=CamMethod(method.value),
             layer=layer,
             class_index=class_index,
             limit=limit,
-            trigger=fitted,
+            trigger=inputs.trigger,
             target=target,
             compare=None if other is None else other.model,
             model_source=str(model),

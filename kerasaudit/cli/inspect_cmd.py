@@ -20,6 +20,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, warn_if_unsafe
 
 
 @handle_errors
@@ -38,16 +39,11 @@ def inspect(
     """Show what a model is made of: format, inputs, outputs and every auditable layer."""
     from kerasaudit.formats import inspect_fmt
     from kerasaudit.inventory import build_inventory
-    from kerasaudit.loading import load_model
 
     consoles = Consoles(quiet)
     prepare_output(output, force)
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    if loaded.unsafe and loaded.safety.findings:
-        consoles.info(
-            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
-        )
+    loaded = load(consoles, model, unsafe, custom_objects)
+    warn_if_unsafe(consoles, loaded)
     inventory = build_inventory(loaded, include_dense=include_dense)
     emit(
         fmt,

@@ -21,17 +21,18 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.finetune_options import (
     FineTuneEpochsOpt,
@@ -135,10 +136,7 @@ def prune(
     """Zero the kernels (and following BatchNorm γ/β) of the most suspicious channels, optionally
     fine-tune, and report accuracy and ASR before and after."""
     from kerasaudit.cli.common import emit_json
-    from kerasaudit.data import DataSpec, open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import prune_fmt
-    from kerasaudit.loading import load_model
     from kerasaudit.prune import prune as run_prune
     from kerasaudit.ranking import Criterion
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
@@ -165,40 +163,22 @@ def prune(
     prepare_output(output, force)
     prepare_output(report, force)
     trigger_spec = None if trigger is None else parse_trigger(trigger)
-
-    def spec_for(path: Path) -> DataSpec:
-        return data_spec(
-            path,
-            x_key=x_key,
-            y_key=y_key,
-            scale=scale,
-            channels_first=channels_first,
-            limit=limit,
-            batch_size=batch_size,
-            resize=resize,
-        )
-
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
-    held_out = (
-        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
-    )
-    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    inputs = open_inputs(loaded, data_args, data, eval_data, trigger_spec)
     with consoles.err.status("ranking channels, choosing layers, pruning"):
         pruned_model, result = run_prune(
             loaded.model,
-            dataset,
+            inputs.dataset,
             criterion=Criterion(criterion.value),
             ratio=ratio,
             layers=layer or (),
-            trigger=fitted,
+            trigger=inputs.trigger,
             target=target,
-            eval_dataset=held_out,
+            eval_dataset=inputs.held_out,
             fine_tuning=tuning,
             max_acc_drop=max_acc_drop / 100,
             batch_size=batch_size,

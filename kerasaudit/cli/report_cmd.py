@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -22,26 +22,24 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.gradcam_cmd import MethodChoice
 from kerasaudit.cli.prune_cmd import CriterionChoice
 from kerasaudit.cli.sweep_cmd import _parse_ratios
 from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
 from kerasaudit.errors import BadInputError, ExitCode
-
-if TYPE_CHECKING:
-    from kerasaudit.data import DataSpec
 
 DEFAULT_SWEEP_RATIOS = "0.05,0.1,0.2,0.3"  # kerasaudit.report.DEFAULT_SWEEP_RATIOS
 DEFAULT_CRITERIA = "linf-trigger"
@@ -157,11 +155,8 @@ def report(
     and --target), and Grad-CAM before/after. Exit code 1 when the scan flags channels or
     reverse engineering flags a label."""
     from kerasaudit._io import write_text_atomic
-    from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import report_html
     from kerasaudit.gradcam import CamMethod
-    from kerasaudit.loading import load_model
     from kerasaudit.ranking import Criterion
     from kerasaudit.report import build_report
     from kerasaudit.triggers import parse_trigger
@@ -179,38 +174,17 @@ def report(
         raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
     prepare_output(output, force)
     trigger_spec = None if trigger is None else parse_trigger(trigger)
-
-    def spec_for(path: Path) -> DataSpec:
-        return data_spec(
-            path,
-            x_key=x_key,
-            y_key=y_key,
-            scale=scale,
-            channels_first=channels_first,
-            limit=limit,
-            batch_size=batch_size,
-            resize=resize,
-        )
-
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    if loaded.unsafe and loaded.safety.findings:
-        consoles.info(
-            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
-        )
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec_for(data), io.input_shape, io.outputs)
-    held_out = (
-        None if eval_data is None else open_data(spec_for(eval_data), io.input_shape, io.outputs)
-    )
-    fitted = None if trigger_spec is None else trigger_spec.for_data(dataset.info)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    warn_if_unsafe(consoles, loaded)
+    inputs = open_inputs(loaded, data_args, data, eval_data, trigger_spec)
     status = consoles.err.status("report")
     with status:
         result = build_report(
             loaded,
-            dataset,
-            eval_dataset=held_out,
-            trigger=fitted,
+            inputs.dataset,
+            eval_dataset=inputs.held_out,
+            trigger=inputs.trigger,
             target=target,
             criteria=chosen,
             sweep_ratios=ratios,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,18 +19,22 @@ from kerasaudit.cli.common import (
     emit,
     handle_errors,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.errors import BadInputError, ExitCode
+
+if TYPE_CHECKING:
+    from kerasaudit.reverse import ReverseConfig
 
 LabelsOpt = Annotated[
     str | None,
@@ -128,6 +132,33 @@ def parse_value_range(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
+def reverse_config(
+    steps: int,
+    opt_batch: int,
+    images: int,
+    label_batch: int | None,
+    value_range: str | None,
+    seed: int,
+    complete: bool,
+    restarts: int,
+) -> ReverseConfig:
+    """The checked ``ReverseConfig`` of the options above (in their order; defend shares them)."""
+    from kerasaudit.reverse import ReverseConfig
+
+    config = ReverseConfig(
+        steps=steps,
+        batch_size=opt_batch,
+        images=images,
+        label_batch=label_batch,
+        value_range=parse_value_range(value_range),
+        seed=seed,
+        complete=complete,
+        restarts=restarts,
+    )
+    config.check()
+    return config
+
+
 @handle_errors
 def reverse(
     model: ModelArg,
@@ -180,46 +211,19 @@ def reverse(
     --criterion linf-trigger --ratio 0.25 --fine-tune-epochs 10 --unlearn -o pruned.keras ;
     evaluate pruned.keras --data HELD_OUT --trigger rev/trigger_labelK.npz"""
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import reverse_fmt
-    from kerasaudit.loading import load_model
-    from kerasaudit.reverse import (
-        ReverseConfig,
-        check_artifact_dir,
-        reverse_engineer,
-        write_artifacts,
-    )
+    from kerasaudit.reverse import check_artifact_dir, reverse_engineer, write_artifacts
 
     consoles = Consoles(quiet)
     chosen = parse_labels(labels)
-    config = ReverseConfig(
-        steps=steps,
-        batch_size=opt_batch,
-        images=images,
-        label_batch=label_batch,
-        value_range=parse_value_range(value_range),
-        seed=seed,
-        complete=complete,
-        restarts=restarts,
+    config = reverse_config(
+        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts
     )
-    config.check()
     if output is not None:
         check_artifact_dir(output, force=force)
-    spec = data_spec(
-        data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        limit=limit,
-        batch_size=DEFAULT_BATCH_SIZE,
-        resize=resize,
-    )
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec, io.input_shape, io.outputs)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    dataset = open_inputs(loaded, data_args, data).dataset
     with progress_bar(consoles, "reversing (label-steps)") as update:
         result = reverse_engineer(
             loaded.model, dataset, labels=chosen, config=config, progress=update

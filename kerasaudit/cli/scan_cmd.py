@@ -22,17 +22,18 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.device_options import Device, DeviceOpt, MixedPrecisionOpt, strategy_for
 from kerasaudit.errors import BadInputError, ExitCode
@@ -103,7 +104,6 @@ def scan(
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.data import open_data
     from kerasaudit.formats import scan_fmt
-    from kerasaudit.loading import load_model
 
     consoles = Consoles(quiet)
     if not math.isfinite(threshold):
@@ -113,23 +113,10 @@ def scan(
         check_output_path(save_stats, force=force)
         if output is not None and save_stats.resolve() == output.resolve():
             raise BadInputError("--save-stats and --output name the same file")
-    spec = data_spec(
-        data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        limit=limit,
-        batch_size=batch_size,
-        resize=resize,
-    )
+    spec = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize).spec_for(data)
     strategy = strategy_for(device)
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    if loaded.unsafe and loaded.safety.findings:
-        consoles.info(
-            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
-        )
+    loaded = load(consoles, model, unsafe, custom_objects)
+    warn_if_unsafe(consoles, loaded)
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
     with progress_bar(consoles, "scanning") as update:
         result = scan_lib.scan(

@@ -21,17 +21,18 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
+from kerasaudit.cli.context import load, open_inputs
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
     ChannelsFirstOpt,
+    DataArgs,
     DataOpt,
     LimitOpt,
     ResizeOpt,
     ScaleOpt,
     XKeyOpt,
     YKeyOpt,
-    data_spec,
 )
 from kerasaudit.cli.finetune_options import (
     FineTuneEpochsOpt,
@@ -107,10 +108,7 @@ def sweep(
     smallest ratio with the lowest ASR whose accuracy loss stays within --max-acc-drop."""
     from kerasaudit._io import write_atomic, write_text_atomic
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.formats import sweep_fmt
-    from kerasaudit.loading import load_model
     from kerasaudit.plots import sweep_plot
     from kerasaudit.ranking import Criterion
     from kerasaudit.sweep import sweep as run_sweep
@@ -131,26 +129,14 @@ def sweep(
         raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
     trigger_spec = parse_trigger(trigger)
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
-    spec = data_spec(
-        data,
-        x_key=x_key,
-        y_key=y_key,
-        scale=scale,
-        channels_first=channels_first,
-        limit=limit,
-        batch_size=batch_size,
-        resize=resize,
-    )
-    with consoles.err.status("loading model"):
-        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    io = classifier_io(loaded.model)
-    dataset = open_data(spec, io.input_shape, io.outputs)
-    fitted = trigger_spec.for_data(dataset.info)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
     with progress_bar(consoles, "sweeping layers") as update:
         result = run_sweep(
             loaded.model,
-            dataset,
-            trigger=fitted,
+            inputs.dataset,
+            trigger=inputs.trigger,
             target=target,
             criteria=criteria,
             layers=layer or (),

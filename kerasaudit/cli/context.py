@@ -1,0 +1,64 @@
+"""Load the model and open its data the same way in every command (TensorFlow loads lazily)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kerasaudit.cli.common import Consoles
+from kerasaudit.cli.data_options import DataArgs
+
+if TYPE_CHECKING:
+    from kerasaudit.data import Dataset
+    from kerasaudit.loading import LoadedModel
+    from kerasaudit.triggers import Trigger, TriggerSpec
+
+
+def load(consoles: Consoles, model: Path, unsafe: bool, custom_objects: Path | None) -> LoadedModel:
+    """``load_model`` under the "loading model" spinner."""
+    from kerasaudit.loading import load_model
+
+    with consoles.err.status("loading model"):
+        return load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+
+
+def warn_if_unsafe(consoles: Consoles, loaded: LoadedModel) -> None:
+    if loaded.unsafe and loaded.safety.findings:
+        consoles.info(
+            f"warning: loaded despite {len(loaded.safety.findings)} safety finding(s) (--unsafe)"
+        )
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a classifier command runs on, checked against the model."""
+
+    dataset: Dataset  # --data
+    held_out: Dataset | None  # --eval-data
+    trigger: Trigger | None  # --trigger, fitted to --data
+
+
+def open_inputs(
+    loaded: LoadedModel,
+    data_args: DataArgs,
+    data: Path,
+    eval_data: Path | None = None,
+    trigger: TriggerSpec | None = None,
+) -> Inputs:
+    """Open ``data`` (and ``eval_data``) for the model's input shape and output size and fit
+    ``trigger`` to the data."""
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+
+    io = classifier_io(loaded.model)
+
+    def open_for_model(path: Path) -> Dataset:
+        return open_data(data_args.spec_for(path), io.input_shape, io.outputs)
+
+    dataset = open_for_model(data)
+    return Inputs(
+        dataset,
+        None if eval_data is None else open_for_model(eval_data),
+        None if trigger is None else trigger.for_data(dataset.info),
+    )
