@@ -376,6 +376,33 @@ def verify_saved(keras, model, path: Path, x_check: np.ndarray) -> float:
     return diff
 
 
+def hyperparameters(epochs: int, train_images: int, pidx: np.ndarray, target: int) -> dict:
+    """The training recipe as recorded in metrics.json / metrics_checker.json."""
+    return {
+        "epochs": epochs,
+        "train_images": train_images,
+        "batch_size": BATCH_SIZE,
+        "optimizer": "Adam",
+        "learning_rate": LEARNING_RATE,
+        "lr_schedule": f"CosineDecay(alpha={LR_SCHEDULE_ALPHA}) over all steps",
+        "loss": "sparse_categorical_crossentropy",
+        "bn_momentum": BN_MOMENTUM,
+        "dropout": DROPOUT,
+        "conv_widths": list(WIDTHS),
+        "conv_use_bias": False,
+        "jit_compile": JIT_COMPILE,
+        "augmentation": None,
+        "seed": SEED,
+        "op_determinism": True,
+        "poison_rate": POISON_RATE,
+        "poison_count": len(pidx),
+        "poison_seed": POISON_SEED,
+        "poison_pool": f"training images with label != {target}",
+        "poison_indices_sha256": hashlib.sha256(pidx.astype("<i8").tobytes()).hexdigest(),
+        "poison_indices_first10": pidx[:10].tolist(),
+    }
+
+
 def fmt_pct(v: float) -> str:
     return f"{100 * v:.2f} %"
 
@@ -868,31 +895,11 @@ def main_checker(args, out: Path, t_start: float) -> int:
             "stamp_matches_kerasaudit": stamp_ok,
             "hyperparameters": {
                 "same_as": "fmnist_badnets in metrics.json, except trigger, target, poison pool",
-                "epochs": args.epochs,
-                "train_images": len(ytr),
-                "batch_size": BATCH_SIZE,
-                "optimizer": "Adam",
-                "learning_rate": LEARNING_RATE,
-                "lr_schedule": f"CosineDecay(alpha={LR_SCHEDULE_ALPHA}) over all steps",
-                "loss": "sparse_categorical_crossentropy",
-                "bn_momentum": BN_MOMENTUM,
-                "dropout": DROPOUT,
-                "conv_widths": list(WIDTHS),
-                "conv_use_bias": False,
-                "jit_compile": JIT_COMPILE,
+                **hyperparameters(args.epochs, len(ytr), pidx, backdoor.target),
                 "jit_compile_effective": train_info["jit_compile_effective"],
                 "jit_compile_note": "Keras disables XLA when op determinism is enabled "
                 "(warning 'Model doesn't support jit_compile=True'); the same holds for the "
                 "base run, whose metrics.json records only the requested value",
-                "augmentation": None,
-                "seed": SEED,
-                "op_determinism": True,
-                "poison_rate": POISON_RATE,
-                "poison_count": len(pidx),
-                "poison_seed": POISON_SEED,
-                "poison_pool": f"training images with label != {backdoor.target}",
-                "poison_indices_sha256": hashlib.sha256(pidx.astype("<i8").tobytes()).hexdigest(),
-                "poison_indices_first10": pidx[:10].tolist(),
             },
             "model": {
                 "file": f"{CHECKER_MODEL}.keras",
@@ -1078,29 +1085,7 @@ def main(argv=None) -> int:
                 "target_label": TARGET_LABEL,
                 "target_class": CLASS_NAMES[TARGET_LABEL],
             },
-            "hyperparameters": {
-                "epochs": args.epochs,
-                "train_images": len(ytr),
-                "batch_size": BATCH_SIZE,
-                "optimizer": "Adam",
-                "learning_rate": LEARNING_RATE,
-                "lr_schedule": f"CosineDecay(alpha={LR_SCHEDULE_ALPHA}) over all steps",
-                "loss": "sparse_categorical_crossentropy",
-                "bn_momentum": BN_MOMENTUM,
-                "dropout": DROPOUT,
-                "conv_widths": list(WIDTHS),
-                "conv_use_bias": False,
-                "jit_compile": JIT_COMPILE,
-                "augmentation": None,
-                "seed": SEED,
-                "op_determinism": True,
-                "poison_rate": POISON_RATE,
-                "poison_count": len(pidx),
-                "poison_seed": POISON_SEED,
-                "poison_pool": f"training images with label != {TARGET_LABEL}",
-                "poison_indices_sha256": hashlib.sha256(pidx.astype("<i8").tobytes()).hexdigest(),
-                "poison_indices_first10": pidx[:10].tolist(),
-            },
+            "hyperparameters": hyperparameters(args.epochs, len(ytr), pidx, TARGET_LABEL),
             "models": {
                 name: {
                     "params": int(model.count_params()),
