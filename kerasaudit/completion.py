@@ -40,6 +40,7 @@ import numpy as np
 
 from kerasaudit import _tf
 from kerasaudit.evaluation import log_probabilities, outputs_probabilities
+from kerasaudit.triggers import half_peak_region as region
 
 MAX_REGION_SHARE = 0.25  # larger recovered regions are not completed (see module doc)
 _EPSILON = 1e-7  # tanh parameterisation, as Neural Cleanse
@@ -71,13 +72,12 @@ class Completion:
     label: int
     mask: np.ndarray  # (H, W) in [0, 1]; zero outside the allowed region
     pattern: np.ndarray  # (H, W, C), model input space
-    pixels_before: int  # recovered mask ≥ half its peak
+    pixels_before: int  # the starting mask (the voted core) at ≥ half its peak
     pixels_after: int  # completed mask ≥ half its peak
     allowed_pixels: int  # the dilated region the mask could grow into
     steps: int  # 0 when skipped
     skipped: str | None  # why the recovered trigger was kept unchanged
     restarts: int = 1  # recovered masks the starting core was voted from
-    core_pixels: int = 0  # pixels in that core
 
     @property
     def mask_l1(self) -> float:
@@ -93,14 +93,7 @@ class Completion:
             "steps": self.steps,
             "skipped": self.skipped,
             "restarts": self.restarts,
-            "core_pixels": self.core_pixels,
         }
-
-
-def region(mask: np.ndarray) -> np.ndarray:
-    """Where a recovered mask acts: at least half its peak (boolean, H×W)."""
-    peak = float(mask.max())
-    return (mask > 0) & (mask >= 0.5 * peak)
 
 
 def dilate(area: np.ndarray, steps: int) -> np.ndarray:

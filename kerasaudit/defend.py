@@ -145,7 +145,6 @@ def recovered_trigger(result: LabelResult, input_shape: Sequence[int]) -> Trigge
     """A stampable trigger (target = the label) from one label's recovered mask and pattern:
     the completed one when reverse completed it (kerasaudit.completion), else NC's."""
     mask, pattern = result.trigger_arrays
-    completed = mask is not result.mask
     spec = FileSpec(
         text=f"reverse:label{result.label}", path=Path(f"trigger_label{result.label}.npz")
     )
@@ -156,7 +155,7 @@ def recovered_trigger(result: LabelResult, input_shape: Sequence[int]) -> Trigge
         pattern,
         target=result.label,
         meta={
-            "kind": "neural-cleanse+completion" if completed else "neural-cleanse",
+            "kind": result.trigger_kind,
             "label": result.label,
             "mask_l1": result.mask_l1,
         },

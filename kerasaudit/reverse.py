@@ -224,13 +224,23 @@ class LabelResult:
     completion: Completion | None = None  # flagged labels only (ReverseConfig.complete)
 
     @property
+    def completed(self) -> bool:
+        """A completed trigger exists (completion ran and was not skipped)."""
+        return self.completion is not None and self.completion.skipped is None
+
+    @property
     def trigger_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(mask, pattern) to stamp, unlearn or prune with: the completed trigger when there is
         one, else NC's minimal one."""
-        done = self.completion
-        if done is not None and done.skipped is None:
-            return done.mask, done.pattern
+        if self.completed:
+            assert self.completion is not None
+            return self.completion.mask, self.completion.pattern
         return self.mask, self.pattern
+
+    @property
+    def trigger_kind(self) -> str:
+        """The ``kind`` recorded with :attr:`trigger_arrays` in trigger files."""
+        return "neural-cleanse+completion" if self.completed else "neural-cleanse"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -737,7 +747,7 @@ def _complete(
     done = complete_trigger(
         model, x, result.label, core, pattern, value_range, outputs=outputs, config=settings
     )
-    return replace(done, restarts=len(masks), core_pixels=int(core.sum()))
+    return replace(done, restarts=len(masks))
 
 
 def _check_labels(labels: Sequence[int] | None, num_classes: int) -> list[int]:
@@ -970,7 +980,7 @@ def artifact_names(result: ReverseResult, *, all_images: bool) -> list[str]:
             names.append(f"trigger_label{r.label}.npz")
         if r.flagged or all_images:
             names += [f"{kind}_label{r.label}.png" for kind in ("mask", "pattern", "fusion")]
-        if r.completion is not None and r.completion.skipped is None:
+        if r.completed:
             names.append(f"completed_label{r.label}.png")
     return names
 
@@ -1005,14 +1015,13 @@ def write_artifacts(
         for r in result.labels:
             if r.flagged:
                 mask, pattern = r.trigger_arrays
-                completed = mask is not r.mask
                 save_trigger_file(
                     staging / f"trigger_label{r.label}.npz",
                     mask,
                     pattern,
                     target=r.label,
                     meta={
-                        "kind": "neural-cleanse+completion" if completed else "neural-cleanse",
+                        "kind": r.trigger_kind,
                         "source_model": source_model or result.model,
                         "label": r.label,
                         "mask_l1": r.mask_l1,
@@ -1026,11 +1035,9 @@ def write_artifacts(
                 )
             if r.flagged or all_images:
                 _write_pngs(staging, r.label, r.mask, r.pattern, result.value_range)
-            if r.completion is not None and r.completion.skipped is None:
-                done = r.completion
-                _write_pngs(
-                    staging, r.label, done.mask, done.pattern, result.value_range, completed=True
-                )
+            if r.completed:
+                mask, pattern = r.trigger_arrays
+                _write_pngs(staging, r.label, mask, pattern, result.value_range, completed=True)
         data = (
             report(list(map(str, final)))
             if report is not None

@@ -430,6 +430,13 @@ class BlendTrigger(_PictureTrigger):
         return {**super().to_dict(), "alpha": self.spec.alpha}
 
 
+def half_peak_region(mask: np.ndarray) -> np.ndarray:
+    """Where a reverse-engineered mask acts (boolean, H×W): such masks are rarely exactly 0
+    anywhere, so a pixel counts when the mask reaches at least half its peak."""
+    peak = float(mask.max())
+    return (mask > 0) & (mask >= 0.5 * peak)
+
+
 class FileTrigger(Trigger):
     kind = TriggerKind.FILE
     spec: FileSpec
@@ -448,10 +455,7 @@ class FileTrigger(Trigger):
         self.meta = meta
 
     def _region(self) -> np.ndarray:
-        # Reverse-engineered masks are rarely exactly 0 anywhere: the trigger "acts" where
-        # the mask reaches at least half its peak.
-        peak = float(self.mask.max())
-        return (self.mask > 0) & (self.mask >= 0.5 * peak)
+        return half_peak_region(self.mask)
 
     def describe(self) -> str:
         kind = self.meta.get("kind", "trigger")

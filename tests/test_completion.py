@@ -7,13 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasaudit.completion import (
-    MAX_REGION_SHARE,
-    complete_trigger,
-    consensus,
-    dilate,
-    region,
-)
+from kerasaudit.completion import MAX_REGION_SHARE, complete_trigger, consensus, dilate
+from kerasaudit.triggers import half_peak_region as region
 
 
 def test_region_is_where_the_mask_reaches_half_its_peak() -> None:

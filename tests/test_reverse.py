@@ -89,7 +89,11 @@ def stripe_model(keras: Any, *, backdoor: bool) -> Any:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("reverse")
+    return write_stripe_files(tmp_path_factory.mktemp("reverse"), keras_module)
+
+
+def write_stripe_files(out: Path, keras_module: Any) -> dict[str, Path]:
+    """The backdoored and clean stripe models and two data sets (200 / 300 images) in ``out``."""
     files = {
         "backdoored": out / "backdoored.keras",
         "clean": out / "clean.keras",
@@ -272,7 +276,7 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     # block (it still works, checked with evaluate below), grown from the voted core and kept
     # inside the one-pixel bound around it.
     grown = content.mask >= 0.5 * content.mask.max()
-    assert completion["core_pixels"] <= completion["pixels_after"] == int(grown.sum())
+    assert completion["pixels_before"] <= completion["pixels_after"] == int(grown.sum())
     assert completion["pixels_after"] <= completion["allowed_pixels"]
     assert report["labels"][1]["completion"] is None  # only flagged labels are completed
 

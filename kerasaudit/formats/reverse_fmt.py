@@ -39,7 +39,7 @@ def completion_line(c: Completion) -> str:
     if c.skipped is not None:
         return f"not completed ({c.skipped})"
     return (
-        f"completed: the {c.core_pixels}-pixel core voted by {c.restarts} NC run(s) grew to "
+        f"completed: the {c.pixels_before}-pixel core voted by {c.restarts} NC run(s) grew to "
         f"{c.pixels_after} pixels at ≥ half peak (of {c.allowed_pixels} allowed; mask ℓ1 "
         f"{c.mask_l1:.1f})"
     )
