@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from test_reverse import TRIGGER, K, stripe_data, stripe_model
+from test_reverse import TRIGGER, K, write_stripe_files
 from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
@@ -20,20 +19,7 @@ FAST = ["--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--ratio
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("defend")
-    files = {
-        "backdoored": out / "backdoored.keras",
-        "clean": out / "clean.keras",
-        "data": out / "data.npz",
-        "test": out / "test.npz",
-    }
-    stripe_model(keras_module, backdoor=True).save(files["backdoored"])
-    stripe_model(keras_module, backdoor=False).save(files["clean"])
-    x, y = stripe_data(200, 0)
-    np.savez(files["data"], x=x, y=y)
-    x, y = stripe_data(300, 1)
-    np.savez(files["test"], x=x, y=y)
-    return files
+    return write_stripe_files(tmp_path_factory.mktemp("defend"), keras_module)
 
 
 def test_defend_removes_planted_backdoor_without_knowing_it(
