@@ -316,8 +316,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 @pytest.mark.slow
 def test_sample_backdoored_model(tmp_path: Path) -> None:
     model, data = SAMPLES / "fmnist_badnets.keras", SAMPLES / "fmnist_test.npz"
-    if not (model.exists() and data.exists()):
-        pytest.skip("sample models not generated")
+    assert model.exists() and data.exists(), "the shipped sample model and data are missing"
     spec = (SAMPLES / "trigger.txt").read_text().strip()
     result = _cli(str(model), "-d", str(data), "--trigger", spec, "--target", "0", "-f", "json")
     assert result.exit_code == 0, result.output
