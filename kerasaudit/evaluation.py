@@ -20,9 +20,10 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import _DEFAULT_KEYS, DataInfo, Dataset  # keys named in "no labels"
 from kerasaudit.errors import BadInputError
-from kerasaudit.triggers import Trigger
+from kerasaudit.triggers import AnyTrigger, Trigger, TriggerData
 
 Progress = Callable[[int, int], None]  # (examples done, examples in total)
+OFF_CLASS = -1  # the "target" of an untargeted ASR: triggered images moved off their class
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class AttackResult:
     evaluated: int  # triggered images with true label != target
     to_target: int  # ... classified as the target
     still_correct: int  # ... still classified as their true label
+    classes_known: bool = True  # False for --trigger-data without true classes: no RA
 
     @property
     def asr(self) -> float | None:
@@ -76,7 +78,9 @@ class AttackResult:
 
     @property
     def ra(self) -> float | None:
-        return None if self.evaluated == 0 else self.still_correct / self.evaluated
+        if self.evaluated == 0 or not self.classes_known:
+            return None
+        return self.still_correct / self.evaluated
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,7 +170,7 @@ def classifier_io(model: Any) -> ClassifierIO:
 def evaluate(
     model: Any,
     dataset: Dataset,
-    trigger: Trigger | None = None,
+    trigger: AnyTrigger | None = None,
     target: int | None = None,
     max_asr: float | None = None,
     *,
@@ -189,8 +193,11 @@ def evaluate(
         raise BadInputError("--max-asr needs --trigger (the ASR is measured with a trigger)")
 
     predict = _predict_step(model, info.shape, io.outputs, None)
+    stamps = trigger is not None and not isinstance(trigger, TriggerData)
     predict_triggered = (
-        None if trigger is None else _predict_step(model, info.shape, io.outputs, trigger)
+        _predict_step(model, info.shape, io.outputs, trigger)
+        if stamps and isinstance(trigger, Trigger)
+        else None
     )
     k = io.num_classes
     seen = np.zeros(k, np.int64)
@@ -207,11 +214,25 @@ def evaluate(
                 kept = y[keep]
                 stamped = predict_triggered(x[keep])
                 evaluated += int(keep.sum())
-                to_target += int((stamped == target).sum())
+                hits = stamped != kept if target == OFF_CLASS else stamped == target
+                to_target += int(hits.sum())
                 still_correct += int((stamped == kept).sum())
         done += len(x)
         if progress is not None:
             progress(done, info.count)
+    if isinstance(trigger, TriggerData):
+        assert target is not None
+        images, classes = trigger.attack_images(target)
+        for start in range(0, len(images), 256):
+            stamped = predict(images[start : start + 256])
+            evaluated += len(stamped)
+            part = None if classes is None else classes[start : start + 256]
+            if target == OFF_CLASS:
+                to_target += 0 if part is None else int((stamped != part).sum())
+            else:
+                to_target += int((stamped == target).sum())
+            if part is not None:
+                still_correct += int((stamped == part).sum())
 
     names = info.class_names
     per_class = tuple(
@@ -235,6 +256,7 @@ def evaluate(
             evaluated=evaluated,
             to_target=to_target,
             still_correct=still_correct,
+            classes_known=not isinstance(trigger, TriggerData) or trigger.labelled,
         )
     return EvaluationResult(
         model=str(getattr(model, "name", "model")),
@@ -249,18 +271,22 @@ def evaluate(
 
 
 def _resolve_target(
-    trigger: Trigger | None, target: int | None, io: ClassifierIO
+    trigger: AnyTrigger | None, target: int | None, io: ClassifierIO
 ) -> tuple[int | None, str | None]:
     if trigger is None:
         if target is not None:
             raise BadInputError("--target needs --trigger (the target is the label it forces)")
         return None, None
     source = "--target"
+    if target is None and isinstance(trigger, TriggerData):
+        if trigger.target is None:
+            raise BadInputError("--trigger-data needs --target K (the label the backdoor forces)")
+        target = trigger.target
     if target is None:
         if trigger.target is None:
-            raise BadInputError(
-                "a trigger needs a target label: pass --target K (the label the backdoor forces)"
-            )
+            # No target (an all-to-all backdoor): the ASR counts triggered images moved off
+            # their own class.
+            return OFF_CLASS, "none: untargeted (images moved off their own class)"
         target, source = trigger.target, "trigger file"
     if not 0 <= target < io.num_classes:
         origin = "--target" if source == "--target" else "the trigger file's target"
@@ -372,3 +398,36 @@ def _tensors(model: Any, which: str) -> list[Any]:
             "subclassed model cannot be evaluated)"
         )
     return list(tensors)
+
+
+def logits_function(model: Any) -> Callable[..., Any] | None:
+    """``f(x, training=False)`` → the logits (pre-softmax scores, (n, K)) of a softmax
+    classifier, usable inside ``tf.function`` and differentiable with respect to the model's
+    own variables; None when they cannot be reached (a single sigmoid unit, or a softmax fused
+    into a layer other than Dense). Softmax probabilities saturate in float32 (a probability of
+    1e-40 is 0), so anything that must push a confident model needs logits.
+    """
+    keras = _tf.keras()
+    tf = _tf.tf()
+    last = model.layers[-1]
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs < 2:
+        return None
+    if not outputs_probabilities(model):
+        return lambda x, training=False: tf.cast(model(x, training=training), tf.float32)
+    try:
+        features = keras.Model(model.inputs, last.input)
+    except Exception:  # the last layer is shared or has several inputs
+        return None
+    if type(last).__name__ in ("Softmax", "Activation"):
+        return lambda x, training=False: tf.cast(features(x, training=training), tf.float32)
+    kernel, bias = getattr(last, "kernel", None), getattr(last, "bias", None)
+    if type(last).__name__ != "Dense" or kernel is None:
+        return None
+
+    def dense_logits(x: Any, training: bool = False) -> Any:
+        h = tf.cast(features(x, training=training), tf.float32)
+        z = tf.matmul(h, tf.cast(kernel, tf.float32))
+        return z if bias is None else z + tf.cast(bias, tf.float32)
+
+    return dense_logits

@@ -23,8 +23,9 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.evaluation import outputs_probabilities
+from kerasaudit.evaluation import logits_function, outputs_probabilities
 from kerasaudit.pruning import PruneMask
+from kerasaudit.triggers import TriggerData
 
 MAX_FINE_TUNE_EXAMPLES = 100_000  # held in memory for shuffling; more is not a "clean subset"
 
@@ -44,6 +45,7 @@ class FineTuneSettings:
     learning_rate: float = 1e-4
     train_batchnorm: bool = True
     seed: int = 0
+    distill: float = 0.0  # weight of distillation from the original model on clean images
 
 
 @dataclass(frozen=True)
@@ -82,29 +84,57 @@ def fine_tune(
     batch_size: int = 64,
     seed: int = 0,
     train_batchnorm: bool = True,
+    teacher: Any | None = None,
+    distill: float = 0.0,
 ) -> FineTuneResult:
-    """Fine-tune ``model`` in place on the clean data (labels needed)."""
+    """Fine-tune ``model`` in place on the clean data (labels needed).
+
+    ``trigger``: one trigger or a sequence of them (unlearning); each stamped slot of a batch
+    uses one of them at random. ``teacher`` with ``distill`` > 0: on *clean* images the loss is
+    ``(1 − distill)·CE(label) + distill·KL(teacher ‖ model)`` — the original model's outputs
+    on clean images carry no backdoor and say far more than 1,000 hard labels do — while
+    triggered images always learn their true class.
+    """
     if epochs < 1:
         raise BadInputError("--fine-tune-epochs must be at least 1")
-    mode = FineTuneMode.UNLEARN if trigger is not None else FineTuneMode.PLAIN
+    triggers = _as_list(trigger)
+    mode = FineTuneMode.UNLEARN if triggers else FineTuneMode.PLAIN
     if mode is FineTuneMode.UNLEARN and not 0.0 < unlearn_fraction < 1.0:
         raise BadInputError("--unlearn-fraction must be between 0 and 1")
+    if not 0.0 <= distill <= 1.0:
+        raise BadInputError(f"distillation weight must be in [0, 1], got {distill:g}")
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
     if y is None:
         raise BadInputError("fine-tuning needs labelled clean data (no labels in --data)")
     tf = _tf.tf()
     keras = _tf.keras()
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not outputs_probabilities(model)
-    )
     optimizer = keras.optimizers.Adam(learning_rate)
     masked = [(variable, tf.constant(m)) for variable, m in (mask.pairs if mask else [])]
     trainable = model.trainable_variables
+    targets = [t.target for t in triggers if isinstance(t, TriggerData)]
+    away_target = int(targets[0]) if targets and targets[0] is not None else 0
+    use_teacher = teacher is not None and distill > 0
+    scores = _log_scores(model)
+    teacher_scores = _log_scores(teacher) if use_teacher and teacher is not None else None
 
     @tf.function
-    def step(xb: Any, yb: Any) -> Any:
+    def step(xb: Any, yb: Any, kind: Any) -> Any:
+        # kind per example: 0 clean, 1 triggered with its true class, 2 triggered with an
+        # unknown class (--trigger-data without labels): pushed away from the target instead,
+        # −log Σ_{j≠t} p_j (from logits: a confident backdoor saturates probabilities).
         with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=train_batchnorm))
+            logp = scores(xb, train_batchnorm)  # (n, K) log-probabilities
+            ce = -tf.gather(logp, yb, batch_dims=1)
+            classes = tf.shape(logp)[-1]
+            others = logp - 1e9 * tf.one_hot(away_target, classes)
+            push = -tf.reduce_logsumexp(others, axis=-1)
+            clean_loss = ce
+            if teacher_scores is not None:
+                logpt = teacher_scores(xb, False)
+                kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
+                clean_loss = (1.0 - distill) * ce + distill * kl
+            per = tf.where(kind == 0, clean_loss, tf.where(kind == 1, ce, push))
+            loss = tf.reduce_mean(per)
         optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         for variable, m in masked:  # pruned channels stay exactly zero after every step
             variable.assign(variable * m)
@@ -117,13 +147,28 @@ def fine_tune(
         order = rng.permutation(len(x))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            xb = x[idx]
-            if trigger is not None:
-                stamp = rng.random(len(idx)) < unlearn_fraction
-                if stamp.any():
-                    xb = xb.copy()
-                    xb[stamp] = trigger.apply(xb[stamp])
-            loss_value = float(step(tf.constant(xb), tf.constant(y[idx])))
+            xb, yb = x[idx], y[idx]
+            kind = np.zeros(len(idx), np.int32)
+            if triggers:
+                stamp = np.flatnonzero(rng.random(len(idx)) < unlearn_fraction)
+                if stamp.size:
+                    xb, yb = xb.copy(), yb.copy()
+                    which = rng.integers(0, len(triggers), stamp.size)
+                    for t_index, trig in enumerate(triggers):
+                        slots = stamp[which == t_index]
+                        if not slots.size:
+                            continue
+                        kind[slots] = 1
+                        if isinstance(trig, TriggerData):  # replace with triggered images
+                            xt, yt = trig.sample(rng, int(slots.size))
+                            xb[slots] = xt
+                            if yt is None:
+                                kind[slots] = 2
+                            else:
+                                yb[slots] = yt
+                        else:
+                            xb[slots] = trig.apply(xb[slots])
+            loss_value = float(step(tf.constant(xb), tf.constant(yb), tf.constant(kind)))
             steps += 1
     return FineTuneResult(
         mode=mode,
@@ -135,3 +180,33 @@ def fine_tune(
         stamped_fraction=unlearn_fraction if mode is FineTuneMode.UNLEARN else 0.0,
         final_loss=loss_value,
     )
+
+
+def _as_list(trigger: Any | None) -> list[Any]:
+    if trigger is None:
+        return []
+    if isinstance(trigger, (list, tuple)):
+        return list(trigger)
+    return [trigger]
+
+
+def _log_scores(model: Any) -> Any:
+    """``f(x, training)`` → log-probabilities (n, K), from logits when they are reachable (a
+    saturated softmax has no gradient), else from the outputs (one sigmoid unit: K = 2)."""
+    tf = _tf.tf()
+    logits = logits_function(model)
+    if logits is not None:
+        return lambda x, training: tf.nn.log_softmax(logits(x, training=training))
+    probabilities = outputs_probabilities(model)
+
+    def from_outputs(x: Any, training: bool) -> Any:
+        out = tf.cast(model(x, training=training), tf.float32)
+        if out.shape[-1] == 1:
+            p1 = out[:, 0] if probabilities else tf.sigmoid(out[:, 0])
+            p1 = tf.clip_by_value(p1, 1e-7, 1 - 1e-7)
+            return tf.math.log(tf.stack([1.0 - p1, p1], axis=-1))
+        if probabilities:
+            return tf.math.log(tf.clip_by_value(out, 1e-30, 1.0))
+        return tf.nn.log_softmax(out)
+
+    return from_outputs

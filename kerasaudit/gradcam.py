@@ -41,7 +41,7 @@ from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.inventory import CONV_CLASSES, auditable_layers, walk_layers
-from kerasaudit.triggers import Trigger
+from kerasaudit.triggers import AnyTrigger, TriggerData
 
 DEFAULT_LIMIT = 16
 DEFAULT_BATCH_SIZE = 32
@@ -591,7 +591,7 @@ def gradcam(
     layer: str | None = None,
     class_index: int | None = None,
     limit: int = DEFAULT_LIMIT,
-    trigger: Trigger | None = None,
+    trigger: AnyTrigger | None = None,
     target: int | None = None,
     compare: Any | None = None,
     model_source: str | None = None,
@@ -624,8 +624,28 @@ def gradcam(
     if target is not None and trigger is None:
         raise BadInputError("--target needs --trigger (the target is the label it forces)")
     x, labels, indices, skipped = _select(dataset, limit, target)
-    x_triggered = None if trigger is None else trigger.apply(x).astype(np.float32)
-    region_of = None if trigger is None else trigger.region_mask
+    notes = []
+    region: np.ndarray | None = None
+    if isinstance(trigger, TriggerData):
+        # Images that carry the trigger are other images than the clean ones, and where the
+        # trigger acts is unknown: maps side by side, no localisation number.
+        assert target is not None
+        carried, _ = trigger.attack_images(target)
+        count = min(len(x), len(carried))
+        x, indices = x[:count], indices[:count]
+        labels = None if labels is None else labels[:count]
+        x_triggered = np.asarray(carried[:count], np.float32)
+        region_of = None
+        notes.append(
+            "triggered images come from --trigger-data (not the clean images stamped); "
+            "where the trigger acts is unknown: no localisation number"
+        )
+    elif trigger is not None:
+        x_triggered = trigger.apply(x).astype(np.float32)
+        region_of = trigger.region_mask
+        region = trigger.region_mask()
+    else:
+        x_triggered, region_of = None, None
     models = [(model, "model", model_source)]
     if compare is not None:
         models.append((compare, "compare", compare_source))
@@ -646,13 +666,12 @@ def gradcam(
         )
         for m, role, src in models
     )
-    notes = []
     if skipped:
         notes.append(
             f"{skipped} image(s) of the target class {target} passed over (a trigger has "
             "nothing to change on them)"
         )
-    if trigger is not None and not trigger.region_mask().any():
+    if region is not None and not region.any():
         notes.append("the trigger's region is empty: no localisation number")
     return GradcamResult(
         method=method,
@@ -664,7 +683,7 @@ def gradcam(
         triggered_images=x_triggered,
         trigger=None if trigger is None else trigger.to_dict(),
         target=target,
-        region=None if trigger is None else trigger.region_mask(),
+        region=region,
         models=explained,
         skipped_target_images=skipped,
         data=str(dataset.info.path),

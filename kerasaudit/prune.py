@@ -23,6 +23,7 @@ from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
+from kerasaudit.triggers import TriggerData
 
 HOLDOUT = 0.25  # share of --data held out from fine-tuning to measure layer candidates on
 
@@ -126,11 +127,16 @@ def prune(
     fine_tuning: FineTuneSettings | None = None,
     max_acc_drop: float = 0.015,
     batch_size: int = 128,
+    unlearn_with: Sequence[Any] | None = None,
+    teacher: Any | None = None,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
     The layer choice is measured on ``dataset`` (the defender's data), never on
-    ``eval_dataset``, which only provides the reported before/after numbers.
+    ``eval_dataset``, which only provides the reported before/after numbers. ``unlearn_with``:
+    the triggers fine-tuning unlearns (default: ``trigger``), e.g. every trigger `reverse`
+    found while ``trigger`` ranks the channels. ``teacher``: the model whose clean outputs the
+    fine-tune distils (default: ``model`` itself) when the settings ask for distillation.
     """
     tuning = fine_tuning or FineTuneSettings()
     if not 0.0 < ratio < 1.0:
@@ -147,12 +153,16 @@ def prune(
     can_evaluate = evaluation_data is not None and evaluation_data.info.has_labels
     attack = trigger if (trigger is not None and can_evaluate) else None
 
-    def measure(candidate: Any, on: Dataset | None = evaluation_data) -> EvaluationResult | None:
+    def measure(
+        candidate: Any, on: Dataset | None = evaluation_data, with_trigger: Any = attack
+    ) -> EvaluationResult | None:
         if on is None or not on.info.has_labels:
             return None
-        return evaluate(candidate, on, attack, target if attack else None)
+        return evaluate(candidate, on, with_trigger, target if with_trigger else None)
 
-    def tune(pruned: Any, mask: Any, on: Dataset | None) -> FineTuneResult | None:
+    def tune(
+        pruned: Any, mask: Any, on: Dataset | None, unlearn_with: Any
+    ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
         assert on is not None
@@ -161,7 +171,7 @@ def prune(
             on,
             epochs=tuning.epochs,
             mask=mask,
-            trigger=trigger if tuning.unlearn else None,
+            trigger=unlearn_with if tuning.unlearn else None,
             unlearn_fraction=tuning.unlearn_fraction,
             learning_rate=tuning.learning_rate,
             seed=tuning.seed,
@@ -178,16 +188,24 @@ def prune(
 
     # With fine-tuning, candidates are fine-tuned on part of --data and measured on the rest,
     # which the fine-tune never saw; the chosen layer is then fine-tuned on all of --data.
+    # Triggered images (--trigger-data) are split the same way.
+    holding_out = bool(tuning.epochs and dataset is not None and not layers)
     fit, held = (
         dataset.split(HOLDOUT, seed=tuning.seed)
-        if tuning.epochs and dataset is not None and not layers
+        if holding_out and dataset is not None
         else (dataset, dataset)
     )
+    trigger_fit, trigger_held = (
+        trigger.split(HOLDOUT, seed=tuning.seed)
+        if holding_out and isinstance(trigger, TriggerData)
+        else (trigger, trigger)
+    )
+    held_attack = trigger_held if attack is not None else None
 
     def candidate_result(info: AuditableLayer) -> EvaluationResult | None:
         clone, _, mask = _prune_clone(model, [(info, rankings[info.path].top(ratio))])
-        tune(clone, mask, fit)
-        return measure(clone, held)
+        tune(clone, mask, fit, trigger_fit)
+        return measure(clone, held, held_attack)
 
     choice, chosen = _choose_layers(
         model,
@@ -196,7 +214,7 @@ def prune(
         layers,
         candidates,
         rankings,
-        measure(model, held),
+        measure(model, held, held_attack),
         candidate_result,
         max_acc_drop,
         tuned=bool(tuning.epochs),
@@ -205,7 +223,7 @@ def prune(
     selections = [(info, rankings[info.path].top(ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
     after_prune = measure(pruned_model)
-    tuned = tune(pruned_model, mask, dataset)
+    tuned = tune(pruned_model, mask, dataset, trigger)
     after_tune = measure(pruned_model) if tuned is not None else None
     evaluated_on = (
         "none (no labelled data)"

@@ -72,7 +72,12 @@ class ChannelRanking:
 
 
 def triggered_batches(dataset: Dataset, trigger: Any) -> Any:
-    """A tf.data pipeline of triggered input batches (labels dropped)."""
+    """A tf.data pipeline of triggered input batches (labels dropped); for ``--trigger-data``
+    its own images (all of them: the ℓ∞ statistics are unpaired means)."""
+    from kerasaudit.triggers import TriggerData
+
+    if isinstance(trigger, TriggerData):
+        return trigger.x
     tf = _tf.tf()
     ds = dataset.as_tf_dataset()
     first = ds.element_spec

@@ -13,7 +13,7 @@ branch) fall back to evaluating a pruned clone per point; the result says which 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from kerasaudit.finetune import FineTuneSettings, fine_tune
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, find_layer
 from kerasaudit.pruning import clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_all
+from kerasaudit.triggers import TriggerData
 
 DEFAULT_RATIOS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 _ZERO_AT_ZERO = frozenset(
@@ -199,6 +200,11 @@ def sweep(
     # (measured on the sample: fine-tuning on the 2,000 images and measuring on them too
     # overstated accuracy by ~1.8 points and picked a ratio that cost 1.7 points held out).
     fit, measured_on = dataset.split(HOLDOUT) if fine_tuning else (dataset, dataset)
+    trigger_fit, trigger = (
+        trigger.split(HOLDOUT)
+        if fine_tuning and isinstance(trigger, TriggerData)
+        else (trigger, trigger)
+    )
     baseline = evaluate(model, measured_on, trigger, target)
     if baseline.attack is None:
         raise BadInputError("sweep needs --trigger and --target to measure ASR")
@@ -228,6 +234,7 @@ def sweep(
                 ratios,
                 fine_tuning,
                 fit,
+                trigger_fit,
             )
             slow.append(info.path)
         if progress is not None:
@@ -281,23 +288,15 @@ def _sweep_fast(
     n_masks = int(masks.shape[0])
 
     @tf.function(reduce_retracing=True)
-    def step(x: Any, y: Any) -> tuple[Any, Any, Any, Any]:
-        h_clean = prefix(x, training=False)
-        h_trig = prefix(trigger.apply_tf(x), training=False)
-        keep = tf.not_equal(y, target)
-        h_trig = tf.boolean_mask(h_trig, keep)
-        y_kept = tf.boolean_mask(y, keep)
-
-        def predictions(h: Any) -> Any:
-            # (masks, batch, ...) → one suffix call on the stacked, masked copies.
-            shape = tf.shape(h)
-            # Channels are last in the measured tensor (channels_last models).
-            stacked = h[None] * tf.reshape(masks, [n_masks] + [1] * (len(h.shape) - 1) + [-1])
-            flat = tf.reshape(stacked, tf.concat([[-1], shape[1:]], axis=0))
-            scores = suffix(flat, training=False)
-            return tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int64), [n_masks, -1])
-
-        return predictions(h_clean), predictions(h_trig), y, y_kept
+    def predictions(x: Any) -> Any:
+        # (masks, batch, ...) → one suffix call on the stacked, masked copies.
+        h = prefix(x, training=False)
+        shape = tf.shape(h)
+        # Channels are last in the measured tensor (channels_last models).
+        stacked = h[None] * tf.reshape(masks, [n_masks] + [1] * (len(h.shape) - 1) + [-1])
+        flat = tf.reshape(stacked, tf.concat([[-1], shape[1:]], axis=0))
+        scores = suffix(flat, training=False)
+        return tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int64), [n_masks, -1])
 
     correct = np.zeros(n_masks, np.int64)
     to_target = np.zeros(n_masks, np.int64)
@@ -305,14 +304,15 @@ def _sweep_fast(
     seen = evaluated = 0
     for x, y in dataset.batches():
         assert y is not None
-        clean_pred, trig_pred, labels, kept = (
-            np.asarray(t) for t in step(tf.constant(x), tf.constant(y))
-        )
-        correct += (clean_pred == labels[None]).sum(axis=1)
+        correct += (np.asarray(predictions(tf.constant(x))) == y[None]).sum(axis=1)
+        seen += len(y)
+    for xt, yt in _triggered(dataset, trigger, target):
+        trig_pred = np.asarray(predictions(tf.constant(xt)))
         to_target += (trig_pred == target).sum(axis=1)
-        still += (trig_pred == kept[None]).sum(axis=1)
-        seen += len(labels)
-        evaluated += len(kept)
+        if yt is not None:
+            still += (trig_pred == yt[None]).sum(axis=1)
+        evaluated += len(xt)
+    labelled = not isinstance(trigger, TriggerData) or trigger.labelled
     points = []
     for i, ranking in enumerate(rankings):
         for j, ratio in enumerate(ratios):
@@ -325,10 +325,28 @@ def _sweep_fast(
                     ranking.count_for(ratio),
                     correct[k] / seen,
                     None if evaluated == 0 else to_target[k] / evaluated,
-                    None if evaluated == 0 else still[k] / evaluated,
+                    None if evaluated == 0 or not labelled else still[k] / evaluated,
                 )
             )
     return points
+
+
+def _triggered(
+    dataset: Dataset, trigger: Any, target: int, batch_size: int = 256
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(triggered images, their true classes) whose true class is not the target: clean
+    batches stamped with a spec trigger, or the images of ``--trigger-data``."""
+    if isinstance(trigger, TriggerData):
+        images, classes = trigger.attack_images(target)
+        for start in range(0, len(images), batch_size):
+            part = None if classes is None else classes[start : start + batch_size]
+            yield images[start : start + batch_size], part
+        return
+    for x, y in dataset.batches():
+        assert y is not None
+        keep = y != target
+        if keep.any():
+            yield trigger.apply(x[keep]), y[keep]
 
 
 def _sweep_slow(
@@ -341,6 +359,7 @@ def _sweep_slow(
     ratios: Sequence[float],
     fine_tuning: FineTuneSettings | None = None,
     fit: Dataset | None = None,
+    trigger_fit: Any = None,
 ) -> list[SweepPoint]:
     points = []
     for ranking in rankings:
@@ -353,7 +372,7 @@ def _sweep_slow(
                     fit or dataset,
                     epochs=fine_tuning.epochs,
                     mask=mask,
-                    trigger=trigger if fine_tuning.unlearn else None,
+                    trigger=(trigger_fit or trigger) if fine_tuning.unlearn else None,
                     unlearn_fraction=fine_tuning.unlearn_fraction,
                     learning_rate=fine_tuning.learning_rate,
                     seed=fine_tuning.seed,

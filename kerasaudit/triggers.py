@@ -219,6 +219,10 @@ class FileSpec(TriggerSpec):
                 f"model input {_shape_text(input_shape)} (expected mask {(height, width)} and "
                 f"pattern {(height, width, channels)})"
             )
+        if content.delta is not None and content.delta.shape != content.pattern.shape:
+            raise self._fail(
+                f"delta {content.delta.shape} does not match the pattern {content.pattern.shape}"
+            )
         return FileTrigger(
             self,
             fitted,
@@ -226,6 +230,8 @@ class FileSpec(TriggerSpec):
             content.pattern,
             target=content.target,
             meta=content.meta,
+            delta=content.delta,
+            value_range=content.value_range,
         )
 
 
@@ -245,12 +251,18 @@ class Trigger(ABC):
         pattern: np.ndarray,
         *,
         target: int | None = None,
+        delta: np.ndarray | None = None,
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         self.spec = spec
         self.input_shape = input_shape  # (H, W, C) or (H, W)
         self.mask = _frozen(mask)  # (H, W) float32 in [0, 1]
         self.pattern = _frozen(pattern)  # (H, W, C) float32, model input space
         self.target = target  # the label the trigger is known to force (trigger files only)
+        # An additive part (recovered by `reverse` for image-wide triggers): added after the
+        # mask is stamped, then clipped to ``value_range``.
+        self.delta = None if delta is None else _frozen(delta)
+        self.value_range = value_range
         # Precomputed so stamping is x·keep + add; with m = 1 this is exactly p, with m = 0
         # exactly x (no rounding), which is what makes patch stamping bit-exact.
         with_channels = len(input_shape) == 3
@@ -267,7 +279,12 @@ class Trigger(ABC):
                 f"trigger fitted to inputs {self.input_shape}, got an array shaped {x.shape}"
             )
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
-        return x.astype(dtype, copy=False) * self._keep.astype(dtype) + self._add.astype(dtype)
+        out = x.astype(dtype, copy=False) * self._keep.astype(dtype) + self._add.astype(dtype)
+        if self.delta is not None:
+            delta = self.delta if len(self.input_shape) == 3 else self.delta[..., 0]
+            low, high = self.value_range or (-np.inf, np.inf)
+            out = np.clip(out + delta.astype(dtype), low, high)
+        return out
 
     def apply_tf(self, x: Any) -> Any:
         """The same stamping on a TensorFlow tensor; usable inside ``tf.function``."""
@@ -276,7 +293,13 @@ class Trigger(ABC):
         tf = _tf.tf()
         keep = tf.constant(self._keep, dtype=x.dtype)
         add = tf.constant(self._add, dtype=x.dtype)
-        return x * keep + add
+        out = x * keep + add
+        if self.delta is not None:
+            delta = self.delta if len(self.input_shape) == 3 else self.delta[..., 0]
+            out = out + tf.constant(delta, dtype=x.dtype)
+            if self.value_range is not None:
+                out = tf.clip_by_value(out, self.value_range[0], self.value_range[1])
+        return out
 
     def region_mask(self, h: int | None = None, w: int | None = None) -> np.ndarray:
         """Boolean (h, w): where the trigger acts (default: the input size; other sizes are
@@ -450,16 +473,25 @@ class FileTrigger(Trigger):
         *,
         target: int | None,
         meta: dict[str, Any],
+        delta: np.ndarray | None = None,
+        value_range: tuple[float, float] | None = None,
     ) -> None:
-        super().__init__(spec, input_shape, mask, pattern, target=target)
+        super().__init__(
+            spec, input_shape, mask, pattern, target=target, delta=delta, value_range=value_range
+        )
         self.meta = meta
 
     def _region(self) -> np.ndarray:
+        if self.delta is not None and not self.mask.any():
+            return half_peak_region(np.abs(self.delta).max(axis=-1))
         return half_peak_region(self.mask)
 
     def describe(self) -> str:
         kind = self.meta.get("kind", "trigger")
         target = "" if self.target is None else f", target {self.target}"
+        if self.delta is not None and not self.mask.any():
+            norm = float(np.sqrt(np.square(self.delta.astype(np.float64)).sum()))
+            return f"{kind} file {self.spec.path.name} (additive, ℓ2 {norm:.2f}{target})"
         return (
             f"{kind} file {self.spec.path.name} (mask l1 {self.mask.sum():.1f}, "
             f"{int(self._region().sum())} pixels at ≥ half peak{target})"
@@ -710,6 +742,115 @@ def _resize_float(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(planes, axis=-1)
 
 
+# --- triggered images (--trigger-data) ------------------------------------------------------
+
+MAX_TRIGGER_DATA = 100_000  # held in memory (sampled for unlearning); more is not needed
+
+
+class TriggerData:
+    """``--trigger-data``: images that already carry a trigger, for triggers no spec can stamp
+    on other images (a blend, a sinusoidal signal, a warp, poisoned samples found in an
+    incident). Commands use these images where a spec trigger would be stamped on clean ones:
+    ASR and RA are measured on them, ``linf-trigger`` compares their ℓ∞ with the clean data's
+    (unpaired: mean over these images minus mean over the clean images), and unlearning mixes
+    them into the fine-tuning batches.
+
+    ``y`` are the images' *true* classes when known (for RA and for unlearning with the right
+    label); without them (or when every label equals the target, i.e. the file holds poisoned
+    training labels) unlearning pushes the images away from the target instead.
+    """
+
+    kind = "data"
+
+    def __init__(
+        self,
+        path: str,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        target: int | None,
+        *,
+        note: str | None = None,
+    ) -> None:
+        if len(x) == 0:
+            raise BadInputError(f"--trigger-data {path} holds no images")
+        self.path = path
+        self.x = _frozen(np.ascontiguousarray(x, dtype=np.float32))
+        self.y = None if y is None else _frozen(np.asarray(y, dtype=np.int64))
+        self.target = target
+        self.note = note  # e.g. why the file's labels were ignored
+        self.input_shape = tuple(int(d) for d in self.x.shape[1:])
+
+    @classmethod
+    def from_arrays(
+        cls, path: str, x: np.ndarray, y: np.ndarray | None, target: int | None
+    ) -> TriggerData:
+        """Labels that all equal the target are poisoned labels, not true ones: dropped."""
+        note = None
+        if y is not None and target is not None and len(y) and bool(np.all(y == target)):
+            y, note = None, f"every label in the file is the target {target}: labels ignored"
+        return cls(path, x, y, target, note=note)
+
+    @property
+    def count(self) -> int:
+        return len(self.x)
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
+
+    def with_target(self, target: int | None) -> TriggerData:
+        return TriggerData.from_arrays(self.path, self.x, self.y, target)
+
+    def attack_images(self, target: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The images an ASR is measured on: those whose true class is not the target (all
+        of them when the true classes are unknown), with their classes."""
+        if self.y is None:
+            return self.x, None
+        keep = self.y != target
+        return self.x[keep], self.y[keep]
+
+    def split(self, holdout: float, *, seed: int = 0) -> tuple[TriggerData, TriggerData]:
+        """(fit, held-out) parts, like :meth:`Dataset.split`."""
+        if self.count < 2:
+            return self, self
+        order = np.random.default_rng([seed, 7]).permutation(self.count)
+        n_held = min(self.count - 1, max(1, round(self.count * holdout)))
+        parts = []
+        for name, idx in (("fit", order[n_held:]), ("held-out", order[:n_held])):
+            y = None if self.y is None else self.y[idx]
+            parts.append(TriggerData(f"{self.path} ({name} part)", self.x[idx], y, self.target))
+        return parts[0], parts[1]
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        idx = rng.integers(0, self.count, n)
+        return self.x[idx], (None if self.y is None else self.y[idx])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        raise TypeError("triggered images cannot be stamped on other images (--trigger-data)")
+
+    def region_mask(self, h: int | None = None, w: int | None = None) -> None:
+        return None  # where the trigger acts is unknown
+
+    def describe(self) -> str:
+        labels = "true classes known" if self.labelled else "true classes unknown"
+        return f"{self.count:,} triggered images from {self.path} ({labels})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "spec": f"--trigger-data {self.path}",
+            "description": self.describe(),
+            "input_shape": list(self.input_shape),
+            "images": self.count,
+            "labelled": self.labelled,
+            "note": self.note,
+            "target": self.target,
+        }
+
+
+AnyTrigger = Trigger | TriggerData
+
+
 # --- trigger files -------------------------------------------------------------------------
 
 
@@ -721,6 +862,8 @@ class TriggerFile:
     pattern: np.ndarray  # (H, W, C) float32, model input space
     target: int | None
     meta: dict[str, Any] = field(default_factory=dict)
+    delta: np.ndarray | None = None  # (H, W, C) additive part, or None
+    value_range: tuple[float, float] | None = None  # what stamped images are clipped to
 
 
 def save_trigger_file(
@@ -731,6 +874,8 @@ def save_trigger_file(
     meta: dict[str, Any] | None = None,
     *,
     force: bool = False,
+    delta: np.ndarray | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> None:
     """Write a trigger file atomically.
 
@@ -740,9 +885,11 @@ def save_trigger_file(
     - ``pattern``: float32 (H, W, C), values in the model's input space (after data scaling);
     - ``target``: int64 scalar, the label the trigger forces (absent when unknown);
     - ``meta``: a JSON object as a string: ``format`` (``kerasaudit.trigger/1``), ``created``
-      (UTC, ISO 8601) and whatever the writer adds (``kind``, ``source_model``, ...).
+      (UTC, ISO 8601) and whatever the writer adds (``kind``, ``source_model``, ...);
+    - ``delta`` (optional): float32 (H, W, C), an additive part, with ``value_range`` (two
+      floats) that stamped images are clipped to.
 
-    Stamping is ``(1 − mask)·x + mask·pattern``, broadcast over the channels.
+    Stamping is ``(1 − mask)·x + mask·pattern`` (+ ``delta``, clipped), over the channels.
     """
     mask_array, pattern_array = _check_trigger_arrays(
         np.asarray(mask), np.asarray(pattern), str(path)
@@ -760,6 +907,13 @@ def save_trigger_file(
     }
     if target is not None:
         arrays["target"] = np.array(int(target), dtype=np.int64)
+    if delta is not None:
+        delta_array = np.asarray(delta, np.float32)
+        if delta_array.shape != pattern_array.shape or not np.isfinite(delta_array).all():
+            raise BadInputError(f"trigger file {path}: delta must be finite and shaped as pattern")
+        arrays["delta"] = delta_array
+        low, high = value_range if value_range is not None else (-np.inf, np.inf)
+        arrays["value_range"] = np.array([low, high], np.float32)
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as file:
@@ -783,13 +937,15 @@ def read_trigger_file(path: Path) -> TriggerFile:
                     f"(found {', '.join(sorted(names)) or 'nothing'}); expected a file "
                     "written by `kerasaudit reverse`"
                 )
-            for key in ("mask", "pattern", "target", "meta"):
+            for key in ("mask", "pattern", "target", "meta", "delta", "value_range"):
                 if key in names:
                     _check_member_size(archive, key, where)
         with np.load(path, allow_pickle=False) as npz:
             mask, pattern = npz["mask"], npz["pattern"]
             target_array = npz["target"] if "target" in names else None
             meta_array = npz["meta"] if "meta" in names else None
+            delta_array = npz["delta"] if "delta" in names else None
+            range_array = npz["value_range"] if "value_range" in names else None
     except BadInputError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as err:
@@ -797,12 +953,30 @@ def read_trigger_file(path: Path) -> TriggerFile:
             f"cannot read {where}: corrupt or not a .npz ({' '.join(str(err).split())})"
         ) from err
     mask, pattern = _check_trigger_arrays(mask, pattern, str(path))
+    delta, value_range = _read_delta(delta_array, range_array, pattern.shape, where)
     return TriggerFile(
         mask=mask,
         pattern=pattern,
         target=_read_target(target_array, where),
         meta=_read_meta(meta_array, where),
+        delta=delta,
+        value_range=value_range,
     )
+
+
+def _read_delta(
+    delta: np.ndarray | None,
+    value_range: np.ndarray | None,
+    shape: tuple[int, ...],
+    where: str,
+) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    if delta is None:
+        return None, None
+    if delta.dtype.kind != "f" or delta.shape != shape or not np.isfinite(delta).all():
+        raise BadInputError(f"{where}: delta must be finite floats shaped like the pattern")
+    if value_range is None or value_range.shape != (2,) or not value_range[0] < value_range[1]:
+        raise BadInputError(f"{where}: a delta needs value_range (two floats, low < high)")
+    return delta.astype(np.float32), (float(value_range[0]), float(value_range[1]))
 
 
 def _check_member_size(archive: zipfile.ZipFile, key: str, where: str) -> None:

@@ -189,7 +189,6 @@ def test_unlabelled_data_names_the_key_looked_for(hand_model: Any, files: dict[s
     [
         (3, True, None, r"--target 3 is outside the model's labels 0\.\.2"),
         (-1, True, None, r"--target -1 is outside"),
-        (None, True, None, "pass --target K"),
         (1, False, None, "--target needs --trigger"),
         (None, False, 0.1, "--max-asr needs --trigger"),
         (0, True, 1.5, r"fraction in \[0, 1\]"),
@@ -286,7 +285,6 @@ def test_cli_table_without_trigger_and_output_file(files: dict[str, Path], tmp_p
         (["--trigger", "star:size=2", "--target", "0"], "unknown trigger kind"),
         (["--trigger", "patch:size=9", "--target", "0"], "larger than the 8×8 input"),
         (["--trigger", TRIGGER, "--target", "5"], "outside the model's labels"),
-        (["--trigger", TRIGGER], "--target"),
         (["--max-asr", "150", "--trigger", TRIGGER, "--target", "0"], "--max-asr"),
         (["--trigger", "missing.npz"], "does not exist"),
     ],

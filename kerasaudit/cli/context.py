@@ -10,9 +10,10 @@ from kerasaudit.cli.common import Consoles
 from kerasaudit.cli.data_options import DataArgs
 
 if TYPE_CHECKING:
+    from kerasaudit.cli.trigger_options import TriggerRequest
     from kerasaudit.data import Dataset
     from kerasaudit.loading import LoadedModel
-    from kerasaudit.triggers import Trigger, TriggerSpec
+    from kerasaudit.triggers import AnyTrigger
 
 
 def load(consoles: Consoles, model: Path, unsafe: bool, custom_objects: Path | None) -> LoadedModel:
@@ -36,7 +37,7 @@ class Inputs:
 
     dataset: Dataset  # --data
     held_out: Dataset | None  # --eval-data
-    trigger: Trigger | None  # --trigger, fitted to --data
+    trigger: AnyTrigger | None  # --trigger fitted to --data, or the --trigger-data images
 
 
 def open_inputs(
@@ -44,12 +45,16 @@ def open_inputs(
     data_args: DataArgs,
     data: Path,
     eval_data: Path | None = None,
-    trigger: TriggerSpec | None = None,
+    trigger: TriggerRequest | None = None,
 ) -> Inputs:
-    """Open ``data`` (and ``eval_data``) for the model's input shape and output size and fit
-    ``trigger`` to the data."""
+    """Open ``data`` (and ``eval_data``) for the model's input shape and output size; fit a
+    ``--trigger`` to the data, or read the ``--trigger-data`` images (same data options, no
+    ``--limit``)."""
+    from dataclasses import replace
+
     from kerasaudit.data import open_data
     from kerasaudit.evaluation import classifier_io
+    from kerasaudit.triggers import MAX_TRIGGER_DATA, TriggerData
 
     io = classifier_io(loaded.model)
 
@@ -57,8 +62,16 @@ def open_inputs(
         return open_data(data_args.spec_for(path), io.input_shape, io.outputs)
 
     dataset = open_for_model(data)
+    fitted: AnyTrigger | None = None
+    if trigger is not None and trigger.spec is not None:
+        fitted = trigger.spec.for_data(dataset.info)
+    elif trigger is not None and trigger.data is not None:
+        spec = replace(data_args.spec_for(trigger.data), limit=None)
+        images = open_data(spec, io.input_shape, io.outputs)
+        x, y = images.take_array(min(images.info.count, MAX_TRIGGER_DATA))
+        fitted = TriggerData.from_arrays(str(trigger.data), x, y, trigger.target)
     return Inputs(
         dataset,
         None if eval_data is None else open_for_model(eval_data),
-        None if trigger is None else trigger.for_data(dataset.info),
+        fitted,
     )

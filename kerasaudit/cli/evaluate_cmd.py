@@ -33,7 +33,12 @@ from kerasaudit.cli.data_options import (
     XKeyOpt,
     YKeyOpt,
 )
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError, ExitCode
 
 MaxAsrOpt = Annotated[
@@ -52,6 +57,7 @@ def evaluate(
     model: ModelArg,
     data: DataOpt,
     trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
     max_asr: MaxAsrOpt = None,
     x_key: XKeyOpt = None,
@@ -74,17 +80,16 @@ def evaluate(
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.evaluation import evaluate as run_evaluation
     from kerasaudit.formats import evaluate_fmt
-    from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
     prepare_output(output, force)
     if max_asr is not None and not 0 <= max_asr <= 100:
         raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
     # Parsed before the model loads, so a typo fails in a moment.
-    trigger_spec = None if trigger is None else parse_trigger(trigger)
+    request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
+    inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "evaluating") as update:
         result = run_evaluation(
             loaded.model,

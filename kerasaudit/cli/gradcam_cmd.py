@@ -32,7 +32,12 @@ from kerasaudit.cli.data_options import (
     XKeyOpt,
     YKeyOpt,
 )
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError
 
 
@@ -101,6 +106,7 @@ def gradcam(
     class_index: ClassOpt = None,
     limit: CamLimitOpt = 16,
     trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
     compare: CompareOpt = None,
     x_key: XKeyOpt = None,
@@ -127,19 +133,18 @@ def gradcam(
     from kerasaudit.formats import gradcam_fmt
     from kerasaudit.gradcam import CamMethod
     from kerasaudit.gradcam import gradcam as run_gradcam
-    from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
-    if target is not None and trigger is None:
+    if target is not None and trigger is None and trigger_data is None:
         raise BadInputError("--target needs --trigger (the target is the label it forces)")
+    request = trigger_request(trigger, trigger_data, target)
     prepare_output(output, force)
     prepare_output(report, force)
-    trigger_spec = None if trigger is None else parse_trigger(trigger)
     # --limit here counts explained images; the data itself is not limited.
     data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
     loaded = load(consoles, model, unsafe, custom_objects)
     other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
+    inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "computing maps") as update:
         result = run_gradcam(
             loaded.model,

@@ -42,7 +42,12 @@ from kerasaudit.cli.finetune_options import (
     UnlearnOpt,
     fine_tune_settings,
 )
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError
 
 
@@ -87,6 +92,7 @@ def prune(
         ),
     ] = None,
     trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
     eval_data: Annotated[
         Path | None,
@@ -140,16 +146,17 @@ def prune(
     from kerasaudit.prune import prune as run_prune
     from kerasaudit.ranking import Criterion
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
-    from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
     if not 0.0 < ratio < 1.0:
         raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {ratio:g}")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
-    if criterion is CriterionChoice.LINF_TRIGGER and trigger is None:
+    request = trigger_request(trigger, trigger_data, target)
+    if criterion is CriterionChoice.LINF_TRIGGER and request is None:
         raise BadInputError(
-            "--criterion linf-trigger needs --trigger (a known trigger, or a file from `reverse`)"
+            "--criterion linf-trigger needs --trigger or --trigger-data (a known trigger, or a "
+            "file from `reverse`)"
         )
     tuning = fine_tune_settings(
         fine_tune_epochs,
@@ -158,17 +165,16 @@ def prune(
         learning_rate,
         freeze_bn,
         seed,
-        has_trigger=trigger is not None,
+        has_trigger=request is not None,
     )
     prepare_output(output, force)
     prepare_output(report, force)
-    trigger_spec = None if trigger is None else parse_trigger(trigger)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)
-    inputs = open_inputs(loaded, data_args, data, eval_data, trigger_spec)
+    inputs = open_inputs(loaded, data_args, data, eval_data, request)
     with consoles.err.status("ranking channels, choosing layers, pruning"):
         pruned_model, result = run_prune(
             loaded.model,

@@ -38,7 +38,12 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.gradcam_cmd import MethodChoice
 from kerasaudit.cli.prune_cmd import CriterionChoice
 from kerasaudit.cli.sweep_cmd import _parse_ratios
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError, ExitCode
 
 DEFAULT_SWEEP_RATIOS = "0.05,0.1,0.2,0.3"  # kerasaudit.report.DEFAULT_SWEEP_RATIOS
@@ -74,6 +79,7 @@ def report(
         ),
     ],
     trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
     eval_data: Annotated[
         Path | None,
@@ -159,11 +165,11 @@ def report(
     from kerasaudit.gradcam import CamMethod
     from kerasaudit.ranking import Criterion
     from kerasaudit.report import build_report
-    from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
-    if target is not None and trigger is None:
+    if target is not None and trigger is None and trigger_data is None:
         raise BadInputError("--target needs --trigger (the target is the label it forces)")
+    request = trigger_request(trigger, trigger_data, target)
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     if unlearn and not fine_tune_epochs:
@@ -173,11 +179,10 @@ def report(
     if output.suffix.lower() not in (".html", ".htm"):
         raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
     prepare_output(output, force)
-    trigger_spec = None if trigger is None else parse_trigger(trigger)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
-    inputs = open_inputs(loaded, data_args, data, eval_data, trigger_spec)
+    inputs = open_inputs(loaded, data_args, data, eval_data, request)
     status = consoles.err.status("report")
     with status:
         result = build_report(

@@ -43,7 +43,12 @@ from kerasaudit.cli.finetune_options import (
     fine_tune_settings,
 )
 from kerasaudit.cli.prune_cmd import CriterionChoice
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError
 
 DEFAULT_RATIOS = "0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5,0.6,0.7"
@@ -64,6 +69,7 @@ def sweep(
     model: ModelArg,
     data: DataOpt,
     trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
     criterion: Annotated[
         list[CriterionChoice] | None,
@@ -112,11 +118,13 @@ def sweep(
     from kerasaudit.plots import sweep_plot
     from kerasaudit.ranking import Criterion
     from kerasaudit.sweep import sweep as run_sweep
-    from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
-    if trigger is None:
-        raise BadInputError("sweep needs --trigger (a known trigger, or a file from `reverse`)")
+    request = trigger_request(trigger, trigger_data, target)
+    if request is None:
+        raise BadInputError(
+            "sweep needs --trigger or --trigger-data (a known trigger, or a file from `reverse`)"
+        )
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     ratio_list = _parse_ratios(ratios)
@@ -127,11 +135,10 @@ def sweep(
         prepare_output(path, force)
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
-    trigger_spec = parse_trigger(trigger)
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=trigger_spec)
+    inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "sweeping layers") as update:
         result = run_sweep(
             loaded.model,

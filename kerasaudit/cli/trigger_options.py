@@ -1,10 +1,16 @@
-"""``--trigger`` / ``--target`` options, shared by evaluate, prune, sweep and gradcam."""
+"""``--trigger`` / ``--trigger-data`` / ``--target`` options, shared by every command that
+measures or removes a known trigger."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from kerasaudit.triggers import TriggerSpec
 
 TriggerOpt = Annotated[
     str | None,
@@ -25,3 +31,43 @@ TargetOpt = Annotated[
         show_default=False,
     ),
 ]
+TriggerDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trigger-data",
+        help="Images that carry the trigger (.npz/.npy/HDF5/folder, read with the --data "
+        "options; labels, when present, are their true classes), for triggers no spec can "
+        "stamp: blends, sinusoidal signals, warps, poisoned samples found in an incident. "
+        "Needs --target. Instead of --trigger.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """``--trigger`` (parsed) or ``--trigger-data`` (a path), checked before anything loads."""
+
+    spec: TriggerSpec | None
+    data: Path | None
+    target: int | None
+
+
+def trigger_request(
+    trigger: str | None, trigger_data: Path | None, target: int | None
+) -> TriggerRequest | None:
+    """Parse and check the trigger options (fast: no TensorFlow); None when neither is given."""
+    from kerasaudit.errors import BadInputError
+    from kerasaudit.triggers import parse_trigger
+
+    if trigger is not None and trigger_data is not None:
+        raise BadInputError("give --trigger or --trigger-data, not both")
+    if trigger_data is not None:
+        if not trigger_data.exists():
+            raise BadInputError(f"--trigger-data {trigger_data} does not exist")
+        if target is None:
+            raise BadInputError("--trigger-data needs --target K (the label the backdoor forces)")
+        return TriggerRequest(None, trigger_data, target)
+    if trigger is None:
+        return None
+    return TriggerRequest(parse_trigger(trigger), None, target)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kerasaudit.evaluation import EvaluationResult
+from kerasaudit.evaluation import OFF_CLASS, EvaluationResult
 
 SCHEMA = "kerasaudit.evaluate/1"
 
@@ -25,13 +25,17 @@ def _ratio(part: int, whole: int) -> str:
     return f"{part:,} / {whole:,}"
 
 
+def _target_words(target: int) -> str:
+    return "untargeted: moved off their class" if target == OFF_CLASS else f"target {target}"
+
+
 def summary_line(result: EvaluationResult) -> str:
     """One line for stderr (or a CI log)."""
     line = f"accuracy {_percent(result.accuracy)}"
     if result.attack is not None:
         line += (
             f", ASR {_percent(result.asr)}, RA {_percent(result.ra)} "
-            f"(target {result.attack.target})"
+            f"({_target_words(result.attack.target)})"
         )
     if result.max_asr is not None:
         verdict = "EXCEEDS" if result.asr_exceeded else "within"
@@ -60,12 +64,20 @@ def render(result: EvaluationResult, console: Console) -> None:
     attack = result.attack
     if attack is not None:
         summary.add_row("trigger", Text(attack.trigger["spec"]), "", Text(attack.description))
-        summary.add_row("target", str(attack.target), "", f"from {attack.target_source}")
+        untargeted = attack.target == OFF_CLASS
+        summary.add_row(
+            "target",
+            "none" if untargeted else str(attack.target),
+            "",
+            attack.target_source if untargeted else f"from {attack.target_source}",
+        )
         summary.add_row(
             "ASR",
             _percent(attack.asr),
             _ratio(attack.to_target, attack.evaluated),
-            f"triggered non-target images classified as {attack.target}",
+            "triggered images moved off their own class"
+            if untargeted
+            else f"triggered non-target images classified as {attack.target}",
         )
         summary.add_row(
             "RA",

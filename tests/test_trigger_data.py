@@ -1,0 +1,176 @@
+"""Known triggers that no spec can stamp: --trigger-data (images carrying the trigger), the
+untargeted ASR (no --target: all-to-all), and additive trigger files.
+
+The model is the planted-backdoor stripe classifier of test_reverse: ``patch:size=2,pos=br``
+sends every image to label 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_reverse import TRIGGER, K, write_stripe_files
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+from kerasaudit.data import DataSpec, open_data
+from kerasaudit.evaluation import OFF_CLASS, evaluate
+from kerasaudit.triggers import (
+    TriggerData,
+    load_trigger,
+    parse_trigger,
+    read_trigger_file,
+    save_trigger_file,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("trigger_data")
+    files = write_stripe_files(out, keras_module)
+    # The same 200 images, stamped with the planted trigger, true classes kept.
+    with np.load(files["data"]) as data:
+        x, y = data["x"], data["y"]
+    stamped = x.copy()
+    stamped[:, 6:8, 6:8] = 255
+    files["stamped"] = out / "stamped.npz"
+    np.savez(files["stamped"], x=stamped, y=y)
+    files["poisoned"] = out / "poisoned.npz"  # as found in a training set: labels = target
+    np.savez(files["poisoned"], x=stamped, y=np.zeros_like(y))
+    return files
+
+
+def _json(args: list[str]) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, [*args, "--format", "json", "-q"])
+    return result.exit_code, (json.loads(result.stdout) if result.stdout.strip() else {})
+
+
+def test_trigger_data_measures_what_the_spec_measures(stripes: dict[str, Path]) -> None:
+    base = ["evaluate", str(stripes["backdoored"]), "-d", str(stripes["data"])]
+    code_spec, spec = _json([*base, "--trigger", TRIGGER, "--target", "0"])
+    code_data, data = _json([*base, "--trigger-data", str(stripes["stamped"]), "--target", "0"])
+    assert code_spec == code_data == 0
+    for key in ("evaluated", "to_target", "still_correct", "asr", "ra"):
+        assert spec["attack"][key] == data["attack"][key], key
+    assert spec["attack"]["asr"] > 0.9  # the planted backdoor works
+    assert data["attack"]["trigger"]["kind"] == "data"
+
+
+def test_poisoned_labels_are_not_taken_for_true_classes(stripes: dict[str, Path]) -> None:
+    code, report = _json(
+        ["evaluate", str(stripes["backdoored"]), "-d", str(stripes["data"]),
+         "--trigger-data", str(stripes["poisoned"]), "--target", "0"]
+    )  # fmt: skip
+    assert code == 0
+    attack = report["attack"]
+    assert attack["ra"] is None  # true classes unknown
+    assert attack["evaluated"] == 200  # every image counts when classes are unknown
+    assert "labels ignored" in attack["trigger"]["note"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--trigger-data", "STAMPED"], "--trigger-data needs --target"),
+        (["--trigger-data", "STAMPED", "--trigger", TRIGGER, "--target", "0"], "not both"),
+        (["--trigger-data", "missing.npz", "--target", "0"], "does not exist"),
+    ],
+)
+def test_trigger_data_bad_options_exit_2(
+    stripes: dict[str, Path], extra: list[str], message: str
+) -> None:
+    extra = [str(stripes["stamped"]) if e == "STAMPED" else e for e in extra]
+    result = runner.invoke(
+        app, ["evaluate", str(stripes["backdoored"]), "-d", str(stripes["data"]), *extra]
+    )
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prune_unlearns_with_trigger_data(stripes: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pruned.keras"
+    code, report = _json(
+        ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]),
+         "--eval-data", str(stripes["test"]), "--trigger-data", str(stripes["stamped"]),
+         "--target", "0", "-c", "linf-trigger", "--layer", "conv1", "--ratio", "0.2",
+         "--fine-tune-epochs", "3", "--unlearn", "-o", str(out)]
+    )  # fmt: skip
+    assert code in (0, 1), report
+    assert out.exists()
+    assert report["before"]["attack"]["asr"] > 0.9
+    # The planted channel fires on the bright block: triggered − clean ℓ∞ ranks it first.
+    ranking = report["rankings"][0]
+    assert ranking["order"][0] == K + 2
+    final = report["after_fine_tune"]["attack"]["asr"]
+    assert final < 0.1
+
+
+def test_untargeted_asr_counts_images_moved_off_their_class(
+    stripes: dict[str, Path], keras_module: Any
+) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(stripes["backdoored"]).model
+    dataset = open_data(DataSpec(stripes["data"]), (8, 8, 1), K)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    result = evaluate(model, dataset, trigger)  # no target: untargeted
+    assert result.attack is not None and result.attack.target == OFF_CLASS
+    targeted = evaluate(model, dataset, trigger, 0)
+    assert targeted.attack is not None
+    # Untargeted counts every image (label 0 too) that leaves its class; the backdoor moves
+    # everything but label 0 to label 0.
+    assert result.attack.evaluated == 200
+    moved = result.attack.to_target
+    assert moved == pytest.approx(targeted.attack.to_target, abs=2)
+    assert result.asr == pytest.approx(moved / 200)
+
+
+def test_additive_trigger_file_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    delta = rng.normal(0, 0.2, (8, 8, 1)).astype(np.float32)
+    path = tmp_path / "additive.npz"
+    zeros = np.zeros((8, 8), np.float32)
+    save_trigger_file(
+        path, zeros, np.zeros((8, 8, 1)), target=3, delta=delta, value_range=(0.0, 1.0)
+    )
+    content = read_trigger_file(path)
+    assert content.value_range == (0.0, 1.0)
+    np.testing.assert_array_equal(content.delta, delta)
+    trigger = parse_trigger(str(path)).build((8, 8, 1))
+    x = rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(trigger.apply(x), np.clip(x + delta, 0, 1), atol=1e-6)
+    assert "additive" in trigger.describe() and trigger.region_mask().any()
+    # A delta without its clip range is refused.
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != "value_range"}
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **arrays)
+    from kerasaudit.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="value_range"):
+        read_trigger_file(broken)
+
+
+def test_fine_tune_pushes_unlabelled_triggered_images_off_the_target(
+    stripes: dict[str, Path],
+) -> None:
+    from kerasaudit.finetune import fine_tune
+    from kerasaudit.loading import load_model
+
+    model = load_model(stripes["backdoored"]).model
+    dataset = open_data(DataSpec(stripes["data"]), (8, 8, 1), K)
+    with np.load(stripes["stamped"]) as f:
+        x = f["x"].astype(np.float32) / 255
+    data = TriggerData.from_arrays("stamped", x, None, 0)
+    non_target = x[np.load(stripes["stamped"])["y"] != 0]
+    before = float(np.mean(np.argmax(model.predict(non_target, verbose=0), axis=1) == 0))
+    result = fine_tune(model, dataset, epochs=3, trigger=data, learning_rate=1e-2, batch_size=32)
+    after = float(np.mean(np.argmax(model.predict(non_target, verbose=0), axis=1) == 0))
+    assert result.mode == "unlearn"
+    assert before > 0.9 and after < before / 2
