@@ -34,8 +34,8 @@ from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
 from kerasaudit.prune import FineTuneSettings, PruneResult, prune
 from kerasaudit.ranking import Criterion
-from kerasaudit.reverse import LabelResult, ReverseConfig, ReverseResult, reverse_engineer
-from kerasaudit.triggers import FileSpec, FileTrigger, Trigger
+from kerasaudit.reverse import FoundTrigger, ReverseConfig, ReverseResult, reverse_engineer
+from kerasaudit.triggers import AnyTrigger, FileSpec, FileTrigger, Trigger
 
 StepFn = Callable[[str], None]  # told the name of each step as it starts
 
@@ -78,7 +78,7 @@ class DefenceSettings:
 class TriggerCheck:
     """One trigger's ASR on the evaluation data, before and after the defence."""
 
-    label: int  # the target label it is measured against
+    label: int | None  # the target label it is measured against (None: untargeted)
     source: str  # "recovered" or "known"
     description: str
     asr_before: float | None
@@ -128,6 +128,7 @@ class DefendResult:
         return {
             "backdoor": self.reverse.verdict.backdoor,
             "flagged": list(self.reverse.verdict.flagged),
+            "all_to_all": self.reverse.verdict.all_to_all,
             "changed": self.changed,
             "evaluated_on": self.evaluated_on,
             "before": ev(self.before),
@@ -141,24 +142,49 @@ class DefendResult:
         }
 
 
-def recovered_trigger(result: LabelResult, input_shape: Sequence[int]) -> Trigger:
-    """A stampable trigger (target = the label) from one label's recovered mask and pattern:
-    the completed one when reverse completed it (kerasaudit.completion), else NC's."""
-    mask, pattern = result.trigger_arrays
-    spec = FileSpec(
-        text=f"reverse:label{result.label}", path=Path(f"trigger_label{result.label}.npz")
-    )
+def recovered_trigger(
+    found: FoundTrigger, input_shape: Sequence[int], value_range: tuple[float, float]
+) -> Trigger:
+    """A stampable trigger (target = its label) from one found trigger (see
+    :meth:`ReverseResult.found_triggers`), as `reverse` writes it to a trigger file."""
+    spec = FileSpec(text=f"reverse:{found.stem}", path=Path(f"{found.stem}.npz"))
     return FileTrigger(
         spec,
         tuple(int(d) for d in input_shape),
-        mask,
-        pattern,
-        target=result.label,
-        meta={
-            "kind": result.trigger_kind,
-            "label": result.label,
-            "mask_l1": result.mask_l1,
-        },
+        found.mask,
+        found.pattern,
+        target=found.label,
+        meta={"kind": found.kind, "label": found.label},
+        delta=found.delta,
+        value_range=value_range if found.delta is not None else None,
+    )
+
+
+def remove(
+    model: Any,
+    dataset: Dataset,
+    triggers: Sequence[tuple[int | None, AnyTrigger]],
+    settings: DefenceSettings,
+) -> tuple[Any, PruneResult]:
+    """Remove the backdoor(s) ``triggers`` stand for ((target, trigger) pairs, most suspicious
+    first): the first trigger ranks the channels (triggered − clean ℓ∞) and measures the layer
+    candidates on a held-out part of ``dataset``; every trigger is unlearnt while fine-tuning.
+    Returns the defended clone; ``model`` is never changed."""
+    if not triggers:
+        raise BadInputError("nothing to remove: no trigger")
+    target, first = triggers[0]
+    return prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=settings.ratio,
+        layers=settings.layers,
+        trigger=first,
+        target=target,
+        eval_dataset=None,  # the layer choice must not see held-out data
+        fine_tuning=settings.fine_tuning,
+        max_acc_drop=settings.max_acc_drop,
+        unlearn_with=[t for _, t in triggers],
     )
 
 
@@ -170,7 +196,7 @@ def defend(
     labels: Sequence[int] | None = None,
     reverse_config: ReverseConfig | None = None,
     settings: DefenceSettings | None = None,
-    known_trigger: Trigger | None = None,
+    known_trigger: AnyTrigger | None = None,
     known_target: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_step: StepFn | None = None,
@@ -180,8 +206,6 @@ def defend(
     settings.check()
     if not dataset.info.has_labels and settings.fine_tuning.epochs:
         raise BadInputError("defend fine-tunes on --data: it needs labels")
-    if known_trigger is not None and known_target is None and known_trigger.target is None:
-        raise BadInputError("--eval-trigger needs --eval-target K (the label it forces)")
     seconds: dict[str, float] = {}
 
     def step(name: str) -> float:
@@ -196,28 +220,14 @@ def defend(
     seconds["reverse"] = time.perf_counter() - started
 
     shape = dataset.info.shape
-    recovered = [
-        (reversed_.label(k), recovered_trigger(reversed_.label(k), shape))
-        for k in reversed_.verdict.flagged
-    ]
+    found = reversed_.found_triggers()
+    recovered = [(f, recovered_trigger(f, shape, reversed_.value_range)) for f in found]
     current = model
     prunes: list[PruneResult] = []
     started = step("prune + unlearn")
-    for label_result, trigger in recovered:
-        current, pruned = prune(
-            current,
-            dataset,
-            criterion=Criterion.LINF_TRIGGER,
-            ratio=settings.ratio,
-            layers=settings.layers,
-            trigger=trigger,
-            target=label_result.label,
-            eval_dataset=None,  # the layer choice must not see held-out data
-            fine_tuning=settings.fine_tuning,
-            max_acc_drop=settings.max_acc_drop,
-        )
+    if recovered:
+        current, pruned = remove(model, dataset, [(f.label, t) for f, t in recovered], settings)
         prunes.append(pruned)
-    if prunes:
         seconds["prune"] = time.perf_counter() - started
 
     started = step("evaluate")
@@ -228,9 +238,11 @@ def defend(
     if data.info.has_labels:
         before = evaluate(model, data)
         after = evaluate(current, data) if prunes else None
-        for label_result, trigger in recovered:
+        for found_trigger, trigger in recovered:
             checks.append(
-                _check(model, current, data, trigger, label_result.label, "recovered", bool(prunes))
+                _check(
+                    model, current, data, trigger, found_trigger.label, "recovered", bool(prunes)
+                )
             )
         if known_trigger is not None:
             target = known_target if known_target is not None else known_trigger.target
@@ -256,8 +268,8 @@ def _check(
     original: Any,
     defended: Any,
     data: Dataset,
-    trigger: Trigger,
-    target: int,
+    trigger: AnyTrigger,
+    target: int | None,
     source: str,
     changed: bool,
 ) -> TriggerCheck:

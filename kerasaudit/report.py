@@ -33,7 +33,7 @@ from kerasaudit.prune import FineTuneSettings, PruneResult, prune
 from kerasaudit.ranking import Criterion
 from kerasaudit.scan import ScanResult, scan
 from kerasaudit.sweep import SweepResult, sweep
-from kerasaudit.triggers import Trigger
+from kerasaudit.triggers import AnyTrigger, Trigger
 
 SCHEMA = "kerasaudit.report/1"
 DEFAULT_SWEEP_RATIOS = (0.05, 0.1, 0.2, 0.3)
@@ -74,9 +74,10 @@ class ReverseSection:
         verdict = self.result.verdict
         return {
             "ran": True,
-            "backdoor": bool(verdict.flagged),
+            "backdoor": verdict.backdoor,
             "flagged": [int(k) for k in verdict.flagged],
-            "rule": verdict.rule,
+            "all_to_all": verdict.all_to_all,
+            "rule": verdict.rule.describe(),
             "trigger_used_for_pruning": self.trigger_label,
             "seconds": self.result.seconds,
         }
@@ -337,7 +338,7 @@ def build_report(
     dataset: Dataset,
     *,
     eval_dataset: Dataset | None = None,
-    trigger: Trigger | None = None,
+    trigger: AnyTrigger | None = None,
     target: int | None = None,
     criteria: Sequence[Criterion] = DEFAULT_CRITERIA,
     sweep_ratios: Sequence[float] = DEFAULT_SWEEP_RATIOS,

@@ -61,28 +61,39 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerasaudit import _tf
 from kerasaudit.completion import Completion, CompletionConfig, complete_trigger, consensus
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import (
     classifier_io,
-    log_probabilities,
-    outputs_probabilities,
     predictor,
     stamped_success,
+)
+from kerasaudit.inversion import (
+    UNTARGETED,
+    AdditiveForm,
+    BatchedInversion,
+    InversionConfig,
+    InvertedTrigger,
+    MaskForm,
+)
+from kerasaudit.margin import MarginConfig, MarginResult, max_margins
+from kerasaudit.verdict import (
+    LabelEvidence,
+    ModelEvidence,
+    Verdict,
+    judge,
 )
 
 ProgressFn = Callable[[int, int], None]  # (label-steps done, label-steps in total)
 
 LINF_FLOOR = 0.1  # × the layer's median clean ℓ∞, added to each denominator (see module doc)
-MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of σ for normal data
 _EPSILON = 1e-7  # Keras' epsilon, as NC uses in its tanh parameterisation
 
 
@@ -114,6 +125,16 @@ class ReverseConfig:
     restarts: int = 3  # NC runs per flagged label, this one included
     completion_steps: int = 300
     grow: int = 1
+    # The other engines (kerasaudit.inversion, kerasaudit.margin); see the module doc.
+    untargeted: bool = True  # one untargeted NC row (all-to-all backdoors); needs labels
+    additive: bool = True  # additive inversion per label (blend, signal, warp triggers)
+    additive_steps: int = 500
+    additive_learning_rate: float = 0.01  # × the value range
+    additive_init_cost: float = 1e-2
+    additive_threshold: float = 0.95
+    margin: bool = True  # maximum logit margin per label (MM-BD)
+    margin_starts: int = 24
+    margin_steps: int = 300
 
     def check(self) -> None:
         if self.steps < 1:
@@ -126,39 +147,52 @@ class ReverseConfig:
             raise BadInputError(f"round steps must be at least 1, got {self.round_steps}")
         if self.label_batch is not None and self.label_batch < 1:
             raise BadInputError(f"--label-batch must be at least 1, got {self.label_batch}")
-        if not 0 < self.attack_threshold <= 1:
-            raise BadInputError(
-                f"attack threshold must be in (0, 1], got {self.attack_threshold:g}"
-            )
+        for name in ("attack_threshold", "additive_threshold"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise BadInputError(f"{name.replace('_', ' ')} must be in (0, 1], got {value:g}")
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
             raise BadInputError(f"value range must be LO < HI, got {self.value_range}")
         if self.restarts < 1:
             raise BadInputError(f"--restarts must be at least 1, got {self.restarts}")
         if self.completion_steps < 1 or self.grow < 0:
             raise BadInputError("completion needs steps ≥ 1 and grow ≥ 0")
+        if self.additive_steps < 1 or self.margin_steps < 1 or self.margin_starts < 1:
+            raise BadInputError("additive and margin searches need at least one step and start")
+
+    def inversion(self) -> InversionConfig:
+        """Neural Cleanse's schedule (mask form, targeted and untargeted rows)."""
+        return InversionConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            round_steps=self.round_steps,
+            learning_rate=self.learning_rate,
+            init_cost=self.init_cost,
+            cost_multiplier=self.cost_multiplier,
+            patience=self.patience,
+            attack_threshold=self.attack_threshold,
+            early_stop=self.early_stop,
+            early_stop_patience=self.early_stop_patience,
+            label_batch=self.label_batch,
+            seed=self.seed,
+        )
+
+    def additive_inversion(self, value_range: tuple[float, float]) -> InversionConfig:
+        return replace(
+            self.inversion(),
+            steps=self.additive_steps,
+            learning_rate=self.additive_learning_rate * (value_range[1] - value_range[0]),
+            init_cost=self.additive_init_cost,
+            attack_threshold=self.additive_threshold,
+        )
+
+    def margin_config(self) -> MarginConfig:
+        return MarginConfig(starts=self.margin_starts, steps=self.margin_steps, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "images": self.images,
-            "round_steps": self.round_steps,
-            "learning_rate": self.learning_rate,
-            "init_cost": self.init_cost,
-            "cost_multiplier": self.cost_multiplier,
-            "patience": self.patience,
-            "attack_threshold": self.attack_threshold,
-            "early_stop": self.early_stop,
-            "early_stop_patience": self.early_stop_patience,
-            "label_batch": self.label_batch,
-            "value_range": None if self.value_range is None else list(self.value_range),
-            "seed": self.seed,
-            "bias_images": self.bias_images,
-            "complete": self.complete,
-            "restarts": self.restarts,
-            "completion_steps": self.completion_steps,
-            "grow": self.grow,
-        }
+        out = asdict(self)
+        out["value_range"] = None if self.value_range is None else list(self.value_range)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,6 +235,50 @@ class LayerBias:
 
 
 @dataclass(frozen=True, eq=False)
+class AdditiveFinding:
+    """The smallest universal additive perturbation found for one label."""
+
+    delta: np.ndarray  # (H, W, C), added to images then clipped to the value range
+    l2: float
+    reached: bool  # attack success ≥ additive_threshold was reached
+    attack_success: float  # on the clean non-label images
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "l2": self.l2,
+            "linf": float(np.abs(self.delta).max()),
+            "reached_threshold": self.reached,
+            "attack_success": _finite(self.attack_success),
+            "steps": self.steps,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class UntargetedFinding:
+    """One mask + pattern that moves images off their own class (all-to-all backdoors)."""
+
+    mask: np.ndarray
+    pattern: np.ndarray
+    mask_l1: float
+    reached: bool
+    success: float  # share of clean images it moves off their class
+    steps: int
+    moves_to: tuple[int, ...]  # per true class: the label its stamped images go to most
+    moves_share: tuple[float, ...]  # ... and the share that goes there
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mask_l1": self.mask_l1,
+            "reached_threshold": self.reached,
+            "success": _finite(self.success),
+            "steps": self.steps,
+            "moves_to": list(self.moves_to),
+            "moves_share": [float(v) for v in self.moves_share],
+        }
+
+
+@dataclass(frozen=True, eq=False)
 class LabelResult:
     label: int
     name: str | None  # class name, when the data names its classes
@@ -213,14 +291,18 @@ class LabelResult:
     steps: int
     early_stopped: bool
     final_cost: float
-    mask_anomaly: float  # MAD index of ℓ1; positive = smaller than the median
+    mask_anomaly: float  # log-MAD index of ℓ1; positive = smaller than the median
     linf_excess: float  # max over layers of LayerBias.excess (NaN: no conv layer)
     linf_layer: str | None  # the layer where it is largest
     linf_channel: int | None  # ... and the channel
-    linf_anomaly: float  # MAD index of log(excess) among labels (informative; not in the rule)
     layers: tuple[LayerBias, ...]
     flagged: bool
     reasons: tuple[str, ...]  # why it is (or is not) flagged, for people
+    signals: tuple[str, ...] = ()  # which signals flagged it ("mask", "additive", "margin")
+    additive: AdditiveFinding | None = None
+    additive_anomaly: float = math.nan  # log-MAD index of the additive ℓ2, positive = smaller
+    margin: float = math.nan  # MM-BD's largest logit margin
+    margin_anomaly: float = math.nan  # MAD index, positive = larger
     completion: Completion | None = None  # flagged labels only (ReverseConfig.complete)
 
     @property
@@ -242,11 +324,23 @@ class LabelResult:
         """The ``kind`` recorded with :attr:`trigger_arrays` in trigger files."""
         return "neural-cleanse+completion" if self.completed else "neural-cleanse"
 
+    def evidence(self) -> LabelEvidence:
+        return LabelEvidence(
+            label=self.label,
+            mask_l1=self.mask_l1,
+            mask_reached=self.reached,
+            additive_l2=math.nan if self.additive is None else self.additive.l2,
+            additive_reached=self.additive is not None and self.additive.reached,
+            margin=self.margin,
+            linf_excess=self.linf_excess,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "name": self.name,
             "flagged": self.flagged,
+            "signals": list(self.signals),
             "reasons": list(self.reasons),
             "mask_l1": self.mask_l1,
             "mask_anomaly_index": _finite(self.mask_anomaly),
@@ -256,38 +350,34 @@ class LabelResult:
             "steps": self.steps,
             "early_stopped": self.early_stopped,
             "final_cost": self.final_cost,
+            "additive": None if self.additive is None else self.additive.to_dict(),
+            "additive_anomaly_index": _finite(self.additive_anomaly),
+            "margin": _finite(self.margin),
+            "margin_anomaly_index": _finite(self.margin_anomaly),
             "linf_excess": _finite(self.linf_excess),
             "linf_layer": self.linf_layer,
             "linf_channel": self.linf_channel,
-            "linf_anomaly_index": _finite(self.linf_anomaly),
             "layers": [b.to_dict() for b in self.layers],
             "completion": None if self.completion is None else self.completion.to_dict(),
         }
 
 
-@dataclass(frozen=True)
-class Verdict:
-    flagged: tuple[int, ...]  # labels judged to be backdoor targets, most suspicious first
-    mask_median: float
-    mask_mad: float
-    linf_median: float  # of log(ℓ∞ excess)
-    linf_mad: float
-    rule: str  # the decision rule, in words
+@dataclass(frozen=True, eq=False)
+class FoundTrigger:
+    """A recovered trigger that stands for a backdoor: what ``reverse`` writes as a trigger
+    file and what ``defend`` unlearns."""
 
-    @property
-    def backdoor(self) -> bool:
-        return bool(self.flagged)
+    stem: str  # file name without .npz: trigger_label3, trigger_label3_additive, ...
+    label: int | None  # the target (None: untargeted, all-to-all)
+    kind: str  # neural-cleanse, neural-cleanse+completion, additive, untargeted
+    mask: np.ndarray
+    pattern: np.ndarray
+    delta: np.ndarray | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backdoor": self.backdoor,
-            "flagged": list(self.flagged),
-            "mask_l1_median": self.mask_median,
-            "mask_l1_mad": self.mask_mad,
-            "log_linf_excess_median": _finite(self.linf_median),
-            "log_linf_excess_mad": _finite(self.linf_mad),
-            "rule": self.rule,
-        }
+    def size(self) -> str:
+        if self.delta is not None:
+            return f"ℓ2 {float(np.sqrt(np.square(self.delta.astype(np.float64)).sum())):.2f}"
+        return f"mask ℓ1 {float(self.mask.sum()):.1f}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,6 +394,48 @@ class ReverseResult:
     seconds: float  # whole run (optimisation, attack success, ℓ∞ bias, completion)
     bias_layers: tuple[str, ...]
     completion_seconds: float = 0.0  # restarts + growth of the flagged labels' triggers
+    untargeted: UntargetedFinding | None = None  # None: not run (no labels, or switched off)
+    margins: MarginResult | None = None
+    engine_seconds: tuple[tuple[str, float], ...] = ()  # per engine
+
+    def found_triggers(self) -> list[FoundTrigger]:
+        """The triggers that stand for the verdict's backdoor(s), most suspicious first: per
+        flagged label its (completed) Neural Cleanse trigger when the mask signal flagged it,
+        its additive perturbation when the additive signal did, both when only the margin did;
+        for an all-to-all verdict the untargeted trigger."""
+        out = []
+        for k in self.verdict.flagged:
+            r = self.label(k)
+            mask_signal = "mask" in r.signals
+            additive_signal = "additive" in r.signals
+            if mask_signal or not additive_signal:
+                mask, pattern = r.trigger_arrays
+                out.append(FoundTrigger(f"trigger_label{k}", k, r.trigger_kind, mask, pattern))
+            if r.additive is not None and (additive_signal or not mask_signal):
+                zeros = np.zeros_like(r.mask)
+                out.append(
+                    FoundTrigger(
+                        f"trigger_label{k}_additive",
+                        k,
+                        "additive",
+                        zeros,
+                        np.zeros_like(r.pattern),
+                        r.additive.delta,
+                    )
+                )
+        u = self.untargeted
+        if self.verdict.all_to_all and u is not None:
+            out.append(FoundTrigger("trigger_untargeted", None, "untargeted", u.mask, u.pattern))
+        return out
+
+    def evidence(self) -> ModelEvidence:
+        """The numbers the verdict is computed from (recomputable from the JSON)."""
+        u = self.untargeted
+        return ModelEvidence(
+            tuple(r.evidence() for r in self.labels),
+            math.nan if u is None else u.mask_l1,
+            u is not None and u.reached,
+        )
 
     @property
     def seconds_per_label_step(self) -> float:
@@ -328,6 +460,9 @@ class ReverseResult:
             },
             "num_classes": self.num_classes,
             "verdict": self.verdict.to_dict(),
+            "evidence": self.evidence().to_dict(),
+            "untargeted": None if self.untargeted is None else self.untargeted.to_dict(),
+            "margins": None if self.margins is None else self.margins.to_dict(),
             "labels": [r.to_dict() for r in self.labels],
             "config": self.config.to_dict(),
             "value_range": list(self.value_range),
@@ -339,307 +474,13 @@ class ReverseResult:
                 "seconds_per_label_step": self.seconds_per_label_step,
                 "completion_seconds": self.completion_seconds,
                 "images_per_label_step": self.config.batch_size,
+                "engines": dict(self.engine_seconds),
             },
         }
 
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-# --- the statistics ------------------------------------------------------------------------
-
-
-def anomaly_indices(values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(|v − median| / (1.4826·MAD) signed so that below-median is positive, median, MAD).
-
-    With a MAD of zero (half the values equal) the spread is taken from the mean absolute
-    deviation instead, so one outlier among identical values still stands out.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    median = float(np.median(v))
-    deviation = np.abs(v - median)
-    mad = MAD_CONSISTENCY * float(np.median(deviation))
-    if mad <= 0:
-        mad = 1.2533 * float(np.mean(deviation))  # √(π/2)·mean |dev| estimates σ too
-    if mad <= 0:
-        return np.zeros_like(v), median, 0.0
-    return (median - v) / mad, median, mad
-
-
-# --- the batched optimisation --------------------------------------------------------------
-
-
-@dataclass
-class _LabelState:
-    """NC's per-label schedule bookkeeping (host side, updated once per round)."""
-
-    label: int
-    cost: float
-    steps: int = 0
-    best_l1: float = math.inf
-    best_mask: np.ndarray | None = None
-    best_pattern: np.ndarray | None = None
-    set_counter: int = 0
-    up_counter: int = 0
-    down_counter: int = 0
-    up_flag: bool = False
-    down_flag: bool = False
-    early_counter: int = 0
-    early_best: float = math.inf
-    done: bool = False
-    early_stopped: bool = False
-    history: list[tuple[float, float, float]] = field(default_factory=list)  # (acc, l1, cost)
-
-
-class _BatchedNeuralCleanse:
-    """Masks, patterns and Adam state of every label, stacked on a label axis (see module doc)."""
-
-    def __init__(
-        self,
-        model: Any,
-        labels: Sequence[int],
-        clean: np.ndarray,
-        value_range: tuple[float, float],
-        config: ReverseConfig,
-        outputs: int,
-    ) -> None:
-        tf = _tf.tf()
-        self._tf = tf
-        self.model = model
-        self.labels = list(labels)
-        self.config = config
-        n = len(self.labels)
-        height, width, channels = clean.shape[1:]
-        # NC's initialisation (uniform random mask and pattern, mapped through arctanh), drawn
-        # per label from (seed, label): a label's result does not depend on which other labels
-        # run beside it (--labels, --label-batch).
-        mask0 = np.empty((n, height, width, 1), np.float32)
-        pattern0 = np.empty((n, height, width, channels), np.float32)
-        for i, label in enumerate(self.labels):
-            rng = np.random.default_rng([config.seed, label])
-            mask0[i] = rng.random((height, width, 1), dtype=np.float32)
-            pattern0[i] = rng.random((height, width, channels), dtype=np.float32)
-
-        def raw(values: np.ndarray) -> np.ndarray:
-            return np.arctanh((values - 0.5) * (2 - _EPSILON)).astype(np.float32)
-
-        self.mask_raw = tf.Variable(raw(mask0), trainable=False)
-        self.pattern_raw = tf.Variable(raw(pattern0), trainable=False)
-        self.moments = [
-            tf.Variable(tf.zeros_like(v), trainable=False)
-            for v in (self.mask_raw, self.pattern_raw, self.mask_raw, self.pattern_raw)
-        ]
-        self.adam_t = tf.Variable(tf.zeros([n]), trainable=False)
-        self.cost = tf.Variable(tf.fill([n], np.float32(config.init_cost)), trainable=False)
-        self.targets = tf.constant(np.asarray(self.labels, np.int64))
-        self.clean = tf.Variable(clean, trainable=False)
-        self.low, self.high = (float(value_range[0]), float(value_range[1]))
-        self.probabilities = outputs_probabilities(model)
-        self.outputs = outputs
-        self._round = self._build_round()
-
-    def trigger(self, raw_mask: Any, raw_pattern: Any) -> tuple[Any, Any]:
-        tf = self._tf
-        mask = tf.tanh(raw_mask) / (2 - _EPSILON) + 0.5
-        unit = tf.tanh(raw_pattern) / (2 - _EPSILON) + 0.5
-        return mask, self.low + (self.high - self.low) * unit
-
-    def _build_round(self) -> Callable[..., Any]:
-        tf = self._tf
-        cfg = self.config
-        lr, beta1, beta2, eps = cfg.learning_rate, 0.5, 0.9, 1e-7
-
-        def step(idx: Any, xb: Any) -> tuple[Any, Any, Any]:
-            # xb: (n, B, H, W, C), each label's own batch of clean images.
-            n = tf.shape(idx)[0]
-            batch = tf.shape(xb)[1]
-            raw_mask = tf.gather(self.mask_raw, idx)
-            raw_pattern = tf.gather(self.pattern_raw, idx)
-            cost = tf.gather(self.cost, idx)
-            targets = tf.gather(self.targets, idx)
-            with tf.GradientTape() as tape:
-                tape.watch([raw_mask, raw_pattern])
-                mask, pattern = self.trigger(raw_mask, raw_pattern)
-                # (n, 1, H, W, ·) against (n, B, H, W, C): each label's trigger on its batch.
-                stamped = (1 - mask[:, None]) * xb + (mask * pattern)[:, None]
-                stamped = tf.reshape(stamped, tf.concat([[n * batch], tf.shape(xb)[2:]], 0))
-                scores = log_probabilities(self.model, stamped, self.outputs, self.probabilities)
-                logp = tf.reshape(scores, [n, batch, -1])
-                wanted = tf.repeat(targets[:, None], batch, axis=1)
-                picked = tf.gather(logp, wanted, batch_dims=2)  # (n, B)
-                ce = -tf.reduce_mean(picked, axis=1)
-                l1 = tf.reduce_sum(mask, axis=[1, 2, 3])
-                loss = tf.reduce_sum(ce + cost * l1)  # labels are independent: sum, not mean
-            grads = tape.gradient(loss, [raw_mask, raw_pattern])
-            hits = tf.cast(tf.equal(tf.argmax(logp, axis=-1), wanted), tf.float32)
-            acc = tf.reduce_mean(hits, axis=1)
-            # Adam (β₁ 0.5, β₂ 0.9, NC's) with a step count per label.
-            t = tf.gather(self.adam_t, idx) + 1.0
-            self.adam_t.scatter_nd_update(idx[:, None], t)
-            scale = lr * tf.sqrt(1 - tf.pow(beta2, t)) / (1 - tf.pow(beta1, t))
-            rows = idx[:, None]
-            for var, grad, m_var, v_var in (
-                (self.mask_raw, grads[0], self.moments[0], self.moments[2]),
-                (self.pattern_raw, grads[1], self.moments[1], self.moments[3]),
-            ):
-                m = beta1 * tf.gather(m_var, idx) + (1 - beta1) * grad
-                v = beta2 * tf.gather(v_var, idx) + (1 - beta2) * tf.square(grad)
-                m_var.scatter_nd_update(rows, m)
-                v_var.scatter_nd_update(rows, v)
-                update = scale[:, None, None, None] * m / (tf.sqrt(v) + eps)
-                var.scatter_nd_update(rows, tf.gather(var, idx) - update)
-            return ce, l1, acc
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None, None, None], tf.int32),
-            ],
-            reduce_retracing=True,
-        )
-        def run_round(idx: Any, batch_ids: Any) -> tuple[Any, Any, Any]:
-            n = tf.shape(idx)[0]
-            sums = (tf.zeros([n]), tf.zeros([n]), tf.zeros([n]))
-            rounds = tf.shape(batch_ids)[0]
-            for r in tf.range(rounds):
-                ce, l1, acc = step(idx, tf.gather(self.clean, batch_ids[r]))  # (n, B, H, W, C)
-                sums = (sums[0] + ce, sums[1] + l1, sums[2] + acc)
-            count = tf.cast(rounds, tf.float32)
-            return sums[0] / count, sums[1] / count, sums[2] / count
-
-        return run_round
-
-    def current(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        tf = self._tf
-        idx = tf.constant(list(positions), tf.int32)
-        mask, pattern = self.trigger(
-            tf.gather(self.mask_raw, idx), tf.gather(self.pattern_raw, idx)
-        )
-        # tanh/(2 − ε) + 0.5 can round a hair outside [0, 1] in float32.
-        return (
-            np.clip(np.asarray(mask)[..., 0], 0.0, 1.0),
-            np.clip(np.asarray(pattern), self.low, self.high),
-        )
-
-    def run(self, progress: ProgressFn | None = None) -> list[_LabelState]:
-        cfg = self.config
-        states = [_LabelState(label=k, cost=cfg.init_cost) for k in self.labels]
-        count = int(self.clean.shape[0])
-        batch = min(cfg.batch_size, count)
-        batches = _BatchSchedule(count, batch, cfg.seed)
-        limit = len(states) if cfg.label_batch is None else cfg.label_batch
-        total = cfg.steps * len(states)
-        done_steps = 0
-        while True:
-            active = [i for i, s in enumerate(states) if not s.done][:limit]
-            if not active:
-                break
-            steps = min(cfg.round_steps, *(cfg.steps - states[i].steps for i in active))
-            ids = np.stack(
-                [batches.ids(states[i].label, states[i].steps, steps) for i in active], axis=1
-            )  # (steps, labels, batch)
-            self.cost.scatter_nd_update(
-                np.asarray(active, np.int32)[:, None],
-                np.asarray([states[i].cost for i in active], np.float32),
-            )
-            _, l1, acc = self._round(
-                self._tf.constant(active, self._tf.int32), self._tf.constant(ids)
-            )
-            l1_h, acc_h = np.asarray(l1, np.float64), np.asarray(acc, np.float64)
-            improved = [
-                i
-                for j, i in enumerate(active)
-                if acc_h[j] >= cfg.attack_threshold and l1_h[j] < states[i].best_l1
-            ]
-            if improved:
-                masks, patterns = self.current(improved)
-                for j, i in enumerate(improved):
-                    states[i].best_mask, states[i].best_pattern = masks[j], patterns[j]
-            for j, i in enumerate(active):
-                state = states[i]
-                state.steps += steps
-                state.history.append((float(acc_h[j]), float(l1_h[j]), state.cost))
-                if i in improved:
-                    state.best_l1 = float(l1_h[j])
-                _schedule(state, float(acc_h[j]), cfg)
-                if state.steps >= cfg.steps:
-                    state.done = True
-            done_steps += steps * len(active)
-            if progress is not None:
-                skipped = sum(cfg.steps - s.steps for s in states if s.done)
-                progress(min(total, done_steps + skipped), total)
-        missing = [i for i, s in enumerate(states) if s.best_mask is None]
-        if missing:  # never reached the threshold: keep the last mask, and say so
-            masks, patterns = self.current(missing)
-            for j, i in enumerate(missing):
-                states[i].best_mask, states[i].best_pattern = masks[j], patterns[j]
-        return states
-
-
-class _BatchSchedule:
-    """Which clean images each label sees at each of its steps: shuffled epochs over the
-    sample (NC's mini-batches), drawn from (seed, label, epoch) so that a label's batches do
-    not depend on the other labels optimised beside it."""
-
-    def __init__(self, count: int, batch: int, seed: int) -> None:
-        self.count, self.batch, self.seed = count, batch, seed
-        self.per_epoch = max(1, count // batch)
-        self._orders: dict[tuple[int, int], np.ndarray] = {}
-
-    def _order(self, label: int, epoch: int) -> np.ndarray:
-        key = (label, epoch)
-        if key not in self._orders:
-            if len(self._orders) > 256:
-                self._orders.clear()
-            rng = np.random.default_rng([self.seed, label, epoch, 1])
-            self._orders[key] = rng.permutation(self.count).astype(np.int32)
-        return self._orders[key]
-
-    def ids(self, label: int, first_step: int, steps: int) -> np.ndarray:
-        out = np.empty((steps, self.batch), np.int32)
-        for r in range(steps):
-            epoch, position = divmod(first_step + r, self.per_epoch)
-            start = position * self.batch
-            out[r] = self._order(label, epoch)[start : start + self.batch]
-        return out
-
-
-def _schedule(state: _LabelState, acc: float, cfg: ReverseConfig) -> None:
-    """One round of NC's cost schedule and early stop for one label (NC's visualizer logic)."""
-    if cfg.early_stop:
-        if state.best_l1 < math.inf:
-            if state.best_l1 >= state.early_best:
-                state.early_counter += 1
-            else:
-                state.early_counter = 0
-        state.early_best = min(state.best_l1, state.early_best)
-        if state.up_flag and state.down_flag and state.early_counter >= cfg.early_stop_patience:
-            state.done = state.early_stopped = True
-            return
-    success = acc >= cfg.attack_threshold
-    if state.cost == 0 and success:  # NC's re-start when the cost had decayed to nothing
-        state.set_counter += 1
-        if state.set_counter >= cfg.patience:
-            state.cost = cfg.init_cost
-            state.up_counter = state.down_counter = 0
-            state.up_flag = state.down_flag = False
-    else:
-        state.set_counter = 0
-    if success:
-        state.up_counter += 1
-        state.down_counter = 0
-    else:
-        state.up_counter = 0
-        state.down_counter += 1
-    if state.up_counter >= cfg.patience:
-        state.up_counter = 0
-        state.cost *= cfg.cost_multiplier
-        state.up_flag = True
-    elif state.down_counter >= cfg.patience:
-        state.down_counter = 0
-        state.cost /= cfg.cost_multiplier**1.5
-        state.down_flag = True
 
 
 # --- the stage -----------------------------------------------------------------------------
@@ -654,11 +495,13 @@ def reverse_engineer(
     bias_layers: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> ReverseResult:
-    """Recover a minimal trigger for each label, measure it, and judge (see module doc).
+    """Run every engine, measure what each found, and judge (see module doc).
 
-    ``labels``: the labels to reverse (default: all). The MAD statistics need at least three;
-    with fewer, the per-label numbers are reported and nothing is flagged.
+    ``labels``: the labels to reverse (default: all). The robust statistics need at least
+    three; with fewer, the per-label numbers are reported and nothing is flagged. The
+    untargeted row (all-to-all) runs only when every label is reversed and the data has labels.
     ``bias_layers``: conv layer paths for the ℓ∞ bias (default: every conv layer).
+    ``progress`` is told (row-steps done, row-steps in total) over all engines.
     """
     started = time.perf_counter()
     config = config or ReverseConfig()
@@ -673,37 +516,104 @@ def reverse_engineer(
             f"reverse needs image inputs (H, W, C); the data is shaped {info.shape}"
         )
     value_range = config.value_range or _value_range(x)
-    optimiser = _BatchedNeuralCleanse(model, chosen, x, value_range, config, io.outputs)
+    untargeted = config.untargeted and y is not None and len(chosen) == k
+    nc_rows = [*chosen, UNTARGETED] if untargeted else list(chosen)
+    budget = _Budget(
+        progress,
+        {
+            "neural-cleanse": config.steps * len(nc_rows),
+            "additive": config.additive_steps * len(chosen) if config.additive else 0,
+            "margin": config.margin_steps * len(chosen) if config.margin else 0,
+        },
+    )
+    seconds: dict[str, float] = {}
+
     opt_started = time.perf_counter()
-    states = optimiser.run(progress)
-    opt_seconds = time.perf_counter() - opt_started
+    inverted = BatchedInversion(
+        model, nc_rows, x, y, MaskForm(*value_range), config.inversion(), io.outputs
+    ).run(budget.part("neural-cleanse"))
+    opt_seconds = seconds["neural-cleanse"] = time.perf_counter() - opt_started
+    nc = [t for t in inverted if t.label != UNTARGETED]
     recovered = [
         RecoveredTrigger(
-            label=s.label,
-            mask=np.asarray(s.best_mask, np.float32),
-            pattern=np.asarray(s.best_pattern, np.float32),
-            reached=s.best_l1 < math.inf,
-            steps=s.steps,
-            early_stopped=s.early_stopped,
-            final_cost=s.cost,
+            label=t.label,
+            mask=t.arrays[0],
+            pattern=t.arrays[1],
+            reached=t.reached,
+            steps=t.steps,
+            early_stopped=t.early_stopped,
+            final_cost=t.final_cost,
         )
-        for s in states
+        for t in nc
     ]
     predict = predictor(model, tuple(x.shape[1:]), io.outputs)
     success = [stamped_success(predict, x, y, t.label, t.mask, t.pattern) for t in recovered]
+    untargeted_finding = None
+    if untargeted:
+        assert y is not None
+        (row,) = (t for t in inverted if t.label == UNTARGETED)
+        untargeted_finding = _untargeted_finding(row, predict, x, y, k)
+
+    additive: list[AdditiveFinding | None] = [None] * len(chosen)
+    if config.additive:
+        t0 = time.perf_counter()
+        found = BatchedInversion(
+            model,
+            chosen,
+            x,
+            y,
+            AdditiveForm(*value_range),
+            config.additive_inversion(value_range),
+            io.outputs,
+        ).run(budget.part("additive"))
+        low, high = value_range
+        additive = [
+            AdditiveFinding(
+                t.arrays[0],
+                t.size,
+                t.reached,
+                _additive_success(predict, x, y, t.label, t.arrays[0], low, high),
+                t.steps,
+            )
+            for t in found
+        ]
+        seconds["additive"] = time.perf_counter() - t0
+    margins = None
+    if config.margin:
+        t0 = time.perf_counter()
+        margins = max_margins(
+            model,
+            tuple(x.shape[1:]),
+            chosen,
+            value_range,
+            config.margin_config(),
+            progress=budget.part("margin", scale=len(chosen)),
+        )
+        seconds["margin"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     layers = _bias_layer_paths(model, bias_layers)
     biases = _linf_bias(model, layers, x[: config.bias_images], recovered)
-    names = info.class_names
-    results, verdict = judge(recovered, success, biases, names=names)
+    seconds["linf-bias"] = time.perf_counter() - t0
+    results = _label_results(recovered, success, biases, additive, margins, info.class_names)
+    verdict = judge(ModelEvidence(
+        tuple(r.evidence() for r in results),
+        math.nan if untargeted_finding is None else untargeted_finding.mask_l1,
+        untargeted_finding is not None and untargeted_finding.reached,
+    ))  # fmt: skip
+    results = _apply_verdict(results, verdict)
+
     completion_started = time.perf_counter()
     if config.complete:
         results = [
             replace(r, completion=_complete(model, r, x, value_range, config, io.outputs))
-            if r.flagged
+            if r.flagged and "mask" in r.signals
             else r
             for r in results
         ]
     completion_seconds = time.perf_counter() - completion_started
+    if completion_seconds > 0.01:
+        seconds["completion"] = completion_seconds
     return ReverseResult(
         model=str(getattr(model, "name", "model")),
         data=info,
@@ -713,10 +623,86 @@ def reverse_engineer(
         config=config,
         value_range=(float(value_range[0]), float(value_range[1])),
         optimisation_seconds=opt_seconds,
-        label_steps=sum(s.steps for s in states),
+        label_steps=sum(t.steps for t in inverted),
         seconds=time.perf_counter() - started,
         bias_layers=tuple(layers),
         completion_seconds=completion_seconds,
+        untargeted=untargeted_finding,
+        margins=margins,
+        engine_seconds=tuple(seconds.items()),
+    )
+
+
+class _Budget:
+    """One progress bar over several engines: each gets its share of the total."""
+
+    def __init__(self, progress: ProgressFn | None, parts: dict[str, int]) -> None:
+        self.progress = progress
+        self.parts = parts
+        self.total = sum(parts.values())
+
+    def part(self, name: str, *, scale: int = 1) -> ProgressFn | None:
+        if self.progress is None or not self.parts.get(name):
+            return None
+        names = list(self.parts)
+        offset = sum(self.parts[n] for n in names[: names.index(name)])
+        report = self.progress
+
+        def update(done: int, _total: int) -> None:
+            report(min(self.total, offset + done * scale), self.total)
+
+        return update
+
+
+def _additive_success(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    label: int,
+    delta: np.ndarray,
+    low: float,
+    high: float,
+) -> float:
+    keep = np.ones(len(x), bool) if y is None else y != label
+    if not keep.any():
+        return math.nan
+    stamped = np.clip(x[keep] + delta[None], low, high).astype(np.float32)
+    hits = sum(
+        int((predict(stamped[i : i + 256]) == label).sum()) for i in range(0, len(stamped), 256)
+    )
+    return hits / int(keep.sum())
+
+
+def _untargeted_finding(
+    row: InvertedTrigger,
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+) -> UntargetedFinding:
+    mask, pattern = row.arrays
+    stamped = ((1 - mask[None, ..., None]) * x + mask[..., None] * pattern).astype(np.float32)
+    predicted = np.concatenate([predict(stamped[i : i + 256]) for i in range(0, len(x), 256)])
+    moves_to, share = [], []
+    for c in range(k):
+        mine = predicted[y == c]
+        if mine.size == 0:
+            moves_to.append(-1)
+            share.append(math.nan)
+            continue
+        counts = np.bincount(mine, minlength=k)
+        counts[c] = 0  # where it goes *off* its class
+        moves_to.append(int(np.argmax(counts)))
+        share.append(float(counts.max() / mine.size))
+    return UntargetedFinding(
+        mask=mask,
+        pattern=pattern,
+        mask_l1=row.size,
+        reached=row.reached,
+        success=float(np.mean(predicted != y)),
+        steps=row.steps,
+        moves_to=tuple(moves_to),
+        moves_share=tuple(share),
     )
 
 
@@ -731,12 +717,12 @@ def _complete(
     """Restart NC for one flagged label, vote a core, grow it (see kerasaudit.completion)."""
     masks, patterns = [result.mask], [result.pattern]
     for extra in range(1, config.restarts):
-        restart = replace(config, seed=config.seed + extra)
-        states = _BatchedNeuralCleanse(
-            model, [result.label], x, value_range, restart, outputs
+        restart = replace(config.inversion(), seed=config.seed + extra)
+        (found,) = BatchedInversion(
+            model, [result.label], x, None, MaskForm(*value_range), restart, outputs
         ).run()
-        masks.append(np.asarray(states[0].best_mask, np.float32))
-        patterns.append(np.asarray(states[0].best_pattern, np.float32))
+        masks.append(found.arrays[0])
+        patterns.append(found.arrays[1])
     core, pattern = consensus(masks, patterns)
     settings = CompletionConfig(
         steps=config.completion_steps,
@@ -829,104 +815,62 @@ def layer_excess(path: str, clean: Any, triggered_mean: np.ndarray) -> LayerBias
 # --- the verdict ---------------------------------------------------------------------------
 
 
-def judge(
+def _label_results(
     triggers: Sequence[RecoveredTrigger],
     success: Sequence[tuple[float, int]],
     biases: Sequence[tuple[LayerBias, ...]],
-    *,
-    names: Sequence[str] | None = None,
-) -> tuple[list[LabelResult], Verdict]:
-    """Score every label (mask-norm anomaly index, ℓ∞ excess) and apply :data:`RULE`."""
-    l1 = [t.mask_l1 for t in triggers]
-    mask_index, mask_median, mask_mad = anomaly_indices(l1)
-    tops = [max(layer, key=lambda b: b.excess) if layer else None for layer in biases]
-    excess = np.asarray([math.nan if t is None else t.excess for t in tops], np.float64)
-    log_excess = np.log(np.maximum(excess, 1e-3))  # a ratio: compared on a log scale
-    usable = np.isfinite(excess)
-    linf_index = np.full(len(triggers), math.nan)
-    linf_median = linf_mad = math.nan
-    if usable.sum() >= MIN_LABELS:
-        index, linf_median, linf_mad = anomaly_indices(log_excess[usable])
-        linf_index[usable] = -index  # positive = larger excess than the median
-    enough = len(triggers) >= MIN_LABELS
+    additive: Sequence[AdditiveFinding | None],
+    margins: MarginResult | None,
+    names: Sequence[str] | None,
+) -> list[LabelResult]:
+    """Per-label results before the verdict (flagged = False)."""
     results = []
     for i, trig in enumerate(triggers):
-        is_flagged, reasons = decide(
-            float(mask_index[i]), float(excess[i]), l1[i] < mask_median, enough=enough
-        )
-        top = tops[i]
+        top = max(biases[i], key=lambda b: b.excess) if biases[i] else None
         results.append(
             LabelResult(
                 label=trig.label,
                 name=names[trig.label] if names and trig.label < len(names) else None,
                 mask=trig.mask,
                 pattern=trig.pattern,
-                mask_l1=l1[i],
+                mask_l1=trig.mask_l1,
                 attack_success=success[i][0],
                 attack_images=success[i][1],
                 reached=trig.reached,
                 steps=trig.steps,
                 early_stopped=trig.early_stopped,
                 final_cost=trig.final_cost,
-                mask_anomaly=float(mask_index[i]),
-                linf_excess=float(excess[i]),
+                mask_anomaly=math.nan,
+                linf_excess=math.nan if top is None else top.excess,
                 linf_layer=None if top is None else top.layer,
                 linf_channel=None if top is None else top.top_channel,
-                linf_anomaly=float(linf_index[i]),
                 layers=tuple(biases[i]),
-                flagged=is_flagged,
-                reasons=tuple(reasons),
+                flagged=False,
+                reasons=(),
+                additive=additive[i],
+                margin=math.nan if margins is None else margins.margin(trig.label),
             )
         )
-    order = sorted(results, key=lambda r: (-_finite_or_zero(r.linf_excess), -r.mask_anomaly))
-    verdict = Verdict(
-        flagged=tuple(r.label for r in order if r.flagged),
-        mask_median=mask_median,
-        mask_mad=mask_mad,
-        linf_median=linf_median,
-        linf_mad=linf_mad,
-        rule=RULE if enough else f"{RULE} (not applied: fewer than {MIN_LABELS} labels)",
-    )
-    return results, verdict
+    return results
 
 
-MIN_LABELS = 3  # a median and a MAD of fewer values say nothing
-MASK_INDEX_THRESHOLD = 1.0  # the mask must be unusually small ...
-EXCESS_THRESHOLD = 1.5  # ... and its trigger drive a channel 1.5× beyond its clean maximum
-RULE = (
-    f"flagged = mask ℓ1 below the median with mask index > {MASK_INDEX_THRESHOLD:g} and ℓ∞ "
-    f"excess > {EXCESS_THRESHOLD:g} (the recovered trigger drives a conv channel's mean ℓ∞ "
-    f"beyond {EXCESS_THRESHOLD:g}× its largest value on clean images)"
-)
-
-
-def decide(
-    mask_index: float, excess: float, below_median: bool, *, enough: bool = True
-) -> tuple[bool, list[str]]:
-    """Apply :data:`RULE` to one label; (flagged, reasons in words)."""
-    if not enough:
-        return False, [f"fewer than {MIN_LABELS} labels reversed: no MAD statistics"]
-    if not below_median:
-        return False, ["mask not smaller than the median"]
-    small = mask_index > MASK_INDEX_THRESHOLD
-    driven = math.isfinite(excess) and excess > EXCESS_THRESHOLD
-    mask_text = f"mask index {mask_index:.2f}"
-    excess_text = (
-        f"ℓ∞ excess {excess:.2f}" if math.isfinite(excess) else "no ℓ∞ excess (no conv layer)"
-    )
-    if small and driven:
-        return True, [
-            f"{mask_text} > {MASK_INDEX_THRESHOLD:g}: the mask is unusually small",
-            f"{excess_text} > {EXCESS_THRESHOLD:g}: its trigger drives a conv channel far "
-            "beyond anything clean images do",
-        ]
-    if not small:
-        return False, [f"{mask_text} ≤ {MASK_INDEX_THRESHOLD:g}"]
-    return False, [f"{mask_text} not confirmed: {excess_text} ≤ {EXCESS_THRESHOLD:g}"]
-
-
-def _finite_or_zero(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+def _apply_verdict(results: Sequence[LabelResult], verdict: Verdict) -> list[LabelResult]:
+    out = []
+    for r in results:
+        decision = verdict.decision(r.label)
+        s = verdict.scores.label(r.label)
+        out.append(
+            replace(
+                r,
+                flagged=decision.flagged,
+                signals=decision.signals,
+                reasons=decision.reasons,
+                mask_anomaly=s.mask_index,
+                additive_anomaly=s.additive_index,
+                margin_anomaly=s.margin_index,
+            )
+        )
+    return out
 
 
 # --- artifacts -----------------------------------------------------------------------------
@@ -935,6 +879,7 @@ REPORT_NAME = "reverse.json"
 _ARTIFACT_PATTERNS = (
     REPORT_NAME,
     "trigger_label*.npz",
+    "trigger_untargeted.npz",
     "mask_label*.png",
     "pattern_label*.png",
     "fusion_label*.png",
@@ -974,10 +919,8 @@ def _existing_artifacts(directory: Path) -> list[Path]:
 
 def artifact_names(result: ReverseResult, *, all_images: bool) -> list[str]:
     """The files :func:`write_artifacts` writes, in order."""
-    names = [REPORT_NAME]
+    names = [REPORT_NAME, *(f"{t.stem}.npz" for t in result.found_triggers())]
     for r in result.labels:
-        if r.flagged:
-            names.append(f"trigger_label{r.label}.npz")
         if r.flagged or all_images:
             names += [f"{kind}_label{r.label}.png" for kind in ("mask", "pattern", "fusion")]
         if r.completed:
@@ -994,8 +937,9 @@ def write_artifacts(
     source_model: str | None = None,
     report: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write ``reverse.json``, a trigger file per flagged label (its target = the label) and
-    mask / pattern / fusion (m·p) PNGs per flagged label (every label with ``all_images``).
+    """Write ``reverse.json``, a trigger file per found trigger (:meth:`ReverseResult.
+    found_triggers`; its target = the label) and mask / pattern / fusion (m·p) PNGs per flagged
+    label (every label with ``all_images``).
 
     Everything is written to a staging directory first and moved into ``directory`` (created if
     missing) only when all of it succeeded. Without ``force`` nothing is replaced; with it,
@@ -1012,27 +956,35 @@ def write_artifacts(
     parent = directory if directory.is_dir() else (directory.parent or Path("."))
     staging = Path(tempfile.mkdtemp(prefix=".kerasaudit-reverse-", dir=parent))
     try:
-        for r in result.labels:
-            if r.flagged:
-                mask, pattern = r.trigger_arrays
-                save_trigger_file(
-                    staging / f"trigger_label{r.label}.npz",
-                    mask,
-                    pattern,
-                    target=r.label,
-                    meta={
-                        "kind": r.trigger_kind,
-                        "source_model": source_model or result.model,
-                        "label": r.label,
-                        "mask_l1": r.mask_l1,
-                        "attack_success": _finite(r.attack_success),
-                        "mask_anomaly_index": _finite(r.mask_anomaly),
-                        "linf_excess": _finite(r.linf_excess),
-                        "flagged": r.flagged,
-                        "value_range": list(result.value_range),
-                        "completion": None if r.completion is None else r.completion.to_dict(),
-                    },
+        for found in result.found_triggers():
+            meta: dict[str, Any] = {
+                "kind": found.kind,
+                "source_model": source_model or result.model,
+                "label": found.label,
+                "value_range": list(result.value_range),
+            }
+            if found.label is not None:
+                r = result.label(found.label)
+                meta.update(
+                    signals=list(r.signals),
+                    mask_l1=r.mask_l1,
+                    attack_success=_finite(r.attack_success),
+                    mask_anomaly_index=_finite(r.mask_anomaly),
+                    additive_anomaly_index=_finite(r.additive_anomaly),
+                    margin_anomaly_index=_finite(r.margin_anomaly),
+                    linf_excess=_finite(r.linf_excess),
+                    completion=None if r.completion is None else r.completion.to_dict(),
                 )
+            save_trigger_file(
+                staging / f"{found.stem}.npz",
+                found.mask,
+                found.pattern,
+                target=found.label,
+                meta=meta,
+                delta=found.delta,
+                value_range=result.value_range if found.delta is not None else None,
+            )
+        for r in result.labels:
             if r.flagged or all_images:
                 _write_pngs(staging, r.label, r.mask, r.pattern, result.value_range)
             if r.completed:

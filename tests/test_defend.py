@@ -82,7 +82,7 @@ def test_defend_clean_model_changes_and_writes_nothing(
     )
     assert result.exit_code == 0, result.output
     assert not out.exists()
-    assert "no backdoor target found" in result.stdout
+    assert "no backdoor found" in result.stdout
     assert "Step 2: skipped" in result.stdout
 
 

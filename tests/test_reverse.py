@@ -20,18 +20,22 @@ from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
+from kerasaudit.inversion import _LabelState, schedule
 from kerasaudit.reverse import (
-    MAD_CONSISTENCY,
     ReverseConfig,
-    _LabelState,
-    _schedule,
-    anomaly_indices,
     check_artifact_dir,
-    decide,
     layer_excess,
     reverse_engineer,
 )
 from kerasaudit.triggers import read_trigger_file
+from kerasaudit.verdict import (
+    MAD_CONSISTENCY,
+    LabelEvidence,
+    ModelEvidence,
+    Rule,
+    anomaly_indices,
+    judge,
+)
 
 runner = CliRunner()
 K = 5  # labels of the tiny models
@@ -133,26 +137,57 @@ def test_schedule_follows_neural_cleanse() -> None:
     cfg = ReverseConfig(patience=2, early_stop_patience=3)
     state = _LabelState(label=0, cost=cfg.init_cost)
     for _ in range(2):  # two successful rounds → cost × 1.5
-        _schedule(state, 1.0, cfg)
+        schedule(state, 1.0, cfg)
     assert state.cost == pytest.approx(1.5e-3) and state.up_flag
     for _ in range(2):  # two failing rounds → cost ÷ 1.5^1.5
-        _schedule(state, 0.5, cfg)
+        schedule(state, 0.5, cfg)
     assert state.cost == pytest.approx(1.5e-3 / 1.5**1.5) and state.down_flag
     state.best_l1 = 7.0  # a best mask that no longer shrinks → early stop after 3 rounds
     for _ in range(4):
-        _schedule(state, 1.0, cfg)
+        schedule(state, 1.0, cfg)
     assert state.done and state.early_stopped
 
 
-def test_decision_rule() -> None:
-    assert decide(2.5, 3.0, True)[0]  # small mask, its trigger drives a channel far out
-    assert decide(1.2, 1.6, True)[0]
-    flagged, reasons = decide(3.3, 1.2, True)  # small but natural (the "Bag" case)
-    assert not flagged and "not confirmed" in reasons[0]
-    assert not decide(0.5, 9.0, True)[0]  # an excess alone is not enough
-    assert not decide(3.5, 9.0, False)[0]  # larger than the median: never
-    assert not decide(5.0, 5.0, True, enough=False)[0]
-    assert not decide(5.0, math.nan, True)[0]  # no conv layer: no confirmation
+def _evidence(masks: list[float], **kw: Any) -> ModelEvidence:
+    n = len(masks)
+    additive = kw.get("additive", [2.0] * n)
+    margin = kw.get("margin", [30.0 + i % 3 for i in range(n)])
+    return ModelEvidence(
+        tuple(
+            LabelEvidence(k, masks[k], True, additive[k], True, margin[k], 1.0) for k in range(n)
+        ),
+        kw.get("untargeted", math.nan),
+        kw.get("untargeted_reached", True),
+    )
+
+
+def test_verdict_flags_a_label_when_any_signal_stands_out() -> None:
+    rule = Rule(mask_index=3.0, additive_index=3.0, margin_index=3.0, untargeted_ratio=0.2)
+    spread = [60.0, 55.0, 70.0, 65.0, 58.0, 72.0, 61.0, 68.0, 63.0, 66.0]
+    assert not judge(_evidence(spread), rule).backdoor
+    # A mask ten times smaller than the others (log scale: far out).
+    small = [6.0, *spread[1:]]
+    verdict = judge(_evidence(small), rule)
+    assert verdict.flagged == (0,) and verdict.decision(0).signals == ("mask",)
+    # The same label standing out on the margin alone (a blend or warp trigger).
+    margins = [30.0, 31.0, 29.0, 32.0, 30.5, 31.5, 29.5, 30.2, 31.2, 120.0]
+    verdict = judge(_evidence(spread, margin=margins), rule)
+    assert verdict.flagged == (9,) and verdict.decision(9).signals == ("margin",)
+    # Two targets are both flagged, most suspicious first.
+    both = [6.0, 20.0, *spread[2:]]
+    assert judge(_evidence(both), rule).flagged == (0, 1)
+    # An untargeted mask far below the median: all-to-all.
+    verdict = judge(_evidence(spread, untargeted=8.0), rule)
+    assert verdict.all_to_all and verdict.backdoor and verdict.flagged == ()
+    assert not judge(_evidence(spread, untargeted=8.0, untargeted_reached=False), rule).backdoor
+    # Fewer than three labels: no statistics, nothing flagged.
+    assert not judge(_evidence([1.0, 60.0]), rule).backdoor
+
+
+def test_evidence_survives_a_json_round_trip() -> None:
+    evidence = _evidence([6.0, 60.0, 61.0], untargeted=40.0)
+    data = json.loads(json.dumps(evidence.to_dict(), allow_nan=False))
+    assert ModelEvidence.from_dict(data) == evidence
 
 
 def test_layer_excess_is_stamped_mean_over_clean_max() -> None:
@@ -229,7 +264,7 @@ def test_labels_do_not_depend_on_their_companions(tiny: dict[str, Path]) -> None
     for a, b in zip(together.labels, chunked.labels, strict=True):
         np.testing.assert_allclose(a.mask, b.mask, atol=1e-4)
     np.testing.assert_allclose(together.label(1).mask, alone.label(1).mask, atol=1e-4)
-    assert alone.verdict.flagged == () and "not applied" in alone.verdict.rule
+    assert alone.verdict.flagged == () and not alone.verdict.scores.enough_labels
 
 
 def test_clean_model_has_no_flagged_label(tiny: dict[str, Path]) -> None:

@@ -47,6 +47,7 @@ from kerasaudit.cli.reverse_cmd import (
     parse_labels,
     reverse_config,
 )
+from kerasaudit.cli.trigger_options import TriggerRequest
 from kerasaudit.errors import BadInputError, ExitCode
 
 
@@ -212,7 +213,8 @@ def defend(
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(requested_format, loaded.format, output)
-    inputs = open_inputs(loaded, data_args, data, eval_data, known_spec)
+    known = None if known_spec is None else TriggerRequest(known_spec, None, eval_target)
+    inputs = open_inputs(loaded, data_args, data, eval_data, known)
     with progress_bar(consoles, "reverse (label-steps)") as update:
         defended, result = run_defend(
             loaded.model,

@@ -22,15 +22,21 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def _towards(label: int | None) -> str:
+    return "off their class" if label is None else f"→ {label}"
+
+
 def summary_line(result: DefendResult, output: str | None) -> str:
-    flagged = result.reverse.verdict.flagged
-    if not flagged:
-        return "defend: no backdoor target found; model unchanged, nothing written"
-    line = f"defend: label(s) {', '.join(map(str, flagged))} flagged"
+    if not result.reverse.verdict.backdoor:
+        return "defend: no backdoor found; model unchanged, nothing written"
+    line = "defend: " + reverse_fmt.verdict_words(result.reverse)
     if result.before is not None and result.after is not None:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.after.accuracy)}"
     for c in result.checks:
-        line += f"; {c.source} trigger → {c.label}: ASR {_pct(c.asr_before)} → {_pct(c.asr_after)}"
+        line += (
+            f"; {c.source} trigger {_towards(c.label)}: ASR {_pct(c.asr_before)} → "
+            f"{_pct(c.asr_after)}"
+        )
     if output:
         line += f"; wrote {output}"
     return line
@@ -44,7 +50,7 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
             console.print(Text("Step 2: prune (recovered trigger) + unlearn", style="bold"))
             prune_fmt.render(pruned, console)
     else:
-        console.print(Text("Step 2: skipped (no label flagged, model unchanged)", style="bold"))
+        console.print(Text("Step 2: skipped (no backdoor found, model unchanged)", style="bold"))
     console.print(Text(f"Step 3: evaluate on {result.evaluated_on}", style="bold"))
     table = Table(show_header=True)
     for column in ("measure", "original", "defended"):
@@ -57,7 +63,7 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
         )
     for c in result.checks:
         table.add_row(
-            Text(f"ASR, {c.source} trigger → {c.label}"),
+            Text(f"ASR, {c.source} trigger {_towards(c.label)}"),
             _pct(c.asr_before),
             _pct(c.asr_after) if result.changed else "unchanged",
         )

@@ -342,21 +342,24 @@ def _scan(data: ReportData) -> str:
 
 def _reverse(data: ReportData) -> str:
     what = (
-        "Neural Cleanse: for each label, the smallest patch (mask and pattern) that turns clean "
-        "images into that label; a label that needs an abnormally small patch is a suspected "
-        "backdoor target."
+        "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
+        "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
+        "label that stands out from the others on any of them is a suspected backdoor target."
     )
     rev = data.reverse
     if isinstance(rev, Skipped):
         return _section("reverse", "Reverse engineering", what, _skipped(rev))
     result = rev.result
     verdict = result.verdict
-    if verdict.flagged:
-        head = _badge("bad", "backdoor suspected") + _e(
-            f"target label(s): {', '.join(map(str, verdict.flagged))}"
-        )
+    if verdict.backdoor:
+        what_found = []
+        if verdict.flagged:
+            what_found.append(f"target label(s): {', '.join(map(str, verdict.flagged))}")
+        if verdict.all_to_all:
+            what_found.append("all-to-all: one small trigger moves images off their own class")
+        head = _badge("bad", "backdoor suspected") + _e("; ".join(what_found))
     else:
-        head = _badge("ok", "no label flagged") + _e("no label needs an abnormally small patch")
+        head = _badge("ok", "no label flagged") + _e("no label stands out on any signal")
     body = f"<p>{head}</p>"
     if rev.trigger_label is not None:
         body += (
@@ -370,20 +373,25 @@ def _reverse(data: ReportData) -> str:
             r.label if r.name is None else f"{r.label} ({r.name})",
             _num(r.mask_l1, 4),
             _num(r.mask_anomaly),
-            _pct(r.attack_success, 1),
-            _num(r.linf_anomaly),
-            "FLAGGED" if r.flagged else "–",
+            "–" if r.additive is None else _num(r.additive.l2, 3),
+            _num(r.additive_anomaly),
+            _num(r.margin, 1),
+            _num(r.margin_anomaly),
+            _num(r.linf_excess),
+            ", ".join(r.signals) if r.flagged else "–",
         ]
         for r in result.labels
     ]
     body += _table(
-        ["label", "mask ℓ1", "anomaly index (ℓ1)", "attack success", "anomaly index (ℓ∞)",
-         "verdict"],
+        ["label", "mask ℓ1", "index", "additive ℓ2", "index", "margin", "index", "ℓ∞ excess",
+         "flagged by"],
         rows,
-        numeric=(1, 2, 3, 4),
+        numeric=(1, 2, 3, 4, 5, 6, 7),
         flagged_rows=[i for i, r in enumerate(result.labels) if r.flagged],
     )  # fmt: skip
-    body += f'<p class="note">Rule: {_e(verdict.rule)}. Time: {result.seconds:.0f} s.</p>'
+    body += (
+        f'<p class="note">Rule: {_e(verdict.rule.describe())}. Time: {result.seconds:.0f} s.</p>'
+    )
     return _section("reverse", "Reverse engineering", what, body)
 
 

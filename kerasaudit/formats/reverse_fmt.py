@@ -45,68 +45,74 @@ def completion_line(c: Completion) -> str:
     )
 
 
-def summary_line(result: ReverseResult) -> str:
+def verdict_words(result: ReverseResult) -> str:
     v = result.verdict
-    cost = (
-        f"{result.label_steps:,} label-steps in {result.optimisation_seconds:.1f} s "
-        f"({1000 * result.seconds_per_label_step:.1f} ms each)"
-    )
+    parts = []
     if v.flagged:
-        return f"BACKDOOR suspected: label(s) {', '.join(map(str, v.flagged))} flagged; {cost}"
-    return f"no label flagged; {cost}"
+        parts.append(f"target label(s) {', '.join(map(str, v.flagged))}")
+    if v.all_to_all:
+        parts.append("an all-to-all backdoor (one small trigger moves images off their class)")
+    return "BACKDOOR suspected: " + "; ".join(parts) if parts else "no backdoor found"
+
+
+def summary_line(result: ReverseResult) -> str:
+    return f"{verdict_words(result)} ({result.seconds:.0f} s)"
+
+
+def _with_index(value: float, index: float, digits: int = 1) -> str:
+    return f"{_num(value, digits)} ({_num(index)})"
 
 
 def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -> None:
     v = result.verdict
     table = Table(
-        title=Text(f"Neural Cleanse on {result.model}: {len(result.labels)} label(s)"),
+        title=Text(f"Trigger recovery on {result.model}: {len(result.labels)} label(s)"),
         title_justify="left",
     )
-    for column in (
-        "label",
-        "mask ℓ1",
-        "mask index",
-        "attack success",
-        "ℓ∞ excess",
-        "steps",
-        "verdict",
-    ):
-        table.add_column(column, justify="left" if column in ("label", "verdict") else "right")
+    for column in ("label", "NC mask ℓ1", "additive ℓ2", "margin", "ℓ∞ excess", "flagged"):
+        table.add_column(column, justify="left" if column in ("label", "flagged") else "right")
     for r in result.labels:
-        steps = f"{r.steps}" + (" (early stop)" if r.early_stopped else "")
-        if not r.reached:
-            steps += " (threshold not reached)"
-        conc = _num(r.linf_excess, 2)
-        if r.linf_layer:
-            conc += f" @{r.linf_layer}[{r.linf_channel}]"
+        mask = _with_index(r.mask_l1, r.mask_anomaly) + ("" if r.reached else " *")
+        add = (
+            "-"
+            if r.additive is None
+            else _with_index(r.additive.l2, r.additive_anomaly, 2)
+            + ("" if r.additive.reached else " *")
+        )
         table.add_row(
             Text(_label_name(r)),
-            _num(r.mask_l1, 1),
-            _num(r.mask_anomaly),
-            _pct(r.attack_success),
-            Text(conc),
-            steps,
-            Text("FLAGGED" if r.flagged else "-", style="bold red" if r.flagged else ""),
+            mask,
+            add,
+            _with_index(r.margin, r.margin_anomaly),
+            _num(r.linf_excess),
+            Text(
+                ", ".join(r.signals) if r.flagged else "-",
+                style="bold red" if r.flagged else "",
+            ),
         )
     console.print(table)
     console.print(
         Text(
-            f"mask ℓ1 median {v.mask_median:.1f}, MAD·1.4826 {v.mask_mad:.1f}; "
-            "mask index: MAD score, positive = smaller than the median. ℓ∞ excess: how far the "
-            "label's trigger drives a conv channel beyond its largest clean ℓ∞ (×)."
+            "(index): robust σ against the other labels (positive = more suspicious); * = the "
+            "attack threshold was not reached. ℓ∞ excess: how far the label's trigger drives "
+            "a conv channel beyond its largest clean ℓ∞ (×)."
         )
     )
-    console.print(Text(f"rule: {v.rule}"))
+    u = result.untargeted
+    if u is not None:
+        console.print(
+            Text(
+                f"untargeted trigger: mask ℓ1 {u.mask_l1:.1f} = "
+                f"{_num(v.scores.untargeted_ratio)} × the median targeted mask; moves "
+                f"{_pct(u.success)} of images off their class"
+            )
+        )
+    console.print(Text(f"rule: {v.rule.describe()}"))
     for r in result.labels:
         if r.flagged:
             console.print(Text(f"label {_label_name(r)}: " + "; ".join(r.reasons)))
         if r.completion is not None:
             console.print(Text(f"label {_label_name(r)} trigger: {completion_line(r.completion)}"))
-    verdict = (
-        f"BACKDOOR suspected, target label(s): {', '.join(map(str, v.flagged))}"
-        if v.flagged
-        else "no backdoor target found"
-    )
-    console.print(Text(f"verdict: {verdict}", style="bold"))
+    console.print(Text(f"verdict: {verdict_words(result)}", style="bold"))
     if files:
         console.print(Text(f"wrote {len(files)} file(s): " + ", ".join(files)))

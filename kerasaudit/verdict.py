@@ -1,0 +1,264 @@
+"""The model-level verdict: which labels are backdoor targets, from every engine's evidence.
+
+Evidence per label (:class:`LabelEvidence`, numbers only, so a verdict can be recomputed from a
+saved ``reverse.json``): Neural Cleanse's smallest mask (``mask_l1``), the smallest universal
+additive perturbation (``additive_l2``), the largest reachable logit margin (``margin``,
+MM-BD) and how far the recovered trigger drives a conv channel beyond its clean range
+(``linf_excess``, Cheng et al.'s ℓ∞ signal); per model, the smallest *untargeted* universal
+mask (``untargeted_l1``: all-to-all backdoors).
+
+Scores (:func:`score`): each signal is compared with the model's own other labels, robustly —
+``index = (median − value) / (1.4826·MAD)`` on log values for the two trigger sizes (sizes
+are multiplicative: a 9-pixel mask against a median of 60 is the same news as 90 against 600),
+and on raw values for the margin (larger = more suspicious). The untargeted mask is compared
+with the median targeted mask: ``untargeted_ratio = untargeted_l1 / median(mask_l1)``.
+
+Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
+threshold; a model whose untargeted ratio is below its threshold has an all-to-all backdoor.
+The thresholds are calibrated on a zoo of clean and backdoored models and reported on held-out
+parts of it (``benchmarks/zoo``); see the README for the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of σ for normal data
+MIN_LABELS = 3  # a median and a MAD of fewer values say nothing
+
+
+@dataclass(frozen=True)
+class LabelEvidence:
+    label: int
+    mask_l1: float  # NC's smallest mask reaching the attack threshold (NaN: not run)
+    mask_reached: bool
+    additive_l2: float = math.nan  # the smallest universal additive perturbation (NaN: not run)
+    additive_reached: bool = False
+    margin: float = math.nan  # MM-BD's largest logit margin (NaN: not run)
+    linf_excess: float = math.nan  # of NC's trigger (NaN: no conv layer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelEvidence:
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: (math.nan if v is None else v) for k, v in data.items() if k in names
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    labels: tuple[LabelEvidence, ...]
+    untargeted_l1: float = math.nan  # smallest mask moving images off their class (NaN: not run)
+    untargeted_reached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": [e.to_dict() for e in self.labels],
+            "untargeted_l1": _json_number(self.untargeted_l1),
+            "untargeted_reached": self.untargeted_reached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelEvidence:
+        untargeted = data.get("untargeted_l1")
+        return cls(
+            tuple(LabelEvidence.from_dict(e) for e in data["labels"]),
+            math.nan if untargeted is None else float(untargeted),
+            bool(data.get("untargeted_reached", False)),
+        )
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    label: int
+    mask_index: float  # log-MAD index of mask_l1, positive = smaller than the median
+    additive_index: float  # log-MAD index of additive_l2, positive = smaller
+    margin_index: float  # MAD index of the margin, positive = larger
+    linf_excess: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Scores:
+    labels: tuple[LabelScores, ...]
+    untargeted_ratio: float  # untargeted_l1 / median mask_l1 (NaN: not run)
+    enough_labels: bool
+
+    def label(self, k: int) -> LabelScores:
+        return next(s for s in self.labels if s.label == k)
+
+
+def anomaly_indices(values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(|v − median| / (1.4826·MAD) signed so that below-median is positive, median, MAD).
+
+    With a MAD of zero (half the values equal) the spread is taken from the mean absolute
+    deviation instead, so one outlier among identical values still stands out. NaN values are
+    left out of the median and MAD and get a NaN index.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    out = np.full(v.shape, np.nan)
+    if not finite.any():
+        return out, math.nan, math.nan
+    median = float(np.median(v[finite]))
+    deviation = np.abs(v[finite] - median)
+    mad = MAD_CONSISTENCY * float(np.median(deviation))
+    if mad <= 0:
+        mad = 1.2533 * float(np.mean(deviation))  # √(π/2)·mean |dev| estimates σ too
+    if mad <= 0:
+        out[finite] = 0.0
+        return out, median, 0.0
+    out[finite] = (median - v[finite]) / mad
+    return out, median, mad
+
+
+def _log(values: Sequence[float]) -> np.ndarray:
+    v = np.asarray(values, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log(np.maximum(v, 1e-12)), np.nan)
+
+
+def score(evidence: ModelEvidence) -> Scores:
+    """Each label's signals against the model's other labels (see module doc)."""
+    labels = evidence.labels
+    mask_index, _, _ = anomaly_indices(_log([e.mask_l1 for e in labels]))
+    additive_index, _, _ = anomaly_indices(_log([e.additive_l2 for e in labels]))
+    margin_index, _, _ = anomaly_indices([e.margin for e in labels])
+    masks = np.asarray([e.mask_l1 for e in labels], np.float64)
+    finite = masks[np.isfinite(masks)]
+    median = float(np.median(finite)) if finite.size else math.nan
+    ratio = evidence.untargeted_l1 / median if median > 0 else math.nan
+    return Scores(
+        tuple(
+            LabelScores(
+                e.label,
+                float(mask_index[i]),
+                float(additive_index[i]),
+                float(-margin_index[i]),  # larger margins are the suspicious ones
+                float(e.linf_excess),
+            )
+            for i, e in enumerate(labels)
+        ),
+        float(ratio),
+        len(labels) >= MIN_LABELS,
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Thresholds of the verdict (calibrated: see the module doc and benchmarks/zoo)."""
+
+    mask_index: float  # flag when NC's mask is this many robust σ smaller (log scale)
+    additive_index: float  # ... the additive perturbation this many σ smaller (log scale)
+    margin_index: float  # ... the reachable margin this many σ larger
+    untargeted_ratio: float  # all-to-all when the untargeted mask is below this × median mask
+
+    def describe(self) -> str:
+        return (
+            f"a label is flagged when its Neural Cleanse mask index > {self.mask_index:g}, "
+            f"its additive-perturbation index > {self.additive_index:g} or its margin index > "
+            f"{self.margin_index:g} (robust σ against the other labels); all-to-all when one "
+            f"untargeted mask is below {self.untargeted_ratio:g} × the median targeted mask"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "description": self.describe()}
+
+
+# Calibrated on the zoo (benchmarks/zoo): see README "Detection on the zoo".
+RULE = Rule(mask_index=3.5, additive_index=3.5, margin_index=3.5, untargeted_ratio=0.2)
+
+
+@dataclass(frozen=True)
+class Decision:
+    label: int
+    flagged: bool
+    signals: tuple[str, ...]  # which signals crossed their thresholds ("mask", "additive", ...)
+    reasons: tuple[str, ...]  # in words, for people
+    strength: float  # the largest index / threshold ratio (for ordering)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    flagged: tuple[int, ...]  # labels judged to be backdoor targets, most suspicious first
+    all_to_all: bool  # one small untargeted trigger moves images off their own classes
+    decisions: tuple[Decision, ...]  # in label order
+    scores: Scores
+    rule: Rule
+
+    @property
+    def backdoor(self) -> bool:
+        return bool(self.flagged) or self.all_to_all
+
+    def decision(self, k: int) -> Decision:
+        return next(d for d in self.decisions if d.label == k)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backdoor": self.backdoor,
+            "flagged": list(self.flagged),
+            "all_to_all": self.all_to_all,
+            "untargeted_ratio": _json_number(self.scores.untargeted_ratio),
+            "rule": self.rule.to_dict(),
+        }
+
+
+def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
+    """Apply ``rule`` to ``evidence`` (see module doc)."""
+    scores = score(evidence)
+    decisions = []
+    for s in scores.labels:
+        if not scores.enough_labels:
+            decisions.append(
+                Decision(s.label, False, (), (f"fewer than {MIN_LABELS} labels: no statistics",), 0)
+            )
+            continue
+        crossed: list[str] = []
+        reasons: list[str] = []
+        strength = 0.0
+        for name, value, threshold, words in (
+            ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small"),
+            ("additive", s.additive_index, rule.additive_index,
+             "universal additive perturbation unusually small"),
+            ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large"),
+        ):  # fmt: skip
+            if not math.isfinite(value):
+                continue
+            strength = max(strength, value / threshold)
+            if value > threshold:
+                crossed.append(name)
+                reasons.append(f"{words}: index {value:.2f} > {threshold:g}")
+        if not crossed:
+            best = max(
+                (v for v in (s.mask_index, s.additive_index, s.margin_index) if math.isfinite(v)),
+                default=math.nan,
+            )
+            reasons.append(f"no signal above its threshold (largest index {best:.2f})")
+        if math.isfinite(s.linf_excess):
+            reasons.append(f"ℓ∞ excess of its recovered trigger {s.linf_excess:.2f}")
+        decisions.append(Decision(s.label, bool(crossed), tuple(crossed), tuple(reasons), strength))
+    all_to_all = bool(
+        scores.enough_labels
+        and math.isfinite(scores.untargeted_ratio)
+        and evidence.untargeted_reached
+        and scores.untargeted_ratio < rule.untargeted_ratio
+    )
+    order = sorted((d for d in decisions if d.flagged), key=lambda d: -d.strength)
+    return Verdict(tuple(d.label for d in order), all_to_all, tuple(decisions), scores, rule)
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
