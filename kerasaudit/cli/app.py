@@ -8,6 +8,7 @@ import typer
 
 from kerasaudit import __version__
 from kerasaudit.cli import (
+    audit_cmd,
     defend_cmd,
     evaluate_cmd,
     gradcam_cmd,
@@ -46,6 +47,7 @@ def _root(
     """Audit saved Keras models for backdoors."""
 
 
+app.command("audit")(audit_cmd.audit)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("scan")(scan_cmd.scan)
 app.command("evaluate")(evaluate_cmd.evaluate)

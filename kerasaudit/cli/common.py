@@ -73,7 +73,8 @@ class Consoles:
         self.err = Console(file=sys.stderr, stderr=True, highlight=False, quiet=quiet)
 
     def info(self, message: str) -> None:
-        self.err.print(message, markup=False)
+        """One plain line on stderr: never wrapped (pipes and CI logs read it whole)."""
+        self.err.print(message, markup=False, soft_wrap=True, highlight=False)
 
 
 def error_console() -> Console:

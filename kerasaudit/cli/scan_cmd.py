@@ -36,11 +36,18 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
 )
 from kerasaudit.cli.device_options import Device, DeviceOpt, MixedPrecisionOpt, strategy_for
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
 from kerasaudit.errors import BadInputError, ExitCode
 
 # kerasaudit.flags.DEFAULT_THRESHOLD, repeated so that `--help` does not import NumPy
 # (tests/test_scan_cli.py checks that the two agree).
 DEFAULT_THRESHOLD = 3.5
+TRIGGER_IMAGES = 2000  # clean images stamped (in memory) to measure a trigger's effect
 
 LayerOpt = Annotated[
     list[str] | None,
@@ -88,6 +95,9 @@ def scan(
     include_dense: IncludeDenseOpt = False,
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     save_stats: SaveStatsOpt = None,
+    trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
+    target: TargetOpt = None,
     device: DeviceOpt = Device.AUTO,
     mixed_precision: MixedPrecisionOpt = False,
     fmt: FormatOpt = OutputFormat.TABLE,
@@ -98,7 +108,10 @@ def scan(
     custom_objects: CustomObjectsOpt = None,
 ) -> None:
     """Measure ℓ1, ℓ2 and ℓ∞ of every conv channel's activation map in one pass over clean data
-    and flag channels with anomalous ℓ∞. Exit code 1 when channels are flagged."""
+    and flag channels with anomalous ℓ∞. Clean statistics are not a backdoor verdict (a
+    backdoor hides from them): `kerasaudit audit` gives one. With --trigger or --trigger-data,
+    also flag the channels the trigger drives (triggered − clean ℓ∞, the paper's criterion).
+    Exit code 1 when channels are flagged."""
     from kerasaudit import scan as scan_lib
     from kerasaudit._io import check_output_path
     from kerasaudit.cli.progress import progress_bar
@@ -113,7 +126,9 @@ def scan(
         check_output_path(save_stats, force=force)
         if output is not None and save_stats.resolve() == output.resolve():
             raise BadInputError("--save-stats and --output name the same file")
-    spec = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize).spec_for(data)
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    spec = data_args.spec_for(data)
+    request = trigger_request(trigger, trigger_data, target)
     strategy = strategy_for(device)
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
@@ -130,14 +145,39 @@ def scan(
             progress=update,
             source=str(data),
         )
+    neurons = None
+    if request is not None:
+        from kerasaudit.cli.context import open_inputs
+        from kerasaudit.neurons import trigger_neurons
+        from kerasaudit.scan import Scanner
+
+        inputs = open_inputs(loaded, data_args, data, trigger=request)
+        assert inputs.trigger is not None
+        with consoles.err.status("measuring the trigger's effect on every channel"):
+            clean_x, _ = dataset.take_array(min(dataset.info.count, TRIGGER_IMAGES))
+            neurons = trigger_neurons(
+                loaded.model,
+                clean_x,
+                inputs.trigger,
+                label=target,
+                threshold=threshold,
+                batch_size=batch_size,
+                scanner=Scanner(
+                    loaded.model,
+                    layers=[s.layer for s in result.stats.layers],
+                    strategy=strategy,
+                ),
+            )
     if save_stats is not None:
         scan_lib.save_stats(result.stats, save_stats, force=force)
     stats_file = None if save_stats is None else str(save_stats)
     emit(
         fmt,
-        lambda: scan_fmt.to_json(result, model_path=str(model), stats_file=stats_file),
+        lambda: scan_fmt.to_json(
+            result, model_path=str(model), stats_file=stats_file, neurons=neurons
+        ),
         lambda console: scan_fmt.render(
-            result, console, model_path=str(model), stats_file=stats_file
+            result, console, model_path=str(model), stats_file=stats_file, neurons=neurons
         ),
         consoles,
         output,
@@ -145,8 +185,17 @@ def scan(
     )
     consoles.info(
         f"scanned {result.stats.images:,} images, {len(result.stats.layers)} layers, "
-        f"{result.channel_count} channels in {result.seconds or 0:.1f} s: "
-        f"{result.flagged_count} flagged (threshold {result.threshold:g})"
+        f"{result.channel_count:,} channels in {result.seconds or 0:.1f} s: "
+        f"{result.flagged_count:,} flagged on clean data (threshold {result.threshold:g})"
     )
-    if result.has_findings:
+    if neurons is not None:
+        from kerasaudit.formats import neurons_fmt
+
+        consoles.info("under the trigger: " + neurons_fmt.summary(neurons))
+    else:
+        consoles.info(
+            "clean statistics are not a backdoor verdict: run `kerasaudit audit` for one, or "
+            "pass --trigger/--trigger-data to flag the channels a known trigger drives"
+        )
+    if result.has_findings or (neurons is not None and neurons.flagged_count):
         raise typer.Exit(int(ExitCode.FINDINGS))

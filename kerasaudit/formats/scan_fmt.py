@@ -8,10 +8,16 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from kerasaudit.neurons import TriggerNeurons
 from kerasaudit.scan import ScanResult
 
 SCHEMA = "kerasaudit.scan/1"
 TOP_FLAGGED = 20
+NOT_A_VERDICT = (
+    "Clean-data statistics are not a backdoor verdict: a backdoor's channels stay quiet until "
+    "the trigger is present. `kerasaudit audit MODEL -d DATA` recovers triggers and gives one; "
+    "`scan --trigger T` (or --trigger-data) flags the channels a known trigger drives."
+)
 MEASURED_NOTE = (
     "ℓ1, ℓ2, ℓ∞ of each channel's activation map, averaged over images, measured on the tensor "
     "the next layer sees (after the conv's activation, or after its BatchNorm + activation)"
@@ -19,11 +25,23 @@ MEASURED_NOTE = (
 
 
 def to_json(
-    result: ScanResult, *, model_path: str | None = None, stats_file: str | None = None
+    result: ScanResult,
+    *,
+    model_path: str | None = None,
+    stats_file: str | None = None,
+    neurons: TriggerNeurons | None = None,
 ) -> dict[str, Any]:
     body = result.to_dict()
     body["model"] = {"path": model_path, **body["model"]}
-    return {"schema": SCHEMA, **body, "measured": MEASURED_NOTE, "stats_file": stats_file}
+    return {
+        "schema": SCHEMA,
+        **body,
+        "measured": MEASURED_NOTE,
+        "verdict": None,
+        "not_a_verdict": NOT_A_VERDICT,
+        "stats_file": stats_file,
+        "trigger_neurons": None if neurons is None else neurons.to_dict(),
+    }
 
 
 def _num(value: float) -> str:
@@ -42,6 +60,7 @@ def render(
     model_path: str | None = None,
     stats_file: str | None = None,
     top: int = TOP_FLAGGED,
+    neurons: TriggerNeurons | None = None,
 ) -> None:
     stats = result.stats
     summary = Table(title=f"Scan of {stats.model_name}", show_header=False, title_justify="left")
@@ -94,9 +113,20 @@ def render(
         )
     console.print(layers)
 
+    if neurons is not None:
+        from kerasaudit.formats import neurons_fmt
+
+        neurons_fmt.render(
+            neurons, console, title="Channels the trigger drives (triggered − clean ℓ∞)"
+        )
+    else:
+        console.print(NOT_A_VERDICT, markup=False, soft_wrap=True)
     flagged = result.top_flagged()
     if not flagged:
-        console.print(f"No channel scores above the threshold {result.threshold:g}.", markup=False)
+        console.print(
+            f"No channel scores above the threshold {result.threshold:g} on clean data.",
+            markup=False,
+        )
         return
     table = Table(title="Flagged channels (highest score first)", title_justify="left")
     for column in ("layer", "channel", "mean ℓ1", "mean ℓ2", "mean ℓ∞", "max ℓ∞", "ℓ∞/ℓ2",

@@ -1,0 +1,164 @@
+"""``kerasaudit audit MODEL --data D``: the one command that says whether a model has a backdoor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kerasaudit.cli.common import (
+    Consoles,
+    CustomObjectsOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    QuietOpt,
+    UnsafeOpt,
+    emit,
+    handle_errors,
+    prepare_output,
+)
+from kerasaudit.cli.context import load, open_inputs, warn_if_unsafe
+from kerasaudit.cli.data_options import (
+    DEFAULT_BATCH_SIZE,
+    ChannelsFirstOpt,
+    DataArgs,
+    DataOpt,
+    LimitOpt,
+    ResizeOpt,
+    ScaleOpt,
+    XKeyOpt,
+    YKeyOpt,
+)
+from kerasaudit.cli.reverse_cmd import ImagesOpt, SeedOpt, StepsOpt, reverse_config
+from kerasaudit.cli.trigger_options import (
+    TargetOpt,
+    TriggerDataOpt,
+    TriggerOpt,
+    trigger_request,
+)
+from kerasaudit.errors import BadInputError, ExitCode
+
+# kerasaudit.audit.DEFAULT_MAX_ASR in per cent, repeated so that `--help` imports nothing heavy
+# (tests/test_audit.py checks that the two agree).
+DEFAULT_MAX_ASR_PCT = 5.0
+
+
+@handle_errors
+def audit(
+    model: ModelArg,
+    data: DataOpt,
+    trigger: TriggerOpt = None,
+    trigger_data: TriggerDataOpt = None,
+    target: TargetOpt = None,
+    max_asr: Annotated[
+        float,
+        typer.Option(
+            "--max-asr",
+            metavar="PCT",
+            help="With a known trigger: its attack success rate above this percentage is a "
+            "backdoor finding (exit 1); also the bar the fix must clear.",
+        ),
+    ] = DEFAULT_MAX_ASR_PCT,
+    fix: Annotated[
+        Path | None,
+        typer.Option(
+            "--fix",
+            help="When a backdoor is found, remove it (prune the channels its trigger drives, "
+            "fine-tune while unlearning every trigger) and write the fixed model here "
+            "(same format as the input). Nothing is written for a clean model.",
+            show_default=False,
+        ),
+    ] = None,
+    steps: StepsOpt = 1000,
+    images: ImagesOpt = 1000,
+    seed: SeedOpt = 0,
+    x_key: XKeyOpt = None,
+    y_key: YKeyOpt = None,
+    scale: ScaleOpt = "auto",
+    channels_first: ChannelsFirstOpt = None,
+    limit: LimitOpt = None,
+    resize: ResizeOpt = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    unsafe: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
+) -> None:
+    """Audit a model for backdoors: inventory, clean statistics, trigger recovery for every
+    label (or a known --trigger / --trigger-data), a verdict, and the channels each trigger
+    drives (triggered − clean ℓ∞). --fix OUT removes a found backdoor. Exit 1 when a
+    backdoor is found, 0 when none is."""
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.defend import DefenceSettings
+
+    consoles = Consoles(quiet)
+    if not 0.0 <= max_asr <= 100.0:
+        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    if not model.exists():
+        raise BadInputError(f"model {model} does not exist")
+    if not data.exists():
+        raise BadInputError(f"--data {data} does not exist")
+    request = trigger_request(trigger, trigger_data, target)
+    config = reverse_config(steps, 32, images, None, None, seed, True, 3)
+    prepare_output(output, force)
+    prepare_output(fix, force)
+    if fix is not None and output is not None and fix.resolve() == output.resolve():
+        raise BadInputError("--fix and --output name the same file")
+
+    from kerasaudit.audit import AuditSettings, estimate_seconds
+    from kerasaudit.audit import audit as run_audit
+    from kerasaudit.formats import audit_fmt
+    from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+
+    data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    loaded = load(consoles, model, unsafe, custom_objects)
+    warn_if_unsafe(consoles, loaded)
+    chosen_format = None
+    if fix is not None:
+        chosen_format = resolve_save_format(SaveFormat.AUTO, loaded.format, fix)
+    inputs = open_inputs(loaded, data_args, data, trigger=request)
+    settings = AuditSettings(
+        reverse=config, max_asr=max_asr / 100, fix=DefenceSettings() if fix else None
+    )
+    if inputs.trigger is None:
+        estimate = estimate_seconds(loaded.model, inputs.dataset.info.shape, config)
+        consoles.info(
+            f"trigger recovery for every label: about {_duration(estimate)} on this machine "
+            "(early stopping often makes it shorter)"
+        )
+    with progress_bar(consoles, "trigger recovery (steps)") as update:
+        fixed, result = run_audit(
+            loaded,
+            inputs.dataset,
+            settings=settings,
+            known=inputs.trigger,
+            known_target=target,
+            progress=update,
+            on_step=lambda name: consoles.info(f"step: {name}"),
+        )
+    written = None
+    if fixed is not None and fix is not None and chosen_format is not None:
+        save_model(fixed, fix, chosen_format, force=force)
+        written = str(fix)
+    emit(
+        fmt,
+        lambda: audit_fmt.to_json(result, written),
+        lambda console: audit_fmt.render(result, console, written),
+        consoles,
+        output,
+        force,
+    )
+    consoles.info(audit_fmt.summary_line(result, written))
+    if result.backdoor or result.fix_left_backdoor:
+        raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{seconds / 60:.0f} min"

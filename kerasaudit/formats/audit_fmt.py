@@ -1,0 +1,105 @@
+"""Formatting of ``AuditResult`` (the ``audit`` command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kerasaudit.audit import AuditResult
+from kerasaudit.formats import neurons_fmt, reverse_fmt
+
+SCHEMA = "kerasaudit.audit/1"
+
+
+def to_json(result: AuditResult, output: str | None) -> dict[str, Any]:
+    return {"schema": SCHEMA, "model": result.model, "fixed_model": output, **result.to_dict()}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def verdict_words(result: AuditResult) -> str:
+    if result.reverse is not None:
+        return reverse_fmt.verdict_words(result.reverse)
+    asr = _pct(None if result.known is None else result.known.asr)
+    if result.backdoor:
+        return f"BACKDOOR: the known trigger works (ASR {asr})"
+    return f"no working backdoor: the known trigger's ASR is {asr}"
+
+
+def summary_line(result: AuditResult, output: str | None) -> str:
+    line = f"audit: {verdict_words(result)}"
+    if result.fix is not None:
+        fix = result.fix
+        line += (
+            f"; fixed: accuracy {_pct(fix.before.accuracy)} → {_pct(fix.after.accuracy)}, "
+            f"worst ASR after {_pct(fix.worst_asr_after)}"
+        )
+        if result.fix_left_backdoor:
+            line += " (STILL WORKS)"
+    if output:
+        line += f"; wrote {output}"
+    elif result.settings.fix is not None and not result.backdoor:
+        line += "; nothing to fix, nothing written"
+    return line
+
+
+def render(result: AuditResult, console: Console, output: str | None) -> None:
+    inv = result.inventory
+    head = Table(title=Text(f"Audit of {result.model}"), show_header=False, title_justify="left")
+    head.add_column("key", style="bold", no_wrap=True)
+    head.add_column("value", overflow="fold")
+    head.add_row("verdict", Text(verdict_words(result), style="bold"))
+    head.add_row(
+        "model",
+        Text(
+            f"{inv.format}, saved by Keras {inv.keras_version or 'unknown'}, "
+            f"{inv.params_total:,} parameters, {len(inv.auditable)} auditable layers"
+        ),
+    )
+    scan = result.clean_scan
+    head.add_row(
+        "clean statistics",
+        Text(
+            f"{scan.flagged_count:,} of {scan.channel_count:,} channels stand out on clean "
+            "data (leads, not a verdict: a backdoor stays quiet until its trigger)"
+        ),
+    )
+    if result.known is not None and result.known.attack is not None:
+        attack = result.known.attack
+        head.add_row(
+            "known trigger",
+            Text(
+                f"{attack.description}: ASR {_pct(attack.asr)} on the data "
+                f"(finding above {100 * result.settings.max_asr:g} %)"
+            ),
+        )
+    console.print(head)
+    for finding in result.findings():
+        console.print(Text(f"• {finding}"))
+    if result.reverse is not None:
+        reverse_fmt.render(result.reverse, console)
+    for neurons in result.neurons:
+        label = "untargeted" if neurons.label is None else f"target {neurons.label}"
+        neurons_fmt.render(
+            neurons, console, title=f"Channels the trigger drives ({label}; the paper's neurons)"
+        )
+    if result.fix is not None:
+        fix = result.fix
+        table = Table(title=Text("Fix (measured on the audit data)"), title_justify="left")
+        for column in ("measure", "before", "after"):
+            table.add_column(column, justify="left" if column == "measure" else "right")
+        table.add_row("clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy))
+        for trigger, before, after in fix.asr:
+            table.add_row(Text(f"ASR: {trigger}", overflow="fold"), _pct(before), _pct(after))
+        console.print(table)
+        if result.fix_left_backdoor:
+            console.print(
+                Text("The backdoor survived the fix: do not ship this model.", style="bold red")
+            )
+    if output:
+        console.print(Text(f"wrote {output}"))
