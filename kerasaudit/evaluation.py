@@ -415,8 +415,9 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
         return None
     if not outputs_probabilities(model):
         return lambda x, training=False: tf.cast(model(x, training=training), tf.float32)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     try:
-        features = keras.Model(model.inputs, last.input)
+        features = keras.Model(inputs, last.input)
     except Exception:  # the last layer is shared or has several inputs
         return None
     if type(last).__name__ in ("Softmax", "Activation"):

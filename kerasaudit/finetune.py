@@ -27,6 +27,7 @@ from kerasaudit.evaluation import logits_function, outputs_probabilities
 from kerasaudit.pruning import PruneMask
 from kerasaudit.triggers import TriggerData
 
+BATCHNORM_MODES = ("train", "frozen", "clean")  # see fine_tune
 MAX_FINE_TUNE_EXAMPLES = 100_000  # held in memory for shuffling; more is not a "clean subset"
 
 
@@ -86,6 +87,7 @@ def fine_tune(
     train_batchnorm: bool = True,
     teacher: Any | None = None,
     distill: float = 0.0,
+    batchnorm: str | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -103,6 +105,11 @@ def fine_tune(
         raise BadInputError("--unlearn-fraction must be between 0 and 1")
     if not 0.0 <= distill <= 1.0:
         raise BadInputError(f"distillation weight must be in [0, 1], got {distill:g}")
+    mode_bn = batchnorm or ("train" if train_batchnorm else "frozen")
+    if mode_bn not in BATCHNORM_MODES:
+        raise BadInputError(f"batchnorm mode must be one of {', '.join(BATCHNORM_MODES)}")
+    bn_training = mode_bn != "frozen"
+    split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
     if y is None:
         raise BadInputError("fine-tuning needs labelled clean data (no labels in --data)")
@@ -117,27 +124,44 @@ def fine_tune(
     scores = _log_scores(model)
     teacher_scores = _log_scores(teacher) if use_teacher and teacher is not None else None
 
-    @tf.function
-    def step(xb: Any, yb: Any, kind: Any) -> Any:
+    def per_example(xb: Any, yb: Any, kind: Any, training: bool) -> Any:
         # kind per example: 0 clean, 1 triggered with its true class, 2 triggered with an
         # unknown class (--trigger-data without labels): pushed away from the target instead,
         # −log Σ_{j≠t} p_j (from logits: a confident backdoor saturates probabilities).
-        with tf.GradientTape() as tape:
-            logp = scores(xb, train_batchnorm)  # (n, K) log-probabilities
-            ce = -tf.gather(logp, yb, batch_dims=1)
-            classes = tf.shape(logp)[-1]
-            others = logp - 1e9 * tf.one_hot(away_target, classes)
-            push = -tf.reduce_logsumexp(others, axis=-1)
-            clean_loss = ce
-            if teacher_scores is not None:
-                logpt = teacher_scores(xb, False)
-                kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
-                clean_loss = (1.0 - distill) * ce + distill * kl
-            per = tf.where(kind == 0, clean_loss, tf.where(kind == 1, ce, push))
-            loss = tf.reduce_mean(per)
+        logp = scores(xb, training)  # (n, K) log-probabilities
+        ce = -tf.gather(logp, yb, batch_dims=1)
+        classes = tf.shape(logp)[-1]
+        others = logp - 1e9 * tf.one_hot(away_target, classes)
+        push = -tf.reduce_logsumexp(others, axis=-1)
+        clean_loss = ce
+        if teacher_scores is not None:
+            logpt = teacher_scores(xb, False)
+            kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
+            clean_loss = (1.0 - distill) * ce + distill * kl
+        return tf.where(kind == 0, clean_loss, tf.where(kind == 1, ce, push))
+
+    def apply(tape: Any, loss: Any) -> None:
         optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         for variable, m in masked:  # pruned channels stay exactly zero after every step
             variable.assign(variable * m)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb: Any, yb: Any, kind: Any, training: bool) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(per_example(xb, yb, kind, training))
+        apply(tape, loss)
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def split_step(xc: Any, yc: Any, xt: Any, yt: Any, kt: Any) -> Any:
+        # BatchNorm statistics from the clean images only; triggered images pass in inference
+        # mode, as at test time (see module doc: otherwise "unlearning" mostly shifts BN
+        # statistics, which costs clean accuracy and comes back once they are re-estimated).
+        with tf.GradientTape() as tape:
+            clean = per_example(xc, yc, tf.zeros_like(yc, tf.int32), True)
+            trig = per_example(xt, yt, kt, False)
+            loss = tf.reduce_mean(tf.concat([clean, trig], axis=0))
+        apply(tape, loss)
         return loss
 
     rng = np.random.default_rng(seed)
@@ -168,7 +192,23 @@ def fine_tune(
                                 yb[slots] = yt
                         else:
                             xb[slots] = trig.apply(xb[slots])
-            loss_value = float(step(tf.constant(xb), tf.constant(yb), tf.constant(kind)))
+            clean = kind == 0
+            if split and clean.any() and not clean.all():
+                loss_value = float(
+                    split_step(
+                        tf.constant(xb[clean]),
+                        tf.constant(yb[clean]),
+                        tf.constant(xb[~clean]),
+                        tf.constant(yb[~clean]),
+                        tf.constant(kind[~clean]),
+                    )
+                )
+            else:
+                # All clean, or (split mode) all triggered: then in inference mode.
+                training = bn_training and not (split and not clean.any())
+                loss_value = float(
+                    step(tf.constant(xb), tf.constant(yb), tf.constant(kind), training)
+                )
             steps += 1
     return FineTuneResult(
         mode=mode,

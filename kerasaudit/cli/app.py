@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import (  # Typer vendors Click (tests/test_private_api.py)
+    ClickException,
+    NoArgsIsHelpError,
+    UsageError,
+)
+from typer.core import TyperGroup
 
 from kerasaudit import __version__
 from kerasaudit.cli import (
@@ -20,14 +27,70 @@ from kerasaudit.cli import (
     sweep_cmd,
 )
 
+_METAVARS = {"path": "PATH", "float": "NUMBER", "int": "N", "str": "TEXT"}
+
+
+def _metavar(param: Any, ctx: Any) -> str:
+    """Plain metavars for help at 80 columns (PATH, N, NUMBER, TEXT, [a|b|c]) instead of
+    Typer's ``<list[str]>`` / ``<int range>``."""
+    shown = str(param.display_type(ctx) or "").strip("<>")
+    base = shown.removeprefix("list[").removesuffix("]").removesuffix(" range")
+    if "|" in base:
+        return f"[{base}]"
+    return _METAVARS.get(base, base.upper() or "VALUE")
+
+
+class KerasauditGroup(TyperGroup):
+    """Help readable at 80 columns and usage errors as one line (exit 2), as the README says."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        for param in getattr(command, "params", []):
+            if param.metavar is not None:
+                continue
+            if getattr(param, "param_type_name", "") == "argument":
+                param.metavar = (param.name or "value").upper()
+            elif not getattr(param, "is_flag", False):
+                param.metavar = _metavar(param, ctx)
+        return command
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
+        except NoArgsIsHelpError as exc:  # `kerasaudit` alone: the help, on stdout
+            if not standalone:
+                raise
+            typer.echo(exc.format_message())
+            sys.exit(0)
+        except ClickException as exc:
+            if not standalone:
+                raise
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "kerasaudit"
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} (see '{where} --help')", err=True)
+            sys.exit(2 if isinstance(exc, UsageError) else exc.exit_code)
+        except typer.Abort:
+            if not standalone:
+                raise
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        if standalone:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
 app = typer.Typer(
     name="kerasaudit",
+    cls=KerasauditGroup,
     help="Audit saved Keras models for backdoors (per-channel l1/l2/linf activation statistics) "
     "and prune them out. Exit codes: 0 nothing found, 1 findings, 2 bad input, 3 model refused "
     "as unsafe, 4 internal error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

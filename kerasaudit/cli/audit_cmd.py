@@ -21,7 +21,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs, warn_if_unsafe
+from kerasaudit.cli.context import load, open_inputs, require_paths, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     ChannelsFirstOpt,
@@ -99,10 +99,7 @@ def audit(
     consoles = Consoles(quiet)
     if not 0.0 <= max_asr <= 100.0:
         raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
-    if not model.exists():
-        raise BadInputError(f"model {model} does not exist")
-    if not data.exists():
-        raise BadInputError(f"--data {data} does not exist")
+    require_paths(("model", model), ("--data", data))
     request = trigger_request(trigger, trigger_data, target)
     config = reverse_config(steps, 32, images, None, None, seed, True, 3)
     prepare_output(output, force)

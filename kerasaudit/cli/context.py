@@ -16,8 +16,18 @@ if TYPE_CHECKING:
     from kerasaudit.triggers import AnyTrigger
 
 
+def require_paths(*named: tuple[str, Path | None]) -> None:
+    """Fail fast (before TensorFlow is imported) on input paths that do not exist."""
+    from kerasaudit.errors import BadInputError
+
+    for option, path in named:
+        if path is not None and not path.exists():
+            raise BadInputError(f"{option} {path} does not exist")
+
+
 def load(consoles: Consoles, model: Path, unsafe: bool, custom_objects: Path | None) -> LoadedModel:
     """``load_model`` under the "loading model" spinner."""
+    require_paths(("model", model), ("--custom-objects", custom_objects))
     from kerasaudit.loading import load_model
 
     with consoles.err.status("loading model"):

@@ -22,7 +22,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     ChannelsFirstOpt,
@@ -209,6 +209,7 @@ def defend(
         check_artifact_dir(artifacts, force=force)
     known_spec = None if eval_trigger is None else parse_trigger(eval_trigger)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:

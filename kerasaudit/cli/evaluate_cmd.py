@@ -20,7 +20,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -88,6 +88,7 @@ def evaluate(
     # Parsed before the model loads, so a typo fails in a moment.
     request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "evaluating") as update:

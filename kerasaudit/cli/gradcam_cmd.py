@@ -21,7 +21,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     BatchSizeOpt,
     ChannelsFirstOpt,
@@ -142,6 +142,7 @@ def gradcam(
     prepare_output(report, force)
     # --limit here counts explained images; the data itself is not limited.
     data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
+    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)

@@ -21,7 +21,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -170,6 +170,7 @@ def prune(
     prepare_output(output, force)
     prepare_output(report, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:

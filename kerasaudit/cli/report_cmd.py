@@ -22,7 +22,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs, warn_if_unsafe
+from kerasaudit.cli.context import load, open_inputs, require_paths, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -180,6 +180,7 @@ def report(
         raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
     prepare_output(output, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
     inputs = open_inputs(loaded, data_args, data, eval_data, request)

@@ -19,7 +19,7 @@ from kerasaudit.cli.common import (
     emit,
     handle_errors,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     ChannelsFirstOpt,
@@ -222,6 +222,7 @@ def reverse(
     if output is not None:
         check_artifact_dir(output, force=force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     dataset = open_inputs(loaded, data_args, data).dataset
     with progress_bar(consoles, "reversing (label-steps)") as update:

@@ -22,7 +22,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, warn_if_unsafe
+from kerasaudit.cli.context import load, require_paths, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -112,6 +112,7 @@ def scan(
     backdoor hides from them): `kerasaudit audit` gives one. With --trigger or --trigger-data,
     also flag the channels the trigger drives (triggered − clean ℓ∞, the paper's criterion).
     Exit code 1 when channels are flagged."""
+    require_paths(("model", model), ("--data", data))
     from kerasaudit import scan as scan_lib
     from kerasaudit._io import check_output_path
     from kerasaudit.cli.progress import progress_bar

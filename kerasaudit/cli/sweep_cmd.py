@@ -21,7 +21,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs
+from kerasaudit.cli.context import load, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -137,6 +137,7 @@ def sweep(
         raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
+    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "sweeping layers") as update:
