@@ -63,9 +63,30 @@ def tf() -> ModuleType:
     return tensorflow
 
 
+def check_keras_version(version: str) -> None:
+    """The safety allowlist was generated from one Keras release; another minor release may
+    add layers (refused for no reason) or change what a config can make Keras do (admitted
+    without review). Exit 2 with a clear message instead of auditing with a stale list."""
+    from kerasaudit._allowlist import GENERATED_FROM_KERAS
+    from kerasaudit.errors import BadInputError
+
+    def minor(text: str) -> tuple[str, ...]:
+        return tuple(text.split(".")[:2])
+
+    if minor(version) != minor(GENERATED_FROM_KERAS):
+        wanted = ".".join(minor(GENERATED_FROM_KERAS))
+        raise BadInputError(
+            f"Keras {version} is installed, but kerasaudit's safety allowlist was generated "
+            f"from Keras {GENERATED_FROM_KERAS}: install keras=={wanted}.* (pip install -e . "
+            "does), or regenerate the list with scripts/gen_allowlist.py"
+        )
+
+
 def keras() -> ModuleType:
     tf()
     import keras as _keras
+
+    check_keras_version(_keras.__version__)
 
     if _keras.backend.backend() != "tensorflow":
         from kerasaudit.errors import BadInputError

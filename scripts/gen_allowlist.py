@@ -75,6 +75,11 @@ def main() -> None:
         + keras.__version__
         + '. Do not edit by hand."""',
         "",
+        "# The Keras release these lists were read from; kerasaudit refuses to run on another",
+        "# minor release (kerasaudit._tf.check_keras_version): new layers would be refused and",
+        "# renamed ones admitted without review.",
+        f'GENERATED_FROM_KERAS = "{keras.__version__}"',
+        "",
         "# Class names a model config may name (layers, initializers, regularizers, constraints,",
         "# losses, metrics, optimizers, schedules, dtype policies, model containers).",
         "ALLOWED_CLASSES: frozenset[str] = frozenset(",
