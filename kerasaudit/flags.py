@@ -24,6 +24,11 @@ MEAN_AD_SCALE = 1.253314  # sqrt(π/2): the same for the mean absolute deviation
 DEFAULT_THRESHOLD = 3.5
 RELATIVE_FLOOR = 1e-6  # of |median|: the smallest scale (float32 sums agree to ~1e-7)
 MIN_CHANNELS = 4  # below this a median/MAD score says nothing; such layers are not scored
+# A channel whose mean ℓ∞ is below this share of its layer's median (or exactly 0) is dead on
+# the data: reported apart and left out of the scores. Without this, activations of 1e-8 next
+# to siblings of 1e-1 (an untrained or pruned network) produce meaningless huge z-scores.
+DEAD_RELATIVE = 1e-4
+MIN_IMAGES = 100  # fewer images: the statistics are noisy, and the scan says so
 
 SCORE_DEFINITION = (
     "per layer: score = max(z(mean linf), z(mean linf / mean l2)), "
@@ -66,9 +71,10 @@ class LayerFlags:
     layer: str
     z_linf: np.ndarray  # robust z of mean ℓ∞, per channel
     z_ratio: np.ndarray  # robust z of mean ℓ∞ / mean ℓ2 (NaN for channels that never fire)
-    score: np.ndarray  # max of the two (NaN only when both are)
+    score: np.ndarray  # max of the two (NaN only when both are; NaN for dead channels)
     flagged: tuple[int, ...]  # channel indices with score > threshold, highest score first
     note: str | None = None  # why a layer was not scored
+    dead: tuple[int, ...] = ()  # channels silent on the data (not scored)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +83,7 @@ class LayerFlags:
             "z_ratio": _json_floats(self.z_ratio),
             "score": _json_floats(self.score),
             "flagged": list(self.flagged),
+            "dead": list(self.dead),
             "note": self.note,
         }
 
@@ -92,15 +99,25 @@ def flag_channels(
         return LayerFlags(
             layer, zeros, zeros.copy(), zeros.copy(), (), f"fewer than {MIN_CHANNELS} channels"
         )
-    z_linf = robust_z(mean_linf)
-    z_ratio = robust_z(ratio)
+    live = mean_linf[np.isfinite(mean_linf) & (mean_linf > 0)]
+    scale = float(np.median(live)) if live.size else 0.0
+    dead_mask = ~np.isfinite(mean_linf) | (mean_linf <= DEAD_RELATIVE * scale)
+    dead = tuple(int(c) for c in np.flatnonzero(dead_mask))
+    if channels - len(dead) < MIN_CHANNELS:
+        nan = np.full(channels, np.nan)
+        return LayerFlags(
+            layer, nan, nan.copy(), nan.copy(), (),
+            f"fewer than {MIN_CHANNELS} live channels", dead,
+        )  # fmt: skip
+    z_linf = robust_z(np.where(dead_mask, np.nan, mean_linf))
+    z_ratio = robust_z(np.where(dead_mask, np.nan, ratio))
     both = np.stack([z_linf, z_ratio])
     all_nan = np.isnan(both).all(axis=0)
     score = np.max(np.where(np.isnan(both), -np.inf, both), axis=0)
     score[all_nan] = np.nan
     above = np.flatnonzero(np.nan_to_num(score, nan=-np.inf) > threshold)
     order = above[np.argsort(-score[above], kind="stable")]
-    return LayerFlags(layer, z_linf, z_ratio, score, tuple(int(c) for c in order))
+    return LayerFlags(layer, z_linf, z_ratio, score, tuple(int(c) for c in order), None, dead)
 
 
 def _json_floats(values: np.ndarray) -> list[float | None]:

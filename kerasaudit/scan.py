@@ -34,7 +34,13 @@ import numpy as np
 from kerasaudit import __version__, _tf
 from kerasaudit._io import write_atomic
 from kerasaudit.errors import BadInputError
-from kerasaudit.flags import DEFAULT_THRESHOLD, SCORE_DEFINITION, LayerFlags, flag_channels
+from kerasaudit.flags import (
+    DEFAULT_THRESHOLD,
+    MIN_IMAGES,
+    SCORE_DEFINITION,
+    LayerFlags,
+    flag_channels,
+)
 from kerasaudit.inventory import AuditableLayer, auditable_layers, walk_layers
 
 STATS_SCHEMA = "kerasaudit.scan-stats/1"
@@ -195,6 +201,26 @@ class ScanResult:
     def has_findings(self) -> bool:
         return self.flagged_count > 0
 
+    @property
+    def dead_count(self) -> int:
+        return sum(len(f.dead) for f in self.flags)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What makes these statistics less trustworthy than they look."""
+        out = []
+        if self.stats.images < MIN_IMAGES:
+            out.append(
+                f"only {self.stats.images:,} images: per-channel statistics from fewer than "
+                f"{MIN_IMAGES} are noisy; scores may flag channels by chance"
+            )
+        if self.channel_count and self.dead_count > self.channel_count / 4:
+            out.append(
+                f"{self.dead_count:,} of {self.channel_count:,} channels are dead on this data "
+                "(an untrained or pruned model, or data unlike its training data?)"
+            )
+        return tuple(out)
+
     def layer_results(self) -> Iterator[tuple[ChannelStats, LayerFlags]]:
         return zip(self.stats.layers, self.flags, strict=True)
 
@@ -212,6 +238,7 @@ class ScanResult:
                     **stats.describe(),
                     "flagged_count": len(flags.flagged),
                     "flagged": list(flags.flagged),
+                    "dead": list(flags.dead),
                     "note": flags.note,
                     "mean_l1": _floats(stats.mean_l1),
                     "mean_l2": _floats(stats.mean_l2),
@@ -256,7 +283,9 @@ class ScanResult:
                 "layers": len(self.stats.layers),
                 "channels": self.channel_count,
                 "flagged": self.flagged_count,
+                "dead": self.dead_count,
             },
+            "warnings": list(self.warnings),
             "layers": layers,
             "flagged": flagged,
         }

@@ -398,3 +398,22 @@ def test_mirrored_strategy_over_two_logical_cpus_matches_one_device() -> None:
         assert result["images"] == 11, name
         assert result["fingerprints_equal"], name
         assert result["max_abs_diff"] < 1e-3, (name, result)
+
+
+def test_dead_channels_are_reported_apart_and_not_scored() -> None:
+    from kerasaudit.flags import flag_channels
+
+    live = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.2])
+    mean_linf = np.concatenate([live, [1e-9, 0.0, 3e-11]])
+    ratio = np.concatenate([np.full(6, 2.0), [9.0, np.nan, 9.0]])
+    flags = flag_channels("conv", mean_linf, ratio, threshold=3.5)
+    assert flags.dead == (6, 7, 8)
+    assert flags.flagged == ()  # tiny activations are not anomalies
+    assert np.isnan(flags.score[6:]).all() and np.isfinite(flags.score[:6]).all()
+    # A real outlier among live channels is still flagged.
+    spiked = mean_linf.copy()
+    spiked[2] = 9.0
+    assert flag_channels("conv", spiked, ratio, threshold=3.5).flagged == (2,)
+    # Too few live channels: the layer is not scored at all.
+    mostly_dead = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    assert "live channels" in (flag_channels("c", mostly_dead, mostly_dead, 3.5).note or "")

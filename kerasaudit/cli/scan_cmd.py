@@ -189,6 +189,8 @@ def scan(
         f"{result.channel_count:,} channels in {result.seconds or 0:.1f} s: "
         f"{result.flagged_count:,} flagged on clean data (threshold {result.threshold:g})"
     )
+    for warning in result.warnings:
+        consoles.info(f"warning: {warning}")
     if neurons is not None:
         from kerasaudit.formats import neurons_fmt
 

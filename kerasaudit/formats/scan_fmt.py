@@ -82,9 +82,13 @@ def render(
         summary.add_row("time", f"{result.seconds:.1f} s")
     summary.add_row(
         "flagged",
-        f"{result.flagged_count} of {result.channel_count} channels in {len(stats.layers)} "
-        f"layers (score > {result.threshold:g})",
+        f"{result.flagged_count:,} of {result.channel_count:,} channels in {len(stats.layers)} "
+        f"layers (score > {result.threshold:g}); clean statistics, not a verdict",
     )
+    if result.dead_count:
+        summary.add_row("dead", f"{result.dead_count:,} channels silent on this data (not scored)")
+    for warning in result.warnings:
+        summary.add_row("warning", warning)
     if stats_file:
         summary.add_row("statistics", stats_file)
     console.print(summary)
