@@ -160,8 +160,12 @@ def prune(
             return None
         return evaluate(candidate, on, with_trigger, target if with_trigger else None)
 
+    # The first trigger ranks the channels and measures candidates; every trigger in
+    # ``unlearn_with`` is unlearnt (e.g. all the triggers `reverse` found).
+    extra = [t for t in (unlearn_with or []) if t is not trigger]
+
     def tune(
-        pruned: Any, mask: Any, on: Dataset | None, unlearn_with: Any
+        pruned: Any, mask: Any, on: Dataset | None, with_trigger: Any
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
@@ -171,11 +175,13 @@ def prune(
             on,
             epochs=tuning.epochs,
             mask=mask,
-            trigger=unlearn_with if tuning.unlearn else None,
+            trigger=[with_trigger, *extra] if tuning.unlearn else None,
             unlearn_fraction=tuning.unlearn_fraction,
             learning_rate=tuning.learning_rate,
             seed=tuning.seed,
             train_batchnorm=tuning.train_batchnorm,
+            teacher=teacher if teacher is not None else model,
+            distill=tuning.distill,
         )
 
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
