@@ -59,6 +59,9 @@ class FineTuneResult:
     batch_size: int
     stamped_fraction: float  # share of each batch stamped with the trigger (unlearn mode)
     final_loss: float
+    triggers: int = 0  # triggers unlearnt
+    distill: float = 0.0  # distillation weight on clean images (0: none)
+    batchnorm: str = "train"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,9 @@ class FineTuneResult:
             "batch_size": self.batch_size,
             "stamped_fraction": self.stamped_fraction,
             "final_loss": self.final_loss,
+            "triggers": self.triggers,
+            "distill": self.distill,
+            "batchnorm": self.batchnorm,
         }
 
 
@@ -219,6 +225,9 @@ def fine_tune(
         batch_size=batch_size,
         stamped_fraction=unlearn_fraction if mode is FineTuneMode.UNLEARN else 0.0,
         final_loss=loss_value,
+        triggers=len(triggers),
+        distill=distill if use_teacher else 0.0,
+        batchnorm=mode_bn,
     )
 
 

@@ -133,6 +133,45 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> Non
     )  # fine-tuning did change the rest
 
 
+def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
+    tiny: dict[str, Path],
+) -> None:
+    """prune passes the extra triggers (defend: every trigger reverse found) and the
+    distillation weight through to fine-tuning; the teacher is the unpruned model."""
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    first = load_trigger(TRIGGER, (8, 8, 1))
+    second = load_trigger("patch:size=2,pos=tl,value=1", (8, 8, 1))
+    _, result = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.25,
+        layers=["conv2"],
+        trigger=first,
+        target=0,
+        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, distill=0.8),
+        unlearn_with=[first, second],
+    )
+    tuned = result.fine_tune
+    assert tuned is not None
+    assert tuned.triggers == 2 and tuned.distill == 0.8 and tuned.batchnorm == "train"
+    _, plain = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.25,
+        layers=["conv2"],
+        trigger=first,
+        target=0,
+        fine_tuning=FineTuneSettings(epochs=1, unlearn=True),
+    )
+    assert plain.fine_tune is not None
+    assert plain.fine_tune.triggers == 1 and plain.fine_tune.distill == 0.0
+
+
 @pytest.mark.parametrize("source", ["keras", "h5"])
 def test_cli_writes_the_pruned_model_in_the_input_format(
     tiny: dict[str, Path], tmp_path: Path, source: str
