@@ -67,8 +67,9 @@ class Consoles:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        # Piped output (files, CI logs) gets wide tables instead of Rich's 80-column default.
-        width = None if sys.stdout.isatty() else 160
+        # Piped output (files, CI logs) gets wide tables instead of Rich's 80-column default,
+        # unless COLUMNS says how wide to be (Rich reads it).
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
         self.out = Console(file=sys.stdout, soft_wrap=False, highlight=False, width=width)
         self.err = Console(file=sys.stderr, stderr=True, highlight=False, quiet=quiet)
 

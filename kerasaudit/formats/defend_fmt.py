@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from kerasaudit.defend import DefendResult
 from kerasaudit.formats import prune_fmt, reverse_fmt
+from kerasaudit.formats._table import Table
 
 SCHEMA = "kerasaudit.defend/1"
 

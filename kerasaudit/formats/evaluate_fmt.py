@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from kerasaudit.evaluation import OFF_CLASS, EvaluationResult
+from kerasaudit.formats._table import Table
 
 SCHEMA = "kerasaudit.evaluate/1"
 

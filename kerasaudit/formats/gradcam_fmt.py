@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from kerasaudit.formats._table import Table
 from kerasaudit.gradcam import GradcamResult, Localisation, ModelCams
 
 SCHEMA = "kerasaudit.gradcam/1"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from kerasaudit.formats._table import Table
 from kerasaudit.inventory import ModelInventory
 
 SCHEMA = "kerasaudit.inspect/1"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from kerasaudit.formats._table import Table
 from kerasaudit.neurons import TriggerNeurons
 
 TOP = 12

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from kerasaudit.evaluation import EvaluationResult
+from kerasaudit.formats._table import Table
 from kerasaudit.prune import PruneResult
 
 SCHEMA = "kerasaudit.prune/1"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from kerasaudit.formats._table import Table
 from rich.text import Text
 
 from kerasaudit.evaluation import EvaluationResult

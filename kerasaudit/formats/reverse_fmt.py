@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from kerasaudit.completion import Completion
+from kerasaudit.formats._table import Table
 from kerasaudit.reverse import LabelResult, ReverseResult
 
 SCHEMA = "kerasaudit.reverse/1"

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from kerasaudit.formats._table import Table
 from kerasaudit.neurons import TriggerNeurons
 from kerasaudit.scan import ScanResult
 
@@ -92,28 +92,26 @@ def render(
     if stats_file:
         summary.add_row("statistics", stats_file)
     console.print(summary)
-    console.print(f"Measured: {MEASURED_NOTE}.", markup=False, soft_wrap=True)
+    console.print(f"Measured: {MEASURED_NOTE}.", markup=False)
     console.print("Score: max of robust z (median/MAD) of ℓ∞ and of ℓ∞/ℓ2 within the layer.",
-                  markup=False, soft_wrap=True)  # fmt: skip
+                  markup=False)  # fmt: skip
 
-    layers = Table(title="Layers", title_justify="left")
-    for column in ("layer", "measured tensor", "channels", "mean ℓ1", "mean ℓ2", "mean ℓ∞",
-                   "max ℓ∞", "max score", "flagged"):  # fmt: skip
-        layers.add_column(
-            column, justify="left" if column.startswith(("layer", "meas")) else "right"
-        )
+    names = max((len(s.layer) for s in stats.layers), default=5)
+    layers = Table(title="Layers (ℓ1, ℓ2 and the measured tensor: --format json)",
+                   title_justify="left")  # fmt: skip
+    layers.add_column("layer", min_width=min(names, 40))
+    for column in ("channels", "mean ℓ∞", "max ℓ∞", "max score", "flagged", "dead"):
+        layers.add_column(column, justify="right")
     for channel_stats, flags in result.layer_results():
         score = flags.score[np.isfinite(flags.score)]
         layers.add_row(
             channel_stats.layer,
-            channel_stats.measured,
             str(channel_stats.channels),
-            _num(_mean(channel_stats.mean_l1)),
-            _num(_mean(channel_stats.mean_l2)),
             _num(_mean(channel_stats.mean_linf)),
             _num(float(channel_stats.max_linf.max())),
-            flags.note or _num(float(score.max()) if score.size else float("nan")),
+            "-" if flags.note else _num(float(score.max()) if score.size else float("nan")),
             f"[bold red]{len(flags.flagged)}[/]" if flags.flagged else "0",
+            str(len(flags.dead)),
         )
     console.print(layers)
 
@@ -124,7 +122,7 @@ def render(
             neurons, console, title="Channels the trigger drives (triggered − clean ℓ∞)"
         )
     else:
-        console.print(NOT_A_VERDICT, markup=False, soft_wrap=True)
+        console.print(NOT_A_VERDICT, markup=False)
     flagged = result.top_flagged()
     if not flagged:
         console.print(
@@ -132,16 +130,15 @@ def render(
             markup=False,
         )
         return
-    table = Table(title="Flagged channels (highest score first)", title_justify="left")
-    for column in ("layer", "channel", "mean ℓ1", "mean ℓ2", "mean ℓ∞", "max ℓ∞", "ℓ∞/ℓ2",
-                   "z ℓ∞", "z ℓ∞/ℓ2", "score"):  # fmt: skip
-        table.add_column(column, justify="left" if column == "layer" else "right")
+    table = Table(title="Flagged channels on clean data (highest score first)",
+                  title_justify="left")  # fmt: skip
+    table.add_column("layer", min_width=min(names, 40))
+    for column in ("channel", "mean ℓ∞", "max ℓ∞", "ℓ∞/ℓ2", "z ℓ∞", "z ℓ∞/ℓ2", "score"):
+        table.add_column(column, justify="right")
     for channel_stats, flags, channel in flagged[:top]:
         table.add_row(
             channel_stats.layer,
             str(channel),
-            _num(float(channel_stats.mean_l1[channel])),
-            _num(float(channel_stats.mean_l2[channel])),
             _num(float(channel_stats.mean_linf[channel])),
             _num(float(channel_stats.max_linf[channel])),
             _num(float(channel_stats.linf_over_l2[channel])),

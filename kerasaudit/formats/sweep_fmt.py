@@ -7,9 +7,9 @@ import io
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from kerasaudit.formats._table import Table
 from kerasaudit.sweep import SweepPoint, SweepResult
 
 SCHEMA = "kerasaudit.sweep/1"
