@@ -129,6 +129,7 @@ def prune(
     batch_size: int = 128,
     unlearn_with: Sequence[Any] | None = None,
     teacher: Any | None = None,
+    strict_ratio: bool = False,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -137,6 +138,8 @@ def prune(
     the triggers fine-tuning unlearns (default: ``trigger``), e.g. every trigger `reverse`
     found while ``trigger`` ranks the channels. ``teacher``: the model whose clean outputs the
     fine-tune distils (default: ``model`` itself) when the settings ask for distillation.
+    ``strict_ratio``: a ratio that prunes no channel of any candidate layer is an error (the
+    prune command: pruning nothing while saying "pruned" would mislead).
     """
     tuning = fine_tuning or FineTuneSettings()
     if not 0.0 < ratio < 1.0:
@@ -188,6 +191,12 @@ def prune(
     candidates = resolve_layers(model, layers) if layers else convs
     if not candidates:
         raise BadInputError("the model has no convolutional layers to prune")
+    if strict_ratio and all(round(ratio * i.channels) == 0 for i in candidates):
+        smallest = min(i.channels for i in candidates)
+        raise BadInputError(
+            f"--ratio {ratio:g} prunes no channel (the layers have {smallest}+ channels): "
+            f"use at least {1 / smallest:.3g}"
+        )
     rankings = rank_channels(
         model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size
     )

@@ -106,17 +106,40 @@ class ReportData:
     seconds: float
     stage_seconds: tuple[tuple[str, float], ...]
     notes: tuple[str, ...] = field(default=())
+    max_asr: float = 0.05  # a trigger working above this is a finding
+
+    @property
+    def trigger_asr(self) -> tuple[float | None, float | None]:
+        """(ASR of the trigger the later stages used on the model, after the recommended
+        prune): from the prune section, else the sweep's baseline."""
+        if isinstance(self.prune, PruneResult):
+            before = self.prune.before.asr if self.prune.before is not None else None
+            after = self.prune.final.asr if self.prune.final is not None else None
+            return before, after
+        if isinstance(self.sweep, SweepResult):
+            return self.sweep.baseline_asr, None
+        return None, None
 
     @property
     def findings(self) -> tuple[str, ...]:
-        """What makes the command exit with 1: flagged channels, a flagged label."""
+        """What makes the command exit with 1: a backdoor verdict, or a trigger that works
+        (its ASR above max_asr) — before or after the recommended prune. Channels that stand
+        out on clean data are leads (see the scan section), not findings."""
         found = []
-        if self.scan.has_findings:
-            layers = sum(1 for f in self.scan.flags if f.flagged)
-            found.append(f"scan: {self.scan.flagged_count} channel(s) flagged in {layers} layer(s)")
-        if isinstance(self.reverse, ReverseSection) and self.reverse.flagged:
+        if isinstance(self.reverse, ReverseSection) and self.reverse.result.verdict.backdoor:
             labels = ", ".join(str(k) for k in self.reverse.flagged)
-            found.append(f"reverse engineering: label(s) {labels} flagged as backdoor target")
+            what = f"label(s) {labels} flagged as backdoor target" if labels else "a backdoor"
+            if self.reverse.result.verdict.all_to_all:
+                what += " (all-to-all)"
+            found.append(f"trigger recovery: {what}")
+        before, after = self.trigger_asr
+        if before is not None and before > self.max_asr:
+            found.append(f"the trigger works: ASR {100 * before:.2f} % > {100 * self.max_asr:g} %")
+        if after is not None and after > self.max_asr:
+            found.append(
+                f"the backdoor survives the recommended prune: ASR {100 * after:.2f} % > "
+                f"{100 * self.max_asr:g} %"
+            )
         return tuple(found)
 
     @property
@@ -353,6 +376,7 @@ def build_report(
     batch_size: int = 128,
     command: str | None = None,
     stage: StageFn | None = None,
+    max_asr: float = 0.05,
 ) -> ReportData:
     """Run every stage that can run on ``loaded.model`` and gather the results."""
     started = time.perf_counter()
@@ -477,6 +501,7 @@ def build_report(
     end("grad-cam", t)
 
     return ReportData(
+        max_asr=max_asr,
         title=f"kerasaudit report: {Path(source).name}",
         model_path=source,
         data=dataset.info,

@@ -144,25 +144,29 @@ def test_page_is_self_contained(full_report: dict[str, Any]) -> None:
     assert "Before and after pruning" in text and "Localisation on the trigger" in text
 
 
-def test_findings_exit_1_and_text_is_escaped(files: dict[str, Path], tmp_path: Path) -> None:
+def test_clean_data_leads_are_not_findings_and_text_is_escaped(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     page = tmp_path / "spiked.html"
     args = ["report", str(files["spiked"]), "-d", str(files["data"]), "-o", str(page), "-q"]
     result = runner.invoke(app, [*args, "--cam-images", "2", "-f", "json"])
-    assert result.exit_code == 1, result.output
+    # A channel that stands out on clean data is a lead, not a backdoor verdict.
+    assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["has_findings"] and summary["findings"][0].startswith("scan: ")
+    assert not summary["has_findings"] and summary["findings"] == []
     assert summary["sections"]["scan"]["flagged"] >= 1
     for name in ("sweep", "prune"):
         assert not summary["sections"][name]["ran"]
         assert "--trigger" in summary["sections"][name]["reason"]
     text = page.read_text(encoding="utf-8")
+    assert "a lead, not a verdict" in text
     assert "<b>bold" not in text
     assert "spiked &lt;b&gt;bold &amp; &quot;quoted&quot;.keras" in text
     parsed = _parse(text)
     assert parsed.sections == list(SECTIONS)
     assert "b" not in {tag for tag, _ in parsed.tags}
     assert len(parsed.images) == 1  # Grad-CAM only: nothing to sweep without a trigger
-    assert "exit code 1" in text and 'tr class="flagged"' in text
+    assert "exit code 0" in text and 'tr class="flagged"' in text  # flagged rows, still a lead
 
 
 def test_reverse_section(files: dict[str, Path], tmp_path: Path) -> None:
@@ -180,7 +184,11 @@ def test_reverse_section(files: dict[str, Path], tmp_path: Path) -> None:
     parsed = _parse(page.read_text(encoding="utf-8"))
     if reverse_available():
         assert section["ran"] and isinstance(section["flagged"], list)
-        assert len(parsed.images) == 2  # recovered masks + Grad-CAM grid
+        # recovered masks + Grad-CAM grid, and the sweep curve when a flagged label's
+        # recovered trigger drove the sweep
+        swept = summary["sections"]["sweep"]["ran"]
+        assert swept == bool(section["trigger_used_for_pruning"] is not None)
+        assert len(parsed.images) == 2 + int(swept)
         for src in parsed.images:
             _check_png_data_uri(src)
     else:
@@ -415,3 +423,23 @@ def test_report_in_headless_chromium(
         colours = image.convert("RGB").resize((64, 200)).getcolors(64 * 200)
     assert colours is not None and len(colours) > 50  # a rendered page, not a blank one
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_working_trigger_is_a_finding_on_the_page_and_in_the_exit_code(
+    keras_module: Any, tmp_path: Path
+) -> None:
+    """A known trigger that still works (ASR above --max-asr) must never sit next to "no
+    findings" and exit 0 (a CI gate on the exit code would pass the model)."""
+    from test_reverse import TRIGGER as PLANTED
+    from test_reverse import write_stripe_files
+
+    stripes = write_stripe_files(tmp_path, keras_module)
+    page = tmp_path / "backdoored.html"
+    args = ["report", str(stripes["backdoored"]), "-d", str(stripes["data"]), "-o", str(page)]
+    args += ["-t", PLANTED, "--target", "0", "--sweep-ratios", "0.1", "--criteria", "l1"]
+    result = runner.invoke(app, [*args, "--cam-images", "2", "-q", "-f", "json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert any(f.startswith("the trigger works: ASR") for f in summary["findings"])
+    text = page.read_text(encoding="utf-8")
+    assert "exit code 1" in text and "No findings" not in text

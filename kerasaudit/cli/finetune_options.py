@@ -23,7 +23,8 @@ UnlearnOpt = Annotated[
     bool,
     typer.Option(
         "--unlearn",
-        help="While fine-tuning, stamp a share of images with --trigger, true labels kept.",
+        help="While fine-tuning, stamp a share of images with the trigger (or mix in the "
+        "--trigger-data images), true labels kept.",
     ),
 ]
 UnlearnFractionOpt = Annotated[
@@ -32,6 +33,15 @@ UnlearnFractionOpt = Annotated[
 ]
 LearningRateOpt = Annotated[
     float, typer.Option("--learning-rate", help="Adam learning rate for fine-tuning.")
+]
+DistillOpt = Annotated[
+    float,
+    typer.Option(
+        "--distill",
+        help="While fine-tuning, weight (0-1) of matching the original model's outputs on clean "
+        "images instead of their hard labels; triggered images always learn their true class. "
+        "Keeps clean accuracy with little data.",
+    ),
 ]
 FreezeBnOpt = Annotated[
     bool,
@@ -53,6 +63,7 @@ def fine_tune_settings(
     seed: int = 0,
     *,
     has_trigger: bool = True,
+    distill: float = 0.0,
 ) -> FineTuneSettings:
     from kerasaudit.finetune import FineTuneSettings
 
@@ -64,6 +75,10 @@ def fine_tune_settings(
         raise BadInputError(f"--unlearn-fraction must be between 0 and 1, got {unlearn_fraction:g}")
     if learning_rate <= 0:
         raise BadInputError(f"--learning-rate must be positive, got {learning_rate:g}")
+    if not 0.0 <= distill <= 1.0:
+        raise BadInputError(f"--distill is a weight between 0 and 1, got {distill:g}")
+    if distill and not epochs:
+        raise BadInputError("--distill works while fine-tuning: add --fine-tune-epochs N")
     return FineTuneSettings(
         epochs=epochs,
         unlearn=unlearn,
@@ -71,4 +86,5 @@ def fine_tune_settings(
         learning_rate=learning_rate,
         train_batchnorm=not freeze_bn,
         seed=seed,
+        distill=distill,
     )

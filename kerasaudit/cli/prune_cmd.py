@@ -35,6 +35,7 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
 )
 from kerasaudit.cli.finetune_options import (
+    DistillOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
@@ -48,7 +49,7 @@ from kerasaudit.cli.trigger_options import (
     TriggerOpt,
     trigger_request,
 )
-from kerasaudit.errors import BadInputError
+from kerasaudit.errors import BadInputError, ExitCode
 
 
 class CriterionChoice(StrEnum):  # mirrors kerasaudit.ranking.Criterion without importing TF
@@ -106,6 +107,16 @@ def prune(
     unlearn_fraction: UnlearnFractionOpt = 0.5,
     learning_rate: LearningRateOpt = 1e-4,
     freeze_bn: FreezeBnOpt = False,
+    distill: DistillOpt = 0.0,
+    max_asr: Annotated[
+        float,
+        typer.Option(
+            "--max-asr",
+            metavar="PCT",
+            help="With a trigger: the backdoor counts as surviving (warning, exit 1) when the "
+            "pruned model's ASR is above this percentage.",
+        ),
+    ] = 5.0,
     max_acc_drop: Annotated[
         float,
         typer.Option(
@@ -140,7 +151,8 @@ def prune(
     custom_objects: CustomObjectsOpt = None,
 ) -> None:
     """Zero the kernels (and following BatchNorm γ/β) of the most suspicious channels, optionally
-    fine-tune, and report accuracy and ASR before and after."""
+    fine-tune (with unlearning), and report accuracy and ASR before and after. Exit 1 when a
+    given trigger still works on the pruned model (ASR above --max-asr)."""
     from kerasaudit.cli.common import emit_json
     from kerasaudit.formats import prune_fmt
     from kerasaudit.prune import prune as run_prune
@@ -152,11 +164,14 @@ def prune(
         raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {ratio:g}")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
+    if not 0.0 <= max_asr <= 100.0:
+        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
     request = trigger_request(trigger, trigger_data, target)
     if criterion is CriterionChoice.LINF_TRIGGER and request is None:
         raise BadInputError(
-            "--criterion linf-trigger needs --trigger or --trigger-data (a known trigger, or a "
-            "file from `reverse`)"
+            "the default criterion linf-trigger (the paper's) ranks channels by what a trigger "
+            "does to them: pass --trigger/--trigger-data, let `kerasaudit defend` recover one, "
+            "or pick a trigger-free criterion with -c linf|mean|clp"
         )
     tuning = fine_tune_settings(
         fine_tune_epochs,
@@ -166,6 +181,7 @@ def prune(
         freeze_bn,
         seed,
         has_trigger=request is not None,
+        distill=distill,
     )
     prepare_output(output, force)
     prepare_output(report, force)
@@ -189,6 +205,7 @@ def prune(
             fine_tuning=tuning,
             max_acc_drop=max_acc_drop / 100,
             batch_size=batch_size,
+            strict_ratio=True,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)
@@ -204,3 +221,14 @@ def prune(
         force,
     )
     consoles.info(prune_fmt.summary_line(result) + (f"; wrote {output}" if output else ""))
+    if output is None:
+        consoles.info("nothing written: pass -o FILE to save the pruned model")
+    final = result.final
+    asr = None if final is None else final.asr
+    if asr is not None and asr > max_asr / 100:
+        consoles.info(
+            f"warning: the backdoor survives: ASR {100 * asr:.2f} % after pruning is above "
+            f"--max-asr {max_asr:g} % (more epochs with --unlearn, another --layer or ratio; "
+            "`kerasaudit sweep` shows the trade-off)"
+        )
+        raise typer.Exit(int(ExitCode.FINDINGS))

@@ -80,6 +80,15 @@ def report(
     ],
     trigger: TriggerOpt = None,
     trigger_data: TriggerDataOpt = None,
+    max_asr: Annotated[
+        float,
+        typer.Option(
+            "--max-asr",
+            metavar="PCT",
+            help="A trigger whose ASR is above this percentage, before or after the "
+            "recommended prune, is a finding (exit 1).",
+        ),
+    ] = 5.0,
     target: TargetOpt = None,
     eval_data: Annotated[
         Path | None,
@@ -205,6 +214,7 @@ def report(
             batch_size=batch_size,
             command=_command_line(),
             stage=lambda name: status.update(f"report: {name}"),
+            max_asr=max_asr / 100,
         )
     write_text_atomic(output, report_html.render(result), force=force)
     for note in result.notes:

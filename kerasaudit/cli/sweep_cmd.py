@@ -35,6 +35,7 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
 )
 from kerasaudit.cli.finetune_options import (
+    DistillOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
@@ -49,7 +50,7 @@ from kerasaudit.cli.trigger_options import (
     TriggerOpt,
     trigger_request,
 )
-from kerasaudit.errors import BadInputError
+from kerasaudit.errors import BadInputError, ExitCode
 
 DEFAULT_RATIOS = "0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5,0.6,0.7"
 
@@ -92,6 +93,16 @@ def sweep(
     unlearn_fraction: UnlearnFractionOpt = 0.5,
     learning_rate: LearningRateOpt = 1e-4,
     freeze_bn: FreezeBnOpt = False,
+    distill: DistillOpt = 0.0,
+    max_asr: Annotated[
+        float,
+        typer.Option(
+            "--max-asr",
+            metavar="PCT",
+            help="The model's own ASR above this percentage is a finding (exit 1): the "
+            "trigger works. Also reported: whether the recommendation gets below it.",
+        ),
+    ] = 5.0,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write every point as CSV.")
     ] = None,
@@ -128,8 +139,16 @@ def sweep(
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     ratio_list = _parse_ratios(ratios)
+    if not 0.0 <= max_asr <= 100.0:
+        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
     tuning = fine_tune_settings(
-        fine_tune_epochs, unlearn, unlearn_fraction, learning_rate, freeze_bn, has_trigger=True
+        fine_tune_epochs,
+        unlearn,
+        unlearn_fraction,
+        learning_rate,
+        freeze_bn,
+        has_trigger=True,
+        distill=distill,
     )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)
@@ -167,3 +186,11 @@ def sweep(
         force,
     )
     consoles.info(sweep_fmt.summary_line(result))
+    best = result.best
+    if best is not None and best.asr is not None and best.asr > max_asr / 100:
+        consoles.info(
+            f"warning: no point within the accuracy budget gets the ASR below --max-asr "
+            f"{max_asr:g} % (best {100 * best.asr:.2f} %): the backdoor survives pruning alone"
+        )
+    if result.baseline_asr is not None and result.baseline_asr > max_asr / 100:
+        raise typer.Exit(int(ExitCode.FINDINGS))

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from kerasaudit.formats._table import Table
 from rich.text import Text
 
 from kerasaudit.evaluation import EvaluationResult
 from kerasaudit.flags import SCORE_DEFINITION
+from kerasaudit.formats._table import Table
 from kerasaudit.gradcam import GradcamResult, Localisation
 from kerasaudit.prune import PruneResult
 from kerasaudit.report import Figure, ReportData, Skipped
@@ -147,15 +147,17 @@ def _summary(data: ReportData) -> str:
     scan = data.scan
     if scan.has_findings:
         items.append(
-            _badge("bad", "finding")
+            _badge("skip", "lead")
             + _e(f"Scan: {scan.flagged_count} of {scan.channel_count} conv channels have an "
-                 "anomalous activation peak (see “Activation scan”).")
+                 "anomalous activation peak on clean images (see “Activation scan”) — a lead, "
+                 "not a verdict.")
         )  # fmt: skip
     else:
         items.append(
-            _badge("ok", "clean")
-            + _e(f"Scan: none of the {scan.channel_count} conv channels has an anomalous "
-                 "activation peak on clean images.")
+            _badge("skip", "no lead")
+            + _e(f"Scan: none of the {scan.channel_count} conv channels stands out on clean "
+                 "images. Clean statistics are not a verdict: a backdoor stays quiet until "
+                 "its trigger is present.")
         )  # fmt: skip
     rev = data.reverse
     if isinstance(rev, Skipped):
@@ -177,7 +179,7 @@ def _summary(data: ReportData) -> str:
         before, final = data.prune.before, data.prune.final
         if before is not None and final is not None and before.asr is not None:
             asr_after = final.asr if final.asr is not None else 0.0
-            kind = "ok" if asr_after <= 0.05 else "bad"
+            kind = "ok" if asr_after <= data.max_asr else "bad"
             label = "removed" if kind == "ok" else "still active"
             items.append(
                 _badge(kind, f"backdoor {label}")
@@ -201,7 +203,8 @@ def _summary(data: ReportData) -> str:
     verdict = (
         _badge("bad", "exit code 1") + _e("Findings: " + "; ".join(data.findings) + ".")
         if data.has_findings
-        else _badge("ok", "exit code 0") + _e("No findings from the scan or reverse engineering.")
+        else _badge("ok", "exit code 0")
+        + _e("No findings: no backdoor verdict and no trigger that works.")
     )
     items.append(verdict)
     body = '<ul class="verdict">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
