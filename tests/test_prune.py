@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
+from kerasaudit.errors import BadInputError
 from kerasaudit.finetune import FineTuneSettings
 from kerasaudit.inventory import auditable_layers, find_layer
 from kerasaudit.prune import prune
@@ -170,6 +171,39 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     )
     assert plain.fine_tune is not None
     assert plain.fine_tune.triggers == 1 and plain.fine_tune.distill == 0.0
+
+
+def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
+    tiny: dict[str, Path],
+) -> None:
+    from kerasaudit.loading import load_model
+    from kerasaudit.prune import AUTO_RATIOS
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    _, result = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio="auto",
+        trigger=trigger,
+        target=0,
+        fine_tuning=FineTuneSettings(epochs=1, unlearn=True),
+    )
+    tried = result.choice.candidates
+    layers = {c.layer for c in tried}
+    assert 1 <= len(layers) <= 3
+    # every ratio that prunes at least one channel of a candidate layer was tried
+    channels = {i.path: i.channels for i in auditable_layers(model)}
+    for layer in layers:
+        expected = {r for r in AUTO_RATIOS if round(r * channels[layer]) >= 1}
+        assert {c.ratio for c in tried if c.layer == layer} == expected
+    assert result.ratio in AUTO_RATIOS and result.choice.layers[0] in layers
+    chosen = [c for c in tried if c.layer == result.choice.layers[0] and c.ratio == result.ratio]
+    assert len(chosen) == 1 and "(layer, ratio)" in result.choice.reason
+    with pytest.raises(BadInputError, match="auto needs"):
+        prune(model, dataset, criterion=Criterion.L1, ratio="auto", trigger=trigger, target=0)
 
 
 @pytest.mark.parametrize("source", ["keras", "h5"])

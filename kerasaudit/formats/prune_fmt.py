@@ -62,13 +62,16 @@ def render(result: PruneResult, console: Console) -> None:
     console.print(head)
 
     if result.choice.candidates:
-        cand = Table(title=Text("Layers tried at this ratio"), title_justify="left")
-        for column in ("layer", "channels pruned", "accuracy", "ASR", "RA"):
+        cand = Table(
+            title=Text("Candidates tried (held-out numbers; ← chosen)"), title_justify="left"
+        )
+        for column in ("layer", "ratio", "channels pruned", "accuracy", "ASR", "RA"):
             cand.add_column(column, justify="left" if column == "layer" else "right")
         for c in result.choice.candidates:
-            mark = " ←" if c.layer in result.choice.layers else ""
+            chosen = c.layer in result.choice.layers and c.ratio == result.ratio
             cand.add_row(
-                Text(c.layer + mark),
+                Text(c.layer + (" ←" if chosen else "")),
+                f"{c.ratio:g}",
                 str(c.channels_pruned),
                 _pct(c.accuracy),
                 _pct(c.asr),
