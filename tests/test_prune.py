@@ -236,8 +236,11 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
             "json",
         ],
     )
-    assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    # exit 1 exactly when the trigger still works after pruning (a 3-class toy: it may)
+    survives = report["after_prune"]["attack"]["asr"] > 0.05
+    assert result.exit_code == (1 if survives else 0), result.output
+    assert ("the backdoor survives" in result.stderr) == survives
     assert report["schema"] == "kerasaudit.prune/1" and report["output"] == str(out)
     channels = report["pruned"][0]["channels"]
     assert len(channels) == 3 and report["pruned"][0]["batch_norm"] == "features/f_bn1"
@@ -260,7 +263,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["--ratio", "0"], "--ratio"),
         (["--ratio", "1.5"], "--ratio"),
         (["-c", "mean", "--layer", "nope"], "unknown layer"),
-        (["-c", "linf-trigger"], "needs --trigger"),
+        (["-c", "linf-trigger"], "pass --trigger/--trigger-data"),
         (["-c", "mean", "--trigger", "patch:size=9,pos=br"], "larger"),
         (["-c", "mean", "--trigger", "missing.npz"], "missing.npz"),
         (["-c", "mean", "--trigger", TRIGGER, "--target", "7"], "outside"),
