@@ -17,7 +17,8 @@ The same chain as separate commands (what ``kerasaudit defend`` runs)::
 
     kerasaudit reverse M.keras --data val.npz -o rev/          # exit 1: label K flagged
     kerasaudit prune M.keras --data val.npz --trigger rev/trigger_labelK.npz \
-        --criterion linf-trigger --ratio 0.25 --fine-tune-epochs 10 --unlearn -o pruned.keras
+        --criterion linf-trigger --ratio auto --fine-tune-epochs 10 --unlearn --distill 0.8 \
+        -o pruned.keras
     kerasaudit evaluate pruned.keras --data test.npz --trigger rev/trigger_labelK.npz
 """
 
@@ -41,14 +42,16 @@ StepFn = Callable[[str], None]  # told the name of each step as it starts
 
 
 def _default_tuning() -> FineTuneSettings:
-    return FineTuneSettings(epochs=10, unlearn=True)
+    # Measured on the zoo's development models (README): distilling the original model's clean
+    # outputs kept 0.5-1 point more accuracy than hard labels on 1,000 images.
+    return FineTuneSettings(epochs=10, unlearn=True, distill=0.8)
 
 
 @dataclass(frozen=True)
 class DefenceSettings:
     """How each flagged label's backdoor is removed (measured defaults: see the README)."""
 
-    ratio: float = 0.25  # share of the chosen layer's channels pruned
+    ratio: float | str = "auto"  # share of the chosen layer's channels, or auto (prune.py)
     layers: tuple[str, ...] = ()  # default: chosen by prune, measured on the defender's data
     max_acc_drop: float = 0.015  # budget for prune's automatic layer choice (fraction)
     # Fine-tuning with unlearning (the recovered trigger stamped on a share of each batch, true
@@ -56,8 +59,12 @@ class DefenceSettings:
     fine_tuning: FineTuneSettings = field(default_factory=_default_tuning)
 
     def check(self) -> None:
-        if not 0.0 < self.ratio < 1.0:
-            raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio:g}")
+        if self.ratio != "auto" and not (
+            isinstance(self.ratio, float | int) and 0.0 < self.ratio < 1.0
+        ):
+            raise BadInputError(
+                f"--ratio must be between 0 and 1 (exclusive) or auto: {self.ratio}"
+            )
         tuning = self.fine_tuning
         if tuning.epochs < 0:
             raise BadInputError("--fine-tune-epochs must be ≥ 0")

@@ -67,7 +67,7 @@ class SaveFormatChoice(StrEnum):
     H5 = "h5"
 
 
-def _parse_ratio(text: str) -> float | str:
+def parse_ratio(text: str) -> float | str:
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -180,7 +180,7 @@ def prune(
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
 
     consoles = Consoles(quiet)
-    chosen_ratio = _parse_ratio(ratio)
+    chosen_ratio = parse_ratio(ratio)
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     if not 0.0 <= max_asr <= 100.0:
