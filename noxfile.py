@@ -29,3 +29,19 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     for script in sorted(__import__("pathlib").Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """A longer fuzzing run of the loader (random, 2,000 mutated files per format by default;
+    `nox -s fuzz -- 10000` for more). The test suite runs 30 derandomized ones."""
+    session.install("-e", ".[test]")
+    examples = session.posargs[0] if session.posargs else "2000"
+    session.run(
+        "pytest",
+        "tests/test_fuzz_loading.py",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=0",  # a long campaign; each example has its own 60 s hang limit
+        env={"KERASAUDIT_FUZZ_EXAMPLES": examples},
+    )

@@ -36,3 +36,7 @@ class UnsafeModelError(KerasauditError):
         super().__init__(
             f"refused unsafe model: {where}: {reason} (pass --unsafe only if you trust this file)"
         )
+
+
+class ModelResourceError(UnsafeModelError):
+    """Loading the model would exhaust memory, CPU time or disk (a resource bomb): refused."""

@@ -1,14 +1,22 @@
-"""Model loading: identify, check statically, then load with Keras in safe mode.
+"""Model loading: copy, identify, check statically, then load with Keras in safe mode.
 
 Order matters and is the point of this module:
-1. the file is copied into a private temporary directory (so the bytes that were checked are
-   the bytes that get loaded, whatever happens to the original meanwhile);
-2. ``kerasaudit.safety`` reads its config without executing anything and refuses it unless
+1. the file is copied into a private temporary directory, and everything after looks only at
+   the copy: the format is detected once, *on the copy*, and the loader is chosen from what
+   the copy is (a file swapped after it was opened, or a polyglot, cannot get a loader the
+   check did not assume);
+2. ``kerasaudit.safety`` reads it without executing anything and refuses it unless
    ``--unsafe``;
 3. only then is it handed to Keras, with ``safe_mode=True``, ``compile=False``, inside Keras'
    ``SafeModeScope`` (which also overrides a process-wide ``enable_unsafe_deserialization()``).
+
+Steps 2 and 3 first run in a resource-limited child process (``kerasaudit.sandbox``): the
+check, then a canary load; the caller loads the same private copy only after the canary
+succeeded within the limits. ``KERASAUDIT_SANDBOX=0`` runs both in-process instead.
 TF SavedModel directories are read with tf-keras (Keras 3 cannot rebuild layers from them), then
 converted to Keras 3 through a legacy ``.h5`` that goes through the same checks again.
+Temporary files (the copy, Keras' extraction directories, the children's TMPDIR) all live in
+the private directory, which is removed however the load ends.
 """
 
 from __future__ import annotations
@@ -24,9 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kerasaudit import _tf
-from kerasaudit.errors import BadInputError, UnsafeModelError
-from kerasaudit.safety import ModelFormat, SafetyReport, check_model_file, detect_format
+from kerasaudit import _tf, sandbox
+from kerasaudit.errors import BadInputError, ModelResourceError, UnsafeModelError
+from kerasaudit.safety import (
+    ModelFormat,
+    SafetyReport,
+    check_local_path,
+    check_model_file,
+    detect_format,
+    scan_savedmodel_tree,
+)
 
 
 @dataclass(frozen=True)
@@ -82,22 +97,39 @@ def load_model(
 ) -> LoadedModel:
     """Load an untrusted model. Raises BadInputError (exit 2) or UnsafeModelError (exit 3)."""
     path = Path(path)
-    fmt = detect_format(path)
+    check_local_path(path)
     custom = load_custom_objects(custom_objects_file) if custom_objects_file else {}
-    with _private_copy(path, fmt) as copy:
-        report = check_model_file(copy, custom=custom)
-        report = _relabel(report, path)
+    sandboxed = sandbox.enabled()
+    with _private_directory() as private:
+        copy, fmt = _private_copy(path, private)
+        if sandboxed:
+            report = sandbox.run_check(copy, frozenset(custom), path, private / "check")
+        else:
+            report = check_model_file(copy, custom, shown=path)
         if not report.safe and not unsafe:
             first = report.findings[0]
             more = len(report.findings) - 1
             reason = first.reason + (f" (and {more} more finding(s))" if more else "")
             raise UnsafeModelError(first.where, reason)
-        if fmt is ModelFormat.SAVEDMODEL:
-            model = _load_savedmodel(copy, custom, unsafe)
+        # Absolute: the sandboxed child works in a directory of its own.
+        custom_file = str(custom_objects_file.resolve()) if custom_objects_file else None
+        request = {
+            "copy": str(copy),
+            "format": str(fmt),
+            "keras_version": report.keras_version,
+            "unsafe": unsafe,
+            "custom_objects_file": custom_file,
+            "converted": str(private / "converted.h5"),
+            "shown": str(path),
+        }
+        if sandboxed:
+            _tf.keras()  # imported before the fork, so the canary shares the parent's import
+            sandbox.run_load(request, custom, report.file_bytes, private / "load")
+            target = _vetted_target(request, custom, unsafe)
         else:
-            if fmt is ModelFormat.H5 and (report.keras_version or "").startswith(("1.", "2.")):
-                _repair_legacy_h5(copy)
-            model = _load_keras(copy, custom, unsafe)
+            target = prepare(request, custom)
+        with _temporary_files_in(private / "tmp"):
+            model = _load_keras(target, custom, unsafe)
     return LoadedModel(
         model=model,
         path=path,
@@ -110,32 +142,85 @@ def load_model(
     )
 
 
-def _relabel(report: SafetyReport, original: Path) -> SafetyReport:
-    from dataclasses import replace
+def prepare(request: dict[str, Any], custom: dict[str, Any]) -> Path:
+    """What Keras 3 will load, from a checked private copy: the copy itself (a Keras 2 ``.h5``
+    repaired in place first), or a SavedModel's conversion to ``.h5``, checked again. Runs
+    once per load: in the sandboxed canary, or in-process when the sandbox is off."""
+    copy = Path(request["copy"])
+    fmt = ModelFormat(request["format"])
+    if fmt is ModelFormat.SAVEDMODEL:
+        return _convert_savedmodel(
+            copy, Path(request["converted"]), custom, bool(request["unsafe"])
+        )
+    if fmt is ModelFormat.H5 and str(request.get("keras_version") or "").startswith(("1.", "2.")):
+        _repair_legacy_h5(copy)
+    return copy
 
-    copy_name = Path(report.path).name
-    findings = tuple(
-        replace(f, where=f.where.replace(copy_name, original.name)) for f in report.findings
-    )
-    return replace(report, path=str(original), findings=findings)
+
+def prepare_and_load(request: dict[str, Any], custom: dict[str, Any]) -> None:
+    """The sandboxed canary: prepare and load exactly as the caller will, then discard."""
+    target = prepare(request, custom)
+    _load_keras(target, custom, bool(request["unsafe"]))
+
+
+def _vetted_target(request: dict[str, Any], custom: dict[str, Any], unsafe: bool) -> Path:
+    """After a successful canary: the copy, or the conversion the canary wrote (whose check
+    is repeated here; it is cheap and the caller should not take a child's word for it)."""
+    if ModelFormat(request["format"]) is not ModelFormat.SAVEDMODEL:
+        return Path(request["copy"])
+    converted = Path(request["converted"])
+    _refuse_unless_safe(check_model_file(converted, custom), unsafe)
+    return converted
+
+
+def _refuse_unless_safe(report: SafetyReport, unsafe: bool) -> None:
+    if not report.safe and not unsafe:
+        first = report.findings[0]
+        raise UnsafeModelError(first.where, first.reason)
 
 
 @contextlib.contextmanager
-def _private_copy(path: Path, fmt: ModelFormat) -> Iterator[Path]:
-    tmpdir = Path(tempfile.mkdtemp(prefix="kerasaudit-model-"))
+def _private_directory() -> Iterator[Path]:
+    private = Path(tempfile.mkdtemp(prefix="kerasaudit-model-")).resolve()
     try:
-        if fmt is ModelFormat.SAVEDMODEL:
-            target = tmpdir / "savedmodel"
+        yield private
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _private_copy(path: Path, private: Path) -> tuple[Path, ModelFormat]:
+    """Copy the model into ``private``, detect its format on the copy, and name the copy for
+    the loader that format needs (Keras picks its loader by extension)."""
+    try:
+        if path.is_dir():
+            detect_format(path)  # "not a model" / "unzipped .keras" messages before copying
+            scan_savedmodel_tree(path)  # bounded: entry count, depth, no devices or FIFOs
+            copy = private / "savedmodel"
             # symlinks=True copies links as links, so the safety check sees (and refuses) them.
-            shutil.copytree(path, target, symlinks=True)
+            shutil.copytree(path, copy, symlinks=True)
         else:
-            target = tmpdir / f"model.{'keras' if fmt is ModelFormat.KERAS else 'h5'}"
-            shutil.copyfile(path, target)
-        yield target
+            copy = private / "original"
+            shutil.copyfile(path, copy)
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    fmt = detect_format(copy, shown=path)
+    if fmt is ModelFormat.SAVEDMODEL:
+        return copy, fmt
+    named = private / ("model.keras" if fmt is ModelFormat.KERAS else "model.h5")
+    copy.rename(named)
+    return named, fmt
+
+
+@contextlib.contextmanager
+def _temporary_files_in(directory: Path) -> Iterator[None]:
+    """Keras extracts archive assets with ``tempfile``: keep them in the private directory."""
+    directory.mkdir(exist_ok=True)
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        tempfile.tempdir = saved
 
 
 def _load_keras(copy: Path, custom: dict[str, Any], unsafe: bool) -> Any:
@@ -147,15 +232,32 @@ def _load_keras(copy: Path, custom: dict[str, Any], unsafe: bool) -> Any:
             return keras.saving.load_model(
                 copy, custom_objects=custom, compile=False, safe_mode=not unsafe
             )
-    except (MemoryError, RecursionError) as exc:
-        raise BadInputError(
-            f"Keras ran out of resources loading the model ({type(exc).__name__})"
-        ) from exc
+    except RecursionError as exc:
+        raise BadInputError("the model nests too deeply for Keras to load it") from exc
     except Exception as exc:
+        exhausted = _resource_exhaustion(exc)
+        if exhausted is not None:
+            raise ModelResourceError(
+                "<model>", f"building it exhausted memory ({exhausted})"
+            ) from exc
         raise BadInputError(f"Keras could not load the model: {_first_line(exc)}") from exc
 
 
-def _load_savedmodel(copy: Path, custom: dict[str, Any], unsafe: bool) -> Any:
+def _resource_exhaustion(exc: BaseException) -> str | None:
+    """The name of a MemoryError / TensorFlow OOM anywhere in ``exc``'s chain (Keras wraps
+    build errors in TypeError/ValueError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, MemoryError) or name == "ResourceExhaustedError":
+            return name
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _convert_savedmodel(copy: Path, h5: Path, custom: dict[str, Any], unsafe: bool) -> Path:
     _tf.tf()
     import tf_keras
 
@@ -163,23 +265,18 @@ def _load_savedmodel(copy: Path, custom: dict[str, Any], unsafe: bool) -> Any:
         legacy = tf_keras.models.load_model(copy, custom_objects=custom, compile=False)
     except Exception as exc:
         raise BadInputError(f"tf-keras could not load the SavedModel: {_first_line(exc)}") from exc
-    with tempfile.TemporaryDirectory(prefix="kerasaudit-sm-") as tmp:
-        h5 = Path(tmp) / "converted.h5"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "HDF5 is legacy": we know, it is a bridge
-                legacy.save(h5, save_format="h5", include_optimizer=False)
-        except Exception as exc:
-            raise BadInputError(
-                f"the SavedModel loads in tf-keras but cannot be converted to Keras 3: "
-                f"{_first_line(exc)}"
-            ) from exc
-        report = check_model_file(h5, custom=custom)
-        if not report.safe and not unsafe:
-            first = report.findings[0]
-            raise UnsafeModelError(first.where, first.reason)
-        _repair_legacy_h5(h5)
-        return _load_keras(h5, custom, unsafe)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "HDF5 is legacy": we know, it is a bridge
+            legacy.save(h5, save_format="h5", include_optimizer=False)
+    except Exception as exc:
+        raise BadInputError(
+            f"the SavedModel loads in tf-keras but cannot be converted to Keras 3: "
+            f"{_first_line(exc)}"
+        ) from exc
+    _refuse_unless_safe(check_model_file(h5, custom), unsafe)
+    _repair_legacy_h5(h5)
+    return h5
 
 
 def _repair_legacy_h5(copy: Path) -> None:
@@ -188,11 +285,15 @@ def _repair_legacy_h5(copy: Path) -> None:
 
     import h5py
 
-    with h5py.File(copy, "r+") as h5file:
-        raw = h5file.attrs["model_config"]
-        config = json.loads(raw.decode("utf-8") if hasattr(raw, "decode") else raw)
-        if repair_keras2_config(config):
-            h5file.attrs["model_config"] = json.dumps(config)
+    try:
+        with h5py.File(copy, "r+") as h5file:
+            raw = h5file.attrs["model_config"]
+            # Already read and parsed under the safety caps; this is the same checked copy.
+            config = json.loads(raw.decode("utf-8") if hasattr(raw, "decode") else raw)
+            if repair_keras2_config(config):
+                h5file.attrs["model_config"] = json.dumps(config)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise BadInputError(f"cannot repair the Keras 2 file: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -229,28 +330,41 @@ def repair_keras2_config(config: Any) -> int:
             del cfg["groups"]
             changed += 1
         if obj.get("class_name") in ("Functional", "Model") and isinstance(cfg, dict):
+            layers = [layer for layer in _list(cfg.get("layers")) if isinstance(layer, dict)]
             nested = {
-                layer["config"]["name"] if "name" not in layer else layer["name"]
-                for layer in cfg.get("layers", [])
-                if isinstance(layer, dict)
-                and layer.get("class_name") in ("Sequential", "Functional", "Model")
+                _layer_name(layer)
+                for layer in layers
+                if layer.get("class_name") in ("Sequential", "Functional", "Model")
             }
-            for layer in cfg.get("layers", []):
-                for node in layer.get("inbound_nodes", []) if isinstance(layer, dict) else []:
-                    for ref in node if isinstance(node, list) else []:
-                        if (
-                            isinstance(ref, list)
-                            and len(ref) >= 3
-                            and ref[0] in nested
-                            and isinstance(ref[1], int)
-                            and ref[1] >= 1
-                        ):
-                            ref[1] -= 1
-                            changed += 1
-            for key in ("input_layers", "output_layers"):
-                for ref in cfg.get(key, []) or []:
-                    if isinstance(ref, list) and len(ref) >= 3 and ref[0] in nested and ref[1] >= 1:
-                        ref[1] -= 1
-                        changed += 1
+            refs = [
+                ref
+                for layer in layers
+                for node in _list(layer.get("inbound_nodes"))
+                for ref in _list(node)
+            ]
+            refs += _list(cfg.get("input_layers")) + _list(cfg.get("output_layers"))
+            for ref in refs:
+                if (
+                    isinstance(ref, list)
+                    and len(ref) >= 3
+                    and isinstance(ref[0], str)
+                    and ref[0] in nested
+                    and isinstance(ref[1], int)
+                    and ref[1] >= 1
+                ):
+                    ref[1] -= 1
+                    changed += 1
         stack.extend(v for v in obj.values() if isinstance(v, dict | list))
     return changed
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _layer_name(layer: dict[str, Any]) -> Any:
+    name = layer.get("name")
+    config = layer.get("config")
+    if name is None and isinstance(config, dict):
+        name = config.get("name")
+    return name if isinstance(name, str) else None

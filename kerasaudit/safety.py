@@ -2,42 +2,83 @@
 
 A model file is untrusted input. Keras' own ``safe_mode`` only blocks Lambda bytecode; a config
 can still name arbitrary Keras-exported functions, a huge layer can exhaust memory while it is
-being built, HDF5 files can link to other files on disk, and tf-keras has no safe mode for
-``.h5`` at all. So this module reads the config with ``zipfile``/``h5py``/``json`` only, walks
-the whole tree (nested models and wrappers included) and refuses anything outside an allowlist.
+being built, an archive can inflate to gigabytes or name paths outside itself, HDF5 files can
+link to other files on disk, and tf-keras has no safe mode for ``.h5`` at all. So this module
+reads the file with ``zipfile``/``h5py``/``json`` only, under caps on every size it reads (each
+checked *before* the read), walks the whole config tree (nested models and wrappers included),
+refuses anything outside an allowlist, and weighs what the config makes Keras allocate against
+what the file stores.
 
-Nothing here imports TensorFlow except the SavedModel graph check, which parses protobufs only.
+Every malformed input ends as ``BadInputError`` (exit 2) or a finding (exit 3); an exception of
+any other type escaping from here is a bug. Nothing here imports TensorFlow except the
+SavedModel graph check, which parses protobufs only.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 import math
+import os
 import re
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kerasaudit._allowlist import ALLOWED_CLASSES, ALLOWED_FUNCTIONS, DENIED_CLASSES
+from kerasaudit._shapes import declared_weights
 from kerasaudit.errors import BadInputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
+# Every JSON document in a model (config.json, metadata.json, HDF5 model_config/training_config,
+# SavedModel node metadata) is parsed under the same caps, all checked before the parser runs.
 MAX_CONFIG_BYTES = 32 * 1024 * 1024  # a ResNet152 config is ~1 MB
 MAX_CONFIG_DEPTH = 200  # JSON nesting; each nested model adds ~8 levels
+MAX_CONFIG_CONTAINERS = 500_000  # '{' + '[' (EfficientNetB7: ~60,000); bounds parse memory
+MAX_CONFIG_ITEMS = 2_000_000  # ',' separators
 MAX_CONFIG_NODES = 2_000_000
+# Keras spends ~5 ms of CPU building each layer and each call of one: bound both.
+MAX_LAYERS = 2_500  # layer objects, nested ones included (NASNetLarge, the largest: ~1,040)
+MAX_LAYER_CALLS = 10_000  # inbound nodes, all layers together
+MAX_FINDINGS = 100  # kept per file; the rest are counted
 MAX_INT_IN_CONFIG = 2**31 - 1
 # A declared weight count this many times larger than what the file stores is refused: real
-# files store every weight they declare (the lower bound below never over-counts).
+# files store every weight they declare (the inference in _shapes never over-counts).
 PARAM_SLACK_FACTOR = 4
 PARAM_SLACK_ABSOLUTE = 1_000_000
-# HDF5 datasets whose declared size dwarfs the bytes on disk (fill-value / compression bombs).
-DATASET_INFLATION_LIMIT = 100
-DATASET_INFLATION_FLOOR = 64 * 1024 * 1024
+# And whatever the file claims to store, the config may not make Keras allocate more than this
+# many bytes per byte of the file on disk (float32 weights take one byte per byte).
+DECLARED_BYTES_FLOOR = 128 * 1024 * 1024
+DECLARED_BYTES_PER_FILE_BYTE = 8
+# .keras archives: Keras writes members stored (ratio 1); a recompressed archive of float
+# weights deflates by ~10 %. Caps on members and on the total inflated size, not per member.
+KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+# The only Keras layers that save assets (a vocabulary file); Keras extracts every member of an
+# archive with assets to disk, so an archive without such a layer may not carry any.
+ASSET_LAYERS = frozenset({"TextVectorization", "StringLookup", "IntegerLookup", "IndexLookup"})
+MAX_ARCHIVE_MEMBERS = 1_000
+MAX_ARCHIVE_BYTES = 64 * 1024**3
+ARCHIVE_INFLATION_LIMIT = 10
+ARCHIVE_INFLATION_FLOOR = 16 * 1024 * 1024
+# HDF5: datasets whose declared size dwarfs the bytes on disk (fill-value / compression bombs),
+# chunks larger than their dataset, too many objects or attributes, oversized attributes.
+DATASET_INFLATION_LIMIT = 4
+DATASET_INFLATION_FLOOR = 16 * 1024 * 1024
+MAX_HDF5_OBJECTS = 100_000
+MAX_HDF5_ATTRIBUTES = 100_000
+MAX_ATTRIBUTE_BYTES = MAX_CONFIG_BYTES
+# Filters HDF5 or h5py implement themselves; any other id is a plugin (a shared library).
+BUILTIN_HDF5_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+# SavedModel directories are copied before they are checked: bound the copy.
+MAX_SAVEDMODEL_ENTRIES = 10_000
+MAX_SAVEDMODEL_DEPTH = 16
 
 ALLOWED_MODULES = frozenset(
     {
@@ -69,6 +110,23 @@ _PATH_RE = re.compile(
     r"dll|pkl|pickle|npy|npz|tfrecord|vocab|model|bin|sh)$",
     re.IGNORECASE,
 )
+# What reading a malformed archive or HDF5 file raises from the standard library and h5py.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,  # "File ... is encrypted, password required for extraction"
+    UnicodeDecodeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+)
+_HDF5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, OverflowError)
 
 
 class ModelFormat(StrEnum):
@@ -98,8 +156,9 @@ class SafetyReport:
     keras_version: str | None
     backend: str | None
     findings: tuple[Finding, ...]
-    declared_params_lower_bound: int
-    stored_params: int | None
+    declared_params_lower_bound: int  # weights the config makes Keras allocate (inferred)
+    stored_params: int | None  # weight elements the file stores
+    file_bytes: int = 0  # the file (or SavedModel directory) on disk
 
     @property
     def safe(self) -> bool:
@@ -115,7 +174,33 @@ class SafetyReport:
             "findings": [f.to_dict() for f in self.findings],
             "declared_params_lower_bound": self.declared_params_lower_bound,
             "stored_params": self.stored_params,
+            "file_bytes": self.file_bytes,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SafetyReport:
+        """The inverse of ``to_dict`` (reports cross the sandbox boundary as JSON)."""
+        return cls(
+            path=str(data["path"]),
+            format=ModelFormat(data["format"]),
+            keras_version=data.get("keras_version"),
+            backend=data.get("backend"),
+            findings=tuple(
+                Finding(str(f["where"]), str(f["category"]), str(f["reason"]))
+                for f in data.get("findings", [])
+            ),
+            declared_params_lower_bound=int(data.get("declared_params_lower_bound") or 0),
+            stored_params=(
+                None if data.get("stored_params") is None else int(data["stored_params"])
+            ),
+            file_bytes=int(data.get("file_bytes") or 0),
+        )
+
+
+class _Refused(Exception):
+    def __init__(self, where: str, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.finding = Finding(where, category, reason)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,32 +208,52 @@ class SafetyReport:
 # --------------------------------------------------------------------------------------------
 
 
-def detect_format(path: Path) -> ModelFormat:
-    """Identify a model by its bytes, not its extension. Local paths only."""
+def check_local_path(path: Path) -> None:
+    """Refuse what is not a local model path: remote URLs, missing paths, devices and FIFOs
+    (whose reads never end), before anything opens it."""
     text = str(path)
     if "://" in text or text.startswith(("gs:", "s3:", "hf:")):
         raise BadInputError(f"{text}: only local model paths are accepted")
-    if not path.exists():
-        raise BadInputError(f"{path}: no such file or directory")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BadInputError(f"{path}: not a regular file or directory")
+
+
+def detect_format(path: Path, shown: Path | None = None) -> ModelFormat:
+    """Identify a model by its bytes, not its extension. Local paths only.
+
+    ``shown`` is the name used in messages (the user's path when ``path`` is a private copy).
+    """
+    shown = shown or path
+    check_local_path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return ModelFormat.SAVEDMODEL
         if (path / "config.json").is_file():
             raise BadInputError(
-                f"{path}: an unzipped .keras directory; zip it back into a .keras file"
+                f"{shown}: an unzipped .keras directory; zip it back into a .keras file"
             )
         raise BadInputError(
-            f"{path}: a directory that is not a model (no saved_model.pb); "
+            f"{shown}: a directory that is not a model (no saved_model.pb); "
             "expected a .keras file, an .h5 file or a SavedModel directory"
         )
-    with path.open("rb") as fh:
-        head = fh.read(8)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+        userblock = head != HDF5_SIGNATURE and _hdf5_with_userblock(path)
+    except OSError as exc:
+        raise BadInputError(f"{shown}: cannot read it ({exc.strerror or exc})") from exc
     if head.startswith(ZIP_SIGNATURE):
         return ModelFormat.KERAS
-    if head == HDF5_SIGNATURE or _hdf5_with_userblock(path):
+    if head == HDF5_SIGNATURE or userblock:
         return ModelFormat.H5
     raise BadInputError(
-        f"{path}: not a model file (neither a .keras zip archive nor HDF5; "
+        f"{shown}: not a model file (neither a .keras zip archive nor HDF5; "
         f"first bytes {head[:8]!r})"
     )
 
@@ -166,6 +271,47 @@ def _hdf5_with_userblock(path: Path) -> bool:
     return False
 
 
+def scan_savedmodel_tree(path: Path, shown: Path | None = None) -> int:
+    """Bound a SavedModel directory before it is copied: entry count, depth, only regular
+    files, directories and symlinks (which the copy keeps as links, for the check to refuse).
+    Returns the total size of its files. Iterative: a deep tree cannot hit the recursion
+    limit."""
+    shown = shown or path
+    total = entries = 0
+    stack: list[tuple[Path, int]] = [(path, 0)]
+    try:
+        while stack:
+            directory, depth = stack.pop()
+            if depth > MAX_SAVEDMODEL_DEPTH:
+                raise BadInputError(
+                    f"{shown}: SavedModel directories nest deeper than "
+                    f"{MAX_SAVEDMODEL_DEPTH} levels"
+                )
+            with os.scandir(directory) as listing:
+                for entry in listing:
+                    entries += 1
+                    if entries > MAX_SAVEDMODEL_ENTRIES:
+                        raise BadInputError(
+                            f"{shown}: more than {MAX_SAVEDMODEL_ENTRIES} files in a SavedModel"
+                        )
+                    if entry.is_symlink():
+                        continue
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                    if stat.S_ISDIR(mode):
+                        stack.append((Path(entry.path), depth + 1))
+                    elif stat.S_ISREG(mode):
+                        total += entry.stat(follow_symlinks=False).st_size
+                    else:
+                        name = Path(entry.path).relative_to(path)
+                        raise BadInputError(
+                            f"{shown}: {name} is neither a file nor a directory (a device, "
+                            "FIFO or socket)"
+                        )
+    except OSError as exc:
+        raise BadInputError(f"{shown}: cannot read it ({exc.strerror or exc})") from exc
+    return total
+
+
 # --------------------------------------------------------------------------------------------
 # Config walking (shared by every format)
 # --------------------------------------------------------------------------------------------
@@ -175,18 +321,29 @@ def _hdf5_with_userblock(path: Path) -> bool:
 class _Walk:
     custom: frozenset[str]
     findings: list[Finding] = field(default_factory=list)
+    seen: set[Finding] = field(default_factory=set)
+    suppressed: int = 0
     params_lower_bound: int = 0
     nodes: int = 0
+    layers: int = 0
+    calls: int = 0
 
     def add(self, where: str, category: str, reason: str) -> None:
         # One finding per (where, reason) keeps messages short on repetitive configs.
         finding = Finding(where or "<model>", category, reason)
-        if finding not in self.findings:
-            self.findings.append(finding)
+        if finding in self.seen:
+            return
+        if len(self.findings) >= MAX_FINDINGS:
+            self.suppressed += 1
+            return
+        self.seen.add(finding)
+        self.findings.append(finding)
 
 
 def parse_config_json(raw: bytes | str, where: str) -> Any:
-    """Parse JSON with caps on size and nesting depth (checked before the parser recurses)."""
+    """Parse JSON under caps on size, containers, items and nesting depth. The counts are taken
+    with ``str.count`` (C speed) before the parser allocates anything; the depth is measured on
+    the parsed tree without recursion (the parser itself stops at Python's recursion limit)."""
     if isinstance(raw, bytes):
         if len(raw) > MAX_CONFIG_BYTES:
             raise _Refused(
@@ -198,52 +355,59 @@ def parse_config_json(raw: bytes | str, where: str) -> Any:
             raise _Refused(where, "format", f"config is not UTF-8 ({exc.reason})") from exc
     if len(raw) > MAX_CONFIG_BYTES:
         raise _Refused(where, "resources", f"config is {len(raw)} bytes (cap {MAX_CONFIG_BYTES})")
-    depth = _max_bracket_depth(raw)
+    containers = raw.count("{") + raw.count("[")
+    if containers > MAX_CONFIG_CONTAINERS:
+        raise _Refused(
+            where,
+            "resources",
+            f"config holds {containers} objects/arrays (cap {MAX_CONFIG_CONTAINERS})",
+        )
+    items = raw.count(",")
+    if items > MAX_CONFIG_ITEMS:
+        raise _Refused(where, "resources", f"config holds {items} items (cap {MAX_CONFIG_ITEMS})")
+    try:
+        parsed = json.loads(raw)
+    except RecursionError as exc:
+        raise _Refused(
+            where, "resources", f"config nests deeper than {MAX_CONFIG_DEPTH} levels"
+        ) from exc
+    except ValueError as exc:
+        raise _Refused(where, "format", f"config is not valid JSON ({exc})") from exc
+    depth = json_depth(parsed)
     if depth > MAX_CONFIG_DEPTH:
         raise _Refused(
             where, "resources", f"config nests {depth} levels deep (cap {MAX_CONFIG_DEPTH})"
         )
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise _Refused(where, "format", f"config is not valid JSON ({exc})") from exc
+    return parsed
 
 
-def _max_bracket_depth(text: str) -> int:
-    """Nesting depth of JSON text, ignoring brackets inside strings. Linear, no recursion."""
-    depth = best = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    best = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
             best = max(best, depth)
-        elif ch in "]}":
-            depth -= 1
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            best = max(best, depth)
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
     return best
-
-
-class _Refused(Exception):
-    def __init__(self, where: str, category: str, reason: str) -> None:
-        super().__init__(reason)
-        self.finding = Finding(where, category, reason)
 
 
 def check_config(
     config: Any, custom: Iterable[str] = (), where: str = ""
 ) -> tuple[list[Finding], int]:
-    """Walk a (Keras 2 or 3) model config; return findings and a lower bound on its weights."""
+    """Walk a (Keras 2 or 3) model config; return findings and the weights it declares."""
     walk = _Walk(custom=frozenset(custom))
     _walk_config(walk, config, where)
-    return walk.findings, walk.params_lower_bound
+    findings = list(walk.findings)
+    if walk.suppressed:
+        findings.append(
+            Finding(where or "<model>", findings[-1].category, f"{walk.suppressed} more findings")
+        )
+    return findings, max(walk.params_lower_bound, declared_weights(config))
 
 
 def _walk_config(walk: _Walk, root: Any, root_path: str) -> None:
@@ -258,6 +422,19 @@ def _walk_config(walk: _Walk, root: Any, root_path: str) -> None:
         if isinstance(obj, dict):
             if "class_name" in obj:
                 layer_path = _check_object(walk, obj, layer_path, key)
+                if walk.layers > MAX_LAYERS:
+                    walk.add("", "resources", f"config has more than {MAX_LAYERS} layers")
+                    return
+            inbound = obj.get("inbound_nodes")
+            if isinstance(inbound, list):
+                walk.calls += len(inbound)
+                if walk.calls > MAX_LAYER_CALLS:
+                    walk.add(
+                        "",
+                        "resources",
+                        f"config calls its layers more than {MAX_LAYER_CALLS} times",
+                    )
+                    return
             for child_key, value in obj.items():
                 if not isinstance(child_key, str):
                     continue
@@ -270,11 +447,20 @@ def _walk_config(walk: _Walk, root: Any, root_path: str) -> None:
         elif isinstance(obj, list):
             for item in obj:
                 if isinstance(item, str):
-                    _check_string(walk, key, item, layer_path)
+                    # A list under a path key is data (a vocabulary's tokens), not a path.
+                    _check_string(walk, key, item, layer_path, listed=True)
                 elif isinstance(item, int) and not isinstance(item, bool):
                     _check_int(walk, key, item, layer_path)
                 elif isinstance(item, dict | list):
                     stack.append((item, layer_path, key))
+
+
+def _custom_lookup_name(obj: dict[str, Any], cls: str, config: Any) -> Any:
+    """The name Keras looks a serialized object up by in ``custom_objects``: the function name
+    for functions, else ``registered_name`` (``class_name`` when the key is absent)."""
+    if cls == "function":
+        return config
+    return obj.get("registered_name", cls)
 
 
 def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -> str:
@@ -290,13 +476,21 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     if key in LAYER_KEYS and name:
         here = f"{layer_path}/{name}" if layer_path else name
     is_layer = (here and here != layer_path) or key in LAYER_KEYS
+    if is_layer:
+        walk.layers += 1
     label = f"layer '{here}'" if is_layer else (here or "model")
     if not isinstance(cls, str):
         walk.add(here, "format", f"{label}: class_name is not a string")
         return here
-    if cls in walk.custom or (isinstance(registered, str) and registered in walk.custom):
+    # Admitted as custom only under the name Keras resolves it by: a registered_name naming a
+    # custom class must not carry a built-in function (or any class_name) past the checks.
+    lookup = _custom_lookup_name(obj, cls, config)
+    if isinstance(lookup, str) and lookup in walk.custom:
         return here
-    if cls == "TypeSpec" and obj.get("type_spec") in ALLOWED_TYPE_SPECS:
+    if module is not None and not isinstance(module, str):
+        walk.add(here, "format", f"{label}: module is not a string")
+        return here
+    if cls == "TypeSpec" and str(obj.get("type_spec")) in ALLOWED_TYPE_SPECS:
         return here  # tf-keras SavedModel metadata describes input specs this way
     if cls.startswith("Custom>") and cls.removeprefix("Custom>") in ALLOWED_CLASSES:
         # tf.keras (Keras 2.11+) saves its own optimizers as "Custom>Adam" in training_config.
@@ -304,7 +498,7 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     if cls in DENIED_CLASSES or cls == "__lambda__":
         walk.add(here, "code", f"{label} is a {cls} layer, which runs code stored in the file")
         return here
-    if "function" in (config or {}) and isinstance(config, dict) and config.get("function_type"):
+    if isinstance(config, dict) and "function" in config and config.get("function_type"):
         walk.add(here, "code", f"{label} ({cls}) carries a serialized Python function")
     if cls == "function":
         fn = config if isinstance(config, str) else None
@@ -335,10 +529,27 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     return here
 
 
-def _check_string(walk: _Walk, key: str, value: str, layer_path: str) -> None:
+def class_names(config: Any) -> set[str]:
+    """Every ``class_name`` string in a config tree."""
+    names: set[str] = set()
+    stack: list[Any] = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("class_name"), str):
+                names.add(item["class_name"])
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return names
+
+
+def _check_string(
+    walk: _Walk, key: str, value: str, layer_path: str, *, listed: bool = False
+) -> None:
     if key in ("name", "class_name", "module", "registered_name"):
         return
-    if (key in PATH_KEYS and value) or _PATH_RE.search(value):
+    if (key in PATH_KEYS and value and not listed) or _PATH_RE.search(value):
         shown = value if len(value) <= 80 else value[:77] + "..."
         where = f"layer '{layer_path}'" if layer_path else "model"
         walk.add(layer_path, "path", f"{where}: '{key}' holds a path-like string {shown!r}")
@@ -370,22 +581,16 @@ def _input_channels(obj: dict[str, Any]) -> int:
 
 
 def _declared_params_lower_bound(cls: str, config: dict[str, Any], obj: dict[str, Any]) -> int:
-    """A lower bound on the weights a layer will allocate when built (never over-counts)."""
+    """Per-object lower bound, for objects outside any model graph (the graph inference in
+    ``_shapes`` covers layers inside one). Never over-counts."""
 
     def prod(values: list[int]) -> int:
         return math.prod(max(1, v) for v in values) if values else 1
 
     kernel = prod(_ints(config.get("kernel_size")))
     if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        return (
-            max(
-                1,
-                _ints(config.get("depth_multiplier"))[0]
-                if _ints(config.get("depth_multiplier"))
-                else 1,
-            )
-            * kernel
-        )
+        multiplier = _ints(config.get("depth_multiplier"))
+        return max(1, multiplier[0] if multiplier else 1) * kernel
     if cls.startswith("SeparableConv"):
         filters = (_ints(config.get("filters")) or [1])[0]
         return max(0, filters) + kernel
@@ -410,22 +615,112 @@ def _declared_params_lower_bound(cls: str, config: dict[str, Any], obj: dict[str
 
 
 # --------------------------------------------------------------------------------------------
-# HDF5 structure (links, virtual/external datasets, bombs), shared by .h5 and the .keras weights
+# HDF5 structure (links, virtual/external datasets, filters, bombs, attributes), shared by .h5
+# and the .keras weights
 # --------------------------------------------------------------------------------------------
 
 
-def _check_hdf5_tree(h5file: Any, where: str, findings: list[Finding]) -> int:
-    """Walk every group by hard links only. Returns the number of stored weight elements."""
+def largest_global_heap(fileobj: IO[bytes]) -> int:
+    """The largest HDF5 global heap collection in a file, in bytes.
+
+    Variable-length data (h5py writes every ``str`` attribute this way) lives in global heap
+    collections; ``get_storage_size()`` reports only the 16-byte reference, so a 40 MB string
+    attribute looks tiny until it is read. No object is larger than its collection, so the
+    largest collection header ("GCOL", version 1, its length) bounds every variable-length
+    value before any is read."""
+    # Read in windows (an mmap of a multi-gigabyte file would count against RLIMIT_AS),
+    # overlapping by a header's length so none is split unseen.
+    best = 0
+    window = 16 << 20
+    fileobj.seek(0)
+    carry = b""
+    while True:
+        block = fileobj.read(window)
+        if not block:
+            break
+        data = carry + block
+        pos = data.find(b"GCOL")
+        while pos != -1 and pos + 16 <= len(data):
+            if data[pos + 4] == 1 and data[pos + 5 : pos + 8] == b"\0\0\0":
+                best = max(best, int.from_bytes(data[pos + 8 : pos + 16], "little"))
+            pos = data.find(b"GCOL", pos + 1)
+        carry = data[-15:]
+    return best
+
+
+@dataclass
+class _Hdf5Tally:
+    stored: int = 0  # weight elements (float/int/complex datasets outside optimizer state)
+    declared_bytes: int = 0
+    disk_bytes: int = 0
+    objects: int = 0
+    attributes: int = 0
+
+
+def _check_hdf5_file(h5file: Any, fileobj: IO[bytes], where: str, findings: list[Finding]) -> int:
+    """Check one open HDF5 file (its attributes, links and datasets) before anything reads a
+    value from it. Returns the number of stored weight elements."""
+    fileobj.seek(0, os.SEEK_END)
+    file_size = fileobj.tell()
+    # No variable-length value can be larger than the file; only bigger files need the scan.
+    if file_size > MAX_ATTRIBUTE_BYTES:
+        heap = largest_global_heap(fileobj)
+        if heap > MAX_ATTRIBUTE_BYTES:
+            raise _Refused(
+                where,
+                "resources",
+                f"a variable-length value (attribute or string) of up to {heap} bytes "
+                f"(cap {MAX_ATTRIBUTE_BYTES})",
+            )
+    tally = _Hdf5Tally()
+    _check_attributes(h5file, where, "/", tally)
+    _check_hdf5_tree(h5file, where, findings, tally)
+    if tally.declared_bytes > DATASET_INFLATION_FLOOR + DATASET_INFLATION_LIMIT * tally.disk_bytes:
+        findings.append(
+            Finding(
+                where,
+                "resources",
+                f"datasets declare {tally.declared_bytes} bytes but store only {tally.disk_bytes}",
+            )
+        )
+    return tally.stored
+
+
+def _check_attributes(obj: Any, where: str, name: str, tally: _Hdf5Tally) -> None:
+    """Sizes of every attribute of ``obj``, from their headers (nothing is read)."""
+    attrs = obj.attrs
+    for key in attrs:
+        tally.attributes += 1
+        if tally.attributes > MAX_HDF5_ATTRIBUTES:
+            raise _Refused(where, "resources", f"more than {MAX_HDF5_ATTRIBUTES} attributes")
+        size = _attribute_bytes(attrs.get_id(key))
+        if size > MAX_ATTRIBUTE_BYTES:
+            raise _Refused(
+                f"{where}:{name}",
+                "resources",
+                f"attribute {key!r} is {size} bytes (cap {MAX_ATTRIBUTE_BYTES})",
+            )
+
+
+def _attribute_bytes(attr_id: Any) -> int:
+    """Elements × element size, from the attribute's header (H5Aget_storage_size fails on
+    empty attributes). Variable-length values count their 16-byte references here; the
+    global-heap bound in ``_check_hdf5_file`` covers what they point to."""
+    return int(attr_id.get_space().get_select_npoints()) * int(attr_id.get_type().get_size())
+
+
+def _check_hdf5_tree(h5file: Any, where: str, findings: list[Finding], tally: _Hdf5Tally) -> None:
+    """Walk every group by hard links only."""
     import h5py
 
-    stored = 0
-    declared_bytes = 0
-    disk_bytes = 0
     stack: list[tuple[Any, str]] = [(h5file, "")]
     seen: set[Any] = set()
     while stack:
         group, prefix = stack.pop()
         for key in group:
+            tally.objects += 1
+            if tally.objects > MAX_HDF5_OBJECTS:
+                raise _Refused(where, "resources", f"more than {MAX_HDF5_OBJECTS} HDF5 objects")
             link = group.get(key, getlink=True)
             name = f"{prefix}/{key}"
             if isinstance(link, h5py.ExternalLink):
@@ -443,44 +738,72 @@ def _check_hdf5_tree(h5file: Any, where: str, findings: list[Finding]) -> int:
             if addr in seen:
                 continue
             seen.add(addr)
+            _check_attributes(obj, where, name, tally)
             if isinstance(obj, h5py.Group):
                 stack.append((obj, name))
             elif isinstance(obj, h5py.Dataset):
-                if obj.is_virtual:
-                    findings.append(Finding(f"{where}:{name}", "hdf5", "virtual dataset"))
-                    continue
-                if obj.external:
-                    findings.append(
-                        Finding(f"{where}:{name}", "hdf5", "dataset stored in an external file")
-                    )
-                    continue
-                size = int(obj.size or 0)
-                declared_bytes += size * obj.dtype.itemsize
-                disk_bytes += int(obj.id.get_storage_size())
+                _check_dataset(obj, f"{where}:{name}", findings, tally)
                 if obj.dtype.kind in "fiuc" and "optimizer" not in name:
-                    stored += size
-    if declared_bytes > DATASET_INFLATION_FLOOR + DATASET_INFLATION_LIMIT * disk_bytes:
-        findings.append(
-            Finding(
-                where,
-                "resources",
-                f"datasets declare {declared_bytes} bytes but store only {disk_bytes}",
+                    tally.stored += int(obj.size or 0)
+
+
+def _check_dataset(dataset: Any, where: str, findings: list[Finding], tally: _Hdf5Tally) -> None:
+    from h5py import h5d
+
+    if dataset.is_virtual:
+        findings.append(Finding(where, "hdf5", "virtual dataset"))
+        return
+    if dataset.external:
+        findings.append(Finding(where, "hdf5", "dataset stored in an external file"))
+        return
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code = int(plist.get_filter(index)[0])
+        if code not in BUILTIN_HDF5_FILTERS:
+            findings.append(
+                Finding(
+                    where,
+                    "hdf5",
+                    f"dataset uses HDF5 filter {code}, a plugin (HDF5 would load a shared "
+                    "library to read it)",
+                )
             )
-        )
-    return stored
+    itemsize = int(dataset.dtype.itemsize)
+    size = int(dataset.size or 0)
+    declared = size * itemsize
+    if plist.get_layout() == h5d.CHUNKED:
+        chunk = math.prod(int(c) for c in plist.get_chunk()) * itemsize
+        # Reading one element decompresses a whole chunk: it may not dwarf its dataset.
+        if chunk > max(declared, 1 << 20):
+            findings.append(
+                Finding(
+                    where,
+                    "resources",
+                    f"chunks of {chunk} bytes for a dataset of {declared} bytes",
+                )
+            )
+    tally.declared_bytes += declared
+    tally.disk_bytes += int(dataset.id.get_storage_size())
 
 
 def _read_attr_capped(h5file: Any, name: str, where: str) -> Any:
+    """Read a string attribute whose size ``_check_hdf5_file`` has bounded."""
     if name not in h5file.attrs:
         return None
-    size = h5file.attrs.get_id(name).get_storage_size()
-    if size > MAX_CONFIG_BYTES:
+    size = _attribute_bytes(h5file.attrs.get_id(name))
+    if size > MAX_ATTRIBUTE_BYTES:
         raise _Refused(
-            where, "resources", f"attribute {name} is {size} bytes (cap {MAX_CONFIG_BYTES})"
+            where, "resources", f"attribute {name} is {size} bytes (cap {MAX_ATTRIBUTE_BYTES})"
         )
     value = h5file.attrs[name]
     if hasattr(value, "decode"):
         value = value.decode("utf-8", errors="replace")
+    if hasattr(value, "shape") and getattr(value, "shape", None) == ():
+        value = value[()]  # a scalar numpy value
+        if hasattr(value, "decode"):
+            value = value.decode("utf-8", errors="replace")
+    if value is not None and not isinstance(value, str):
+        raise BadInputError(f"{where}: attribute {name} is not a string")
     return value
 
 
@@ -489,161 +812,330 @@ def _read_attr_capped(h5file: Any, name: str, where: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def check_model_file(path: Path, custom: Iterable[str] = ()) -> SafetyReport:
-    """Check a model without executing anything in it. Raises BadInputError for non-models."""
-    fmt = detect_format(path)
+def check_model_file(
+    path: Path, custom: Iterable[str] = (), *, shown: Path | None = None
+) -> SafetyReport:
+    """Check a model without executing anything in it. Raises BadInputError for non-models.
+
+    ``shown`` is the name used in messages and findings (the user's path when ``path`` is a
+    private copy)."""
+    shown = shown or path
+    fmt = detect_format(path, shown)
     custom_names = frozenset(custom)
     try:
         if fmt is ModelFormat.KERAS:
-            return _check_keras_zip(path, custom_names)
+            return _check_keras_zip(path, custom_names, shown)
         if fmt is ModelFormat.H5:
-            return _check_h5(path, custom_names)
-        return _check_savedmodel(path, custom_names)
+            return _check_h5(path, custom_names, shown)
+        return _check_savedmodel(path, custom_names, shown)
     except _Refused as refused:
-        return SafetyReport(str(path), fmt, None, None, (refused.finding,), 0, None)
+        return SafetyReport(str(shown), fmt, None, None, (refused.finding,), 0, None, _size(path))
+    except RecursionError as exc:  # belt and braces: every walk here is iterative
+        raise BadInputError(f"{shown}: nested too deeply to check") from exc
+    except MemoryError:
+        finding = Finding("<model>", "resources", "checking it exhausted the memory limit")
+        return SafetyReport(str(shown), fmt, None, None, (finding,), 0, None, _size(path))
 
 
-def _params_finding(declared: int, stored: int | None) -> list[Finding]:
-    if stored is None:
-        return []
-    if declared > PARAM_SLACK_FACTOR * stored + PARAM_SLACK_ABSOLUTE:
-        return [
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _params_finding(declared: int, stored: int | None, file_bytes: int) -> list[Finding]:
+    findings = []
+    if stored is not None and declared > PARAM_SLACK_FACTOR * stored + PARAM_SLACK_ABSOLUTE:
+        findings.append(
             Finding(
                 "<model>",
                 "resources",
                 f"the config declares at least {declared:,} weights but the file stores "
                 f"{stored:,}; building it would allocate memory the file never fills",
             )
-        ]
-    return []
+        )
+    elif 4 * declared > DECLARED_BYTES_FLOOR + DECLARED_BYTES_PER_FILE_BYTE * file_bytes:
+        findings.append(
+            Finding(
+                "<model>",
+                "resources",
+                f"the config declares at least {declared:,} weights ({4 * declared:,} bytes) "
+                f"for a file of {file_bytes:,} bytes",
+            )
+        )
+    return findings
 
 
-def _check_keras_zip(path: Path, custom: frozenset[str]) -> SafetyReport:
-    where = path.name
+def _member_problem(name: str) -> tuple[str, str] | None:
+    """(category, reason) when an archive member's name is not a plain relative path inside
+    the archive, or not one a Keras archive holds."""
+    if not name or "\x00" in name or any(ord(ch) < 32 for ch in name):
+        return "path", f"archive member {name!r} has a control character in its name"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "path", f"archive member {name!r} is an absolute path"
+    if "\\" in name or ".." in name.split("/"):
+        return "path", f"archive member {name!r} points outside the archive"
+    if name in KERAS_MEMBERS or (name.startswith("assets/") and name != "assets/.."):
+        return None
+    if name == "model.weights.npz":
+        return (
+            "format",
+            "the weights are stored as model.weights.npz, which is not checked; "
+            "re-save the model with model.weights.h5",
+        )
+    return (
+        "format",
+        f"unexpected archive member {name!r} (a Keras archive holds config.json, "
+        "metadata.json, model.weights.h5 and assets/)",
+    )
+
+
+def _check_keras_zip(path: Path, custom: frozenset[str], shown: Path) -> SafetyReport:
+    where = shown.name
+    file_bytes = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BadInputError(f"{path}: corrupt .keras archive ({exc})") from exc
+        infos = archive.infolist()
+    except _ZIP_ERRORS as exc:
+        raise BadInputError(f"{shown}: corrupt .keras archive ({_reason(exc)})") from exc
     findings: list[Finding] = []
     with archive:
-        names = archive.namelist()
-        if "config.json" not in names:
-            raise BadInputError(f"{path}: .keras archive without config.json (not a Keras model)")
-        for info in archive.infolist():
-            if info.file_size > DATASET_INFLATION_FLOOR and info.file_size > (
-                DATASET_INFLATION_LIMIT * max(1, info.compress_size)
-            ):
+        if len(infos) > MAX_ARCHIVE_MEMBERS:
+            raise _Refused(
+                where, "resources", f"{len(infos)} archive members (cap {MAX_ARCHIVE_MEMBERS})"
+            )
+        total = sum(info.file_size for info in infos)
+        cap = min(MAX_ARCHIVE_BYTES, ARCHIVE_INFLATION_FLOOR + ARCHIVE_INFLATION_LIMIT * file_bytes)
+        if total > cap:
+            biggest = max(infos, key=lambda info: info.file_size)
+            raise _Refused(
+                f"{where}:{biggest.filename}",
+                "resources",
+                f"{len(infos)} archive members inflate to {total:,} bytes from {file_bytes:,} "
+                f"on disk (cap {cap:,})",
+            )
+        first = min((info.header_offset for info in infos), default=0)
+        if first > 0:
+            # zipfile finds an archive from its end and tolerates bytes before it; a Keras
+            # archive has none. Whatever else those bytes are (an HDF5 file behind a user
+            # block, say), nothing should be able to read this file as two different things.
+            findings.append(
+                Finding(
+                    where,
+                    "format",
+                    f"{first} bytes of something else precede the archive (a polyglot file)",
+                )
+            )
+        names: set[str] = set()
+        for info in infos:
+            problem = _member_problem(info.filename)
+            if problem is not None:
+                findings.append(Finding(f"{where}:{info.filename}", *problem))
+            if info.filename in names:
                 findings.append(
                     Finding(
                         f"{where}:{info.filename}",
-                        "resources",
-                        f"compressed {info.compress_size} bytes inflate to {info.file_size}",
+                        "format",
+                        f"two archive members are named {info.filename!r}",
                     )
                 )
-        try:
-            raw = _read_member_capped(archive, "config.json", MAX_CONFIG_BYTES)
-            meta_raw = (
-                _read_member_capped(archive, "metadata.json", 1 << 20)
-                if "metadata.json" in names
-                else b"{}"
+            names.add(info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                findings.append(
+                    Finding(f"{where}:{info.filename}", "path", "archive member is a symlink")
+                )
+            if info.flag_bits & 0x1:
+                raise BadInputError(f"{shown}: archive member {info.filename!r} is encrypted")
+            if info.compress_type not in (
+                zipfile.ZIP_STORED,
+                zipfile.ZIP_DEFLATED,
+                zipfile.ZIP_BZIP2,
+                zipfile.ZIP_LZMA,
+            ):
+                raise BadInputError(
+                    f"{shown}: archive member {info.filename!r} uses compression method "
+                    f"{info.compress_type}, which zipfile cannot read"
+                )
+        if "config.json" not in names:
+            raise BadInputError(f"{shown}: .keras archive without config.json (not a Keras model)")
+        if "model.weights.h5" not in names:
+            findings.append(
+                Finding(
+                    where,
+                    "format",
+                    "the archive has no model.weights.h5, so the weights its config makes "
+                    "Keras allocate cannot be weighed against the file",
+                )
             )
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise BadInputError(f"{path}: corrupt .keras archive ({exc})") from exc
-        config = parse_config_json(raw, f"{where}:config.json")
-        try:
-            metadata = json.loads(meta_raw.decode("utf-8", errors="replace"))
-        except ValueError:
-            metadata = {}
+        return _check_keras_members(archive, infos, custom, shown, findings, file_bytes)
+
+
+def _check_keras_members(
+    archive: zipfile.ZipFile,
+    infos: list[zipfile.ZipInfo],
+    custom: frozenset[str],
+    shown: Path,
+    findings: list[Finding],
+    file_bytes: int,
+) -> SafetyReport:
+    """Read every member once (so CRC, truncation and stream errors surface here, not in
+    Keras), keep the JSON documents, spool the weights to a temporary file and check them."""
+    import tempfile
+
+    where = shown.name
+    documents: dict[str, bytes] = {}
+    stored: int | None = None
+    with tempfile.TemporaryFile(prefix="kerasaudit-weights-") as weights:
+        for info in infos:
+            name = info.filename
+            keep = name in ("config.json", "metadata.json")
+            if keep and info.file_size > MAX_CONFIG_BYTES:
+                raise _Refused(
+                    f"{where}:{name}",
+                    "resources",
+                    f"{name} is {info.file_size} bytes (cap {MAX_CONFIG_BYTES})",
+                )
+            sink: IO[bytes] | None = weights if name == "model.weights.h5" else None
+            data = _read_member(archive, info, shown, sink, keep)
+            if keep:
+                documents[name] = data
+        config = parse_config_json(documents["config.json"], f"{where}:config.json")
+        metadata = (
+            parse_config_json(documents["metadata.json"], f"{where}:metadata.json")
+            if "metadata.json" in documents
+            else {}
+        )
         walk_findings, declared = check_config(config, custom)
         findings.extend(walk_findings)
-        stored: int | None = None
-        if "model.weights.h5" in names and not any(f.category == "resources" for f in findings):
-            stored = _check_zipped_weights(archive, where, findings)
-    if stored is not None:
-        findings.extend(_params_finding(declared, stored))
+        assets = [info.filename for info in infos if info.filename.startswith("assets/")]
+        if assets and not custom and not (class_names(config) & ASSET_LAYERS):
+            findings.append(
+                Finding(
+                    f"{where}:{assets[0]}",
+                    "format",
+                    f"{len(assets)} asset member(s) in a model none of whose layers saves "
+                    "assets (Keras would extract them all to disk)",
+                )
+            )
+        has_weights = any(info.filename == "model.weights.h5" for info in infos)
+        if has_weights and not any(f.category == "resources" for f in findings):
+            stored = _check_zipped_weights(weights, shown, findings)
+    findings.extend(_params_finding(declared, stored, file_bytes))
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     return SafetyReport(
-        str(path),
+        str(shown),
         ModelFormat.KERAS,
         str(version) if version else None,
         "tensorflow" if version else None,
         tuple(findings),
         declared,
         stored,
+        file_bytes,
     )
 
 
-def _read_member_capped(archive: zipfile.ZipFile, name: str, cap: int) -> bytes:
-    with archive.open(name) as member:
-        data = member.read(cap + 1)
-    if len(data) > cap:
-        raise _Refused(f"{name}", "resources", f"{name} is larger than {cap} bytes")
-    return data
-
-
-def _check_zipped_weights(archive: zipfile.ZipFile, where: str, findings: list[Finding]) -> int:
-    import tempfile
-
-    import h5py
-
-    with tempfile.TemporaryFile() as tmp:
-        with archive.open("model.weights.h5") as member:
-            while chunk := member.read(1 << 20):
-                tmp.write(chunk)
-        tmp.seek(0)
-        try:
-            with h5py.File(tmp, "r") as weights:
-                return _check_hdf5_tree(weights, f"{where}:model.weights.h5", findings)
-        except OSError as exc:
-            raise BadInputError(
-                f"{where}: corrupt model.weights.h5 inside the archive ({exc})"
-            ) from exc
-
-
-def _check_h5(path: Path, custom: frozenset[str]) -> SafetyReport:
-    import h5py
-
-    where = path.name
+def _read_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    shown: Path,
+    sink: IO[bytes] | None,
+    keep: bool,
+) -> bytes:
+    """Read one member to its end, in chunks (zipfile verifies its CRC at the end)."""
+    kept: list[bytes] = []
+    read = 0
     try:
-        h5file = h5py.File(path, "r")
-    except OSError as exc:
-        raise BadInputError(f"{path}: corrupt or truncated HDF5 file ({exc})") from exc
+        with archive.open(info) as member:
+            while chunk := member.read(1 << 20):
+                read += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+                if keep:
+                    kept.append(chunk)
+    except _ZIP_ERRORS as exc:
+        raise BadInputError(
+            f"{shown}: corrupt .keras archive: member {info.filename!r}: {_reason(exc)}"
+        ) from exc
+    if read != info.file_size:
+        raise BadInputError(
+            f"{shown}: corrupt .keras archive: member {info.filename!r} holds {read} bytes, "
+            f"its header says {info.file_size}"
+        )
+    return b"".join(kept)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _check_zipped_weights(weights: IO[bytes], shown: Path, findings: list[Finding]) -> int:
+    import h5py
+
+    weights.flush()
+    weights.seek(0)
+    where = f"{shown.name}:model.weights.h5"
+    try:
+        with h5py.File(weights, "r") as h5file:
+            return _check_hdf5_file(h5file, weights, where, findings)
+    except _HDF5_ERRORS as exc:
+        raise BadInputError(
+            f"{shown}: corrupt model.weights.h5 inside the archive ({_reason(exc)})"
+        ) from exc
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except _ZIP_ERRORS:
+        return False
+
+
+def _check_h5(path: Path, custom: frozenset[str], shown: Path) -> SafetyReport:
+    import h5py
+
+    where = shown.name
+    file_bytes = path.stat().st_size
     findings: list[Finding] = []
-    with h5file:
-        try:
+    if _is_zip(path):
+        findings.append(
+            Finding(where, "format", "the HDF5 file is also a zip archive (a polyglot file)")
+        )
+    try:
+        with path.open("rb") as raw, h5py.File(path, "r") as h5file:
+            stored = _check_hdf5_file(h5file, raw, where, findings)
             model_config = _read_attr_capped(h5file, "model_config", f"{where}:model_config")
             training_config = _read_attr_capped(
                 h5file, "training_config", f"{where}:training_config"
             )
             keras_version = _read_attr_capped(h5file, "keras_version", where)
             backend = _read_attr_capped(h5file, "backend", where)
-        except OSError as exc:
-            raise BadInputError(f"{path}: corrupt or truncated HDF5 file ({exc})") from exc
-        if model_config is None:
-            raise BadInputError(
-                f"{path}: HDF5 file without a model config (a weights-only file or not a "
-                "Keras model)"
-            )
-        config = parse_config_json(str(model_config), f"{where}:model_config")
-        walk_findings, declared = check_config(config, custom)
-        findings.extend(walk_findings)
-        if training_config is not None:
-            tc = parse_config_json(str(training_config), f"{where}:training_config")
-            tc_findings, _ = check_config(tc, custom, where="training_config")
-            findings.extend(tc_findings)
-        try:
-            stored = _check_hdf5_tree(h5file, where, findings)
-        except OSError as exc:
-            raise BadInputError(f"{path}: corrupt or truncated HDF5 file ({exc})") from exc
-    findings.extend(_params_finding(declared, stored))
+    except _HDF5_ERRORS as exc:
+        raise BadInputError(f"{shown}: corrupt or truncated HDF5 file ({_reason(exc)})") from exc
+    if model_config is None:
+        raise BadInputError(
+            f"{shown}: HDF5 file without a model config (a weights-only file or not a Keras model)"
+        )
+    config = parse_config_json(model_config, f"{where}:model_config")
+    walk_findings, declared = check_config(config, custom)
+    findings.extend(walk_findings)
+    if training_config is not None:
+        tc = parse_config_json(training_config, f"{where}:training_config")
+        tc_findings, _ = check_config(tc, custom, where="training_config")
+        findings.extend(tc_findings)
+    findings.extend(_params_finding(declared, stored, file_bytes))
     return SafetyReport(
-        str(path),
+        str(shown),
         ModelFormat.H5,
         str(keras_version) if keras_version else None,
         str(backend) if backend else None,
         tuple(findings),
         declared,
         stored,
+        file_bytes,
     )
 
 
@@ -657,9 +1149,10 @@ CHECKPOINT_OPS = frozenset(
 _SAVER_FUNCTION_RE = re.compile(r"^__inference__traced_(save|restore)_\d+$")
 
 
-def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
+def _check_savedmodel(path: Path, custom: frozenset[str], shown: Path) -> SafetyReport:
     from kerasaudit._graph_ops import ALLOWED_GRAPH_OPS
 
+    file_bytes = scan_savedmodel_tree(path, shown)
     findings: list[Finding] = []
     for item in path.rglob("*"):
         if item.is_symlink():
@@ -669,7 +1162,7 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
     pb = path / "saved_model.pb"
     if pb.stat().st_size > 1 << 31:
         raise _Refused("saved_model.pb", "resources", "saved_model.pb is larger than 2 GiB")
-    saved_model = _parse_proto(pb, "saved_model")
+    saved_model = _parse_proto(pb, "saved_model", shown)
     findings.extend(_check_graph_ops(saved_model, ALLOWED_GRAPH_OPS))
     keras_version: str | None = None
     declared = 0
@@ -684,7 +1177,13 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
             )
         )
     else:
-        metadata = _parse_proto(meta, "keras_metadata")
+        if meta.stat().st_size > 8 * MAX_CONFIG_BYTES:
+            raise _Refused(
+                "keras_metadata.pb",
+                "resources",
+                f"keras_metadata.pb is larger than {8 * MAX_CONFIG_BYTES} bytes",
+            )
+        metadata = _parse_proto(meta, "keras_metadata", shown)
         for node in metadata.nodes:
             node_config = parse_config_json(node.metadata, f"keras_metadata:{node.node_path}")
             if isinstance(node_config, dict):
@@ -698,15 +1197,16 @@ def _check_savedmodel(path: Path, custom: frozenset[str]) -> SafetyReport:
                 if node.node_path == "root":
                     declared = node_declared
     stored = _savedmodel_stored_params(path)
-    findings.extend(_params_finding(declared, stored))
+    findings.extend(_params_finding(declared, stored, file_bytes))
     return SafetyReport(
-        str(path),
+        str(shown),
         ModelFormat.SAVEDMODEL,
         keras_version,
         "tensorflow",
         tuple(dict.fromkeys(findings)),
         declared,
         stored,
+        file_bytes,
     )
 
 
@@ -714,7 +1214,7 @@ def _node_label(node_path: str) -> str:
     return "" if node_path == "root" else node_path.removeprefix("root.").replace(".", "/")
 
 
-def _parse_proto(path: Path, kind: str) -> Any:
+def _parse_proto(path: Path, kind: str, shown: Path) -> Any:
     from kerasaudit import _tf
 
     _tf.tf()  # protobuf classes live in the tensorflow package; nothing is executed
@@ -729,7 +1229,7 @@ def _parse_proto(path: Path, kind: str) -> Any:
             message = saved_metadata_pb2.SavedMetadata()
         message.ParseFromString(path.read_bytes())
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise BadInputError(f"{path}: corrupt {path.name} ({type(exc).__name__})") from exc
+        raise BadInputError(f"{shown}: corrupt {path.name} ({type(exc).__name__})") from exc
     return message
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,3 +191,67 @@ def test_remote_paths_are_refused() -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_fifos_and_devices_are_refused_without_being_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "model.keras"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(BadInputError, match="not a regular file"):
+            load_model(path)
+
+
+def test_the_private_directory_is_removed_whatever_happens(
+    model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    root = tmp_path / "tmproot"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    load_model(model_files["keras"])
+    load_model(model_files["savedmodel"])  # the conversion to .h5 happens in there too
+    with pytest.raises(BadInputError):
+        load_model(_write(tmp_path / "bad.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100))
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["keras", "h5_keras2", "savedmodel"])
+def test_sandboxed_and_in_process_loads_compute_the_same(
+    model_files: dict[str, Path], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = np.load(model_files["probe"])
+    sandboxed = load_model(model_files[key])
+    monkeypatch.setenv("KERASAUDIT_SANDBOX", "0")
+    in_process = load_model(model_files[key])
+    assert sandboxed.safety == in_process.safety
+    np.testing.assert_allclose(_predict(sandboxed.model, x), _predict(in_process.model, x))
+
+
+def test_sandbox_reports_cross_the_process_boundary_intact(model_files: dict[str, Path]) -> None:
+    from kerasaudit.safety import SafetyReport, check_model_file
+
+    report = check_model_file(model_files["h5_keras2"])
+    assert SafetyReport.from_dict(report.to_dict()) == report
+
+
+def test_custom_objects_given_by_a_relative_path_reach_the_sandboxed_load(
+    keras_module: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keras: Any = keras_module
+    (tmp_path / "my_layers.py").write_text(
+        "import keras\n\n"
+        "@keras.saving.register_keras_serializable(package='rel')\n"
+        "class Twice(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return x * 2.0\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile((tmp_path / "my_layers.py").read_text(), "my_layers.py", "exec"), namespace)
+    inputs = keras.Input((3,))
+    keras.Model(inputs, namespace["Twice"](name="twice")(inputs)).save(tmp_path / "twice.keras")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model(Path("twice.keras"), custom_objects_file=Path("my_layers.py"))
+    np.testing.assert_allclose(_predict(loaded.model, np.ones((1, 3), "float32")), 2.0)

@@ -305,3 +305,156 @@ def test_benign_models_pass_every_check(model_files: dict[str, Path], key: str) 
         report.stored_params is not None
         and report.declared_params_lower_bound <= report.stored_params
     )
+
+
+# --------------------------------------------------------------------------------------------
+# What a config makes Keras allocate, inferred from the graph (kerasaudit._shapes)
+# --------------------------------------------------------------------------------------------
+
+
+def _varied_models(keras: Any) -> dict[str, Any]:
+    layers = keras.layers
+
+    def rnn() -> Any:
+        inputs = keras.Input((12, 8))
+        x = layers.Bidirectional(layers.LSTM(16, return_sequences=True))(inputs)
+        x = layers.GRU(8)(x)
+        return keras.Model(inputs, layers.Dense(3)(x))
+
+    def attention() -> Any:
+        inputs = keras.Input((10,), dtype="int32")
+        e = layers.Embedding(100, 32)(inputs)
+        a = layers.MultiHeadAttention(4, 8)(e, e)
+        x = layers.LayerNormalization()(layers.Add()([e, a]))
+        x = layers.TimeDistributed(layers.Dense(16))(x)
+        x = layers.Conv1D(8, 3, padding="causal")(x)
+        return keras.Model(inputs, layers.Dense(2)(layers.GlobalMaxPooling1D()(x)))
+
+    def convolutions() -> Any:
+        inputs = keras.Input((16, 16, 3))
+        x = layers.Conv2DTranspose(4, 3, strides=2, padding="same")(inputs)
+        x = layers.SeparableConv2D(6, 3)(x)
+        x = layers.DepthwiseConv2D(3, depth_multiplier=2)(x)
+        x = layers.Cropping2D(((1, 0), (0, 1)))(layers.ZeroPadding2D(2)(x))
+        x = layers.MaxPooling2D(3, strides=2)(layers.UpSampling2D()(x))
+        x = layers.GroupNormalization(3)(layers.PReLU()(x))
+        x = layers.Conv2D(8, 3, groups=4, dilation_rate=2)(x)
+        x = layers.Flatten()(layers.Reshape((-1, 8))(layers.Permute((2, 1, 3))(x)))
+        c = layers.Concatenate()([layers.Dense(5)(x), layers.Dense(5)(x)])
+        return keras.Model(inputs, layers.EinsumDense("ab,bc->ac", 7, bias_axes="c")(c))
+
+    def nested() -> Any:
+        inner = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(8, 3)], name="inner")
+        inputs = keras.Input((28, 28, 1))
+        x = layers.BatchNormalization()(inner(inputs))
+        return keras.Model(inputs, layers.Dense(10)(layers.Flatten()(x)))
+
+    return {
+        "rnn": rnn(),
+        "attention": attention(),
+        "convolutions": convolutions(),
+        "nested": nested(),
+    }
+
+
+def test_declared_weights_are_exactly_what_keras_allocates(keras_module: Any) -> None:
+    from kerasaudit._shapes import declared_weights
+
+    for name, model in _varied_models(keras_module).items():
+        config = json.loads(json.dumps(keras_module.saving.serialize_keras_object(model)))
+        allocated = sum(int(np.prod(w.shape)) for w in model.weights)
+        assert declared_weights(config) == allocated, name
+
+
+def test_input_widths_come_from_the_graph_not_build_config(
+    model_files: dict[str, Path], edit_keras_config: Any
+) -> None:
+    def widen_and_hide(config: dict[str, Any]) -> None:
+        for name in ("f_conv1", "conv2"):
+            find_layer_config(config, name)["config"]["filters"] = 40_000
+        stack: list[Any] = [config]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                item.pop("build_config", None)
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+
+    path = edit_keras_config(model_files["keras"], widen_and_hide, "wide.keras")
+    report = check_model_file(path)
+    # conv2's kernel alone: 3 × 3 × 40,000 (f_conv1's width, via BatchNorm and ReLU) × 40,000.
+    assert report.declared_params_lower_bound >= 9 * 40_000 * 40_000
+    assert any("declares at least" in f.reason for f in report.findings)
+
+
+def test_json_is_parsed_under_caps_checked_before_parsing() -> None:
+    from kerasaudit.safety import MAX_CONFIG_DEPTH, _Refused, json_depth, parse_config_json
+
+    assert json_depth([[{"a": [1]}]]) == 4
+    for raw, words in [
+        ("[" * 100_000 + "]" * 100_000, "deeper"),
+        ("[" * (MAX_CONFIG_DEPTH + 5) + "]" * (MAX_CONFIG_DEPTH + 5), "levels deep"),
+        ("[" + "{}," * 600_000 + "{}]", "objects/arrays"),
+        ("[" + "1," * 3_000_000 + "1]", "items"),
+        (b"\xff\xfe", "UTF-8"),
+        ("{'single': 'quotes'}", "not valid JSON"),
+    ]:
+        with pytest.raises(_Refused) as excinfo:
+            parse_config_json(raw, "config.json")
+        assert words in excinfo.value.finding.reason
+
+
+def test_variable_length_attributes_are_bounded_before_they_are_read(tmp_path: Path) -> None:
+    from kerasaudit.safety import largest_global_heap
+
+    path = tmp_path / "vlen.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["small"] = "x" * 1000
+        # What get_storage_size() reports for a variable-length string: its 16-byte reference.
+        assert f.attrs.get_id("small").get_storage_size() == 16
+    with path.open("rb") as fh:
+        assert 1000 <= largest_global_heap(fh) < 64 * 1024
+    with h5py.File(path, "r+") as f:
+        f.attrs["big"] = "y" * (3 << 20)
+    with path.open("rb") as fh:
+        assert largest_global_heap(fh) >= 3 << 20
+
+
+def test_custom_objects_admit_only_the_name_keras_resolves() -> None:
+    from kerasaudit.safety import check_config
+
+    spoofed = {
+        "module": "keras.config",
+        "class_name": "function",
+        "config": "set_floatx",
+        "registered_name": "tests>Scale",
+    }
+    findings, _ = check_config(spoofed, custom={"tests>Scale"})
+    assert [f.category for f in findings] == ["module"]
+    genuine = {
+        "module": None,
+        "class_name": "Scale",
+        "config": {},
+        "registered_name": "tests>Scale",
+    }
+    assert check_config(genuine, custom={"tests>Scale"})[0] == []
+    renamed = {"module": "subprocess", "class_name": "tests>Scale", "registered_name": "Popen"}
+    assert check_config(renamed, custom={"tests>Scale"})[0] != []
+
+
+def test_vocabularies_inline_or_as_assets_are_not_paths(keras_module: Any, tmp_path: Path) -> None:
+    keras = keras_module
+    inline = keras.Input((1,), dtype="string")
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b", "c"], name="lookup")
+    keras.Model(inline, lookup(inline)).save(tmp_path / "inline.keras")
+    vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
+    vectorize.adapt(np.array(["a b c", "the cat sat"]))
+    text = keras.Input((1,), dtype="string")
+    keras.Model(text, vectorize(text)).save(tmp_path / "assets.keras")
+    with zipfile.ZipFile(tmp_path / "assets.keras") as archive:
+        assert any(name.startswith("assets/") for name in archive.namelist())
+    for name in ("inline.keras", "assets.keras"):
+        assert check_model_file(tmp_path / name).safe, name
+        loaded = load_model(tmp_path / name)
+        assert np.asarray(loaded.model(np.array([["b c"]]))).size > 0
