@@ -33,6 +33,10 @@ HOLDOUT = 0.25  # share of --data held out from fine-tuning to measure layer can
 AUTO_RATIOS = (0.05, 0.2)
 AUTO_LAYERS = 3
 ASR_TIE = 0.005  # held-out ASRs this close are a tie (a few images): keep more accuracy
+# Candidates whose held-out ASR is at most this are all "removed": the most accurate wins. The
+# goal is a low enough ASR at the least accuracy cost, not the lowest ASR at any cost; held-out
+# ASRs below ~1 % differ by one or two images of the defender's data.
+ASR_GOAL = 0.01
 
 
 @dataclass(frozen=True)
@@ -343,8 +347,10 @@ def _choose_layers(
     within = [c for c in tried if before.accuracy - c.accuracy <= max_acc_drop]
     pool = within or tried
     lowest = min(np.inf if c.asr is None else c.asr for c in pool)
-    # Held-out ASRs within a few images of the lowest are a tie: keep the most accuracy.
-    tied = [c for c in pool if c.asr is not None and c.asr <= lowest + ASR_TIE] or pool
+    # Every candidate at or below the goal (or within a few images of the lowest) counts as
+    # having removed the backdoor: among those, keep the most accuracy.
+    bar = max(ASR_GOAL, lowest + ASR_TIE)
+    tied = [c for c in pool if c.asr is not None and c.asr <= bar] or pool
     best = max(tied, key=lambda c: (c.accuracy, -c.ratio))
     how = (
         "after pruning and fine-tuning (on 75 % of --data, measured on the other 25 %)"
@@ -355,9 +361,10 @@ def _choose_layers(
     at = f" at ratio {ratio:g}" if len(ratios) == 1 else ""
     if within:
         reason = (
-            f"lowest ASR {how} (ties within {100 * ASR_TIE:g} points: most accuracy) among "
-            f"{what} candidates whose accuracy loss{at} stays within {max_acc_drop * 100:.1f} "
-            f"points ({len(within)} of {len(tried)})"
+            f"most accurate {how} among {what} candidates whose ASR is at most "
+            f"{100 * bar:.1f} % (the goal {100 * ASR_GOAL:g} %, or the lowest + "
+            f"{100 * ASR_TIE:g} points) and whose accuracy loss{at} stays within "
+            f"{max_acc_drop * 100:.1f} points ({len(within)} of {len(tried)} within the budget)"
         )
     else:
         reason = (

@@ -130,8 +130,9 @@ def scan(
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     spec = data_args.spec_for(data)
     request = trigger_request(trigger, trigger_data, target)
-    strategy = strategy_for(device)
+    # Load first: the sandboxed load forks before TensorFlow's runtime starts (cheaper).
     loaded = load(consoles, model, unsafe, custom_objects)
+    strategy = strategy_for(device)
     warn_if_unsafe(consoles, loaded)
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
     with progress_bar(consoles, "scanning") as update:
