@@ -163,17 +163,41 @@ class Rule:
     additive_index: float  # ... the additive perturbation this many σ smaller (log scale)
     margin_index: float  # ... the reachable margin this many σ larger
     untargeted_ratio: float  # all-to-all when the untargeted mask is below this × median mask
+    combined: float = math.inf  # ... or when Σ max(0, index / threshold) over signals exceeds this
+
+    def combined_score(self, s: LabelScores) -> float:
+        """Evidence summed over the signals, each as a fraction of its own threshold."""
+        total = 0.0
+        for value, threshold in (
+            (s.mask_index, self.mask_index),
+            (s.additive_index, self.additive_index),
+            (s.margin_index, self.margin_index),
+        ):
+            if math.isfinite(value) and math.isfinite(threshold) and threshold > 0:
+                total += max(0.0, value / threshold)
+        return total
 
     def describe(self) -> str:
-        return (
-            f"a label is flagged when its Neural Cleanse mask index > {self.mask_index:g}, "
-            f"its additive-perturbation index > {self.additive_index:g} or its margin index > "
-            f"{self.margin_index:g} (robust σ against the other labels); all-to-all when one "
-            f"untargeted mask is below {self.untargeted_ratio:g} × the median targeted mask"
+        text = (
+            f"a label is flagged when its Neural Cleanse mask index > {self.mask_index:.2f}, "
+            f"its additive-perturbation index > {self.additive_index:.2f} or its margin index > "
+            f"{self.margin_index:.2f} (robust σ against the other labels)"
+        )
+        if math.isfinite(self.combined):
+            text += (
+                f", or when the three, each divided by its threshold, add up to more than "
+                f"{self.combined:.2f}"
+            )
+        return text + (
+            f"; all-to-all when one untargeted mask is below {self.untargeted_ratio:.2f} × the "
+            "median targeted mask"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "description": self.describe()}
+        return {
+            **{k: _json_number(v) for k, v in asdict(self).items()},
+            "description": self.describe(),
+        }
 
 
 # Calibrated on the zoo (benchmarks/zoo): see README "Detection on the zoo".
@@ -239,6 +263,15 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
             if value > threshold:
                 crossed.append(name)
                 reasons.append(f"{words}: index {value:.2f} > {threshold:g}")
+        combined = rule.combined_score(s)
+        if not crossed and combined > rule.combined:
+            crossed.append("combined")
+            reasons.append(
+                f"several signals together: {combined:.2f} > {rule.combined:.2f} (sum of each "
+                "index over its threshold)"
+            )
+        if math.isfinite(rule.combined) and rule.combined > 0:
+            strength = max(strength, combined / rule.combined)
         if not crossed:
             best = max(
                 (v for v in (s.mask_index, s.additive_index, s.margin_index) if math.isfinite(v)),
