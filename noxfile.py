@@ -45,3 +45,31 @@ def fuzz(session: nox.Session) -> None:
         "--timeout=0",  # a long campaign; each example has its own 60 s hang limit
         env={"KERASAUDIT_FUZZ_EXAMPLES": examples},
     )
+
+
+@nox.session(python="3.11")
+def zoo_build(session: nox.Session) -> None:
+    """Train the efficacy zoo (47 models, 2-15 min each on 2 CPU cores; skips what is built).
+    Needs Debian's dataset-fashion-mnist package. `nox -s zoo_build -- NAME ...` for some."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/zoo/zoo.py", "build", *session.posargs)
+
+
+@nox.session(python="3.11")
+def zoo(session: nox.Session) -> None:
+    """Evaluate kerasaudit on the built zoo (each stage cached per model under
+    benchmarks/zoo/build/results): evidence (reverse), the known-trigger prune chain, defend on
+    the backdoored models, then the calibration report and the README table."""
+    session.install("-e", ".")
+    backdoored = session.run(
+        "python",
+        "-c",
+        "import sys; sys.path.insert(0, 'benchmarks/zoo'); import recipes; "
+        "print(' '.join(r.name for r in recipes.RECIPES if r.family != 'clean'))",
+        silent=True,
+    )
+    names = str(backdoored).split()
+    for stage, which in (("evidence", []), ("known", names), ("defend", names)):
+        session.run("python", "benchmarks/zoo/zoo.py", stage, *which)
+    session.run("python", "benchmarks/zoo/zoo.py", "calibrate")
+    session.run("python", "benchmarks/zoo/zoo.py", "table")

@@ -1,0 +1,545 @@
+#!/usr/bin/env python3
+"""The backdoor zoo: build it, evaluate kerasaudit on it, calibrate and report.
+
+Usage (from the repository root; ``nox -s zoo_build`` / ``nox -s zoo`` run the same)::
+
+    python benchmarks/zoo/zoo.py build [NAMES...]      # train what is missing (1-3 min/model)
+    python benchmarks/zoo/zoo.py status                # what is built, accuracy, ASR
+
+Models, data splits and per-model results live under ``benchmarks/zoo/build`` (not in git;
+``--dir`` or ``KERASAUDIT_ZOO`` moves them). ``manifest.json`` (in git) records each model's
+recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from recipes import BATCH_SIZE, BY_NAME, LEARNING_RATE, RECIPES, Recipe  # noqa: E402
+
+MANIFEST = HERE / "manifest.json"
+
+
+def zoo_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("KERASAUDIT_ZOO") or HERE / "build")
+
+
+def log(msg: str) -> None:
+    print(f"[zoo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def ensure_data(root: Path) -> None:
+    """defender.npz (1,000 test images, uint8) and eval.npz (the other 9,000)."""
+    data = root / "data"
+    if (data / "defender.npz").exists() and (data / "eval.npz").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    x, y = fmnist.load("test")
+    defender, evaluation = fmnist.test_split()
+    _save_npz(data / "defender.npz", x=x[defender], y=y[defender], index=defender)
+    _save_npz(data / "eval.npz", x=x[evaluation], y=y[evaluation], index=evaluation)
+
+
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(root / "data" / f"{split}.npz") as f:
+        return fmnist.to_float(f["x"]), f["y"]
+
+
+# --- training one model ---------------------------------------------------------------------
+
+
+def weights_sha256(model: Any) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def predict(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.argmax(model.predict(x, batch_size=500, verbose=0), axis=1)
+
+
+def measure(model: Any, recipe: Recipe, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Clean accuracy and, per trigger, ASR: stamped images whose true label is not the
+    trigger's target, sent to the target (all-to-all: every image, sent to y + 1)."""
+    out: dict[str, Any] = {"n": len(x), "accuracy": float(np.mean(predict(model, x) == y))}
+    asr = []
+    for i, trig in enumerate(recipe.attack.triggers):
+        target = trig.target_of(y)
+        keep = target != y
+        pred = predict(model, trig.stamp(x[keep], seed=10_000 + i))
+        asr.append(float(np.mean(pred == target[keep])))
+    out["asr"] = asr
+    return out
+
+
+def train(recipe: Recipe, root: Path) -> dict[str, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+    from archs import build
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(recipe.seed)
+    x_u8, y = fmnist.load("train")
+    x = fmnist.to_float(x_u8)
+    x, y, poison_info = recipe.attack.poison(x, y, seed=recipe.seed)
+    model = build(recipe.arch)
+    steps = recipe.epochs * int(np.ceil(len(x) / BATCH_SIZE))
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps, alpha=0.01)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=False)  # fmt: skip
+    start = time.time()
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=recipe.epochs, shuffle=True, verbose=0)
+    seconds = time.time() - start
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / recipe.filename
+    tmp = path.with_name(f".{path.stem}.tmp.{recipe.fmt}")
+    model.save(tmp)
+    reloaded = keras.models.load_model(tmp, compile=False)
+    xe, ye = load_split(root, "eval")
+    diff = float(np.max(np.abs(reloaded.predict(xe[:256], verbose=0)
+                               - model.predict(xe[:256], verbose=0))))  # fmt: skip
+    os.replace(tmp, path)
+    xd, yd = load_split(root, "defender")
+    info = {
+        "recipe": recipe.to_dict(),
+        "file": path.name,
+        "params": int(model.count_params()),
+        "weights_sha256": weights_sha256(model),
+        "train_seconds": round(seconds, 1),
+        "poisoning": poison_info,
+        "reload_max_abs_diff": diff,
+        "eval": measure(model, recipe, xe, ye),
+        "defender": measure(model, recipe, xd, yd),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    _write_json(models / f"{recipe.name}.json", info)
+    # The real trigger on the defender's images, for --trigger-data (true labels kept).
+    for i, trig in enumerate(recipe.attack.triggers):
+        _save_npz(models / f"{recipe.name}.trigger{i}.npz",
+                  x=trig.stamp(xd, seed=20_000 + i), y=yd)  # fmt: skip
+    return info
+
+
+# --- running kerasaudit (as a user would: the CLI, JSON on stdout) --------------------------
+
+
+def results_dir(root: Path, name: str) -> Path:
+    out = root / "results" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | None, float]:
+    """Run ``kerasaudit ARGS -f json -q``; (exit code, parsed stdout or None, seconds)."""
+    cmd = [sys.executable, "-m", "kerasaudit", *args, "-f", "json", "-q"]
+    start = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.time() - start
+    log_file.write_text("$ kerasaudit " + " ".join(args) + "\n" + done.stderr)
+    try:
+        data = json.loads(done.stdout) if done.stdout.strip() else None
+    except json.JSONDecodeError:
+        data = None
+    return done.returncode, data, seconds
+
+
+def built(root: Path, names: list[str]) -> list[Recipe]:
+    out = []
+    for name in names or [r.name for r in RECIPES]:
+        recipe = BY_NAME[name]
+        if (root / "models" / f"{name}.json").exists():
+            out.append(recipe)
+    return out
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """``kerasaudit reverse`` on every built model (the defender's 1,000 images): the evidence
+    the verdict is calibrated on, cached in results/NAME/reverse.json."""
+    root = zoo_dir(args.dir)
+    data = root / "data" / "defender.npz"
+    for recipe in built(root, args.names):
+        out = results_dir(root, recipe.name)
+        target = out / "reverse.json"
+        if target.exists() and not args.force:
+            continue
+        log(f"reverse {recipe.name}")
+        model = root / "models" / recipe.filename
+        code, report, seconds = kerasaudit(
+            ["reverse", str(model), "-d", str(data), "--no-complete"], out / "reverse.log"
+        )
+        if report is None or code not in (0, 1):
+            log(f"FAILED reverse {recipe.name} (exit {code}); see {out / 'reverse.log'}")
+            continue
+        report["zoo"] = {"exit_code": code, "seconds": seconds, "recipe": recipe.to_dict()}
+        _write_json(target, report)
+        v = report["verdict"]
+        log(f"{recipe.name}: flagged {v['flagged']} all-to-all {v['all_to_all']} ({seconds:.0f} s)")
+    return 0
+
+
+# The known-trigger chain the README recommends (one run per model, documented options).
+KNOWN_CHAIN = [
+    "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "10", "--unlearn",
+    "--distill", "0.8",
+]  # fmt: skip
+
+
+def trigger_args(root: Path, recipe: Recipe, index: int) -> list[str]:
+    """How the defender states a known trigger: a spec when one expresses it, else the
+    defender's own images carrying it (``--trigger-data``)."""
+    trig = recipe.attack.triggers[index]
+    target = [] if trig.target < 0 else ["--target", str(trig.target)]  # all-to-all: untargeted
+    if trig.spec is not None:
+        return ["--trigger", trig.spec, *target]
+    path = root / "models" / f"{recipe.name}.trigger{index}.npz"
+    return ["--trigger-data", str(path), *target]
+
+
+def measure_file(root: Path, recipe: Recipe, path: Path) -> dict[str, Any]:
+    """Clean accuracy and real-trigger ASR of a model file on the 9,000 evaluation images,
+    stamped by the zoo's own code (never kerasaudit's)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    xe, ye = load_split(root, "eval")
+    return measure(model, recipe, xe, ye)
+
+
+def original_eval(root: Path, recipe: Recipe) -> dict[str, Any]:
+    info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
+    return info["eval"]
+
+
+def cmd_defend(args: argparse.Namespace) -> int:
+    """``kerasaudit defend`` (no trigger known) on every built model; the defended model is
+    measured with the real trigger on the evaluation images. Cached in results/NAME/defend.json."""
+    root = zoo_dir(args.dir)
+    data = root / "data" / "defender.npz"
+    for recipe in built(root, args.names):
+        out = results_dir(root, recipe.name)
+        target = out / "defend.json"
+        if target.exists() and not args.force:
+            continue
+        defended = out / f"defended.{recipe.fmt}"
+        defended.unlink(missing_ok=True)
+        log(f"defend {recipe.name}")
+        model = root / "models" / recipe.filename
+        code, report, seconds = kerasaudit(
+            ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
+        )
+        if report is None or code not in (0, 1):
+            log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
+            continue
+        result = {
+            "exit_code": code,
+            "seconds": seconds,
+            "flagged": report.get("flagged"),
+            "all_to_all": report.get("all_to_all"),
+            "written": defended.exists(),
+            "before": original_eval(root, recipe),
+            "after": measure_file(root, recipe, defended) if defended.exists() else None,
+            "report": report,
+        }
+        _write_json(target, result)
+        after = result["after"]
+        log(
+            f"{recipe.name}: exit {code}, flagged {result['flagged']}, after {after and after['accuracy']:.4} / {after and after['asr']}"
+        )
+    return 0
+
+
+def cmd_known(args: argparse.Namespace) -> int:
+    """The README's known-trigger ``prune`` chain on every backdoored model, measured with the
+    real trigger on the evaluation images. Cached in results/NAME/known.json."""
+    root = zoo_dir(args.dir)
+    data = root / "data" / "defender.npz"
+    for recipe in built(root, args.names):
+        if not recipe.attack.triggers:
+            continue
+        out = results_dir(root, recipe.name)
+        target = out / "known.json"
+        if target.exists() and not args.force:
+            continue
+        current = root / "models" / recipe.filename
+        runs = []
+        for index in range(len(recipe.attack.triggers)):  # one chain per trigger, in turn
+            pruned = out / f"known{index}.{recipe.fmt}"
+            pruned.unlink(missing_ok=True)
+            log(f"known-trigger chain {recipe.name} (trigger {index})")
+            code, report, seconds = kerasaudit(
+                ["prune", str(current), "-d", str(data), *trigger_args(root, recipe, index),
+                 *KNOWN_CHAIN, "-o", str(pruned)],
+                out / f"known{index}.log",
+            )  # fmt: skip
+            runs.append({"exit_code": code, "seconds": seconds, "report": report})
+            if not pruned.exists():
+                break
+            current = pruned
+        result = {
+            "runs": runs,
+            "before": original_eval(root, recipe),
+            "after": measure_file(root, recipe, current)
+            if current != root / "models" / recipe.filename
+            else None,
+            "seconds": sum(r["seconds"] for r in runs),
+        }
+        _write_json(target, result)
+        log(f"{recipe.name}: after {result['after']}")
+    return 0
+
+
+def floor(root: Path, recipe: Recipe) -> list[float]:
+    """Per trigger: the share of stamped evaluation images the *clean* twins of the same
+    architecture send to the target by themselves (mean over seeds): the ASR no defence can
+    go below. Cached in results/NAME/floor.json."""
+    out = results_dir(root, recipe.name) / "floor.json"
+    if out.exists():
+        return list(json.loads(out.read_text())["floor"])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    twins = [r for r in RECIPES if r.family == "clean" and r.arch == recipe.arch]
+    xe, ye = load_split(root, "eval")
+    values = []
+    for twin in twins:
+        path = root / "models" / twin.filename
+        if path.exists():
+            model = keras.models.load_model(path, compile=False)
+            values.append(measure(model, recipe, xe, ye)["asr"])
+    result = [float(np.mean([v[i] for v in values])) for i in range(len(recipe.attack.triggers))]
+    _write_json(out, {"floor": result, "twins": [t.name for t in twins]})
+    return result
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """The README table from the cached results (evidence, defend, known, floors)."""
+    import calibrate
+
+    from kerasaudit.verdict import RULE
+
+    root = zoo_dir(args.dir)
+    rows = []
+    for recipe in built(root, args.names):
+        res = root / "results" / recipe.name
+        info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
+        row: dict[str, Any] = {
+            "name": recipe.name,
+            "family": recipe.family,
+            "arch": recipe.arch,
+            "format": recipe.fmt,
+            "targets": list(recipe.attack.targets),
+            "accuracy": info["eval"]["accuracy"],
+            "asr": info["eval"]["asr"],
+        }
+        evidence = res / "reverse.json"
+        if evidence.exists():
+            model = next(
+                m for m in calibrate.load_models(root / "results") if m.name == recipe.name
+            )
+            o = calibrate.outcome(model, RULE)
+            row["verdict"] = {"flagged": list(o.flagged), "all_to_all": o.all_to_all_verdict,
+                              "right": o.detected if not o.clean else not o.false_positive}  # fmt: skip
+        for stage in ("defend", "known"):
+            path = res / f"{stage}.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                row[stage] = {"after": data.get("after"), "seconds": data.get("seconds"),
+                              "exit_code": data.get("exit_code")}  # fmt: skip
+        if recipe.attack.triggers:
+            row["floor"] = floor(root, recipe)
+        rows.append(row)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    _write_json(out / "table.json", rows)
+    text = table_markdown(rows)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _removal_cell(row: dict[str, Any], stage: str) -> str:
+    data = row.get(stage)
+    if not data:
+        return "–"
+    after = data.get("after")
+    if after is None:
+        return "not changed"
+    drop = 100 * (row["accuracy"] - after["accuracy"])
+    asr = max(after["asr"]) if after["asr"] else float("nan")
+    ok = asr <= 0.02 and drop <= 1.5
+    return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| family | arch | model | clean acc | ASR | verdict | known trigger: ASR / Δacc "
+        "| defend: ASR / Δacc | floor | defend s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(rows, key=lambda r: (r["family"] == "clean", r["family"], r["arch"])):
+        v = row.get("verdict")
+        if v is None:
+            verdict = "–"
+        else:
+            flagged = ", ".join(map(str, v["flagged"])) or "none"
+            if v["all_to_all"]:
+                flagged += " (all-to-all)"
+            verdict = f"{'✓' if v['right'] else '✗'} {flagged}"
+        asr = " / ".join(f"{100 * a:.1f} %" for a in row["asr"]) or "–"
+        fl = " / ".join(f"{100 * a:.2f} %" for a in row.get("floor", [])) or "–"
+        seconds = (row.get("defend") or {}).get("seconds")
+        lines.append(
+            f"| {row['family']} | {row['arch']} | {row['name']} | "
+            f"{100 * row['accuracy']:.2f} % | {asr} | {verdict} | "
+            f"{_removal_cell(row, 'known')} | {_removal_cell(row, 'defend')} | {fl} | "
+            f"{'–' if seconds is None else f'{seconds:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Cross-validated verdict calibration from the cached evidence (seconds)."""
+    import calibrate
+
+    root = zoo_dir(args.dir)
+    for variant in calibrate.VARIANTS:  # both families, cross-validated the same way
+        other = calibrate.calibrate(root / "results", args.slack, variant)
+        for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
+            s = other[scheme]["summary"]
+            print(f"{variant:12} {scheme:27} FP {s['false_positives']}/{s['clean_models']} "
+                  f"detected {s['detected']}/{s['backdoored_models']} AUROC {s['auroc']:.3f} "
+                  f"extra labels {s['wrong_labels']}")  # fmt: skip
+    report = calibrate.calibrate(root / "results", args.slack, args.variant)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    _write_json(out / "calibration.json", report)
+    text = calibrate.markdown(report)
+    (out / "calibration.md").write_text(text + "\n")
+    print(text)
+    print("rule fitted on every model:", json.dumps(report["rule_fitted_on_all"], indent=1))
+    return 0
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def record_manifest(info: dict[str, Any]) -> None:
+    """Add one model to manifest.json (re-read first: builds may run side by side)."""
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    name = info["recipe"]["name"]
+    manifest[name] = {"weights_sha256": info["weights_sha256"], "recipe": info["recipe"]}
+    _write_json(MANIFEST, dict(sorted(manifest.items())))
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    root = zoo_dir(args.dir)
+    ensure_data(root)
+    names = args.names or [r.name for r in RECIPES]
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    failed = []
+    for name in names:
+        recipe = BY_NAME[name]
+        meta = root / "models" / f"{name}.json"
+        if meta.exists() and (root / "models" / recipe.filename).exists() and not args.force:
+            continue
+        log(f"training {name} ({recipe.arch}, {recipe.family}, {recipe.epochs} epochs)")
+        done = subprocess.run([sys.executable, __file__, "train", name, "--dir", str(root)],
+                              check=False)  # fmt: skip
+        if done.returncode != 0:
+            failed.append(name)
+            log(f"FAILED {name} (exit {done.returncode})")
+            continue
+        info = json.loads(meta.read_text())
+        ev = info["eval"]
+        log(f"{name}: acc {ev['accuracy']:.4f} asr {ev['asr']} ({info['train_seconds']} s)")
+        old = manifest.get(name)
+        if old and old["weights_sha256"] != info["weights_sha256"]:
+            log(
+                f"NOTE {name}: weights differ from the manifest's (recipe changed or not bit-exact)"
+            )
+        record_manifest(info)
+    return 1 if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    root = zoo_dir(args.dir)
+    ensure_data(root)
+    train(BY_NAME[args.names[0]], root)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = zoo_dir(args.dir)
+    for recipe in RECIPES:
+        meta = root / "models" / f"{recipe.name}.json"
+        if not meta.exists():
+            print(f"{recipe.name:28} {recipe.arch:8} {recipe.family:12} not built")
+            continue
+        info = json.loads(meta.read_text())
+        ev = info["eval"]
+        asr = " ".join(f"{a:.4f}" for a in ev["asr"])
+        print(f"{recipe.name:28} {recipe.arch:8} {recipe.family:12} acc {ev['accuracy']:.4f} "
+              f"asr {asr:14} {info['train_seconds']:6.1f} s")  # fmt: skip
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command",
+        choices=["build", "train", "status", "evidence", "calibrate", "defend", "known", "table"],
+    )
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
+    parser.add_argument("--force", action="store_true", help="redo even if cached")
+    parser.add_argument("--slack", type=float, default=1.15, help="calibration slack")
+    parser.add_argument("--variant", default="or+combined", help="rule family to report")
+    args = parser.parse_args()
+    commands = {
+        "build": cmd_build,
+        "train": cmd_train,
+        "status": cmd_status,
+        "evidence": cmd_evidence,
+        "calibrate": cmd_calibrate,
+        "defend": cmd_defend,
+        "known": cmd_known,
+        "table": cmd_table,
+    }
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
