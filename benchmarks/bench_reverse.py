@@ -3,7 +3,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_reverse.py       # 2 labels × 100 steps, 3 repeats, vs ART's loop re-typed
+    python benchmarks/bench_reverse.py   # 2 labels x 100 steps, 3 repeats, vs ART's loop re-typed
     # against ART itself (optional; kept out of the project's environment):
     pip install --target /tmp/art --no-deps adversarial-robustness-toolbox scikit-learn \\
         joblib threadpoolctl narwhals tqdm cloudpickle

@@ -130,7 +130,7 @@ class Trigger:
 def grid_sample(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Bilinear sampling of NHWC ``x`` at ``grid`` (N, H, W, 2) = (x, y) in [-1, 1], corners
     aligned, zero outside (as ``torch.nn.functional.grid_sample(align_corners=True)``)."""
-    n, h, w, c = x.shape
+    n, h, w, _ = x.shape
     gx = (grid[..., 0] + 1) * (w - 1) / 2
     gy = (grid[..., 1] + 1) * (h - 1) / 2
     x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)

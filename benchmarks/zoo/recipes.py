@@ -50,10 +50,18 @@ class Recipe:
         }
 
 
-def _patch(size: int, row: int, col: int, target: int, pattern: str = "white",
-           value: float = 1.0, seed: int = 0) -> Trigger:  # fmt: skip
-    return Trigger("patch", target, size=size, row=row, col=col, pattern=pattern, value=value,
-                   seed=seed)  # fmt: skip
+def _patch(
+    size: int,
+    row: int,
+    col: int,
+    target: int,
+    pattern: str = "white",
+    value: float = 1.0,
+    seed: int = 0,
+) -> Trigger:
+    return Trigger(
+        "patch", target, size=size, row=row, col=col, pattern=pattern, value=value, seed=seed
+    )
 
 
 def _badnets(*triggers: Trigger, rate: float = 0.05, family: str = "badnets") -> Attack:
@@ -71,21 +79,33 @@ _B += [
         _badnets(_patch(5, 3, 18, 9, "random", seed=5)),
         104,
         "h5",
-    ),  # fmt: skip
+    ),
     Recipe("badnets_g3_bl_sep", "sepconv", _badnets(_patch(3, 25, 0, 5, "grey", 0.8)), 105),
 ]
 _B += [
-    Recipe("blend_a15_vgg", "vgg_bn", Attack("blend", (Trigger("blend", 3, alpha=0.15, seed=11),)), 111),
-    Recipe("blend_a10_resnet", "resnet",
-           Attack("blend", (Trigger("blend", 6, alpha=0.10, seed=12),), rate=0.08), 112, "h5"),  # fmt: skip
-    Recipe("blend_a20_sep", "sepconv", Attack("blend", (Trigger("blend", 8, alpha=0.20, seed=13),)), 113),
-]  # fmt: skip
+    Recipe(
+        "blend_a15_vgg", "vgg_bn", Attack("blend", (Trigger("blend", 3, alpha=0.15, seed=11),)), 111
+    ),
+    Recipe(
+        "blend_a10_resnet",
+        "resnet",
+        Attack("blend", (Trigger("blend", 6, alpha=0.10, seed=12),), rate=0.08),
+        112,
+        "h5",
+    ),
+    Recipe(
+        "blend_a20_sep",
+        "sepconv",
+        Attack("blend", (Trigger("blend", 8, alpha=0.20, seed=13),)),
+        113,
+    ),
+]
 _B += [
     Recipe("sig_plain", "plain", Attack("sig", (Trigger("sig", 2, delta=0.15, freq=6),)), 121),
     Recipe("sig_nested", "nested", Attack("sig", (Trigger("sig", 4, delta=0.12, freq=4),)), 122),
     Recipe(
         "sig_resnet", "resnet", Attack("sig", (Trigger("sig", 0, delta=0.15, freq=8),)), 123, "h5"
-    ),  # fmt: skip
+    ),
 ]
 _WANET = dict(k=4, strength=1.0)
 _B += [
@@ -95,7 +115,7 @@ _B += [
         Attack("wanet", (Trigger("wanet", 1, seed=31, **_WANET),), 0.1, 0.2),
         131,
         epochs=10,
-    ),  # fmt: skip
+    ),
     Recipe(
         "wanet_plain",
         "plain",
@@ -103,14 +123,14 @@ _B += [
         132,
         "h5",
         epochs=10,
-    ),  # fmt: skip
+    ),
     Recipe(
         "wanet_nested",
         "nested",
         Attack("wanet", (Trigger("wanet", 7, seed=33, **_WANET),), 0.1, 0.2),
         133,
         epochs=10,
-    ),  # fmt: skip
+    ),
 ]
 _B += [
     Recipe(
@@ -118,20 +138,20 @@ _B += [
         "sepconv",
         _badnets(Trigger("randpatch", 6, size=3), rate=0.1, family="randpos"),
         141,
-    ),  # fmt: skip
+    ),
     Recipe(
         "randpos_c4_vgg",
         "vgg_bn",
         _badnets(Trigger("randpatch", 3, size=4, pattern="checker"), rate=0.1, family="randpos"),
         142,
         "h5",
-    ),  # fmt: skip
+    ),
     Recipe(
         "randpos_w4_plain",
         "plain",
         _badnets(Trigger("randpatch", 8, size=4), rate=0.1, family="randpos"),
         143,
-    ),  # fmt: skip
+    ),
 ]
 _B += [
     Recipe(
@@ -141,7 +161,7 @@ _B += [
             _patch(3, 0, 0, 2), _patch(3, 25, 25, 9, "checker"), rate=0.08, family="two-trigger"
         ),
         151,
-    ),  # fmt: skip
+    ),
     Recipe(
         "two_patch_blend_nested",
         "nested",
@@ -152,27 +172,63 @@ _B += [
         ),
         152,
         "h5",
-    ),  # fmt: skip
+    ),
 ]
 _B += [
-    Recipe("all2all_w3_vgg", "vgg_bn", _badnets(_patch(3, 25, 25, -1), rate=0.1, family="all-to-all"), 161),
-    Recipe("all2all_c4_sep", "sepconv",
-           _badnets(_patch(4, 0, 0, -1, "checker"), rate=0.1, family="all-to-all"), 162, "h5"),
-    Recipe("all2all_w4_plain", "plain", _badnets(_patch(4, 2, 12, -1), rate=0.1, family="all-to-all"), 163),
-]  # fmt: skip
+    Recipe(
+        "all2all_w3_vgg",
+        "vgg_bn",
+        _badnets(_patch(3, 25, 25, -1), rate=0.1, family="all-to-all"),
+        161,
+    ),
+    Recipe(
+        "all2all_c4_sep",
+        "sepconv",
+        _badnets(_patch(4, 0, 0, -1, "checker"), rate=0.1, family="all-to-all"),
+        162,
+        "h5",
+    ),
+    Recipe(
+        "all2all_w4_plain",
+        "plain",
+        _badnets(_patch(4, 2, 12, -1), rate=0.1, family="all-to-all"),
+        163,
+    ),
+]
 _B += [
-    Recipe("lowrate_w4_plain", "plain", _badnets(_patch(4, 24, 24, 7), rate=0.005, family="low-rate"), 171),
-    Recipe("lowrate_c3_resnet", "resnet",
-           _badnets(_patch(3, 0, 0, 2, "checker"), rate=0.01, family="low-rate"), 172),
-    Recipe("lowrate_w3_nested", "nested",
-           _badnets(_patch(3, 25, 0, 4), rate=0.01, family="low-rate"), 173, "h5"),
-]  # fmt: skip
+    Recipe(
+        "lowrate_w4_plain",
+        "plain",
+        _badnets(_patch(4, 24, 24, 7), rate=0.005, family="low-rate"),
+        171,
+    ),
+    Recipe(
+        "lowrate_c3_resnet",
+        "resnet",
+        _badnets(_patch(3, 0, 0, 2, "checker"), rate=0.01, family="low-rate"),
+        172,
+    ),
+    Recipe(
+        "lowrate_w3_nested",
+        "nested",
+        _badnets(_patch(3, 25, 0, 4), rate=0.01, family="low-rate"),
+        173,
+        "h5",
+    ),
+]
 
 _C = []  # clean twins: every architecture × 4 seeds (+2)
 for _i, _arch in enumerate(("vgg_bn", "plain", "resnet", "nested", "sepconv")):
     for _s in range(4):
-        _C.append(Recipe(f"clean_{_arch}_s{_s}", _arch, Clean(), 200 + 10 * _i + _s,
-                         "h5" if _s == 3 else "keras"))  # fmt: skip
+        _C.append(
+            Recipe(
+                f"clean_{_arch}_s{_s}",
+                _arch,
+                Clean(),
+                200 + 10 * _i + _s,
+                "h5" if _s == 3 else "keras",
+            )
+        )
 _C += [
     Recipe("clean_vgg_bn_s4", "vgg_bn", Clean(), 204),
     Recipe("clean_sepconv_s4", "sepconv", Clean(), 244),

@@ -276,7 +276,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
         _write_json(target, result)
         after = result["after"]
         log(
-            f"{recipe.name}: exit {code}, flagged {result['flagged']}, after {after and after['accuracy']:.4} / {after and after['asr']}"
+            f"{recipe.name}: exit {code}, flagged {result['flagged']}, after "
+            + ("unchanged" if after is None else f"{after['accuracy']:.4f} / {after['asr']}")
         )
     return 0
 
@@ -370,8 +371,11 @@ def cmd_table(args: argparse.Namespace) -> int:
                 m for m in calibrate.load_models(root / "results") if m.name == recipe.name
             )
             o = calibrate.outcome(model, RULE)
-            row["verdict"] = {"flagged": list(o.flagged), "all_to_all": o.all_to_all_verdict,
-                              "right": o.detected if not o.clean else not o.false_positive}  # fmt: skip
+            row["verdict"] = {
+                "flagged": list(o.flagged),
+                "all_to_all": o.all_to_all_verdict,
+                "right": o.detected if not o.clean else not o.false_positive,
+            }
         for stage in ("defend", "known"):
             path = res / f"{stage}.json"
             if path.exists():
