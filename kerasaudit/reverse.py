@@ -408,7 +408,7 @@ class ReverseResult:
             r = self.label(k)
             mask_signal = "mask" in r.signals
             additive_signal = "additive" in r.signals
-            if mask_signal or not additive_signal:
+            if _uses_mask_trigger(r):
                 mask, pattern = r.trigger_arrays
                 out.append(FoundTrigger(f"trigger_label{k}", k, r.trigger_kind, mask, pattern))
             if r.additive is not None and (additive_signal or not mask_signal):
@@ -607,7 +607,7 @@ def reverse_engineer(
     if config.complete:
         results = [
             replace(r, completion=_complete(model, r, x, value_range, config, io.outputs))
-            if r.flagged and "mask" in r.signals
+            if r.flagged and _uses_mask_trigger(r)
             else r
             for r in results
         ]
@@ -631,6 +631,12 @@ def reverse_engineer(
         margins=margins,
         engine_seconds=tuple(seconds.items()),
     )
+
+
+def _uses_mask_trigger(r: LabelResult) -> bool:
+    """A flagged label stands for its Neural Cleanse trigger when the mask signal flagged it,
+    or when the additive signal did not (flagged by the margin alone: both forms are kept)."""
+    return "mask" in r.signals or "additive" not in r.signals
 
 
 class _Budget:

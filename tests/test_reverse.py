@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,8 @@ def test_planted_backdoor_is_flagged_with_its_trigger(reversed_backdoor: Any) ->
     assert target.linf_excess > 1.5
     assert [r.label for r in result.labels] == list(range(K))
     assert all(not r.flagged for r in result.labels[1:])
-    assert result.label_steps == sum(r.steps for r in result.labels)
+    assert result.untargeted is not None  # the all-to-all row runs alongside the labels
+    assert result.label_steps == sum(r.steps for r in result.labels) + result.untargeted.steps
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["verdict"]["flagged"] == [0]
     assert data["cost"]["seconds_per_label_step"] > 0
@@ -299,6 +301,7 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
         "pattern_label0.png",
         "reverse.json",
         "trigger_label0.npz",
+        "trigger_label0_additive.npz",  # flagged by the margin alone: both trigger forms kept
     ]
     assert json.loads((out / "reverse.json").read_text())["verdict"]["flagged"] == [0]
     content = read_trigger_file(out / "trigger_label0.npz")
@@ -325,16 +328,28 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     assert attack["target"] == 0 and attack["target_source"] == "trigger file"
     assert attack["asr"] >= 0.95  # the recovered trigger works on held-out images too
 
+    pruned_model = tmp_path / "pruned.keras"
     pruned = runner.invoke(
         app,
         [
             *["prune", str(tiny["backdoored"]), "--data", str(tiny["data"]), "-t", trigger],
-            *["--criterion", "linf-trigger", "--ratio", "0.15", *JSON],
+            *["--criterion", "linf-trigger", "--ratio", "0.15", "-o", str(pruned_model), *JSON],
         ],
     )
-    assert pruned.exit_code == 0, pruned.output
     pruned_report = json.loads(pruned.stdout)
     assert pruned_report["pruned"][0]["channels"] == [K + 2]  # exactly the backdoor channel
+    # On a 5-label model the recovered trigger is partly a natural feature of label 0 (a bit of
+    # its stripes): it may still move more than --max-asr (5 %) of images once the backdoor
+    # channel is gone, and then prune says so with exit 1 rather than claiming success.
+    after = pruned_report["after_prune"]["attack"]["asr"]
+    assert (pruned.exit_code == 1) == (after > 0.05), pruned.output
+    real = runner.invoke(
+        app,
+        ["evaluate", str(pruned_model), "--data", str(tiny["test"]), "-t", TRIGGER,
+         "--target", "0", *JSON],
+    )  # fmt: skip
+    assert real.exit_code == 0, real.output
+    assert json.loads(real.stdout)["attack"]["asr"] <= 0.02  # the planted trigger is gone
 
     # Existing output is never replaced without --force, and a refused run writes nothing.
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -389,8 +404,17 @@ def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -
         ["reverse", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
     )
     assert result.exit_code == 1, result.output
-    assert "FLAGGED" in result.stdout and "verdict" in result.stdout
-    assert "label-steps" in result.stderr  # the one-line summary
+    table = result.stdout
+    row0 = next(line for line in table.splitlines() if line.startswith("│ 0 "))
+    assert row0.rstrip().endswith("│") and "-" not in row0.split("│")[-2]  # label 0 flagged...
+    assert all(
+        line.split("│")[-2].strip() == "-"  # ...and no other label
+        for line in table.splitlines()
+        if line[:3] in {f"│ {k}" for k in range(1, K)}
+    )
+    assert "verdict: BACKDOOR suspected: target label(s) 0" in table
+    summary = result.stderr.strip().splitlines()[-1]  # the one-line summary
+    assert re.fullmatch(r"BACKDOOR suspected: target label\(s\) 0 \(\d+ s\)", summary), summary
 
 
 @pytest.mark.parametrize(
