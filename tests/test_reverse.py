@@ -405,13 +405,10 @@ def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -
     )
     assert result.exit_code == 1, result.output
     table = result.stdout
-    row0 = next(line for line in table.splitlines() if line.startswith("│ 0 "))
-    assert row0.rstrip().endswith("│") and "-" not in row0.split("│")[-2]  # label 0 flagged...
-    assert all(
-        line.split("│")[-2].strip() == "-"  # ...and no other label
-        for line in table.splitlines()
-        if line[:3] in {f"│ {k}" for k in range(1, K)}
-    )
+    rows = [line.split("│") for line in table.splitlines() if line.startswith("│ ")]
+    flagged = {cells[1].strip(): cells[-2].strip() for cells in rows}  # label → its signals
+    assert list(flagged) == [str(k) for k in range(K)]  # one whole row per label
+    assert flagged["0"] != "-" and all(flagged[str(k)] == "-" for k in range(1, K))
     assert "verdict: BACKDOOR suspected: target label(s) 0" in table
     summary = result.stderr.strip().splitlines()[-1]  # the one-line summary
     assert re.fullmatch(r"BACKDOOR suspected: target label\(s\) 0 \(\d+ s\)", summary), summary
