@@ -276,7 +276,7 @@ def _gradcam_figure(result: GradcamResult) -> Figure:
     )
 
 
-def _reverse_figure(result: Any) -> Figure | None:
+def reverse_figure(result: Any) -> Figure | None:
     """Recovered masks (top) and mask × pattern (bottom) per label, flagged labels first."""
     import matplotlib
 
@@ -421,7 +421,7 @@ def build_report(
         if trigger is None and recovered is not None:
             trigger, target, used = recovered, label, label
             trigger_source = f"recovered by reverse engineering (label {label})"
-        reverse_section = ReverseSection(result, _reverse_figure(result), used)
+        reverse_section = ReverseSection(result, reverse_figure(result), used)
         end("reverse engineering", t)
 
     sweep_result: SweepResult | Skipped

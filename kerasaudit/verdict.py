@@ -10,11 +10,14 @@ mask (``untargeted_l1``: all-to-all backdoors).
 Scores (:func:`score`): each signal is compared with the model's own other labels, robustly —
 ``index = (median − value) / (1.4826·MAD)`` on log values for the two trigger sizes (sizes
 are multiplicative: a 9-pixel mask against a median of 60 is the same news as 90 against 600),
-and on raw values for the margin (larger = more suspicious). The untargeted mask is compared
+and on raw values for the margin (larger = more suspicious); the ℓ∞ excess on log values
+(larger = more suspicious: a backdoor's trigger drives its channels far beyond anything clean
+data does, while the other labels' triggers mostly do not). The untargeted mask is compared
 with the median targeted mask: ``untargeted_ratio = untargeted_l1 / median(mask_l1)``.
 
 Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
-threshold; a model whose untargeted ratio is below its threshold has an all-to-all backdoor.
+threshold, or when the indices, each as a fraction of its threshold, add up to more than
+``combined``; a model whose untargeted ratio is below its threshold has an all-to-all backdoor.
 The thresholds are calibrated on a zoo of clean and backdoored models and reported on held-out
 parts of it (``benchmarks/zoo``); see the README for the numbers.
 """
@@ -84,6 +87,7 @@ class LabelScores:
     additive_index: float  # log-MAD index of additive_l2, positive = smaller
     margin_index: float  # MAD index of the margin, positive = larger
     linf_excess: float
+    linf_index: float = math.nan  # log-MAD index of linf_excess, positive = larger
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -135,6 +139,7 @@ def score(evidence: ModelEvidence) -> Scores:
     mask_index, _, _ = anomaly_indices(_log([e.mask_l1 for e in labels]))
     additive_index, _, _ = anomaly_indices(_log([e.additive_l2 for e in labels]))
     margin_index, _, _ = anomaly_indices([e.margin for e in labels])
+    linf_index, _, _ = anomaly_indices(-_log([e.linf_excess for e in labels]))
     masks = np.asarray([e.mask_l1 for e in labels], np.float64)
     finite = masks[np.isfinite(masks)]
     median = float(np.median(finite)) if finite.size else math.nan
@@ -147,6 +152,7 @@ def score(evidence: ModelEvidence) -> Scores:
                 float(additive_index[i]),
                 float(-margin_index[i]),  # larger margins are the suspicious ones
                 float(e.linf_excess),
+                float(linf_index[i]),
             )
             for i, e in enumerate(labels)
         ),
@@ -164,6 +170,7 @@ class Rule:
     margin_index: float  # ... the reachable margin this many σ larger
     untargeted_ratio: float  # all-to-all when the untargeted mask is below this × median mask
     combined: float = math.inf  # ... or when Σ max(0, index / threshold) over signals exceeds this
+    linf_index: float = math.inf  # ... or its trigger's ℓ∞ excess this many σ larger (log scale)
 
     def combined_score(self, s: LabelScores) -> float:
         """Evidence summed over the signals, each as a fraction of its own threshold."""
@@ -172,6 +179,7 @@ class Rule:
             (s.mask_index, self.mask_index),
             (s.additive_index, self.additive_index),
             (s.margin_index, self.margin_index),
+            (s.linf_index, self.linf_index),
         ):
             if math.isfinite(value) and math.isfinite(threshold) and threshold > 0:
                 total += max(0.0, value / threshold)
@@ -181,11 +189,14 @@ class Rule:
         text = (
             f"a label is flagged when its Neural Cleanse mask index > {self.mask_index:.2f}, "
             f"its additive-perturbation index > {self.additive_index:.2f} or its margin index > "
-            f"{self.margin_index:.2f} (robust σ against the other labels)"
+            f"{self.margin_index:.2f}"
         )
+        if math.isfinite(self.linf_index):
+            text += f" or the ℓ∞ excess index of its recovered trigger > {self.linf_index:.2f}"
+        text += " (robust σ against the other labels)"
         if math.isfinite(self.combined):
             text += (
-                f", or when the three, each divided by its threshold, add up to more than "
+                f", or when the indices, each divided by its threshold, add up to more than "
                 f"{self.combined:.2f}"
             )
         return text + (
@@ -200,8 +211,15 @@ class Rule:
         }
 
 
-# Calibrated on the zoo (benchmarks/zoo): see README "Detection on the zoo".
-RULE = Rule(mask_index=3.5, additive_index=3.5, margin_index=3.5, untargeted_ratio=0.2)
+# `python benchmarks/zoo/zoo.py calibrate` prints the rule fitted on every zoo model; these are its
+# values, rounded (cross-validated numbers: benchmarks/zoo/results/calibration.md).
+RULE = Rule(
+    mask_index=7.29,
+    additive_index=2.57,
+    margin_index=10.80,
+    untargeted_ratio=0.375,
+    linf_index=4.86,
+)
 
 
 @dataclass(frozen=True)
@@ -256,6 +274,8 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
             ("additive", s.additive_index, rule.additive_index,
              "universal additive perturbation unusually small"),
             ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large"),
+            ("linf", s.linf_index, rule.linf_index,
+             "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)"),
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
@@ -274,7 +294,11 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
             strength = max(strength, combined / rule.combined)
         if not crossed:
             best = max(
-                (v for v in (s.mask_index, s.additive_index, s.margin_index) if math.isfinite(v)),
+                (
+                    v
+                    for v in (s.mask_index, s.additive_index, s.margin_index, s.linf_index)
+                    if math.isfinite(v)
+                ),
                 default=math.nan,
             )
             reasons.append(f"no signal above its threshold (largest index {best:.2f})")

@@ -153,9 +153,11 @@ def _evidence(masks: list[float], **kw: Any) -> ModelEvidence:
     n = len(masks)
     additive = kw.get("additive", [2.0] * n)
     margin = kw.get("margin", [30.0 + i % 3 for i in range(n)])
+    linf = kw.get("linf", [1.0 + 0.05 * (i % 4) for i in range(n)])
     return ModelEvidence(
         tuple(
-            LabelEvidence(k, masks[k], True, additive[k], True, margin[k], 1.0) for k in range(n)
+            LabelEvidence(k, masks[k], True, additive[k], True, margin[k], linf[k])
+            for k in range(n)
         ),
         kw.get("untargeted", math.nan),
         kw.get("untargeted_reached", True),
@@ -174,6 +176,18 @@ def test_verdict_flags_a_label_when_any_signal_stands_out() -> None:
     margins = [30.0, 31.0, 29.0, 32.0, 30.5, 31.5, 29.5, 30.2, 31.2, 120.0]
     verdict = judge(_evidence(spread, margin=margins), rule)
     assert verdict.flagged == (9,) and verdict.decision(9).signals == ("margin",)
+    # A trigger that drives conv channels far beyond clean data (Cheng et al.'s ℓ∞ signal),
+    # compared with the other labels' triggers — and not at all when the rule leaves it out.
+    linf = [1.0, 1.05, 1.1, 1.0, 1.15, 0.95, 1.05, 1.0, 1.1, 1.0]
+    linf[3] = 2.5
+    with_linf = replace(rule, linf_index=3.0)
+    verdict = judge(_evidence(spread, linf=linf), with_linf)
+    assert verdict.flagged == (3,) and verdict.decision(3).signals == ("linf",)
+    assert not judge(_evidence(spread, linf=linf), rule).backdoor
+    # Every label's trigger driving channels hard (one channel per class) is no anomaly.
+    assert not judge(
+        _evidence(spread, linf=[2.5 + 0.1 * (i % 3) for i in range(10)]), with_linf
+    ).backdoor
     # Two targets are both flagged, most suspicious first.
     both = [6.0, 20.0, *spread[2:]]
     assert judge(_evidence(both), rule).flagged == (0, 1)

@@ -70,19 +70,20 @@ def signal_values(model: ZooModel, signal: str) -> list[float]:
     return [getattr(s, signal) for s in model.scores.labels]
 
 
-VARIANTS = ("or", "or+combined")
+VARIANTS = ("or", "or+combined", "or+linf", "or+combined+linf")
 
 
 def fit_rule(
-    calibration: Sequence[ZooModel], slack: float = SLACK, variant: str = "or+combined"
+    calibration: Sequence[ZooModel], slack: float = SLACK, variant: str = "or+linf"
 ) -> Rule:
     """Thresholds at the most extreme clean calibration value × ``slack`` (module doc); with
     ``or+combined`` also the combined score's (each index over its threshold, summed)."""
     clean = [m for m in calibration if m.clean]
     if not clean:
         return RULE
+    linf_signal = "linf" in variant
     thresholds = {}
-    for signal in SIGNALS:
+    for signal in (*SIGNALS, "linf_index") if linf_signal else SIGNALS:
         values = [v for m in clean for v in signal_values(m, signal) if math.isfinite(v)]
         thresholds[signal] = max(values) * slack if values else math.inf
     ratios = [m.scores.untargeted_ratio for m in clean if math.isfinite(m.scores.untargeted_ratio)]
@@ -92,8 +93,9 @@ def fit_rule(
         additive_index=thresholds["additive_index"],
         margin_index=thresholds["margin_index"],
         untargeted_ratio=ratio,
+        linf_index=thresholds.get("linf_index", math.inf),
     )
-    if variant == "or":
+    if "combined" not in variant:
         return rule
     combined = [rule.combined_score(s) for m in clean for s in m.scores.labels]
     return replace(rule, combined=max(combined) * slack if combined else math.inf)
@@ -145,7 +147,7 @@ def cross_validate(
     models: Sequence[ZooModel],
     fold_of: Callable[[ZooModel], str],
     slack: float = SLACK,
-    variant: str = "or+combined",
+    variant: str = "or+linf",
 ) -> tuple[list[Outcome], dict[str, Rule]]:
     """Each fold's models judged by a rule fitted on all the other folds."""
     folds = sorted({fold_of(m) for m in models})
@@ -191,7 +193,9 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def calibrate(results: Path, slack: float = SLACK, variant: str = "or+combined") -> dict[str, Any]:
+def calibrate(
+    results: Path, slack: float = SLACK, variant: str = "or+linf"
+) -> dict[str, Any]:
     models = load_models(results)
     if not models:
         raise SystemExit(f"no reverse.json under {results}: run `zoo.py evidence` first")

@@ -530,7 +530,7 @@ def main() -> int:
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
     parser.add_argument("--force", action="store_true", help="redo even if cached")
     parser.add_argument("--slack", type=float, default=1.15, help="calibration slack")
-    parser.add_argument("--variant", default="or+combined", help="rule family to report")
+    parser.add_argument("--variant", default="or+linf", help="rule family to report")
     args = parser.parse_args()
     commands = {
         "build": cmd_build,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ from kerasaudit.cli.common import (
     OutputOpt,
     QuietOpt,
     UnsafeOpt,
+    command_line,
     emit,
     handle_errors,
     prepare_output,
@@ -73,6 +74,14 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the audit as one self-contained HTML page (no scripts, no requests).",
+            show_default=False,
+        ),
+    ] = None,
     steps: StepsOpt = 1000,
     images: ImagesOpt = 1000,
     seed: SeedOpt = 0,
@@ -104,8 +113,15 @@ def audit(
     config = reverse_config(steps, 32, images, None, None, seed, True, 3)
     prepare_output(output, force)
     prepare_output(fix, force)
-    if fix is not None and output is not None and fix.resolve() == output.resolve():
-        raise BadInputError("--fix and --output name the same file")
+    prepare_output(html, force)
+    if html is not None and html.suffix.lower() not in (".html", ".htm"):
+        raise BadInputError(f"--html {html}: the page is HTML; name it *.html")
+    named = [(flag, p.resolve()) for flag, p in (("--fix", fix), ("--output", output),
+             ("--html", html)) if p is not None]  # fmt: skip
+    for i, (flag, path) in enumerate(named):
+        for other, other_path in named[i + 1 :]:
+            if path == other_path:
+                raise BadInputError(f"{flag} and {other} name the same file")
 
     from kerasaudit.audit import AuditSettings, estimate_seconds
     from kerasaudit.audit import audit as run_audit
@@ -150,9 +166,31 @@ def audit(
         output,
         force,
     )
-    consoles.info(audit_fmt.summary_line(result, written))
+    if html is not None:
+        _write_html(result, html, written, force)
+    consoles.info(audit_fmt.summary_line(result, written, None if html is None else str(html)))
     if result.backdoor or result.fix_left_backdoor:
         raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def _write_html(result: Any, html: Path, written: str | None, force: bool) -> None:
+    from datetime import UTC, datetime
+
+    from kerasaudit import __version__
+    from kerasaudit._io import write_text_atomic
+    from kerasaudit.formats import audit_html
+    from kerasaudit.report import reverse_figure
+
+    figure = None if result.reverse is None else reverse_figure(result.reverse)
+    page = audit_html.render(
+        result,
+        figure,
+        written=written,
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=__version__,
+        command=command_line(),
+    )
+    write_text_atomic(html, page, force=force)
 
 
 def _duration(seconds: float) -> str:

@@ -6,6 +6,7 @@ import functools
 import io
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -153,3 +154,13 @@ def emit(
         emit_json(data(), output, force)
     else:
         emit_rich(render, consoles, output, force)
+
+
+def command_line() -> str | None:
+    """The command as typed, when run as ``kerasaudit`` / ``python -m kerasaudit``."""
+    argv0 = Path(sys.argv[0]) if sys.argv else Path()
+    if argv0.name == "kerasaudit" or (
+        argv0.name == "__main__.py" and argv0.parent.name == "kerasaudit"
+    ):
+        return shlex.join(["kerasaudit", *sys.argv[1:]])
+    return None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +16,7 @@ from kerasaudit.cli.common import (
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
+    command_line,
     emit,
     handle_errors,
     prepare_output,
@@ -59,13 +58,6 @@ def _parse_criteria(text: str) -> list[CriterionChoice]:
             f"--criteria: expected a comma-separated list of {', '.join(known)}; got {text!r}"
         )
     return [known[n] for n in dict.fromkeys(names)]
-
-
-def _command_line() -> str | None:
-    """The command as typed, when run as ``kerasaudit`` / ``python -m kerasaudit``."""
-    if sys.argv and Path(sys.argv[0]).name in ("kerasaudit", "__main__.py"):
-        return shlex.join(["kerasaudit", *sys.argv[1:]])
-    return None
 
 
 @handle_errors
@@ -212,7 +204,7 @@ def report(
             run_reverse=reverse,
             reverse_steps=reverse_steps,
             batch_size=batch_size,
-            command=_command_line(),
+            command=command_line(),
             stage=lambda name: status.update(f"report: {name}"),
             max_asr=max_asr / 100,
         )

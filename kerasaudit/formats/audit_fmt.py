@@ -31,7 +31,7 @@ def verdict_words(result: AuditResult) -> str:
     return f"no working backdoor: the known trigger's ASR is {asr}"
 
 
-def summary_line(result: AuditResult, output: str | None) -> str:
+def summary_line(result: AuditResult, output: str | None, html: str | None = None) -> str:
     line = f"audit: {verdict_words(result)}"
     if result.fix is not None:
         fix = result.fix
@@ -45,6 +45,8 @@ def summary_line(result: AuditResult, output: str | None) -> str:
         line += f"; wrote {output}"
     elif result.settings.fix is not None and not result.backdoor:
         line += "; nothing to fix, nothing written"
+    if html:
+        line += f"; HTML page {html}"
     return line
 
 

@@ -22,6 +22,7 @@ from kerasaudit.formats._table import Table
 from kerasaudit.gradcam import GradcamResult, Localisation
 from kerasaudit.prune import PruneResult
 from kerasaudit.report import Figure, ReportData, Skipped
+from kerasaudit.reverse import ReverseResult
 from kerasaudit.sweep import SweepPoint, SweepResult
 
 TOP_FLAGGED = 20
@@ -343,16 +344,10 @@ def _scan(data: ReportData) -> str:
     )
 
 
-def _reverse(data: ReportData) -> str:
-    what = (
-        "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
-        "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
-        "label that stands out from the others on any of them is a suspected backdoor target."
-    )
-    rev = data.reverse
-    if isinstance(rev, Skipped):
-        return _section("reverse", "Reverse engineering", what, _skipped(rev))
-    result = rev.result
+def reverse_evidence(
+    result: ReverseResult, figure: Figure | None, trigger_label: int | None = None
+) -> str:
+    """The verdict, the recovered triggers and the per-label evidence table (report and audit)."""
     verdict = result.verdict
     if verdict.backdoor:
         what_found = []
@@ -364,13 +359,13 @@ def _reverse(data: ReportData) -> str:
     else:
         head = _badge("ok", "no label flagged") + _e("no label stands out on any signal")
     body = f"<p>{head}</p>"
-    if rev.trigger_label is not None:
+    if trigger_label is not None:
         body += (
-            f"<p>The trigger recovered for label {rev.trigger_label} drives the sweep, the "
+            f"<p>The trigger recovered for label {trigger_label} drives the sweep, the "
             "prune and the Grad-CAM sections below.</p>"
         )
-    if rev.figure is not None:
-        body += _img(rev.figure)
+    if figure is not None:
+        body += _img(figure)
     rows = [
         [
             r.label if r.name is None else f"{r.label} ({r.name})",
@@ -395,6 +390,19 @@ def _reverse(data: ReportData) -> str:
     body += (
         f'<p class="note">Rule: {_e(verdict.rule.describe())}. Time: {result.seconds:.0f} s.</p>'
     )
+    return body
+
+
+def _reverse(data: ReportData) -> str:
+    what = (
+        "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
+        "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
+        "label that stands out from the others on any of them is a suspected backdoor target."
+    )
+    rev = data.reverse
+    if isinstance(rev, Skipped):
+        return _section("reverse", "Reverse engineering", what, _skipped(rev))
+    body = reverse_evidence(rev.result, rev.figure, rev.trigger_label)
     return _section("reverse", "Reverse engineering", what, body)
 
 

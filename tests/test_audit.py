@@ -1,0 +1,94 @@
+"""audit: the one command whose verdict and exit code say whether a model has a backdoor."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_reverse import TRIGGER, write_stripe_files
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+
+runner = CliRunner()
+FAST = ["--steps", "200", "--images", "128"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    return write_stripe_files(tmp_path_factory.mktemp("audit"), keras_module)
+
+
+def test_default_max_asr_matches_the_library() -> None:
+    from kerasaudit.audit import DEFAULT_MAX_ASR
+    from kerasaudit.cli.audit_cmd import DEFAULT_MAX_ASR_PCT
+
+    assert pytest.approx(100 * DEFAULT_MAX_ASR) == DEFAULT_MAX_ASR_PCT
+
+
+def test_audit_finds_the_planted_backdoor_blind_and_writes_a_page(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    page = tmp_path / "audit.html"
+    report_file = tmp_path / "audit.json"
+    args = [
+        *["audit", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
+        *["--html", str(page), "--format", "json", "-o", str(report_file)],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(report_file.read_text())
+    assert report["schema"] == "kerasaudit.audit/1"
+    assert report["backdoor"] is True and 0 in report["targets"]
+    assert report["clean_scan"]["verdict"] is None  # clean statistics are not a verdict
+    assert report["neurons"], "the recovered trigger's channels are reported"
+    # The summary on stderr says what was found, and where the page is.
+    assert re.search(r"audit: .*BACKDOOR.*HTML page .*audit\.html", result.stderr), result.stderr
+
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "backdoor found" in html and "Exit code 1" in html
+    assert "<script" not in html.lower() and "Content-Security-Policy" in html
+    assert "data:image/png;base64," in html  # the recovered triggers, inlined
+    assert "Channels the trigger drives" in html
+
+    # Every output is protected: nothing is replaced without --force, checked before any work.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_audit_known_trigger_decides_by_its_asr(tiny: dict[str, Path], tmp_path: Path) -> None:
+    known = ["--trigger", TRIGGER, "--target", "0", "--format", "json", "-q"]
+    backdoored = runner.invoke(
+        app, ["audit", str(tiny["backdoored"]), "--data", str(tiny["test"]), *known]
+    )
+    assert backdoored.exit_code == 1, backdoored.output
+    report = json.loads(backdoored.stdout)
+    assert report["backdoor"] is True and report["reverse"] is None
+    assert report["known_trigger"]["attack"]["asr"] > 0.95
+
+    page = tmp_path / "clean.html"
+    clean = runner.invoke(
+        app,
+        ["audit", str(tiny["clean"]), "--data", str(tiny["test"]), *known, "--html", str(page)],
+    )
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.stdout)["backdoor"] is False
+    html = page.read_text()
+    assert "no backdoor found" in html and "Exit code 0" in html and "Known trigger" in html
+
+
+def test_audit_refuses_bad_outputs_before_loading(tiny: dict[str, Path], tmp_path: Path) -> None:
+    base = ["audit", str(tiny["backdoored"]), "--data", str(tiny["data"])]
+    same = str(tmp_path / "same.html")
+    for extra, message in (
+        (["--html", str(tmp_path / "page.txt")], "name it *.html"),
+        (["--html", same, "-o", same], "--output and --html name the same file"),
+        (["--max-asr", "150"], "--max-asr"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output, result.output
