@@ -279,7 +279,8 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
-            strength = max(strength, value / threshold)
+            if threshold > 0:
+                strength = max(strength, value / threshold)
             if value > threshold:
                 crossed.append(name)
                 reasons.append(f"{words}: index {value:.2f} > {threshold:g}")

@@ -46,7 +46,7 @@ def _all_kinds(keras: Any) -> Any:
 
 def _activation(model: Any, path: str, x: np.ndarray) -> np.ndarray:
     keras = __import__("keras")
-    probe = keras.Model(model.inputs, find_layer(model, path).output)
+    probe = keras.Model(model.input, find_layer(model, path).output)
     return np.asarray(probe(x, training=False))
 
 

@@ -180,7 +180,10 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             "wrong_labels": sum(o.wrong_labels for o in rows),
             "missed": [o.name for o in rows if not o.detected],
         }
+    worst_clean = max((o.score for o in clean), default=math.inf)
+    at_zero_fp = [o for o in backdoored if o.detected and o.score > worst_clean]
     return {
+        "tpr_at_zero_fp": len(at_zero_fp) / max(1, len(backdoored)),
         "clean_models": len(clean),
         "false_positives": sum(o.false_positive for o in clean),
         "false_positive_models": [o.name for o in clean if o.false_positive],
@@ -193,9 +196,7 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def calibrate(
-    results: Path, slack: float = SLACK, variant: str = "or+linf"
-) -> dict[str, Any]:
+def calibrate(results: Path, slack: float = SLACK, variant: str = "or+linf") -> dict[str, Any]:
     models = load_models(results)
     if not models:
         raise SystemExit(f"no reverse.json under {results}: run `zoo.py evidence` first")
@@ -231,7 +232,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{s['false_positives']} of {s['clean_models']} clean models flagged; "
             f"{s['detected']} of {s['backdoored_models']} backdoored models flagged with the "
             f"right target(s) (TPR {100 * s['tpr']:.0f} % at that false-positive count); "
-            f"AUROC {s['auroc']:.3f}; {s['wrong_labels']} extra non-target label(s) flagged."
+            f"AUROC {s['auroc']:.3f}; {s['wrong_labels']} extra non-target label(s) flagged; "
+            f"TPR at zero false positives (model score above every held-out clean model's, "
+            f"right targets) {100 * s['tpr_at_zero_fp']:.0f} %."
         )
         lines.append("")
         lines.append("| family | models | detected (right targets) | missed |")
