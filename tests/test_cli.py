@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -141,3 +142,44 @@ def test_quiet_keeps_stderr_empty(model_files: dict[str, Path]) -> None:
 def test_version_and_module_entry_point() -> None:
     result = _run("--version")
     assert result.returncode == 0 and result.stdout.startswith("kerasaudit ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "missing.keras", "-d", "data.npz"],
+        ["inspect", "missing.keras"],
+        ["scan", "missing.keras", "-d", "data.npz"],
+        ["evaluate", "missing.keras", "-d", "data.npz"],
+        ["prune", "missing.keras", "-d", "data.npz", "--ratio", "0.1", "-c", "linf"],
+        ["sweep", "missing.keras", "-d", "data.npz", "-t", "patch:size=2", "--target", "0"],
+        ["reverse", "missing.keras", "-d", "data.npz"],
+        ["defend", "missing.keras", "-d", "data.npz", "-o", "out.keras"],
+        ["gradcam", "missing.keras", "-d", "data.npz", "-o", "cams"],
+        ["report", "missing.keras", "-d", "data.npz", "-o", "r.html"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_missing_model_fails_before_tensorflow_is_imported(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """Fail fast: paths are checked before anything heavy is imported (one line, exit 2)."""
+    np.savez(tmp_path / "data.npz", x=np.zeros((2, 8, 8, 1), np.float32))
+    code = (
+        "import sys, time\n"
+        "started = time.perf_counter()\n"
+        "from kerasaudit.cli.app import app\n"
+        "try:\n"
+        f"    app({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    heavy = [m for m in ('tensorflow', 'keras', 'tf_keras', 'h5py') if m in sys.modules]\n"
+        "    print('HEAVY=' + ','.join(heavy))\n"
+        "    print('CODE=' + str(exc.code))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert "HEAVY=\n" in result.stdout, result.stdout + result.stderr
+    assert "CODE=2" in result.stdout, result.stdout + result.stderr
+    assert "missing.keras does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -102,9 +102,6 @@ def audit(
     label (or a known --trigger / --trigger-data), a verdict, and the channels each trigger
     drives (triggered − clean ℓ∞). --fix OUT removes a found backdoor. Exit 1 when a
     backdoor is found, 0 when none is."""
-    from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.defend import DefenceSettings
-
     consoles = Consoles(quiet)
     if not 0.0 <= max_asr <= 100.0:
         raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
@@ -125,6 +122,8 @@ def audit(
 
     from kerasaudit.audit import AuditSettings, estimate_seconds
     from kerasaudit.audit import audit as run_audit
+    from kerasaudit.cli.progress import progress_bar
+    from kerasaudit.defend import DefenceSettings
     from kerasaudit.formats import audit_fmt
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
 
