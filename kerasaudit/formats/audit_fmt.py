@@ -87,8 +87,12 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
         reverse_fmt.render(result.reverse, console)
     for neurons in result.neurons:
         label = "untargeted" if neurons.label is None else f"target {neurons.label}"
+        what = neurons.trigger.get("description")
         neurons_fmt.render(
-            neurons, console, title=f"Channels the trigger drives ({label}; the paper's neurons)"
+            neurons,
+            console,
+            title=f"Channels the trigger drives ({label}; the paper's neurons)"
+            + (f": {what}" if what else ""),
         )
     if result.fix is not None:
         fix = result.fix

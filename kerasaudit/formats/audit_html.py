@@ -96,6 +96,9 @@ def _neurons(result: AuditResult) -> str:
     body = ""
     for n in result.neurons:
         label = "untargeted" if n.label is None else f"target {n.label}"
+        described = n.trigger.get("description")
+        if described:
+            label += f" — {described}"
         top = n.top(TOP_NEURONS)
         body += (
             f"<h3>{_e(label)}: {n.flagged_count:,} channel(s) above z {n.threshold:g}"
