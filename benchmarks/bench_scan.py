@@ -105,7 +105,7 @@ def time_pair(model: Any, scanner: Any, x: np.ndarray, batch_size: int, repeats:
 
 def bench_model(name: str, model: Any, x: np.ndarray, args: argparse.Namespace) -> dict:
     from kerasaudit import _tf
-    from kerasaudit.scan import Scanner
+    from kerasaudit.stages.scan import Scanner
 
     jit = args.jit == "on"
     model.compile(jit_compile=jit)  # predict's own step: compiled by tf.function, XLA as asked

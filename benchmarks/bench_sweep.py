@@ -7,8 +7,8 @@ Usage (from the repository root)::
 
 Same process, same data (sample_models/fmnist_val.npz, 2,000 images), same batch size. For each
 repeat the baseline — ``model.predict`` over the clean data — and the sweep's point loop
-(``kerasaudit.sweep._sweep_fast`` or ``_sweep_slow``: clean accuracy, ASR and RA at 10 ratios,
-prefix computed once per batch for clean and triggered images, suffix once per point) are
+(``kerasaudit.stages.sweep._sweep_fast`` or ``_sweep_slow``: clean accuracy, ASR and RA at
+10 ratios, prefix computed once per batch for clean and triggered images, suffix once per point) are
 timed back to back, both warmed up first. The channel ranking (one fused scan, shared by every
 criterion of a sweep) is timed separately and reported, as is the cost of the naive
 alternative: one pruned clone evaluated per point. Ratios are medians over the repeats.
@@ -46,7 +46,7 @@ def main() -> None:
     from kerasaudit.inventory import auditable_layers
     from kerasaudit.loading import load_model
     from kerasaudit.ranking import Criterion, rank_all
-    from kerasaudit.sweep import _split, _sweep_fast, _sweep_slow
+    from kerasaudit.stages.sweep import _split, _sweep_fast, _sweep_slow
     from kerasaudit.triggers import load_trigger
 
     model = load_model(SAMPLES / "fmnist_badnets.keras").model

@@ -256,6 +256,56 @@ def open_data(
     _check_options(spec)
     scale_rule = _parse_scale(spec.scale)
     source = _open_source(spec, model_shape)
+    return _dataset(spec, source, model_shape, scale_rule, num_classes)
+
+
+def data_from_arrays(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    input_shape: Sequence[int | None],
+    num_classes: int | None = None,
+    *,
+    scale: str = "auto",
+    channels_first: bool | None = None,
+    batch_size: int = 128,
+    resize: bool = False,
+    name: str = "<arrays>",
+) -> Dataset:
+    """A :class:`Dataset` over arrays already in memory (the Python API), checked and laid out
+    exactly as a file would be: ``x`` (N, H, W[, C]) or (N, C, H, W), ``y`` class indices
+    (N,), (N, 1) or one-hot (N, K), or None. The arrays are not copied."""
+    x = np.asarray(x)
+    spec = DataSpec(
+        Path(name), scale=scale, channels_first=channels_first, batch_size=batch_size,
+        resize=resize,
+    )  # fmt: skip
+    _check_options(spec)
+    if x.ndim < 2:
+        raise BadInputError(f"{name}: expected an array of examples (N, ...), got shape {x.shape}")
+    labels = None if y is None else np.asarray(y)
+    if labels is not None and labels.shape[:1] != x.shape[:1]:
+        raise BadInputError(
+            f"{name}: {x.shape[0]:,} examples but {labels.shape[0] if labels.ndim else 0:,} labels"
+        )
+    source = _Source(
+        kind="array",
+        where=name,
+        reader=_SlicingReader(lambda: nullcontext(x), name),
+        length=int(x.shape[0]),
+        example_shape=tuple(int(d) for d in x.shape[1:]),
+        dtype=x.dtype,
+        stored_labels=labels,
+    )
+    return _dataset(spec, source, tuple(input_shape), _parse_scale(scale), num_classes)
+
+
+def _dataset(
+    spec: DataSpec,
+    source: _Source,
+    model_shape: ModelShape,
+    scale_rule: float | Literal["auto"] | None,
+    num_classes: int | None,
+) -> Dataset:
     _check_numeric(source.dtype, source.where)
     if source.length == 0:
         raise BadInputError(f"{source.where} holds no examples")

@@ -133,8 +133,9 @@ def trigger_neurons(
 ) -> TriggerNeurons:
     """Flag the channels ``trigger`` drives (see module doc). ``clean``: clean images in
     memory; a stamp trigger is applied to them, ``--trigger-data`` brings its own images.
-    ``scanner``: a :class:`kerasaudit.scan.Scanner` to reuse (one per model and layer set)."""
-    from kerasaudit.scan import Scanner
+    ``scanner``: a :class:`kerasaudit.stages.scan.Scanner` to reuse (one per model and layer
+    set)."""
+    from kerasaudit.stages.scan import Scanner
     from kerasaudit.triggers import TriggerData
 
     if scanner is None:

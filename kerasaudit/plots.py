@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kerasaudit.sweep import SweepResult
+from kerasaudit.stages.sweep import SweepResult
 
 
 def sweep_plot(result: SweepResult, path: Path) -> None:

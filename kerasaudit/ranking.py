@@ -130,7 +130,7 @@ def rank_all(
     if needs_data:
         if dataset is None:
             raise BadInputError(f"--criterion {needs_data[0]} needs --data")
-        from kerasaudit.scan import Scanner
+        from kerasaudit.stages.scan import Scanner
 
         scanner = Scanner(model, layers=[info.path for info in layers], strategy=strategy)
         clean = scanner.stats(dataset, batch_size=batch_size)

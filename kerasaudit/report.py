@@ -3,10 +3,10 @@ into a typed :class:`ReportData`, which ``kerasaudit.formats.report_html`` turns
 self-contained HTML page.
 
 Stages, in order: inventory → scan (clean data) → reverse engineering (``--reverse``, when the
-``kerasaudit.reverse`` stage is installed) → sweep of pruning ratios and the prune it recommends
-(needs a trigger and its target: given, or recovered by reverse) → Grad-CAM of the model and of
-the pruned model on the same images. A stage that cannot run is recorded as :class:`Skipped`
-with the reason, and the page says so.
+``kerasaudit.stages.reverse`` stage is installed) → sweep of pruning ratios and the prune it
+recommends (needs a trigger and its target: given, or recovered by reverse) → Grad-CAM of the
+model and of the pruned model on the same images. A stage that cannot run is recorded as
+:class:`Skipped` with the reason, and the page says so.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ import numpy as np
 from kerasaudit import __version__
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.gradcam import CamMethod, GradcamResult, gradcam
 from kerasaudit.inventory import ModelInventory, build_inventory
 from kerasaudit.loading import LoadedModel
-from kerasaudit.prune import FineTuneSettings, PruneResult, prune
 from kerasaudit.ranking import Criterion
-from kerasaudit.scan import ScanResult, scan
-from kerasaudit.sweep import SweepResult, sweep
+from kerasaudit.stages.gradcam import CamMethod, GradcamResult, gradcam
+from kerasaudit.stages.prune import FineTuneSettings, PruneResult, prune
+from kerasaudit.stages.scan import ScanResult, scan
+from kerasaudit.stages.sweep import SweepResult, sweep
 from kerasaudit.triggers import AnyTrigger, Trigger
 
 SCHEMA = "kerasaudit.report/1"
 DEFAULT_SWEEP_RATIOS = (0.05, 0.1, 0.2, 0.3)
 DEFAULT_CRITERIA = (Criterion.LINF_TRIGGER,)
 DEFAULT_CAM_IMAGES = 8
-REVERSE_MODULE = "kerasaudit.reverse"
+REVERSE_MODULE = "kerasaudit.stages.reverse"
 _MAX_REVERSE_LABELS_SHOWN = 12
 StageFn = Callable[[str], None]  # called with the name of each stage as it starts
 
@@ -62,7 +62,7 @@ class Figure:
 
 @dataclass(frozen=True, eq=False)
 class ReverseSection:
-    result: Any  # kerasaudit.reverse.ReverseResult
+    result: Any  # kerasaudit.stages.reverse.ReverseResult
     figure: Figure | None
     trigger_label: int | None  # the recovered trigger used by the later stages, if any
 
@@ -330,7 +330,7 @@ def reverse_figure(result: Any) -> Figure | None:
 def _run_reverse(
     model: Any, dataset: Dataset, steps: int | None, source: str
 ) -> tuple[Any, Trigger | None, int | None]:
-    """Neural Cleanse via ``kerasaudit.reverse``; with a flagged label, also its trigger."""
+    """Neural Cleanse via ``kerasaudit.stages.reverse``; with a flagged label, also its trigger."""
     import importlib
 
     reverse = importlib.import_module(REVERSE_MODULE)

@@ -23,8 +23,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[st
 
 
 def test_default_max_asr_matches_the_library() -> None:
-    from kerasaudit.audit import DEFAULT_MAX_ASR
     from kerasaudit.cli.audit_cmd import DEFAULT_MAX_ASR_PCT
+    from kerasaudit.stages.audit import DEFAULT_MAX_ASR
 
     assert pytest.approx(100 * DEFAULT_MAX_ASR) == DEFAULT_MAX_ASR_PCT
 
@@ -41,7 +41,7 @@ def test_audit_finds_the_planted_backdoor_blind_and_writes_a_page(
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     report = json.loads(report_file.read_text())
-    assert report["schema"] == "kerasaudit.audit/1"
+    assert report["schema"] == "kerasaudit.stages.audit/1"
     assert report["backdoor"] is True and 0 in report["targets"]
     assert report["clean_scan"]["verdict"] is None  # clean statistics are not a verdict
     assert report["neurons"], "the recovered trigger's channels are reported"

@@ -39,7 +39,7 @@ def test_defend_removes_planted_backdoor_without_knowing_it(
     assert result.exit_code == 1, result.output  # a backdoor was found (and removed)
     report = json.loads(result.stdout)
     assert report == json.loads(report_file.read_text())
-    assert report["schema"] == "kerasaudit.defend/1"
+    assert report["schema"] == "kerasaudit.stages.defend/1"
     assert report["flagged"] == [0] and report["changed"] and report["output"] == str(out)
     assert report["evaluated_on"] == "--eval-data"
     pruned = report["prune"][0]

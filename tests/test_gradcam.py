@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
-from kerasaudit.gradcam import CamMethod, gradcam, localisation, mass_shares, resolve_target
+from kerasaudit.stages.gradcam import CamMethod, gradcam, localisation, mass_shares, resolve_target
 from kerasaudit.triggers import load_trigger
 
 runner = CliRunner()
@@ -94,7 +94,7 @@ def test_every_method_runs_on_flat_and_nested_models(
 def _reference_gradcam(model: Any, path: str, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Grad-CAM by hand: replay the graph under a GradientTape, logits, no tf-keras-vis."""
     from kerasaudit import _tf
-    from kerasaudit.scan import _Replay
+    from kerasaudit.stages.scan import _Replay
 
     tf, keras = _tf.tf(), _tf.keras()
     clone = keras.models.clone_model(model, recursive=True)
@@ -182,8 +182,8 @@ def test_backdoored_sample_looks_at_the_trigger_until_pruned() -> None:
     """On the shipped BadNets sample, triggered images' maps sit on the trigger for every
     method; after pruning the channels that carry the backdoor they no longer do."""
     from kerasaudit.loading import load_model
-    from kerasaudit.prune import prune
     from kerasaudit.ranking import Criterion
+    from kerasaudit.stages.prune import prune
 
     model = load_model(SAMPLES / "fmnist_badnets.keras").model
     val = open_data(DataSpec(SAMPLES / "fmnist_val.npz", limit=600), (28, 28, 1), 10)
@@ -226,7 +226,7 @@ def test_cli_writes_pngs_and_json(files: dict[str, Path], tmp_path: Path) -> Non
     result = runner.invoke(app, [*args, "--compare", str(files["nested"])])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["schema"] == "kerasaudit.gradcam/1"
+    assert report["schema"] == "kerasaudit.stages.gradcam/1"
     assert report["method"] == "gradcam" and report["images_explained"] == 3
     assert report["files"] == ["grid.png", "image_000.png", "image_001.png", "image_002.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(report["files"])

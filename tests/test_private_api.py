@@ -25,7 +25,7 @@ def test_running_keras_is_the_release_the_allowlist_was_generated_from(keras_mod
 
 
 def test_functional_graph_replay_api(keras_module: Any) -> None:
-    """kerasaudit.scan replays a model's graph to tap inner layers (nested models too)."""
+    """kerasaudit.stages.scan replays a model's graph to tap inner layers (nested models too)."""
     from keras.src.models.functional import Functional
 
     inputs = keras_module.Input((4,))

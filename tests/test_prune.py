@@ -16,8 +16,8 @@ from kerasaudit.data import DataSpec, open_data
 from kerasaudit.errors import BadInputError
 from kerasaudit.finetune import FineTuneSettings
 from kerasaudit.inventory import auditable_layers, find_layer
-from kerasaudit.prune import prune
 from kerasaudit.ranking import Criterion, rank_channels
+from kerasaudit.stages.prune import prune
 from kerasaudit.triggers import load_trigger
 
 runner = CliRunner()
@@ -42,7 +42,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _activation(model: Any, path: str, x: np.ndarray) -> np.ndarray:
-    from kerasaudit.scan import _Replay
+    from kerasaudit.stages.scan import _Replay
 
     return np.asarray(_Replay(model, {path})(x)[path])
 
@@ -177,7 +177,7 @@ def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
     tiny: dict[str, Path],
 ) -> None:
     from kerasaudit.loading import load_model
-    from kerasaudit.prune import AUTO_RATIOS
+    from kerasaudit.stages.prune import AUTO_RATIOS
 
     model = load_model(tiny["keras"]).model
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
@@ -241,7 +241,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
     survives = report["after_prune"]["attack"]["asr"] > 0.05
     assert result.exit_code == (1 if survives else 0), result.output
     assert ("the backdoor survives" in result.stderr) == survives
-    assert report["schema"] == "kerasaudit.prune/1" and report["output"] == str(out)
+    assert report["schema"] == "kerasaudit.stages.prune/1" and report["output"] == str(out)
     channels = report["pruned"][0]["channels"]
     assert len(channels) == 3 and report["pruned"][0]["batch_norm"] == "features/f_bn1"
     from kerasaudit.loading import load_model

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
 from kerasaudit.inversion import _LabelState, schedule
-from kerasaudit.reverse import (
+from kerasaudit.stages.reverse import (
     ReverseConfig,
     check_artifact_dir,
     layer_excess,
@@ -305,7 +305,7 @@ def test_cli_reverse_writes_trigger_that_evaluate_and_prune_accept(
     result = runner.invoke(app, [*args, "-o", str(out), "-q", "--format", "json"])
     assert result.exit_code == 1, result.output  # a finding
     report = json.loads(result.stdout)
-    assert report["schema"] == "kerasaudit.reverse/1"
+    assert report["schema"] == "kerasaudit.stages.reverse/1"
     assert report["verdict"]["flagged"] == [0]
     names = sorted(p.name for p in out.iterdir())
     assert names == [

@@ -15,8 +15,8 @@ import pytest
 from conftest import build_bn_cnn
 
 from kerasaudit import flags as flags_lib
-from kerasaudit import scan as scan_lib
 from kerasaudit.errors import BadInputError
+from kerasaudit.stages import scan as scan_lib
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -351,7 +351,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from conftest import build_bn_cnn
     from test_scan import build_mixed
-    from kerasaudit import scan as scan_lib
+    from kerasaudit.stages import scan as scan_lib
 
     keras = _tf.keras()
     out = {}

@@ -65,7 +65,7 @@ def test_json_report_and_exit_code_one_when_flagged(files: dict[str, Path]) -> N
     result = run(str(files["planted"]), "-d", str(files["data"]), "-f", "json", "--batch-size", "6")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["schema"] == "kerasaudit.scan/1"
+    assert report["schema"] == "kerasaudit.stages.scan/1"
     assert report["images"] == 20
     assert report["threshold"] == 3.5
     assert [(layer["layer"], layer["measured"]) for layer in report["layers"]] == [
@@ -100,7 +100,7 @@ def test_table_report(files: dict[str, Path]) -> None:
 
 
 def test_save_stats_and_output_file(files: dict[str, Path], tmp_path: Path) -> None:
-    from kerasaudit.scan import load_stats
+    from kerasaudit.stages.scan import load_stats
 
     stats, report = tmp_path / "stats.npz", tmp_path / "report.json"
     args = [str(files["clean"]), "-d", str(files["data"]), "-f", "json", "-q"]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
 from kerasaudit.ranking import Criterion
-from kerasaudit.sweep import SweepPoint, _split, _sweep_slow, recommend, sweep
+from kerasaudit.stages.sweep import SweepPoint, _split, _sweep_slow, recommend, sweep
 from kerasaudit.triggers import load_trigger
 
 runner = CliRunner()
@@ -133,7 +133,7 @@ def test_cli_writes_csv_plot_and_json(files: dict[str, Path], tmp_path: Path) ->
     report = json.loads(result.stdout)
     # exit 1 exactly when the model's own ASR is above --max-asr (5 %): the trigger works
     assert result.exit_code == (1 if report["baseline"]["asr"] > 0.05 else 0), result.output
-    assert report["schema"] == "kerasaudit.sweep/1"
+    assert report["schema"] == "kerasaudit.stages.sweep/1"
     assert len(report["points"]) == 2 * 2 * 2  # criteria × layers × ratios
     lines = csv_path.read_text().splitlines()
     assert (

@@ -74,9 +74,9 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.finetune import FineTuneSettings, fine_tune
     from kerasaudit.loading import load_model
-    from kerasaudit.prune import prune
     from kerasaudit.pruning import clone_model
     from kerasaudit.ranking import Criterion
+    from kerasaudit.stages.prune import prune
     from kerasaudit.triggers import TriggerData, load_trigger
 
     recipe = BY_NAME[name]

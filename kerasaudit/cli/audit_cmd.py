@@ -43,8 +43,8 @@ from kerasaudit.cli.trigger_options import (
 )
 from kerasaudit.errors import BadInputError, ExitCode
 
-# kerasaudit.audit.DEFAULT_MAX_ASR in per cent, repeated so that `--help` imports nothing heavy
-# (tests/test_audit.py checks that the two agree).
+# kerasaudit.stages.audit.DEFAULT_MAX_ASR in per cent, repeated so that `--help` imports
+# nothing heavy (tests/test_audit.py checks that the two agree).
 DEFAULT_MAX_ASR_PCT = 5.0
 
 
@@ -120,12 +120,12 @@ def audit(
             if path == other_path:
                 raise BadInputError(f"{flag} and {other} name the same file")
 
-    from kerasaudit.audit import AuditSettings, estimate_seconds
-    from kerasaudit.audit import audit as run_audit
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.defend import DefenceSettings
     from kerasaudit.formats import audit_fmt
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.stages.audit import AuditSettings, estimate_seconds
+    from kerasaudit.stages.audit import audit as run_audit
+    from kerasaudit.stages.defend import DefenceSettings
 
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
     loaded = load(consoles, model, unsafe, custom_objects)

@@ -177,11 +177,11 @@ def defend(
     drives (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1
     when a backdoor was flagged (and removed), 0 when none was found."""
     from kerasaudit.cli.progress import progress_bar
-    from kerasaudit.defend import DefenceSettings
-    from kerasaudit.defend import defend as run_defend
     from kerasaudit.formats import defend_fmt, reverse_fmt
-    from kerasaudit.reverse import check_artifact_dir, write_artifacts
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.stages.defend import DefenceSettings
+    from kerasaudit.stages.defend import defend as run_defend
+    from kerasaudit.stages.reverse import check_artifact_dir, write_artifacts
     from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)

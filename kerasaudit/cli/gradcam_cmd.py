@@ -41,7 +41,7 @@ from kerasaudit.cli.trigger_options import (
 from kerasaudit.errors import BadInputError
 
 
-class MethodChoice(StrEnum):  # mirrors kerasaudit.gradcam.CamMethod without importing NumPy
+class MethodChoice(StrEnum):  # mirrors kerasaudit.stages.gradcam.CamMethod without importing NumPy
     GRADCAM = "gradcam"
     GRADCAM_PLUS_PLUS = "gradcam++"
     SCORECAM = "scorecam"
@@ -131,8 +131,8 @@ def gradcam(
     from kerasaudit.cli.common import emit_json
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import gradcam_fmt
-    from kerasaudit.gradcam import CamMethod
-    from kerasaudit.gradcam import gradcam as run_gradcam
+    from kerasaudit.stages.gradcam import CamMethod
+    from kerasaudit.stages.gradcam import gradcam as run_gradcam
 
     consoles = Consoles(quiet)
     if target is not None and trigger is None and trigger_data is None:

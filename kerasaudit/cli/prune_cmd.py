@@ -175,9 +175,9 @@ def prune(
     given trigger still works on the pruned model (ASR above --max-asr)."""
     from kerasaudit.cli.common import emit_json
     from kerasaudit.formats import prune_fmt
-    from kerasaudit.prune import prune as run_prune
     from kerasaudit.ranking import Criterion
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.stages.prune import prune as run_prune
 
     consoles = Consoles(quiet)
     chosen_ratio = parse_ratio(ratio)

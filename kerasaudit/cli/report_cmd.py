@@ -163,9 +163,9 @@ def report(
     reverse engineering flags a label."""
     from kerasaudit._io import write_text_atomic
     from kerasaudit.formats import report_html
-    from kerasaudit.gradcam import CamMethod
     from kerasaudit.ranking import Criterion
     from kerasaudit.report import build_report
+    from kerasaudit.stages.gradcam import CamMethod
 
     consoles = Consoles(quiet)
     if target is not None and trigger is None and trigger_data is None:

@@ -34,7 +34,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.errors import BadInputError, ExitCode
 
 if TYPE_CHECKING:
-    from kerasaudit.reverse import ReverseConfig
+    from kerasaudit.stages.reverse import ReverseConfig
 
 LabelsOpt = Annotated[
     str | None,
@@ -143,7 +143,7 @@ def reverse_config(
     restarts: int,
 ) -> ReverseConfig:
     """The checked ``ReverseConfig`` of the options above (in their order; defend shares them)."""
-    from kerasaudit.reverse import ReverseConfig
+    from kerasaudit.stages.reverse import ReverseConfig
 
     config = ReverseConfig(
         steps=steps,
@@ -212,7 +212,7 @@ def reverse(
     evaluate pruned.keras --data HELD_OUT --trigger rev/trigger_labelK.npz"""
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import reverse_fmt
-    from kerasaudit.reverse import check_artifact_dir, reverse_engineer, write_artifacts
+    from kerasaudit.stages.reverse import check_artifact_dir, reverse_engineer, write_artifacts
 
     consoles = Consoles(quiet)
     chosen = parse_labels(labels)

@@ -113,11 +113,11 @@ def scan(
     also flag the channels the trigger drives (triggered − clean ℓ∞, the paper's criterion).
     Exit code 1 when channels are flagged."""
     require_paths(("model", model), ("--data", data))
-    from kerasaudit import scan as scan_lib
     from kerasaudit._io import check_output_path
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.data import open_data
     from kerasaudit.formats import scan_fmt
+    from kerasaudit.stages import scan as scan_lib
 
     consoles = Consoles(quiet)
     if not math.isfinite(threshold):
@@ -151,7 +151,7 @@ def scan(
     if request is not None:
         from kerasaudit.cli.context import open_inputs
         from kerasaudit.neurons import trigger_neurons
-        from kerasaudit.scan import Scanner
+        from kerasaudit.stages.scan import Scanner
 
         inputs = open_inputs(loaded, data_args, data, trigger=request)
         assert inputs.trigger is not None

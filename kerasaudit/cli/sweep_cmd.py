@@ -128,7 +128,7 @@ def sweep(
     from kerasaudit.formats import sweep_fmt
     from kerasaudit.plots import sweep_plot
     from kerasaudit.ranking import Criterion
-    from kerasaudit.sweep import sweep as run_sweep
+    from kerasaudit.stages.sweep import sweep as run_sweep
 
     consoles = Consoles(quiet)
     request = trigger_request(trigger, trigger_data, target)

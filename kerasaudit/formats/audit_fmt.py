@@ -7,11 +7,11 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from kerasaudit.audit import AuditResult
 from kerasaudit.formats import neurons_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
+from kerasaudit.stages.audit import AuditResult
 
-SCHEMA = "kerasaudit.audit/1"
+SCHEMA = "kerasaudit.stages.audit/1"
 
 
 def to_json(result: AuditResult, output: str | None) -> dict[str, Any]:

@@ -2,13 +2,12 @@
 ``report``: escaped text, inline CSS and pictures, no JavaScript, a CSP that forbids every
 request).
 
-Pure formatting: every number is already in :class:`~kerasaudit.audit.AuditResult`; the
+Pure formatting: every number is already in :class:`~kerasaudit.stages.audit.AuditResult`; the
 picture of the recovered triggers is made by the caller (``kerasaudit.report.reverse_figure``).
 """
 
 from __future__ import annotations
 
-from kerasaudit.audit import AuditResult
 from kerasaudit.formats import audit_fmt
 from kerasaudit.formats.report_html import (
     CSP,
@@ -23,6 +22,7 @@ from kerasaudit.formats.report_html import (
     reverse_evidence,
 )
 from kerasaudit.report import Figure
+from kerasaudit.stages.audit import AuditResult
 
 TOP_NEURONS = 15
 

@@ -7,11 +7,11 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from kerasaudit.defend import DefendResult
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
+from kerasaudit.stages.defend import DefendResult
 
-SCHEMA = "kerasaudit.defend/1"
+SCHEMA = "kerasaudit.stages.defend/1"
 
 
 def to_json(result: DefendResult, output: str | None) -> dict[str, Any]:

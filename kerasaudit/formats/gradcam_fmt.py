@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.text import Text
 
 from kerasaudit.formats._table import Table
-from kerasaudit.gradcam import GradcamResult, Localisation, ModelCams
+from kerasaudit.stages.gradcam import GradcamResult, Localisation, ModelCams
 
-SCHEMA = "kerasaudit.gradcam/1"
+SCHEMA = "kerasaudit.stages.gradcam/1"
 GRID_FILE = "grid.png"
 GRID_COLUMNS = 8
 RATIO_NOTE = (

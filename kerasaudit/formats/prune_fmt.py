@@ -9,9 +9,9 @@ from rich.text import Text
 
 from kerasaudit.evaluation import EvaluationResult
 from kerasaudit.formats._table import Table
-from kerasaudit.prune import PruneResult
+from kerasaudit.stages.prune import PruneResult
 
-SCHEMA = "kerasaudit.prune/1"
+SCHEMA = "kerasaudit.stages.prune/1"
 
 
 def to_json(result: PruneResult, output: str | None) -> dict[str, Any]:

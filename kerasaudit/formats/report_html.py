@@ -19,11 +19,11 @@ from rich.text import Text
 from kerasaudit.evaluation import EvaluationResult
 from kerasaudit.flags import SCORE_DEFINITION
 from kerasaudit.formats._table import Table
-from kerasaudit.gradcam import GradcamResult, Localisation
-from kerasaudit.prune import PruneResult
 from kerasaudit.report import Figure, ReportData, Skipped
-from kerasaudit.reverse import ReverseResult
-from kerasaudit.sweep import SweepPoint, SweepResult
+from kerasaudit.stages.gradcam import GradcamResult, Localisation
+from kerasaudit.stages.prune import PruneResult
+from kerasaudit.stages.reverse import ReverseResult
+from kerasaudit.stages.sweep import SweepPoint, SweepResult
 
 TOP_FLAGGED = 20
 SECTION_IDS = ("summary", "inventory", "scan", "reverse", "sweep", "prune", "gradcam", "about")

@@ -10,9 +10,9 @@ from rich.text import Text
 
 from kerasaudit.completion import Completion
 from kerasaudit.formats._table import Table
-from kerasaudit.reverse import LabelResult, ReverseResult
+from kerasaudit.stages.reverse import LabelResult, ReverseResult
 
-SCHEMA = "kerasaudit.reverse/1"
+SCHEMA = "kerasaudit.stages.reverse/1"
 
 
 def to_json(result: ReverseResult, files: Sequence[str] = ()) -> dict[str, Any]:

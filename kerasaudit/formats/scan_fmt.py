@@ -9,9 +9,9 @@ from rich.console import Console
 
 from kerasaudit.formats._table import Table
 from kerasaudit.neurons import TriggerNeurons
-from kerasaudit.scan import ScanResult
+from kerasaudit.stages.scan import ScanResult
 
-SCHEMA = "kerasaudit.scan/1"
+SCHEMA = "kerasaudit.stages.scan/1"
 TOP_FLAGGED = 20
 NOT_A_VERDICT = (
     "Clean-data statistics are not a backdoor verdict: a backdoor's channels stay quiet until "

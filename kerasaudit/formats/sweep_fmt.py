@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.text import Text
 
 from kerasaudit.formats._table import Table
-from kerasaudit.sweep import SweepPoint, SweepResult
+from kerasaudit.stages.sweep import SweepPoint, SweepResult
 
-SCHEMA = "kerasaudit.sweep/1"
+SCHEMA = "kerasaudit.stages.sweep/1"
 CSV_COLUMNS = ("criterion", "layer", "ratio", "channels_pruned", "accuracy", "asr", "ra")
 
 

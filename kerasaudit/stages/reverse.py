@@ -770,7 +770,7 @@ def _value_range(x: np.ndarray) -> tuple[float, float]:
 
 def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
     from kerasaudit.inventory import CONV_CLASSES
-    from kerasaudit.scan import select_layers
+    from kerasaudit.stages.scan import select_layers
 
     chosen = select_layers(model, names or None)
     return [a.path for a in chosen if a.class_name in CONV_CLASSES]
@@ -782,7 +782,7 @@ def _linf_bias(
     """Per trigger, per layer: the channel the trigger drives furthest beyond its clean range."""
     if not layers:
         return [() for _ in triggers]
-    from kerasaudit.scan import Scanner
+    from kerasaudit.stages.scan import Scanner
 
     scanner = Scanner(model, layers=list(layers))
     clean = scanner.stats(x, batch_size=128)

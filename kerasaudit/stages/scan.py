@@ -43,7 +43,7 @@ from kerasaudit.flags import (
 )
 from kerasaudit.inventory import AuditableLayer, auditable_layers, walk_layers
 
-STATS_SCHEMA = "kerasaudit.scan-stats/1"
+STATS_SCHEMA = "kerasaudit.stages.scan-stats/1"
 ProgressFn = Callable[[int, int | None], None]  # (images done, images in total if known)
 
 # Activations whose output is never negative: for them |a| = a, which saves one pass.

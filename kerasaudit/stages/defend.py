@@ -33,9 +33,9 @@ from typing import Any
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
-from kerasaudit.prune import FineTuneSettings, PruneResult, prune
 from kerasaudit.ranking import Criterion
-from kerasaudit.reverse import FoundTrigger, ReverseConfig, ReverseResult, reverse_engineer
+from kerasaudit.stages.prune import FineTuneSettings, PruneResult, prune
+from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, ReverseResult, reverse_engineer
 from kerasaudit.triggers import AnyTrigger, FileSpec, FileTrigger, Trigger
 
 StepFn = Callable[[str], None]  # told the name of each step as it starts

@@ -303,7 +303,7 @@ class _FlatGraph:
 
     def __init__(self, model: Any, tensor_path: str) -> None:
         keras = _tf.keras()
-        from kerasaudit.scan import _Replay
+        from kerasaudit.stages.scan import _Replay
 
         clone = keras.models.clone_model(model, recursive=True)
         clone.set_weights(model.get_weights())

@@ -3,13 +3,13 @@
 1. inventory (format, Keras version, auditable layers);
 2. clean statistics (one fused pass: per-channel ℓ1/ℓ2/ℓ∞; leads, not a verdict — a backdoor's
    channels stay quiet on clean data);
-3. the trigger: recovered for every label (``kerasaudit.reverse``: Neural Cleanse, additive
+3. the trigger: recovered for every label (``kerasaudit.stages.reverse``: Neural Cleanse, additive
    inversion, maximum margin, an untargeted row for all-to-all backdoors) — or a known one
    (``--trigger`` / ``--trigger-data``), measured on the data;
 4. the verdict: a backdoor when the recovery flags a target (or an all-to-all trigger), or when
    the known trigger's attack success rate exceeds ``max_asr``;
 5. the paper's flagged neurons under each trigger (triggered − clean ℓ∞, per layer);
-6. optionally the fix (``kerasaudit.defend.remove``): prune the channels the first trigger
+6. optionally the fix (``kerasaudit.stages.defend.remove``): prune the channels the first trigger
    drives, fine-tune while unlearning every trigger.
 """
 
@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from kerasaudit.data import Dataset
-from kerasaudit.defend import DefenceSettings, recovered_trigger, remove
 from kerasaudit.evaluation import EvaluationResult, evaluate
 from kerasaudit.inventory import ModelInventory, build_inventory
 from kerasaudit.neurons import TriggerNeurons, trigger_neurons
-from kerasaudit.prune import PruneResult
-from kerasaudit.reverse import ReverseConfig, ReverseResult, reverse_engineer
-from kerasaudit.scan import Scanner, ScanResult, scan
+from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove
+from kerasaudit.stages.prune import PruneResult
+from kerasaudit.stages.reverse import ReverseConfig, ReverseResult, reverse_engineer
+from kerasaudit.stages.scan import Scanner, ScanResult, scan
 from kerasaudit.triggers import AnyTrigger
 
 # A known trigger whose ASR is above this is a finding. Clean zoo models send at most a few

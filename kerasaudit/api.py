@@ -1,0 +1,371 @@
+"""The Python API: the functions the CLI runs, taking paths, arrays or loaded objects.
+
+Every function accepts a model as a path (loaded safely, exactly as the CLI does: static checks
+and a sandboxed canary load, nothing in the file executed unless ``unsafe=True``), as the
+:class:`~kerasaudit.loading.LoadedModel` that :func:`load_model` returns, or as a Keras model
+already in memory (which you trust); and data as a path (``.npz``, ``.npy``, HDF5 or an image
+folder), a :class:`~kerasaudit.data.Dataset` from :func:`load_data`, an array of inputs, or an
+``(x, y)`` pair of arrays. Triggers are the CLI's specs (``"patch:size=4,pos=br,value=1"``, a
+trigger file written by ``reverse``) or objects from :func:`make_trigger`. Results are the
+typed, frozen dataclasses of each stage; ``to_dict()`` gives the JSON the CLI prints.
+
+>>> import kerasaudit as ka
+>>> model = ka.load_model("sample_models/fmnist_badnets.keras")
+>>> result = ka.audit(model, "sample_models/fmnist_val.npz")  # doctest: +SKIP
+>>> result.backdoor, result.targets  # doctest: +SKIP
+(True, (0,))
+
+Errors are the CLI's: :class:`~kerasaudit.errors.BadInputError` (exit 2),
+:class:`~kerasaudit.errors.UnsafeModelError` (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from kerasaudit.data import Dataset
+    from kerasaudit.evaluation import EvaluationResult
+    from kerasaudit.inventory import ModelInventory
+    from kerasaudit.loading import LoadedModel
+    from kerasaudit.stages.audit import AuditResult
+    from kerasaudit.stages.defend import DefenceSettings, DefendResult
+    from kerasaudit.stages.gradcam import GradcamResult
+    from kerasaudit.stages.prune import PruneResult
+    from kerasaudit.stages.reverse import ReverseConfig, ReverseResult
+    from kerasaudit.stages.scan import ScanResult
+    from kerasaudit.stages.sweep import SweepResult
+    from kerasaudit.triggers import AnyTrigger
+
+PathLike: TypeAlias = str | os.PathLike[str]
+ModelLike: TypeAlias = "PathLike | LoadedModel | Any"
+DataLike: TypeAlias = "PathLike | Dataset | np.ndarray | tuple[np.ndarray, np.ndarray | None]"
+TriggerLike: TypeAlias = "str | AnyTrigger"
+
+__all__ = [
+    "audit",
+    "defend",
+    "evaluate",
+    "gradcam",
+    "inspect",
+    "load_data",
+    "load_model",
+    "make_trigger",
+    "prune",
+    "reverse",
+    "save_model",
+    "scan",
+    "sweep",
+]
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+def load_model(
+    path: PathLike,
+    *,
+    unsafe: bool = False,
+    custom_objects: PathLike | None = None,
+) -> LoadedModel:
+    """Load an untrusted model file as ``kerasaudit`` does (see the README, "Untrusted
+    models"). ``unsafe=True`` loads a refused file anyway; ``custom_objects`` is a ``.py`` file
+    defining the model's custom layers (trusted: it is imported)."""
+    from kerasaudit.loading import load_model as _load
+
+    return _load(
+        Path(path),
+        unsafe=unsafe,
+        custom_objects_file=None if custom_objects is None else Path(custom_objects),
+    )
+
+
+def load_data(
+    data: DataLike,
+    model: ModelLike,
+    *,
+    x_key: str | None = None,
+    y_key: str | None = None,
+    scale: str = "auto",
+    channels_first: bool | None = None,
+    limit: int | None = None,
+    batch_size: int = 128,
+    resize: bool = False,
+) -> Dataset:
+    """Open data for ``model``: checked against its input shape and output size, streamed in
+    batches (files) or served from memory (arrays; ``limit`` and the keys do not apply).
+    ``scale``: ``"auto"`` (uint8 → 1/255), ``"none"``, a number or ``"1/255"``."""
+    from kerasaudit.data import Dataset, DataSpec, data_from_arrays, open_data
+    from kerasaudit.evaluation import classifier_io
+
+    if isinstance(data, Dataset):
+        return data
+    io = classifier_io(_keras(model))
+    if isinstance(data, str | os.PathLike):
+        spec = DataSpec(
+            Path(data), x_key=x_key, y_key=y_key, scale=scale, channels_first=channels_first,
+            limit=limit, batch_size=batch_size, resize=resize,
+        )  # fmt: skip
+        return open_data(spec, io.input_shape, io.outputs)
+    x, y = data if isinstance(data, tuple) else (data, None)
+    return data_from_arrays(
+        np.asarray(x), None if y is None else np.asarray(y), io.input_shape, io.outputs,
+        scale=scale, channels_first=channels_first, batch_size=batch_size, resize=resize,
+    )  # fmt: skip
+
+
+def make_trigger(spec: TriggerLike, data: Dataset, *, target: int | None = None) -> AnyTrigger:
+    """A trigger for ``data`` as served: ``spec`` is a CLI trigger spec or a trigger file
+    written by ``reverse``. ``target`` is only checked here (functions take it separately)."""
+    from kerasaudit.triggers import parse_trigger
+
+    if not isinstance(spec, str):
+        return spec
+    trigger = parse_trigger(spec).for_data(data.info)
+    if target is not None and target < 0:
+        from kerasaudit.errors import BadInputError
+
+        raise BadInputError(f"target must be a label (≥ 0), got {target}")
+    return trigger
+
+
+def save_model(model: ModelLike, path: PathLike, *, force: bool = False) -> None:
+    """Write a model atomically (``.keras`` or ``.h5`` by the extension); an existing file is
+    only replaced with ``force=True``."""
+    from kerasaudit.saving import SaveFormat
+    from kerasaudit.saving import save_model as _save
+
+    out = Path(path)
+    fmt = SaveFormat.H5 if out.suffix.lower() in (".h5", ".hdf5") else SaveFormat.KERAS
+    if fmt is SaveFormat.KERAS and out.suffix.lower() != ".keras":
+        from kerasaudit.errors import BadInputError
+
+        raise BadInputError(f"output {out} must end in .keras, .h5 or .hdf5")
+    _save(_keras(model), out, fmt, force=force)
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+def inspect(model: PathLike | LoadedModel) -> ModelInventory:
+    """Format, saving Keras version, inputs/outputs, parameters and every auditable layer."""
+    from kerasaudit.inventory import build_inventory
+
+    return build_inventory(_loaded(model))
+
+
+def scan(model: ModelLike, data: DataLike, **options: Any) -> ScanResult:
+    """Clean per-channel ℓ1/ℓ2/ℓ∞ statistics of every conv layer in one fused pass, with
+    robust per-layer anomaly scores (leads, not a verdict). ``options``: those of
+    :func:`kerasaudit.stages.scan.scan` (``layers``, ``threshold``, ``batch_size`` …)."""
+    from kerasaudit.stages.scan import scan as _scan
+
+    keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    return _scan(keras_model, dataset, source=dataset.info.path, **options)
+
+
+def evaluate(
+    model: ModelLike,
+    data: DataLike,
+    trigger: TriggerLike | None = None,
+    target: int | None = None,
+    *,
+    max_asr: float | None = None,
+) -> EvaluationResult:
+    """Clean accuracy and, with a trigger, attack success rate and robust accuracy."""
+    from kerasaudit.evaluation import evaluate as _evaluate
+
+    keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    fitted = None if trigger is None else make_trigger(trigger, dataset)
+    return _evaluate(keras_model, dataset, fitted, target, max_asr)
+
+
+def reverse(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    labels: Sequence[int] | None = None,
+    config: ReverseConfig | None = None,
+) -> ReverseResult:
+    """Trigger recovery for every label (Neural Cleanse, additive, margin, untargeted) and
+    the calibrated verdict (``result.verdict``). Minutes on a CPU."""
+    from kerasaudit.stages.reverse import ReverseConfig, reverse_engineer
+
+    keras_model = _keras(model)
+    return reverse_engineer(
+        keras_model, load_data(data, keras_model), labels=labels, config=config or ReverseConfig()
+    )
+
+
+def audit(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    trigger: TriggerLike | None = None,
+    target: int | None = None,
+    max_asr: float = 0.05,
+    config: ReverseConfig | None = None,
+) -> AuditResult:
+    """Does the model carry a backdoor? Inventory, clean statistics, trigger recovery (or the
+    known ``trigger``), the verdict, and the channels each trigger drives. ``result.backdoor``
+    is what the CLI's exit code 1 means. To remove what it finds, use :func:`defend`."""
+    from kerasaudit.stages.audit import AuditSettings
+    from kerasaudit.stages.audit import audit as _audit
+    from kerasaudit.stages.reverse import ReverseConfig
+
+    loaded = _loaded(model)
+    dataset = load_data(data, loaded)
+    known = None if trigger is None else make_trigger(trigger, dataset)
+    settings = AuditSettings(reverse=config or ReverseConfig(), max_asr=max_asr)
+    _, result = _audit(loaded, dataset, settings=settings, known=known, known_target=target)
+    return result
+
+
+def prune(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    ratio: float | str,
+    criterion: str = "linf-trigger",
+    trigger: TriggerLike | None = None,
+    target: int | None = None,
+    layers: Sequence[str] = (),
+    fine_tune_epochs: int = 0,
+    unlearn: bool = False,
+    eval_data: DataLike | None = None,
+) -> tuple[Any, PruneResult]:
+    """Zero the kernels (and biases, and the following BatchNorm) of the channels ranked
+    first by ``criterion``; optionally fine-tune (with ``unlearn``, on triggered images labelled
+    with their true class). Returns (the pruned copy, what was done); ``model`` is unchanged."""
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.stages.prune import prune as _prune
+
+    keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    fitted = None if trigger is None else make_trigger(trigger, dataset)
+    return _prune(
+        keras_model,
+        dataset,
+        criterion=Criterion(criterion),
+        ratio=ratio,
+        layers=layers,
+        trigger=fitted,
+        target=target,
+        eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
+        fine_tuning=FineTuneSettings(epochs=fine_tune_epochs, unlearn=unlearn),
+    )
+
+
+def sweep(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    trigger: TriggerLike,
+    target: int | None = None,
+    criteria: Sequence[str] = ("linf-trigger",),
+    layers: Sequence[str] = (),
+    ratios: Sequence[float] | None = None,
+) -> SweepResult:
+    """Accuracy, ASR and robust accuracy against the pruning ratio, per criterion and layer,
+    with a recommendation."""
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.stages.sweep import DEFAULT_RATIOS
+    from kerasaudit.stages.sweep import sweep as _sweep
+
+    keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    return _sweep(
+        keras_model,
+        dataset,
+        trigger=make_trigger(trigger, dataset),
+        target=target,
+        criteria=[Criterion(c) for c in criteria],
+        layers=layers,
+        ratios=DEFAULT_RATIOS if ratios is None else tuple(ratios),
+    )
+
+
+def defend(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    eval_data: DataLike | None = None,
+    labels: Sequence[int] | None = None,
+    config: ReverseConfig | None = None,
+    settings: DefenceSettings | None = None,
+) -> tuple[Any | None, DefendResult]:
+    """Recover the trigger, prune the channels it drives, fine-tune while unlearning it.
+    Returns (the defended copy, or None when nothing was flagged; the result)."""
+    from kerasaudit.stages.defend import defend as _defend
+
+    keras_model = _keras(model)
+    return _defend(
+        keras_model,
+        load_data(data, keras_model),
+        eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
+        labels=labels,
+        reverse_config=config,
+        settings=settings,
+    )
+
+
+def gradcam(
+    model: ModelLike,
+    data: DataLike,
+    *,
+    method: str = "gradcam",
+    trigger: TriggerLike | None = None,
+    target: int | None = None,
+    compare: ModelLike | None = None,
+    limit: int | None = None,
+) -> GradcamResult:
+    """Grad-CAM / Grad-CAM++ / Score-CAM maps (clean and triggered, before and after
+    ``compare``), with how much of each map falls on the trigger."""
+    from kerasaudit.stages.gradcam import DEFAULT_LIMIT, CamMethod
+    from kerasaudit.stages.gradcam import gradcam as _gradcam
+
+    keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    return _gradcam(
+        keras_model,
+        dataset,
+        method=CamMethod(method),
+        trigger=None if trigger is None else make_trigger(trigger, dataset),
+        target=target,
+        compare=None if compare is None else _keras(compare),
+        limit=DEFAULT_LIMIT if limit is None else limit,
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _loaded(model: ModelLike) -> LoadedModel:
+    from kerasaudit.loading import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    raise TypeError(
+        "this function needs a model file or kerasaudit.load_model(...)'s result, "
+        f"not {type(model).__name__}"
+    )
+
+
+def _keras(model: ModelLike) -> Any:
+    from kerasaudit.loading import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model.model
+    if isinstance(model, str | os.PathLike):
+        return load_model(model).model
+    return model

@@ -1,0 +1,117 @@
+"""The Python API: the names it promises, what they accept, and that they agree with the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_reverse import TRIGGER, write_stripe_files
+from typer.testing import CliRunner
+
+import kerasaudit
+from kerasaudit.cli.app import app
+
+runner = CliRunner()
+API = [name for name in kerasaudit.__all__ if name != "__version__"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    return write_stripe_files(tmp_path_factory.mktemp("api"), keras_module)
+
+
+def test_importing_the_package_is_cheap() -> None:
+    code = (
+        "import sys, kerasaudit\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'numpy', 'kerasaudit.api') "
+        "if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
+
+
+def test_every_api_name_stays_a_function_after_every_submodule_is_imported() -> None:
+    """A submodule named like an API function would replace it on the package once imported
+    (``import kerasaudit.scan`` sets ``kerasaudit.scan``): import them all, then look."""
+    for info in pkgutil.walk_packages(kerasaudit.__path__, "kerasaudit."):
+        if info.name != "kerasaudit.__main__":
+            importlib.import_module(info.name)
+    for name in API:
+        value = getattr(kerasaudit, name)
+        assert callable(value) and not isinstance(value, type(kerasaudit)), name
+        assert value.__module__ == "kerasaudit.api" and value.__doc__, name
+    with pytest.raises(AttributeError):
+        _ = kerasaudit.no_such_function  # type: ignore[attr-defined]
+
+
+def test_scan_and_evaluate_take_paths_arrays_and_loaded_models(tiny: dict[str, Path]) -> None:
+    import kerasaudit as ka
+
+    loaded = ka.load_model(tiny["backdoored"])
+    by_path = ka.scan(tiny["backdoored"], tiny["data"])
+    data = np.load(tiny["data"])
+    by_arrays = ka.scan(loaded, (data["x"], data["y"]))
+    assert by_path.channel_count == by_arrays.channel_count > 0
+    for a, b in zip(by_path.stats.layers, by_arrays.stats.layers, strict=True):
+        np.testing.assert_allclose(a.sum_linf, b.sum_linf, rtol=1e-5)
+
+    # The same numbers as the CLI's JSON for the same model, data and trigger.
+    result = ka.evaluate(loaded, tiny["test"], TRIGGER, 0)
+    cli = runner.invoke(
+        app,
+        [
+            *["evaluate", str(tiny["backdoored"]), "-d", str(tiny["test"])],
+            *["-t", TRIGGER, "--target", "0", "--format", "json", "-q"],
+        ],
+    )
+    assert cli.exit_code in (0, 1), cli.output
+    report = json.loads(cli.stdout)
+    assert result.accuracy == pytest.approx(report["clean"]["accuracy"])
+    assert result.asr == pytest.approx(report["attack"]["asr"]) and result.asr > 0.9
+
+
+def test_audit_and_prune_through_the_api(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import kerasaudit as ka
+
+    model = ka.load_model(tiny["backdoored"])
+    found = ka.audit(model, tiny["test"], trigger=TRIGGER, target=0)
+    assert found.backdoor and found.targets == (0,)
+    assert not ka.audit(tiny["clean"], tiny["test"], trigger=TRIGGER, target=0).backdoor
+
+    pruned, result = ka.prune(
+        model, tiny["data"], ratio=0.125, trigger=TRIGGER, target=0, fine_tune_epochs=0
+    )
+    assert result.to_dict()["pruned"], "channels were pruned"
+    out = tmp_path / "pruned.keras"
+    ka.save_model(pruned, out)
+    with pytest.raises(ka_errors().BadInputError):
+        ka.save_model(pruned, out)  # never over an existing file without force
+    assert ka.inspect(out).params_total == ka.inspect(model).params_total
+    after = ka.evaluate(out, tiny["test"], TRIGGER, 0)
+    assert after.asr is not None and after.asr < found.known.asr  # type: ignore[union-attr]
+
+
+def test_api_refuses_what_it_cannot_use(tiny: dict[str, Path]) -> None:
+    import kerasaudit as ka
+
+    errors = ka_errors()
+    with pytest.raises(errors.BadInputError, match="no such file"):
+        ka.load_model("no-such-model.keras")
+    with pytest.raises(errors.BadInputError):
+        ka.scan(tiny["backdoored"], np.zeros((4, 3, 3, 1), np.float32))  # wrong shape
+    with pytest.raises(TypeError, match="model file"):
+        ka.audit(object(), tiny["test"])
+
+
+def ka_errors() -> Any:
+    import kerasaudit.errors
+
+    return kerasaudit.errors
