@@ -205,6 +205,23 @@ class Dataset:
             )
         return parts[0], parts[1]
 
+    def shard(self, index: int, count: int) -> Dataset:
+        """Shard ``index`` of ``count`` (0-based): a contiguous run of examples, the runs of all
+        shards covering the data exactly once (sizes differ by at most one). Examples before the
+        shard are read and dropped, not held (a streamed file has no random access)."""
+        if count < 1 or not 0 <= index < count:
+            raise BadInputError(f"shard {index}/{count}: expected 0 ≤ I < N")
+        total = self.info.count
+        start, stop = total * index // count, total * (index + 1) // count
+        if stop <= start:
+            raise BadInputError(
+                f"shard {index}/{count} of {total:,} examples is empty: use fewer shards"
+            )
+        info = replace(self.info, path=f"{self.info.path}[{start}:{stop}]", count=stop - start)
+        labels = None if self._labels is None else self._labels[start:stop]
+        reader = _OffsetReader(self._reader, start)
+        return Dataset(info, reader, self._layout, labels, batch_size=self._batch_size)
+
     def _batches(self, count: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         start = 0
         for stored in self._reader.read(count, self._batch_size):
@@ -212,6 +229,32 @@ class Dataset:
             stop = start + len(x)
             yield x, (None if self._labels is None else self._labels[start:stop])
             start = stop
+
+
+@dataclass(frozen=True)
+class _OffsetReader:
+    """Serves a reader's examples from ``start`` on (see :meth:`Dataset.shard`)."""
+
+    inner: _Reader
+    start: int
+
+    def read(self, count: int, batch_size: int) -> Iterator[np.ndarray]:
+        skip = self.start
+        pending: list[np.ndarray] = []
+        held = 0
+        for stored in self.inner.read(self.start + count, batch_size):
+            if skip >= len(stored):
+                skip -= len(stored)
+                continue
+            pending.append(stored[skip:])
+            held += len(stored) - skip
+            skip = 0
+            if held >= batch_size:
+                joined = np.concatenate(pending)
+                yield joined[:batch_size]
+                pending, held = [joined[batch_size:]], held - batch_size
+        if held:
+            yield np.concatenate(pending)
 
 
 class _ArrayReader:

@@ -20,6 +20,7 @@ from kerasaudit.cli import (
     evaluate_cmd,
     gradcam_cmd,
     inspect_cmd,
+    merge_stats_cmd,
     prune_cmd,
     report_cmd,
     reverse_cmd,
@@ -120,6 +121,8 @@ app.command("reverse")(reverse_cmd.reverse)
 app.command("defend")(defend_cmd.defend)
 app.command("gradcam")(gradcam_cmd.gradcam)
 app.command("report")(report_cmd.report)
+app.command("merge-stats")(merge_stats_cmd.merge_stats)
+app.command("merge-stats")(merge_stats_cmd.merge_stats)
 
 
 def main() -> None:

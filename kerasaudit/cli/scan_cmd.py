@@ -79,6 +79,32 @@ SaveStatsOpt = Annotated[
     ),
 ]
 
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="Scan only shard I of N (0-based: a contiguous run of the data, the N runs "
+        "covering it once); save each shard's --save-stats and combine them with "
+        "`kerasaudit merge-stats`.",
+        show_default=False,
+    ),
+]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' → (I, N), checked before anything is loaded."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (-1, 0)
+    if not sep or shard[1] < 1 or not 0 <= shard[0] < shard[1]:
+        raise BadInputError(f"--shard expects I/N with 0 ≤ I < N, like 0/4; got {text!r}")
+    return shard
+
 
 @handle_errors
 def scan(
@@ -95,6 +121,7 @@ def scan(
     include_dense: IncludeDenseOpt = False,
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     save_stats: SaveStatsOpt = None,
+    shard: ShardOpt = None,
     trigger: TriggerOpt = None,
     trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
@@ -120,6 +147,9 @@ def scan(
     from kerasaudit.stages import scan as scan_lib
 
     consoles = Consoles(quiet)
+    which = parse_shard(shard)
+    if which is not None and (trigger is not None or trigger_data is not None):
+        raise BadInputError("--shard scans clean statistics only; drop --trigger/--trigger-data")
     if not math.isfinite(threshold):
         raise BadInputError(f"--threshold must be a finite number, got {threshold}")
     prepare_output(output, force)
@@ -135,6 +165,8 @@ def scan(
     strategy = strategy_for(device)
     warn_if_unsafe(consoles, loaded)
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
+    if which is not None:
+        dataset = dataset.shard(*which)
     with progress_bar(consoles, "scanning") as update:
         result = scan_lib.scan(
             loaded.model,
@@ -145,7 +177,7 @@ def scan(
             strategy=strategy,
             mixed_precision=mixed_precision,
             progress=update,
-            source=str(data),
+            source=str(data) if which is None else dataset.info.path,
         )
     neurons = None
     if request is not None:
