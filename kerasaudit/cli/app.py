@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from kerasaudit import __version__
 from kerasaudit.cli import (
     audit_cmd,
+    batch_cmd,
     defend_cmd,
     evaluate_cmd,
     gradcam_cmd,
@@ -122,7 +123,9 @@ app.command("defend")(defend_cmd.defend)
 app.command("gradcam")(gradcam_cmd.gradcam)
 app.command("report")(report_cmd.report)
 app.command("merge-stats")(merge_stats_cmd.merge_stats)
+app.command("batch")(batch_cmd.batch)
 app.command("merge-stats")(merge_stats_cmd.merge_stats)
+app.command("batch")(batch_cmd.batch)
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ def merge_stats(
     shards: Annotated[
         list[Path],
         typer.Argument(
-            metavar="STATS...",
             help="Statistics files written by `scan --save-stats` (e.g. one per --shard).",
             show_default=False,
         ),
