@@ -311,6 +311,8 @@ def run_fleet(
     timeout: float | None = None,
     on_done: Callable[[Outcome, int, int], None] | None = None,
     on_skip: Callable[[Path], None] | None = None,
+    ray_address: str | None = None,
+    cpus_per_task: float = 1.0,
 ) -> FleetResult:
     """Audit every model (module doc); results are recorded as each model finishes. The exit
     code counts skipped models by their recorded status, so a resumed fleet reports the same."""
@@ -331,17 +333,65 @@ def run_fleet(
                 continue
             jobs.append(job)
         outcomes: list[Outcome] = []
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(run_one, job, audit_args, timeout) for job in jobs]
-            for future in as_completed(futures):
-                outcome = future.result()
-                store.record(outcome, str(data), data_sha, settings, settings_sha)
-                outcomes.append(outcome)
-                if on_done is not None:
-                    on_done(outcome, len(outcomes), len(jobs))
+
+        def finished(outcome: Outcome) -> None:
+            store.record(outcome, str(data), data_sha, settings, settings_sha)
+            outcomes.append(outcome)
+            if on_done is not None:
+                on_done(outcome, len(outcomes), len(jobs))
+
+        if ray_address is not None:
+            _run_on_ray(jobs, audit_args, timeout, ray_address, cpus_per_task, finished)
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = [pool.submit(run_one, job, audit_args, timeout) for job in jobs]
+                for future in as_completed(futures):
+                    finished(future.result())
     finally:
         store.close()
     return FleetResult(tuple(outcomes), tuple(skipped), str(db), time.perf_counter() - started)
+
+
+def _run_on_ray(
+    jobs: Sequence[Job],
+    audit_args: Sequence[str],
+    timeout: float | None,
+    address: str,
+    cpus_per_task: float,
+    finished: Callable[[Outcome], None],
+) -> None:
+    """One Ray task per model (``address``: ``auto``, ``ray://…`` or ``host:port``), each
+    running :func:`run_one` — the same worker process as locally — with ``cpus_per_task`` CPUs.
+    Ray re-runs a task whose worker died (once); a task that fails twice is an error. The
+    models and the data must be readable at the same paths on every node."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise BadInputError(
+            "--ray needs Ray: pip install 'kerasaudit[ray]' (or pip install ray)"
+        ) from exc
+    from ray.exceptions import RayError
+
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BadInputError(f"--ray {address}: cannot connect ({exc})") from exc
+    try:
+        task = ray.remote(num_cpus=cpus_per_task, max_retries=RETRIES)(run_one)
+        pending = {task.remote(job, list(audit_args), timeout): job for job in jobs}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                job = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except RayError as exc:
+                    message = f"Ray task failed twice: {type(exc).__name__}: {exc}"
+                    outcome = Outcome(str(job.model), job.model_sha256, "error", None,
+                                      RETRIES + 1, 0.0, message.splitlines()[0])  # fmt: skip
+                finished(outcome)
+    finally:
+        ray.shutdown()
 
 
 def jsonl_lines(result: FleetResult) -> Iterable[str]:

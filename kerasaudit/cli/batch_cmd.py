@@ -62,6 +62,21 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Run one Ray task per model on a cluster: 'auto' (the cluster this machine "
+            "belongs to), 'host:port' or 'ray://host:10001'. Needs pip install "
+            "'kerasaudit[ray]'; models and data must be at the same paths on every node.",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        float,
+        typer.Option("--cpus-per-task", min=0.1, help="With --ray: CPUs Ray reserves per model."),
+    ] = 1.0,
     sarif: Annotated[
         Path | None,
         typer.Option(
@@ -119,7 +134,8 @@ def batch(
             audit_args += [flag, str(value)]
     if trigger_data is not None:
         audit_args += ["--trigger-data", str(trigger_data.resolve())]
-    consoles.info(f"batch: {len(found):,} model(s), {workers} worker(s), results in {db}")
+    where = f"on Ray ({ray})" if ray else f"{workers} worker(s)"
+    consoles.info(f"batch: {len(found):,} model(s), {where}, results in {db}")
     result = run_fleet(
         found,
         data,
@@ -130,6 +146,8 @@ def batch(
         timeout=timeout,
         on_done=lambda o, i, n: consoles.info(batch_fmt.progress_line(o, i, n)),
         on_skip=lambda m: consoles.info(f"skip  {m} (already in {db})"),
+        ray_address=ray,
+        cpus_per_task=cpus_per_task,
     )
     if sarif is not None:
         from kerasaudit._io import write_text_atomic
