@@ -57,8 +57,10 @@ def test_command_output_reads_at_80_columns(
 
 
 @pytest.mark.parametrize(
-    "command", ["audit", "inspect", "scan", "evaluate", "prune", "sweep", "reverse", "defend"]
-)
+    "command",
+    ["audit", "inspect", "scan", "evaluate", "prune", "sweep", "reverse", "defend", "gradcam",
+     "report", "batch", "merge-stats"],
+)  # fmt: skip
 def test_help_reads_at_80_columns(command: str) -> None:
     result = runner.invoke(app, [command, "--help"], env=ENV)
     assert result.exit_code == 0

@@ -52,6 +52,11 @@ class KerasauditGroup(TyperGroup):
                 continue
             if getattr(param, "param_type_name", "") == "argument":
                 param.metavar = (param.name or "value").upper()
+                shown = str(param.display_type(ctx) or "")
+                if shown.startswith("<list["):  # Typer shows <list[str]>: say <text>... instead
+                    element = shown.removeprefix("<list[").removesuffix("]>")
+                    element = {"str": "text"}.get(element, element)
+                    param.display_type = lambda _ctx, e=element: f"<{e}>..."
             elif not getattr(param, "is_flag", False):
                 param.metavar = _metavar(param, ctx)
         return command
