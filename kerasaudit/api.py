@@ -119,19 +119,15 @@ def load_data(
     )  # fmt: skip
 
 
-def make_trigger(spec: TriggerLike, data: Dataset, *, target: int | None = None) -> AnyTrigger:
-    """A trigger for ``data`` as served: ``spec`` is a CLI trigger spec or a trigger file
-    written by ``reverse``. ``target`` is only checked here (functions take it separately)."""
+def make_trigger(spec: TriggerLike, data: Dataset) -> AnyTrigger:
+    """A trigger for ``data`` as served: ``spec`` is a CLI trigger spec
+    (``"patch:size=4,pos=br,value=1"``, ``"blend:T.png,alpha=0.1"``) or a trigger file written
+    by ``reverse``; a trigger object is returned as it is."""
     from kerasaudit.triggers import parse_trigger
 
     if not isinstance(spec, str):
         return spec
-    trigger = parse_trigger(spec).for_data(data.info)
-    if target is not None and target < 0:
-        from kerasaudit.errors import BadInputError
-
-        raise BadInputError(f"target must be a label (≥ 0), got {target}")
-    return trigger
+    return parse_trigger(spec).for_data(data.info)
 
 
 def save_model(model: ModelLike, path: PathLike, *, force: bool = False) -> None:

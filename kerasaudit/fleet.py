@@ -15,10 +15,12 @@ failed, else 3 if any model was refused, else 2 if any input was bad, else 0.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -180,15 +182,23 @@ def run_one(job: Job, audit_args: Sequence[str], timeout: float | None) -> Outco
             report_path = Path(tmp) / "audit.json"
             argv = [sys.executable, "-m", "kerasaudit", "audit", str(job.model), *audit_args]
             argv += ["--format", "json", "-o", str(report_path), "-q"]
-            try:
-                done = subprocess.run(
-                    argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-                )
-            except subprocess.TimeoutExpired:
-                code, message = None, f"worker timed out after {timeout:g} s"
-                continue
-            code = done.returncode
-            message = _last_line(done.stderr)
+            # Its own session, so that a timeout kills the worker with everything it started
+            # (the loader's sandbox children included).
+            with subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, start_new_session=True,
+            ) as worker:  # fmt: skip
+                try:
+                    _, stderr = worker.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(worker)
+                    code, message = None, f"worker timed out after {timeout:g} s"
+                    continue
+                except BaseException:
+                    _kill_group(worker)
+                    raise
+            code = worker.returncode
+            message = _last_line(stderr)
             status = _BY_EXIT.get(code)
             if status is None:  # 4 (a bug) or killed by a signal: retry, then an error
                 what = f"killed by signal {-code}" if code < 0 else f"exit {code}"
@@ -205,6 +215,12 @@ def run_one(job: Job, audit_args: Sequence[str], timeout: float | None) -> Outco
                            time.perf_counter() - started, message, report)  # fmt: skip
     return Outcome(str(job.model), job.model_sha256, "error", code, RETRIES + 1,
                    time.perf_counter() - started, message)  # fmt: skip
+
+
+def _kill_group(worker: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.communicate()
 
 
 def _last_line(text: str) -> str:
