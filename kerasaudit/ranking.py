@@ -95,6 +95,7 @@ def rank_channels(
     trigger: Any | None = None,
     batch_size: int = 128,
     strategy: Any = None,
+    clean_stats: Any | None = None,
 ) -> dict[str, ChannelRanking]:
     """Score every channel of ``layers`` by ``criterion``."""
     ranked = rank_all(
@@ -105,6 +106,7 @@ def rank_channels(
         trigger=trigger,
         batch_size=batch_size,
         strategy=strategy,
+        clean_stats=clean_stats,
     )
     return {layer: ranking for (_, layer), ranking in ranked.items()}
 
@@ -118,9 +120,12 @@ def rank_all(
     trigger: Any | None = None,
     batch_size: int = 128,
     strategy: Any = None,
+    clean_stats: Any | None = None,
 ) -> dict[tuple[Criterion, str], ChannelRanking]:
     """Score ``layers`` by every criterion, with one fused pass over clean data and (for
-    ``linf-trigger``) one over triggered data, whatever the number of criteria."""
+    ``linf-trigger``) one over triggered data, whatever the number of criteria.
+    ``clean_stats``: statistics of ``model`` saved by ``scan --save-stats`` (or merged by
+    ``merge-stats``) replace the clean pass; they must cover ``layers``."""
     if any(c.needs_trigger for c in criteria) and trigger is None:
         raise BadInputError(
             "--criterion linf-trigger needs --trigger (a known or reversed trigger)"
@@ -133,7 +138,11 @@ def rank_all(
         from kerasaudit.stages.scan import Scanner
 
         scanner = Scanner(model, layers=[info.path for info in layers], strategy=strategy)
-        clean = scanner.stats(dataset, batch_size=batch_size)
+        clean = (
+            scanner.stats(dataset, batch_size=batch_size)
+            if clean_stats is None
+            else _checked_stats(model, clean_stats, layers)
+        )
         if Criterion.LINF_TRIGGER in criteria:
             triggered = scanner.stats(triggered_batches(dataset, trigger), batch_size=batch_size)
     rankings: dict[tuple[Criterion, str], ChannelRanking] = {}
@@ -159,3 +168,21 @@ def rank_all(
                 info.path, criterion, np.asarray(scores, np.float64)
             )
     return rankings
+
+
+def _checked_stats(model: Any, stats: Any, layers: Sequence[AuditableLayer]) -> Any:
+    """``stats`` if they were measured on this very model and cover ``layers``."""
+    from kerasaudit.stages.scan import model_fingerprint
+
+    if stats.model_fingerprint != model_fingerprint(model):
+        raise BadInputError(
+            f"--stats were measured on another model ({stats.model_name}, weights "
+            f"{stats.model_fingerprint[:12]}): scan this model with --save-stats"
+        )
+    have = {s.layer for s in stats.layers}
+    missing = [info.path for info in layers if info.path not in have]
+    if missing:
+        raise BadInputError(
+            f"--stats have no statistics for {', '.join(missing)}: scan those layers too"
+        )
+    return stats

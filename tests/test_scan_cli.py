@@ -207,3 +207,14 @@ def test_sharded_scans_merge_into_the_unsharded_scan(
         assert refused.exit_code == 2 and message in refused.output, refused.output
     bad = run(*base, "--shard", "3/3")
     assert bad.exit_code == 2 and "--shard" in bad.output
+
+    # prune ranks channels by the merged statistics exactly as by its own clean pass.
+    prune = ["prune", str(files["planted"]), "-d", str(files["data"]), "-c", "linf"]
+    prune += ["--layer", "conv1", "--ratio", "0.125", "--format", "json", "-q"]
+    own = runner.invoke(app, prune)
+    from_stats = runner.invoke(app, [*prune, "--stats", str(merged_path)])
+    assert own.exit_code == from_stats.exit_code == 0, own.output + from_stats.output
+    channels = [json.loads(r.stdout)["pruned"][0]["channels"] for r in (own, from_stats)]
+    assert channels[0] == channels[1] == [5]  # the planted channel
+    foreign = runner.invoke(app, [*prune, "--stats", str(other)])
+    assert foreign.exit_code == 2 and "another model" in foreign.output, foreign.output

@@ -151,6 +151,16 @@ def prune(
     save_format: Annotated[
         SaveFormatChoice, typer.Option("--save-format", help="Format of -o (auto: the input's).")
     ] = SaveFormatChoice.AUTO,
+    stats: Annotated[
+        Path | None,
+        typer.Option(
+            "--stats",
+            help="Rank channels by these clean statistics of the model (from `scan "
+            "--save-stats`, or `merge-stats` of sharded scans) instead of a clean pass over "
+            "--data; --data still serves evaluation and fine-tuning.",
+            show_default=False,
+        ),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
     ] = None,
@@ -205,7 +215,14 @@ def prune(
     prepare_output(output, force)
     prepare_output(report, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
+    require_paths(
+        ("model", model), ("--data", data), ("--eval-data", eval_data), ("--stats", stats)
+    )
+    clean_stats = None
+    if stats is not None:
+        from kerasaudit.stages.scan import load_stats
+
+        clean_stats = load_stats(stats)
     loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:
@@ -225,6 +242,7 @@ def prune(
             max_acc_drop=max_acc_drop / 100,
             batch_size=batch_size,
             strict_ratio=True,
+            clean_stats=clean_stats,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

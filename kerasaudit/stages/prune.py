@@ -143,6 +143,7 @@ def prune(
     unlearn_with: Sequence[Any] | None = None,
     teacher: Any | None = None,
     strict_ratio: bool = False,
+    clean_stats: Any | None = None,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -156,7 +157,8 @@ def prune(
     found while ``trigger`` ranks the channels. ``teacher``: the model whose clean outputs the
     fine-tune distils (default: ``model`` itself) when the settings ask for distillation.
     ``strict_ratio``: a ratio that prunes no channel of any candidate layer is an error (the
-    prune command: pruning nothing while saying "pruned" would mislead).
+    prune command: pruning nothing while saying "pruned" would mislead). ``clean_stats``: saved
+    (e.g. merged) clean statistics of ``model`` used for the ranking instead of a clean pass.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -219,8 +221,9 @@ def prune(
             f"use at least {1 / smallest:.3g}"
         )
     rankings = rank_channels(
-        model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size
-    )
+        model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size,
+        clean_stats=clean_stats,
+    )  # fmt: skip
     if auto and not layers:
         candidates = _strongest_layers(candidates, rankings, AUTO_LAYERS)
 
