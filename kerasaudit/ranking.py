@@ -141,7 +141,7 @@ def rank_all(
         clean = (
             scanner.stats(dataset, batch_size=batch_size)
             if clean_stats is None
-            else _checked_stats(model, clean_stats, layers)
+            else checked_stats(model, clean_stats, layers)
         )
         if Criterion.LINF_TRIGGER in criteria:
             triggered = scanner.stats(triggered_batches(dataset, trigger), batch_size=batch_size)
@@ -170,7 +170,7 @@ def rank_all(
     return rankings
 
 
-def _checked_stats(model: Any, stats: Any, layers: Sequence[AuditableLayer]) -> Any:
+def checked_stats(model: Any, stats: Any, layers: Sequence[AuditableLayer]) -> Any:
     """``stats`` if they were measured on this very model and cover ``layers``."""
     from kerasaudit.stages.scan import model_fingerprint
 

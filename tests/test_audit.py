@@ -92,3 +92,20 @@ def test_audit_refuses_bad_outputs_before_loading(tiny: dict[str, Path], tmp_pat
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output, result.output
+
+
+def test_audit_uses_saved_clean_statistics(tiny: dict[str, Path], tmp_path: Path) -> None:
+    stats = tmp_path / "stats.npz"
+    scanned = runner.invoke(
+        app, ["scan", str(tiny["backdoored"]), "-d", str(tiny["test"]), "--save-stats", str(stats)]
+    )
+    assert scanned.exit_code in (0, 1), scanned.output
+    known = ["--trigger", TRIGGER, "--target", "0", "--format", "json", "-q"]
+    base = ["audit", str(tiny["backdoored"]), "--data", str(tiny["test"]), *known]
+    own, saved = runner.invoke(app, base), runner.invoke(app, [*base, "--stats", str(stats)])
+    assert own.exit_code == saved.exit_code == 1, own.output + saved.output
+    mine, theirs = json.loads(own.stdout), json.loads(saved.stdout)
+    assert mine["clean_scan"] == theirs["clean_scan"]
+    foreign = runner.invoke(app, ["audit", str(tiny["clean"]), "--data", str(tiny["test"]),
+                                  *known, "--stats", str(stats)])  # fmt: skip
+    assert foreign.exit_code == 2 and "another model" in foreign.output, foreign.output

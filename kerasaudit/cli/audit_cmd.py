@@ -74,6 +74,15 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    stats: Annotated[
+        Path | None,
+        typer.Option(
+            "--stats",
+            help="Clean statistics of the model (from `scan --save-stats` or `merge-stats`) "
+            "instead of the audit's own clean pass.",
+            show_default=False,
+        ),
+    ] = None,
     html: Annotated[
         Path | None,
         typer.Option(
@@ -105,7 +114,7 @@ def audit(
     consoles = Consoles(quiet)
     if not 0.0 <= max_asr <= 100.0:
         raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
-    require_paths(("model", model), ("--data", data))
+    require_paths(("model", model), ("--data", data), ("--stats", stats))
     request = trigger_request(trigger, trigger_data, target)
     config = reverse_config(steps, 32, images, None, None, seed, True, 3)
     prepare_output(output, force)
@@ -128,6 +137,11 @@ def audit(
     from kerasaudit.stages.defend import DefenceSettings
 
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
+    clean_stats = None
+    if stats is not None:
+        from kerasaudit.stages.scan import load_stats
+
+        clean_stats = load_stats(stats)
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
     chosen_format = None
@@ -152,6 +166,7 @@ def audit(
             known_target=target,
             progress=update,
             on_step=lambda name: consoles.info(f"step: {name}"),
+            clean_stats=clean_stats,
         )
     written = None
     if fixed is not None and fix is not None and chosen_format is not None:

@@ -24,12 +24,12 @@ import numpy as np
 
 from kerasaudit.data import Dataset
 from kerasaudit.evaluation import EvaluationResult, evaluate
-from kerasaudit.inventory import ModelInventory, build_inventory
+from kerasaudit.inventory import ModelInventory, auditable_layers, build_inventory
 from kerasaudit.neurons import TriggerNeurons, trigger_neurons
 from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove
 from kerasaudit.stages.prune import PruneResult
 from kerasaudit.stages.reverse import ReverseConfig, ReverseResult, reverse_engineer
-from kerasaudit.stages.scan import Scanner, ScanResult, scan
+from kerasaudit.stages.scan import Scanner, ScanResult, analyse, scan
 from kerasaudit.triggers import AnyTrigger
 
 # A known trigger whose ASR is above this is a finding. Clean zoo models send at most a few
@@ -175,8 +175,10 @@ def audit(
     known_target: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_step: StepFn | None = None,
+    clean_stats: Any | None = None,
 ) -> tuple[Any | None, AuditResult]:
-    """Run the audit (module doc); return (the fixed model or None, the result)."""
+    """Run the audit (module doc); return (the fixed model or None, the result).
+    ``clean_stats``: saved (e.g. merged) clean statistics of ``model`` replace step 2's pass."""
     settings = settings or AuditSettings()
     model = loaded.model
     seconds: dict[str, float] = {}
@@ -191,7 +193,13 @@ def audit(
     seconds["inventory"] = time.perf_counter() - started
 
     started = step("clean statistics")
-    clean_scan = scan(model, dataset, source=str(dataset.info.path))
+    if clean_stats is None:
+        clean_scan = scan(model, dataset, source=str(dataset.info.path))
+    else:
+        from kerasaudit.ranking import checked_stats
+
+        layers = auditable_layers(model)
+        clean_scan = analyse(checked_stats(model, clean_stats, layers))
     seconds["clean statistics"] = time.perf_counter() - started
 
     reversed_ = None
