@@ -12,7 +12,8 @@ scan/predict of each repeat is kept and the median reported. Both run with the s
 setting (``--jit off`` is what Keras and kerasaudit use on CPU by default).
 
 Memory: ``kerasaudit scan`` on the sample model is run in fresh subprocesses over
-``--rss-images`` images (an .npz built by tiling the sample validation set); the difference of
+``--rss-images`` images (10,000 and 100,000 by default: the sample validation set tiled),
+stored in each of ``--rss-formats`` (.npz, .npy, HDF5, a folder of PNGs); the difference of
 peak RSS (ru_maxrss) between the largest and smallest run shows whether memory grows with
 the number of images.
 
@@ -170,7 +171,34 @@ def peak_rss(model: Path, data: Path, batch_size: int) -> dict:
     return {"images": report["images"], "peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds}
 
 
+def write_data(kind: str, x: np.ndarray, directory: Path) -> Path:
+    """``x`` (N, 28, 28 uint8) as ``kind``: .npz, .npy (memory-mapped by kerasaudit), HDF5,
+    or a folder of PNG files (streamed, decoded a batch at a time)."""
+    if kind == "npz":
+        path = directory / "x.npz"
+        np.savez(path, x=x)
+    elif kind == "npy":
+        path = directory / "x.npy"
+        np.save(path, x)
+    elif kind == "hdf5":
+        import h5py
+
+        path = directory / "x.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("x", data=x, chunks=(min(len(x), 1024), *x.shape[1:]))
+    else:
+        from PIL import Image
+
+        path = directory / "images"
+        path.mkdir()
+        for i, image in enumerate(x):
+            Image.fromarray(image).save(path / f"{i:06d}.png")
+    return path
+
+
 def rss(args: argparse.Namespace) -> dict | None:
+    """Peak RSS of whole ``kerasaudit scan`` processes at each ``--rss-images`` count, for
+    every ``--rss-formats`` data format; the growth from the smallest to the largest count."""
     model = SAMPLES / "fmnist_clean.keras"
     val = SAMPLES / "fmnist_val.npz"
     if not (model.exists() and val.exists()):
@@ -178,20 +206,21 @@ def rss(args: argparse.Namespace) -> dict | None:
         return None
     with np.load(val, allow_pickle=False) as archive:
         x = archive["x"]
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="bench-scan-") as tmp:
+    formats = {}
+    for kind in args.rss_formats:
+        runs = []
         for count in args.rss_images:
-            data = Path(tmp) / f"x{count}.npz"
-            tiled = np.concatenate([x] * (-(-count // len(x))))[:count]
-            np.savez(data, x=tiled)
-            log(f"RSS: scanning {count} images ({data.stat().st_size / 1e6:.0f} MB on disk)")
-            runs.append(peak_rss_isolated(model, data, args.batch_size))
-            log(f"  peak RSS {runs[-1]['peak_rss_mb']:.1f} MB in {runs[-1]['seconds']:.1f}s")
-    return {
-        "model": model.name,
-        "runs": runs,
-        "rss_difference_mb": runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"],
-    }
+            with tempfile.TemporaryDirectory(prefix="bench-scan-") as tmp:
+                tiled = np.concatenate([x] * (-(-count // len(x))))[:count]
+                data = write_data(kind, tiled, Path(tmp))
+                log(f"RSS: scanning {count} images as {kind}")
+                runs.append(peak_rss_isolated(model, data, args.batch_size))
+                log(f"  peak RSS {runs[-1]['peak_rss_mb']:.1f} MB in {runs[-1]['seconds']:.1f}s")
+        formats[kind] = {
+            "runs": runs,
+            "rss_difference_mb": runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"],
+        }
+    return {"model": model.name, "formats": formats}
 
 
 def peak_rss_isolated(model: Path, data: Path, batch_size: int) -> dict:
@@ -236,11 +265,14 @@ def print_table(results: dict) -> None:
     console.print(table)
     memory = results.get("rss")
     if memory:
-        runs = ", ".join(f"{r['images']} images: {r['peak_rss_mb']:.1f} MB" for r in memory["runs"])
-        console.print(
-            f"peak RSS of `kerasaudit scan` ({memory['model']}): {runs}; "
-            f"difference {memory['rss_difference_mb']:+.1f} MB"
-        )
+        for kind, row in memory["formats"].items():
+            runs = ", ".join(
+                f"{r['images']:,} images: {r['peak_rss_mb']:.1f} MB" for r in row["runs"]
+            )
+            print(
+                f"peak RSS of `kerasaudit scan` ({memory['model']}, {kind}): {runs}; "
+                f"difference {row['rss_difference_mb']:+.1f} MB"
+            )
 
 
 def main() -> int:
@@ -251,7 +283,11 @@ def main() -> int:
     parser.add_argument("--jit", choices=("off", "on"), default="off")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto")
     parser.add_argument("--models", default="resnet50,sample")
-    parser.add_argument("--rss-images", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--rss-images", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument(
+        "--rss-formats", nargs="+", default=["npz", "npy", "hdf5", "folder"],
+        choices=["npz", "npy", "hdf5", "folder"],
+    )  # fmt: skip
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--quick", action="store_true", help="256 images, 3 repeats, no RSS")
     parser.add_argument("--out", type=Path, default=None)
