@@ -191,7 +191,8 @@ def write_data(kind: str, x: np.ndarray, directory: Path) -> Path:
 
         path = directory / "images"
         path.mkdir()
-        for i, image in enumerate(x):
+        pictures = x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x
+        for i, image in enumerate(pictures):
             Image.fromarray(image).save(path / f"{i:06d}.png")
     return path
 

@@ -633,14 +633,41 @@ def _open_npy(path: Path) -> _Source:
     if header.dtype.kind in _NUMERIC_KINDS:
         with _reading(where), memory_map():  # fail now, not mid-run, on a truncated file
             pass
+    # C-order rows are read with plain file reads, a batch at a time: a memory map's touched
+    # pages count in the process' RSS (+67 MB at 100,000 images, measured), the page cache
+    # does not. Fortran-order arrays have no contiguous rows and keep the memory map.
+    reader: _Reader = (
+        _SlicingReader(memory_map, where)
+        if header.fortran_order
+        else _NpyStreamReader(path, header, where)
+    )
     return _Source(
         kind="npy",
         where=where,
-        reader=_SlicingReader(memory_map, where),
+        reader=reader,
         length=_length(header.shape, where),
         example_shape=header.shape[1:],
         dtype=header.dtype,
     )
+
+
+@dataclass(frozen=True)
+class _NpyStreamReader:
+    """Reads C-order rows of a .npy file sequentially, ``batch_size`` at a time."""
+
+    path: Path
+    header: _NpyHeader
+    where: str
+
+    def read(self, count: int, batch_size: int) -> Iterator[np.ndarray]:
+        example_shape = self.header.shape[1:]
+        example_bytes = math.prod(example_shape) * self.header.dtype.itemsize
+        with _reading(self.where), self.path.open("rb") as stream:
+            _read_npy_header(stream, self.where)
+            for start in range(0, count, batch_size):
+                rows = min(batch_size, count - start)
+                data = _read_exact(stream, rows * example_bytes, self.where)
+                yield np.frombuffer(data, dtype=self.header.dtype).reshape(rows, *example_shape)
 
 
 @dataclass(frozen=True)

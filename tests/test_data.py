@@ -139,6 +139,21 @@ def test_npz_x_key_alone_takes_its_default_label_partner(tmp_path: Path) -> None
     assert (info.x_key, info.y_key, info.count) == ("x_val", "y_val", 2)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_npy_is_streamed_in_either_order_and_sharded(tmp_path: Path, order: str) -> None:
+    """C-order .npy rows are read with file reads (no memory map in the RSS), Fortran-order
+    through the memory map; both serve the same examples, also as shards."""
+    x = images_u8(11)
+    path = tmp_path / "d.npy"
+    np.save(path, np.asfortranarray(x) if order == "F" else x)
+    dataset = open_data(DataSpec(path, batch_size=4), MNIST_LIKE)
+    served_x, _ = collect(dataset)
+    np.testing.assert_allclose(served_x[..., 0], x / 255, rtol=1e-6)
+    parts = [collect(dataset.shard(i, 3))[0] for i in range(3)]
+    assert [len(p) for p in parts] == [3, 4, 4]
+    np.testing.assert_array_equal(np.concatenate(parts), served_x)
+
+
 def test_npz_fortran_order_array(tmp_path: Path) -> None:
     x = np.asfortranarray(images_u8(9))
     path = save_npz(tmp_path / "d.npz", compressed=False, x=x)
