@@ -67,3 +67,12 @@ def test_typer_vendored_click_exceptions() -> None:
 
     assert issubclass(UsageError, ClickException)
     assert issubclass(NoArgsIsHelpError, UsageError)
+
+
+def test_typer_parameters_describe_their_type() -> None:
+    """The 80-column help (kerasaudit.cli.app) asks each parameter for its display type, which
+    Typer 0.29 added (0.28 has none: every command would crash before parsing)."""
+    from typer.core import TyperArgument, TyperOption
+
+    assert callable(getattr(TyperArgument, "display_type", None))
+    assert callable(getattr(TyperOption, "display_type", None))
