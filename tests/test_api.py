@@ -50,6 +50,10 @@ def test_every_api_name_stays_a_function_after_every_submodule_is_imported() -> 
         assert value.__module__ == "kerasaudit.api" and value.__doc__, name
     with pytest.raises(AttributeError):
         _ = kerasaudit.no_such_function  # type: ignore[attr-defined]
+    # The package's list (kept literal for tools) and kerasaudit.api's are the same names.
+    from kerasaudit import api
+
+    assert sorted(api.__all__) == sorted(API)
 
 
 def test_scan_and_evaluate_take_paths_arrays_and_loaded_models(tiny: dict[str, Path]) -> None:

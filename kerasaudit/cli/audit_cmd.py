@@ -39,6 +39,7 @@ from kerasaudit.cli.trigger_options import (
     TargetOpt,
     TriggerDataOpt,
     TriggerOpt,
+    check_max_asr,
     trigger_request,
 )
 from kerasaudit.errors import BadInputError, ExitCode
@@ -112,8 +113,7 @@ def audit(
     drives (triggered − clean ℓ∞). --fix OUT removes a found backdoor. Exit 1 when a
     backdoor is found, 0 when none is."""
     consoles = Consoles(quiet)
-    if not 0.0 <= max_asr <= 100.0:
-        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    check_max_asr(max_asr)
     require_paths(("model", model), ("--data", data), ("--stats", stats))
     request = trigger_request(trigger, trigger_data, target)
     config = reverse_config(steps, 32, images, None, None, seed, True, 3)

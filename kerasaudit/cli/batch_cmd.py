@@ -22,7 +22,7 @@ from kerasaudit.cli.common import (
 from kerasaudit.cli.context import require_paths
 from kerasaudit.cli.data_options import DataOpt, LimitOpt, ScaleOpt, XKeyOpt, YKeyOpt
 from kerasaudit.cli.reverse_cmd import ImagesOpt, SeedOpt, StepsOpt
-from kerasaudit.cli.trigger_options import TargetOpt, TriggerDataOpt, TriggerOpt
+from kerasaudit.cli.trigger_options import TargetOpt, TriggerDataOpt, TriggerOpt, check_max_asr
 from kerasaudit.errors import BadInputError
 
 
@@ -117,8 +117,7 @@ def batch(
     require_paths(("--data", data), ("--trigger-data", trigger_data))
     if timeout is not None and not timeout > 0:
         raise BadInputError(f"--timeout must be positive, got {timeout:g}")
-    if not 0.0 <= max_asr <= 100.0:
-        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    check_max_asr(max_asr)
     for path in (sarif, jsonl):
         prepare_output(path, force)
     from kerasaudit.fleet import expand_models, jsonl_lines, run_fleet
@@ -149,14 +148,13 @@ def batch(
         ray_address=ray,
         cpus_per_task=cpus_per_task,
     )
+    from kerasaudit._io import write_text_atomic
+
     if sarif is not None:
-        from kerasaudit._io import write_text_atomic
         from kerasaudit.formats.sarif import to_sarif
 
         write_text_atomic(sarif, json.dumps(to_sarif(result), indent=2) + "\n", force=force)
     if jsonl is not None:
-        from kerasaudit._io import write_text_atomic
-
         write_text_atomic(jsonl, "".join(line + "\n" for line in jsonl_lines(result)), force=force)
     emit(
         fmt,

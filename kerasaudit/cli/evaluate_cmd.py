@@ -37,9 +37,10 @@ from kerasaudit.cli.trigger_options import (
     TargetOpt,
     TriggerDataOpt,
     TriggerOpt,
+    check_max_asr,
     trigger_request,
 )
-from kerasaudit.errors import BadInputError, ExitCode
+from kerasaudit.errors import ExitCode
 
 MaxAsrOpt = Annotated[
     float | None,
@@ -83,8 +84,7 @@ def evaluate(
 
     consoles = Consoles(quiet)
     prepare_output(output, force)
-    if max_asr is not None and not 0 <= max_asr <= 100:
-        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    check_max_asr(max_asr)
     # Parsed before the model loads, so a typo fails in a moment.
     request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)

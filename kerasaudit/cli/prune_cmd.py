@@ -47,6 +47,7 @@ from kerasaudit.cli.trigger_options import (
     TargetOpt,
     TriggerDataOpt,
     TriggerOpt,
+    check_max_asr,
     trigger_request,
 )
 from kerasaudit.errors import BadInputError, ExitCode
@@ -193,8 +194,7 @@ def prune(
     chosen_ratio = parse_ratio(ratio)
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
-    if not 0.0 <= max_asr <= 100.0:
-        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    check_max_asr(max_asr)
     request = trigger_request(trigger, trigger_data, target)
     if criterion is CriterionChoice.LINF_TRIGGER and request is None:
         raise BadInputError(

@@ -48,6 +48,7 @@ from kerasaudit.cli.trigger_options import (
     TargetOpt,
     TriggerDataOpt,
     TriggerOpt,
+    check_max_asr,
     trigger_request,
 )
 from kerasaudit.errors import BadInputError, ExitCode
@@ -139,8 +140,7 @@ def sweep(
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     ratio_list = _parse_ratios(ratios)
-    if not 0.0 <= max_asr <= 100.0:
-        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")
+    check_max_asr(max_asr)
     tuning = fine_tune_settings(
         fine_tune_epochs,
         unlearn,

@@ -71,3 +71,11 @@ def trigger_request(
     if trigger is None:
         return None
     return TriggerRequest(parse_trigger(trigger), None, target)
+
+
+def check_max_asr(max_asr: float | None) -> None:
+    """``--max-asr`` is a percentage (checked before anything loads)."""
+    from kerasaudit.errors import BadInputError
+
+    if max_asr is not None and not 0.0 <= max_asr <= 100.0:
+        raise BadInputError(f"--max-asr is a percentage between 0 and 100, got {max_asr:g}")

@@ -12,6 +12,7 @@ from kerasaudit.formats import audit_fmt
 from kerasaudit.formats.report_html import (
     CSP,
     CSS,
+    REVERSE_WHAT,
     _badge,
     _e,
     _kv,
@@ -68,13 +69,8 @@ def _model(result: AuditResult) -> str:
 
 def _trigger(result: AuditResult, figure: Figure | None) -> str:
     if result.reverse is not None:
-        what = (
-            "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
-            "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
-            "label that stands out from the others on any of them is a suspected target."
-        )
         body = reverse_evidence(result.reverse, figure)
-        return _section("reverse", "Trigger recovery", what, body)
+        return _section("reverse", "Trigger recovery", REVERSE_WHAT, body)
     known = result.known
     attack = None if known is None else known.attack
     rows = [("clean accuracy", _pct(None if known is None else known.accuracy))]

@@ -344,6 +344,13 @@ def _scan(data: ReportData) -> str:
     )
 
 
+REVERSE_WHAT = (
+    "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
+    "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
+    "label that stands out from the others on any of them is a suspected backdoor target."
+)
+
+
 def reverse_evidence(
     result: ReverseResult, figure: Figure | None, trigger_label: int | None = None
 ) -> str:
@@ -394,11 +401,7 @@ def reverse_evidence(
 
 
 def _reverse(data: ReportData) -> str:
-    what = (
-        "Trigger recovery: for each label, the smallest patch (Neural Cleanse), the smallest "
-        "image-wide perturbation, and the largest logit margin any input reaches (MM-BD); a "
-        "label that stands out from the others on any of them is a suspected backdoor target."
-    )
+    what = REVERSE_WHAT
     rev = data.reverse
     if isinstance(rev, Skipped):
         return _section("reverse", "Reverse engineering", what, _skipped(rev))
