@@ -32,11 +32,25 @@ from kerasaudit.cli import (
 _METAVARS = {"path": "PATH", "float": "NUMBER", "int": "N", "str": "TEXT"}
 
 
+def _type_name(param: Any, ctx: Any) -> str:
+    """The name Typer would show for a parameter's type: ``path``, ``int``, ``a|b|c``, ...
+    (Typer 0.29 has ``display_type``; 0.28 only the Click type)."""
+    display = getattr(param, "display_type", None)
+    if display is not None:
+        shown = str(display(ctx) or "").strip("<>")
+        return shown.removeprefix("list[").removesuffix("]").removesuffix(" range")
+    kind = param.type
+    choices = getattr(kind, "choices", None)
+    if choices:
+        return "|".join(str(c) for c in choices)
+    name = str(getattr(kind, "name", "") or "").removesuffix(" range")
+    return {"integer": "int", "text": "str"}.get(name, name)
+
+
 def _metavar(param: Any, ctx: Any) -> str:
     """Plain metavars for help at 80 columns (PATH, N, NUMBER, TEXT, [a|b|c]) instead of
     Typer's ``<list[str]>`` / ``<int range>``."""
-    shown = str(param.display_type(ctx) or "").strip("<>")
-    base = shown.removeprefix("list[").removesuffix("]").removesuffix(" range")
+    base = _type_name(param, ctx)
     if "|" in base:
         return f"[{base}]"
     return _METAVARS.get(base, base.upper() or "VALUE")
@@ -52,11 +66,8 @@ class KerasauditGroup(TyperGroup):
                 continue
             if getattr(param, "param_type_name", "") == "argument":
                 param.metavar = (param.name or "value").upper()
-                shown = str(param.display_type(ctx) or "")
-                if shown.startswith("<list["):  # Typer shows <list[str]>: say <text>... instead
-                    element = shown.removeprefix("<list[").removesuffix("]>")
-                    element = {"str": "text"}.get(element, element)
-                    param.display_type = lambda _ctx, e=element: f"<{e}>..."
+                if getattr(param, "nargs", 1) != 1:
+                    param.metavar += "..."
             elif not getattr(param, "is_flag", False):
                 param.metavar = _metavar(param, ctx)
         return command
@@ -127,8 +138,6 @@ app.command("reverse")(reverse_cmd.reverse)
 app.command("defend")(defend_cmd.defend)
 app.command("gradcam")(gradcam_cmd.gradcam)
 app.command("report")(report_cmd.report)
-app.command("merge-stats")(merge_stats_cmd.merge_stats)
-app.command("batch")(batch_cmd.batch)
 app.command("merge-stats")(merge_stats_cmd.merge_stats)
 app.command("batch")(batch_cmd.batch)
 

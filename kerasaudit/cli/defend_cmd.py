@@ -176,6 +176,7 @@ def defend(
     verdict); for each flagged label complete its recovered trigger, prune the channels it
     drives (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1
     when a backdoor was flagged (and removed), 0 when none was found."""
+    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import defend_fmt, reverse_fmt
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
@@ -218,7 +219,6 @@ def defend(
         check_artifact_dir(artifacts, force=force)
     known_spec = None if eval_trigger is None else parse_trigger(eval_trigger)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
-    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     loaded = load(consoles, model, unsafe, custom_objects)
     chosen_format = None
     if output is not None:

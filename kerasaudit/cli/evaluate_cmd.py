@@ -78,6 +78,7 @@ def evaluate(
     """Clean accuracy; with a trigger, attack success rate (triggered non-target images
     classified as the target) and robust accuracy (those still classified correctly).
     Exit 1 when --max-asr is exceeded."""
+    require_paths(("model", model), ("--data", data))
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.evaluation import evaluate as run_evaluation
     from kerasaudit.formats import evaluate_fmt
@@ -88,7 +89,6 @@ def evaluate(
     # Parsed before the model loads, so a typo fails in a moment.
     request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "evaluating") as update:

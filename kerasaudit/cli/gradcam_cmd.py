@@ -127,6 +127,7 @@ def gradcam(
     """Grad-CAM / Grad-CAM++ / Score-CAM maps of the first --limit images: one PNG per image
     (input, map, overlay; clean and triggered side by side with --trigger; the --compare model
     below) and a grid of all. With --trigger, reports how much of each map lies on the trigger."""
+    require_paths(("model", model), ("--data", data))
     from kerasaudit._io import write_atomic
     from kerasaudit.cli.common import emit_json
     from kerasaudit.cli.progress import progress_bar
@@ -142,7 +143,6 @@ def gradcam(
     prepare_output(report, force)
     # --limit here counts explained images; the data itself is not limited.
     data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
-    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)

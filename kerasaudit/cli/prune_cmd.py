@@ -184,12 +184,9 @@ def prune(
     """Zero the kernels (and following BatchNorm γ/β) of the most suspicious channels, optionally
     fine-tune (with unlearning), and report accuracy and ASR before and after. Exit 1 when a
     given trigger still works on the pruned model (ASR above --max-asr)."""
-    from kerasaudit.cli.common import emit_json
-    from kerasaudit.formats import prune_fmt
-    from kerasaudit.ranking import Criterion
-    from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
-    from kerasaudit.stages.prune import prune as run_prune
-
+    require_paths(
+        ("model", model), ("--data", data), ("--eval-data", eval_data), ("--stats", stats)
+    )
     consoles = Consoles(quiet)
     chosen_ratio = parse_ratio(ratio)
     if not 0.0 <= max_acc_drop <= 100.0:
@@ -215,9 +212,12 @@ def prune(
     prepare_output(output, force)
     prepare_output(report, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    require_paths(
-        ("model", model), ("--data", data), ("--eval-data", eval_data), ("--stats", stats)
-    )
+    from kerasaudit.cli.common import emit_json
+    from kerasaudit.formats import prune_fmt
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
+    from kerasaudit.stages.prune import prune as run_prune
+
     clean_stats = None
     if stats is not None:
         from kerasaudit.stages.scan import load_stats

@@ -161,6 +161,7 @@ def report(
     reverse engineering (--reverse), pruning sweep and the recommended prune (with --trigger
     and --target), and Grad-CAM before/after. Exit code 1 when the scan flags channels or
     reverse engineering flags a label."""
+    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     from kerasaudit._io import write_text_atomic
     from kerasaudit.formats import report_html
     from kerasaudit.ranking import Criterion
@@ -181,7 +182,6 @@ def report(
         raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
     prepare_output(output, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
     inputs = open_inputs(loaded, data_args, data, eval_data, request)

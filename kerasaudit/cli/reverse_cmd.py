@@ -210,6 +210,7 @@ def reverse(
     reverse M --data D -o rev/ ; prune M --data D --trigger rev/trigger_labelK.npz
     --criterion linf-trigger --ratio 0.25 --fine-tune-epochs 10 --unlearn -o pruned.keras ;
     evaluate pruned.keras --data HELD_OUT --trigger rev/trigger_labelK.npz"""
+    require_paths(("model", model), ("--data", data))
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import reverse_fmt
     from kerasaudit.stages.reverse import check_artifact_dir, reverse_engineer, write_artifacts
@@ -222,7 +223,6 @@ def reverse(
     if output is not None:
         check_artifact_dir(output, force=force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
-    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     dataset = open_inputs(loaded, data_args, data).dataset
     with progress_bar(consoles, "reversing (label-steps)") as update:

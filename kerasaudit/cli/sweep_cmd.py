@@ -124,6 +124,7 @@ def sweep(
 ) -> None:
     """Accuracy, ASR and RA against pruning ratio for criteria × layers; recommends the
     smallest ratio with the lowest ASR whose accuracy loss stays within --max-acc-drop."""
+    require_paths(("model", model), ("--data", data))
     from kerasaudit._io import write_atomic, write_text_atomic
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import sweep_fmt
@@ -156,7 +157,6 @@ def sweep(
         raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    require_paths(("model", model), ("--data", data))
     loaded = load(consoles, model, unsafe, custom_objects)
     inputs = open_inputs(loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "sweeping layers") as update:
