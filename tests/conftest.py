@@ -174,3 +174,18 @@ def find_layer_config(config: Any, name: str) -> dict[str, Any]:
         elif isinstance(obj, list):
             stack.extend(obj)
     raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    """A real two-node Ray cluster on this machine (head + one worker node, 1 CPU each)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()

@@ -4,20 +4,18 @@ SARIF validated against the OASIS 2.1.0 schema, --resume, and a worker killed mi
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from hostile_files import lambda_model_files
+from ray_helpers import kill_first_task
 from test_reverse import TRIGGER, write_stripe_files
 from typer.testing import CliRunner
 
@@ -134,38 +132,6 @@ def test_batch_refuses_bad_arguments_before_auditing(tmp_path: Path) -> None:
         assert result.exit_code == 2 and message in result.output, result.output
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Any:
-    """A real two-node Ray cluster on this machine (head + one worker node, 1 CPU each)."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False},
-    )
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
-
-
-def _kill_first_task(name: str, killed: list[int], stop: threading.Event) -> None:
-    """Kill -9 the first Ray worker seen running ``name`` (its title is ``ray::name``)."""
-    while not stop.is_set() and not killed:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(f"ray::{name}".encode()):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-                return
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_batch_on_a_ray_cluster_survives_a_killed_worker(
     fleet: dict[str, Path], ray_cluster: Any, tmp_path: Path
@@ -174,7 +140,7 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker(
     models = [fleet["models"] / "backdoored.keras", fleet["models"] / "team" / "clean.keras"]
     killed: list[int] = []
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_first_task, args=("run_one", killed, stop))
+    killer = threading.Thread(target=kill_first_task, args=("run_one", killed, stop))
     killer.start()
     try:
         result = subprocess.run(

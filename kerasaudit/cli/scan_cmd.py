@@ -92,6 +92,28 @@ ShardOpt = Annotated[
 ]
 
 
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Scan on a Ray cluster with Ray Data: the data is cut into shards, a pool of "
+        "actors (each loading the model once) scans them and the statistics are merged, equal "
+        "to one scan. 'auto' (the cluster this machine belongs to), 'host:port' or "
+        "'ray://host:10001'. Needs pip install 'kerasaudit[ray]'; model and data must be at the "
+        "same paths on every node. Clean statistics only.",
+    ),
+]
+RayActorsOpt = Annotated[
+    int,
+    typer.Option("--ray-actors", min=1, help="With --ray: model replicas scanning at once."),
+]
+CpusPerActorOpt = Annotated[
+    float,
+    typer.Option("--cpus-per-task", min=0.1, help="With --ray: CPUs Ray reserves per actor."),
+]
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'I/N' → (I, N), checked before anything is loaded."""
     if text is None:
@@ -122,6 +144,9 @@ def scan(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     save_stats: SaveStatsOpt = None,
     shard: ShardOpt = None,
+    ray: RayOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    cpus_per_task: CpusPerActorOpt = 1.0,
     trigger: TriggerOpt = None,
     trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
@@ -150,6 +175,8 @@ def scan(
     which = parse_shard(shard)
     if which is not None and (trigger is not None or trigger_data is not None):
         raise BadInputError("--shard scans clean statistics only; drop --trigger/--trigger-data")
+    if ray is not None and (which is not None or trigger is not None or trigger_data is not None):
+        raise BadInputError("--ray scans clean statistics of all the data: drop --shard/--trigger")
     if not math.isfinite(threshold):
         raise BadInputError(f"--threshold must be a finite number, got {threshold}")
     prepare_output(output, force)
@@ -167,18 +194,36 @@ def scan(
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
     if which is not None:
         dataset = dataset.shard(*which)
-    with progress_bar(consoles, "scanning") as update:
-        result = scan_lib.scan(
-            loaded.model,
-            dataset,
-            layers=layer,
-            include_dense=include_dense,
-            threshold=threshold,
-            strategy=strategy,
-            mixed_precision=mixed_precision,
-            progress=update,
-            source=str(data) if which is None else dataset.info.path,
-        )
+    ray_run = None
+    if ray is not None:
+        from kerasaudit.stages.scan_ray import RayScanSettings, scan_stats_on_ray
+
+        settings = RayScanSettings(ray, actors=ray_actors, cpus_per_actor=cpus_per_task)
+        with consoles.err.status(f"scanning on Ray ({ray}, {ray_actors} actor(s))"):
+            stats, ray_run = scan_stats_on_ray(
+                model,
+                spec,
+                dataset.info.count,
+                settings,
+                layers=layer,
+                include_dense=include_dense,
+                unsafe=unsafe,
+                custom_objects=custom_objects,
+            )
+        result = scan_lib.analyse(stats, threshold, seconds=ray_run["seconds"])
+    else:
+        with progress_bar(consoles, "scanning") as update:
+            result = scan_lib.scan(
+                loaded.model,
+                dataset,
+                layers=layer,
+                include_dense=include_dense,
+                threshold=threshold,
+                strategy=strategy,
+                mixed_precision=mixed_precision,
+                progress=update,
+                source=str(data) if which is None else dataset.info.path,
+            )
     neurons = None
     if request is not None:
         from kerasaudit.cli.context import open_inputs
@@ -222,6 +267,11 @@ def scan(
         f"{result.channel_count:,} channels in {result.seconds or 0:.1f} s: "
         f"{result.flagged_count:,} flagged on clean data (threshold {result.threshold:g})"
     )
+    if ray_run is not None:
+        consoles.info(
+            f"on Ray: {ray_run['shards']} shards over {ray_run['actors']} actor(s) on "
+            f"{ray_run['nodes']} node(s), merged"
+        )
     for warning in result.warnings:
         consoles.info(f"warning: {warning}")
     if neurons is not None:

@@ -1,0 +1,79 @@
+"""`kerasaudit scan --ray`: one scan spread over a real local two-node Ray cluster with Ray Data
+(actors each loading the model once), equal to the scan on one machine, surviving a killed
+actor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ray_helpers import kill_first_task
+from test_scan_cli import _conv_model
+from typer.testing import CliRunner
+
+from kerasaudit.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("scan_ray")
+    paths = {"planted": out / "planted.keras", "data": out / "data.npz"}
+    _conv_model(keras_module, planted=True).save(paths["planted"])
+    rng = np.random.default_rng(1)
+    np.savez(paths["data"], x=rng.integers(0, 256, (40, 12, 12), dtype=np.uint8))
+    return paths
+
+
+def test_ray_options_are_checked_before_anything_runs(files: dict[str, Path]) -> None:
+    base = ["scan", str(files["planted"]), "-d", str(files["data"]), "--ray", "auto"]
+    for extra, message in (
+        (["--shard", "0/2"], "--ray scans clean statistics of all the data"),
+        (["--trigger", "patch:size=2,pos=br"], "--ray scans clean statistics of all the data"),
+        (["--ray-actors", "0"], "--ray-actors"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_scan_on_a_ray_cluster_equals_one_scan_and_survives_a_killed_actor(
+    files: dict[str, Path], ray_cluster: Any, tmp_path: Path
+) -> None:
+    from kerasaudit.stages.scan import analyse, load_stats
+
+    base = [str(files["planted"]), "-d", str(files["data"]), "--batch-size", "3", "-q"]
+    whole = tmp_path / "whole.npz"
+    assert runner.invoke(app, ["scan", *base, "--save-stats", str(whole)]).exit_code == 1
+    on_ray = tmp_path / "ray.npz"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_first_task, args=("MapWorker", killed, stop))
+    killer.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "kerasaudit", "scan", *base[:-1], "--save-stats",
+             str(on_ray), "--ray", ray_cluster.address, "--ray-actors", "2"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray Data actor was seen running (nothing was killed)"
+    assert result.returncode == 1, result.stdout + result.stderr  # the planted channel
+    assert "8 shards over 2 actor(s) on 2 node(s), merged" in result.stderr, result.stderr
+    one, merged = load_stats(whole), load_stats(on_ray)
+    assert merged.images == one.images == 40
+    assert len(merged.sources) == 8 and merged.sources[0].endswith("[0:5]"), merged.sources
+    for a, b in zip(one.layers, merged.layers, strict=True):
+        assert a.images == b.images == 40
+        np.testing.assert_array_equal(a.max_linf, b.max_linf)
+        for name in ("sum_l1", "sum_l2", "sum_linf", "sum_linf_sq"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-6)
+    assert [f.flagged for f in analyse(one).flags] == [f.flagged for f in analyse(merged).flags]
