@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -587,6 +587,31 @@ class Scanner:
 
     # -- running --
 
+    def _batches(
+        self, data: Any, batch_size: int
+    ) -> tuple[Iterable[Any], int | None, list[BaseException], str]:
+        """(batches for the step, number of images if known, failure box, data name)."""
+        from kerasaudit.data import Dataset
+
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1 and isinstance(data, Dataset):
+            # One device and kerasaudit's own reader: batches are read by a Python thread and
+            # fed to the step directly. Through tf.data.from_generator the reader ran as a
+            # py_func on one of TensorFlow's inter-op threads, and whole scans sometimes ran on
+            # one core (wall ≈ CPU time; benchmarks/bench_scan_process.py).
+            failure: list[BaseException] = []
+            return _read_ahead(data, failure), data.info.count, failure, str(data.info.path)
+        dataset, total, failure, name = _as_tf_batches(data, batch_size, self.input_shape)
+        if replicas == 1:
+            # strategy.run places the batch itself. A distributed iterator would cost
+            # 0.1-0.7 s to set up on every call, for nothing.
+            return dataset, total, failure, name
+        tf = self._tf
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        distributed = self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+        return distributed, total, failure, name
+
     def stats(
         self,
         data: Any,
@@ -598,17 +623,7 @@ class Scanner:
         """Scan ``data``: a ``kerasaudit.data.Dataset``, a NumPy array of inputs, or a
         ``tf.data.Dataset`` of batches (x or (x, y, ...) elements)."""
         tf = self._tf
-        dataset, total, failure, default_source = _as_tf_batches(data, batch_size, self.input_shape)
-        if self.strategy.num_replicas_in_sync > 1:
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = (
-                tf.data.experimental.AutoShardPolicy.OFF
-            )
-            batches = self.strategy.experimental_distribute_dataset(dataset.with_options(options))
-        else:
-            # One device: strategy.run places the batch itself. A distributed iterator would
-            # cost 0.1-0.7 s to set up on every call, for nothing.
-            batches = dataset
+        batches, total, failure, default_source = self._batches(data, batch_size)
         width = sum(t.target.channels for t in self._taps)
         with tf.device(self.strategy.extended.worker_devices[0]):
             sums = [tf.zeros([width], tf.float64) for _ in range(5)]
@@ -792,6 +807,47 @@ def _as_tf_batches(
             )
         return data.map(lambda x: tf.cast(x, tf.float32)), None, failure, "tf.data"
     raise BadInputError(f"cannot scan data of type {type(data).__name__}")
+
+
+def _read_ahead(data: Any, failure: list[BaseException]) -> Iterator[np.ndarray]:
+    """``data.batches()`` x arrays, read one batch ahead on a helper thread (file reads and
+    NumPy conversions release the GIL). A read error ends the stream and lands in ``failure``
+    (raised by the caller after the loop, as for the tf.data path)."""
+    import queue
+    import threading
+
+    ahead: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for x, _ in data.batches():
+                while not stop.is_set():
+                    try:
+                        ahead.put(x, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # raised as itself on the caller's thread, after the loop
+            failure.append(exc)
+        finally:
+            while not stop.is_set():
+                try:
+                    ahead.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    thread = threading.Thread(target=reader, name="kerasaudit-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (x := ahead.get()) is not None:
+            yield x
+    finally:
+        stop.set()
+        thread.join()
 
 
 # --- replaying the model graph with taps -----------------------------------------------------
