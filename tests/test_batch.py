@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from hostile_files import lambda_model_files
-from ray_helpers import kill_first_task
+from ray_helpers import run_killing_first_task
 from test_reverse import TRIGGER, write_stripe_files
 from typer.testing import CliRunner
 
@@ -138,20 +135,11 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker(
 ) -> None:
     db, sarif = tmp_path / "r.sqlite", tmp_path / "r.sarif"
     models = [fleet["models"] / "backdoored.keras", fleet["models"] / "team" / "clean.keras"]
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=kill_first_task, args=("run_one", killed, stop))
-    killer.start()
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "kerasaudit", "batch", *map(str, models),
-             "-d", str(fleet["test"]), *KNOWN, "--db", str(db), "--sarif", str(sarif),
-             "--ray", ray_cluster.address],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    finally:
-        stop.set()
-        killer.join()
+    result, killed = run_killing_first_task(
+        "run_one",
+        ["batch", *map(str, models), "-d", str(fleet["test"]), *KNOWN, "--db", str(db),
+         "--sarif", str(sarif), "--ray", ray_cluster.address],
+    )  # fmt: skip
     assert killed, "no Ray worker was seen running the task (nothing was killed)"
     assert result.returncode == 1, result.stdout + result.stderr
     assert {k: v["status"] for k, v in rows(db).items()} == {

@@ -155,6 +155,20 @@ def test_device_and_mixed_precision_options(files: dict[str, Path]) -> None:
     assert (report["flagged"][0]["layer"], report["flagged"][0]["channel"]) == ("conv1", 5)
 
 
+def assert_same_statistics(one: Any, merged: Any, *, images: int) -> None:
+    """Merged shard statistics against one scan: the same image counts, maxima and flags; sums
+    equal up to float32 rounding (see the sharded-scan test)."""
+    from kerasaudit.stages.scan import analyse
+
+    assert merged.images == one.images == images
+    for a, b in zip(one.layers, merged.layers, strict=True):
+        assert a.images == b.images == images
+        np.testing.assert_array_equal(a.max_linf, b.max_linf)
+        for name in ("sum_l1", "sum_l2", "sum_linf", "sum_linf_sq"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-6)
+    assert [f.flagged for f in analyse(one).flags] == [f.flagged for f in analyse(merged).flags]
+
+
 def test_sharded_scans_merge_into_the_unsharded_scan(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -162,7 +176,7 @@ def test_sharded_scans_merge_into_the_unsharded_scan(
     by merge-stats: the same images, maxima and flags as one scan; sums equal up to float32
     rounding (a per-image norm is reduced in float32, and TensorFlow's reduction order depends
     on the batch it sits in: measured 1e-8 relative)."""
-    from kerasaudit.stages.scan import analyse, load_stats
+    from kerasaudit.stages.scan import load_stats
 
     base = [str(files["planted"]), "-d", str(files["data"]), "--batch-size", "3", "-q"]
     whole = tmp_path / "whole.npz"
@@ -183,15 +197,9 @@ def test_sharded_scans_merge_into_the_unsharded_scan(
     merged_report = json.loads(merged_run.stdout)
     assert merged_report["stats_file"] == str(merged_path)
     one, merged = load_stats(whole), load_stats(merged_path)
-    assert merged.images == one.images == 20
+    assert_same_statistics(one, merged, images=20)
     ranges = ("[0:6]", "[6:13]", "[13:20]")
     assert all(s.endswith(r) for s, r in zip(merged.sources, ranges, strict=True)), merged.sources
-    for a, b in zip(one.layers, merged.layers, strict=True):
-        assert a.images == b.images == 20
-        np.testing.assert_array_equal(a.max_linf, b.max_linf)
-        for name in ("sum_l1", "sum_l2", "sum_linf", "sum_linf_sq"):
-            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-6)
-    assert [f.flagged for f in analyse(one).flags] == [f.flagged for f in analyse(merged).flags]
 
     # What does not belong together is refused, one line, exit 2.
     other = tmp_path / "other.npz"

@@ -4,16 +4,13 @@ actor."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ray_helpers import kill_first_task
-from test_scan_cli import _conv_model
+from ray_helpers import run_killing_first_task
+from test_scan_cli import _conv_model, assert_same_statistics
 from typer.testing import CliRunner
 
 from kerasaudit.cli.app import app
@@ -46,34 +43,20 @@ def test_ray_options_are_checked_before_anything_runs(files: dict[str, Path]) ->
 def test_scan_on_a_ray_cluster_equals_one_scan_and_survives_a_killed_actor(
     files: dict[str, Path], ray_cluster: Any, tmp_path: Path
 ) -> None:
-    from kerasaudit.stages.scan import analyse, load_stats
+    from kerasaudit.stages.scan import load_stats
 
-    base = [str(files["planted"]), "-d", str(files["data"]), "--batch-size", "3", "-q"]
+    base = [str(files["planted"]), "-d", str(files["data"]), "--batch-size", "3"]
     whole = tmp_path / "whole.npz"
-    assert runner.invoke(app, ["scan", *base, "--save-stats", str(whole)]).exit_code == 1
+    assert runner.invoke(app, ["scan", *base, "-q", "--save-stats", str(whole)]).exit_code == 1
     on_ray = tmp_path / "ray.npz"
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=kill_first_task, args=("MapWorker", killed, stop))
-    killer.start()
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "kerasaudit", "scan", *base[:-1], "--save-stats",
-             str(on_ray), "--ray", ray_cluster.address, "--ray-actors", "2"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    finally:
-        stop.set()
-        killer.join()
+    result, killed = run_killing_first_task(
+        "MapWorker",
+        ["scan", *base, "--save-stats", str(on_ray), "--ray", ray_cluster.address,
+         "--ray-actors", "2"],
+    )  # fmt: skip
     assert killed, "no Ray Data actor was seen running (nothing was killed)"
     assert result.returncode == 1, result.stdout + result.stderr  # the planted channel
     assert "8 shards over 2 actor(s) on 2 node(s), merged" in result.stderr, result.stderr
-    one, merged = load_stats(whole), load_stats(on_ray)
-    assert merged.images == one.images == 40
+    merged = load_stats(on_ray)
+    assert_same_statistics(load_stats(whole), merged, images=40)
     assert len(merged.sources) == 8 and merged.sources[0].endswith("[0:5]"), merged.sources
-    for a, b in zip(one.layers, merged.layers, strict=True):
-        assert a.images == b.images == 40
-        np.testing.assert_array_equal(a.max_linf, b.max_linf)
-        for name in ("sum_l1", "sum_l2", "sum_linf", "sum_linf_sq"):
-            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-6)
-    assert [f.flagged for f in analyse(one).flags] == [f.flagged for f in analyse(merged).flags]

@@ -819,26 +819,24 @@ def _read_ahead(data: Any, failure: list[BaseException]) -> Iterator[np.ndarray]
     ahead: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
 
+    def put(item: np.ndarray | None) -> bool:
+        """Hand ``item`` over unless the consumer has stopped; False once it has."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def reader() -> None:
         try:
             for x, _ in data.batches():
-                while not stop.is_set():
-                    try:
-                        ahead.put(x, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(x):
                     return
         except BaseException as exc:  # raised as itself on the caller's thread, after the loop
             failure.append(exc)
-        finally:
-            while not stop.is_set():
-                try:
-                    ahead.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+        put(None)
 
     thread = threading.Thread(target=reader, name="kerasaudit-read-ahead", daemon=True)
     thread.start()
