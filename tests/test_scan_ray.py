@@ -4,6 +4,7 @@ actor."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,15 @@ def test_scan_on_a_ray_cluster_equals_one_scan_and_survives_a_killed_actor(
     merged = load_stats(on_ray)
     assert_same_statistics(load_stats(whole), merged, images=40)
     assert len(merged.sources) == 8 and merged.sources[0].endswith("[0:5]"), merged.sources
+
+
+def test_without_ray_the_message_says_what_to_install(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base install has no Ray: --ray is refused in one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ModuleNotFoundError
+    result = runner.invoke(
+        app, ["scan", str(files["planted"]), "-d", str(files["data"]), "--ray", "auto"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "pip install 'kerasaudit[ray]'" in result.output
