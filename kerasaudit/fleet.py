@@ -380,19 +380,11 @@ def _run_on_ray(
     running :func:`run_one` — the same worker process as locally — with ``cpus_per_task`` CPUs.
     Ray re-runs a task whose worker died (once); a task that fails twice is an error. The
     models and the data must be readable at the same paths on every node."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise BadInputError(
-            "--ray needs Ray: pip install 'kerasaudit[ray]' (or pip install ray)"
-        ) from exc
-    from ray.exceptions import RayError
+    from kerasaudit._ray import ray_session
 
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise BadInputError(f"--ray {address}: cannot connect ({exc})") from exc
-    try:
+    with ray_session(address) as ray:
+        from ray.exceptions import RayError
+
         task = ray.remote(num_cpus=cpus_per_task, max_retries=RETRIES)(run_one)
         pending = {task.remote(job, list(audit_args), timeout): job for job in jobs}
         while pending:
@@ -406,8 +398,6 @@ def _run_on_ray(
                     outcome = Outcome(str(job.model), job.model_sha256, "error", None,
                                       RETRIES + 1, 0.0, message.splitlines()[0])  # fmt: skip
                 finished(outcome)
-    finally:
-        ray.shutdown()
 
 
 def jsonl_lines(result: FleetResult) -> Iterable[str]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from kerasaudit.data import Dataset
 from kerasaudit.evaluation import EvaluationResult, evaluate
-from kerasaudit.inventory import ModelInventory, auditable_layers, build_inventory
+from kerasaudit.inventory import ModelInventory, build_inventory
 from kerasaudit.neurons import TriggerNeurons, trigger_neurons
 from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove
 from kerasaudit.stages.prune import PruneResult
@@ -198,8 +198,7 @@ def audit(
     else:
         from kerasaudit.ranking import checked_stats
 
-        layers = auditable_layers(model)
-        clean_scan = analyse(checked_stats(model, clean_stats, layers))
+        clean_scan = analyse(checked_stats(model, clean_stats, inventory.auditable))
     seconds["clean statistics"] = time.perf_counter() - started
 
     reversed_ = None

@@ -97,57 +97,49 @@ def scan_stats_on_ray(
     """Scan ``images`` examples of ``spec`` with ``model_path`` on a Ray cluster; returns the
     merged statistics and a description of the run (shards, actors, nodes, seconds)."""
     settings.check()
-    try:
-        import ray
-        import ray.data
-        from ray.exceptions import RayError
-    except ImportError as exc:
-        raise BadInputError(
-            f"--ray needs Ray Data: pip install 'kerasaudit[ray]' ({exc.name} is missing)"
-        ) from None
+    from kerasaudit._ray import ray_session
+
     shards = min(images, settings.shards or settings.actors * SHARDS_PER_ACTOR)
     started = time.perf_counter()
     # Ray Data's own lines (execution plans, log paths, "progress bars disabled") are not for
     # kerasaudit's users; errors still come through
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        ray.init(address=settings.address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise BadInputError(f"--ray {settings.address}: cannot connect ({exc})") from exc
-    try:
+    with ray_session(settings.address, needs=("ray.data",)) as ray:
+        from ray.exceptions import RayError
+
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        results = (
-            # from_items: the shard ids are made on the driver, so no read task competes with
-            # the actors for CPUs (ray.data.range on a 2-CPU cluster with 2 actors deadlocks)
-            ray.data.from_items([{"id": i} for i in range(shards)], override_num_blocks=shards)
-            .map_batches(
-                _ShardScanner,
-                fn_constructor_kwargs={
-                    "model_path": str(model_path),
-                    "spec": spec,
-                    "shards": shards,
-                    "layers": None if layers is None else list(layers),
-                    "include_dense": include_dense,
-                    "unsafe": unsafe,
-                    "custom_objects": None if custom_objects is None else str(custom_objects),
-                },
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=settings.actors),
-                num_cpus=settings.cpus_per_actor,
+        try:
+            results = (
+                # from_items: the shard ids are made on the driver, so no read task competes
+                # with the actors for CPUs (ray.data.range on a 2-CPU cluster with 2 actors
+                # deadlocks)
+                ray.data.from_items([{"id": i} for i in range(shards)], override_num_blocks=shards)
+                .map_batches(
+                    _ShardScanner,
+                    fn_constructor_kwargs={
+                        "model_path": str(model_path),
+                        "spec": spec,
+                        "shards": shards,
+                        "layers": None if layers is None else list(layers),
+                        "include_dense": include_dense,
+                        "unsafe": unsafe,
+                        "custom_objects": None if custom_objects is None else str(custom_objects),
+                    },
+                    batch_size=1,
+                    compute=ray.data.ActorPoolStrategy(size=settings.actors),
+                    num_cpus=settings.cpus_per_actor,
+                )
+                .take_all()
             )
-            .take_all()
-        )
-    except RayError as exc:
-        cause = getattr(exc, "cause", None) or exc
-        if isinstance(cause, BadInputError):
-            raise BadInputError(str(cause)) from None
-        raise
-    finally:
-        ray.shutdown()
+        except RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, BadInputError):
+                raise BadInputError(str(cause)) from None
+            raise
     if len(results) != shards or sorted(int(r["id"]) for r in results) != list(range(shards)):
         raise RuntimeError(f"Ray returned {len(results)} of {shards} shards")
     parts = [pickle.loads(r["stats"]) for r in sorted(results, key=lambda r: int(r["id"]))]
