@@ -14,6 +14,7 @@ BN layers with momentum 0.99 whose moving averages would lag far behind a short 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import _tf
+from kerasaudit.adversary import AdversarySettings, UniversalAdversary
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import logits_function, outputs_probabilities
 from kerasaudit.pruning import PruneMask
-from kerasaudit.triggers import TriggerData
+from kerasaudit.triggers import Trigger, TriggerData
 
 BATCHNORM_MODES = ("train", "frozen", "clean")  # see fine_tune
 MAX_FINE_TUNE_EXAMPLES = 100_000  # held in memory for shuffling; more is not a "clean subset"
@@ -47,6 +49,7 @@ class FineTuneSettings:
     train_batchnorm: bool = True
     seed: int = 0
     distill: float = 0.0  # weight of distillation from the original model on clean images
+    adversarial: bool = False  # unlearn each trigger also as a universal adversary (adversary.py)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class FineTuneResult:
     triggers: int = 0  # triggers unlearnt
     distill: float = 0.0  # distillation weight on clean images (0: none)
     batchnorm: str = "train"
+    adversaries: int = 0  # triggers also unlearnt as universal adversaries
+    adversary_success: tuple[float, ...] = ()  # each adversary's success on the last epoch
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +81,8 @@ class FineTuneResult:
             "triggers": self.triggers,
             "distill": self.distill,
             "batchnorm": self.batchnorm,
+            "adversaries": self.adversaries,
+            "adversary_success": list(self.adversary_success),
         }
 
 
@@ -94,6 +101,9 @@ def fine_tune(
     teacher: Any | None = None,
     distill: float = 0.0,
     batchnorm: str | None = None,
+    adversarial: AdversarySettings | None = None,
+    target: int | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -102,6 +112,12 @@ def fine_tune(
     ``(1 − distill)·CE(label) + distill·KL(teacher ‖ model)`` — the original model's outputs
     on clean images carry no backdoor and say far more than 1,000 hard labels do — while
     triggered images always learn their true class.
+
+    ``adversarial``: each stampable trigger is also unlearnt as a
+    :class:`~kerasaudit.adversary.UniversalAdversary` that re-attacks the model before every
+    step (its target: the trigger's own, else ``target`` when there is one trigger; None:
+    untargeted); stamped slots pick among the triggers and the adversaries alike.
+    ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
         raise BadInputError("--fine-tune-epochs must be at least 1")
@@ -170,21 +186,29 @@ def fine_tune(
         apply(tape, loss)
         return loss
 
+    adversaries = _adversaries(triggers, target, scores, x, adversarial)
+    pool: list[Any] = [*triggers, *adversaries]
     rng = np.random.default_rng(seed)
     steps = 0
     loss_value = float("nan")
-    for _ in range(epochs):
+    success = [0.0] * len(adversaries)
+    for epoch in range(1, epochs + 1):
         order = rng.permutation(len(x))
+        hits = np.zeros(len(adversaries))
+        batches = 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             xb, yb = x[idx], y[idx]
             kind = np.zeros(len(idx), np.int32)
-            if triggers:
+            for a, adversary in enumerate(adversaries):
+                hits[a] += adversary.update(xb, yb)
+            batches += 1
+            if pool:
                 stamp = np.flatnonzero(rng.random(len(idx)) < unlearn_fraction)
                 if stamp.size:
                     xb, yb = xb.copy(), yb.copy()
-                    which = rng.integers(0, len(triggers), stamp.size)
-                    for t_index, trig in enumerate(triggers):
+                    which = rng.integers(0, len(pool), stamp.size)
+                    for t_index, trig in enumerate(pool):
                         slots = stamp[which == t_index]
                         if not slots.size:
                             continue
@@ -196,6 +220,8 @@ def fine_tune(
                                 kind[slots] = 2
                             else:
                                 yb[slots] = yt
+                        elif isinstance(trig, UniversalAdversary):
+                            xb[slots] = trig.apply(xb[slots], rng)
                         else:
                             xb[slots] = trig.apply(xb[slots])
             clean = kind == 0
@@ -216,6 +242,9 @@ def fine_tune(
                     step(tf.constant(xb), tf.constant(yb), tf.constant(kind), training)
                 )
             steps += 1
+        success = [float(h / max(1, batches)) for h in hits]
+        if on_epoch is not None:
+            on_epoch(epoch)
     return FineTuneResult(
         mode=mode,
         epochs=epochs,
@@ -228,7 +257,30 @@ def fine_tune(
         triggers=len(triggers),
         distill=distill if use_teacher else 0.0,
         batchnorm=mode_bn,
+        adversaries=len(adversaries),
+        adversary_success=tuple(success),
     )
+
+
+def _adversaries(
+    triggers: list[Any],
+    target: int | None,
+    scores: Any,
+    x: np.ndarray,
+    settings: AdversarySettings | None,
+) -> list[UniversalAdversary]:
+    if settings is None:
+        return []
+    low, high = float(x.min()), float(x.max())
+    out = []
+    for trig in triggers:
+        if not isinstance(trig, Trigger):  # images carrying a trigger: nothing to optimise
+            continue
+        own = trig.target if trig.target is not None or len(triggers) > 1 else target
+        if trig.value_range is not None:
+            low, high = min(low, trig.value_range[0]), max(high, trig.value_range[1])
+        out.append(UniversalAdversary(trig, own, scores, (low, high), settings))
+    return out
 
 
 def _as_list(trigger: Any | None) -> list[Any]:

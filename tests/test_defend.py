@@ -92,6 +92,7 @@ def test_defend_bad_input(tiny: dict[str, Path], tmp_path: Path) -> None:
         (["--eval-target", "0"], "--eval-target needs --eval-trigger"),
         (["--ratio", "1.5"], "--ratio"),
         (["-o", str(tmp_path / "x.txt")], "must end in"),
+        (["--fine-tune-epochs", "0", "--adversarial"], "--adversarial works while fine-tuning"),
     ):
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, (extra, result.output)

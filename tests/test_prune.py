@@ -269,6 +269,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["-c", "mean", "--trigger", TRIGGER, "--target", "7"], "outside"),
         (["-c", "bogus"], "bogus"),
         (["-c", "mean", "-o", "pruned.txt"], "must end in"),
+        (["--trigger", TRIGGER, "--fine-tune-epochs", "1", "--adversarial"], "add --unlearn"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(

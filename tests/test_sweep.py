@@ -87,6 +87,35 @@ def test_nested_layers_fall_back_to_pruned_clones(files: dict[str, Path]) -> Non
     assert len(result.points) == 2
 
 
+def test_fine_tuned_points_use_the_distillation_weight(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Each point's fine-tune distils when asked (it used to ignore --distill). Every label is
+    1 here: fine-tuning on the labels alone learns "always 1" (held-out accuracy 1), while
+    full distillation keeps the original model's answer (class 0 for these images)."""
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.loading import load_model
+
+    model = load_model(files["flat"]).model
+    data = tmp_path / "zeros.npz"
+    with np.load(files["data"]) as f:
+        np.savez(data, x=f["x"], y=np.ones(len(f["y"]), np.int64))
+    dataset = open_data(DataSpec(data, batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+
+    def accuracy(distill: float) -> float:
+        result = sweep(
+            model, dataset, trigger=trigger, target=0, criteria=[Criterion.L1],
+            layers=["conv2"], ratios=[0.25],
+            fine_tuning=FineTuneSettings(epochs=10, distill=distill, learning_rate=3e-2),
+        )  # fmt: skip
+        (point,) = result.points
+        return point.accuracy
+
+    assert accuracy(0.0) == 1.0
+    assert accuracy(1.0) < 0.5
+
+
 def _point(ratio: float, accuracy: float, asr: float) -> SweepPoint:
     return SweepPoint(Criterion.L1, "conv", ratio, 1, accuracy, asr, 0.0)
 

@@ -135,6 +135,14 @@ def defend(
             "--max-acc-drop", help="Accuracy budget, in points, for the automatic layer choice."
         ),
     ] = 1.5,
+    adversarial: Annotated[
+        bool,
+        typer.Option(
+            "--adversarial/--no-adversarial",
+            help="Unlearn each recovered trigger also as a universal adversary that re-attacks "
+            "the model before every fine-tuning step (a small patch also at random positions).",
+        ),
+    ] = False,
     eval_trigger: Annotated[
         str | None,
         typer.Option(
@@ -202,6 +210,9 @@ def defend(
         changes["unlearn_fraction"] = unlearn_fraction
     if learning_rate is not None:
         changes["learning_rate"] = learning_rate
+    if adversarial and not fine_tune_epochs:
+        raise BadInputError("--adversarial works while fine-tuning: --fine-tune-epochs must be > 0")
+    changes["adversarial"] = adversarial
     settings = DefenceSettings(
         ratio=parse_ratio(ratio),
         layers=tuple(layer or ()),

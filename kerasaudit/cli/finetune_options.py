@@ -43,6 +43,15 @@ DistillOpt = Annotated[
         "Keeps clean accuracy with little data.",
     ),
 ]
+AdversarialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adversarial/--no-adversarial",
+        help="While unlearning, also let each trigger re-attack the model before every step "
+        "(a universal adversary within 1.5× its size; a small patch also at random "
+        "positions), so the backdoor cannot survive next to the one trigger given.",
+    ),
+]
 FreezeBnOpt = Annotated[
     bool,
     typer.Option(
@@ -64,6 +73,7 @@ def fine_tune_settings(
     *,
     has_trigger: bool = True,
     distill: float = 0.0,
+    adversarial: bool = False,
 ) -> FineTuneSettings:
     from kerasaudit.finetune import FineTuneSettings
 
@@ -77,6 +87,8 @@ def fine_tune_settings(
         raise BadInputError(f"--learning-rate must be positive, got {learning_rate:g}")
     if not 0.0 <= distill <= 1.0:
         raise BadInputError(f"--distill is a weight between 0 and 1, got {distill:g}")
+    if adversarial and not unlearn:
+        raise BadInputError("--adversarial works while unlearning: add --unlearn")
     if distill and not epochs:
         raise BadInputError("--distill works while fine-tuning: add --fine-tune-epochs N")
     return FineTuneSettings(
@@ -87,4 +99,5 @@ def fine_tune_settings(
         train_batchnorm=not freeze_bn,
         seed=seed,
         distill=distill,
+        adversarial=adversarial,
     )

@@ -35,6 +35,7 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
 )
 from kerasaudit.cli.finetune_options import (
+    AdversarialOpt,
     DistillOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
@@ -129,6 +130,7 @@ def prune(
     learning_rate: LearningRateOpt = 1e-4,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
+    adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
         typer.Option(
@@ -208,6 +210,7 @@ def prune(
         seed,
         has_trigger=request is not None,
         distill=distill,
+        adversarial=adversarial,
     )
     prepare_output(output, force)
     prepare_output(report, force)

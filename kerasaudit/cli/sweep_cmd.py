@@ -35,6 +35,7 @@ from kerasaudit.cli.data_options import (
     YKeyOpt,
 )
 from kerasaudit.cli.finetune_options import (
+    AdversarialOpt,
     DistillOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
@@ -95,6 +96,7 @@ def sweep(
     learning_rate: LearningRateOpt = 1e-4,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
+    adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
         typer.Option(
@@ -150,6 +152,7 @@ def sweep(
         freeze_bn,
         has_trigger=True,
         distill=distill,
+        adversarial=adversarial,
     )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasaudit.adversary import AdversarySettings
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
@@ -208,6 +209,8 @@ def prune(
             train_batchnorm=tuning.train_batchnorm,
             teacher=teacher if teacher is not None else model,
             distill=tuning.distill,
+            adversarial=AdversarySettings() if tuning.adversarial else None,
+            target=target,
         )
 
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]

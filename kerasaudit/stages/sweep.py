@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import _tf
+from kerasaudit.adversary import AdversarySettings
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import evaluate
@@ -377,6 +378,10 @@ def _sweep_slow(
                     learning_rate=fine_tuning.learning_rate,
                     seed=fine_tuning.seed,
                     train_batchnorm=fine_tuning.train_batchnorm,
+                    teacher=model,
+                    distill=fine_tuning.distill,
+                    adversarial=AdversarySettings() if fine_tuning.adversarial else None,
+                    target=target,
                 )
             result = evaluate(clone, dataset, trigger, target)
             points.append(

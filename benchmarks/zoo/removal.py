@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Blind removal variants on the zoo, with each model's trigger recovery cached.
+
+``defend`` = ``reverse`` (minutes) + removal (seconds to a minute). This script runs the reverse
+part once per model with ``defend``'s own defaults and caches what it found
+(results/NAME/found.npz, found.json); every removal variant then starts from those triggers,
+so comparing removal settings costs only the removal. Measured with the real trigger on the
+9,000 evaluation images, stamped by the zoo's own code; nothing here sees them before.
+
+Usage (from the repository root, after ``zoo.py build``)::
+
+    python benchmarks/zoo/removal.py --models M ... --variants base adv ...
+
+Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defender's data):
+
+  base     defend's default: fine-tune 10 epochs, unlearning the recovered triggers, distil 0.8
+  adv      the same, each recovered trigger also unlearnt as a universal adversary
+           (kerasaudit/adversary.py: re-attacks before every step, compact masks moved around)
+  base20   base with 20 epochs
+  adv20    adv with 20 epochs
+  shift    adv without attack steps: the recovered triggers as they are, compact masks also
+           stamped at random positions
+
+Prints one line per (model, variant) and appends JSON lines to
+benchmarks/zoo/build/results/removal.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import zoo  # noqa: E402
+from recipes import BY_NAME  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "adv": {"adversarial": True},
+    "base20": {"epochs": 20},
+    "adv20": {"adversarial": True, "epochs": 20},
+    "shift": {"adversarial": True},  # adversary settings below: no attack steps, moves only
+}
+ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
+
+
+def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
+    """``defend``'s reverse step (its CLI defaults), cached per model."""
+    from kerasaudit.cli.reverse_cmd import reverse_config
+    from kerasaudit.stages.defend import recovered_trigger
+    from kerasaudit.stages.reverse import FoundTrigger, reverse_engineer
+
+    out = zoo.results_dir(root, name)
+    arrays, meta = out / "found.npz", out / "found.json"
+    if not meta.exists():
+        started = time.time()
+        config = reverse_config(1000, 32, 1000, None, None, 0, True, 3)
+        result = reverse_engineer(model, data, config=config)
+        found = result.found_triggers()
+        stored: dict[str, np.ndarray] = {}
+        for i, f in enumerate(found):
+            stored[f"mask{i}"] = f.mask
+            stored[f"pattern{i}"] = f.pattern
+            if f.delta is not None:
+                stored[f"delta{i}"] = f.delta
+        tmp = out / "found.tmp.npz"
+        np.savez_compressed(tmp, **stored)
+        os.replace(tmp, arrays)
+        zoo._write_json(
+            meta,
+            {
+                "flagged": list(result.verdict.flagged),
+                "all_to_all": result.verdict.all_to_all,
+                "value_range": list(result.value_range),
+                "found": [{"stem": f.stem, "label": f.label, "kind": f.kind} for f in found],
+                "seconds": round(time.time() - started, 1),
+            },
+        )
+    info = json.loads(meta.read_text())
+    triggers = []
+    with np.load(arrays) as f:
+        for i, item in enumerate(info["found"]):
+            delta = f.get(f"delta{i}", None)
+            found_trigger = FoundTrigger(
+                item["stem"], item["label"], item["kind"], f[f"mask{i}"], f[f"pattern{i}"], delta
+            )
+            trigger = recovered_trigger(found_trigger, (28, 28, 1), tuple(info["value_range"]))
+            triggers.append((item["label"], trigger))
+    return triggers, info
+
+
+def run(root: Path, name: str, variant: str) -> dict[str, Any] | None:
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.defend import DefenceSettings, remove
+
+    recipe = BY_NAME[name]
+    model = load_model(root / "models" / recipe.filename).model
+    data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+    triggers, info = found_triggers(root, name, model, data)
+    if not triggers:
+        return None
+    settings = DefenceSettings()
+    settings = replace(settings, fine_tuning=replace(settings.fine_tuning, **VARIANTS[variant]))
+    import kerasaudit.stages.prune as prune_stage
+    from kerasaudit.adversary import AdversarySettings
+
+    prune_stage.AdversarySettings = functools.partial(  # type: ignore[misc]
+        AdversarySettings, **ADVERSARY.get(variant, {})
+    )
+    started = time.time()
+    fixed, result = remove(model, data, triggers, settings)
+    seconds = time.time() - started
+    xe, ye = zoo.load_split(root, "eval")
+    before = zoo.original_eval(root, recipe)
+    after = zoo.measure(fixed, recipe, xe, ye)
+    tuned = result.fine_tune
+    return {
+        "model": name,
+        "variant": variant,
+        "flagged": info["flagged"],
+        "accuracy_before": before["accuracy"],
+        "asr_before": before["asr"],
+        "accuracy_after": after["accuracy"],
+        "asr_after": after["asr"],
+        "layer": list(result.choice.layers),
+        "ratio": result.ratio,
+        "adversary_success": None if tuned is None else list(tuned.adversary_success),
+        "seconds": round(seconds, 1),
+        "reverse_seconds": info["seconds"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--variants", nargs="+", default=["base", "adv"], choices=VARIANTS)
+    parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
+    args = parser.parse_args()
+    root = zoo.zoo_dir(args.dir)
+    out = root / "results" / "removal.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        for variant in args.variants:
+            row = run(root, name, variant)
+            if row is None:
+                print(f"{name:24} nothing flagged", flush=True)
+                break
+            drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
+            asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
+            where = f"{row['layer']} {row['ratio']}"
+            print(f"{name:24} {variant:7} flagged {row['flagged']} Δacc {-drop:+.2f}  ASR {asr}"
+                  f"  {where}  {row['seconds']:.0f} s", flush=True)  # fmt: skip
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
