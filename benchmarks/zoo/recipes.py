@@ -1,5 +1,7 @@
 """The zoo: one recipe per model. A recipe plus the Fashion-MNIST IDX files determines the model
-bit for bit (seeded initialisation, shuffling and poisoning; TensorFlow op determinism on CPU).
+bit for bit on one machine (seeded initialisation, shuffling and poisoning; TensorFlow op
+determinism on CPU). Another CPU may round differently: 12 of 13 models rebuilt on a second
+machine differed from the manifest's hashes (by at most 0.26 points of accuracy).
 
 Families (each at least twice, spread over architectures): BadNets patches (2–5 px, corners and
 the middle, white / grey / checker / random patterns), blended full-image noise, SIG (sinusoidal

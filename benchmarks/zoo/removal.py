@@ -22,7 +22,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            stamped at random positions
 
 Prints one line per (model, variant) and appends JSON lines to
-benchmarks/zoo/build/results/removal.jsonl.
+benchmarks/zoo/build/results/removal.jsonl; ``--table`` prints those rows (the latest per model
+and variant) as the markdown table in benchmarks/zoo/results/removal.md.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     return triggers, info
 
 
-def run(root: Path, name: str, variant: str) -> dict[str, Any] | None:
+def run(root: Path, name: str, variant: str) -> dict[str, Any]:
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
     from kerasaudit.stages.defend import DefenceSettings, remove
@@ -109,8 +110,18 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any] | None:
     model = load_model(root / "models" / recipe.filename).model
     data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
     triggers, info = found_triggers(root, name, model, data)
-    if not triggers:
-        return None
+    before = zoo.original_eval(root, recipe)
+    row: dict[str, Any] = {
+        "model": name,
+        "variant": variant,
+        "flagged": info["flagged"],
+        "all_to_all": info["all_to_all"],
+        "accuracy_before": before["accuracy"],
+        "asr_before": before["asr"],
+        "reverse_seconds": info["seconds"],
+    }
+    if not triggers:  # nothing flagged: defend leaves the model as it is
+        return {**row, "unchanged": True}
     settings = DefenceSettings()
     settings = replace(settings, fine_tuning=replace(settings.fine_tuning, **VARIANTS[variant]))
     import kerasaudit.stages.prune as prune_stage
@@ -123,47 +134,84 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any] | None:
     fixed, result = remove(model, data, triggers, settings)
     seconds = time.time() - started
     xe, ye = zoo.load_split(root, "eval")
-    before = zoo.original_eval(root, recipe)
     after = zoo.measure(fixed, recipe, xe, ye)
     tuned = result.fine_tune
     return {
-        "model": name,
-        "variant": variant,
-        "flagged": info["flagged"],
-        "accuracy_before": before["accuracy"],
-        "asr_before": before["asr"],
+        **row,
         "accuracy_after": after["accuracy"],
         "asr_after": after["asr"],
         "layer": list(result.choice.layers),
         "ratio": result.ratio,
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
         "seconds": round(seconds, 1),
-        "reverse_seconds": info["seconds"],
     }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per model, one column per variant (ASR after / accuracy change);
+    ✓ where every trigger's ASR ≤ 2 % at ≤ 1.5 points lost."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        latest[(row["model"], row["variant"])] = row
+    variants = [v for v in VARIANTS if any(k[1] == v for k in latest)]
+    models = list(dict.fromkeys(k[0] for k in latest))
+    lines = [
+        "| model | flagged | ASR before | accuracy before | " + " | ".join(variants) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in variants) + " |",
+    ]
+    for name in models:
+        first = next(latest[(name, v)] for v in variants if (name, v) in latest)
+        asr0 = " / ".join(f"{100 * a:.1f} %" for a in first["asr_before"])
+        cells = []
+        for v in variants:
+            row = latest.get((name, v))
+            if row is None or row.get("unchanged"):
+                cells.append("–" if row is None else "✗ unchanged")
+                continue
+            drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
+            ok = max(row["asr_after"]) <= 0.02 and drop <= 1.5
+            asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
+            cells.append(f"{'✓' if ok else '✗'} {asr} / {-drop:+.2f}")
+        flagged = ", ".join(map(str, first["flagged"])) or (
+            "all-to-all" if first.get("all_to_all") else "nothing"
+        )
+        lines.append(
+            f"| {name} | {flagged} | {asr0} | {100 * first['accuracy_before']:.2f} % | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--models", nargs="+", default=[])
+    parser.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     parser.add_argument("--variants", nargs="+", default=["base", "adv"], choices=VARIANTS)
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
     args = parser.parse_args()
     root = zoo.zoo_dir(args.dir)
     out = root / "results" / "removal.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.table:
+        rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+        print(table(rows), end="")
+        return 0
+    if not args.models:
+        parser.error("give --models (or --table)")
     for name in args.models:
         for variant in args.variants:
             row = run(root, name, variant)
-            if row is None:
-                print(f"{name:24} nothing flagged", flush=True)
-                break
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if row.get("unchanged"):
+                print(f"{name:24} {variant:7} nothing flagged: unchanged", flush=True)
+                continue
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
             where = f"{row['layer']} {row['ratio']}"
             print(f"{name:24} {variant:7} flagged {row['flagged']} Δacc {-drop:+.2f}  ASR {asr}"
                   f"  {where}  {row['seconds']:.0f} s", flush=True)  # fmt: skip
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
     return 0
 
 

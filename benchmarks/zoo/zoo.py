@@ -8,7 +8,8 @@ Usage (from the repository root; ``nox -s zoo_build`` / ``nox -s zoo`` run the s
 
 Models, data splits and per-model results live under ``benchmarks/zoo/build`` (not in git;
 ``--dir`` or ``KERASAUDIT_ZOO`` moves them). ``manifest.json`` (in git) records each model's
-recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit.
+recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit (on the machine
+that wrote it: other CPUs may round differently).
 """
 
 from __future__ import annotations
