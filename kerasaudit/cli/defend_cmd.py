@@ -140,7 +140,8 @@ def defend(
         typer.Option(
             "--adversarial/--no-adversarial",
             help="Unlearn each recovered trigger also as a universal adversary that re-attacks "
-            "the model before every fine-tuning step (a small patch also at random positions).",
+            "the model before every fine-tuning step (a small patch also at random positions). "
+            "On the zoo it helped position-free patches and hurt others (README).",
         ),
     ] = False,
     eval_trigger: Annotated[

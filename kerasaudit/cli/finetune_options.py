@@ -49,7 +49,7 @@ AdversarialOpt = Annotated[
         "--adversarial/--no-adversarial",
         help="While unlearning, also let each trigger re-attack the model before every step "
         "(a universal adversary within 1.5× its size; a small patch also at random "
-        "positions), so the backdoor cannot survive next to the one trigger given.",
+        "positions). On the zoo it helped position-free patches and hurt others (README).",
     ),
 ]
 FreezeBnOpt = Annotated[
