@@ -465,10 +465,11 @@ def test_artifact_dir_checks(tmp_path: Path) -> None:
 def test_shipped_samples_backdoor_flagged_clean_not(tmp_path: Path) -> None:
     from conftest import SAMPLES
 
-    # 400 steps × 500 images (~1 min per model on 2 CPU cores): the verdict is the same as with
-    # the defaults (1,000 × 1,000) on both samples, measured.
-    common = ["--data", str(SAMPLES / "fmnist_val.npz"), "--steps", "400", "--images", "500"]
-    common += ["--format", "json", "-q"]
+    # The defaults (1,000 steps × 1,000 images, ~1.6 min per model on 2 CPU cores), as users run
+    # it. 400 × 500 gave the same verdicts on one machine and missed the backdoor on another
+    # (label 0's trigger: ℓ∞ excess 1.82, below the rule's threshold; with the defaults 1.92 there,
+    # ℓ∞ index 7.7 against 4.86).
+    common = ["--data", str(SAMPLES / "fmnist_val.npz"), "--format", "json", "-q"]
     backdoored = runner.invoke(app, ["reverse", str(SAMPLES / "fmnist_badnets.keras"), *common])
     assert backdoored.exit_code == 1, backdoored.output
     report = json.loads(backdoored.stdout)
