@@ -110,9 +110,7 @@ class UniversalAdversary:
             delta.assign(delta * tf.minimum(1.0, self.limit / norm))
             return
         mask, pattern = self.variables
-        m = tf.clip_by_value(mask, 0.0, 1.0)
-        total = tf.reduce_sum(m)
-        mask.assign(m * tf.minimum(1.0, self.limit / tf.maximum(total, 1e-12)))
+        mask.assign(_project_mask(tf, mask, self.limit))
         pattern.assign(tf.clip_by_value(pattern, self.low, self.high))
 
     def update(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -155,6 +153,26 @@ class UniversalAdversary:
         m[to] = mask[rows, cols]
         p[to] = pattern[rows, cols]
         return m, p
+
+
+def _project_mask(tf: Any, v: Any, limit: float, iterations: int = 30) -> Any:
+    """The Euclidean projection of ``v`` onto {0 ≤ m ≤ 1, Σm ≤ limit}: ``clip(v − θ, 0, 1)``
+    with the smallest θ ≥ 0 that meets the budget (bisection). Unlike rescaling, it keeps a
+    patch's strong pixels at full strength and drops the faint ones that sign steps spread over
+    the whole image (rescaling diluted a recovered patch until it no longer worked)."""
+
+    def total(theta: Any) -> Any:
+        return tf.reduce_sum(tf.clip_by_value(v - theta, 0.0, 1.0))
+
+    low = tf.constant(0.0)
+    high = tf.maximum(tf.reduce_max(v), 0.0)
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        over = total(mid) > limit
+        low = tf.where(over, mid, low)
+        high = tf.where(over, high, mid)
+    theta = tf.where(total(0.0) > limit, high, 0.0)
+    return tf.clip_by_value(v - theta, 0.0, 1.0)
 
 
 def _compact_box(mask: np.ndarray) -> tuple[slice, slice] | None:

@@ -153,3 +153,18 @@ def test_prune_cli_reports_the_adversary(tiny: dict[str, Any], tmp_path: Path) -
     tuned = json.loads(report.read_text())["fine_tune"]
     assert tuned["adversaries"] == 1 and len(tuned["adversary_success"]) == 1
     assert (tmp_path / "out.keras").exists()
+
+
+def test_the_mask_projection_keeps_a_patch_and_drops_faint_pixels() -> None:
+    from kerasaudit import _tf
+    from kerasaudit.adversary import _project_mask
+
+    tf = _tf.tf()
+    v = np.full((8, 8, 1), 0.02, np.float32)  # what sign steps spread everywhere
+    v[5:7, 5:7] = 1.02  # the patch, a step past 1
+    m = np.asarray(_project_mask(tf, tf.constant(v), 4.0))
+    assert m.sum() == pytest.approx(4.0, abs=1e-3)
+    assert m[5:7, 5:7].min() > 0.95  # the patch keeps its strength (rescaling gave 0.77)
+    assert m[:4].max() < 1e-6  # the faint pixels are gone
+    inside = np.full((8, 8, 1), 0.01, np.float32)  # under the budget: only clipped
+    np.testing.assert_allclose(np.asarray(_project_mask(tf, tf.constant(inside), 4.0)), inside)
