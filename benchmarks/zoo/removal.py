@@ -195,7 +195,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 cells.append("–" if row is None else "✗ unchanged")
                 continue
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
-            ok = max(row["asr_after"]) <= 0.02 and drop <= 1.5
+            ok = max(row["asr_after"]) <= 0.02 and round(drop, 6) <= 1.5  # 135/9,000 is 1.5
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
             cells.append(f"{'✓' if ok else '✗'} {asr} / {-drop:+.2f}")
         flagged = ", ".join(map(str, first["flagged"])) or (
