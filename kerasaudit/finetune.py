@@ -262,6 +262,35 @@ def fine_tune(
     )
 
 
+def fine_tune_with(
+    model: Any,
+    dataset: Dataset,
+    settings: FineTuneSettings,
+    *,
+    mask: PruneMask | None = None,
+    trigger: Any | None = None,
+    teacher: Any | None = None,
+    target: int | None = None,
+) -> FineTuneResult:
+    """:func:`fine_tune` as ``settings`` say (``prune`` and ``sweep`` both call it, so a new
+    setting reaches both): ``trigger`` (one or several) is unlearnt when they ask for it."""
+    return fine_tune(
+        model,
+        dataset,
+        epochs=settings.epochs,
+        mask=mask,
+        trigger=trigger if settings.unlearn else None,
+        unlearn_fraction=settings.unlearn_fraction,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        train_batchnorm=settings.train_batchnorm,
+        teacher=teacher,
+        distill=settings.distill,
+        adversarial=AdversarySettings() if settings.adversarial else None,
+        target=target,
+    )
+
+
 def _adversaries(
     triggers: list[Any],
     target: int | None,
@@ -271,15 +300,14 @@ def _adversaries(
 ) -> list[UniversalAdversary]:
     if settings is None:
         return []
-    low, high = float(x.min()), float(x.max())
+    stampable = [t for t in triggers if isinstance(t, Trigger)]  # not images carrying one
+    ranges = [(float(x.min()), float(x.max()))]
+    ranges += [t.value_range for t in stampable if t.value_range is not None]
+    value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
     out = []
-    for trig in triggers:
-        if not isinstance(trig, Trigger):  # images carrying a trigger: nothing to optimise
-            continue
+    for trig in stampable:
         own = trig.target if trig.target is not None or len(triggers) > 1 else target
-        if trig.value_range is not None:
-            low, high = min(low, trig.value_range[0]), max(high, trig.value_range[1])
-        out.append(UniversalAdversary(trig, own, scores, (low, high), settings))
+        out.append(UniversalAdversary(trig, own, scores, value_range, settings))
     return out
 
 

@@ -124,10 +124,10 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
         return {**row, "unchanged": True}
     settings = DefenceSettings()
     settings = replace(settings, fine_tuning=replace(settings.fine_tuning, **VARIANTS[variant]))
-    import kerasaudit.stages.prune as prune_stage
+    import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
-    prune_stage.AdversarySettings = functools.partial(  # type: ignore[misc]
+    finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc]
         AdversarySettings, **ADVERSARY.get(variant, {})
     )
     started = time.time()

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from kerasaudit.adversary import AdversarySettings
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
-from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune
+from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
@@ -197,19 +196,13 @@ def prune(
         if not tuning.epochs:
             return None
         assert on is not None
-        return fine_tune(
+        return fine_tune_with(
             pruned,
             on,
-            epochs=tuning.epochs,
+            tuning,
             mask=mask,
-            trigger=[with_trigger, *extra] if tuning.unlearn else None,
-            unlearn_fraction=tuning.unlearn_fraction,
-            learning_rate=tuning.learning_rate,
-            seed=tuning.seed,
-            train_batchnorm=tuning.train_batchnorm,
+            trigger=[with_trigger, *extra],
             teacher=teacher if teacher is not None else model,
-            distill=tuning.distill,
-            adversarial=AdversarySettings() if tuning.adversarial else None,
             target=target,
         )
 

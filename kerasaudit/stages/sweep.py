@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import _tf
-from kerasaudit.adversary import AdversarySettings
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import evaluate
-from kerasaudit.finetune import FineTuneSettings, fine_tune
+from kerasaudit.finetune import FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, find_layer
 from kerasaudit.pruning import clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_all
@@ -368,19 +367,13 @@ def _sweep_slow(
             clone = clone_model(model)
             _, mask = zero_channels(clone, [(info, ranking.top(ratio))])
             if fine_tuning is not None and fine_tuning.epochs:
-                fine_tune(
+                fine_tune_with(
                     clone,
                     fit or dataset,
-                    epochs=fine_tuning.epochs,
+                    fine_tuning,
                     mask=mask,
-                    trigger=(trigger_fit or trigger) if fine_tuning.unlearn else None,
-                    unlearn_fraction=fine_tuning.unlearn_fraction,
-                    learning_rate=fine_tuning.learning_rate,
-                    seed=fine_tuning.seed,
-                    train_batchnorm=fine_tuning.train_batchnorm,
+                    trigger=trigger_fit or trigger,
                     teacher=model,
-                    distill=fine_tuning.distill,
-                    adversarial=AdversarySettings() if fine_tuning.adversarial else None,
                     target=target,
                 )
             result = evaluate(clone, dataset, trigger, target)
