@@ -58,7 +58,6 @@ class UniversalAdversary:
     ) -> None:
         tf = _tf.tf()
         self.settings = settings or AdversarySettings()
-        self.target = target
         self.low, self.high = (float(v) for v in value_range)
         self.channels = len(trigger.input_shape) == 3
         mask = np.asarray(trigger.mask, np.float32)
@@ -130,17 +129,12 @@ class UniversalAdversary:
         if self.additive:
             return np.clip(x + self.variables[0].numpy(), self.low, self.high)
         mask, pattern = (v.numpy() for v in self.variables)
-        out = np.empty_like(x)
-        moved = (
-            rng.random(len(x)) < self.settings.shift
-            if self.box is not None
-            else np.zeros(len(x), bool)
-        )
-        out[~moved] = (1.0 - mask) * x[~moved] + mask * pattern
-        for i in np.flatnonzero(moved):
-            m, p = self._moved(mask, pattern, rng)
-            out[i] = (1.0 - m) * x[i] + m * p
-        return out
+        masks = np.repeat(mask[np.newaxis], len(x), axis=0)
+        patterns = np.repeat(pattern[np.newaxis], len(x), axis=0)
+        if self.box is not None:
+            for i in np.flatnonzero(rng.random(len(x)) < self.settings.shift):
+                masks[i], patterns[i] = self._moved(mask, pattern, rng)
+        return (1.0 - masks) * x + masks * patterns
 
     def _moved(
         self, mask: np.ndarray, pattern: np.ndarray, rng: np.random.Generator
