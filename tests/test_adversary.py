@@ -1,5 +1,5 @@
 """Adversarial unlearning: the universal adversary attacks within its budget, moves compact
-patches around, and fine-tuning reports it."""
+patches around, and prune reports it (prune passing it to fine-tuning: test_prune.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ import pytest
 from conftest import build_bn_cnn
 
 from kerasaudit.adversary import AdversarySettings, UniversalAdversary, _compact_box
-from kerasaudit.data import DataSpec, open_data
-from kerasaudit.finetune import FineTuneSettings, _log_scores
-from kerasaudit.ranking import Criterion
-from kerasaudit.stages.prune import prune
+from kerasaudit.finetune import _log_scores
 from kerasaudit.triggers import load_trigger
 
 SHAPE = (8, 8, 1)
@@ -106,31 +103,6 @@ def test_a_compact_patch_is_stamped_at_random_positions(tiny: dict[str, Any]) ->
     unmoved = UniversalAdversary(trigger, 0, _log_scores(model), (0.0, 1.0),
                                  AdversarySettings(shift=0.0))  # fmt: skip
     assert np.array_equal(unmoved.apply(x, np.random.default_rng(3)), trigger.apply(x))
-
-
-def test_fine_tuning_runs_one_adversary_per_trigger(tiny: dict[str, Any]) -> None:
-    dataset = open_data(DataSpec(Path(tiny["data"]), batch_size=32), SHAPE, 3)
-    first = load_trigger("patch:size=3,pos=br,value=1", SHAPE)
-    second = load_trigger("patch:size=2,pos=tl,value=1", SHAPE)
-    pruned, result = prune(
-        tiny["model"],
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio=0.25,
-        layers=["conv2"],
-        trigger=first,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=2, unlearn=True, adversarial=True),
-        unlearn_with=[first, second],
-    )
-    tuned = result.fine_tune
-    assert tuned is not None
-    assert tuned.adversaries == 2 and len(tuned.adversary_success) == 2
-    assert all(0.0 <= s <= 1.0 for s in tuned.adversary_success)
-    assert tuned.to_dict()["adversaries"] == 2
-    kernel = pruned.get_layer("conv2").get_weights()[0]
-    zeroed = [c for c in range(kernel.shape[-1]) if not kernel[..., c].any()]
-    assert len(zeroed) == 1  # pruned channels stay zero under adversarial fine-tuning
 
 
 def test_prune_cli_reports_the_adversary(tiny: dict[str, Any], tmp_path: Path) -> None:

@@ -137,15 +137,16 @@ def test_fine_tuning_keeps_pruned_channels_at_zero(tiny: dict[str, Path]) -> Non
 def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     tiny: dict[str, Path],
 ) -> None:
-    """prune passes the extra triggers (defend: every trigger reverse found) and the
-    distillation weight through to fine-tuning; the teacher is the unpruned model."""
+    """prune passes the extra triggers (defend: every trigger reverse found), the
+    distillation weight and the adversaries through to fine-tuning; the teacher is the
+    unpruned model; pruned channels stay zero under adversarial fine-tuning."""
     from kerasaudit.loading import load_model
 
     model = load_model(tiny["keras"]).model
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
     first = load_trigger(TRIGGER, (8, 8, 1))
     second = load_trigger("patch:size=2,pos=tl,value=1", (8, 8, 1))
-    _, result = prune(
+    pruned, result = prune(
         model,
         dataset,
         criterion=Criterion.LINF_TRIGGER,
@@ -153,12 +154,18 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
         layers=["conv2"],
         trigger=first,
         target=0,
-        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, distill=0.8),
+        fine_tuning=FineTuneSettings(epochs=2, unlearn=True, distill=0.8, adversarial=True),
         unlearn_with=[first, second],
     )
     tuned = result.fine_tune
     assert tuned is not None
     assert tuned.triggers == 2 and tuned.distill == 0.8 and tuned.batchnorm == "train"
+    assert tuned.adversaries == 2 and len(tuned.adversary_success) == 2
+    assert all(0.0 <= s <= 1.0 for s in tuned.adversary_success)
+    assert tuned.to_dict()["adversaries"] == 2
+    kernel = find_layer(pruned, "conv2").kernel.numpy()
+    zeroed = [c for c in range(kernel.shape[-1]) if not kernel[..., c].any()]
+    assert len(zeroed) == 1
     _, plain = prune(
         model,
         dataset,
