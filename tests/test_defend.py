@@ -69,6 +69,33 @@ def test_defend_removes_planted_backdoor_without_knowing_it(
     assert again.exit_code == 2 and "--force" in again.output
 
 
+def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """--ratio 0: no channel zeroed; fine-tuning (here SGD) unlearns the recovered trigger,
+    and the real one stops working."""
+    out = tmp_path / "defended.keras"
+    fast = [a if a != "0.125" else "0" for a in FAST]
+    args = [
+        *["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])],
+        *["--eval-data", str(tiny["test"]), "-o", str(out), "--optimizer", "sgd"],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *fast, "--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    pruned = report["prune"][0]
+    assert pruned["ratio"] == 0.0 and pruned["pruned"] == [] and pruned["rankings"] == []
+    assert pruned["layer_choice"]["layers"] == [] and "no pruning" in pruned["layer_choice"]["reason"]
+    assert pruned["fine_tune"]["optimizer"] == "sgd" and pruned["fine_tune"]["learning_rate"] == 3e-3
+    assert pruned["fine_tune"]["mode"] == "unlearn"
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    table = runner.invoke(app, [*args[:-3], "--force"])  # the table view renders it too
+    assert table.exit_code == 1, table.output
+    assert "pruned nothing" in table.stdout or "none — --ratio 0" in table.stdout
+    no_tuning = runner.invoke(app, [*args[:-3], "--force", "--fine-tune-epochs", "0"])
+    assert no_tuning.exit_code == 2 and "--ratio 0 prunes nothing" in no_tuning.output
+
+
 def test_defend_clean_model_changes_and_writes_nothing(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -93,6 +120,8 @@ def test_defend_bad_input(tiny: dict[str, Path], tmp_path: Path) -> None:
         (["--ratio", "1.5"], "--ratio"),
         (["-o", str(tmp_path / "x.txt")], "must end in"),
         (["--fine-tune-epochs", "0", "--adversarial"], "--adversarial works while fine-tuning"),
+        (["--optimizer", "rmsprop"], "--optimizer must be one of adam, sgd"),
+        (["--learning-rate", "-1"], "--learning-rate must be positive"),
     ):
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, (extra, result.output)

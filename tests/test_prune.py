@@ -178,6 +178,34 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     )
     assert plain.fine_tune is not None
     assert plain.fine_tune.triggers == 1 and plain.fine_tune.distill == 0.0
+    assert plain.fine_tune.optimizer == "adam"
+    sgd_model, sgd = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.25,
+        layers=["conv2"],
+        trigger=first,
+        target=0,
+        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, optimizer="sgd", learning_rate=3e-3),
+    )
+    assert sgd.fine_tune is not None and sgd.fine_tune.to_dict()["optimizer"] == "sgd"
+    assert sgd.fine_tune.learning_rate == 3e-3
+    adam_model, _ = prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.25,
+        layers=["conv2"],
+        trigger=first,
+        target=0,
+        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, learning_rate=3e-3),
+    )
+    # same seed, data and rate: only the optimizer differs, and it was used
+    assert not np.allclose(
+        find_layer(sgd_model, "conv2").kernel.numpy(),
+        find_layer(adam_model, "conv2").kernel.numpy(),
+    )
 
 
 def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
@@ -277,6 +305,8 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["-c", "bogus"], "bogus"),
         (["-c", "mean", "-o", "pruned.txt"], "must end in"),
         (["--trigger", TRIGGER, "--fine-tune-epochs", "1", "--adversarial"], "add --unlearn"),
+        (["-c", "mean", "--fine-tune-epochs", "1", "--optimizer", "rmsprop"], "--optimizer"),
+        (["-c", "mean", "--fine-tune-epochs", "1", "--learning-rate", "0"], "--learning-rate"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(

@@ -20,6 +20,11 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   adv20    adv with 20 epochs
   shift    adv without attack steps: the recovered triggers as they are, compact masks also
            stamped at random positions
+  sgd3     base with SGD (momentum 0.9, cosine decay) at 0.003 instead of Adam at 1e-4
+  sgd1     the same at 0.001
+  ul3      sgd3 without pruning (defend --ratio 0): unlearning only
+  ul1      sgd1 without pruning
+  ulA      base without pruning (Adam)
 
 Prints one line per (model, variant) and appends JSON lines to
 benchmarks/zoo/build/results/removal.jsonl; ``--table`` prints those rows (the latest per model
@@ -52,7 +57,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "base20": {"epochs": 20},
     "adv20": {"adversarial": True, "epochs": 20},
     "shift": {"adversarial": True},  # adversary settings below: no attack steps, moves only
+    "sgd3": {"optimizer": "sgd", "learning_rate": 3e-3},
+    "sgd1": {"optimizer": "sgd", "learning_rate": 1e-3},
+    "ul3": {"optimizer": "sgd", "learning_rate": 3e-3},  # no pruning (RATIO below)
+    "ul1": {"optimizer": "sgd", "learning_rate": 1e-3},
+    "ulA": {},
 }
+RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 
@@ -101,7 +112,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     return triggers, info
 
 
-def run(root: Path, name: str, variant: str) -> dict[str, Any]:
+def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
     from kerasaudit.stages.defend import DefenceSettings, remove
@@ -124,6 +135,8 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
         return {**row, "unchanged": True}
     settings = DefenceSettings()
     settings = replace(settings, fine_tuning=replace(settings.fine_tuning, **VARIANTS[variant]))
+    if variant in RATIO:
+        settings = replace(settings, ratio=RATIO[variant])
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
@@ -138,7 +151,7 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
     tuned = result.fine_tune
     return {
         **row,
-        "reattack": reattack(fixed, model, data, triggers),
+        "reattack": reattack(fixed, model, data, triggers) if diagnose else None,
         "accuracy_after": after["accuracy"],
         "asr_after": after["asr"],
         "layer": list(result.choice.layers),
@@ -215,6 +228,9 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     parser.add_argument("--variants", nargs="+", default=["base", "adv"], choices=VARIANTS)
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
+    parser.add_argument(
+        "--no-reattack", action="store_true", help="skip the re-attack diagnostic (~1 min a model)"
+    )
     args = parser.parse_args()
     root = zoo.zoo_dir(args.dir)
     out = root / "results" / "removal.jsonl"
@@ -227,7 +243,7 @@ def main() -> int:
         parser.error("give --models (or --table)")
     for name in args.models:
         for variant in args.variants:
-            row = run(root, name, variant)
+            row = run(root, name, variant, diagnose=not args.no_reattack)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             if row.get("unchanged"):

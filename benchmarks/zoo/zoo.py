@@ -292,19 +292,21 @@ def cmd_known(args: argparse.Namespace) -> int:
         if not recipe.attack.triggers:
             continue
         out = results_dir(root, recipe.name)
-        target = out / "known.json"
+        suffix = "" if args.optimizer is None else f".{args.optimizer}"
+        target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
+        extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
         current = root / "models" / recipe.filename
         runs = []
         for index in range(len(recipe.attack.triggers)):  # one chain per trigger, in turn
-            pruned = out / f"known{index}.{recipe.fmt}"
+            pruned = out / f"known{index}{suffix}.{recipe.fmt}"
             pruned.unlink(missing_ok=True)
             log(f"known-trigger chain {recipe.name} (trigger {index})")
             code, report, seconds = kerasaudit(
                 ["prune", str(current), "-d", str(data), *trigger_args(root, recipe, index),
-                 *KNOWN_CHAIN, "-o", str(pruned)],
-                out / f"known{index}.log",
+                 *KNOWN_CHAIN, *extra, "-o", str(pruned)],
+                out / f"known{index}{suffix}.log",
             )  # fmt: skip
             runs.append({"exit_code": code, "seconds": seconds, "report": report})
             if not pruned.exists():
@@ -532,6 +534,9 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="redo even if cached")
     parser.add_argument("--slack", type=float, default=1.15, help="calibration slack")
     parser.add_argument("--variant", default="or+linf", help="rule family to report")
+    parser.add_argument(
+        "--optimizer", help="known: the chain with prune --optimizer X (cached as known.X.json)"
+    )
     args = parser.parse_args()
     commands = {
         "build": cmd_build,

@@ -34,6 +34,7 @@ from kerasaudit.cli.data_options import (
     XKeyOpt,
     YKeyOpt,
 )
+from kerasaudit.cli.finetune_options import OptimizerOpt, optimizer_settings
 from kerasaudit.cli.prune_cmd import parse_ratio
 from kerasaudit.cli.reverse_cmd import (
     CompleteOpt,
@@ -89,10 +90,10 @@ def defend(
         typer.Option(
             "--ratio",
             "-r",
-            metavar="R|auto",
-            help="Share of the chosen layer's channels pruned, or auto (as prune: ratios 0.05 "
+            metavar="R|auto|0",
+            help="Share of the chosen layer's channels pruned; auto (as prune: ratios 0.05 "
             "and 0.2 in the three layers the recovered trigger drives hardest, measured on a "
-            "held-out part of --data).",
+            "held-out part of --data); 0: no pruning, unlearning only.",
         ),
     ] = "auto",
     layer: Annotated[
@@ -125,10 +126,11 @@ def defend(
         float | None,
         typer.Option(
             "--learning-rate",
-            help="Adam learning rate for fine-tuning (default: prune's).",
+            help="Fine-tuning learning rate (default: the optimizer's, see --optimizer).",
             show_default=False,
         ),
     ] = None,
+    optimizer: OptimizerOpt = None,
     max_acc_drop: Annotated[
         float,
         typer.Option(
@@ -209,13 +211,16 @@ def defend(
     changes: dict[str, Any] = {"epochs": fine_tune_epochs, "unlearn": fine_tune_epochs > 0}
     if unlearn_fraction is not None:
         changes["unlearn_fraction"] = unlearn_fraction
-    if learning_rate is not None:
-        changes["learning_rate"] = learning_rate
+    changes["optimizer"], changes["learning_rate"] = optimizer_settings(
+        optimizer, learning_rate, tuning.optimizer
+    )
+    if optimizer is None and learning_rate is None:
+        changes["learning_rate"] = tuning.learning_rate
     if adversarial and not fine_tune_epochs:
         raise BadInputError("--adversarial works while fine-tuning: --fine-tune-epochs must be > 0")
     changes["adversarial"] = adversarial
     settings = DefenceSettings(
-        ratio=parse_ratio(ratio),
+        ratio=parse_ratio(ratio, allow_zero=True),
         layers=tuple(layer or ()),
         max_acc_drop=max_acc_drop / 100,
         fine_tuning=replace(tuning, seed=seed, **changes),

@@ -40,6 +40,7 @@ from kerasaudit.cli.finetune_options import (
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
+    OptimizerOpt,
     UnlearnFractionOpt,
     UnlearnOpt,
     fine_tune_settings,
@@ -69,13 +70,17 @@ class SaveFormatChoice(StrEnum):
     H5 = "h5"
 
 
-def parse_ratio(text: str) -> float | str:
+def parse_ratio(text: str, *, allow_zero: bool = False) -> float | str:
+    """``auto`` or a share of channels in (0, 1); with ``allow_zero`` (defend) also 0: prune
+    nothing."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
         value = float(text)
     except ValueError:
         raise BadInputError(f"--ratio takes a number in (0, 1) or auto, got {text!r}") from None
+    if allow_zero and value == 0.0:
+        return 0.0
     if not 0.0 < value < 1.0:
         raise BadInputError(f"--ratio must be between 0 and 1 (exclusive), got {value:g}")
     return value
@@ -127,7 +132,8 @@ def prune(
     fine_tune_epochs: FineTuneEpochsOpt = 0,
     unlearn: UnlearnOpt = False,
     unlearn_fraction: UnlearnFractionOpt = 0.5,
-    learning_rate: LearningRateOpt = 1e-4,
+    learning_rate: LearningRateOpt = None,
+    optimizer: OptimizerOpt = None,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
     adversarial: AdversarialOpt = False,
@@ -211,6 +217,7 @@ def prune(
         has_trigger=request is not None,
         distill=distill,
         adversarial=adversarial,
+        optimizer=optimizer,
     )
     prepare_output(output, force)
     prepare_output(report, force)

@@ -40,6 +40,7 @@ from kerasaudit.cli.finetune_options import (
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
+    OptimizerOpt,
     UnlearnFractionOpt,
     UnlearnOpt,
     fine_tune_settings,
@@ -93,7 +94,8 @@ def sweep(
     fine_tune_epochs: FineTuneEpochsOpt = 0,
     unlearn: UnlearnOpt = False,
     unlearn_fraction: UnlearnFractionOpt = 0.5,
-    learning_rate: LearningRateOpt = 1e-4,
+    learning_rate: LearningRateOpt = None,
+    optimizer: OptimizerOpt = None,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
     adversarial: AdversarialOpt = False,
@@ -153,6 +155,7 @@ def sweep(
         has_trigger=True,
         distill=distill,
         adversarial=adversarial,
+        optimizer=optimizer,
     )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)

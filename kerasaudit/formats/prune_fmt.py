@@ -29,12 +29,22 @@ def _stage_row(name: str, ev: EvaluationResult | None, table: Table) -> None:
 
 def summary_line(result: PruneResult) -> str:
     pruned = sum(len(p.channels) for p in result.pruned)
-    line = f"pruned {pruned} channel(s) in {', '.join(p.layer for p in result.pruned)}"
+    line = (
+        f"pruned {pruned} channel(s) in {', '.join(p.layer for p in result.pruned)}"
+        if result.pruned
+        else "pruned nothing"
+    )
     if result.before is not None and result.final is not None:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.final.accuracy)}"
         if result.final.attack is not None:
             line += f", ASR {_pct(result.before.asr)} → {_pct(result.final.asr)}"
     return line
+
+
+def _optimizer(name: str, rate: float) -> str:
+    if name == "sgd":
+        return f"SGD {rate:g} (momentum 0.9, cosine decay)"
+    return f"Adam {rate:g}"
 
 
 def render(result: PruneResult, console: Console) -> None:
@@ -43,9 +53,8 @@ def render(result: PruneResult, console: Console) -> None:
     head.add_column("value")
     head.add_row("criterion", str(result.criterion))
     head.add_row("ratio", f"{result.ratio:g}")
-    head.add_row(
-        "layer choice", Text(f"{', '.join(result.choice.layers)} — {result.choice.reason}")
-    )
+    layers = ", ".join(result.choice.layers) or "none"
+    head.add_row("layer choice", Text(f"{layers} — {result.choice.reason}"))
     head.add_row("evaluated on", result.evaluated_on)
     if result.fine_tune is not None:
         ft = result.fine_tune
@@ -57,7 +66,8 @@ def render(result: PruneResult, console: Console) -> None:
         head.add_row(
             "fine-tuning",
             f"{mode}, {ft.epochs} epoch(s), {ft.steps} steps on {ft.examples} images, "
-            f"Adam {ft.learning_rate:g}, pruned channels held at zero",
+            f"{_optimizer(ft.optimizer, ft.learning_rate)}"
+            + (", pruned channels held at zero" if result.pruned else ""),
         )
     console.print(head)
 

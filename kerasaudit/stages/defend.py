@@ -33,8 +33,10 @@ from typing import Any
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
+from kerasaudit.finetune import fine_tune_with
+from kerasaudit.pruning import clone_model
 from kerasaudit.ranking import Criterion
-from kerasaudit.stages.prune import FineTuneSettings, PruneResult, prune
+from kerasaudit.stages.prune import FineTuneSettings, LayerChoice, PruneResult, prune
 from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, ReverseResult, reverse_engineer
 from kerasaudit.triggers import AnyTrigger, FileSpec, FileTrigger, Trigger
 
@@ -60,11 +62,13 @@ class DefenceSettings:
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
-            isinstance(self.ratio, float | int) and 0.0 < self.ratio < 1.0
+            isinstance(self.ratio, float | int) and 0.0 <= self.ratio < 1.0
         ):
             raise BadInputError(
-                f"--ratio must be between 0 and 1 (exclusive) or auto: {self.ratio}"
+                f"--ratio must be auto, 0 (no pruning) or between 0 and 1: {self.ratio}"
             )
+        if self.ratio == 0 and not self.fine_tuning.epochs:
+            raise BadInputError("--ratio 0 prunes nothing: it needs --fine-tune-epochs > 0")
         tuning = self.fine_tuning
         if tuning.epochs < 0:
             raise BadInputError("--fine-tune-epochs must be ≥ 0")
@@ -180,6 +184,8 @@ def remove(
     if not triggers:
         raise BadInputError("nothing to remove: no trigger")
     target, first = triggers[0]
+    if settings.ratio == 0:
+        return _unlearn_only(model, dataset, triggers, settings.fine_tuning)
     return prune(
         model,
         dataset,
@@ -193,6 +199,37 @@ def remove(
         max_acc_drop=settings.max_acc_drop,
         unlearn_with=[t for _, t in triggers],
     )
+
+
+def _unlearn_only(
+    model: Any,
+    dataset: Dataset,
+    triggers: Sequence[tuple[int | None, AnyTrigger]],
+    tuning: FineTuneSettings,
+) -> tuple[Any, PruneResult]:
+    """``--ratio 0``: no channel pruned; the clone is fine-tuned unlearning every trigger (the
+    numbers are on ``dataset``, as :func:`remove`'s are)."""
+    target, first = triggers[0]
+    clone = clone_model(model)
+    before = evaluate(model, dataset, first, target) if dataset.info.has_labels else None
+    tuned = fine_tune_with(
+        clone, dataset, tuning, trigger=[t for _, t in triggers], teacher=model, target=target
+    )
+    after = evaluate(clone, dataset, first, target) if dataset.info.has_labels else None
+    reason = "--ratio 0: no pruning; fine-tuning with unlearning only"
+    result = PruneResult(
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=0.0,
+        choice=LayerChoice((), reason, ()),
+        pruned=(),
+        rankings=(),
+        before=before,
+        after_prune=before,
+        fine_tune=tuned,
+        after_fine_tune=after,
+        evaluated_on="--data (the same data used to defend)",
+    )
+    return clone, result
 
 
 def defend(
