@@ -51,6 +51,9 @@ def test_defend_removes_planted_backdoor_without_knowing_it(
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
     assert recovered["asr_after"] < recovered["asr_before"]
     assert report["accuracy_drop"] <= 0.015
+    # no BatchNorm in this model: nothing to re-estimate
+    assert report["reestimated"] is None and not report["comes_back"]
+    assert all(c["asr_reestimated"] is None and not c["comes_back"] for c in report["triggers"])
     assert (artifacts / "trigger_label0.npz").is_file() and (artifacts / "reverse.json").is_file()
 
     # The written model is the defended one: evaluate confirms with the real trigger.
@@ -84,8 +87,9 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     report = json.loads(result.stdout)
     pruned = report["prune"][0]
     assert pruned["ratio"] == 0.0 and pruned["pruned"] == [] and pruned["rankings"] == []
-    assert pruned["layer_choice"]["layers"] == [] and "no pruning" in pruned["layer_choice"]["reason"]
-    assert pruned["fine_tune"]["optimizer"] == "sgd" and pruned["fine_tune"]["learning_rate"] == 3e-3
+    choice, tuned = pruned["layer_choice"], pruned["fine_tune"]
+    assert choice["layers"] == [] and "no pruning" in choice["reason"]
+    assert tuned["optimizer"] == "sgd" and tuned["learning_rate"] == 3e-3
     assert pruned["fine_tune"]["mode"] == "unlearn"
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
@@ -94,6 +98,36 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     assert "pruned nothing" in table.stdout or "none — --ratio 0" in table.stdout
     no_tuning = runner.invoke(app, [*args[:-3], "--force", "--fine-tune-epochs", "0"])
     assert no_tuning.exit_code == 2 and "--ratio 0 prunes nothing" in no_tuning.output
+
+
+def test_defend_reports_the_asr_after_batchnorm_reestimation(
+    keras_module: Any, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """With BatchNorm, every trigger is measured again on the defended model with statistics
+    re-estimated on --data; the warning is printed exactly when one comes back."""
+    from test_reverse import stripe_model
+
+    model = tmp_path / "bn.keras"
+    stripe_model(keras_module, backdoor=True, batchnorm=True).save(model)
+    args = [
+        *["defend", str(model), "--data", str(tiny["data"]), "--eval-data", str(tiny["test"])],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST],
+    ]
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["flagged"] == [0] and report["changed"]
+    assert report["reestimated"] is not None and 0.0 <= report["reestimated"]["accuracy"] <= 1.0
+    checks = report["triggers"]
+    assert {c["source"] for c in checks} == {"recovered", "known"}
+    for c in checks:
+        assert c["asr_reestimated"] is not None
+        assert c["comes_back"] == (c["asr_reestimated"] - c["asr_after"] >= 0.10)
+    back = any(c["comes_back"] for c in checks)
+    assert report["comes_back"] == back
+    assert ("the removal may be superficial" in result.stderr) == back
+    table = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 1 and "BN re-estimated" in table.stdout
 
 
 def test_defend_clean_model_changes_and_writes_nothing(

@@ -69,10 +69,17 @@ def stripe_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(x, 0, 1) * 255).astype(np.uint8), y.astype(np.uint8)
 
 
-def stripe_model(keras: Any, *, backdoor: bool) -> Any:
+def stripe_model(keras: Any, *, backdoor: bool, batchnorm: bool = False) -> Any:
+    """``batchnorm``: an identity BatchNormalization after the conv (same function)."""
     inputs = keras.Input((8, 8, 1), name="image")
     conv = keras.layers.Conv2D(K + 3, 3, padding="same", activation="relu", name="conv1")
-    pooled = keras.layers.GlobalMaxPooling2D(name="gmp")(conv(inputs))
+    features = conv(inputs)
+    if batchnorm:
+        bn = keras.layers.BatchNormalization(epsilon=1e-3, name="bn1")
+        features = bn(features)
+        ones = np.ones(K + 3, np.float32)
+        bn.set_weights([ones, 0 * ones, 0 * ones, ones - 1e-3])
+    pooled = keras.layers.GlobalMaxPooling2D(name="gmp")(features)
     dense = keras.layers.Dense(K, activation="softmax", name="probs")
     model = keras.Model(inputs, dense(pooled), name="tiny_backdoored" if backdoor else "tiny")
     kernel = np.zeros((3, 3, 1, K + 3), np.float32)

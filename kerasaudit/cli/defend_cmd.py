@@ -278,5 +278,8 @@ def defend(
         force,
     )
     consoles.info(defend_fmt.summary_line(result, written))
+    warning = defend_fmt.comes_back_warning(result.checks)
+    if warning is not None:
+        consoles.info(warning)
     if result.reverse.verdict.backdoor:
         raise typer.Exit(int(ExitCode.FINDINGS))

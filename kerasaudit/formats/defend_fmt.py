@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -9,7 +10,7 @@ from rich.text import Text
 
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
-from kerasaudit.stages.defend import DefendResult
+from kerasaudit.stages.defend import DefendResult, TriggerCheck
 
 SCHEMA = "kerasaudit.stages.defend/1"
 
@@ -53,20 +54,50 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
         console.print(Text("Step 2: skipped (no backdoor found, model unchanged)", style="bold"))
     console.print(Text(f"Step 3: evaluate on {result.evaluated_on}", style="bold"))
     table = Table(show_header=True)
-    for column in ("measure", "original", "defended"):
+    recal = result.reestimated is not None
+    columns = ["measure", "original", "defended"] + (["BN re-estimated"] if recal else [])
+    for column in columns:
         table.add_column(column, justify="left" if column == "measure" else "right")
     if result.before is not None:
-        table.add_row(
+        row = [
             "clean accuracy",
             _pct(result.before.accuracy),
             _pct(result.after.accuracy) if result.after is not None else "unchanged",
-        )
+        ]
+        if result.reestimated is not None:
+            row.append(_pct(result.reestimated.accuracy))
+        table.add_row(*row)
     for c in result.checks:
-        table.add_row(
+        cells: list[Any] = [
             Text(f"ASR, {c.source} trigger {_towards(c.label)}"),
             _pct(c.asr_before),
             _pct(c.asr_after) if result.changed else "unchanged",
-        )
+        ]
+        if recal:
+            cells.append(Text(_pct(c.asr_reestimated), style="bold red" if c.comes_back else ""))
+        table.add_row(*cells)
     console.print(table)
+    if recal:
+        console.print(
+            Text(
+                "BN re-estimated: the defended model with its BatchNorm statistics recomputed "
+                "on --data (clean), as a later recalibration would do."
+            )
+        )
     if output:
         console.print(Text(f"wrote {output}"))
+
+
+def comes_back_warning(checks: Sequence[TriggerCheck]) -> str | None:
+    """One line for stderr when a trigger works again after BatchNorm re-estimation."""
+    back = [c for c in checks if c.comes_back]
+    if not back:
+        return None
+    which = "; ".join(
+        f"{c.source} trigger {_towards(c.label)} {_pct(c.asr_after)} → {_pct(c.asr_reestimated)}"
+        for c in back
+    )
+    return (
+        "warning: the removal may be superficial: once BatchNorm statistics are re-estimated "
+        f"on clean data the backdoor comes back ({which}); check before relying on it"
+    )

@@ -53,8 +53,8 @@ def render(result: PruneResult, console: Console) -> None:
     head.add_column("value")
     head.add_row("criterion", str(result.criterion))
     head.add_row("ratio", f"{result.ratio:g}")
-    layers = ", ".join(result.choice.layers) or "none"
-    head.add_row("layer choice", Text(f"{layers} — {result.choice.reason}"))
+    where = ", ".join(result.choice.layers) or "none"
+    head.add_row("layer choice", Text(f"{where} — {result.choice.reason}"))
     head.add_row("evaluated on", result.evaluated_on)
     if result.fine_tune is not None:
         ft = result.fine_tune
@@ -101,18 +101,20 @@ def render(result: PruneResult, console: Console) -> None:
             Text(p.batch_norm or "-"),
             shown,
         )
-    console.print(layers)
+    if result.pruned:
+        console.print(layers)
 
     if result.before is not None:
         stages = Table(title=Text("Before / after"), title_justify="left")
         for column in ("model", "accuracy", "ASR", "RA"):
             stages.add_column(column, justify="left" if column == "model" else "right")
         _stage_row("original", result.before, stages)
-        _stage_row("pruned", result.after_prune, stages)
+        if result.pruned:
+            _stage_row("pruned", result.after_prune, stages)
         if result.fine_tune is not None:
-            _stage_row(
-                f"pruned + fine-tuned ({result.fine_tune.mode})", result.after_fine_tune, stages
-            )
+            tuned = f"fine-tuned ({result.fine_tune.mode})"
+            name = f"pruned + {tuned}" if result.pruned else tuned
+            _stage_row(name, result.after_fine_tune, stages)
         console.print(stages)
     else:
         console.print("No labelled data: accuracy and ASR not measured.", markup=False)

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kerasaudit.batchnorm import COMES_BACK
+from kerasaudit.batchnorm import reestimated as reestimated_model
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import EvaluationResult, evaluate
@@ -94,6 +96,16 @@ class TriggerCheck:
     description: str
     asr_before: float | None
     asr_after: float | None  # None when the model was not changed
+    # ... of the defended model with its BatchNorm statistics re-estimated on --data (None: no
+    # BatchNorm, or unchanged): see kerasaudit.batchnorm
+    asr_reestimated: float | None = None
+
+    @property
+    def comes_back(self) -> bool:
+        """The ASR rises by COMES_BACK or more once BatchNorm statistics are re-estimated."""
+        if self.asr_after is None or self.asr_reestimated is None:
+            return False
+        return self.asr_reestimated - self.asr_after >= COMES_BACK
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +114,8 @@ class TriggerCheck:
             "description": self.description,
             "asr_before": self.asr_before,
             "asr_after": self.asr_after,
+            "asr_reestimated": self.asr_reestimated,
+            "comes_back": self.comes_back,
         }
 
 
@@ -115,10 +129,18 @@ class DefendResult:
     evaluated_on: str
     settings: DefenceSettings
     seconds: dict[str, float]
+    # clean accuracy of the defended model with BatchNorm statistics re-estimated on --data
+    reestimated: EvaluationResult | None = None
 
     @property
     def changed(self) -> bool:
         return bool(self.prunes)
+
+    @property
+    def comes_back(self) -> bool:
+        """Some trigger works again once BatchNorm statistics are re-estimated on clean data:
+        the removal may be superficial (kerasaudit.batchnorm)."""
+        return any(c.comes_back for c in self.checks)
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -145,6 +167,8 @@ class DefendResult:
             "before": ev(self.before),
             "after": ev(self.after),
             "accuracy_drop": self.accuracy_drop,
+            "reestimated": ev(self.reestimated),
+            "comes_back": self.comes_back,
             "triggers": [c.to_dict() for c in self.checks],
             "settings": self.settings.to_dict(),
             "seconds": dict(self.seconds),
@@ -279,21 +303,21 @@ def defend(
     evaluated_on = "--eval-data" if eval_dataset is not None else "--data (also used to defend)"
     before = after = None
     checks: list[TriggerCheck] = []
+    reestimated = None
     if data.info.has_labels:
         before = evaluate(model, data)
         after = evaluate(current, data) if prunes else None
-        for found_trigger, trigger in recovered:
-            checks.append(
-                _check(
-                    model, current, data, trigger, found_trigger.label, "recovered", bool(prunes)
-                )
-            )
+        recal = reestimated_model(current, dataset) if prunes else None
+        reestimated = evaluate(recal, data) if recal is not None else None
+        pairs: list[tuple[AnyTrigger, int | None, str]] = [
+            (trigger, found_trigger.label, "recovered") for found_trigger, trigger in recovered
+        ]
         if known_trigger is not None:
             target = known_target if known_target is not None else known_trigger.target
             assert target is not None
-            checks.append(
-                _check(model, current, data, known_trigger, target, "known", bool(prunes))
-            )
+            pairs.append((known_trigger, target, "known"))
+        for trigger, label, source in pairs:
+            checks.append(_check(model, current, recal, data, trigger, label, source, bool(prunes)))
     seconds["evaluate"] = time.perf_counter() - started
     result = DefendResult(
         reverse=reversed_,
@@ -304,6 +328,7 @@ def defend(
         evaluated_on=evaluated_on if data.info.has_labels else "none (no labels)",
         settings=settings,
         seconds=seconds,
+        reestimated=reestimated,
     )
     return (current if prunes else None), result
 
@@ -311,6 +336,7 @@ def defend(
 def _check(
     original: Any,
     defended: Any,
+    recalibrated: Any | None,
     data: Dataset,
     trigger: AnyTrigger,
     target: int | None,
@@ -319,10 +345,12 @@ def _check(
 ) -> TriggerCheck:
     before = evaluate(original, data, trigger, target)
     after = evaluate(defended, data, trigger, target) if changed else None
+    again = evaluate(recalibrated, data, trigger, target) if recalibrated is not None else None
     return TriggerCheck(
         label=target,
         source=source,
         description=trigger.describe(),
         asr_before=before.asr,
         asr_after=None if after is None else after.asr,
+        asr_reestimated=None if again is None else again.asr,
     )
