@@ -126,8 +126,8 @@ def fine_tune(
     ``optimizer``: ``"adam"`` (constant ``learning_rate``) or ``"sgd"`` (momentum 0.9, the
     rate decayed to 0 along a cosine over all steps). On the zoo (README, `defend` from the
     recovered triggers, no pruning) SGD at 0.003 unlearnt what Adam at 1e-4 did not — a
-    position-free patch recovered at one position (randpos_c4_vgg 10.3 → 1.4 %), all-to-all
-    (14.9 → 0.5 %, 8.4 → 1.0 %) — but cost 1.2-3.8 points of accuracy where Adam cost 0.5-1.8,
+    position-free patch recovered at one position (randpos_c4_vgg 9.9 → 1.4 %), all-to-all
+    (14.1 → 0.5 %, 8.4 → 1.0 %) — but cost more accuracy on 9 of 12 models (1.0-3.8 points),
     so it met the goal on 2 of 4 development models and 0 of 9 test models (Adam: 0 and 3).
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """

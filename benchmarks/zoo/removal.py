@@ -25,6 +25,7 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   ul3      sgd3 without pruning (defend --ratio 0): unlearning only
   ul1      sgd1 without pruning
   ulA      base without pruning (Adam)
+  ul3e20   ul3 with 20 epochs (the same cosine schedule stretched: longer recovery at low rates)
 
 Prints one line per (model, variant) and appends JSON lines to
 benchmarks/zoo/build/results/removal.jsonl; ``--table`` prints those rows (the latest per model
@@ -62,8 +63,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ul3": {"optimizer": "sgd", "learning_rate": 3e-3},  # no pruning (RATIO below)
     "ul1": {"optimizer": "sgd", "learning_rate": 1e-3},
     "ulA": {},
+    "ul3e20": {"optimizer": "sgd", "learning_rate": 3e-3, "epochs": 20},
 }
-RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0}
+RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 
@@ -158,9 +160,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
             "accuracy": again["accuracy"],
             "asr": again["asr"],
             "recovered_asr": [recovered_asr(recal, t, lab, xe, ye) for lab, t in triggers],
-            "recovered_asr_defended": [
-                recovered_asr(fixed, t, lab, xe, ye) for lab, t in triggers
-            ],
+            "recovered_asr_defended": [recovered_asr(fixed, t, lab, xe, ye) for lab, t in triggers],
         }
     return {
         **row,
@@ -207,13 +207,13 @@ def reattack(defended: Any, original: Any, data: Any, triggers: list[Any]) -> li
     return out
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per model, one column per variant (ASR after / accuracy change);
-    ✓ where every trigger's ASR ≤ 2 % at ≤ 1.5 points lost."""
+def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
+    """Markdown: one row per model, one column per variant (``only``: these; ASR after /
+    accuracy change); ✓ where every trigger's ASR ≤ 2 % at ≤ 1.5 points lost."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         latest[(row["model"], row["variant"])] = row
-    variants = [v for v in VARIANTS if any(k[1] == v for k in latest)]
+    variants = [v for v in only or VARIANTS if any(k[1] == v for k in latest)]
     models = list(dict.fromkeys(k[0] for k in latest))
     lines = [
         "| model | flagged | ASR before | accuracy before | " + " | ".join(variants) + " |",
@@ -247,7 +247,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[])
     parser.add_argument("--table", action="store_true", help="print the cached rows as markdown")
-    parser.add_argument("--variants", nargs="+", default=["base", "adv"], choices=VARIANTS)
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, help="default: base adv (--table: all)"
+    )
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
     parser.add_argument(
         "--no-reattack", action="store_true", help="skip the re-attack diagnostic (~1 min a model)"
@@ -258,12 +260,12 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.table:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-        print(table(rows), end="")
+        print(table(rows, args.variants), end="")
         return 0
     if not args.models:
         parser.error("give --models (or --table)")
     for name in args.models:
-        for variant in args.variants:
+        for variant in args.variants or ["base", "adv"]:
             row = run(root, name, variant, diagnose=not args.no_reattack)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -11,7 +11,9 @@
    use ``dataset`` only.
 3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
    ASR of each recovered trigger, before and after; with ``known_trigger`` (a trigger the
-   defence never sees, for measuring only) its ASR too.
+   defence never sees, for measuring only) its ASR too. With BatchNorm, each again after the
+   statistics are re-estimated on ``dataset`` (``kerasaudit.batchnorm``): a removal that lives
+   in the statistics comes back there. ``settings.ratio`` 0: no pruning, unlearning only.
 
 The same chain as separate commands (what ``kerasaudit defend`` runs)::
 
