@@ -95,7 +95,7 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
     table = runner.invoke(app, [*args[:-3], "--force"])  # the table view renders it too
     assert table.exit_code == 1, table.output
-    assert "pruned nothing" in table.stdout or "none — --ratio 0" in table.stdout
+    assert "Step 2: unlearn (no pruning)" in table.stdout and "none — --ratio 0" in table.stdout
     no_tuning = runner.invoke(app, [*args[:-3], "--force", "--fine-tune-epochs", "0"])
     assert no_tuning.exit_code == 2 and "--ratio 0 prunes nothing" in no_tuning.output
 

@@ -43,8 +43,10 @@ OptimizerOpt = Annotated[
     str | None,
     typer.Option(
         "--optimizer",
-        help="Fine-tuning optimizer: adam (constant rate) or sgd (momentum 0.9, cosine decay; "
-        "unlearnt recovered triggers more thoroughly on the zoo, README).",
+        metavar="adam|sgd",
+        help="Fine-tuning optimizer: adam (constant rate; default) or sgd (momentum 0.9, "
+        "cosine decay). On the zoo sgd removed more of the backdoors but cost more accuracy "
+        "(README).",
         show_default=False,
     ),
 ]

@@ -48,7 +48,10 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
     reverse_fmt.render(result.reverse, console)
     if result.prunes:
         for pruned in result.prunes:
-            console.print(Text("Step 2: prune (recovered trigger) + unlearn", style="bold"))
+            what = "unlearn (no pruning)"
+            if pruned.pruned:
+                what = "prune (recovered trigger) + unlearn"
+            console.print(Text(f"Step 2: {what}", style="bold"))
             prune_fmt.render(pruned, console)
     else:
         console.print(Text("Step 2: skipped (no backdoor found, model unchanged)", style="bold"))

@@ -294,7 +294,7 @@ def defend(
     recovered = [(f, recovered_trigger(f, shape, reversed_.value_range)) for f in found]
     current = model
     prunes: list[PruneResult] = []
-    started = step("prune + unlearn")
+    started = step("unlearn" if settings.ratio == 0 else "prune + unlearn")
     if recovered:
         current, pruned = remove(model, dataset, [(f.label, t) for f, t in recovered], settings)
         prunes.append(pruned)
