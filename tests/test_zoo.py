@@ -24,6 +24,7 @@ import archs  # noqa: E402
 import attacks  # noqa: E402
 import calibrate  # noqa: E402
 import recipes  # noqa: E402
+import removal  # noqa: E402
 
 
 def _images(n: int = 6, seed: int = 0) -> np.ndarray:
@@ -156,3 +157,32 @@ def test_calibration_has_no_false_positive_on_its_own_clean_models(tmp_path: Pat
         assert summary["detected"] == 4 and summary["false_positives"] == 0
         assert math.isclose(summary["auroc"], 1.0)
     assert "leave-one-architecture-out" in calibrate.markdown(report)
+
+
+def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
+    """removal.py --table: the latest row per (model, variant) counts; ✓ needs every trigger's
+    ASR ≤ 2 % and ≤ 1.5 points lost (135 of 9,000 images is exactly 1.5); ``only`` picks and
+    orders the columns, and a model without any of them is left out."""
+
+    def row(model: str, variant: str, asr: list[float], after: float) -> dict[str, Any]:
+        return {
+            "model": model,
+            "variant": variant,
+            "flagged": [3],
+            "asr_before": [1.0] * len(asr),
+            "accuracy_before": 0.9,
+            "asr_after": asr,
+            "accuracy_after": after,
+        }
+
+    rows = [
+        row("m1", "base", [0.5], 0.80),  # superseded by the next m1/base row
+        row("m1", "base", [0.019], 0.9 - 135 / 9000),
+        row("m1", "ul3", [0.019, 0.021], 0.9),
+        row("m2", "sgd1", [0.0], 0.9),
+    ]
+    text = removal.table(rows, ["ul3", "base"])
+    lines = text.splitlines()
+    assert lines[0].endswith("| ul3 | base |") and len(lines) == 3  # m2 has neither
+    assert "| ✗ 1.90 % / 2.10 % / +0.00 | ✓ 1.90 % / -1.50 |" in lines[2]
+    assert "m2" in removal.table(rows) and "sgd1" in removal.table(rows).splitlines()[0]

@@ -214,7 +214,7 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
     for row in rows:
         latest[(row["model"], row["variant"])] = row
     variants = [v for v in only or VARIANTS if any(k[1] == v for k in latest)]
-    models = list(dict.fromkeys(k[0] for k in latest))
+    models = list(dict.fromkeys(k[0] for k in latest if k[1] in variants))
     lines = [
         "| model | flagged | ASR before | accuracy before | " + " | ".join(variants) + " |",
         "| --- | --- | --- | --- | " + " | ".join("---" for _ in variants) + " |",
@@ -231,7 +231,7 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
             ok = max(row["asr_after"]) <= 0.02 and round(drop, 6) <= 1.5  # 135/9,000 is 1.5
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
-            cells.append(f"{'✓' if ok else '✗'} {asr} / {-drop:+.2f}")
+            cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}")
         flagged = ", ".join(map(str, first["flagged"])) or (
             "all-to-all" if first.get("all_to_all") else "nothing"
         )
