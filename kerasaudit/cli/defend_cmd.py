@@ -211,11 +211,10 @@ def defend(
     changes: dict[str, Any] = {"epochs": fine_tune_epochs, "unlearn": fine_tune_epochs > 0}
     if unlearn_fraction is not None:
         changes["unlearn_fraction"] = unlearn_fraction
-    changes["optimizer"], changes["learning_rate"] = optimizer_settings(
-        optimizer, learning_rate, tuning.optimizer
-    )
-    if optimizer is None and learning_rate is None:
-        changes["learning_rate"] = tuning.learning_rate
+    if optimizer is not None or learning_rate is not None:  # else defend's own defaults
+        changes["optimizer"], changes["learning_rate"] = optimizer_settings(
+            optimizer, learning_rate, tuning.optimizer
+        )
     if adversarial and not fine_tune_epochs:
         raise BadInputError("--adversarial works while fine-tuning: --fine-tune-epochs must be > 0")
     changes["adversarial"] = adversarial
