@@ -109,3 +109,45 @@ def test_audit_uses_saved_clean_statistics(tiny: dict[str, Path], tmp_path: Path
     foreign = runner.invoke(app, ["audit", str(tiny["clean"]), "--data", str(tiny["test"]),
                                   *known, "--stats", str(stats)])  # fmt: skip
     assert foreign.exit_code == 2 and "another model" in foreign.output, foreign.output
+
+
+def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
+    keras_module: Any, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """--fix with a known trigger writes the fixed model and measures every trigger on it, and
+    (BatchNorm) again with the statistics re-estimated on the audit data: JSON, table, page."""
+    from test_reverse import stripe_model
+
+    model = tmp_path / "bn.keras"
+    stripe_model(keras_module, backdoor=True, batchnorm=True).save(model)
+    fixed, page = tmp_path / "fixed.keras", tmp_path / "audit.html"
+    args = [
+        *["audit", str(model), "--data", str(tiny["data"]), "--trigger", TRIGGER],
+        *["--target", "0", "--fix", str(fixed), "--html", str(page)],
+    ]
+    result = runner.invoke(app, [*args, "--format", "json", "-q"])
+    assert result.exit_code == 1, result.output  # a backdoor was found (the known trigger)
+    fix = json.loads(result.stdout)["fix"]
+    assert fixed.is_file() and fix is not None
+    assert 0.0 <= fix["accuracy_reestimated"] <= 1.0
+    (entry,) = fix["asr"]
+    assert entry["before"] > 0.95 and entry["reestimated"] is not None
+    back = entry["reestimated"] - entry["after"] >= 0.10
+    assert fix["comes_back"] == ([entry["trigger"]] if back else [])
+    html = page.read_text()
+    assert "BN re-estimated" in html and ("comes back" in html) == back
+    table = runner.invoke(app, [*args, "--force"], env={"COLUMNS": "200"})
+    assert table.exit_code == 1 and "BN re-estimated" in table.stdout
+
+    plain = runner.invoke(
+        app,
+        [
+            *["audit", str(tiny["backdoored"]), "--data", str(tiny["data"])],
+            *["--trigger", TRIGGER, "--target", "0", "--fix", str(tmp_path / "f2.keras")],
+            *["--format", "json", "-q"],
+        ],
+    )
+    assert plain.exit_code == 1, plain.output
+    no_bn = json.loads(plain.stdout)["fix"]  # no BatchNorm: nothing to re-estimate
+    assert no_bn["accuracy_reestimated"] is None and no_bn["comes_back"] == []
+    assert all(e["reestimated"] is None for e in no_bn["asr"])

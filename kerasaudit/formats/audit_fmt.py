@@ -97,11 +97,21 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
     if result.fix is not None:
         fix = result.fix
         table = Table(title=Text("Fix (measured on the audit data)"), title_justify="left")
-        for column in ("measure", "before", "after"):
+        recal = fix.reestimated is not None
+        for column in ("measure", "before", "after") + (("BN re-estimated",) if recal else ()):
             table.add_column(column, justify="left" if column == "measure" else "right")
-        table.add_row("clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy))
-        for trigger, before, after in fix.asr:
-            table.add_row(Text(f"ASR: {trigger}", overflow="fold"), _pct(before), _pct(after))
+        accuracy = ["clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy)]
+        if fix.reestimated is not None:
+            accuracy.append(_pct(fix.reestimated.accuracy))
+        table.add_row(*accuracy)
+        again = list(fix.asr_reestimated) or [None] * len(fix.asr)
+        for (trigger, before, after), second in zip(fix.asr, again, strict=True):
+            cells: list[Any] = [Text(f"ASR: {trigger}", overflow="fold"), _pct(before)]
+            cells.append(_pct(after))
+            if recal:
+                back = trigger in fix.comes_back
+                cells.append(Text(_pct(second), style="bold red" if back else ""))
+            table.add_row(*cells)
         console.print(table)
         if result.fix_left_backdoor:
             console.print(

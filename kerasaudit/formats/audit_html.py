@@ -113,11 +113,23 @@ def _fix(result: AuditResult, written: str | None) -> str:
     fix = result.fix
     if fix is None:
         return ""
+    recal = fix.reestimated is not None
     rows = [["clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy)]]
     rows += [[f"ASR: {t}", _pct(before), _pct(after)] for t, before, after in fix.asr]
-    body = _table(["measure", "before", "after"], rows, numeric=(1, 2))
+    head = ["measure", "before", "after"]
+    if fix.reestimated is not None:
+        head.append("BN re-estimated")
+        rows[0].append(_pct(fix.reestimated.accuracy))
+        for row, again in zip(rows[1:], fix.asr_reestimated, strict=True):
+            row.append(_pct(again))
+    body = _table(head, rows, numeric=(1, 2, 3) if recal else (1, 2))
     if result.fix_left_backdoor:
         body += f"<p>{_badge('bad', 'still works')}The backdoor survived the fix.</p>"
+    if fix.comes_back:
+        body += (
+            f"<p>{_badge('bad', 'comes back')}With BatchNorm statistics re-estimated on the "
+            "clean data the backdoor works again: the fix may be superficial.</p>"
+        )
     what = "--fix: pruned the channels the trigger drives and fine-tuned while unlearning it."
     return _section("prune", "Fix", what, body)
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from kerasaudit.batchnorm import COMES_BACK
+from kerasaudit.batchnorm import reestimated as reestimated_model
 from kerasaudit.data import Dataset
 from kerasaudit.evaluation import EvaluationResult, evaluate
 from kerasaudit.inventory import ModelInventory, build_inventory
@@ -65,17 +67,36 @@ class Fix:
     before: EvaluationResult
     after: EvaluationResult
     asr: tuple[tuple[str, float | None, float | None], ...]  # (trigger, before, after)
+    # With BatchNorm: the fixed model with its statistics re-estimated on the audit data
+    # (kerasaudit.batchnorm): its accuracy, and each trigger's ASR (in the order of ``asr``).
+    reestimated: EvaluationResult | None = None
+    asr_reestimated: tuple[float | None, ...] = ()
 
     @property
     def worst_asr_after(self) -> float | None:
         values = [after for _, _, after in self.asr if after is not None]
         return max(values) if values else None
 
+    @property
+    def comes_back(self) -> tuple[str, ...]:
+        """The triggers whose ASR rises by COMES_BACK or more after re-estimation."""
+        return tuple(
+            t
+            for (t, _, after), again in zip(self.asr, self.asr_reestimated, strict=False)
+            if after is not None and again is not None and again - after >= COMES_BACK
+        )
+
     def to_dict(self) -> dict[str, Any]:
+        again = list(self.asr_reestimated) or [None] * len(self.asr)
         return {
             "accuracy_before": self.before.accuracy,
             "accuracy_after": self.after.accuracy,
-            "asr": [{"trigger": t, "before": b, "after": a} for t, b, a in self.asr],
+            "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
+            "asr": [
+                {"trigger": t, "before": b, "after": a, "reestimated": r}
+                for (t, b, a), r in zip(self.asr, again, strict=True)
+            ],
+            "comes_back": list(self.comes_back),
             "prune": self.prune.to_dict(),
         }
 
@@ -140,6 +161,12 @@ class AuditResult:
             out.append(
                 f"after the fix a trigger still works: ASR {worst:.2f} % > "
                 f"{100 * self.settings.max_asr:g} %"
+            )
+        if self.fix is not None and self.fix.comes_back:
+            out.append(
+                "the fix may be superficial: once BatchNorm statistics are re-estimated on the "
+                f"clean data, {', '.join(self.fix.comes_back)} works again (+"
+                f"{100 * COMES_BACK:g} points or more)"
             )
         return out
 
@@ -257,7 +284,12 @@ def audit(
             )
             for label, trigger in triggers
         )
-        fix = Fix(pruned, before, after, asr)
+        recal = reestimated_model(fixed, dataset)
+        again: tuple[float | None, ...] = ()
+        if recal is not None:
+            again = tuple(evaluate(recal, dataset, t, label).asr for label, t in triggers)
+        reestimated = evaluate(recal, dataset) if recal is not None else None
+        fix = Fix(pruned, before, after, asr, reestimated, again)
         seconds["fix"] = time.perf_counter() - started
     result = AuditResult(
         model=str(loaded.path),
