@@ -21,6 +21,14 @@ from kerasaudit.pruning import clone_model
 COMES_BACK = 0.10
 
 
+def comes_back(asr_after: float | None, asr_reestimated: float | None) -> bool:
+    """The ASR rises by :data:`COMES_BACK` or more once BatchNorm statistics are re-estimated
+    (False when either is unknown)."""
+    if asr_after is None or asr_reestimated is None:
+        return False
+    return asr_reestimated - asr_after >= COMES_BACK
+
+
 def batchnorm_layers(model: Any) -> list[Any]:
     """Every BatchNormalization layer, nested models included."""
     return [

@@ -104,10 +104,8 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
         if fix.reestimated is not None:
             accuracy.append(_pct(fix.reestimated.accuracy))
         table.add_row(*accuracy)
-        again = list(fix.asr_reestimated) or [None] * len(fix.asr)
-        for (trigger, before, after), second in zip(fix.asr, again, strict=True):
-            cells: list[Any] = [Text(f"ASR: {trigger}", overflow="fold"), _pct(before)]
-            cells.append(_pct(after))
+        for (trigger, before, after), second in zip(fix.asr, fix.asr_reestimated, strict=True):
+            cells: list[Any] = [Text(f"ASR: {trigger}", overflow="fold"), _pct(before), _pct(after)]
             if recal:
                 back = trigger in fix.comes_back
                 cells.append(Text(_pct(second), style="bold red" if back else ""))

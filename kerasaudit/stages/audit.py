@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasaudit.batchnorm import COMES_BACK
+from kerasaudit.batchnorm import COMES_BACK, comes_back
 from kerasaudit.batchnorm import reestimated as reestimated_model
 from kerasaudit.data import Dataset
 from kerasaudit.evaluation import EvaluationResult, evaluate
@@ -67,10 +67,11 @@ class Fix:
     before: EvaluationResult
     after: EvaluationResult
     asr: tuple[tuple[str, float | None, float | None], ...]  # (trigger, before, after)
-    # With BatchNorm: the fixed model with its statistics re-estimated on the audit data
-    # (kerasaudit.batchnorm): its accuracy, and each trigger's ASR (in the order of ``asr``).
-    reestimated: EvaluationResult | None = None
-    asr_reestimated: tuple[float | None, ...] = ()
+    # The fixed model with its BatchNorm statistics re-estimated on the audit data
+    # (kerasaudit.batchnorm): its accuracy, and each trigger's ASR in the order of ``asr``
+    # (None throughout when the model has no BatchNorm).
+    reestimated: EvaluationResult | None
+    asr_reestimated: tuple[float | None, ...]
 
     @property
     def worst_asr_after(self) -> float | None:
@@ -82,19 +83,18 @@ class Fix:
         """The triggers whose ASR rises by COMES_BACK or more after re-estimation."""
         return tuple(
             t
-            for (t, _, after), again in zip(self.asr, self.asr_reestimated, strict=False)
-            if after is not None and again is not None and again - after >= COMES_BACK
+            for (t, _, after), again in zip(self.asr, self.asr_reestimated, strict=True)
+            if comes_back(after, again)
         )
 
     def to_dict(self) -> dict[str, Any]:
-        again = list(self.asr_reestimated) or [None] * len(self.asr)
         return {
             "accuracy_before": self.before.accuracy,
             "accuracy_after": self.after.accuracy,
             "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
             "asr": [
                 {"trigger": t, "before": b, "after": a, "reestimated": r}
-                for (t, b, a), r in zip(self.asr, again, strict=True)
+                for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)
             ],
             "comes_back": list(self.comes_back),
             "prune": self.prune.to_dict(),
@@ -285,9 +285,10 @@ def audit(
             for label, trigger in triggers
         )
         recal = reestimated_model(fixed, dataset)
-        again: tuple[float | None, ...] = ()
-        if recal is not None:
-            again = tuple(evaluate(recal, dataset, t, label).asr for label, t in triggers)
+        again = tuple(
+            None if recal is None else evaluate(recal, dataset, t, label).asr
+            for label, t in triggers
+        )
         reestimated = evaluate(recal, dataset) if recal is not None else None
         fix = Fix(pruned, before, after, asr, reestimated, again)
         seconds["fix"] = time.perf_counter() - started

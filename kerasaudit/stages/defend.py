@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kerasaudit.batchnorm import COMES_BACK
+from kerasaudit.batchnorm import comes_back
 from kerasaudit.batchnorm import reestimated as reestimated_model
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
@@ -105,9 +105,7 @@ class TriggerCheck:
     @property
     def comes_back(self) -> bool:
         """The ASR rises by COMES_BACK or more once BatchNorm statistics are re-estimated."""
-        if self.asr_after is None or self.asr_reestimated is None:
-            return False
-        return self.asr_reestimated - self.asr_after >= COMES_BACK
+        return comes_back(self.asr_after, self.asr_reestimated)
 
     def to_dict(self) -> dict[str, Any]:
         return {
