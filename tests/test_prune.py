@@ -146,15 +146,23 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
     first = load_trigger(TRIGGER, (8, 8, 1))
     second = load_trigger("patch:size=2,pos=tl,value=1", (8, 8, 1))
-    pruned, result = prune(
-        model,
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio=0.25,
-        layers=["conv2"],
-        trigger=first,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=2, unlearn=True, distill=0.8, adversarial=True),
+
+    def conv2_quarter(tuning: FineTuneSettings, **extra: Any) -> tuple[Any, Any]:
+        """A quarter of conv2's channels pruned by the first trigger, then ``tuning``."""
+        return prune(
+            model,
+            dataset,
+            criterion=Criterion.LINF_TRIGGER,
+            ratio=0.25,
+            layers=["conv2"],
+            trigger=first,
+            target=0,
+            fine_tuning=tuning,
+            **extra,
+        )
+
+    pruned, result = conv2_quarter(
+        FineTuneSettings(epochs=2, unlearn=True, distill=0.8, adversarial=True),
         unlearn_with=[first, second],
     )
     tuned = result.fine_tune
@@ -166,41 +174,16 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     kernel = find_layer(pruned, "conv2").kernel.numpy()
     zeroed = [c for c in range(kernel.shape[-1]) if not kernel[..., c].any()]
     assert len(zeroed) == 1
-    _, plain = prune(
-        model,
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio=0.25,
-        layers=["conv2"],
-        trigger=first,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=1, unlearn=True),
-    )
+    _, plain = conv2_quarter(FineTuneSettings(epochs=1, unlearn=True))
     assert plain.fine_tune is not None
     assert plain.fine_tune.triggers == 1 and plain.fine_tune.distill == 0.0
     assert plain.fine_tune.optimizer == "adam"
-    sgd_model, sgd = prune(
-        model,
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio=0.25,
-        layers=["conv2"],
-        trigger=first,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, optimizer="sgd", learning_rate=3e-3),
+    sgd_model, sgd = conv2_quarter(
+        FineTuneSettings(epochs=1, unlearn=True, optimizer="sgd", learning_rate=3e-3)
     )
     assert sgd.fine_tune is not None and sgd.fine_tune.to_dict()["optimizer"] == "sgd"
     assert sgd.fine_tune.learning_rate == 3e-3
-    adam_model, _ = prune(
-        model,
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio=0.25,
-        layers=["conv2"],
-        trigger=first,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=1, unlearn=True, learning_rate=3e-3),
-    )
+    adam_model, _ = conv2_quarter(FineTuneSettings(epochs=1, unlearn=True, learning_rate=3e-3))
     # same seed, data and rate: only the optimizer differs, and it was used
     assert not np.allclose(
         find_layer(sgd_model, "conv2").kernel.numpy(),
