@@ -70,7 +70,9 @@ ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
-    """``defend``'s reverse step (its CLI defaults), cached per model."""
+    """``defend``'s reverse step (its CLI defaults), cached per model; its evidence is also
+    written as results/NAME/reverse.json when there is none (the same numbers `zoo.py
+    evidence` saves: trigger completion runs after the verdict and does not change them)."""
     from kerasaudit.cli.reverse_cmd import reverse_config
     from kerasaudit.stages.defend import recovered_trigger
     from kerasaudit.stages.reverse import FoundTrigger, reverse_engineer
@@ -91,6 +93,16 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         tmp = out / "found.tmp.npz"
         np.savez_compressed(tmp, **stored)
         os.replace(tmp, arrays)
+        evidence = out / "reverse.json"  # what `zoo.py evidence` writes: calibrate reads it
+        if not evidence.exists():
+            report = result.to_dict()
+            report["zoo"] = {
+                "exit_code": 1 if result.verdict.backdoor else 0,
+                "seconds": round(time.time() - started, 1),
+                "recipe": BY_NAME[name].to_dict(),
+                "source": "removal.found_triggers (defend's reverse, trigger completion on)",
+            }
+            zoo._write_json(evidence, report)
         zoo._write_json(
             meta,
             {
