@@ -63,6 +63,29 @@ def test_scan_on_a_ray_cluster_equals_one_scan_and_survives_a_killed_actor(
     assert len(merged.sources) == 8 and merged.sources[0].endswith("[0:5]"), merged.sources
 
 
+@pytest.mark.slow
+def test_device_and_mixed_precision_reach_the_ray_actors(
+    files: dict[str, Path], ray_cluster: Any, tmp_path: Path
+) -> None:
+    """``--mixed-precision --device cpu`` with ``--ray``: the actors scan in bfloat16 as a local
+    ``--mixed-precision`` scan does (they used to ignore both options and scan in float32)."""
+    from kerasaudit.stages.scan import load_stats
+
+    base = [str(files["planted"]), "-d", str(files["data"]), "-q", "--device", "cpu"]
+    paths = {name: tmp_path / f"{name}.npz" for name in ("local32", "local16", "ray16")}
+    for name, extra in (
+        ("local32", []),
+        ("local16", ["--mixed-precision"]),
+        ("ray16", ["--mixed-precision", "--ray", ray_cluster.address, "--ray-actors", "1"]),
+    ):
+        result = runner.invoke(app, ["scan", *base, *extra, "--save-stats", str(paths[name])])
+        assert result.exit_code == 1, result.output  # the planted channel, every time
+    local32, local16, ray16 = (load_stats(paths[n]) for n in ("local32", "local16", "ray16"))
+    sums = [np.concatenate([layer.sum_l2 for layer in s.layers]) for s in (local32, local16, ray16)]
+    assert np.max(np.abs(sums[1] / sums[0] - 1)) > 1e-4  # bfloat16 changes the statistics ...
+    np.testing.assert_allclose(sums[2], sums[1], rtol=1e-5)  # ... and the actors used it
+
+
 def test_without_ray_the_message_says_what_to_install(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -101,7 +101,8 @@ RayOpt = Annotated[
         "actors (each loading the model once) scans them and the statistics are merged, equal "
         "to one scan. 'auto' (the cluster this machine belongs to), 'host:port' or "
         "'ray://host:10001'. Needs pip install 'kerasaudit[ray]'; model and data must be at the "
-        "same paths on every node. Clean statistics only.",
+        "same paths on every node. Clean statistics only; --device and --mixed-precision apply "
+        "on each actor (gpu: Ray reserves one GPU per actor).",
     ),
 ]
 RayActorsOpt = Annotated[
@@ -189,7 +190,9 @@ def scan(
     request = trigger_request(trigger, trigger_data, target)
     # Load first: the sandboxed load forks before TensorFlow's runtime starts (cheaper).
     loaded = load(consoles, model, unsafe, custom_objects)
-    strategy = strategy_for(device)
+    # With --ray the model runs on the actors, which pick their own device (a GPU-less driver
+    # may send work to GPU nodes).
+    strategy = strategy_for(device) if ray is None else None
     warn_if_unsafe(consoles, loaded)
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
     if which is not None:
@@ -198,7 +201,13 @@ def scan(
     if ray is not None:
         from kerasaudit.stages.scan_ray import RayScanSettings, scan_stats_on_ray
 
-        settings = RayScanSettings(ray, actors=ray_actors, cpus_per_actor=cpus_per_task)
+        settings = RayScanSettings(
+            ray,
+            actors=ray_actors,
+            cpus_per_actor=cpus_per_task,
+            device=device.value,
+            mixed_precision=mixed_precision,
+        )
         with consoles.err.status(f"scanning on Ray ({ray}, {ray_actors} actor(s))"):
             stats, ray_run = scan_stats_on_ray(
                 model,

@@ -33,6 +33,8 @@ class RayScanSettings:
     actors: int = 2  # model replicas (Ray actors) scanning at once
     cpus_per_actor: float = 1.0
     shards: int | None = None  # default: actors × SHARDS_PER_ACTOR (at most one per image)
+    device: str = "auto"  # each actor's --device (gpu: Ray reserves one GPU per actor)
+    mixed_precision: bool = False  # each actor's --mixed-precision
 
     def check(self) -> None:
         if self.actors < 1:
@@ -56,7 +58,10 @@ class _ShardScanner:
         include_dense: bool,
         unsafe: bool,
         custom_objects: str | None,
+        device: str = "auto",
+        mixed_precision: bool = False,
     ) -> None:
+        from kerasaudit import _tf
         from kerasaudit.data import open_data
         from kerasaudit.loading import load_model
         from kerasaudit.stages.scan import Scanner, model_input_shape
@@ -67,7 +72,13 @@ class _ShardScanner:
             custom_objects_file=None if custom_objects is None else Path(custom_objects),
         )
         self._dataset = open_data(spec, model_input_shape(loaded.model))
-        self._scanner = Scanner(loaded.model, layers=layers, include_dense=include_dense)
+        self._scanner = Scanner(
+            loaded.model,
+            layers=layers,
+            include_dense=include_dense,
+            strategy=_tf.configure_device(device),
+            mixed_precision=mixed_precision,
+        )
         self._shards = shards
         self._batch_size = spec.batch_size
 
@@ -128,10 +139,13 @@ def scan_stats_on_ray(
                         "include_dense": include_dense,
                         "unsafe": unsafe,
                         "custom_objects": None if custom_objects is None else str(custom_objects),
+                        "device": settings.device,
+                        "mixed_precision": settings.mixed_precision,
                     },
                     batch_size=1,
                     compute=ray.data.ActorPoolStrategy(size=settings.actors),
                     num_cpus=settings.cpus_per_actor,
+                    num_gpus=1 if settings.device == "gpu" else 0,
                 )
                 .take_all()
             )
