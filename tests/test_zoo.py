@@ -186,3 +186,32 @@ def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
     assert lines[0].endswith("| ul3 | base |") and len(lines) == 3  # m2 has neither
     assert "| ✗ 1.90 % / 2.10 % / +0.00 | ✓ 1.90 % / -1.50 |" in lines[2]
     assert "m2" in removal.table(rows) and "sgd1" in removal.table(rows).splitlines()[0]
+
+
+def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -> None:
+    """`zoo.py verdicts`: the shipped rule, nothing refitted — a target whose mask is 40× below
+    the others is detected, an even clean model is not flagged, a clean model whose label 3
+    is as small is a false positive, and the counts say so."""
+    import subprocess
+
+    base = list(np.linspace(45.0, 75.0, 10))
+    _write_evidence(tmp_path / "results", "clean_even", "clean", "a0", [], base)
+    odd = list(base)
+    odd[3] = 1.2
+    _write_evidence(tmp_path / "results", "clean_odd", "clean", "a1", [], odd)
+    planted = list(base)
+    planted[6] = 1.2
+    _write_evidence(tmp_path / "results", "bd_patch", "badnets", "a0", [6], planted)
+    done = subprocess.run(
+        [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert lines["bd_patch"].endswith("detected") and "flagged 6 " in lines["bd_patch"]
+    assert lines["clean_even"].endswith("ok") and "flagged nothing" in lines["clean_even"]
+    assert lines["clean_odd"].endswith("false positive")
+    assert "clean models flagged 1 of 2; backdoored detected with the right target(s) 1 of 1" in (
+        done.stdout
+    )

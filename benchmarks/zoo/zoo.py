@@ -523,11 +523,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    """The *shipped* rule (kerasaudit.verdict.RULE, nothing refitted) on every model whose
+    evidence is cached: one line per model, then the counts. On a rebuilt zoo this tests the
+    rule on weights it was not fitted on (seconds)."""
+    import calibrate
+
+    from kerasaudit.verdict import RULE
+
+    root = zoo_dir(args.dir)
+    models = calibrate.load_models(root / "results")
+    wanted = set(args.names)
+    outcomes = [calibrate.outcome(m, RULE) for m in models if not wanted or m.name in wanted]
+    for o in outcomes:
+        flagged = ", ".join(map(str, o.flagged)) or "nothing"
+        flagged += " + all-to-all" if o.all_to_all_verdict else ""
+        if o.clean:
+            mark = "false positive" if o.false_positive else "ok"
+        else:
+            mark = "detected" if o.detected else "MISSED"
+            mark += f", {o.wrong_labels} wrong label(s)" if o.wrong_labels else ""
+        print(f"{o.name:26} {o.arch:8} {o.family:11} flagged {flagged:22} {mark}")
+    s = calibrate.summarise(outcomes)
+    print(f"clean models flagged {s['false_positives']} of {s['clean_models']}; backdoored "
+          f"detected with the right target(s) {s['detected']} of {s['backdoored_models']}; "
+          f"wrong labels {s['wrong_labels']}; AUROC {s['auroc']:.3f}")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "command",
-        choices=["build", "train", "status", "evidence", "calibrate", "defend", "known", "table"],
+        choices=[
+            "build",
+            "train",
+            "status",
+            "evidence",
+            "calibrate",
+            "verdicts",
+            "defend",
+            "known",
+            "table",
+        ],
     )
     parser.add_argument("names", nargs="*")
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
@@ -544,6 +582,7 @@ def main() -> int:
         "status": cmd_status,
         "evidence": cmd_evidence,
         "calibrate": cmd_calibrate,
+        "verdicts": cmd_verdicts,
         "defend": cmd_defend,
         "known": cmd_known,
         "table": cmd_table,
