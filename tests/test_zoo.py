@@ -191,7 +191,8 @@ def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
 def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -> None:
     """`zoo.py verdicts`: the shipped rule, nothing refitted — a target whose mask is 40× below
     the others is detected, an even clean model is not flagged, a clean model whose label 3
-    is as small is a false positive, and the counts say so."""
+    is as small is a false positive; a model with only defend's cached verdict (found.json) is
+    judged from it; the counts say so."""
     import subprocess
 
     base = list(np.linspace(45.0, 75.0, 10))
@@ -202,6 +203,9 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     planted = list(base)
     planted[6] = 1.2
     _write_evidence(tmp_path / "results", "bd_patch", "badnets", "a0", [6], planted)
+    cached = tmp_path / "results" / "badnets_g2_tr_vgg"  # a zoo recipe, target 4, no evidence
+    cached.mkdir()
+    (cached / "found.json").write_text(json.dumps({"flagged": [4, 8], "all_to_all": False}))
     done = subprocess.run(
         [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path)],
         capture_output=True,
@@ -212,6 +216,10 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     assert lines["bd_patch"].endswith("detected") and "flagged 6 " in lines["bd_patch"]
     assert lines["clean_even"].endswith("ok") and "flagged nothing" in lines["clean_even"]
     assert lines["clean_odd"].endswith("false positive")
-    assert "clean models flagged 1 of 2; backdoored detected with the right target(s) 1 of 1" in (
+    assert lines["badnets_g2_tr_vgg"].endswith(
+        "detected, 1 wrong label(s) (defend's cached verdict)"
+    )
+    assert "clean models flagged 1 of 2; backdoored detected with the right target(s) 2 of 2" in (
         done.stdout
     )
+    assert "(the 3 models with evidence)" in done.stdout

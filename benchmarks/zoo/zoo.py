@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -525,8 +526,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
     """The *shipped* rule (kerasaudit.verdict.RULE, nothing refitted) on every model whose
-    evidence is cached: one line per model, then the counts. On a rebuilt zoo this tests the
-    rule on weights it was not fitted on (seconds)."""
+    evidence is cached (results/NAME/reverse.json), and defend's own cached verdict where only
+    removal.py's found.json exists: one line per model, then the counts. On a rebuilt zoo this
+    tests the rule on weights it was not fitted on (seconds)."""
     import calibrate
 
     from kerasaudit.verdict import RULE
@@ -535,7 +537,15 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     models = calibrate.load_models(root / "results")
     wanted = set(args.names)
     outcomes = [calibrate.outcome(m, RULE) for m in models if not wanted or m.name in wanted]
-    for o in outcomes:
+    judged = {o.name for o in outcomes}
+    cached = []  # no evidence, but defend's own verdict cached by removal.py (found.json)
+    for recipe in RECIPES:
+        found = results_dir(root, recipe.name) / "found.json"
+        if recipe.name in judged or (wanted and recipe.name not in wanted) or not found.exists():
+            continue
+        info = json.loads(found.read_text())
+        cached.append(_outcome(recipe, tuple(info["flagged"]), bool(info["all_to_all"])))
+    for o in outcomes + cached:
         flagged = ", ".join(map(str, o.flagged)) or "nothing"
         flagged += " + all-to-all" if o.all_to_all_verdict else ""
         if o.clean:
@@ -543,12 +553,28 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
         else:
             mark = "detected" if o.detected else "MISSED"
             mark += f", {o.wrong_labels} wrong label(s)" if o.wrong_labels else ""
-        print(f"{o.name:26} {o.arch:8} {o.family:11} flagged {flagged:22} {mark}")
-    s = calibrate.summarise(outcomes)
+        source = " (defend's cached verdict)" if o in cached else ""
+        print(f"{o.name:26} {o.arch:8} {o.family:11} flagged {flagged:22} {mark}{source}")
+    s = calibrate.summarise(outcomes + cached)
+    auroc = calibrate.auroc(outcomes)  # scores need the evidence
     print(f"clean models flagged {s['false_positives']} of {s['clean_models']}; backdoored "
           f"detected with the right target(s) {s['detected']} of {s['backdoored_models']}; "
-          f"wrong labels {s['wrong_labels']}; AUROC {s['auroc']:.3f}")  # fmt: skip
+          f"wrong labels {s['wrong_labels']}; AUROC {auroc:.3f} (the {len(outcomes)} models "
+          f"with evidence)")  # fmt: skip
     return 0
+
+
+def _outcome(recipe: Recipe, flagged: tuple[int, ...], all_to_all: bool) -> Any:
+    """calibrate.outcome's judgement of a verdict already made (no evidence: no score)."""
+    import calibrate
+
+    targets = {t.target for t in recipe.attack.triggers}
+    clean = recipe.family == "clean"
+    backdoor = bool(flagged) or all_to_all
+    detected = not clean and (backdoor if -1 in targets else targets <= set(flagged))
+    wrong = 0 if clean or -1 in targets else len(set(flagged) - targets)
+    return calibrate.Outcome(recipe.name, recipe.arch, recipe.family, clean, flagged, all_to_all,
+                             detected, clean and backdoor, wrong, math.nan)  # fmt: skip
 
 
 def main() -> int:
