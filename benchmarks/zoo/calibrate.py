@@ -121,17 +121,31 @@ def outcome(model: ZooModel, rule: Rule) -> Outcome:
     ratio = model.scores.untargeted_ratio
     if math.isfinite(ratio) and ratio > 0 and rule.untargeted_ratio > 0:
         strength = max(strength, rule.untargeted_ratio / ratio)
-    if model.clean:
-        return Outcome(model.name, model.arch, model.family, True, verdict.flagged,
-                       verdict.all_to_all, False, verdict.backdoor, 0, strength)  # fmt: skip
-    if model.all_to_all:
-        detected = verdict.backdoor
-        wrong = 0
+    return judged(model.name, model.arch, model.family, model.targets, verdict.flagged,
+                  verdict.all_to_all, strength)  # fmt: skip
+
+
+def judged(
+    name: str,
+    arch: str,
+    family: str,
+    targets: Sequence[int],
+    flagged: Sequence[int],
+    all_to_all: bool,
+    score: float,
+) -> Outcome:
+    """A verdict (flagged labels, all-to-all) against the truth (``targets``: empty for a clean
+    model, -1 for all-to-all): right target(s), false positive, labels flagged wrongly."""
+    flagged = tuple(flagged)
+    backdoor = bool(flagged) or all_to_all
+    if family == "clean":
+        return Outcome(name, arch, family, True, flagged, all_to_all, False, backdoor, 0, score)
+    if -1 in targets:
+        detected, wrong = backdoor, 0
     else:
-        detected = set(model.targets) <= set(verdict.flagged)
-        wrong = len(set(verdict.flagged) - set(model.targets))
-    return Outcome(model.name, model.arch, model.family, False, verdict.flagged,
-                   verdict.all_to_all, detected, False, wrong, strength)  # fmt: skip
+        detected = set(targets) <= set(flagged)
+        wrong = len(set(flagged) - set(targets))
+    return Outcome(name, arch, family, False, flagged, all_to_all, detected, False, wrong, score)
 
 
 def auroc(outcomes: Sequence[Outcome]) -> float:

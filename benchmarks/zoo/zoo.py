@@ -544,7 +544,10 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
         if recipe.name in judged or (wanted and recipe.name not in wanted) or not found.exists():
             continue
         info = json.loads(found.read_text())
-        cached.append(_outcome(recipe, tuple(info["flagged"]), bool(info["all_to_all"])))
+        targets = [t.target for t in recipe.attack.triggers]
+        verdict = (info["flagged"], bool(info["all_to_all"]))
+        cached.append(calibrate.judged(recipe.name, recipe.arch, recipe.family, targets, *verdict,
+                                       math.nan))  # fmt: skip
     for o in outcomes + cached:
         flagged = ", ".join(map(str, o.flagged)) or "nothing"
         flagged += " + all-to-all" if o.all_to_all_verdict else ""
@@ -562,19 +565,6 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
           f"wrong labels {s['wrong_labels']}; AUROC {auroc:.3f} (the {len(outcomes)} models "
           f"with evidence)")  # fmt: skip
     return 0
-
-
-def _outcome(recipe: Recipe, flagged: tuple[int, ...], all_to_all: bool) -> Any:
-    """calibrate.outcome's judgement of a verdict already made (no evidence: no score)."""
-    import calibrate
-
-    targets = {t.target for t in recipe.attack.triggers}
-    clean = recipe.family == "clean"
-    backdoor = bool(flagged) or all_to_all
-    detected = not clean and (backdoor if -1 in targets else targets <= set(flagged))
-    wrong = 0 if clean or -1 in targets else len(set(flagged) - targets)
-    return calibrate.Outcome(recipe.name, recipe.arch, recipe.family, clean, flagged, all_to_all,
-                             detected, clean and backdoor, wrong, math.nan)  # fmt: skip
 
 
 def main() -> int:
