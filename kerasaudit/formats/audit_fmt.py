@@ -101,7 +101,8 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
         for column in ("measure", "before", "after") + (("BN re-estimated",) if recal else ()):
             table.add_column(column, justify="left" if column == "measure" else "right")
         accuracy = ["clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy)]
-        if fix.reestimated is not None:
+        if recal:
+            assert fix.reestimated is not None
             accuracy.append(_pct(fix.reestimated.accuracy))
         table.add_row(*accuracy)
         for (trigger, before, after), second in zip(fix.asr, fix.asr_reestimated, strict=True):

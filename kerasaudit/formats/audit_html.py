@@ -113,7 +113,6 @@ def _fix(result: AuditResult, written: str | None) -> str:
     fix = result.fix
     if fix is None:
         return ""
-    recal = fix.reestimated is not None
     rows = [["clean accuracy", _pct(fix.before.accuracy), _pct(fix.after.accuracy)]]
     rows += [[f"ASR: {t}", _pct(before), _pct(after)] for t, before, after in fix.asr]
     head = ["measure", "before", "after"]
@@ -122,7 +121,7 @@ def _fix(result: AuditResult, written: str | None) -> str:
         rows[0].append(_pct(fix.reestimated.accuracy))
         for row, again in zip(rows[1:], fix.asr_reestimated, strict=True):
             row.append(_pct(again))
-    body = _table(head, rows, numeric=(1, 2, 3) if recal else (1, 2))
+    body = _table(head, rows, numeric=tuple(range(1, len(head))))
     if result.fix_left_backdoor:
         body += f"<p>{_badge('bad', 'still works')}The backdoor survived the fix.</p>"
     if fix.comes_back:

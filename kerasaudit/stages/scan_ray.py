@@ -58,8 +58,8 @@ class _ShardScanner:
         include_dense: bool,
         unsafe: bool,
         custom_objects: str | None,
-        device: str = "auto",
-        mixed_precision: bool = False,
+        device: str,
+        mixed_precision: bool,
     ) -> None:
         from kerasaudit import _tf
         from kerasaudit.data import open_data
