@@ -190,7 +190,7 @@ def reverse(
     labels: Sequence[int] | None = None,
     config: ReverseConfig | None = None,
 ) -> ReverseResult:
-    """Trigger recovery for every label (Neural Cleanse, additive, margin, untargeted) and
+    """Trigger recovery for every label (Neural Cleanse, additive, warp, margin, untargeted) and
     the calibrated verdict (``result.verdict``). Minutes on a CPU."""
     from kerasaudit.stages.reverse import ReverseConfig, reverse_engineer
 

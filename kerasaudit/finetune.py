@@ -321,7 +321,9 @@ def _adversaries(
 ) -> list[UniversalAdversary]:
     if settings is None:
         return []
-    stampable = [t for t in triggers if isinstance(t, Trigger)]  # not images carrying one
+    # Not images carrying a trigger, nor warp fields (the adversary moves masks, patterns and
+    # additive perturbations; a warp trigger is unlearnt as it is).
+    stampable = [t for t in triggers if isinstance(t, Trigger) and t.flow is None]
     ranges = [(float(x.min()), float(x.max()))]
     ranges += [t.value_range for t in stampable if t.value_range is not None]
     value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))

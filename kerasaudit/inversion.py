@@ -1,7 +1,7 @@
 """Batched trigger inversion: Neural Cleanse's optimisation for every label at once, in two
 trigger forms and two objectives.
 
-Forms (:class:`MaskForm`, :class:`AdditiveForm`):
+Forms (:class:`MaskForm`, :class:`AdditiveForm`, :class:`WarpForm`):
 
 - **mask** (Neural Cleanse, Wang et al., IEEE S&P 2019): a mask ``m`` (H×W in [0, 1]) and a
   pattern ``p`` (H×W×C in the input range), stamped as ``(1 − m)·x + m·p``, regularised by
@@ -11,6 +11,8 @@ Forms (:class:`MaskForm`, :class:`AdditiveForm`):
   pixel a little; NC's mask must then cover the whole image and stops standing out, while the
   smallest universal perturbation that sends images to a backdoor's target is far smaller
   than for other labels.
+- **warp**: one smooth displacement field per row (WaNet-style triggers move pixels instead of
+  painting them), regularised by its root-mean-square displacement in pixels.
 
 Objectives, per row: *targeted* (send every image to label ``k``: NC) or *untargeted* (push
 every image off its own class with one trigger: ``−log(1 − p_y)``). An all-to-all backdoor
@@ -100,8 +102,10 @@ class InvertedTrigger:
     """What the optimisation found for one row."""
 
     label: int  # UNTARGETED for an untargeted row
-    arrays: tuple[np.ndarray, ...]  # MaskForm: (mask (H, W), pattern); AdditiveForm: (delta,)
-    size: float  # ‖m‖₁ or ‖δ‖₂ of the kept trigger
+    arrays: tuple[
+        np.ndarray, ...
+    ]  # mask: (mask (H, W), pattern); additive: (delta,); warp: (flow,)
+    size: float  # ‖m‖₁, ‖δ‖₂ or the field's RMS displacement of the kept trigger
     reached: bool  # attack success ≥ threshold was reached (else: the last trigger is kept)
     steps: int
     early_stopped: bool
@@ -200,6 +204,44 @@ class AdditiveForm:
 
     def arrays(self, tf: Any, params: Sequence[Any]) -> list[np.ndarray]:
         return [np.asarray(params[0], np.float32)]
+
+
+@dataclass(frozen=True)
+class WarpForm:
+    """One smooth warp field per row (WaNet-style triggers, :mod:`kerasaudit.warping`): a
+    ``grid``×``grid`` field of displacements in pixels, upsampled bicubically to the image,
+    regularised by its root-mean-square displacement. A warp trigger moves pixels instead of
+    painting them; the smallest warp that sends images to a backdoor's target is far smaller
+    than for other labels."""
+
+    height: int
+    width: int
+    grid: int = 4  # WaNet's k
+    name: str = "warp"
+
+    def create(
+        self, tf: Any, rows: Sequence[int], shape: tuple[int, int, int], seed: int
+    ) -> list[Any]:
+        field0 = np.stack(
+            [_row_rng(seed, label, 3).normal(0, 0.05, (self.grid, self.grid, 2)) for label in rows]
+        ).astype(np.float32)
+        return [tf.Variable(field0, trainable=False)]
+
+    def _flow(self, tf: Any, params: Sequence[Any]) -> Any:
+        return tf.image.resize(params[0], (self.height, self.width), method="bicubic")
+
+    def stamp(self, tf: Any, params: Sequence[Any], xb: Any) -> tuple[Any, Any]:
+        from kerasaudit.warping import warp_tf
+
+        flow = self._flow(tf, params)  # (n, H, W, 2)
+        n, batch = tf.shape(xb)[0], tf.shape(xb)[1]
+        flat = tf.reshape(xb, tf.concat([[n * batch], tf.shape(xb)[2:]], 0))
+        warped = warp_tf(flat, tf.repeat(flow, batch, axis=0))
+        rms = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(flow), axis=-1), axis=[1, 2]) + 1e-12)
+        return tf.reshape(warped, tf.shape(xb)), rms
+
+    def arrays(self, tf: Any, params: Sequence[Any]) -> list[np.ndarray]:
+        return [np.asarray(self._flow(tf, params), np.float32)]
 
 
 def _arctanh(values: np.ndarray) -> np.ndarray:
@@ -394,6 +436,10 @@ class BatchedInversion:
 def _size(form: TriggerForm, arrays: tuple[np.ndarray, ...]) -> float:
     if form.name == "mask":
         return float(arrays[0].sum(dtype=np.float64))
+    if form.name == "warp":
+        from kerasaudit.warping import rms
+
+        return rms(arrays[0])
     return float(np.sqrt(np.square(arrays[0].astype(np.float64)).sum()))
 
 

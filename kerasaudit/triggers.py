@@ -232,6 +232,7 @@ class FileSpec(TriggerSpec):
             meta=content.meta,
             delta=content.delta,
             value_range=content.value_range,
+            flow=content.flow,
         )
 
 
@@ -239,7 +240,8 @@ class FileSpec(TriggerSpec):
 
 
 class Trigger(ABC):
-    """A trigger fitted to one input shape: stamps ``(1 − mask)·x + mask·pattern``."""
+    """A trigger fitted to one input shape: stamps ``(1 − mask)·x + mask·pattern`` (after
+    warping ``x`` by ``flow`` when there is one; then adding ``delta`` when there is one)."""
 
     kind: ClassVar[TriggerKind]
 
@@ -253,6 +255,7 @@ class Trigger(ABC):
         target: int | None = None,
         delta: np.ndarray | None = None,
         value_range: tuple[float, float] | None = None,
+        flow: np.ndarray | None = None,
     ) -> None:
         self.spec = spec
         self.input_shape = input_shape  # (H, W, C) or (H, W)
@@ -263,6 +266,9 @@ class Trigger(ABC):
         # mask is stamped, then clipped to ``value_range``.
         self.delta = None if delta is None else _frozen(delta)
         self.value_range = value_range
+        # A warp field (H, W, 2) in pixels (recovered by `reverse` for WaNet-style triggers):
+        # the image is warped first (kerasaudit.warping).
+        self.flow = None if flow is None else _frozen(flow)
         # Precomputed so stamping is x·keep + add; with m = 1 this is exactly p, with m = 0
         # exactly x (no rounding), which is what makes patch stamping bit-exact.
         with_channels = len(input_shape) == 3
@@ -279,6 +285,15 @@ class Trigger(ABC):
                 f"trigger fitted to inputs {self.input_shape}, got an array shaped {x.shape}"
             )
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        if self.flow is not None:
+            from kerasaudit.warping import warp
+
+            single = x.ndim == len(self.input_shape)
+            batch = x[None] if single else x
+            batch = batch if len(self.input_shape) == 3 else batch[..., None]
+            warped = warp(batch.astype(dtype, copy=False), self.flow)
+            warped = warped if len(self.input_shape) == 3 else warped[..., 0]
+            x = warped[0] if single else warped
         out = x.astype(dtype, copy=False) * self._keep.astype(dtype) + self._add.astype(dtype)
         if self.delta is not None:
             delta = self.delta if len(self.input_shape) == 3 else self.delta[..., 0]
@@ -293,6 +308,15 @@ class Trigger(ABC):
         tf = _tf.tf()
         keep = tf.constant(self._keep, dtype=x.dtype)
         add = tf.constant(self._add, dtype=x.dtype)
+        if self.flow is not None:
+            from kerasaudit.warping import warp_tf
+
+            flow = tf.constant(self.flow, dtype=x.dtype)
+            x = (
+                warp_tf(x, flow)
+                if len(self.input_shape) == 3
+                else warp_tf(x[..., None], flow)[..., 0]
+            )
         out = x * keep + add
         if self.delta is not None:
             delta = self.delta if len(self.input_shape) == 3 else self.delta[..., 0]
@@ -475,13 +499,17 @@ class FileTrigger(Trigger):
         meta: dict[str, Any],
         delta: np.ndarray | None = None,
         value_range: tuple[float, float] | None = None,
+        flow: np.ndarray | None = None,
     ) -> None:
         super().__init__(
-            spec, input_shape, mask, pattern, target=target, delta=delta, value_range=value_range
-        )
+            spec, input_shape, mask, pattern, target=target, delta=delta, value_range=value_range,
+            flow=flow,
+        )  # fmt: skip
         self.meta = meta
 
     def _region(self) -> np.ndarray:
+        if self.flow is not None and not self.mask.any():
+            return half_peak_region(np.sqrt(np.square(self.flow).sum(axis=-1)))
         if self.delta is not None and not self.mask.any():
             return half_peak_region(np.abs(self.delta).max(axis=-1))
         return half_peak_region(self.mask)
@@ -489,6 +517,10 @@ class FileTrigger(Trigger):
     def describe(self) -> str:
         kind = self.meta.get("kind", "trigger")
         target = "" if self.target is None else f", target {self.target}"
+        if self.flow is not None and not self.mask.any():
+            from kerasaudit.warping import rms
+
+            return f"{kind} file {self.spec.path.name} (warp, RMS {rms(self.flow):.2f} px{target})"
         if self.delta is not None and not self.mask.any():
             norm = float(np.sqrt(np.square(self.delta.astype(np.float64)).sum()))
             return f"{kind} file {self.spec.path.name} (additive, ℓ2 {norm:.2f}{target})"
@@ -864,6 +896,7 @@ class TriggerFile:
     meta: dict[str, Any] = field(default_factory=dict)
     delta: np.ndarray | None = None  # (H, W, C) additive part, or None
     value_range: tuple[float, float] | None = None  # what stamped images are clipped to
+    flow: np.ndarray | None = None  # (H, W, 2) warp field in pixels, or None
 
 
 def save_trigger_file(
@@ -876,6 +909,7 @@ def save_trigger_file(
     force: bool = False,
     delta: np.ndarray | None = None,
     value_range: tuple[float, float] | None = None,
+    flow: np.ndarray | None = None,
 ) -> None:
     """Write a trigger file atomically.
 
@@ -887,9 +921,12 @@ def save_trigger_file(
     - ``meta``: a JSON object as a string: ``format`` (``kerasaudit.trigger/1``), ``created``
       (UTC, ISO 8601) and whatever the writer adds (``kind``, ``source_model``, ...);
     - ``delta`` (optional): float32 (H, W, C), an additive part, with ``value_range`` (two
-      floats) that stamped images are clipped to.
+      floats) that stamped images are clipped to;
+    - ``flow`` (optional): float32 (H, W, 2), a warp field: where each pixel samples the input,
+      as a (row, column) displacement in pixels (bilinear, clamped to the image).
 
-    Stamping is ``(1 − mask)·x + mask·pattern`` (+ ``delta``, clipped), over the channels.
+    Stamping is ``(1 − mask)·warp(x, flow) + mask·pattern`` (+ ``delta``, clipped), over the
+    channels.
     """
     mask_array, pattern_array = _check_trigger_arrays(
         np.asarray(mask), np.asarray(pattern), str(path)
@@ -914,6 +951,11 @@ def save_trigger_file(
         arrays["delta"] = delta_array
         low, high = value_range if value_range is not None else (-np.inf, np.inf)
         arrays["value_range"] = np.array([low, high], np.float32)
+    if flow is not None:
+        flow_array = np.asarray(flow, np.float32)
+        if flow_array.shape != (*mask_array.shape, 2) or not np.isfinite(flow_array).all():
+            raise BadInputError(f"trigger file {path}: flow must be finite and shaped (H, W, 2)")
+        arrays["flow"] = flow_array
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as file:
@@ -937,7 +979,7 @@ def read_trigger_file(path: Path) -> TriggerFile:
                     f"(found {', '.join(sorted(names)) or 'nothing'}); expected a file "
                     "written by `kerasaudit reverse`"
                 )
-            for key in ("mask", "pattern", "target", "meta", "delta", "value_range"):
+            for key in ("mask", "pattern", "target", "meta", "delta", "value_range", "flow"):
                 if key in names:
                     _check_member_size(archive, key, where)
         with np.load(path, allow_pickle=False) as npz:
@@ -946,6 +988,7 @@ def read_trigger_file(path: Path) -> TriggerFile:
             meta_array = npz["meta"] if "meta" in names else None
             delta_array = npz["delta"] if "delta" in names else None
             range_array = npz["value_range"] if "value_range" in names else None
+            flow_array = npz["flow"] if "flow" in names else None
     except BadInputError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as err:
@@ -961,7 +1004,16 @@ def read_trigger_file(path: Path) -> TriggerFile:
         meta=_read_meta(meta_array, where),
         delta=delta,
         value_range=value_range,
+        flow=_read_flow(flow_array, mask.shape, where),
     )
+
+
+def _read_flow(flow: np.ndarray | None, shape: tuple[int, ...], where: str) -> np.ndarray | None:
+    if flow is None:
+        return None
+    if flow.dtype.kind != "f" or flow.shape != (*shape, 2) or not np.isfinite(flow).all():
+        raise BadInputError(f"{where}: flow must be finite floats shaped (H, W, 2) like the mask")
+    return flow.astype(np.float32)
 
 
 def _read_delta(

@@ -4,12 +4,14 @@ Evidence per label (:class:`LabelEvidence`, numbers only, so a verdict can be re
 saved ``reverse.json``): Neural Cleanse's smallest mask (``mask_l1``), the smallest universal
 additive perturbation (``additive_l2``), the largest reachable logit margin (``margin``,
 MM-BD) and how far the recovered trigger drives a conv channel beyond its clean range
-(``linf_excess``, Cheng et al.'s ℓ∞ signal); per model, the smallest *untargeted* universal
-mask (``untargeted_l1``: all-to-all backdoors).
+(``linf_excess``, Cheng et al.'s ℓ∞ signal), the smallest smooth warp field that sends images to
+the label (``warp_rms``, root-mean-square displacement in pixels: WaNet-style triggers); per
+model, the smallest *untargeted* universal mask (``untargeted_l1``: all-to-all backdoors).
 
 Scores (:func:`score`): each signal is compared with the model's own other labels, robustly —
 ``index = (median − value) / (1.4826·MAD)`` on log values for the two trigger sizes (sizes
-are multiplicative: a 9-pixel mask against a median of 60 is the same news as 90 against 600),
+are multiplicative: a 9-pixel mask against a median of 60 is the same news as 90 against 600)
+and for the warp (a warp that did not reach the attack threshold scores at most 0),
 and on raw values for the margin (larger = more suspicious); the ℓ∞ excess on log values
 (larger = more suspicious: a backdoor's trigger drives its channels far beyond anything clean
 data does, while the other labels' triggers mostly do not). The untargeted mask is compared
@@ -44,6 +46,8 @@ class LabelEvidence:
     additive_reached: bool = False
     margin: float = math.nan  # MM-BD's largest logit margin (NaN: not run)
     linf_excess: float = math.nan  # of NC's trigger (NaN: no conv layer)
+    warp_rms: float = math.nan  # the smallest warp field's RMS displacement, px (NaN: not run)
+    warp_reached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -88,6 +92,7 @@ class LabelScores:
     margin_index: float  # MAD index of the margin, positive = larger
     linf_excess: float
     linf_index: float = math.nan  # log-MAD index of linf_excess, positive = larger
+    warp_index: float = math.nan  # log-MAD index of warp_rms, positive = smaller (≤ 0 unreached)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -140,6 +145,10 @@ def score(evidence: ModelEvidence) -> Scores:
     additive_index, _, _ = anomaly_indices(_log([e.additive_l2 for e in labels]))
     margin_index, _, _ = anomaly_indices([e.margin for e in labels])
     linf_index, _, _ = anomaly_indices(-_log([e.linf_excess for e in labels]))
+    warp_index, _, _ = anomaly_indices(_log([e.warp_rms for e in labels]))
+    # A warp that never reached the attack threshold is no trigger, however small it is.
+    unreached = np.asarray([not e.warp_reached for e in labels])
+    warp_index = np.where(unreached & (warp_index > 0), 0.0, warp_index)
     masks = np.asarray([e.mask_l1 for e in labels], np.float64)
     finite = masks[np.isfinite(masks)]
     median = float(np.median(finite)) if finite.size else math.nan
@@ -153,6 +162,7 @@ def score(evidence: ModelEvidence) -> Scores:
                 float(-margin_index[i]),  # larger margins are the suspicious ones
                 float(e.linf_excess),
                 float(linf_index[i]),
+                float(warp_index[i]),
             )
             for i, e in enumerate(labels)
         ),
@@ -171,6 +181,7 @@ class Rule:
     untargeted_ratio: float  # all-to-all when the untargeted mask is below this × median mask
     combined: float = math.inf  # ... or when Σ max(0, index / threshold) over signals exceeds this
     linf_index: float = math.inf  # ... or its trigger's ℓ∞ excess this many σ larger (log scale)
+    warp_index: float = math.inf  # ... or the smallest warp reaching it this many σ smaller
 
     def combined_score(self, s: LabelScores) -> float:
         """Evidence summed over the signals, each as a fraction of its own threshold."""
@@ -180,6 +191,7 @@ class Rule:
             (s.additive_index, self.additive_index),
             (s.margin_index, self.margin_index),
             (s.linf_index, self.linf_index),
+            (s.warp_index, self.warp_index),
         ):
             if math.isfinite(value) and math.isfinite(threshold) and threshold > 0:
                 total += max(0.0, value / threshold)
@@ -193,6 +205,8 @@ class Rule:
         )
         if math.isfinite(self.linf_index):
             text += f" or the ℓ∞ excess index of its recovered trigger > {self.linf_index:.2f}"
+        if math.isfinite(self.warp_index):
+            text += f" or its warp index > {self.warp_index:.2f}"
         text += " (robust σ against the other labels)"
         if math.isfinite(self.combined):
             text += (
@@ -276,6 +290,7 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
             ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large"),
             ("linf", s.linf_index, rule.linf_index,
              "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)"),
+            ("warp", s.warp_index, rule.warp_index, "a warp field unusually small"),
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
@@ -297,7 +312,13 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
             best = max(
                 (
                     v
-                    for v in (s.mask_index, s.additive_index, s.margin_index, s.linf_index)
+                    for v in (
+                        s.mask_index,
+                        s.additive_index,
+                        s.margin_index,
+                        s.linf_index,
+                        s.warp_index,
+                    )
                     if math.isfinite(v)
                 ),
                 default=math.nan,

@@ -380,6 +380,8 @@ def reverse_evidence(
             _num(r.mask_anomaly),
             "–" if r.additive is None else _num(r.additive.l2, 3),
             _num(r.additive_anomaly),
+            "–" if r.warp is None else _num(r.warp.rms, 3),
+            _num(r.warp_anomaly),
             _num(r.margin, 1),
             _num(r.margin_anomaly),
             _num(r.linf_excess),
@@ -388,10 +390,10 @@ def reverse_evidence(
         for r in result.labels
     ]
     body += _table(
-        ["label", "mask ℓ1", "index", "additive ℓ2", "index", "margin", "index", "ℓ∞ excess",
-         "flagged by"],
+        ["label", "mask ℓ1", "index", "additive ℓ2", "index", "warp px", "index", "margin",
+         "index", "ℓ∞ excess", "flagged by"],
         rows,
-        numeric=(1, 2, 3, 4, 5, 6, 7),
+        numeric=(1, 2, 3, 4, 5, 6, 7, 8, 9),
         flagged_rows=[i for i, r in enumerate(result.labels) if r.flagged],
     )  # fmt: skip
     body += (

@@ -69,7 +69,8 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
         title=Text(f"Trigger recovery on {result.model}: {len(result.labels)} label(s)"),
         title_justify="left",
     )
-    for column in ("label", "NC mask ℓ1", "additive ℓ2", "margin", "ℓ∞ excess", "flagged"):
+    columns = ("label", "NC mask ℓ1", "additive ℓ2", "warp px", "margin", "ℓ∞ excess", "flagged")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("label", "flagged") else "right")
     for r in result.labels:
         mask = _with_index(r.mask_l1, r.mask_anomaly) + ("" if r.reached else " *")
@@ -79,10 +80,16 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
             else _with_index(r.additive.l2, r.additive_anomaly, 2)
             + ("" if r.additive.reached else " *")
         )
+        warp = (
+            "-"
+            if r.warp is None
+            else _with_index(r.warp.rms, r.warp_anomaly, 2) + ("" if r.warp.reached else " *")
+        )
         table.add_row(
             Text(_label_name(r)),
             mask,
             add,
+            warp,
             _with_index(r.margin, r.margin_anomaly),
             _num(r.linf_excess),
             Text(
@@ -95,7 +102,8 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
         Text(
             "(index): robust σ against the other labels (positive = more suspicious); * = the "
             "attack threshold was not reached. ℓ∞ excess: how far the label's trigger drives "
-            "a conv channel beyond its largest clean ℓ∞ (×)."
+            "a conv channel beyond its largest clean ℓ∞ (×). warp px: the smallest smooth warp "
+            "field sending images to the label, RMS displacement in pixels."
         )
     )
     u = result.untargeted

@@ -4,7 +4,7 @@
 2. clean statistics (one fused pass: per-channel ℓ1/ℓ2/ℓ∞; leads, not a verdict — a backdoor's
    channels stay quiet on clean data);
 3. the trigger: recovered for every label (``kerasaudit.stages.reverse``: Neural Cleanse, additive
-   inversion, maximum margin, an untargeted row for all-to-all backdoors) — or a known one
+   and warp inversion, maximum margin, an untargeted row for all-to-all backdoors) — or a known one
    (``--trigger`` / ``--trigger-data``), measured on the data;
 4. the verdict: a backdoor when the recovery flags a target (or an all-to-all trigger), or when
    the known trigger's attack success rate exceeds ``max_asr``;
@@ -336,6 +336,8 @@ def estimate_seconds(model: Any, input_shape: tuple[int, ...], config: ReverseCo
     steps = config.steps * (labels + 1) / labels  # NC rows and the untargeted row
     if config.additive:
         steps += config.additive_steps
+    if config.warp:
+        steps += config.warp_steps
     if config.margin:
         steps += config.margin_steps * config.margin_starts / config.batch_size
     return per_step * steps

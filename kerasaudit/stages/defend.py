@@ -192,6 +192,7 @@ def recovered_trigger(
         meta={"kind": found.kind, "label": found.label},
         delta=found.delta,
         value_range=value_range if found.delta is not None else None,
+        flow=found.flow,
     )
 
 

@@ -22,30 +22,25 @@ measured 12–20 ms per label-step (all 10 labels batched, 2 shared CPU cores) o
 sample CNN, i.e. 2–3 min for 10 labels × 1,000 steps, against ~150 ms per label-step for
 ART's eager implementation (``benchmarks/bench_reverse.py``).
 
-The verdict (:func:`judge`) uses two signals, because on data like Fashion-MNIST the mask
-norm alone misjudges both ways (a class with a naturally small mask, e.g. "Bag", is flagged in
-clean models and hides the true target in backdoored ones):
+Beside Neural Cleanse, every label gets the other engines' evidence (each seeded per (seed,
+label), so a label's numbers do not depend on the labels run beside it):
 
-1. NC's: the MAD anomaly index of the masks' ℓ1 norms (consistency constant 1.4826), positive
-   for masks smaller than the median.
-2. Cheng et al.'s: a real backdoor's trigger drives some conv channels to an outsized ℓ∞
-   response. For each label, clean images are stamped with its recovered trigger and every
-   conv channel's ℓ∞ is measured on them and on the clean images (fused Scanner passes). The
-   label's *ℓ∞ excess* is the largest, over all conv channels, of
-   ``mean ℓ∞ (stamped) / (max ℓ∞ over the clean images + 0.1·median clean ℓ∞ of the layer)``:
-   how far the trigger drives a channel beyond anything clean data makes it do (the second
-   term keeps channels that are silent on clean data from dividing by ~0). A natural feature
-   (a bag's handle) drives channels about as far as real bags do (excess ≈ 1); a backdoor
-   trigger drives its channels well beyond (measured: 1.67–4.81 for true targets, ≤ 1.33 for
-   the other small-mask labels, ≤ 1.51 for any other label).
+- the smallest universal *additive* perturbation (``kerasaudit.inversion.AdditiveForm``:
+  blended and sinusoidal triggers change every pixel a little);
+- the smallest smooth *warp* field (``kerasaudit.inversion.WarpForm``, a 4×4 grid of
+  displacements upsampled to the image: WaNet-style triggers move pixels instead of painting
+  them; on the zoo's three WaNet models the target's field was 0.39–0.49 px RMS against
+  1.2–5 px for the other labels, most of which never reached the threshold);
+- the largest reachable logit margin (MM-BD, ``kerasaudit.margin``);
+- Cheng et al.'s ℓ∞ signal: how far each label's recovered trigger drives a conv channel
+  beyond its clean range (``mean ℓ∞ stamped / (max ℓ∞ clean + 0.1·median clean ℓ∞ of the
+  layer)``, the largest over channels): a backdoor trigger drives its channels well beyond
+  anything clean data does, a natural feature (a bag's handle) about as far as real bags do;
+- one untargeted NC row (all-to-all backdoors).
 
-A label is flagged when its mask is below the median with mask index > 1 *and* its ℓ∞ excess is
-above 1.5 (:data:`RULE`). Measured on 8 runs (seeds 0 and 1; defaults) over 4 Fashion-MNIST
-BN-CNNs — the shipped BadNets (4×4 white patch → 0) and clean samples, and a test-free
-BadNets model (4×4 checkerboard bottom-left → 2) with its clean twin: this rule flags exactly
-the true target in each of the 4 backdoored runs and nothing else (0 false positives in 76
-non-target labels, 0 false negatives); NC's rule alone (index > 2) has 3 false positives
-("Bag", index 2.04–3.23, in clean models) and 1 false negative (the shipped target at 1.96).
+The verdict (:func:`kerasaudit.verdict.judge`) compares each signal with the model's other
+labels (robust MAD indices) against thresholds calibrated on a zoo of clean and backdoored
+models (``benchmarks/zoo``, README).
 
 After the verdict each flagged label's trigger is *completed* (``ReverseConfig.complete``):
 NC is rerun for that label with ``restarts − 1`` more seeds, the pixels a majority agree on
@@ -82,6 +77,7 @@ from kerasaudit.inversion import (
     InversionConfig,
     InvertedTrigger,
     MaskForm,
+    WarpForm,
 )
 from kerasaudit.margin import MarginConfig, MarginResult, max_margins
 from kerasaudit.verdict import (
@@ -127,7 +123,7 @@ class ReverseConfig:
     grow: int = 1
     # The other engines (kerasaudit.inversion, kerasaudit.margin); see the module doc.
     untargeted: bool = True  # one untargeted NC row (all-to-all backdoors); needs labels
-    additive: bool = True  # additive inversion per label (blend, signal, warp triggers)
+    additive: bool = True  # additive inversion per label (blend, signal triggers)
     additive_steps: int = 500
     additive_learning_rate: float = 0.01  # × the value range
     additive_init_cost: float = 1e-2
@@ -135,6 +131,12 @@ class ReverseConfig:
     margin: bool = True  # maximum logit margin per label (MM-BD)
     margin_starts: int = 24
     margin_steps: int = 300
+    warp: bool = True  # smallest warp field per label (WaNet-style triggers)
+    warp_steps: int = 500
+    warp_learning_rate: float = 0.02  # pixels of displacement
+    warp_init_cost: float = 1e-2
+    warp_threshold: float = 0.9
+    warp_grid: int = 4  # control points per side, upsampled to the image
 
     def check(self) -> None:
         if self.steps < 1:
@@ -147,7 +149,7 @@ class ReverseConfig:
             raise BadInputError(f"round steps must be at least 1, got {self.round_steps}")
         if self.label_batch is not None and self.label_batch < 1:
             raise BadInputError(f"--label-batch must be at least 1, got {self.label_batch}")
-        for name in ("attack_threshold", "additive_threshold"):
+        for name in ("attack_threshold", "additive_threshold", "warp_threshold"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise BadInputError(f"{name.replace('_', ' ')} must be in (0, 1], got {value:g}")
@@ -159,6 +161,8 @@ class ReverseConfig:
             raise BadInputError("completion needs steps ≥ 1 and grow ≥ 0")
         if self.additive_steps < 1 or self.margin_steps < 1 or self.margin_starts < 1:
             raise BadInputError("additive and margin searches need at least one step and start")
+        if self.warp_steps < 1 or self.warp_grid < 2:
+            raise BadInputError("the warp search needs at least one step and a grid of 2 or more")
 
     def inversion(self) -> InversionConfig:
         """Neural Cleanse's schedule (mask form, targeted and untargeted rows)."""
@@ -184,6 +188,15 @@ class ReverseConfig:
             learning_rate=self.additive_learning_rate * (value_range[1] - value_range[0]),
             init_cost=self.additive_init_cost,
             attack_threshold=self.additive_threshold,
+        )
+
+    def warp_inversion(self) -> InversionConfig:
+        return replace(
+            self.inversion(),
+            steps=self.warp_steps,
+            learning_rate=self.warp_learning_rate,
+            init_cost=self.warp_init_cost,
+            attack_threshold=self.warp_threshold,
         )
 
     def margin_config(self) -> MarginConfig:
@@ -255,6 +268,26 @@ class AdditiveFinding:
 
 
 @dataclass(frozen=True, eq=False)
+class WarpFinding:
+    """The smallest smooth warp field found for one label (:mod:`kerasaudit.warping`)."""
+
+    flow: np.ndarray  # (H, W, 2): (row, column) displacement in pixels
+    rms: float  # root-mean-square displacement, pixels
+    reached: bool  # attack success ≥ warp_threshold was reached
+    attack_success: float  # on the clean non-label images
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rms": self.rms,
+            "max": float(np.sqrt(np.square(self.flow).sum(axis=-1)).max()),
+            "reached_threshold": self.reached,
+            "attack_success": _finite(self.attack_success),
+            "steps": self.steps,
+        }
+
+
+@dataclass(frozen=True, eq=False)
 class UntargetedFinding:
     """One mask + pattern that moves images off their own class (all-to-all backdoors)."""
 
@@ -304,6 +337,8 @@ class LabelResult:
     margin: float = math.nan  # MM-BD's largest logit margin
     margin_anomaly: float = math.nan  # MAD index, positive = larger
     completion: Completion | None = None  # flagged labels only (ReverseConfig.complete)
+    warp: WarpFinding | None = None
+    warp_anomaly: float = math.nan  # log-MAD index of the warp's RMS, positive = smaller
 
     @property
     def completed(self) -> bool:
@@ -333,6 +368,8 @@ class LabelResult:
             additive_reached=self.additive is not None and self.additive.reached,
             margin=self.margin,
             linf_excess=self.linf_excess,
+            warp_rms=math.nan if self.warp is None else self.warp.rms,
+            warp_reached=self.warp is not None and self.warp.reached,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,6 +391,8 @@ class LabelResult:
             "additive_anomaly_index": _finite(self.additive_anomaly),
             "margin": _finite(self.margin),
             "margin_anomaly_index": _finite(self.margin_anomaly),
+            "warp": None if self.warp is None else self.warp.to_dict(),
+            "warp_anomaly_index": _finite(self.warp_anomaly),
             "linf_excess": _finite(self.linf_excess),
             "linf_layer": self.linf_layer,
             "linf_channel": self.linf_channel,
@@ -369,12 +408,17 @@ class FoundTrigger:
 
     stem: str  # file name without .npz: trigger_label3, trigger_label3_additive, ...
     label: int | None  # the target (None: untargeted, all-to-all)
-    kind: str  # neural-cleanse, neural-cleanse+completion, additive, untargeted
+    kind: str  # neural-cleanse, neural-cleanse+completion, additive, warp, untargeted
     mask: np.ndarray
     pattern: np.ndarray
     delta: np.ndarray | None = None
+    flow: np.ndarray | None = None  # a warp field (H, W, 2), applied before mask and delta
 
     def size(self) -> str:
+        if self.flow is not None:
+            from kerasaudit.warping import rms
+
+            return f"warp RMS {rms(self.flow):.2f} px"
         if self.delta is not None:
             return f"ℓ2 {float(np.sqrt(np.square(self.delta.astype(np.float64)).sum())):.2f}"
         return f"mask ℓ1 {float(self.mask.sum()):.1f}"
@@ -401,8 +445,9 @@ class ReverseResult:
     def found_triggers(self) -> list[FoundTrigger]:
         """The triggers that stand for the verdict's backdoor(s), most suspicious first: per
         flagged label its (completed) Neural Cleanse trigger when the mask signal flagged it,
-        its additive perturbation when the additive signal did, both when only the margin did;
-        for an all-to-all verdict the untargeted trigger."""
+        its additive perturbation when the additive signal did, both when only the margin did,
+        its warp field when the warp signal did (that alone, when only the warp signal did); for
+        an all-to-all verdict the untargeted trigger."""
         out = []
         for k in self.verdict.flagged:
             r = self.label(k)
@@ -411,6 +456,12 @@ class ReverseResult:
             if _uses_mask_trigger(r):
                 mask, pattern = r.trigger_arrays
                 out.append(FoundTrigger(f"trigger_label{k}", k, r.trigger_kind, mask, pattern))
+            if r.warp is not None and "warp" in r.signals:
+                zeros = np.zeros_like(r.mask)
+                out.append(FoundTrigger(f"trigger_label{k}_warp", k, "warp", zeros,
+                                        np.zeros_like(r.pattern), flow=r.warp.flow))  # fmt: skip
+            if _warp_only(r):
+                continue
             if r.additive is not None and (additive_signal or not mask_signal):
                 zeros = np.zeros_like(r.mask)
                 out.append(
@@ -523,6 +574,7 @@ def reverse_engineer(
         {
             "neural-cleanse": config.steps * len(nc_rows),
             "additive": config.additive_steps * len(chosen) if config.additive else 0,
+            "warp": config.warp_steps * len(chosen) if config.warp else 0,
             "margin": config.margin_steps * len(chosen) if config.margin else 0,
         },
     )
@@ -578,6 +630,11 @@ def reverse_engineer(
             for t in found
         ]
         seconds["additive"] = time.perf_counter() - t0
+    warps: list[WarpFinding | None] = [None] * len(chosen)
+    if config.warp:
+        t0 = time.perf_counter()
+        warps = list(warp_findings(model, x, y, chosen, config, io.outputs, budget.part("warp")))
+        seconds["warp"] = time.perf_counter() - t0
     margins = None
     if config.margin:
         t0 = time.perf_counter()
@@ -595,7 +652,7 @@ def reverse_engineer(
     layers = _bias_layer_paths(model, bias_layers)
     biases = _linf_bias(model, layers, x[: config.bias_images], recovered)
     seconds["linf-bias"] = time.perf_counter() - t0
-    results = _label_results(recovered, success, biases, additive, margins, info.class_names)
+    results = _label_results(recovered, success, biases, additive, warps, margins, info.class_names)
     verdict = judge(ModelEvidence(
         tuple(r.evidence() for r in results),
         math.nan if untargeted_finding is None else untargeted_finding.mask_l1,
@@ -635,8 +692,15 @@ def reverse_engineer(
 
 def _uses_mask_trigger(r: LabelResult) -> bool:
     """A flagged label stands for its Neural Cleanse trigger when the mask signal flagged it,
-    or when the additive signal did not (flagged by the margin alone: both forms are kept)."""
+    or when the additive signal did not (flagged by the margin alone: both forms are kept) —
+    unless the warp signal alone flagged it (its warp field stands for it)."""
+    if _warp_only(r):
+        return False
     return "mask" in r.signals or "additive" not in r.signals
+
+
+def _warp_only(r: LabelResult) -> bool:
+    return r.warp is not None and tuple(r.signals) == ("warp",)
 
 
 class _Budget:
@@ -658,6 +722,50 @@ class _Budget:
             report(min(self.total, offset + done * scale), self.total)
 
         return update
+
+
+def warp_findings(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    labels: Sequence[int],
+    config: ReverseConfig,
+    outputs: int,
+    progress: ProgressFn | None = None,
+) -> list[WarpFinding]:
+    """The warp engine alone: per label the smallest smooth warp field (RMS displacement)
+    that sends ``x`` to it (:class:`~kerasaudit.inversion.WarpForm`), and its attack success
+    on the images of other labels. Seeded per (seed, label), like every engine."""
+    height, width = int(x.shape[1]), int(x.shape[2])
+    form = WarpForm(height, width, config.warp_grid)
+    found = BatchedInversion(model, list(labels), x, y, form, config.warp_inversion(), outputs).run(
+        progress
+    )
+    predict = predictor(model, tuple(x.shape[1:]), outputs)
+    return [
+        WarpFinding(t.arrays[0], t.size, t.reached, _warp_success(predict, x, y, t.label,
+                                                                   t.arrays[0]), t.steps)
+        for t in found
+    ]  # fmt: skip
+
+
+def _warp_success(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    label: int,
+    flow: np.ndarray,
+) -> float:
+    from kerasaudit.warping import warp
+
+    keep = np.ones(len(x), bool) if y is None else y != label
+    if not keep.any():
+        return math.nan
+    stamped = warp(x[keep], flow).astype(np.float32)
+    hits = sum(
+        int((predict(stamped[i : i + 256]) == label).sum()) for i in range(0, len(stamped), 256)
+    )
+    return hits / int(keep.sum())
 
 
 def _additive_success(
@@ -826,6 +934,7 @@ def _label_results(
     success: Sequence[tuple[float, int]],
     biases: Sequence[tuple[LayerBias, ...]],
     additive: Sequence[AdditiveFinding | None],
+    warps: Sequence[WarpFinding | None],
     margins: MarginResult | None,
     names: Sequence[str] | None,
 ) -> list[LabelResult]:
@@ -854,6 +963,7 @@ def _label_results(
                 flagged=False,
                 reasons=(),
                 additive=additive[i],
+                warp=warps[i],
                 margin=math.nan if margins is None else margins.margin(trig.label),
             )
         )
@@ -874,6 +984,7 @@ def _apply_verdict(results: Sequence[LabelResult], verdict: Verdict) -> list[Lab
                 mask_anomaly=s.mask_index,
                 additive_anomaly=s.additive_index,
                 margin_anomaly=s.margin_index,
+                warp_anomaly=s.warp_index,
             )
         )
     return out
@@ -978,6 +1089,7 @@ def write_artifacts(
                     mask_anomaly_index=_finite(r.mask_anomaly),
                     additive_anomaly_index=_finite(r.additive_anomaly),
                     margin_anomaly_index=_finite(r.margin_anomaly),
+                    warp_anomaly_index=_finite(r.warp_anomaly),
                     linf_excess=_finite(r.linf_excess),
                     completion=None if r.completion is None else r.completion.to_dict(),
                 )
@@ -989,6 +1101,7 @@ def write_artifacts(
                 meta=meta,
                 delta=found.delta,
                 value_range=result.value_range if found.delta is not None else None,
+                flow=found.flow,
             )
         for r in result.labels:
             if r.flagged or all_images:
