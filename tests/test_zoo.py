@@ -118,8 +118,7 @@ def test_every_architecture_builds_and_round_trips(
 def _write_evidence(
     root: Path, name: str, family: str, arch: str, targets: list[int], masks: list[float]
 ) -> None:
-    out = root / name
-    out.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     labels = [
         {"label": k, "mask_l1": m, "mask_reached": True, "additive_l2": 2.0 + 0.1 * k,
          "additive_reached": True, "margin": 30.0 + (k % 3), "linf_excess": 1.0}
@@ -131,7 +130,7 @@ def _write_evidence(
         "zoo": {"recipe": {"name": name, "arch": arch, "attack": {"family": family,
                                                                      "triggers": triggers}}},
     }  # fmt: skip
-    (out / "reverse.json").write_text(json.dumps(report))
+    (root / f"{name}.json").write_text(json.dumps(report))
 
 
 def test_calibration_has_no_false_positive_on_its_own_clean_models(tmp_path: Path) -> None:
@@ -196,15 +195,15 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     import subprocess
 
     base = list(np.linspace(45.0, 75.0, 10))
-    _write_evidence(tmp_path / "results", "clean_even", "clean", "a0", [], base)
+    _write_evidence(tmp_path / "evidence", "clean_even", "clean", "a0", [], base)
     odd = list(base)
     odd[3] = 1.2
-    _write_evidence(tmp_path / "results", "clean_odd", "clean", "a1", [], odd)
+    _write_evidence(tmp_path / "evidence", "clean_odd", "clean", "a1", [], odd)
     planted = list(base)
     planted[6] = 1.2
-    _write_evidence(tmp_path / "results", "bd_patch", "badnets", "a0", [6], planted)
+    _write_evidence(tmp_path / "evidence", "bd_patch", "badnets", "a0", [6], planted)
     cached = tmp_path / "results" / "badnets_g2_tr_vgg"  # a zoo recipe, target 4, no evidence
-    cached.mkdir()
+    cached.mkdir(parents=True)
     (cached / "found.json").write_text(json.dumps({"flagged": [4, 8], "all_to_all": False}))
     done = subprocess.run(
         [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path)],

@@ -1,6 +1,7 @@
 """Calibrate the verdict's thresholds on part of the zoo and report on the rest.
 
-Input: each model's ``reverse.json`` (``zoo.py evidence``). The verdict is recomputed from the
+Input: each model's compact evidence (``benchmarks/zoo/evidence/NAME.json``, written by
+``zoo.py evidence``). The verdict is recomputed from the
 evidence saved there with ``kerasaudit.verdict`` itself — the same scoring the product runs —
 for any candidate :class:`~kerasaudit.verdict.Rule`, so a recalibration takes seconds.
 
@@ -29,7 +30,7 @@ from typing import Any
 from kerasaudit.verdict import RULE, ModelEvidence, Rule, Scores, judge, score
 
 SLACK = 1.15  # thresholds sit this far beyond the most extreme clean calibration value
-SIGNALS = ("mask_index", "additive_index", "margin_index")
+SIGNALS = ("mask_index", "additive_index", "margin_index", "warp_index")
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,10 @@ class ZooModel:
         return -1 in self.targets
 
 
-def load_models(results: Path) -> list[ZooModel]:
+def load_models(evidence: Path) -> list[ZooModel]:
+    """Every model's evidence in ``evidence/NAME.json`` (``zoo.save_evidence``)."""
     out = []
-    for path in sorted(results.glob("*/reverse.json")):
+    for path in sorted(evidence.glob("*.json")):
         report = json.loads(path.read_text())
         recipe = report["zoo"]["recipe"]
         attack = recipe["attack"]
@@ -94,6 +96,7 @@ def fit_rule(
         margin_index=thresholds["margin_index"],
         untargeted_ratio=ratio,
         linf_index=thresholds.get("linf_index", math.inf),
+        warp_index=thresholds["warp_index"],
     )
     if "combined" not in variant:
         return rule
@@ -210,10 +213,10 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def calibrate(results: Path, slack: float = SLACK, variant: str = "or+linf") -> dict[str, Any]:
-    models = load_models(results)
+def calibrate(evidence: Path, slack: float = SLACK, variant: str = "or+linf") -> dict[str, Any]:
+    models = load_models(evidence)
     if not models:
-        raise SystemExit(f"no reverse.json under {results}: run `zoo.py evidence` first")
+        raise SystemExit(f"no evidence under {evidence}: run `zoo.py evidence` first")
     full = fit_rule(models, slack, variant)
     schemes = {
         "leave-one-architecture-out": cross_validate(models, lambda m: m.arch, slack, variant),

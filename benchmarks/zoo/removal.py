@@ -71,8 +71,9 @@ ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model; its evidence is also
-    written as results/NAME/reverse.json when there is none (the same numbers `zoo.py
-    evidence` saves: trigger completion runs after the verdict and does not change them)."""
+    written as results/NAME/reverse.json and the compact evidence/NAME.json when there is none
+    (the same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and
+    does not change them)."""
     from kerasaudit.cli.reverse_cmd import reverse_config
     from kerasaudit.stages.defend import recovered_trigger
     from kerasaudit.stages.reverse import FoundTrigger, reverse_engineer
@@ -103,6 +104,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
                 "source": "removal.found_triggers (defend's reverse, trigger completion on)",
             }
             zoo._write_json(evidence, report)
+            zoo.save_evidence(root, name, report)
         zoo._write_json(
             meta,
             {

@@ -10,6 +10,12 @@ Models, data splits and per-model results live under ``benchmarks/zoo/build`` (n
 ``--dir`` or ``KERASAUDIT_ZOO`` moves them). ``manifest.json`` (in git) records each model's
 recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit (on the machine
 that wrote it: other CPUs may round differently).
+
+Each model's verdict evidence (what ``kerasaudit reverse`` measured on the defender's images:
+the numbers the verdict is computed from) is also kept, compact, in ``benchmarks/zoo/evidence/``
+(in git, ~2 KB a model, with the SHA-256 of the weights it was measured on), so ``calibrate``,
+``verdicts`` and ``table`` rerun in seconds on a fresh checkout without the build; a zoo
+elsewhere (``--dir``) keeps its own under ``DIR/evidence``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import fmnist  # noqa: E402
 from recipes import BATCH_SIZE, BY_NAME, LEARNING_RATE, RECIPES, Recipe  # noqa: E402
 
 MANIFEST = HERE / "manifest.json"
+EVIDENCE = HERE / "evidence"  # compact verdict evidence of the default build, in git
 
 
 def zoo_dir(arg: str | None) -> Path:
@@ -177,6 +184,32 @@ def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | N
     return done.returncode, data, seconds
 
 
+def evidence_dir(root: Path) -> Path:
+    """Where a zoo's compact evidence lives: in git for the default build, else DIR/evidence."""
+    default = (HERE / "build").resolve()
+    out = EVIDENCE if root.resolve() == default else root / "evidence"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
+    """The compact evidence of one ``reverse`` report (``report["zoo"]`` says how it was run):
+    what calibrate reads, plus the weights' SHA-256 and the engines' settings."""
+    info = json.loads((root / "models" / f"{name}.json").read_text())
+    compact = {
+        "zoo": {
+            **report["zoo"],
+            "weights_sha256": info["weights_sha256"],
+            "versions": info.get("versions"),
+        },
+        "config": report.get("config"),
+        "evidence": report["evidence"],
+    }
+    path = evidence_dir(root) / f"{name}.json"
+    _write_json(path, compact)
+    return path
+
+
 def built(root: Path, names: list[str]) -> list[Recipe]:
     out = []
     for name in names or [r.name for r in RECIPES]:
@@ -195,6 +228,8 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         out = results_dir(root, recipe.name)
         target = out / "reverse.json"
         if target.exists() and not args.force:
+            if not (evidence_dir(root) / f"{recipe.name}.json").exists():
+                save_evidence(root, recipe.name, json.loads(target.read_text()))
             continue
         log(f"reverse {recipe.name}")
         model = root / "models" / recipe.filename
@@ -206,8 +241,49 @@ def cmd_evidence(args: argparse.Namespace) -> int:
             continue
         report["zoo"] = {"exit_code": code, "seconds": seconds, "recipe": recipe.to_dict()}
         _write_json(target, report)
+        save_evidence(root, recipe.name, report)
         v = report["verdict"]
         log(f"{recipe.name}: flagged {v['flagged']} all-to-all {v['all_to_all']} ({seconds:.0f} s)")
+    return 0
+
+
+def cmd_warp(args: argparse.Namespace) -> int:
+    """Add the warp engine's numbers to evidence measured before it existed: the engine alone
+    (``kerasaudit.stages.reverse.warp_findings``, `reverse`'s defaults and images, seeded per
+    label like every engine, so the numbers are what a full `reverse` run measures), merged
+    into evidence/NAME.json; the per-label details cached in results/NAME/warp.json."""
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.reverse import ReverseConfig, warp_findings
+
+    root = zoo_dir(args.dir)
+    config = ReverseConfig()
+    for recipe in built(root, args.names):
+        path = evidence_dir(root) / f"{recipe.name}.json"
+        if not path.exists():
+            continue  # `zoo.py evidence` runs every engine, this one included
+        report = json.loads(path.read_text())
+        labels = report["evidence"]["labels"]
+        if all(e.get("warp_rms") is not None for e in labels) and not args.force:
+            continue
+        log(f"warp {recipe.name}")
+        model = load_model(root / "models" / recipe.filename).model
+        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        x, y = data.take_array(config.images)
+        started = time.time()
+        found = warp_findings(
+            model, x, y, [e["label"] for e in labels], config, classifier_io(model).outputs
+        )
+        seconds = round(time.time() - started, 1)
+        for e, w in zip(labels, found, strict=True):
+            e["warp_rms"], e["warp_reached"] = w.rms, w.reached
+        report["zoo"]["warp"] = {"seconds": seconds, "source": "zoo.py warp (engine alone)"}
+        _write_json(path, report)
+        _write_json(results_dir(root, recipe.name) / "warp.json",
+                    {"labels": [w.to_dict() for w in found], "seconds": seconds})  # fmt: skip
+        sizes = " ".join(f"{w.rms:.2f}{'' if w.reached else '*'}" for w in found)
+        log(f"{recipe.name}: warp RMS per label {sizes} ({seconds:.0f} s)")
     return 0
 
 
@@ -356,6 +432,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from kerasaudit.verdict import RULE
 
     root = zoo_dir(args.dir)
+    evidence = {m.name: m for m in calibrate.load_models(evidence_dir(root))}
     rows = []
     for recipe in built(root, args.names):
         res = root / "results" / recipe.name
@@ -369,11 +446,8 @@ def cmd_table(args: argparse.Namespace) -> int:
             "accuracy": info["eval"]["accuracy"],
             "asr": info["eval"]["asr"],
         }
-        evidence = res / "reverse.json"
-        if evidence.exists():
-            model = next(
-                m for m in calibrate.load_models(root / "results") if m.name == recipe.name
-            )
+        model = evidence.get(recipe.name)
+        if model is not None:
             o = calibrate.outcome(model, RULE)
             row["verdict"] = {
                 "flagged": list(o.flagged),
@@ -444,13 +518,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     root = zoo_dir(args.dir)
     for variant in calibrate.VARIANTS:  # both families, cross-validated the same way
-        other = calibrate.calibrate(root / "results", args.slack, variant)
+        other = calibrate.calibrate(evidence_dir(root), args.slack, variant)
         for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
             s = other[scheme]["summary"]
             print(f"{variant:12} {scheme:27} FP {s['false_positives']}/{s['clean_models']} "
                   f"detected {s['detected']}/{s['backdoored_models']} AUROC {s['auroc']:.3f} "
                   f"extra labels {s['wrong_labels']}")  # fmt: skip
-    report = calibrate.calibrate(root / "results", args.slack, args.variant)
+    report = calibrate.calibrate(evidence_dir(root), args.slack, args.variant)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     _write_json(out / "calibration.json", report)
@@ -526,7 +600,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
     """The *shipped* rule (kerasaudit.verdict.RULE, nothing refitted) on every model whose
-    evidence is cached (results/NAME/reverse.json), and defend's own cached verdict where only
+    evidence is kept (evidence/NAME.json), and defend's own cached verdict where only
     removal.py's found.json exists: one line per model, then the counts. On a rebuilt zoo this
     tests the rule on weights it was not fitted on (seconds)."""
     import calibrate
@@ -534,7 +608,7 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     from kerasaudit.verdict import RULE
 
     root = zoo_dir(args.dir)
-    models = calibrate.load_models(root / "results")
+    models = calibrate.load_models(evidence_dir(root))
     wanted = set(args.names)
     outcomes = [calibrate.outcome(m, RULE) for m in models if not wanted or m.name in wanted]
     judged = {o.name for o in outcomes}
@@ -576,6 +650,7 @@ def main() -> int:
             "train",
             "status",
             "evidence",
+            "warp",
             "calibrate",
             "verdicts",
             "defend",
@@ -597,6 +672,7 @@ def main() -> int:
         "train": cmd_train,
         "status": cmd_status,
         "evidence": cmd_evidence,
+        "warp": cmd_warp,
         "calibrate": cmd_calibrate,
         "verdicts": cmd_verdicts,
         "defend": cmd_defend,
