@@ -227,3 +227,47 @@ def test_a_one_pixel_warp_is_the_backdoor_of_the_hand_built_model(
         assert np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y) == 1.0
         moved = np.argmax(model.predict(warp(x[y != 0], shift), verbose=0), axis=1)
         assert np.mean(moved == 0) == asr
+
+
+def test_cli_reverse_finds_the_warp_and_writes_a_field_that_attacks(
+    warped: dict[str, Path], tmp_path: Path
+) -> None:
+    """The warp engine finds label 0's field far smaller than any other label's, the verdict
+    flags label 0 by it (among other signals on this linear toy), `reverse` writes the field as
+    a trigger file and `evaluate` confirms that it sends held-out images to label 0; the
+    clean twin's label 0 has no such field."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from kerasaudit.cli.app import app
+
+    runner = CliRunner()
+    fast = ["--steps", "200", "--images", "256", "-q", "--format", "json"]
+    out = tmp_path / "rev"
+    done = runner.invoke(
+        app, ["reverse", str(warped["backdoored"]), "-d", str(warped["data"]), "-o", str(out),
+              *fast],
+    )  # fmt: skip
+    assert done.exit_code == 1, done.output
+    report = json.loads(done.stdout)
+    label0 = report["labels"][0]
+    assert label0["warp"]["reached_threshold"] and label0["warp"]["rms"] < 0.8
+    others = [r["warp"]["rms"] for r in report["labels"][1:]]
+    assert label0["warp"]["rms"] < 0.5 * min(others)
+    assert label0["flagged"] and "warp" in label0["signals"]
+    content = read_trigger_file(out / "trigger_label0_warp.npz")
+    assert content.flow is not None and content.target == 0 and content.meta["kind"] == "warp"
+    assert not content.mask.any()
+    assert (out / "warp_label0.png").is_file()  # where the field moves pixels, for people
+    evaluated = runner.invoke(
+        app, ["evaluate", str(warped["backdoored"]), "-d", str(warped["test"]), "-t",
+              str(out / "trigger_label0_warp.npz"), "-q", "--format", "json"],
+    )  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["attack"]["asr"] >= 0.9
+
+    clean = runner.invoke(app, ["reverse", str(warped["clean"]), "-d", str(warped["data"]), *fast])
+    labels = json.loads(clean.stdout)["labels"]
+    assert not any("warp" in r["signals"] for r in labels)
+    assert not labels[0]["warp"]["reached_threshold"] or labels[0]["warp"]["rms"] > 0.8

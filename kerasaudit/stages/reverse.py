@@ -1042,6 +1042,8 @@ def artifact_names(result: ReverseResult, *, all_images: bool) -> list[str]:
             names += [f"{kind}_label{r.label}.png" for kind in ("mask", "pattern", "fusion")]
         if r.completed:
             names.append(f"completed_label{r.label}.png")
+        if r.warp is not None and "warp" in r.signals:
+            names.append(f"warp_label{r.label}.png")
     return names
 
 
@@ -1109,6 +1111,8 @@ def write_artifacts(
             if r.completed:
                 mask, pattern = r.trigger_arrays
                 _write_pngs(staging, r.label, mask, pattern, result.value_range, completed=True)
+            if r.warp is not None and "warp" in r.signals:
+                _write_warp_png(staging, r.label, r.warp.flow)
         data = (
             report(list(map(str, final)))
             if report is not None
@@ -1128,6 +1132,20 @@ def write_artifacts(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _write_warp_png(directory: Path, label: int, flow: np.ndarray) -> None:
+    """warp_label{K}.png: how far each pixel's content is moved (white = the largest)."""
+    from PIL import Image
+
+    magnitude = np.sqrt(np.square(flow.astype(np.float64)).sum(axis=-1))
+    unit = magnitude / magnitude.max() if magnitude.max() > 0 else magnitude
+    height, width = magnitude.shape
+    factor = max(1, math.ceil(_MIN_PNG_SIDE / max(height, width)))
+    image = Image.fromarray(np.round(unit * 255).astype(np.uint8), mode="L")
+    if factor > 1:
+        image = image.resize((width * factor, height * factor), Image.Resampling.BILINEAR)
+    image.save(directory / f"warp_label{label}.png", format="PNG")
 
 
 def _write_pngs(
