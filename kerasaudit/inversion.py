@@ -102,9 +102,8 @@ class InvertedTrigger:
     """What the optimisation found for one row."""
 
     label: int  # UNTARGETED for an untargeted row
-    arrays: tuple[
-        np.ndarray, ...
-    ]  # mask: (mask (H, W), pattern); additive: (delta,); warp: (flow,)
+    # mask: (mask (H, W), pattern); additive: (delta,); warp: (flow (H, W, 2),)
+    arrays: tuple[np.ndarray, ...]
     size: float  # ‖m‖₁, ‖δ‖₂ or the field's RMS displacement of the kept trigger
     reached: bool  # attack success ≥ threshold was reached (else: the last trigger is kept)
     steps: int
