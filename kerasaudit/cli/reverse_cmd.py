@@ -208,7 +208,7 @@ def reverse(
     measured ~18 ms per label-step on 2 CPU cores for the 28×28 sample CNN, i.e. ~18 s per
     label at 1,000 steps (about 3 min for 10 labels); --labels and --steps bound it. The
     additive and warp searches (500 steps each) and the margin search add about as much again
-    (measured 43 + 52 + 19 s for the sample CNN's 10 labels).
+    (measured 47 + 58 + 22 s for the sample CNN's 10 labels).
 
     Trigger-free defence, step by step (or all at once with `kerasaudit defend`):
     reverse M --data D -o rev/ ; prune M --data D --trigger rev/trigger_labelK.npz
