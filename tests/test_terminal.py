@@ -56,6 +56,19 @@ def test_command_output_reads_at_80_columns(
     _check(runner.invoke(app, args, env=ENV), names)
 
 
+def test_reverse_table_keeps_all_seven_columns_at_80(stripes: dict[str, Path]) -> None:
+    """Seven columns do not fit 80 characters with each index beside its value: below 100
+    columns the index goes under it, and no column is dropped or cut off."""
+    args = ["reverse", str(stripes["backdoored"]), "-d", str(stripes["data"]), "--steps", "60",
+            "--images", "64", "--no-complete"]  # fmt: skip
+    result = runner.invoke(app, args, env=ENV)
+    _check(result, [])
+    header = next(line for line in result.stdout.splitlines() if "label" in line and "┃" in line)
+    for column in ("label", "NC mask ℓ1", "additive ℓ2", "warp px", "margin", "ℓ∞ excess",
+                   "flagged"):  # fmt: skip
+        assert column in header, (column, header)
+
+
 @pytest.mark.parametrize(
     "command",
     ["audit", "inspect", "scan", "evaluate", "prune", "sweep", "reverse", "defend", "gradcam",

@@ -59,8 +59,8 @@ def summary_line(result: ReverseResult) -> str:
     return f"{verdict_words(result)} ({result.seconds:.0f} s)"
 
 
-def _with_index(value: float, index: float, digits: int = 1) -> str:
-    return f"{_num(value, digits)} ({_num(index)})"
+def _with_index(value: float, index: float, digits: int = 1, sep: str = " ") -> str:
+    return f"{_num(value, digits)}{sep}({_num(index)})"
 
 
 def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -> None:
@@ -70,27 +70,29 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
         title_justify="left",
     )
     columns = ("label", "NC mask ℓ1", "additive ℓ2", "warp px", "margin", "ℓ∞ excess", "flagged")
+    # Below 100 columns each index goes under its value (numbers never wrap: formats/_table).
+    sep = "\n" if console.width < 100 else " "
     for column in columns:
         table.add_column(column, justify="left" if column in ("label", "flagged") else "right")
     for r in result.labels:
-        mask = _with_index(r.mask_l1, r.mask_anomaly) + ("" if r.reached else " *")
+        mask = _with_index(r.mask_l1, r.mask_anomaly, 1, sep) + ("" if r.reached else " *")
         add = (
             "-"
             if r.additive is None
-            else _with_index(r.additive.l2, r.additive_anomaly, 2)
+            else _with_index(r.additive.l2, r.additive_anomaly, 2, sep)
             + ("" if r.additive.reached else " *")
         )
         warp = (
             "-"
             if r.warp is None
-            else _with_index(r.warp.rms, r.warp_anomaly, 2) + ("" if r.warp.reached else " *")
+            else _with_index(r.warp.rms, r.warp_anomaly, 2, sep) + ("" if r.warp.reached else " *")
         )
         table.add_row(
             Text(_label_name(r)),
             mask,
             add,
             warp,
-            _with_index(r.margin, r.margin_anomaly),
+            _with_index(r.margin, r.margin_anomaly, 1, sep),
             _num(r.linf_excess),
             Text(
                 ", ".join(r.signals) if r.flagged else "-",
