@@ -758,14 +758,7 @@ def _warp_success(
 ) -> float:
     from kerasaudit.warping import warp
 
-    keep = np.ones(len(x), bool) if y is None else y != label
-    if not keep.any():
-        return math.nan
-    stamped = warp(x[keep], flow).astype(np.float32)
-    hits = sum(
-        int((predict(stamped[i : i + 256]) == label).sum()) for i in range(0, len(stamped), 256)
-    )
-    return hits / int(keep.sum())
+    return _share_sent(predict, x, y, label, lambda images: warp(images, flow))
 
 
 def _additive_success(
@@ -777,10 +770,24 @@ def _additive_success(
     low: float,
     high: float,
 ) -> float:
+    return _share_sent(
+        predict, x, y, label, lambda images: np.clip(images + delta[None], low, high)
+    )
+
+
+def _share_sent(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    label: int,
+    stamp: Callable[[np.ndarray], np.ndarray],
+) -> float:
+    """Share of the images of other labels (all when ``y`` is None) that ``stamp`` sends to
+    ``label``."""
     keep = np.ones(len(x), bool) if y is None else y != label
     if not keep.any():
         return math.nan
-    stamped = np.clip(x[keep] + delta[None], low, high).astype(np.float32)
+    stamped = stamp(x[keep]).astype(np.float32)
     hits = sum(
         int((predict(stamped[i : i + 256]) == label).sum()) for i in range(0, len(stamped), 256)
     )
