@@ -509,7 +509,9 @@ class FileTrigger(Trigger):
 
     def _region(self) -> np.ndarray:
         if self.flow is not None and not self.mask.any():
-            return half_peak_region(np.sqrt(np.square(self.flow).sum(axis=-1)))
+            from kerasaudit.warping import magnitude
+
+            return half_peak_region(magnitude(self.flow))
         if self.delta is not None and not self.mask.any():
             return half_peak_region(np.abs(self.delta).max(axis=-1))
         return half_peak_region(self.mask)

@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 
 
+def magnitude(flow: np.ndarray) -> np.ndarray:
+    """How far each pixel's content moves (H, W), in pixels, for a field (H, W, 2)."""
+    return np.sqrt(np.square(np.asarray(flow, np.float64)).sum(axis=-1))
+
+
 def rms(flow: np.ndarray) -> float:
     """Root-mean-square displacement of a field (H, W, 2), in pixels."""
-    f = np.asarray(flow, np.float64)
-    return float(np.sqrt(np.square(f).sum(axis=-1).mean()))
+    return float(np.sqrt(np.square(magnitude(flow)).mean()))
 
 
 def _corners(flow: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:

@@ -86,6 +86,7 @@ from kerasaudit.verdict import (
     Verdict,
     judge,
 )
+from kerasaudit.warping import magnitude
 
 ProgressFn = Callable[[int, int], None]  # (label-steps done, label-steps in total)
 
@@ -280,7 +281,7 @@ class WarpFinding:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rms": self.rms,
-            "max": float(np.sqrt(np.square(self.flow).sum(axis=-1)).max()),
+            "max": float(magnitude(self.flow).max()),
             "reached_threshold": self.reached,
             "attack_success": _finite(self.attack_success),
             "steps": self.steps,
@@ -1145,9 +1146,9 @@ def _write_warp_png(directory: Path, label: int, flow: np.ndarray) -> None:
     """warp_label{K}.png: how far each pixel's content is moved (white = the largest)."""
     from PIL import Image
 
-    magnitude = np.sqrt(np.square(flow.astype(np.float64)).sum(axis=-1))
-    unit = magnitude / magnitude.max() if magnitude.max() > 0 else magnitude
-    height, width = magnitude.shape
+    moved = magnitude(flow)
+    unit = moved / moved.max() if moved.max() > 0 else moved
+    height, width = moved.shape
     factor = max(1, math.ceil(_MIN_PNG_SIDE / max(height, width)))
     image = Image.fromarray(np.round(unit * 255).astype(np.uint8), mode="L")
     if factor > 1:
