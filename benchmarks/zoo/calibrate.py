@@ -5,14 +5,23 @@ Input: each model's compact evidence (``benchmarks/zoo/evidence/NAME.json``, wri
 evidence saved there with ``kerasaudit.verdict`` itself — the same scoring the product runs —
 for any candidate :class:`~kerasaudit.verdict.Rule`, so a recalibration takes seconds.
 
-Calibration (:func:`fit_rule`): each signal's threshold is the largest value that signal takes
-on any label of any *clean* calibration model, times ``SLACK``: zero false positives on the
-calibration models by construction, with some room for clean models not seen. The untargeted
-ratio threshold is the smallest clean ratio divided by ``SLACK``. A signal whose clean maximum
-is so high that it adds no detection is left at that (harmless) value.
+Calibration (:func:`fit_rule`) works on each *clean* calibration model's largest value of each
+signal (its most suspicious label: the one that would make it a false positive). Two methods:
+
+- ``robust`` (shipped since the zoo's third calibration): threshold = median + K·σ of those
+  per-model maxima, σ = 1.4826·MAD; the untargeted ratio mirrored on a log scale (median of
+  log ratios − K·σ). It uses every clean model's tail, not only the most extreme one, and
+  widens a signal's margin in proportion to how much that signal's clean tail varies between
+  models. ``K`` is chosen by cross-validation (:func:`choose_parameter`: the most detections
+  with no clean model flagged when each architecture is held out in turn).
+- ``max`` (the first two calibrations): the most extreme clean value × ``SLACK``; the untargeted
+  ratio's smallest clean value ÷ ``SLACK``. Zero false positives on the calibration models by
+  construction, but one unusual clean model sets the threshold and the margin is the same
+  fraction for every signal.
 
 Reports: leave-one-architecture-out and leave-one-attack-family-out cross-validation (each clean
-model is held out with the fold of its architecture, or spread over the family folds), with
+model is held out with the fold of its architecture, or spread over the family folds) — for
+``robust`` also *nested* (K chosen inside each outer fold from the other folds only) — with
 false positives (clean models flagged), detection with the right target(s) per family (both
 targets of a two-trigger model; all-to-all: any backdoor verdict), labels wrongly flagged
 beside the right ones, and AUROC of a model-level score (the largest index/threshold ratio).
@@ -27,9 +36,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kerasaudit.verdict import RULE, ModelEvidence, Rule, Scores, judge, score
 
-SLACK = 1.15  # thresholds sit this far beyond the most extreme clean calibration value
+SLACK = 1.15  # method "max": thresholds this far beyond the most extreme clean value
+K = 5.0  # method "robust": thresholds this many robust σ above the clean maxima's median
+METHODS = ("robust", "max")
+GRID = {"robust": (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0), "max": (1.15, 1.3, 1.5, 1.75, 2.0)}
 SIGNALS = ("mask_index", "additive_index", "margin_index", "warp_index")
 
 
@@ -59,11 +73,9 @@ def load_models(evidence: Path) -> list[ZooModel]:
         recipe = report["zoo"]["recipe"]
         attack = recipe["attack"]
         targets = tuple(sorted({t["target"] for t in attack["triggers"]}))
-        evidence = ModelEvidence.from_dict(report["evidence"])
+        found = ModelEvidence.from_dict(report["evidence"])
         out.append(
-            ZooModel(
-                recipe["name"], recipe["arch"], attack["family"], targets, evidence, score(evidence)
-            )
+            ZooModel(recipe["name"], recipe["arch"], attack["family"], targets, found, score(found))
         )
     return out
 
@@ -75,33 +87,74 @@ def signal_values(model: ZooModel, signal: str) -> list[float]:
 VARIANTS = ("or", "or+combined", "or+linf", "or+combined+linf")
 
 
+def _robust_sigma(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    median = float(np.median(v))
+    sigma = 1.4826 * float(np.median(np.abs(v - median)))
+    if sigma <= 0:  # half or more identical: fall back to the mean absolute deviation
+        sigma = 1.2533 * float(np.mean(np.abs(v - median)))
+    return median, sigma
+
+
+def threshold(maxima: Sequence[float], method: str, parameter: float) -> float:
+    """A signal's threshold from the clean models' per-model maxima (larger = more suspect)."""
+    if not maxima:
+        return math.inf
+    if method == "max":
+        return max(maxima) * parameter
+    if method == "robust":
+        median, sigma = _robust_sigma(maxima)
+        return median + parameter * sigma
+    raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+
+
+def ratio_threshold(ratios: Sequence[float], method: str, parameter: float) -> float:
+    """The untargeted ratio's threshold (smaller = more suspect) from the clean models' ratios."""
+    ratios = [r for r in ratios if r > 0]
+    if not ratios:
+        return 0.0
+    if method == "max":
+        return min(ratios) / parameter
+    return math.exp(-threshold([-math.log(r) for r in ratios], method, parameter))
+
+
+def clean_maxima(models: Sequence[ZooModel], signal: str) -> list[float]:
+    """Each clean model's largest (finite) value of ``signal`` over its labels."""
+    out = []
+    for m in models:
+        values = [v for v in signal_values(m, signal) if math.isfinite(v)]
+        if m.clean and values:
+            out.append(max(values))
+    return out
+
+
 def fit_rule(
-    calibration: Sequence[ZooModel], slack: float = SLACK, variant: str = "or+linf"
+    calibration: Sequence[ZooModel],
+    parameter: float = K,
+    variant: str = "or+linf",
+    method: str = "robust",
 ) -> Rule:
-    """Thresholds at the most extreme clean calibration value × ``slack`` (module doc); with
-    ``or+combined`` also the combined score's (each index over its threshold, summed)."""
+    """Thresholds from the clean calibration models (module doc: ``robust`` with K =
+    ``parameter`` or ``max`` with slack = ``parameter``); with ``or+combined`` also the combined
+    score's (each index over its threshold, summed)."""
     clean = [m for m in calibration if m.clean]
     if not clean:
         return RULE
-    linf_signal = "linf" in variant
-    thresholds = {}
-    for signal in (*SIGNALS, "linf_index") if linf_signal else SIGNALS:
-        values = [v for m in clean for v in signal_values(m, signal) if math.isfinite(v)]
-        thresholds[signal] = max(values) * slack if values else math.inf
+    signals = (*SIGNALS, "linf_index") if "linf" in variant else SIGNALS
+    thresholds = {s: threshold(clean_maxima(clean, s), method, parameter) for s in signals}
     ratios = [m.scores.untargeted_ratio for m in clean if math.isfinite(m.scores.untargeted_ratio)]
-    ratio = min(ratios) / slack if ratios else 0.0
     rule = Rule(
         mask_index=thresholds["mask_index"],
         additive_index=thresholds["additive_index"],
         margin_index=thresholds["margin_index"],
-        untargeted_ratio=ratio,
+        untargeted_ratio=ratio_threshold(ratios, method, parameter),
         linf_index=thresholds.get("linf_index", math.inf),
         warp_index=thresholds["warp_index"],
     )
     if "combined" not in variant:
         return rule
-    combined = [rule.combined_score(s) for m in clean for s in m.scores.labels]
-    return replace(rule, combined=max(combined) * slack if combined else math.inf)
+    combined = [max(rule.combined_score(s) for s in m.scores.labels) for m in clean]
+    return replace(rule, combined=threshold(combined, method, parameter))
 
 
 @dataclass(frozen=True)
@@ -163,18 +216,56 @@ def auroc(outcomes: Sequence[Outcome]) -> float:
 def cross_validate(
     models: Sequence[ZooModel],
     fold_of: Callable[[ZooModel], str],
-    slack: float = SLACK,
+    parameter: float = K,
     variant: str = "or+linf",
+    method: str = "robust",
 ) -> tuple[list[Outcome], dict[str, Rule]]:
     """Each fold's models judged by a rule fitted on all the other folds."""
     folds = sorted({fold_of(m) for m in models})
     outcomes, rules = [], {}
     for fold in folds:
         held = [m for m in models if fold_of(m) == fold]
-        rule = fit_rule([m for m in models if fold_of(m) != fold], slack, variant)
+        rule = fit_rule([m for m in models if fold_of(m) != fold], parameter, variant, method)
         rules[fold] = rule
         outcomes += [outcome(m, rule) for m in held]
     return outcomes, rules
+
+
+def by_arch(m: ZooModel) -> str:
+    return m.arch
+
+
+def choose_parameter(
+    models: Sequence[ZooModel], variant: str = "or+linf", method: str = "robust"
+) -> float:
+    """The parameter of ``GRID[method]`` with the most detections among those that flag no clean
+    model under leave-one-architecture-out (the shift a third-party model brings: an
+    architecture the rule has not seen); the most conservative one when none manages that."""
+    best: tuple[int, float] | None = None
+    for parameter in GRID[method]:
+        summary = summarise(cross_validate(models, by_arch, parameter, variant, method)[0])
+        if summary["false_positives"] == 0 and (best is None or summary["detected"] > best[0]):
+            best = (summary["detected"], parameter)
+    return best[1] if best else GRID[method][-1]
+
+
+def nested_cross_validate(
+    models: Sequence[ZooModel],
+    fold_of: Callable[[ZooModel], str],
+    variant: str = "or+linf",
+    method: str = "robust",
+) -> tuple[list[Outcome], dict[str, float]]:
+    """Cross-validation of the whole procedure, the choice of the parameter included: each outer
+    fold is judged by a rule whose parameter was chosen (:func:`choose_parameter`) and whose
+    thresholds were fitted on the other folds only."""
+    outcomes, chosen = [], {}
+    for fold in sorted({fold_of(m) for m in models}):
+        rest = [m for m in models if fold_of(m) != fold]
+        parameter = choose_parameter(rest, variant, method)
+        chosen[fold] = parameter
+        rule = fit_rule(rest, parameter, variant, method)
+        outcomes += [outcome(m, rule) for m in models if fold_of(m) == fold]
+    return outcomes, chosen
 
 
 def family_folds(models: Sequence[ZooModel]) -> Callable[[ZooModel], str]:
@@ -213,35 +304,69 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def calibrate(evidence: Path, slack: float = SLACK, variant: str = "or+linf") -> dict[str, Any]:
+def calibrate(
+    evidence: Path,
+    parameter: float | None = None,
+    variant: str = "or+linf",
+    method: str = "robust",
+) -> dict[str, Any]:
+    """The calibration report: the rule fitted on every model (``parameter`` None: chosen by
+    :func:`choose_parameter`), both cross-validations at that parameter, the nested ones (the
+    parameter chosen inside each fold), the trade-off over ``GRID[method]``, and the shipped
+    rule in sample."""
     models = load_models(evidence)
     if not models:
         raise SystemExit(f"no evidence under {evidence}: run `zoo.py evidence` first")
-    full = fit_rule(models, slack, variant)
-    schemes = {
-        "leave-one-architecture-out": cross_validate(models, lambda m: m.arch, slack, variant),
-        "leave-one-family-out": cross_validate(models, family_folds(models), slack, variant),
+    schemes: dict[str, Callable[[ZooModel], str]] = {
+        "leave-one-architecture-out": by_arch,
+        "leave-one-family-out": family_folds(models),
     }
+    if parameter is None:
+        parameter = choose_parameter(models, variant, method)
+    full = fit_rule(models, parameter, variant, method)
     report: dict[str, Any] = {
         "models": len(models),
-        "slack": slack,
+        "method": method,
+        "parameter": parameter,
         "variant": variant,
         "rule_fitted_on_all": full.to_dict(),
         "in_sample": summarise([outcome(m, full) for m in models]),
         "shipped_rule": RULE.to_dict(),
         "shipped_rule_in_sample": summarise([outcome(m, RULE) for m in models]),
     }
-    for name, (outcomes, rules) in schemes.items():
+    for name, fold_of in schemes.items():
+        outcomes, rules = cross_validate(models, fold_of, parameter, variant, method)
         report[name] = {
             "summary": summarise(outcomes),
             "rules": {fold: r.to_dict() for fold, r in rules.items()},
             "outcomes": [o.__dict__ for o in outcomes],
         }
+        nested, chosen = nested_cross_validate(models, fold_of, variant, method)
+        report[f"nested {name}"] = {"summary": summarise(nested), "chosen": chosen}
+    report["trade_off"] = [
+        {
+            "parameter": p,
+            **{
+                name: {
+                    k: summarise(cross_validate(models, fold_of, p, variant, method)[0])[k]
+                    for k in ("false_positives", "detected")
+                }
+                for name, fold_of in schemes.items()
+            },
+        }
+        for p in GRID[method]
+    ]
     return report
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = []
+    method, parameter = report["method"], report["parameter"]
+    name = "K" if method == "robust" else "slack"
+    lines = [
+        f"Method `{method}`, {name} = {parameter:g}, variant `{report['variant']}`, "
+        f"{report['models']} models.",
+        "",
+    ]
     for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
         s = report[scheme]["summary"]
         lines.append(
@@ -263,4 +388,22 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| clean (false positives) | {s['clean_models']} | – | "
                          f"{', '.join(s['false_positive_models'])} |")  # fmt: skip
         lines.append("")
+        nested = report[f"nested {scheme}"]
+        n = nested["summary"]
+        chosen = ", ".join(f"{fold} {p:g}" for fold, p in nested["chosen"].items())
+        lines.append(
+            f"Nested ({name} chosen inside each fold from the others: {chosen}): "
+            f"{n['false_positives']} of {n['clean_models']} clean flagged "
+            f"({', '.join(n['false_positive_models']) or 'none'}); {n['detected']} of "
+            f"{n['backdoored_models']} detected; AUROC {n['auroc']:.3f}."
+        )
+        lines.append("")
+    schemes = ("leave-one-architecture-out", "leave-one-family-out")
+    lines.append(f"| {name} | " + " | ".join(f"{s}: clean flagged, detected" for s in schemes)
+                 + " |")  # fmt: skip
+    lines.append("| --- | --- | --- |")
+    for row in report["trade_off"]:
+        cells = [f"{row[s]['false_positives']}, {row[s]['detected']}" for s in schemes]
+        lines.append(f"| {row['parameter']:g} | " + " | ".join(cells) + " |")
+    lines.append("")
     return "\n".join(lines)

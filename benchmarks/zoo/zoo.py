@@ -518,13 +518,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     root = zoo_dir(args.dir)
     for variant in calibrate.VARIANTS:  # both families, cross-validated the same way
-        other = calibrate.calibrate(evidence_dir(root), args.slack, variant)
+        other = calibrate.calibrate(evidence_dir(root), args.parameter, variant, args.method)
         for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
             s = other[scheme]["summary"]
-            print(f"{variant:12} {scheme:27} FP {s['false_positives']}/{s['clean_models']} "
-                  f"detected {s['detected']}/{s['backdoored_models']} AUROC {s['auroc']:.3f} "
+            print(f"{variant:16} {scheme:27} ({other['parameter']:g}) FP "
+                  f"{s['false_positives']}/{s['clean_models']} detected "
+                  f"{s['detected']}/{s['backdoored_models']} AUROC {s['auroc']:.3f} "
                   f"extra labels {s['wrong_labels']}")  # fmt: skip
-    report = calibrate.calibrate(evidence_dir(root), args.slack, args.variant)
+    report = calibrate.calibrate(evidence_dir(root), args.parameter, args.variant, args.method)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     _write_json(out / "calibration.json", report)
@@ -661,7 +662,11 @@ def main() -> int:
     parser.add_argument("names", nargs="*")
     parser.add_argument("--dir", help="zoo directory (default benchmarks/zoo/build)")
     parser.add_argument("--force", action="store_true", help="redo even if cached")
-    parser.add_argument("--slack", type=float, default=1.15, help="calibration slack")
+    parser.add_argument("--method", default="robust", choices=("robust", "max"),
+                        help="calibrate: threshold method (calibrate.py)")  # fmt: skip
+    parser.add_argument("--parameter", type=float, default=None,
+                        help="calibrate: K (robust) or slack (max); default: chosen by "
+                        "leave-one-architecture-out cross-validation")  # fmt: skip
     parser.add_argument("--variant", default="or+linf", help="rule family to report")
     parser.add_argument(
         "--optimizer", help="known: the chain with prune --optimizer X (cached as known.X.json)"
