@@ -219,7 +219,36 @@ _B += [
     ),
 ]
 
-_C = []  # clean twins: every architecture × 4 seeds (+2)
+# Added with the four later architectures (archs.py), and the two WaNet variants first run as a
+# held-out test of the warp engine (a finer k = 8 grid than the engine searches; WaNet on the
+# residual net): none of these shaped an engine or the rule they are then tested against.
+_B += [
+    Recipe("badnets_g3_tl_dense", "dense", _badnets(_patch(3, 2, 2, 8, "grey", 0.7)), 181),
+    Recipe("sig_wide", "wide", Attack("sig", (Trigger("sig", 7, delta=0.12, freq=5),)), 182),
+    Recipe(
+        "blend_a12_mobile",
+        "mobile",
+        Attack("blend", (Trigger("blend", 1, alpha=0.12, seed=17),), rate=0.08),
+        183,
+    ),
+    Recipe("badnets_w4_mid_lenet", "lenet", _badnets(_patch(4, 12, 12, 3)), 184, "h5"),
+    Recipe(
+        "wanet_k8_plain",
+        "plain",
+        Attack("wanet", (Trigger("wanet", 2, k=8, strength=0.75, seed=91),), 0.1, 0.2),
+        191,
+        epochs=10,
+    ),
+    Recipe(
+        "wanet_k4_resnet",
+        "resnet",
+        Attack("wanet", (Trigger("wanet", 6, k=4, strength=1.0, seed=92),), 0.1, 0.2),
+        192,
+        epochs=10,
+    ),
+]
+
+_C = []  # clean twins: every architecture × 4 seeds (+2), the later four × 3
 for _i, _arch in enumerate(("vgg_bn", "plain", "resnet", "nested", "sepconv")):
     for _s in range(4):
         _C.append(
@@ -235,6 +264,17 @@ _C += [
     Recipe("clean_vgg_bn_s4", "vgg_bn", Clean(), 204),
     Recipe("clean_sepconv_s4", "sepconv", Clean(), 244),
 ]
+for _i, _arch in enumerate(("lenet", "mobile", "dense", "wide"), start=5):
+    for _s in range(3):
+        _C.append(
+            Recipe(
+                f"clean_{_arch}_s{_s}",
+                _arch,
+                Clean(),
+                200 + 10 * _i + _s,
+                "h5" if _s == 2 else "keras",
+            )
+        )
 
 RECIPES: tuple[Recipe, ...] = tuple(_B + _C)
 BY_NAME = {r.name: r for r in RECIPES}
