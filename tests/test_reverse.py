@@ -31,11 +31,13 @@ from kerasaudit.stages.reverse import (
 from kerasaudit.triggers import read_trigger_file
 from kerasaudit.verdict import (
     MAD_CONSISTENCY,
+    MIN_SIGMA,
     LabelEvidence,
     ModelEvidence,
     Rule,
     anomaly_indices,
     judge,
+    score,
 )
 
 runner = CliRunner()
@@ -139,6 +141,23 @@ def test_anomaly_index_is_ncs_mad_formula() -> None:
     # A zero MAD (most values equal) falls back to the mean absolute deviation.
     index, _, mad = anomaly_indices([5.0, 5.0, 5.0, 5.0, 1.0])
     assert mad > 0 and index[-1] > 2 and np.all(index[:4] == 0)
+
+
+def test_differences_below_the_resolution_floor_are_no_evidence() -> None:
+    """The LeNet case: every label's recovered trigger reaches 0.914–0.917 of the clean ℓ∞
+    range (tanh saturates); without a floor on σ the 0.3 % outlier scored 12σ."""
+    linf = [0.917, 0.914, 0.915, 0.914, 0.915, 0.915, 0.915, 0.915, 0.915, 0.914]
+    log_linf = -np.log(linf)
+    bare, _, _ = anomaly_indices(log_linf)
+    floored, _, sigma = anomaly_indices(log_linf, min_sigma=MIN_SIGMA)
+    assert abs(bare[0]) > 3  # what the unfloored index made of it
+    assert sigma == MIN_SIGMA and np.nanmax(np.abs(floored)) < 0.1
+    scores = score(_evidence([60.0 + k for k in range(10)], linf=linf))
+    assert max(s.linf_index for s in scores.labels) < 0.1
+    # A real outlier still stands out through the floor: twice the clean range at label 3
+    # (log 2 / 0.05 σ above the rest, minus the median's shift).
+    linf[3] = 1.83
+    assert score(_evidence([60.0 + k for k in range(10)], linf=linf)).label(3).linf_index > 7
 
 
 def test_schedule_follows_neural_cleanse() -> None:
