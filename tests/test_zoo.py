@@ -1,6 +1,6 @@
 """The efficacy zoo's own code (benchmarks/zoo): attacks, architectures, recipes, calibration.
 
-Training the 47 models takes hours, so CI checks the pieces on small inputs: that each attack
+Training the zoo's models takes hours, so CI checks the pieces on small inputs: that each attack
 stamps what it says (independently of kerasaudit's triggers, which the zoo's measurements must
 not share), that every architecture builds and saves in both formats, and that the calibration
 fits thresholds with no false positive on its own clean models and reports held-out folds.
@@ -156,6 +156,53 @@ def test_calibration_has_no_false_positive_on_its_own_clean_models(tmp_path: Pat
         assert summary["detected"] == 4 and summary["false_positives"] == 0
         assert math.isclose(summary["auroc"], 1.0)
     assert "leave-one-architecture-out" in calibrate.markdown(report)
+
+
+def test_robust_thresholds_use_every_clean_model_not_only_the_most_extreme() -> None:
+    """median + K·σ of the per-model maxima (σ = 1.4826·MAD): one unusual clean model moves the
+    ``max`` threshold but not the robust one; the ratio is mirrored on a log scale."""
+    maxima = [1.0, 1.5, 2.0, 2.5, 3.0]
+    sigma = 1.4826 * 0.5
+    assert calibrate.threshold(maxima, "robust", 4.0) == pytest.approx(2.0 + 4.0 * sigma)
+    assert calibrate.threshold(maxima, "max", 1.15) == pytest.approx(3.45)
+    outlier = [*maxima[:-1], 9.0]
+    assert calibrate.threshold(outlier, "robust", 4.0) == pytest.approx(2.0 + 4.0 * sigma)
+    assert calibrate.threshold(outlier, "max", 1.15) == pytest.approx(10.35)
+    ratios = [0.5, 1.0, 2.0]  # log ratios −0.69, 0, 0.69: median 0, σ 1.4826·0.69
+    expected = math.exp(-3.0 * 1.4826 * math.log(2.0))
+    assert calibrate.ratio_threshold(ratios, "robust", 3.0) == pytest.approx(expected)
+    assert calibrate.ratio_threshold(ratios, "max", 2.0) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        calibrate.threshold(maxima, "median", 1.0)
+
+
+def test_calibration_report_chooses_k_and_cross_validates_the_choice(tmp_path: Path) -> None:
+    """K comes from the grid by leave-one-architecture-out (the most detections with no clean
+    model flagged); the nested schemes choose it again inside every fold; the trade-off lists
+    every K of the grid."""
+    base = np.linspace(45.0, 75.0, 10)
+    for i in range(6):
+        masks = list(np.roll(base, i))
+        masks[8] = 25.0 + 3 * i  # a naturally small class, more or less so
+        _write_evidence(tmp_path, f"clean_{i}", "clean", f"a{i % 3}", [], masks)
+    for i, (target, size) in enumerate(((1, 3.0), (4, 3.0), (7, 30.0))):
+        masks = list(np.roll(base, i))
+        masks[target] = size
+        _write_evidence(tmp_path, f"bd_{i}", "badnets", f"a{i % 3}", [target], masks)
+    report = calibrate.calibrate(tmp_path)
+    assert report["method"] == "robust" and report["parameter"] in calibrate.GRID["robust"]
+    models = calibrate.load_models(tmp_path)
+    chosen = calibrate.choose_parameter(models)
+    assert chosen == report["parameter"]
+    loao = calibrate.summarise(calibrate.cross_validate(models, calibrate.by_arch, chosen)[0])
+    assert loao["false_positives"] == 0 and loao["detected"] >= 2  # the two 3-pixel masks
+    for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
+        nested = report[f"nested {scheme}"]
+        assert set(nested["chosen"].values()) <= set(calibrate.GRID["robust"])
+        assert nested["summary"]["clean_models"] == 6
+    assert [row["parameter"] for row in report["trade_off"]] == list(calibrate.GRID["robust"])
+    text = calibrate.markdown(report)
+    assert "Nested (K chosen inside each fold" in text and "| K |" in text
 
 
 def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:

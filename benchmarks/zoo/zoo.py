@@ -187,9 +187,7 @@ def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | N
 def evidence_dir(root: Path) -> Path:
     """Where a zoo's compact evidence lives: in git for the default build, else DIR/evidence."""
     default = (HERE / "build").resolve()
-    out = EVIDENCE if root.resolve() == default else root / "evidence"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return EVIDENCE if root.resolve() == default else root / "evidence"
 
 
 def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
@@ -206,6 +204,7 @@ def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
         "evidence": report["evidence"],
     }
     path = evidence_dir(root) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(path, compact)
     return path
 
