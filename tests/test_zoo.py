@@ -185,10 +185,10 @@ def test_calibration_report_chooses_k_and_cross_validates_the_choice(tmp_path: P
         masks = list(np.roll(base, i))
         masks[8] = 25.0 + 3 * i  # a naturally small class, more or less so
         _write_evidence(tmp_path, f"clean_{i}", "clean", f"a{i % 3}", [], masks)
-    for i, (target, size) in enumerate(((1, 3.0), (4, 3.0), (7, 30.0))):
+    for i, (target, size) in enumerate(((1, 3.0), (4, 3.0), (7, 12.0))):
         masks = list(np.roll(base, i))
-        masks[target] = size
-        _write_evidence(tmp_path, f"bd_{i}", "badnets", f"a{i % 3}", [target], masks)
+        masks[target] = size  # 12 px: index 6.05, detected at K = 3 but not at K = 7
+        _write_evidence(tmp_path, f"bd_{i}", "badnets", f"a{i % 2}", [target], masks)
     report = calibrate.calibrate(tmp_path)
     assert report["method"] == "robust" and report["parameter"] in calibrate.GRID["robust"]
     models = calibrate.load_models(tmp_path)
@@ -203,6 +203,22 @@ def test_calibration_report_chooses_k_and_cross_validates_the_choice(tmp_path: P
     assert [row["parameter"] for row in report["trade_off"]] == list(calibrate.GRID["robust"])
     text = calibrate.markdown(report)
     assert "Nested (K chosen inside each fold" in text and "| K |" in text
+    # A clean architecture unlike every other (label 2's mask 50× below the rest) is flagged
+    # at every K when its fold is held out: the choice then still maximises detection instead
+    # of falling back to the most conservative K.
+    odd = list(base)
+    odd[2] = 1.0
+    _write_evidence(tmp_path, "clean_odd", "clean", "a9", [], odd)
+    models = calibrate.load_models(tmp_path)
+    rows = {
+        k: calibrate.summarise(calibrate.cross_validate(models, calibrate.by_arch, k)[0])
+        for k in calibrate.GRID["robust"]
+    }
+    assert all(r["false_positives"] >= 1 for r in rows.values())
+    assert rows[3.0]["detected"] > rows[7.0]["detected"]
+    chosen = calibrate.choose_parameter(models)
+    assert rows[chosen]["detected"] == max(r["detected"] for r in rows.values())
+    assert rows[chosen]["false_positives"] == min(r["false_positives"] for r in rows.values())
 
 
 def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:

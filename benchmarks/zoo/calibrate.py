@@ -12,8 +12,8 @@ signal (its most suspicious label: the one that would make it a false positive).
   per-model maxima, σ = 1.4826·MAD; the untargeted ratio mirrored on a log scale (median of
   log ratios − K·σ). It uses every clean model's tail, not only the most extreme one, and
   widens a signal's margin in proportion to how much that signal's clean tail varies between
-  models. ``K`` is chosen by cross-validation (:func:`choose_parameter`: the most detections
-  with no clean model flagged when each architecture is held out in turn).
+  models. ``K`` is chosen by cross-validation (:func:`choose_parameter`: the fewest clean models
+  flagged when each architecture is held out in turn, then the most detections).
 - ``max`` (the first two calibrations): the most extreme clean value × ``SLACK``; the untargeted
   ratio's smallest clean value ÷ ``SLACK``. Zero false positives on the calibration models by
   construction, but one unusual clean model sets the threshold and the margin is the same
@@ -238,15 +238,15 @@ def by_arch(m: ZooModel) -> str:
 def choose_parameter(
     models: Sequence[ZooModel], variant: str = "or+linf", method: str = "robust"
 ) -> float:
-    """The parameter of ``GRID[method]`` with the most detections among those that flag no clean
-    model under leave-one-architecture-out (the shift a third-party model brings: an
-    architecture the rule has not seen); the most conservative one when none manages that."""
-    best: tuple[int, float] | None = None
+    """The parameter of ``GRID[method]`` that flags the fewest clean models under
+    leave-one-architecture-out (the shift a third-party model brings: an architecture the rule
+    has not seen), and among those detects the most backdoored ones (then the smaller
+    parameter)."""
+    ranked = []
     for parameter in GRID[method]:
         summary = summarise(cross_validate(models, by_arch, parameter, variant, method)[0])
-        if summary["false_positives"] == 0 and (best is None or summary["detected"] > best[0]):
-            best = (summary["detected"], parameter)
-    return best[1] if best else GRID[method][-1]
+        ranked.append((summary["false_positives"], -summary["detected"], parameter))
+    return min(ranked)[2]
 
 
 def nested_cross_validate(
