@@ -494,7 +494,7 @@ def test_shipped_samples_backdoor_flagged_clean_not(tmp_path: Path) -> None:
     # The defaults (1,000 steps × 1,000 images, ~4 min per model on 2 CPU cores with every
     # engine), as users run it. 400 × 500 gave the same verdicts on one machine and missed the
     # backdoor on another (label 0's trigger: ℓ∞ excess 1.82, below the rule's threshold; with
-    # the defaults 1.92 there, ℓ∞ index 7.7 against 4.86, the rule then; 7.69 against 4.39 now).
+    # the defaults 1.92 there, ℓ∞ index 7.7 against 4.86, the rule then; 7.69 against 5.03 now).
     common = ["--data", str(SAMPLES / "fmnist_val.npz"), "--format", "json", "-q"]
     backdoored = runner.invoke(app, ["reverse", str(SAMPLES / "fmnist_badnets.keras"), *common])
     assert backdoored.exit_code == 1, backdoored.output
