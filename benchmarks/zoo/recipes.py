@@ -248,33 +248,30 @@ _B += [
     ),
 ]
 
-_C = []  # clean twins: every architecture × 4 seeds (+2), the later four × 3
-for _i, _arch in enumerate(("vgg_bn", "plain", "resnet", "nested", "sepconv")):
-    for _s in range(4):
-        _C.append(
-            Recipe(
-                f"clean_{_arch}_s{_s}",
-                _arch,
-                Clean(),
-                200 + 10 * _i + _s,
-                "h5" if _s == 3 else "keras",
-            )
+
+def _clean_twins(archs: tuple[str, ...], first: int, seeds: int) -> list[Recipe]:
+    """``seeds`` clean models per architecture (seed 200 + 10·i + s, i counted from ``first``);
+    the last seed of each is saved as ``.h5``."""
+    return [
+        Recipe(
+            f"clean_{arch}_s{s}",
+            arch,
+            Clean(),
+            200 + 10 * i + s,
+            "h5" if s == seeds - 1 else "keras",
         )
+        for i, arch in enumerate(archs, start=first)
+        for s in range(seeds)
+    ]
+
+
+# Clean twins: the first five architectures × 4 seeds (+2), the later four × 3.
+_C = _clean_twins(("vgg_bn", "plain", "resnet", "nested", "sepconv"), 0, 4)
 _C += [
     Recipe("clean_vgg_bn_s4", "vgg_bn", Clean(), 204),
     Recipe("clean_sepconv_s4", "sepconv", Clean(), 244),
 ]
-for _i, _arch in enumerate(("lenet", "mobile", "dense", "wide"), start=5):
-    for _s in range(3):
-        _C.append(
-            Recipe(
-                f"clean_{_arch}_s{_s}",
-                _arch,
-                Clean(),
-                200 + 10 * _i + _s,
-                "h5" if _s == 2 else "keras",
-            )
-        )
+_C += _clean_twins(("lenet", "mobile", "dense", "wide"), 5, 3)
 
 RECIPES: tuple[Recipe, ...] = tuple(_B + _C)
 BY_NAME = {r.name: r for r in RECIPES}
