@@ -78,6 +78,7 @@ class ReverseSection:
             "flagged": [int(k) for k in verdict.flagged],
             "all_to_all": verdict.all_to_all,
             "rule": verdict.rule.describe(),
+            "baseline": self.result.baseline_choice,
             "trigger_used_for_pruning": self.trigger_label,
             "seconds": self.result.seconds,
         }

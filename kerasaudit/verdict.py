@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -142,14 +142,91 @@ def anomaly_indices(
     return out, median, mad
 
 
-def _log(values: Sequence[float]) -> np.ndarray:
+def _log(values: Sequence[float] | np.ndarray) -> np.ndarray:
     v = np.asarray(values, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(v > 0, np.log(np.maximum(v, 1e-12)), np.nan)
 
 
-def score(evidence: ModelEvidence) -> Scores:
-    """Each label's signals against the model's other labels (see module doc)."""
+BASELINE_SIGNALS = ("mask_l1", "additive_l2", "margin", "warp_rms")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What clean models of one task show per label, and the rule calibrated with it.
+
+    Some labels are naturally easy to reach (Fashion-MNIST's "Bag" has the smallest Neural
+    Cleanse mask of 27 of the zoo's 34 clean models): compared only with the model's other
+    labels, such a label looks like a target. ``offsets[signal][label]`` is the median, over
+    clean models of the task, of ``log(value) − log(that model's median value)``; :func:`score`
+    divides each label's value by ``exp(offset)`` before comparing it with the other labels,
+    so a label is suspicious when it is easier than *that label* usually is.
+    """
+
+    name: str
+    offsets: Mapping[str, tuple[float, ...]]  # per signal of BASELINE_SIGNALS, per label (log)
+    rule: Rule  # calibrated on evidence adjusted by these offsets
+    models: int  # clean models the offsets were measured on
+    similarity: float = math.nan  # how closely the audited data matched the task (see baselines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "models": self.models,
+            "similarity": _json_number(self.similarity),
+            "offsets": {k: [_json_number(float(v)) for v in vs] for k, vs in self.offsets.items()},
+            "rule": self.rule.to_dict(),
+        }
+
+
+def adjust(evidence: ModelEvidence, offsets: Mapping[str, Sequence[float]]) -> ModelEvidence:
+    """``evidence`` with each baseline signal divided by ``exp(offset)`` of its label (values
+    that are not positive, and labels without an offset, are left as they are)."""
+    out = []
+    for e in evidence.labels:
+        changes: dict[str, Any] = {}
+        for name in BASELINE_SIGNALS:
+            table = offsets.get(name)
+            value = getattr(e, name)
+            if table is None or not 0 <= e.label < len(table):
+                continue
+            offset = float(table[e.label])
+            if math.isfinite(offset) and math.isfinite(value) and value > 0:
+                changes[name] = value / math.exp(offset)
+        out.append(replace(e, **changes))
+    return replace(evidence, labels=tuple(out))
+
+
+def label_offsets(clean: Sequence[ModelEvidence], num_classes: int) -> dict[str, tuple[float, ...]]:
+    """Per signal and label: the median over ``clean`` models of log(value) − log(the model's
+    median value) (NaN where no model measured the label)."""
+    out: dict[str, tuple[float, ...]] = {}
+    for name in BASELINE_SIGNALS:
+        rows = []
+        for ev in clean:
+            row = np.full(num_classes, np.nan)
+            for e in ev.labels:
+                if 0 <= e.label < num_classes:
+                    row[e.label] = getattr(e, name)
+            logs = _log(row)
+            if np.isfinite(logs).sum() >= MIN_LABELS:
+                rows.append(logs - np.nanmedian(logs))
+        if not rows:
+            continue
+        stacked = np.asarray(rows)
+        medians = [
+            float(np.median(col[np.isfinite(col)])) if np.isfinite(col).any() else math.nan
+            for col in stacked.T
+        ]
+        out[name] = tuple(medians)
+    return out
+
+
+def score(evidence: ModelEvidence, baseline: Baseline | None = None) -> Scores:
+    """Each label's signals against the model's other labels (see module doc), after the
+    ``baseline``'s per-label offsets when one is given."""
+    if baseline is not None:
+        evidence = adjust(evidence, baseline.offsets)
     labels = evidence.labels
     mask_index, _, _ = anomaly_indices(_log([e.mask_l1 for e in labels]), MIN_SIGMA)
     additive_index, _, _ = anomaly_indices(_log([e.additive_l2 for e in labels]), MIN_SIGMA)
@@ -237,6 +314,16 @@ class Rule:
             "description": self.describe(),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rule:
+        """The inverse of :meth:`to_dict` (a missing or null threshold: never crossed)."""
+        values: dict[str, float] = {}
+        for f in fields(cls):
+            raw = data.get(f.name)
+            never = 0.0 if f.name == "untargeted_ratio" else math.inf
+            values[f.name] = never if raw is None else float(raw)
+        return cls(**values)
+
 
 # `python benchmarks/zoo/zoo.py calibrate` prints the rule fitted on the zoo's models (method
 # "robust": each signal's threshold sits K robust σ above the median of the clean models' most
@@ -269,6 +356,7 @@ class Verdict:
     decisions: tuple[Decision, ...]  # in label order
     scores: Scores
     rule: Rule
+    baseline: Baseline | None = None  # the task's per-label baseline the scores were taken against
 
     @property
     def backdoor(self) -> bool:
@@ -284,12 +372,19 @@ class Verdict:
             "all_to_all": self.all_to_all,
             "untargeted_ratio": _json_number(self.scores.untargeted_ratio),
             "rule": self.rule.to_dict(),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
         }
 
 
-def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
-    """Apply ``rule`` to ``evidence`` (see module doc)."""
-    scores = score(evidence)
+def judge(
+    evidence: ModelEvidence, rule: Rule | None = None, baseline: Baseline | None = None
+) -> Verdict:
+    """Apply ``rule`` to ``evidence`` (see module doc). With a ``baseline`` each label is scored
+    against its task's usual value first, and the rule defaults to the baseline's own; without
+    one, to :data:`RULE`."""
+    if rule is None:
+        rule = baseline.rule if baseline is not None else RULE
+    scores = score(evidence, baseline)
     decisions = []
     for s in scores.labels:
         if not scores.enough_labels:
@@ -351,7 +446,9 @@ def judge(evidence: ModelEvidence, rule: Rule = RULE) -> Verdict:
         and scores.untargeted_ratio < rule.untargeted_ratio
     )
     order = sorted((d for d in decisions if d.flagged), key=lambda d: -d.strength)
-    return Verdict(tuple(d.label for d in order), all_to_all, tuple(decisions), scores, rule)
+    return Verdict(
+        tuple(d.label for d in order), all_to_all, tuple(decisions), scores, rule, baseline
+    )
 
 
 def _json_number(value: Any) -> Any:

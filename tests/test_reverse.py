@@ -461,6 +461,7 @@ def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -
         (["--labels", "a"], "--labels takes label numbers"),
         (["--value-range", "1,0"], "LO < HI"),
         (["--steps", "0"], "--steps"),
+        (["--baseline", "no-such-baseline.json"], "cannot read baseline"),
     ],
 )
 def test_cli_reverse_bad_input(tiny: dict[str, Path], extra: list[str], message: str) -> None:
@@ -500,6 +501,8 @@ def test_shipped_samples_backdoor_flagged_clean_not(tmp_path: Path) -> None:
     assert backdoored.exit_code == 1, backdoored.output
     report = json.loads(backdoored.stdout)
     assert report["verdict"]["flagged"] == [0]
+    assert report["verdict"]["baseline"]["name"] == "fashion-mnist"  # the data matched it
+    assert "fashion-mnist" in report["baseline_choice"]
     clean = runner.invoke(app, ["reverse", str(SAMPLES / "fmnist_clean.keras"), *common])
     assert clean.exit_code == 0, clean.output
     assert json.loads(clean.stdout)["verdict"]["flagged"] == []

@@ -159,14 +159,21 @@ def test_calibration_has_no_false_positive_on_its_own_clean_models(tmp_path: Pat
 
 
 def test_robust_thresholds_use_every_clean_model_not_only_the_most_extreme() -> None:
-    """median + K·σ of the per-model maxima (σ = 1.4826·MAD): one unusual clean model moves the
-    ``max`` threshold but not the robust one; the ratio is mirrored on a log scale."""
+    """median + K·σ of the per-model maxima (σ = 1.4826·MAD), at least the largest + 2 %: the
+    spread of every clean model moves the robust threshold, not only the most extreme one; the
+    ratio is mirrored on a log scale."""
     maxima = [1.0, 1.5, 2.0, 2.5, 3.0]
     sigma = 1.4826 * 0.5
     assert calibrate.threshold(maxima, "robust", 4.0) == pytest.approx(2.0 + 4.0 * sigma)
     assert calibrate.threshold(maxima, "max", 1.15) == pytest.approx(3.45)
+    wider = [0.5, 1.0, 2.0, 3.0, 3.0]  # the same largest value, a wider spread: a higher bar
+    assert calibrate.threshold(wider, "robust", 4.0) > calibrate.threshold(maxima, "robust", 4.0)
+    assert calibrate.threshold(wider, "max", 1.15) == calibrate.threshold(maxima, "max", 1.15)
+    # Never below the most extreme calibration value (+ 2 %): no clean model it was fitted on
+    # is flagged, however small K.
     outlier = [*maxima[:-1], 9.0]
-    assert calibrate.threshold(outlier, "robust", 4.0) == pytest.approx(2.0 + 4.0 * sigma)
+    assert calibrate.threshold(outlier, "robust", 4.0) == pytest.approx(9.0 * 1.02)
+    assert calibrate.threshold(maxima, "robust", 0.5) == pytest.approx(3.0 * 1.02)
     assert calibrate.threshold(outlier, "max", 1.15) == pytest.approx(10.35)
     ratios = [0.5, 1.0, 2.0]  # log ratios −0.69, 0, 0.69: median 0, σ 1.4826·0.69
     expected = math.exp(-3.0 * 1.4826 * math.log(2.0))
@@ -204,11 +211,16 @@ def test_calibration_report_chooses_k_and_cross_validates_the_choice(tmp_path: P
     text = calibrate.markdown(report)
     assert "Nested (K chosen inside each fold" in text and "| K |" in text
     # A clean architecture unlike every other (label 2's mask 50× below the rest) is flagged
-    # at every K when its fold is held out: the choice then still maximises detection instead
-    # of falling back to the most conservative K.
+    # at every K when its fold is held out: the choice then still maximises detection (here of
+    # a 17-pixel trigger in the same architecture) instead of falling back to the most
+    # conservative K. (In the other folds it is calibration data: its index, + 2 %, becomes
+    # the mask threshold's floor, and nothing there is detected at any K.)
     odd = list(base)
     odd[2] = 1.0
     _write_evidence(tmp_path, "clean_odd", "clean", "a9", [], odd)
+    moderate = list(base)
+    moderate[7] = 17.0
+    _write_evidence(tmp_path, "bd_odd", "badnets", "a9", [7], moderate)
     models = calibrate.load_models(tmp_path)
     rows = {
         k: calibrate.summarise(calibrate.cross_validate(models, calibrate.by_arch, k)[0])
@@ -219,6 +231,42 @@ def test_calibration_report_chooses_k_and_cross_validates_the_choice(tmp_path: P
     chosen = calibrate.choose_parameter(models)
     assert rows[chosen]["detected"] == max(r["detected"] for r in rows.values())
     assert rows[chosen]["false_positives"] == min(r["false_positives"] for r in rows.values())
+
+
+def test_calibration_with_a_baseline_fits_it_without_the_held_out_fold(tmp_path: Path) -> None:
+    """With ``baseline``, each fold's per-label offsets come from the other folds' clean models:
+    a label that is easy in every clean model stops being a false alarm and moderate triggers
+    are detected; a label easy only in the held-out model is still flagged."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        masks = list(60.0 * np.exp(rng.normal(0.0, 0.12, 10)))
+        masks[8] /= 6.0 + i  # Fashion-MNIST's "Bag": naturally easy, more or less so
+        _write_evidence(tmp_path, f"clean_{i}", "clean", f"a{i % 4}", [], masks)
+    for i, target in enumerate((1, 4, 7, 2)):
+        masks = list(60.0 * np.exp(rng.normal(0.0, 0.12, 10)))
+        masks[8] /= 7.0
+        masks[target] = 5.0  # about as easy as the natural tail: hidden by it without a baseline
+        _write_evidence(tmp_path, f"bd_{i}", "badnets", f"a{i % 4}", [target], masks)
+    models = calibrate.load_models(tmp_path)
+    plain = calibrate.summarise(calibrate.cross_validate(models, calibrate.by_arch, 5.5)[0])
+    based = calibrate.summarise(
+        calibrate.cross_validate(models, calibrate.by_arch, 5.5, baseline=True)[0]
+    )
+    assert based["false_positives"] == 0 and based["detected"] == 4
+    assert plain["detected"] < based["detected"]
+    rule, baseline = calibrate.fit(models, 5.5, baseline=True)
+    assert baseline is not None and baseline.rule == rule and baseline.models == 8
+    assert baseline.offsets["mask_l1"][8] < -1.5
+    odd = list(60.0 * np.exp(rng.normal(0.0, 0.12, 10)))
+    odd[8] /= 7.0
+    odd[5] /= 10.0  # easy in this clean model only
+    _write_evidence(tmp_path, "clean_odd", "clean", "a9", [], odd)
+    held = calibrate.cross_validate(
+        calibrate.load_models(tmp_path), calibrate.by_arch, 5.5, baseline=True
+    )[0]
+    assert [o.flagged for o in held if o.name == "clean_odd"] == [(5,)]
+    report = calibrate.calibrate(tmp_path, baseline=True)
+    assert report["baseline"] and report["baseline_fitted_on_all"]["models"] == 9
 
 
 def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:

@@ -5,15 +5,20 @@ Input: each model's compact evidence (``benchmarks/zoo/evidence/NAME.json``, wri
 evidence saved there with ``kerasaudit.verdict`` itself — the same scoring the product runs —
 for any candidate :class:`~kerasaudit.verdict.Rule`, so a recalibration takes seconds.
 
+With ``baseline`` (:func:`fit`) the per-label offsets of a task baseline
+(:class:`kerasaudit.verdict.Baseline`) are measured on the calibration fold's clean models first
+and every signal is scored against them; the held-out fold never contributes to either.
+
 Calibration (:func:`fit_rule`) works on each *clean* calibration model's largest value of each
 signal (its most suspicious label: the one that would make it a false positive). Two methods:
 
 - ``robust`` (shipped since the zoo's third calibration): threshold = median + K·σ of those
-  per-model maxima, σ = 1.4826·MAD; the untargeted ratio mirrored on a log scale (median of
-  log ratios − K·σ). It uses every clean model's tail, not only the most extreme one, and
-  widens a signal's margin in proportion to how much that signal's clean tail varies between
-  models. ``K`` is chosen by cross-validation (:func:`choose_parameter`: the fewest clean models
-  flagged when each architecture is held out in turn, then the most detections).
+  per-model maxima, σ = 1.4826·MAD, but at least the largest of them + 2 % (:data:`FLOOR`);
+  the untargeted ratio mirrored on a log scale (median of log ratios − K·σ). It uses every
+  clean model's tail, not only the most extreme one, and widens a signal's margin in
+  proportion to how much that signal's clean tail varies between models. ``K`` is chosen by
+  cross-validation (:func:`choose_parameter`: the fewest clean models flagged when each
+  architecture is held out in turn, then the most detections).
 - ``max`` (the first two calibrations): the most extreme clean value × ``SLACK``; the untargeted
   ratio's smallest clean value ÷ ``SLACK``. Zero false positives on the calibration models by
   construction, but one unusual clean model sets the threshold and the margin is the same
@@ -32,16 +37,29 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerasaudit.verdict import RULE, ModelEvidence, Rule, Scores, judge, score
+from kerasaudit.verdict import (
+    RULE,
+    Baseline,
+    ModelEvidence,
+    Rule,
+    Scores,
+    judge,
+    label_offsets,
+    score,
+)
 
 SLACK = 1.15  # method "max": thresholds this far beyond the most extreme clean value
 K = 5.0  # method "robust": thresholds this many robust σ above the clean maxima's median
+# ... and never below the most extreme clean calibration value plus this fraction of it: a rule
+# must not flag a clean model it was fitted on (with a task baseline, K = 5.5 flagged 2 of the
+# 34 in sample while none under either cross-validation; the floor changed no CV count at K ≥ 5).
+FLOOR = 0.02
 METHODS = ("robust", "max")
 GRID = {"robust": (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0), "max": (1.15, 1.3, 1.5, 1.75, 2.0)}
 SIGNALS = ("mask_index", "additive_index", "margin_index", "warp_index")
@@ -104,7 +122,8 @@ def threshold(maxima: Sequence[float], method: str, parameter: float) -> float:
         return max(maxima) * parameter
     if method == "robust":
         median, sigma = _robust_sigma(maxima)
-        return median + parameter * sigma
+        most = max(maxima)
+        return max(median + parameter * sigma, most + FLOOR * abs(most))
     raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
 
 
@@ -157,6 +176,40 @@ def fit_rule(
     return replace(rule, combined=threshold(combined, method, parameter))
 
 
+def fit(
+    calibration: Sequence[ZooModel],
+    parameter: float = K,
+    variant: str = "or+linf",
+    method: str = "robust",
+    baseline: bool = False,
+) -> tuple[Rule, Baseline | None]:
+    """:func:`fit_rule`; with ``baseline`` the per-label offsets are measured on the clean
+    calibration models first (:func:`kerasaudit.verdict.label_offsets`) and the thresholds are
+    fitted on the scores taken against them — both from ``calibration`` only."""
+    clean = [m.evidence for m in calibration if m.clean]
+    if not baseline or not clean:
+        return fit_rule(calibration, parameter, variant, method), None
+    offsets = label_offsets(clean, num_classes(calibration))
+    draft = Baseline("zoo", offsets, RULE, len(clean))
+    adjusted = [replace(m, scores=score(m.evidence, draft)) for m in calibration]
+    rule = fit_rule(adjusted, parameter, variant, method)
+    return rule, replace(draft, rule=rule)
+
+
+def rounded(rule: Rule) -> Rule:
+    """``rule`` as shipped: thresholds to 2 decimals, the untargeted ratio to 3."""
+    return Rule(
+        **{
+            f: round(v, 3 if f == "untargeted_ratio" else 2) if math.isfinite(v) else v
+            for f, v in asdict(rule).items()
+        }
+    )
+
+
+def num_classes(models: Sequence[ZooModel]) -> int:
+    return 1 + max(e.label for m in models for e in m.evidence.labels)
+
+
 @dataclass(frozen=True)
 class Outcome:
     name: str
@@ -171,10 +224,10 @@ class Outcome:
     score: float  # model-level: the largest index / threshold ratio
 
 
-def outcome(model: ZooModel, rule: Rule) -> Outcome:
-    verdict = judge(model.evidence, rule)
+def outcome(model: ZooModel, rule: Rule, baseline: Baseline | None = None) -> Outcome:
+    verdict = judge(model.evidence, rule, baseline)
     strength = max((d.strength for d in verdict.decisions), default=0.0)
-    ratio = model.scores.untargeted_ratio
+    ratio = verdict.scores.untargeted_ratio
     if math.isfinite(ratio) and ratio > 0 and rule.untargeted_ratio > 0:
         strength = max(strength, rule.untargeted_ratio / ratio)
     return judged(model.name, model.arch, model.family, model.targets, verdict.flagged,
@@ -219,15 +272,17 @@ def cross_validate(
     parameter: float = K,
     variant: str = "or+linf",
     method: str = "robust",
+    baseline: bool = False,
 ) -> tuple[list[Outcome], dict[str, Rule]]:
-    """Each fold's models judged by a rule fitted on all the other folds."""
+    """Each fold's models judged by a rule (and baseline) fitted on all the other folds."""
     folds = sorted({fold_of(m) for m in models})
     outcomes, rules = [], {}
     for fold in folds:
         held = [m for m in models if fold_of(m) == fold]
-        rule = fit_rule([m for m in models if fold_of(m) != fold], parameter, variant, method)
+        rest = [m for m in models if fold_of(m) != fold]
+        rule, offsets = fit(rest, parameter, variant, method, baseline)
         rules[fold] = rule
-        outcomes += [outcome(m, rule) for m in held]
+        outcomes += [outcome(m, rule, offsets) for m in held]
     return outcomes, rules
 
 
@@ -236,7 +291,10 @@ def by_arch(m: ZooModel) -> str:
 
 
 def choose_parameter(
-    models: Sequence[ZooModel], variant: str = "or+linf", method: str = "robust"
+    models: Sequence[ZooModel],
+    variant: str = "or+linf",
+    method: str = "robust",
+    baseline: bool = False,
 ) -> float:
     """The parameter of ``GRID[method]`` that flags the fewest clean models under
     leave-one-architecture-out (the shift a third-party model brings: an architecture the rule
@@ -244,7 +302,8 @@ def choose_parameter(
     parameter)."""
     ranked = []
     for parameter in GRID[method]:
-        summary = summarise(cross_validate(models, by_arch, parameter, variant, method)[0])
+        outcomes = cross_validate(models, by_arch, parameter, variant, method, baseline)[0]
+        summary = summarise(outcomes)
         ranked.append((summary["false_positives"], -summary["detected"], parameter))
     return min(ranked)[2]
 
@@ -254,6 +313,7 @@ def nested_cross_validate(
     fold_of: Callable[[ZooModel], str],
     variant: str = "or+linf",
     method: str = "robust",
+    baseline: bool = False,
 ) -> tuple[list[Outcome], dict[str, float]]:
     """Cross-validation of the whole procedure, the choice of the parameter included: each outer
     fold is judged by a rule whose parameter was chosen (:func:`choose_parameter`) and whose
@@ -261,10 +321,10 @@ def nested_cross_validate(
     outcomes, chosen = [], {}
     for fold in sorted({fold_of(m) for m in models}):
         rest = [m for m in models if fold_of(m) != fold]
-        parameter = choose_parameter(rest, variant, method)
+        parameter = choose_parameter(rest, variant, method, baseline)
         chosen[fold] = parameter
-        rule = fit_rule(rest, parameter, variant, method)
-        outcomes += [outcome(m, rule) for m in models if fold_of(m) == fold]
+        rule, offsets = fit(rest, parameter, variant, method, baseline)
+        outcomes += [outcome(m, rule, offsets) for m in models if fold_of(m) == fold]
     return outcomes, chosen
 
 
@@ -309,6 +369,7 @@ def calibrate(
     parameter: float | None = None,
     variant: str = "or+linf",
     method: str = "robust",
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """The calibration report: the rule fitted on every model (``parameter`` None: chosen by
     :func:`choose_parameter`), both cross-validations at that parameter, the nested ones (the
@@ -322,33 +383,37 @@ def calibrate(
         "leave-one-family-out": family_folds(models),
     }
     if parameter is None:
-        parameter = choose_parameter(models, variant, method)
-    full = fit_rule(models, parameter, variant, method)
+        parameter = choose_parameter(models, variant, method, baseline)
+    full, offsets = fit(models, parameter, variant, method, baseline)
     report: dict[str, Any] = {
         "models": len(models),
         "method": method,
         "parameter": parameter,
         "variant": variant,
+        "baseline": baseline,
         "rule_fitted_on_all": full.to_dict(),
-        "in_sample": summarise([outcome(m, full) for m in models]),
+        "baseline_fitted_on_all": None if offsets is None else offsets.to_dict(),
+        "in_sample": summarise([outcome(m, full, offsets) for m in models]),
         "shipped_rule": RULE.to_dict(),
         "shipped_rule_in_sample": summarise([outcome(m, RULE) for m in models]),
     }
     for name, fold_of in schemes.items():
-        outcomes, rules = cross_validate(models, fold_of, parameter, variant, method)
+        outcomes, rules = cross_validate(models, fold_of, parameter, variant, method, baseline)
         report[name] = {
             "summary": summarise(outcomes),
             "rules": {fold: r.to_dict() for fold, r in rules.items()},
             "outcomes": [o.__dict__ for o in outcomes],
         }
-        nested, chosen = nested_cross_validate(models, fold_of, variant, method)
+        nested, chosen = nested_cross_validate(models, fold_of, variant, method, baseline)
         report[f"nested {name}"] = {"summary": summarise(nested), "chosen": chosen}
     report["trade_off"] = [
         {
             "parameter": p,
             **{
                 name: {
-                    k: summarise(cross_validate(models, fold_of, p, variant, method)[0])[k]
+                    k: summarise(cross_validate(models, fold_of, p, variant, method, baseline)[0])[
+                        k
+                    ]
                     for k in ("false_positives", "detected")
                 }
                 for name, fold_of in schemes.items()

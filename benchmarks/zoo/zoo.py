@@ -28,10 +28,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kerasaudit.verdict import Baseline, Rule
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -424,13 +427,23 @@ def floor(root: Path, recipe: Recipe) -> list[float]:
     return result
 
 
+def shipped_judgement(root: Path) -> tuple[Rule, Baseline | None]:
+    """The rule and baseline ``kerasaudit reverse`` judges the zoo's models with: the task
+    baseline chosen for the defender's images (``--baseline auto``), else the plain rule."""
+    from kerasaudit import baselines
+    from kerasaudit.verdict import RULE
+
+    x, y = load_split(root, "defender")
+    choice = baselines.choose("auto", x, y, 10)
+    return (RULE if choice.baseline is None else choice.baseline.rule), choice.baseline
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     """The README table from the cached results (evidence, defend, known, floors)."""
     import calibrate
 
-    from kerasaudit.verdict import RULE
-
     root = zoo_dir(args.dir)
+    rule, baseline = shipped_judgement(root)
     evidence = {m.name: m for m in calibrate.load_models(evidence_dir(root))}
     rows = []
     for recipe in built(root, args.names):
@@ -447,7 +460,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         }
         model = evidence.get(recipe.name)
         if model is not None:
-            o = calibrate.outcome(model, RULE)
+            o = calibrate.outcome(model, rule, baseline)
             row["verdict"] = {
                 "flagged": list(o.flagged),
                 "all_to_all": o.all_to_all_verdict,
@@ -524,14 +537,53 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                   f"{s['false_positives']}/{s['clean_models']} detected "
                   f"{s['detected']}/{s['backdoored_models']} AUROC {s['auroc']:.3f} "
                   f"extra labels {s['wrong_labels']}")  # fmt: skip
-    report = calibrate.calibrate(evidence_dir(root), args.parameter, args.variant, args.method)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    _write_json(out / "calibration.json", report)
-    text = calibrate.markdown(report)
-    (out / "calibration.md").write_text(text + "\n")
-    print(text)
-    print("rule fitted on every model:", json.dumps(report["rule_fitted_on_all"], indent=1))
+    for baseline, stem in ((False, "calibration"), (True, "calibration-baseline")):
+        report = calibrate.calibrate(
+            evidence_dir(root), args.parameter, args.variant, args.method, baseline
+        )
+        _write_json(out / f"{stem}.json", report)
+        text = calibrate.markdown(report)
+        (out / f"{stem}.md").write_text(text + "\n")
+        print(f"## {stem}\n\n{text}")
+        print("rule fitted on every model:", json.dumps(report["rule_fitted_on_all"], indent=1))
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """The shipped Fashion-MNIST baseline (kerasaudit/baseline_files/fashion-mnist.json): the
+    per-label offsets of every clean model's evidence and the rule calibrated with them (K
+    chosen by leave-one-architecture-out CV, as ``calibrate`` reports), fingerprinted with the
+    class means of the Fashion-MNIST training split."""
+    import calibrate
+
+    from kerasaudit import baselines
+
+    root = zoo_dir(args.dir)
+    models = calibrate.load_models(evidence_dir(root))
+    parameter = args.parameter
+    if parameter is None:
+        parameter = calibrate.choose_parameter(models, args.variant, args.method, baseline=True)
+    rule, baseline = calibrate.fit(models, parameter, args.variant, args.method, baseline=True)
+    assert baseline is not None
+    x, y = fmnist.load("train")
+    x = fmnist.to_float(x)
+    task = baselines.TaskBaseline(
+        replace(baseline, name="fashion-mnist", rule=calibrate.rounded(rule)),
+        num_classes=10,
+        image_shape=tuple(x.shape[1:]),
+        fingerprint=baselines.fingerprint(x, y, 10),
+        description=(
+            f"Fashion-MNIST: per-label offsets of the {baseline.models} clean models of "
+            f"benchmarks/zoo; thresholds robust K = {parameter:g} (method {args.method}, "
+            f"variant {args.variant}); fingerprint: class means of the 60,000 training images"
+        ),
+    )
+    path = baselines.SHIPPED / "fashion-mnist.json"
+    path.parent.mkdir(exist_ok=True)
+    baselines.save(task, path, force=True)
+    print(f"wrote {path}: K = {parameter:g}; {task.baseline.rule.describe()}")
     return 0
 
 
@@ -599,18 +651,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
-    """The *shipped* rule (kerasaudit.verdict.RULE, nothing refitted) on every model whose
-    evidence is kept (evidence/NAME.json), and defend's own cached verdict where only
-    removal.py's found.json exists: one line per model, then the counts. On a rebuilt zoo this
+    """The *shipped* rule and baseline (what ``kerasaudit reverse`` uses on the defender's
+    images: :func:`shipped_judgement`, nothing refitted) on every model whose evidence is kept
+    (evidence/NAME.json), and defend's own cached verdict where only removal.py's found.json
+    exists: one line per model, then the counts. On a rebuilt zoo this
     tests the rule on weights it was not fitted on (seconds)."""
     import calibrate
 
-    from kerasaudit.verdict import RULE
-
     root = zoo_dir(args.dir)
+    rule, baseline = shipped_judgement(root)
+    print(f"baseline: {'none' if baseline is None else baseline.name}; rule: {rule.describe()}")
     models = calibrate.load_models(evidence_dir(root))
     wanted = set(args.names)
-    outcomes = [calibrate.outcome(m, RULE) for m in models if not wanted or m.name in wanted]
+    outcomes = [
+        calibrate.outcome(m, rule, baseline) for m in models if not wanted or m.name in wanted
+    ]
     judged = {o.name for o in outcomes}
     cached = []  # no evidence, but defend's own verdict cached by removal.py (found.json)
     for recipe in RECIPES:
@@ -652,6 +707,7 @@ def main() -> int:
             "evidence",
             "warp",
             "calibrate",
+            "baseline",
             "verdicts",
             "defend",
             "known",
@@ -678,6 +734,7 @@ def main() -> int:
         "evidence": cmd_evidence,
         "warp": cmd_warp,
         "calibrate": cmd_calibrate,
+        "baseline": cmd_baseline,
         "verdicts": cmd_verdicts,
         "defend": cmd_defend,
         "known": cmd_known,

@@ -34,7 +34,13 @@ from kerasaudit.cli.data_options import (
     XKeyOpt,
     YKeyOpt,
 )
-from kerasaudit.cli.reverse_cmd import ImagesOpt, SeedOpt, StepsOpt, reverse_config
+from kerasaudit.cli.reverse_cmd import (
+    BaselineOpt,
+    ImagesOpt,
+    SeedOpt,
+    StepsOpt,
+    reverse_config,
+)
 from kerasaudit.cli.trigger_options import (
     TargetOpt,
     TriggerDataOpt,
@@ -95,6 +101,7 @@ def audit(
     steps: StepsOpt = 1000,
     images: ImagesOpt = 1000,
     seed: SeedOpt = 0,
+    baseline: BaselineOpt = "auto",
     x_key: XKeyOpt = None,
     y_key: YKeyOpt = None,
     scale: ScaleOpt = "auto",
@@ -116,7 +123,7 @@ def audit(
     check_max_asr(max_asr)
     require_paths(("model", model), ("--data", data), ("--stats", stats))
     request = trigger_request(trigger, trigger_data, target)
-    config = reverse_config(steps, 32, images, None, None, seed, True, 3)
+    config = reverse_config(steps, 32, images, None, None, seed, True, 3, baseline)
     prepare_output(output, force)
     prepare_output(fix, force)
     prepare_output(html, force)

@@ -37,6 +37,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.finetune_options import OptimizerOpt, optimizer_settings
 from kerasaudit.cli.prune_cmd import parse_ratio
 from kerasaudit.cli.reverse_cmd import (
+    BaselineOpt,
     CompleteOpt,
     ImagesOpt,
     LabelBatchOpt,
@@ -168,6 +169,7 @@ def defend(
     seed: SeedOpt = 0,
     complete: CompleteOpt = True,
     restarts: RestartsOpt = 3,
+    baseline: BaselineOpt = "auto",
     save_format: Annotated[
         str, typer.Option("--save-format", help="auto (the input's), keras or h5.")
     ] = "auto",
@@ -226,7 +228,7 @@ def defend(
     )
     settings.check()
     config = reverse_config(
-        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts
+        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts, baseline
     )
     chosen = parse_labels(labels)
     prepare_output(output, force)

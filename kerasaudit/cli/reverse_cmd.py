@@ -101,6 +101,16 @@ ValueRangeOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for initialisation and batches.")]
+BaselineOpt = Annotated[
+    str,
+    typer.Option(
+        "--baseline",
+        metavar="auto|none|FILE",
+        help="Judge each label against what clean models of the task usually show for it "
+        "(some labels are naturally easy to reach). auto: a shipped baseline whose class "
+        "means match the data's (Fashion-MNIST); none: the plain rule; FILE: that baseline.",
+    ),
+]
 
 
 def parse_labels(text: str | None) -> list[int] | None:
@@ -141,6 +151,7 @@ def reverse_config(
     seed: int,
     complete: bool,
     restarts: int,
+    baseline: str = "auto",
 ) -> ReverseConfig:
     """The checked ``ReverseConfig`` of the options above (in their order; defend shares them)."""
     from kerasaudit.stages.reverse import ReverseConfig
@@ -154,6 +165,7 @@ def reverse_config(
         seed=seed,
         complete=complete,
         restarts=restarts,
+        baseline=baseline,
     )
     config.check()
     return config
@@ -172,6 +184,7 @@ def reverse(
     seed: SeedOpt = 0,
     complete: CompleteOpt = True,
     restarts: RestartsOpt = 3,
+    baseline: BaselineOpt = "auto",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -222,7 +235,7 @@ def reverse(
     consoles = Consoles(quiet)
     chosen = parse_labels(labels)
     config = reverse_config(
-        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts
+        steps, opt_batch, images, label_batch, value_range, seed, complete, restarts, baseline
     )
     if output is not None:
         check_artifact_dir(output, force=force)

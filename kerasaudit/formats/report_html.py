@@ -396,6 +396,8 @@ def reverse_evidence(
         numeric=(1, 2, 3, 4, 5, 6, 7, 8, 9),
         flagged_rows=[i for i, r in enumerate(result.labels) if r.flagged],
     )  # fmt: skip
+    if result.baseline_choice:
+        body += f'<p class="note">Baseline: {_e(result.baseline_choice)}.</p>'
     body += (
         f'<p class="note">Rule: {_e(verdict.rule.describe())}. Time: {result.seconds:.0f} s.</p>'
     )

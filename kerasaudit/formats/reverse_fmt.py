@@ -102,7 +102,9 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
     console.print(table)
     console.print(
         Text(
-            "(index): robust σ against the other labels (positive = more suspicious); * = the "
+            "(index): robust σ against the other labels"
+            + (" after each label's task baseline" if v.baseline is not None else "")
+            + " (positive = more suspicious); * = the "
             "attack threshold was not reached. ℓ∞ excess: how far the label's trigger drives "
             "a conv channel beyond its largest clean ℓ∞ (×). warp px: the smallest smooth warp "
             "field sending images to the label, RMS displacement in pixels."
@@ -117,6 +119,8 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
                 f"{_pct(u.success)} of images off their class"
             )
         )
+    if result.baseline_choice:
+        console.print(Text(f"baseline: {result.baseline_choice}"))
     console.print(Text(f"rule: {v.rule.describe()}"))
     for r in result.labels:
         if r.flagged:

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasaudit import baselines
 from kerasaudit.completion import Completion, CompletionConfig, complete_trigger, consensus
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
@@ -138,8 +139,13 @@ class ReverseConfig:
     warp_init_cost: float = 1e-2
     warp_threshold: float = 0.9
     warp_grid: int = 4  # control points per side, upsampled to the image
+    # The task baseline the verdict is taken against (kerasaudit.baselines): "auto" (a shipped
+    # one whose class means match the data), "none", or a baseline file.
+    baseline: str = "auto"
 
     def check(self) -> None:
+        if self.baseline not in ("auto", "none"):
+            baselines.load(Path(self.baseline))  # a clear error before any work
         if self.steps < 1:
             raise BadInputError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -442,6 +448,7 @@ class ReverseResult:
     untargeted: UntargetedFinding | None = None  # None: not run (no labels, or switched off)
     margins: MarginResult | None = None
     engine_seconds: tuple[tuple[str, float], ...] = ()  # per engine
+    baseline_choice: str = ""  # the task baseline the verdict used and why (kerasaudit.baselines)
 
     def found_triggers(self) -> list[FoundTrigger]:
         """The triggers that stand for the verdict's backdoor(s), most suspicious first: per
@@ -512,6 +519,7 @@ class ReverseResult:
             },
             "num_classes": self.num_classes,
             "verdict": self.verdict.to_dict(),
+            "baseline_choice": self.baseline_choice,
             "evidence": self.evidence().to_dict(),
             "untargeted": None if self.untargeted is None else self.untargeted.to_dict(),
             "margins": None if self.margins is None else self.margins.to_dict(),
@@ -654,11 +662,12 @@ def reverse_engineer(
     biases = _linf_bias(model, layers, x[: config.bias_images], recovered)
     seconds["linf-bias"] = time.perf_counter() - t0
     results = _label_results(recovered, success, biases, additive, warps, margins, info.class_names)
+    baseline = baselines.choose(config.baseline, x, y, k)
     verdict = judge(ModelEvidence(
         tuple(r.evidence() for r in results),
         math.nan if untargeted_finding is None else untargeted_finding.mask_l1,
         untargeted_finding is not None and untargeted_finding.reached,
-    ))  # fmt: skip
+    ), baseline=baseline.baseline)  # fmt: skip
     results = _apply_verdict(results, verdict)
 
     completion_started = time.perf_counter()
@@ -688,6 +697,7 @@ def reverse_engineer(
         untargeted=untargeted_finding,
         margins=margins,
         engine_seconds=tuple(seconds.items()),
+        baseline_choice=baseline.reason,
     )
 
 

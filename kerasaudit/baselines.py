@@ -1,0 +1,205 @@
+"""Task baselines: what clean models of one task show per label, and when one applies.
+
+The verdict compares each label's evidence with the model's other labels. On a real task some
+labels are naturally easy to reach — Fashion-MNIST's "Bag" had the smallest Neural Cleanse mask
+in 27 of the zoo's 34 clean models, "Shirt" the smallest additive perturbation in 23 — so a clean
+model's easiest label and a backdoor's target look alike, and the thresholds had to sit above
+the clean tail (45 % of the zoo's backdoors detected). A *baseline* removes that tail: the
+per-label offsets of :class:`kerasaudit.verdict.Baseline`, measured on clean models of the same
+task, and the rule calibrated with them.
+
+Neither could be measured from the defender's 1,000 images alone: reference models trained on
+them from scratch (81–82 % accuracy) did not show the tail ("Bag" mask offset +0.19 against
+−0.93 over the zoo's clean models), and the suspect with its last layer retrained on them kept
+the backdoor (mask offset of a BadNets target −1.81 against −2.46 before). So a baseline is
+built from clean models of the task (``benchmarks/zoo``: ``zoo.py baseline``) and shipped.
+
+Which baseline applies (:func:`choose`): ``auto`` compares the audited data with each shipped
+baseline's *fingerprint* — each class's mean image, standardised (zero mean, unit norm), so the
+scale and offset of the pixel values do not matter — and takes the best one whose every class
+correlates at ≥ :data:`MATCH`, with the same image shape and number of classes. Data of another
+task, or data without labels, gets no baseline and the plain rule
+(:data:`kerasaudit.verdict.RULE`). ``none`` turns baselines off; a path loads that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasaudit._io import write_text_atomic
+from kerasaudit.errors import BadInputError
+from kerasaudit.verdict import BASELINE_SIGNALS, Baseline, Rule
+
+FORMAT = "kerasaudit-baseline/1"
+MATCH = 0.9  # the smallest per-class correlation of mean images for a baseline to apply
+MIN_CLASSES = 3  # classes present in both fingerprints for a similarity to mean anything
+SHIPPED = Path(__file__).parent / "baseline_files"
+
+
+@dataclass(frozen=True)
+class TaskBaseline:
+    """A baseline with what identifies its task."""
+
+    baseline: Baseline
+    num_classes: int
+    image_shape: tuple[int, ...]
+    fingerprint: np.ndarray  # (classes, pixels): standardised class means (NaN row: unseen)
+    description: str = ""
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "name": self.baseline.name,
+            "description": self.description,
+            "num_classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "models": self.baseline.models,
+            "offsets": {
+                k: [None if not math.isfinite(v) else round(float(v), 4) for v in vs]
+                for k, vs in self.baseline.offsets.items()
+            },
+            "rule": self.baseline.rule.to_dict(),
+            "fingerprint": [
+                [None if not math.isfinite(v) else round(float(v), 5) for v in row]
+                for row in self.fingerprint
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The baseline a verdict is taken against (None: the plain rule), and why."""
+
+    baseline: Baseline | None
+    reason: str
+
+
+def fingerprint(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each class's mean image, flattened and standardised (zero mean, unit norm); NaN rows for
+    classes absent from ``y`` or whose mean image is flat."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    out = np.full((num_classes, flat.shape[1]), np.nan)
+    labels = np.asarray(y).reshape(-1)
+    for k in range(num_classes):
+        rows = flat[labels == k]
+        if not len(rows):
+            continue
+        mean = rows.mean(axis=0)
+        centred = mean - mean.mean()
+        norm = float(np.linalg.norm(centred))
+        if norm > 0:
+            out[k] = centred / norm
+    return out
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest correlation between the two fingerprints' rows, over the classes both have
+    (NaN: fewer than :data:`MIN_CLASSES` in common, or different shapes)."""
+    if a.shape != b.shape:
+        return math.nan
+    both = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if both.sum() < MIN_CLASSES:
+        return math.nan
+    return float(np.min(np.sum(a[both] * b[both], axis=1)))
+
+
+def load(path: Path) -> TaskBaseline:
+    """A baseline file (see :meth:`TaskBaseline.to_dict`); :class:`BadInputError` if it is not."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"cannot read baseline {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BadInputError(f"{path} is not a kerasaudit baseline (format {FORMAT!r})")
+    try:
+        k = int(data["num_classes"])
+        shape = tuple(int(d) for d in data["image_shape"])
+        offsets = {
+            name: tuple(math.nan if v is None else float(v) for v in data["offsets"][name])
+            for name in BASELINE_SIGNALS
+            if name in data["offsets"]
+        }
+        prints = np.asarray(
+            [[math.nan if v is None else float(v) for v in row] for row in data["fingerprint"]],
+            np.float64,
+        )
+        rule = Rule.from_dict(data["rule"])
+        baseline = Baseline(str(data["name"]), offsets, rule, int(data["models"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"{path}: malformed baseline ({exc!r})") from exc
+    if any(len(v) != k for v in offsets.values()) or prints.shape != (k, math.prod(shape)):
+        raise BadInputError(f"{path}: offsets or fingerprint do not match {k} classes of {shape}")
+    return TaskBaseline(baseline, k, shape, prints, str(data.get("description", "")), str(path))
+
+
+def save(task: TaskBaseline, path: Path, *, force: bool = False) -> None:
+    write_text_atomic(Path(path), json.dumps(task.to_dict()) + "\n", force=force)
+
+
+def shipped() -> list[TaskBaseline]:
+    return [load(p) for p in sorted(SHIPPED.glob("*.json"))]
+
+
+def choose(
+    spec: str,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    num_classes: int,
+    candidates: Sequence[TaskBaseline] | None = None,
+) -> Choice:
+    """The baseline for data ``x``/``y`` of a ``num_classes`` model: ``spec`` is ``auto``
+    (the best-matching of ``candidates``, default :func:`shipped`), ``none`` or a file."""
+    if spec == "none":
+        return Choice(None, "baselines turned off (--baseline none)")
+    shape = tuple(int(d) for d in x.shape[1:])
+    if spec != "auto":
+        task = load(Path(spec))
+        if task.num_classes != num_classes or task.image_shape != shape:
+            raise BadInputError(
+                f"baseline {spec} is for {task.num_classes} classes of {task.image_shape}; "
+                f"the model has {num_classes} and the data is {shape}"
+            )
+        match = math.nan
+        if y is not None:
+            match = similarity(task.fingerprint, fingerprint(x, y, num_classes))
+        return Choice(
+            replace(task.baseline, similarity=match),
+            f"baseline {task.baseline.name} from {spec}" + _match_words(match),
+        )
+    if y is None:
+        return Choice(None, "no task baseline: the data has no labels to match one")
+    mine = fingerprint(x, y, num_classes)
+    scored = []
+    for task in shipped() if candidates is None else candidates:
+        if task.num_classes == num_classes and task.image_shape == shape:
+            match = similarity(task.fingerprint, mine)
+            if math.isfinite(match):
+                scored.append((match, task))
+    if not scored:
+        return Choice(None, "no task baseline for this data's shape and classes")
+    match, task = max(scored, key=lambda t: t[0])
+    if match < MATCH:
+        return Choice(
+            None,
+            f"no task baseline: the closest, {task.baseline.name}, matches at {match:.2f} "
+            f"(< {MATCH})",
+        )
+    return Choice(
+        replace(task.baseline, similarity=match),
+        f"task baseline {task.baseline.name} ({task.baseline.models} clean models)"
+        + _match_words(match),
+    )
+
+
+def _match_words(match: float) -> str:
+    if not math.isfinite(match):
+        return ""
+    return f"; the data's class means match it at r ≥ {match:.2f}"

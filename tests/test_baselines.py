@@ -1,0 +1,161 @@
+"""Task baselines (kerasaudit.baselines, kerasaudit.verdict.Baseline): per-label offsets measured
+on clean models, which data they apply to, and how the verdict uses them."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from kerasaudit import baselines
+from kerasaudit.errors import BadInputError
+from kerasaudit.verdict import (
+    RULE,
+    Baseline,
+    LabelEvidence,
+    ModelEvidence,
+    Rule,
+    adjust,
+    judge,
+    label_offsets,
+)
+
+
+def _evidence(masks: list[float], additive: list[float] | None = None) -> ModelEvidence:
+    additive = additive or [2.0 + 0.05 * k for k in range(len(masks))]
+    return ModelEvidence(
+        tuple(
+            LabelEvidence(k, m, True, additive_l2=a, additive_reached=True, margin=30.0)
+            for k, (m, a) in enumerate(zip(masks, additive, strict=True))
+        ),
+        60.0,
+        True,
+    )
+
+
+def _clean_masks(seed: int) -> list[float]:
+    masks = list(60.0 * np.exp(np.random.default_rng(seed).normal(0.0, 0.1, 10)))
+    masks[8] = masks[8] / 20  # label 8 is naturally easy: 20× smaller than its model's others
+    return masks
+
+
+@pytest.fixture(scope="module")
+def sample_data() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(SAMPLES / "fmnist_val.npz") as f:
+        x, y = f["x"], f["y"]
+    return x.reshape(len(x), 28, 28, 1).astype(np.float32), y
+
+
+def test_offsets_are_each_labels_usual_distance_from_its_models_median() -> None:
+    clean = [_evidence(_clean_masks(i)) for i in range(5)]
+    offsets = label_offsets(clean, 10)
+    assert set(offsets) == {"mask_l1", "additive_l2", "margin", "warp_rms"} - {"warp_rms"}
+    mask = np.asarray(offsets["mask_l1"])
+    assert mask[8] == pytest.approx(np.median([
+        math.log(m[8]) - np.median(np.log(m)) for m in map(_clean_masks, range(5))
+    ]))  # fmt: skip
+    assert mask[8] < -1.5 and np.all(np.abs(np.delete(mask, 8)) < 0.6)
+    assert np.allclose(offsets["margin"], 0.0)  # every label's margin is the same
+    adjusted = adjust(clean[0], offsets)
+    expected = clean[0].labels[8].mask_l1 / math.exp(mask[8])
+    assert adjusted.labels[8].mask_l1 == pytest.approx(expected)
+    assert adjusted.labels[8].mask_reached and adjusted.untargeted_l1 == 60.0
+
+
+def test_a_naturally_easy_label_is_not_a_target_but_an_unusually_easy_one_is() -> None:
+    clean = [_evidence(_clean_masks(i)) for i in range(5)]
+    baseline = Baseline("toy", label_offsets(clean, 10), RULE, len(clean))
+    usual = _evidence(_clean_masks(7))
+    assert judge(usual).flagged == (8,)  # compared with its own labels only: a false alarm
+    assert judge(usual, baseline=baseline).flagged == ()
+    backdoored = _clean_masks(7)
+    backdoored[3] = 1.0  # a one-pixel trigger for label 3
+    verdict = judge(_evidence(backdoored), baseline=baseline)
+    assert verdict.flagged == (3,) and verdict.baseline is baseline
+    assert verdict.to_dict()["baseline"]["name"] == "toy"
+    strict = replace(RULE, mask_index=1e6)
+    assert judge(_evidence(backdoored), strict, baseline).flagged == ()  # an explicit rule wins
+
+
+def test_rule_round_trips_through_json() -> None:
+    assert Rule.from_dict(json.loads(json.dumps(RULE.to_dict()))) == RULE
+    never = Rule.from_dict({"mask_index": 3.0})
+    assert never.mask_index == 3.0 and math.isinf(never.additive_index)
+    assert never.untargeted_ratio == 0.0
+
+
+def test_the_shipped_baseline_matches_fashion_mnist_in_any_scale(
+    sample_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = sample_data
+    (shipped,) = baselines.shipped()
+    assert shipped.baseline.name == "fashion-mnist" and shipped.baseline.models >= 20
+    for data in (x, 255 * x, (x - 0.5) / 0.3):
+        choice = baselines.choose("auto", data, y, 10)
+        assert choice.baseline is not None and choice.baseline.name == "fashion-mnist"
+        assert choice.baseline.similarity >= baselines.MATCH
+        assert "fashion-mnist" in choice.reason
+    # The shipped rule is the one calibrated with the baseline, not the plain one.
+    assert shipped.baseline.rule != RULE
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("shuffled labels", "matches at"),
+        ("flipped images", "matches at"),
+        ("no labels", "no labels"),
+        ("other shape", "shape and classes"),
+        ("other classes", "shape and classes"),
+    ],
+)
+def test_other_data_gets_no_baseline(
+    sample_data: tuple[np.ndarray, np.ndarray], change: str, reason: str
+) -> None:
+    x, y = sample_data
+    k = 10
+    if change == "shuffled labels":
+        y = np.random.default_rng(0).permutation(y)
+    elif change == "flipped images":
+        x = x[:, ::-1]
+    elif change == "other shape":
+        x = np.repeat(x, 3, axis=-1)
+    elif change == "other classes":
+        k = 11
+    choice = baselines.choose("auto", x, None if change == "no labels" else y, k)
+    assert choice.baseline is None
+    assert reason in choice.reason
+
+
+def test_baseline_files_round_trip_and_bad_ones_are_refused(
+    tmp_path: Path, sample_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = sample_data
+    (shipped,) = baselines.shipped()
+    path = tmp_path / "mine.json"
+    baselines.save(shipped, path)
+    with pytest.raises(BadInputError, match="exists"):
+        baselines.save(shipped, path)
+    loaded = baselines.load(path)
+    assert loaded.baseline.rule == shipped.baseline.rule
+    assert np.allclose(loaded.fingerprint, shipped.fingerprint, atol=1e-5)
+    choice = baselines.choose(str(path), x, y, 10)
+    assert choice.baseline is not None and str(path) in choice.reason
+    assert baselines.choose("none", x, y, 10).baseline is None
+    with pytest.raises(BadInputError, match="10 classes"):
+        baselines.choose(str(path), x, y, 12)
+    broken = tmp_path / "broken.json"
+    for text, message in (
+        ("{", "cannot read"),
+        ('{"format": "other"}', "not a kerasaudit baseline"),
+        (json.dumps({**shipped.to_dict(), "num_classes": 3}), "do not match"),
+        (json.dumps({k: v for k, v in shipped.to_dict().items() if k != "rule"}), "malformed"),
+    ):
+        broken.write_text(text)
+        with pytest.raises(BadInputError, match=message):
+            baselines.load(broken)
