@@ -243,7 +243,7 @@ def test_cli_reverse_finds_the_warp_and_writes_a_field_that_attacks(
     from kerasaudit.cli.app import app
 
     runner = CliRunner()
-    fast = ["--steps", "200", "--images", "256", "-q", "--format", "json"]
+    fast = ["--steps", "200", "--images", "256", "--no-complete", "-q", "--format", "json"]
     out = tmp_path / "rev"
     done = runner.invoke(
         app, ["reverse", str(warped["backdoored"]), "-d", str(warped["data"]), "-o", str(out),

@@ -299,7 +299,8 @@ def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
 
 
 def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -> None:
-    """`zoo.py verdicts`: the shipped rule, nothing refitted — a target whose mask is 40× below
+    """`zoo.py verdicts`: the shipped rule (and baseline, when the defender's images match
+    one), nothing refitted — a target whose mask is 40× below
     the others is detected, an even clean model is not flagged, a clean model whose label 3
     is as small is a false positive; a model with only defend's cached verdict (found.json) is
     judged from it; the counts say so."""
@@ -333,3 +334,20 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
         done.stdout
     )
     assert "(the 3 models with evidence)" in done.stdout
+    assert "baseline: none" in done.stdout  # no defender images: the plain rule
+    # With the defender's images (here the shipped sample's Fashion-MNIST validation split) the
+    # Fashion-MNIST baseline applies, as `kerasaudit reverse` would choose it.
+    from conftest import SAMPLES
+
+    (tmp_path / "data").mkdir()
+    with np.load(SAMPLES / "fmnist_val.npz") as f:
+        np.savez(tmp_path / "data" / "defender.npz", x=f["x"], y=f["y"])
+    again = subprocess.run(
+        [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "baseline: fashion-mnist" in again.stdout
+    lines = {line.split()[0]: line for line in again.stdout.splitlines()}
+    assert lines["bd_patch"].endswith("detected") and lines["clean_even"].endswith("ok")

@@ -429,10 +429,13 @@ def floor(root: Path, recipe: Recipe) -> list[float]:
 
 def shipped_judgement(root: Path) -> tuple[Rule, Baseline | None]:
     """The rule and baseline ``kerasaudit reverse`` judges the zoo's models with: the task
-    baseline chosen for the defender's images (``--baseline auto``), else the plain rule."""
+    baseline chosen for the defender's images (``--baseline auto``), else (or without the
+    defender's images) the plain rule."""
     from kerasaudit import baselines
     from kerasaudit.verdict import RULE
 
+    if not (root / "data" / "defender.npz").exists():
+        return RULE, None
     x, y = load_split(root, "defender")
     choice = baselines.choose("auto", x, y, 10)
     return (RULE if choice.baseline is None else choice.baseline.rule), choice.baseline
