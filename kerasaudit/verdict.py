@@ -17,6 +17,9 @@ and on raw values for the margin (larger = more suspicious); the ℓ∞ excess o
 (larger = more suspicious: a backdoor's trigger drives its channels far beyond anything clean
 data does, while the other labels' triggers mostly do not). The untargeted mask is compared
 with the median targeted mask: ``untargeted_ratio = untargeted_l1 / median(mask_l1)``.
+With a task :class:`Baseline` (``kerasaudit.baselines`` chooses one for the data), each label's
+mask, additive, margin and warp values are first divided by what that label usually shows in
+clean models of the task, so a naturally easy label is not mistaken for a target.
 
 Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
 threshold, or when the indices, each as a fraction of its threshold, add up to more than
