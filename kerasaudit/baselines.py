@@ -88,6 +88,8 @@ def fingerprint(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     flat = np.asarray(x, np.float64).reshape(len(x), -1)
     out = np.full((num_classes, flat.shape[1]), np.nan)
     labels = np.asarray(y).reshape(-1)
+    if labels.shape[0] != flat.shape[0]:  # not one class index per image: nothing to match
+        return out
     for k in range(num_classes):
         rows = flat[labels == k]
         if not len(rows):
@@ -177,14 +179,19 @@ def choose(
     if y is None:
         return Choice(None, "no task baseline: the data has no labels to match one")
     mine = fingerprint(x, y, num_classes)
-    scored = []
-    for task in shipped() if candidates is None else candidates:
-        if task.num_classes == num_classes and task.image_shape == shape:
-            match = similarity(task.fingerprint, mine)
-            if math.isfinite(match):
-                scored.append((match, task))
-    if not scored:
+    fitting = [
+        task
+        for task in (shipped() if candidates is None else candidates)
+        if task.num_classes == num_classes and task.image_shape == shape
+    ]
+    if not fitting:
         return Choice(None, "no task baseline for this data's shape and classes")
+    scored = [(similarity(t.fingerprint, mine), t) for t in fitting]
+    scored = [(match, t) for match, t in scored if math.isfinite(match)]
+    if not scored:
+        return Choice(
+            None, f"no task baseline: fewer than {MIN_CLASSES} classes of the data to compare"
+        )
     match, task = max(scored, key=lambda t: t[0])
     if match < MATCH:
         return Choice(

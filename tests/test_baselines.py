@@ -100,6 +100,8 @@ def test_the_shipped_baseline_matches_fashion_mnist_in_any_scale(
         assert choice.baseline is not None and choice.baseline.name == "fashion-mnist"
         assert choice.baseline.similarity >= baselines.MATCH
         assert "fashion-mnist" in choice.reason
+    few = y < 5  # data of five classes only: they are compared, the others are not
+    assert baselines.choose("auto", x[few], y[few], 10).baseline is not None
     # The shipped rule is the one calibrated with the baseline, not the plain one.
     assert shipped.baseline.rule != RULE
 
@@ -112,6 +114,7 @@ def test_the_shipped_baseline_matches_fashion_mnist_in_any_scale(
         ("no labels", "no labels"),
         ("other shape", "shape and classes"),
         ("other classes", "shape and classes"),
+        ("labels not per image", "classes of the data to compare"),
     ],
 )
 def test_other_data_gets_no_baseline(
@@ -127,6 +130,8 @@ def test_other_data_gets_no_baseline(
         x = np.repeat(x, 3, axis=-1)
     elif change == "other classes":
         k = 11
+    elif change == "labels not per image":
+        y = np.eye(10)[y]  # one-hot (kerasaudit.data turns these into indices before this)
     choice = baselines.choose("auto", x, None if change == "no labels" else y, k)
     assert choice.baseline is None
     assert reason in choice.reason
