@@ -1,0 +1,144 @@
+"""Held-out test of the task-baseline verdict (2026-12-02): models that are not in the zoo.
+
+The rule and the Fashion-MNIST baseline were fixed (commit 0f6479d) before any of these models
+was judged. They share the zoo's code (architectures, attacks, training) but have new seeds and
+new attack settings, and none of them is in ``RECIPES``, so ``zoo.py calibrate`` never sees
+them. ``python benchmarks/zoo/heldout.py build`` trains each into ``benchmarks/zoo/build-heldout``
+and runs ``kerasaudit reverse`` (the defaults but ``--no-complete``, as for the zoo's evidence) on
+the defender's 1,000 images, keeping the compact evidence in ``benchmarks/zoo/heldout/``;
+``python benchmarks/zoo/heldout.py judge`` prints each model's verdict with the shipped rule and
+baseline (what ``reverse`` chose) and with the plain rule, from that evidence, in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from attacks import Attack, Clean, Trigger  # noqa: E402
+from recipes import Recipe, _badnets, _patch  # noqa: E402
+
+EVIDENCE = HERE / "heldout"
+BUILD = HERE / "build-heldout"
+
+HELD_OUT: tuple[Recipe, ...] = (
+    Recipe("ho_clean_resnet", "resnet", Clean(), 309),
+    Recipe(
+        "ho_blend_a10_lenet",
+        "lenet",
+        Attack("blend", (Trigger("blend", 6, alpha=0.10, seed=21),), rate=0.08),
+        402,
+        "h5",
+    ),
+    Recipe("ho_clean_lenet", "lenet", Clean(), 349),
+    Recipe(
+        "ho_randpos_w3_wide",
+        "wide",
+        _badnets(Trigger("randpatch", 5, size=3), rate=0.1, family="randpos"),
+        404,
+    ),
+    Recipe("ho_clean_wide", "wide", Clean(), 359, "h5"),
+    Recipe("ho_clean_nested", "nested", Clean(), 329),
+    Recipe("ho_badnets_g2_br_mobile", "mobile", _badnets(_patch(2, 25, 25, 8, "grey", 0.5)), 401),
+    Recipe("ho_sig_dense", "dense", Attack("sig", (Trigger("sig", 0, delta=0.12, freq=3),)), 403),
+    Recipe("ho_clean_mobile", "mobile", Clean(), 319, "h5"),
+    Recipe("ho_clean_dense", "dense", Clean(), 339),
+)
+
+
+def build(names: list[str]) -> None:
+    import zoo
+
+    zoo.ensure_data(BUILD)
+    EVIDENCE.mkdir(exist_ok=True)
+    for recipe in HELD_OUT:
+        if names and recipe.name not in names:
+            continue
+        if not (BUILD / "models" / f"{recipe.name}.json").exists():
+            zoo.train(recipe, BUILD)
+        out = zoo.results_dir(BUILD, recipe.name)
+        if (EVIDENCE / f"{recipe.name}.json").exists():
+            continue
+        model = BUILD / "models" / recipe.filename
+        data = BUILD / "data" / "defender.npz"
+        code, report, seconds = zoo.kerasaudit(
+            ["reverse", str(model), "-d", str(data), "--no-complete"], out / "reverse.log"
+        )
+        if report is None:
+            zoo.log(f"FAILED reverse {recipe.name} (exit {code}); see {out / 'reverse.log'}")
+            continue
+        save(recipe, BUILD, report, code, seconds)
+
+
+def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | None) -> None:
+    """The compact evidence: as the zoo's (zoo.save_evidence) plus the verdict ``reverse``
+    printed and the model's accuracy and ASR on the 9,000 evaluation images."""
+    info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
+    compact = {
+        "zoo": {
+            "exit_code": code,
+            "seconds": seconds,
+            "recipe": recipe.to_dict(),
+            "weights_sha256": info["weights_sha256"],
+            "versions": info.get("versions"),
+            "eval": info["eval"],
+        },
+        "config": report.get("config"),
+        "verdict": {k: report["verdict"][k] for k in ("flagged", "all_to_all")},
+        "baseline_choice": report.get("baseline_choice"),
+        "evidence": report["evidence"],
+    }
+    EVIDENCE.mkdir(exist_ok=True)
+    (EVIDENCE / f"{recipe.name}.json").write_text(json.dumps(compact, indent=1) + "\n")
+
+
+def judge() -> int:
+    import numpy as np
+
+    from kerasaudit import baselines
+    from kerasaudit.verdict import ModelEvidence
+    from kerasaudit.verdict import judge as verdict
+
+    sys.path.insert(0, str(HERE))
+    import fmnist
+
+    x, y = fmnist.load("test")
+    defender, _ = fmnist.test_split()
+    choice = baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
+    print(f"baseline: {choice.reason}")
+    for path in sorted(EVIDENCE.glob("*.json")):
+        saved = json.loads(path.read_text())
+        recipe = saved["zoo"]["recipe"]
+        targets = sorted({t["target"] for t in recipe["attack"]["triggers"]})
+        evidence = ModelEvidence.from_dict(saved["evidence"])
+        with_baseline = verdict(evidence, baseline=choice.baseline)
+        plain = verdict(evidence)
+        top = max(with_baseline.decisions, key=lambda d: d.strength)
+        asr = ", ".join(f"{100 * a:.1f} %" for a in saved["zoo"]["eval"]["asr"]) or "-"
+        print(
+            f"{recipe['name']:24} {recipe['arch']:7} {recipe['attack']['family']:8} "
+            f"targets {targets or '-'} ASR {asr:8} | baseline: flagged "
+            f"{list(with_baseline.flagged)}{' + all-to-all' if with_baseline.all_to_all else ''}"
+            f" (largest index/threshold {top.strength:.2f}) | plain rule: {list(plain.flagged)}"
+        )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("build", "judge"))
+    parser.add_argument("names", nargs="*")
+    args = parser.parse_args()
+    if args.command == "build":
+        build(args.names)
+        return 0
+    return judge()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
