@@ -379,14 +379,18 @@ class Verdict:
         }
 
 
+def rule_for(baseline: Baseline | None) -> Rule:
+    """The rule a verdict uses by default: the baseline's own, or :data:`RULE` without one."""
+    return RULE if baseline is None else baseline.rule
+
+
 def judge(
     evidence: ModelEvidence, rule: Rule | None = None, baseline: Baseline | None = None
 ) -> Verdict:
-    """Apply ``rule`` to ``evidence`` (see module doc). With a ``baseline`` each label is scored
-    against its task's usual value first, and the rule defaults to the baseline's own; without
-    one, to :data:`RULE`."""
+    """Apply ``rule`` (default: :func:`rule_for` the baseline) to ``evidence`` (see module
+    doc). With a ``baseline`` each label is scored against its task's usual value first."""
     if rule is None:
-        rule = baseline.rule if baseline is not None else RULE
+        rule = rule_for(baseline)
     scores = score(evidence, baseline)
     decisions = []
     for s in scores.labels:

@@ -224,12 +224,14 @@ class Outcome:
     score: float  # model-level: the largest index / threshold ratio
 
 
-def outcome(model: ZooModel, rule: Rule, baseline: Baseline | None = None) -> Outcome:
+def outcome(model: ZooModel, rule: Rule | None, baseline: Baseline | None = None) -> Outcome:
+    """``model`` judged by ``rule`` (None: the baseline's, as ``judge`` chooses it)."""
     verdict = judge(model.evidence, rule, baseline)
     strength = max((d.strength for d in verdict.decisions), default=0.0)
     ratio = verdict.scores.untargeted_ratio
-    if math.isfinite(ratio) and ratio > 0 and rule.untargeted_ratio > 0:
-        strength = max(strength, rule.untargeted_ratio / ratio)
+    limit = verdict.rule.untargeted_ratio
+    if math.isfinite(ratio) and ratio > 0 and limit > 0:
+        strength = max(strength, limit / ratio)
     return judged(model.name, model.arch, model.family, model.targets, verdict.flagged,
                   verdict.all_to_all, strength)  # fmt: skip
 

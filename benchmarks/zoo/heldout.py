@@ -76,36 +76,27 @@ def build(names: list[str]) -> None:
 
 
 def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | None) -> None:
-    """The compact evidence: as the zoo's (zoo.save_evidence) plus the verdict ``reverse``
+    """The zoo's compact evidence (``zoo.compact_evidence``) plus the verdict ``reverse``
     printed and the model's accuracy and ASR on the 9,000 evaluation images."""
+    import zoo
+
+    report = {**report, "zoo": {"exit_code": code, "seconds": seconds, "recipe": recipe.to_dict()}}
+    compact = zoo.compact_evidence(root, recipe.name, report)
     info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
-    compact = {
-        "zoo": {
-            "exit_code": code,
-            "seconds": seconds,
-            "recipe": recipe.to_dict(),
-            "weights_sha256": info["weights_sha256"],
-            "versions": info.get("versions"),
-            "eval": info["eval"],
-        },
-        "config": report.get("config"),
-        "verdict": {k: report["verdict"][k] for k in ("flagged", "all_to_all")},
-        "baseline_choice": report.get("baseline_choice"),
-        "evidence": report["evidence"],
-    }
+    compact["zoo"]["eval"] = info["eval"]
+    compact["verdict"] = {k: report["verdict"][k] for k in ("flagged", "all_to_all")}
+    compact["baseline_choice"] = report.get("baseline_choice")
     EVIDENCE.mkdir(exist_ok=True)
     (EVIDENCE / f"{recipe.name}.json").write_text(json.dumps(compact, indent=1) + "\n")
 
 
 def judge() -> int:
+    import fmnist
     import numpy as np
 
     from kerasaudit import baselines
     from kerasaudit.verdict import ModelEvidence
     from kerasaudit.verdict import judge as verdict
-
-    sys.path.insert(0, str(HERE))
-    import fmnist
 
     x, y = fmnist.load("test")
     defender, _ = fmnist.test_split()

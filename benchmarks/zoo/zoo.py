@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasaudit.verdict import Baseline, Rule
+from kerasaudit.verdict import Baseline
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -193,11 +193,11 @@ def evidence_dir(root: Path) -> Path:
     return EVIDENCE if root.resolve() == default else root / "evidence"
 
 
-def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
+def compact_evidence(root: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:
     """The compact evidence of one ``reverse`` report (``report["zoo"]`` says how it was run):
     what calibrate reads, plus the weights' SHA-256 and the engines' settings."""
     info = json.loads((root / "models" / f"{name}.json").read_text())
-    compact = {
+    return {
         "zoo": {
             **report["zoo"],
             "weights_sha256": info["weights_sha256"],
@@ -206,6 +206,11 @@ def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
         "config": report.get("config"),
         "evidence": report["evidence"],
     }
+
+
+def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
+    """:func:`compact_evidence` written where calibrate reads it (:func:`evidence_dir`)."""
+    compact = compact_evidence(root, name, report)
     path = evidence_dir(root) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(path, compact)
@@ -427,18 +432,16 @@ def floor(root: Path, recipe: Recipe) -> list[float]:
     return result
 
 
-def shipped_judgement(root: Path) -> tuple[Rule, Baseline | None]:
-    """The rule and baseline ``kerasaudit reverse`` judges the zoo's models with: the task
-    baseline chosen for the defender's images (``--baseline auto``), else (or without the
-    defender's images) the plain rule."""
+def shipped_baseline(root: Path) -> Baseline | None:
+    """The baseline ``kerasaudit reverse`` judges the zoo's models against: the one
+    ``--baseline auto`` chooses for the defender's images (None, the plain rule, without them);
+    its rule comes with it (``kerasaudit.verdict.rule_for``)."""
     from kerasaudit import baselines
-    from kerasaudit.verdict import RULE
 
     if not (root / "data" / "defender.npz").exists():
-        return RULE, None
+        return None
     x, y = load_split(root, "defender")
-    choice = baselines.choose("auto", x, y, 10)
-    return (RULE if choice.baseline is None else choice.baseline.rule), choice.baseline
+    return baselines.choose("auto", x, y, 10).baseline
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -446,7 +449,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     import calibrate
 
     root = zoo_dir(args.dir)
-    rule, baseline = shipped_judgement(root)
+    baseline = shipped_baseline(root)
     evidence = {m.name: m for m in calibrate.load_models(evidence_dir(root))}
     rows = []
     for recipe in built(root, args.names):
@@ -463,7 +466,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         }
         model = evidence.get(recipe.name)
         if model is not None:
-            o = calibrate.outcome(model, rule, baseline)
+            o = calibrate.outcome(model, None, baseline)
             row["verdict"] = {
                 "flagged": list(o.flagged),
                 "all_to_all": o.all_to_all_verdict,
@@ -655,19 +658,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
     """The *shipped* rule and baseline (what ``kerasaudit reverse`` uses on the defender's
-    images: :func:`shipped_judgement`, nothing refitted) on every model whose evidence is kept
+    images: :func:`shipped_baseline`, nothing refitted) on every model whose evidence is kept
     (evidence/NAME.json), and defend's own cached verdict where only removal.py's found.json
     exists: one line per model, then the counts. On a rebuilt zoo this
     tests the rule on weights it was not fitted on (seconds)."""
     import calibrate
 
+    from kerasaudit.verdict import rule_for
+
     root = zoo_dir(args.dir)
-    rule, baseline = shipped_judgement(root)
+    baseline = shipped_baseline(root)
+    rule = rule_for(baseline)
     print(f"baseline: {'none' if baseline is None else baseline.name}; rule: {rule.describe()}")
     models = calibrate.load_models(evidence_dir(root))
     wanted = set(args.names)
     outcomes = [
-        calibrate.outcome(m, rule, baseline) for m in models if not wanted or m.name in wanted
+        calibrate.outcome(m, None, baseline) for m in models if not wanted or m.name in wanted
     ]
     judged = {o.name for o in outcomes}
     cached = []  # no evidence, but defend's own verdict cached by removal.py (found.json)
