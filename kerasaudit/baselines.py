@@ -17,7 +17,13 @@ built from clean models of the task (``benchmarks/zoo``: ``zoo.py baseline``) an
 Which baseline applies (:func:`choose`): ``auto`` compares the audited data with each shipped
 baseline's *fingerprint* — each class's mean image, standardised (zero mean, unit norm), so the
 scale and offset of the pixel values do not matter — and takes the best one whose every class
-correlates at ≥ :data:`MATCH`, with the same image shape and number of classes. Data of another
+correlates at ≥ :data:`MATCH`, with the same image shape and number of classes. A class mean of
+a few images is noisy, which lowers its correlation with any true mean; each correlation is
+therefore corrected for the noise measured in the data itself (:func:`reliability`), so 20
+images per class match as well as 100 (measured on Fashion-MNIST, 20 draws each: the smallest
+class correlation, uncorrected, fell to 0.87 at 20 images per class and 0.78 at 10; corrected,
+≥ 0.94 and ≥ 0.90, while shuffled labels and flipped images stayed ≤ 0.69 from 10 images per
+class up). Data of another
 task, or data without labels, gets no baseline and the plain rule
 (:data:`kerasaudit.verdict.RULE`). ``none`` turns baselines off; a path loads that file.
 """
@@ -102,15 +108,45 @@ def fingerprint(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
+def reliability(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per class, the share of its mean image's (centred) energy that is signal rather than
+    sampling noise: ``s / (s + v/n)``, with ``v`` the summed per-pixel variance of the class's
+    ``n`` images and ``s`` the mean's energy less its expected noise ``v/n``. A correlation
+    with a noise-free mean is attenuated by ``√reliability``; :func:`similarity` undoes that.
+    NaN for classes with fewer than two images."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    out = np.full(num_classes, np.nan)
+    labels = np.asarray(y).reshape(-1)
+    if labels.shape[0] != flat.shape[0]:
+        return out
+    for k in range(num_classes):
+        rows = flat[labels == k]
+        if len(rows) < 2:
+            continue
+        mean = rows.mean(axis=0)
+        centred = mean - mean.mean()
+        noise = float(rows.var(axis=0, ddof=1).sum()) / len(rows)
+        signal = max(float(centred @ centred) - noise, 0.0)
+        out[k] = signal / (signal + noise) if signal + noise > 0 else math.nan
+    return out
+
+
+def similarity(a: np.ndarray, b: np.ndarray, noise: np.ndarray | None = None) -> float:
     """The smallest correlation between the two fingerprints' rows, over the classes both have
-    (NaN: fewer than :data:`MIN_CLASSES` in common, or different shapes)."""
+    (NaN: fewer than :data:`MIN_CLASSES` in common, or different shapes). With ``noise`` (the
+    :func:`reliability` of ``b``'s classes) each correlation is divided by its square root
+    (at most 1): what it would be with a noise-free class mean."""
     if a.shape != b.shape:
         return math.nan
     both = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if noise is not None:
+        both &= np.isfinite(noise) & (np.nan_to_num(noise) > 0)
     if both.sum() < MIN_CLASSES:
         return math.nan
-    return float(np.min(np.sum(a[both] * b[both], axis=1)))
+    r = np.sum(a[both] * b[both], axis=1)
+    if noise is not None:
+        r = np.minimum(1.0, r / np.sqrt(noise[both]))
+    return float(np.min(r))
 
 
 def load(path: Path) -> TaskBaseline:
@@ -171,7 +207,9 @@ def choose(
             )
         match = math.nan
         if y is not None:
-            match = similarity(task.fingerprint, fingerprint(x, y, num_classes))
+            match = similarity(
+                task.fingerprint, fingerprint(x, y, num_classes), reliability(x, y, num_classes)
+            )
         return Choice(
             replace(task.baseline, similarity=match),
             f"baseline {task.baseline.name} from {spec}" + _match_words(match),
@@ -179,6 +217,7 @@ def choose(
     if y is None:
         return Choice(None, "no task baseline: the data has no labels to match one")
     mine = fingerprint(x, y, num_classes)
+    noise = reliability(x, y, num_classes)
     fitting = [
         task
         for task in (shipped() if candidates is None else candidates)
@@ -186,7 +225,7 @@ def choose(
     ]
     if not fitting:
         return Choice(None, "no task baseline for this data's shape and classes")
-    scored = [(similarity(t.fingerprint, mine), t) for t in fitting]
+    scored = [(similarity(t.fingerprint, mine, noise), t) for t in fitting]
     scored = [(match, t) for match, t in scored if math.isfinite(match)]
     if not scored:
         return Choice(

@@ -106,6 +106,31 @@ def test_the_shipped_baseline_matches_fashion_mnist_in_any_scale(
     assert shipped.baseline.rule != RULE
 
 
+def test_few_images_per_class_still_match_and_other_data_still_does_not(
+    sample_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # A mean of 20 images is noisy: uncorrected, the smallest class correlation falls below
+    # MATCH for some draws; corrected for the noise measured in the data, all draws match.
+    x, y = sample_data
+    rng = np.random.default_rng(1)
+    (shipped,) = baselines.shipped()
+    raw = []
+    for _ in range(5):
+        take = np.concatenate([rng.choice(np.flatnonzero(y == k), 20, replace=False)
+                               for k in range(10)])  # fmt: skip
+        xs, ys = x[take], y[take]
+        raw.append(baselines.similarity(shipped.fingerprint, baselines.fingerprint(xs, ys, 10)))
+        choice = baselines.choose("auto", xs, ys, 10)
+        assert choice.baseline is not None, choice.reason
+        for other_x, other_y in ((xs, rng.permutation(ys)), (xs[:, ::-1], ys)):
+            assert baselines.choose("auto", other_x, other_y, 10).baseline is None
+    assert min(raw) < 0.95  # the correction is doing the work (uncorrected: 0.87-0.94 here)
+    reliability = baselines.reliability(xs, ys, 10)
+    assert np.all((reliability > 0.5) & (reliability < 1.0))
+    assert np.all(baselines.reliability(x, y, 10) > reliability)  # more images, less noise
+    assert np.isnan(baselines.reliability(x[:1], y[:1], 10)).all()  # one image: no estimate
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
