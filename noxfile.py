@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -12,7 +14,8 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The same test command as the README and .ci/run."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    workers = min(os.cpu_count() or 1, 4)  # as .ci/run: pytest-xdist, at most four processes
+    session.run("pytest", "-n", str(workers), "--dist", "worksteal", *session.posargs)
 
 
 @nox.session(python="3.11")

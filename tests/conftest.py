@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_size_from_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output width is part of what tests check; it must not come from how pytest was started
+    (pytest-xdist's workers get COLUMNS=80). Tests that want a width set it themselves."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 def _keras() -> Any:
     from kerasaudit import _tf
 
