@@ -72,7 +72,7 @@ def test_reverse_table_keeps_all_seven_columns_at_80(stripes: dict[str, Path]) -
 @pytest.mark.parametrize(
     "command",
     ["audit", "inspect", "scan", "evaluate", "prune", "sweep", "reverse", "defend", "gradcam",
-     "report", "batch", "merge-stats"],
+     "report", "batch", "merge-stats", "baseline"],
 )  # fmt: skip
 def test_help_reads_at_80_columns(command: str) -> None:
     result = runner.invoke(app, [command, "--help"], env=ENV)

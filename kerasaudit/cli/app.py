@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from kerasaudit import __version__
 from kerasaudit.cli import (
     audit_cmd,
+    baseline_cmd,
     batch_cmd,
     defend_cmd,
     evaluate_cmd,
@@ -139,6 +140,7 @@ app.command("defend")(defend_cmd.defend)
 app.command("gradcam")(gradcam_cmd.gradcam)
 app.command("report")(report_cmd.report)
 app.command("merge-stats")(merge_stats_cmd.merge_stats)
+app.command("baseline")(baseline_cmd.baseline)
 app.command("batch")(batch_cmd.batch)
 
 
