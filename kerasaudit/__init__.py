@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from kerasaudit.api import (
         audit,
+        build_baseline,
         defend,
         evaluate,
         gradcam,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "__version__",
     "audit",
+    "build_baseline",
     "defend",
     "evaluate",
     "gradcam",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from kerasaudit.inventory import ModelInventory
     from kerasaudit.loading import LoadedModel
     from kerasaudit.stages.audit import AuditResult
+    from kerasaudit.stages.baseline import BaselineBuild
     from kerasaudit.stages.defend import DefenceSettings, DefendResult
     from kerasaudit.stages.gradcam import GradcamResult
     from kerasaudit.stages.prune import PruneResult
@@ -49,6 +50,7 @@ TriggerLike: TypeAlias = "str | AnyTrigger"
 
 __all__ = [
     "audit",
+    "build_baseline",
     "defend",
     "evaluate",
     "gradcam",
@@ -198,6 +200,32 @@ def reverse(
     return reverse_engineer(
         keras_model, load_data(data, keras_model), labels=labels, config=config or ReverseConfig()
     )
+
+
+def build_baseline(
+    reports: Sequence[ReverseResult | PathLike],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    name: str = "custom",
+) -> BaselineBuild:
+    """A task baseline (what ``kerasaudit baseline`` builds) from :func:`reverse` results — or
+    their JSON reports — of models known to be clean, and the task's labelled images ``x``,
+    ``y`` (any pixel scale: the fingerprint is standardised). ``result.task`` is what
+    :func:`kerasaudit.baselines.save` writes for ``--baseline FILE``; ``result.left_out`` is
+    the leave-one-out check (see :mod:`kerasaudit.stages.baseline`)."""
+    from kerasaudit.stages.baseline import CleanReport, build, read_report
+    from kerasaudit.stages.reverse import ReverseResult
+
+    parsed = []
+    for i, report in enumerate(reports):
+        if isinstance(report, ReverseResult):
+            shape = tuple(int(d) for d in report.data.shape)
+            parsed.append(CleanReport(f"<result {i}>", str(report.model), report.evidence(),
+                                      report.num_classes, shape))  # fmt: skip
+        else:
+            parsed.append(read_report(Path(report)))
+    return build(parsed, np.asarray(x), np.asarray(y), name=name, data_path="<arrays>")
 
 
 def audit(

@@ -103,6 +103,28 @@ def test_audit_and_prune_through_the_api(tiny: dict[str, Path], tmp_path: Path) 
     assert after.asr is not None and after.asr < found.known.asr  # type: ignore[union-attr]
 
 
+def test_a_baseline_from_reverse_results_and_reports(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    import kerasaudit as ka
+    from kerasaudit.baselines import load, save
+    from kerasaudit.stages.reverse import ReverseConfig
+
+    config = ReverseConfig(steps=40, batch_size=32, images=64, complete=False)
+    result = ka.reverse(tiny["clean"], tiny["data"], config=config)
+    report = tmp_path / "clean.json"
+    report.write_text(json.dumps(result.to_dict()))
+    with np.load(tiny["data"]) as f:
+        x, y = f["x"], f["y"]
+    built = ka.build_baseline([result, report, report.as_posix()], 255 * x, y, name="stripes")
+    assert built.task.baseline.name == "stripes" and built.task.baseline.models == 3
+    assert built.task.num_classes == result.num_classes
+    assert built.task.image_shape == tuple(result.data.shape)
+    assert len(built.left_out) == 3 and built.reports[0].path == "<result 0>"
+    save(built.task, tmp_path / "b.json")
+    assert load(tmp_path / "b.json").baseline.offsets.keys() == built.task.baseline.offsets.keys()
+
+
 def test_api_refuses_what_it_cannot_use(tiny: dict[str, Path]) -> None:
     import kerasaudit as ka
 
