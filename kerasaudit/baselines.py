@@ -23,8 +23,7 @@ therefore corrected for the noise measured in the data itself (:func:`reliabilit
 images per class match as well as 100 (measured on Fashion-MNIST, 20 draws each: the smallest
 class correlation, uncorrected, fell to 0.87 at 20 images per class and 0.78 at 10; corrected,
 ≥ 0.94 and ≥ 0.90, while shuffled labels and flipped images stayed ≤ 0.69 from 10 images per
-class up). Data of another
-task, or data without labels, gets no baseline and the plain rule
+class up). Data of another task, or data without labels, gets no baseline and the plain rule
 (:data:`kerasaudit.verdict.RULE`). ``none`` turns baselines off; a path loads that file.
 """
 
@@ -131,21 +130,21 @@ def reliability(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def similarity(a: np.ndarray, b: np.ndarray, noise: np.ndarray | None = None) -> float:
+def similarity(a: np.ndarray, b: np.ndarray, reliable: np.ndarray | None = None) -> float:
     """The smallest correlation between the two fingerprints' rows, over the classes both have
-    (NaN: fewer than :data:`MIN_CLASSES` in common, or different shapes). With ``noise`` (the
-    :func:`reliability` of ``b``'s classes) each correlation is divided by its square root
-    (at most 1): what it would be with a noise-free class mean."""
+    (NaN: fewer than :data:`MIN_CLASSES` in common, or different shapes). With ``reliable``
+    (the :func:`reliability` of ``b``'s classes) each correlation is divided by its square
+    root (at most 1): what it would be with a noise-free class mean."""
     if a.shape != b.shape:
         return math.nan
     both = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    if noise is not None:
-        both &= np.isfinite(noise) & (np.nan_to_num(noise) > 0)
+    if reliable is not None:
+        both &= np.isfinite(reliable) & (np.nan_to_num(reliable) > 0)
     if both.sum() < MIN_CLASSES:
         return math.nan
     r = np.sum(a[both] * b[both], axis=1)
-    if noise is not None:
-        r = np.minimum(1.0, r / np.sqrt(noise[both]))
+    if reliable is not None:
+        r = np.minimum(1.0, r / np.sqrt(reliable[both]))
     return float(np.min(r))
 
 
@@ -217,7 +216,7 @@ def choose(
     if y is None:
         return Choice(None, "no task baseline: the data has no labels to match one")
     mine = fingerprint(x, y, num_classes)
-    noise = reliability(x, y, num_classes)
+    reliable = reliability(x, y, num_classes)
     fitting = [
         task
         for task in (shipped() if candidates is None else candidates)
@@ -225,7 +224,7 @@ def choose(
     ]
     if not fitting:
         return Choice(None, "no task baseline for this data's shape and classes")
-    scored = [(similarity(t.fingerprint, mine, noise), t) for t in fitting]
+    scored = [(similarity(t.fingerprint, mine, reliable), t) for t in fitting]
     scored = [(match, t) for match, t in scored if math.isfinite(match)]
     if not scored:
         return Choice(

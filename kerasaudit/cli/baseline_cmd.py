@@ -30,7 +30,7 @@ from kerasaudit.cli.data_options import (
 )
 from kerasaudit.errors import BadInputError
 
-MAX_IMAGES = 100_000  # for the fingerprint (class means): more adds nothing measurable
+MAX_IMAGES = 100_000  # read for the fingerprint at most (memory: 60,000 of 28×28 = 188 MB)
 
 
 @handle_errors
