@@ -499,7 +499,7 @@ def _removal_cell(row: dict[str, Any], stage: str) -> str:
         return "not changed"
     drop = 100 * (row["accuracy"] - after["accuracy"])
     asr = max(after["asr"]) if after["asr"] else float("nan")
-    ok = asr <= 0.02 and drop <= 1.5
+    ok = asr <= 0.02 and round(drop, 6) <= 1.5  # 135 of 9,000 images is 1.5 points, not more
     return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
 
 
