@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,20 +87,27 @@ class Choice:
     reason: str
 
 
+def _classes(
+    x: np.ndarray, y: np.ndarray, num_classes: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(class, its images flattened, their mean image less its own mean) for each class present
+    in ``y``; nothing when ``y`` is not one class index per image."""
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    labels = np.asarray(y).reshape(-1)
+    if labels.shape[0] != flat.shape[0]:
+        return
+    for k in range(num_classes):
+        rows = flat[labels == k]
+        if len(rows):
+            mean = rows.mean(axis=0)
+            yield k, rows, mean - mean.mean()
+
+
 def fingerprint(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     """Each class's mean image, flattened and standardised (zero mean, unit norm); NaN rows for
     classes absent from ``y`` or whose mean image is flat."""
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
-    out = np.full((num_classes, flat.shape[1]), np.nan)
-    labels = np.asarray(y).reshape(-1)
-    if labels.shape[0] != flat.shape[0]:  # not one class index per image: nothing to match
-        return out
-    for k in range(num_classes):
-        rows = flat[labels == k]
-        if not len(rows):
-            continue
-        mean = rows.mean(axis=0)
-        centred = mean - mean.mean()
+    out = np.full((num_classes, math.prod(x.shape[1:])), np.nan)
+    for k, _, centred in _classes(x, y, num_classes):
         norm = float(np.linalg.norm(centred))
         if norm > 0:
             out[k] = centred / norm
@@ -113,17 +120,10 @@ def reliability(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     ``n`` images and ``s`` the mean's energy less its expected noise ``v/n``. A correlation
     with a noise-free mean is attenuated by ``√reliability``; :func:`similarity` undoes that.
     NaN for classes with fewer than two images."""
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
     out = np.full(num_classes, np.nan)
-    labels = np.asarray(y).reshape(-1)
-    if labels.shape[0] != flat.shape[0]:
-        return out
-    for k in range(num_classes):
-        rows = flat[labels == k]
+    for k, rows, centred in _classes(x, y, num_classes):
         if len(rows) < 2:
             continue
-        mean = rows.mean(axis=0)
-        centred = mean - mean.mean()
         noise = float(rows.var(axis=0, ddof=1).sum()) / len(rows)
         signal = max(float(centred @ centred) - noise, 0.0)
         out[k] = signal / (signal + noise) if signal + noise > 0 else math.nan
