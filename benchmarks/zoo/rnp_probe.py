@@ -53,6 +53,7 @@ from recipes import BY_NAME  # noqa: E402
 
 from kerasaudit import _tf  # noqa: E402
 from kerasaudit.inventory import AuditableLayer, find_layer  # noqa: E402
+from kerasaudit.pruning import _variable  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,6 @@ class RnpScores:
         for _, i, c in self.ranked()[:count]:
             chosen.setdefault(i, []).append(c)
         return [(self.layers[i], sorted(cs)) for i, cs in sorted(chosen.items())]
-
-
-def _variable(layer: Any, name: str) -> Any:
-    for weight in layer.weights:
-        if weight.path.split("/")[-1] == name:
-            return weight
-    return None
 
 
 def _scaled(model: Any, info: AuditableLayer) -> list[tuple[Any, tuple[int, ...]]]:
