@@ -452,10 +452,13 @@ class ReverseResult:
 
     def found_triggers(self) -> list[FoundTrigger]:
         """The triggers that stand for the verdict's backdoor(s), most suspicious first: per
-        flagged label its (completed) Neural Cleanse trigger when the mask signal flagged it,
-        its additive perturbation when the additive signal did, both when only the margin did,
-        its warp field when the warp signal did (that alone, when only the warp signal did); for
-        an all-to-all verdict the untargeted trigger."""
+        flagged label its (completed) Neural Cleanse trigger when the mask signal flagged it or
+        the additive signal did not, its additive perturbation when the additive signal flagged
+        it or the perturbation reached the attack threshold on the defender's images (a blended
+        trigger that only the mask signal found is unlearnt through it: on blend_a10_resnet the
+        real trigger's ASR after `defend` was 91.5 % without it, 4.5 % with it), its warp field
+        when the warp signal did (that alone, when only the warp signal did); for an all-to-all
+        verdict the untargeted trigger."""
         out = []
         for k in self.verdict.flagged:
             r = self.label(k)
@@ -470,7 +473,9 @@ class ReverseResult:
                                         np.zeros_like(r.pattern), flow=r.warp.flow))  # fmt: skip
             if _warp_only(r):
                 continue
-            if r.additive is not None and (additive_signal or not mask_signal):
+            if r.additive is not None and (
+                r.additive.reached or additive_signal or not mask_signal
+            ):
                 zeros = np.zeros_like(r.mask)
                 out.append(
                     FoundTrigger(
