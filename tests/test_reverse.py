@@ -290,6 +290,31 @@ def test_planted_backdoor_is_flagged_with_its_trigger(reversed_backdoor: Any) ->
     assert data["cost"]["seconds_per_label_step"] > 0
 
 
+def test_found_triggers_follow_the_signals_and_the_additive_that_works(
+    reversed_backdoor: Any,
+) -> None:
+    """Which recovered triggers stand for a flagged label: the Neural Cleanse trigger unless
+    only the additive signal flagged it; the additive perturbation whenever it reached the
+    attack threshold (a blend found by its mask alone is still unlearnt as a perturbation)."""
+    result = reversed_backdoor
+    target = result.label(0)
+    assert target.additive is not None and target.additive.reached
+
+    def kinds(signals: tuple[str, ...], reached: bool = True) -> list[str]:
+        additive = replace(target.additive, reached=reached)
+        label = replace(target, signals=signals, additive=additive)
+        labels = tuple(label if r.label == 0 else r for r in result.labels)
+        return [f.kind for f in replace(result, labels=labels).found_triggers()]
+
+    completed = target.trigger_kind
+    assert kinds(("mask",)) == [completed, "additive"]
+    assert kinds(("mask",), reached=False) == [completed]  # a perturbation that does not work
+    assert kinds(("additive",), reached=False) == ["additive"]
+    assert kinds(("margin",), reached=False) == [completed, "additive"]
+    stems = [f.stem for f in result.found_triggers()]
+    assert stems[0] == "trigger_label0" and len(set(stems)) == len(stems)
+
+
 def test_labels_do_not_depend_on_their_companions(tiny: dict[str, Path]) -> None:
     """Per-label initialisation and batches: a label's result is the same whether it runs
     with all labels at once, in chunks (--label-batch) or alone (--labels)."""

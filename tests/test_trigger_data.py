@@ -174,3 +174,54 @@ def test_fine_tune_pushes_unlabelled_triggered_images_off_the_target(
     after = float(np.mean(np.argmax(model.predict(non_target, verbose=0), axis=1) == 0))
     assert result.mode == "unlearn"
     assert before > 0.9 and after < before / 2
+
+
+def test_prune_also_unlearns_a_second_trigger(stripes: dict[str, Path], tmp_path: Path) -> None:
+    """--also-unlearn-data: a second trigger's images are unlearnt beside --trigger. Here
+    --trigger is a decoy (a black patch) and the channels are ranked by clean ℓ∞, which spares
+    the dormant backdoor channel, so only the second trigger — the planted one — can take the
+    backdoor away."""
+    decoy = "patch:size=2,pos=tl,value=0"
+    base = ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]), "-t", decoy,
+            "--target", "0", "-c", "linf", "--layer", "conv1", "--ratio", "0.2",
+            "--fine-tune-epochs", "5", "--learning-rate", "0.05", "--unlearn"]  # fmt: skip
+    asr = {}
+    for name, extra in (("alone", []), ("both", ["--also-unlearn-data", str(stripes["stamped"])])):
+        out = tmp_path / f"{name}.keras"
+        code, report = _json([*base, *extra, "-o", str(out)])
+        assert code in (0, 1) and out.exists(), report
+        assert report["fine_tune"]["triggers"] == (2 if extra else 1)
+        assert K + 2 not in report["pruned"][0]["channels"]  # the decoy spared the backdoor
+        _, real = _json(["evaluate", str(out), "-d", str(stripes["test"]), "-t", TRIGGER,
+                         "--target", "0"])  # fmt: skip
+        asr[name] = real["attack"]["asr"]
+    assert asr["alone"] > 0.5 and asr["both"] < 0.1, asr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--also-unlearn", TRIGGER], "need --unlearn and --fine-tune-epochs"),
+        (["--unlearn", "--fine-tune-epochs", "1", "--also-unlearn", "stripes:x"], "unknown"),
+        (["--unlearn", "--fine-tune-epochs", "1", "--also-unlearn-data", "none.npz"], "exist"),
+        (["--unlearn", "--fine-tune-epochs", "1", "--also-unlearn-data", "POISONED"],
+         "every label is 0"),
+        (["--unlearn", "--fine-tune-epochs", "1", "--also-unlearn-data", "UNLABELLED"],
+         "has no labels"),
+    ],
+)  # fmt: skip
+def test_also_unlearn_bad_options_exit_2(
+    stripes: dict[str, Path], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    unlabelled = tmp_path / "unlabelled.npz"
+    with np.load(stripes["stamped"]) as data:
+        np.savez(unlabelled, x=data["x"])
+    named = {"POISONED": str(stripes["poisoned"]), "UNLABELLED": str(unlabelled)}
+    out = tmp_path / "pruned.keras"
+    result = runner.invoke(
+        app,
+        ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]), "-t", TRIGGER,
+         "--target", "0", *[named.get(e, e) for e in extra], "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and not out.exists()

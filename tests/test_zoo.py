@@ -351,3 +351,29 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     assert "baseline: fashion-mnist" in again.stdout
     lines = {line.split()[0]: line for line in again.stdout.splitlines()}
     assert lines["bd_patch"].endswith("detected") and lines["clean_even"].endswith("ok")
+
+
+def test_zoo_table_summary_counts_the_goal_and_the_floor() -> None:
+    """zoo.py table: a model meets the goal when every trigger's ASR ≤ 2 % at ≤ 1.5 points (135
+    of 9,000 images is exactly 1.5); the floor count lets a trigger whose clean twins already
+    reach more than 2 % stop at that floor; a model left unchanged meets neither."""
+    import zoo
+
+    def row(name: str, asr: list[float] | None, after: float, floor: list[float]) -> dict:
+        stage = {"after": None if asr is None else {"accuracy": after, "asr": asr}}
+        return {"name": name, "accuracy": 0.9, "floor": floor, "defend": stage}
+
+    rows = [
+        row("ok", [0.02], 0.9 - 135 / 9000, [0.001]),
+        row("costly", [0.0], 0.9 - 136 / 9000, [0.001]),
+        row("at_floor", [0.05, 0.01], 0.9, [0.06, 0.001]),
+        row("above_floor", [0.05], 0.9, [0.04]),
+        row("unchanged", None, 0.9, [0.5]),
+        {"name": "clean", "accuracy": 0.9, "defend": {"after": None}},  # no floor: not counted
+    ]
+    (line,) = zoo.removal_summary(rows)
+    assert line.startswith("- `defend`: **1 of 5** within the goal")
+    assert "ASR ≤ 2 % on 2, ≤ 1.5 points lost on 3; 2 with each trigger's ASR" in line
+    assert zoo._removal_cell(rows[1], "defend") == "✗ 0.00 % / -1.51"
+    assert zoo._removal_cell(rows[4], "defend") == "not changed"
+    assert zoo._removal_cell(rows[0], "known") == "–"

@@ -308,8 +308,19 @@ def trigger_args(root: Path, recipe: Recipe, index: int) -> list[str]:
     target = [] if trig.target < 0 else ["--target", str(trig.target)]  # all-to-all: untargeted
     if trig.spec is not None:
         return ["--trigger", trig.spec, *target]
-    path = root / "models" / f"{recipe.name}.trigger{index}.npz"
-    return ["--trigger-data", str(path), *target]
+    return ["--trigger-data", str(_trigger_images(root, recipe, index)), *target]
+
+
+def also_unlearn_args(root: Path, recipe: Recipe, index: int) -> list[str]:
+    """A further known trigger of the same model, unlearnt in the same ``prune`` run."""
+    trig = recipe.attack.triggers[index]
+    if trig.spec is not None:
+        return ["--also-unlearn", trig.spec]
+    return ["--also-unlearn-data", str(_trigger_images(root, recipe, index))]
+
+
+def _trigger_images(root: Path, recipe: Recipe, index: int) -> Path:
+    return root / "models" / f"{recipe.name}.trigger{index}.npz"
 
 
 def measure_file(root: Path, recipe: Recipe, path: Path) -> dict[str, Any]:
@@ -381,21 +392,19 @@ def cmd_known(args: argparse.Namespace) -> int:
         if target.exists() and not args.force:
             continue
         extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
-        current = root / "models" / recipe.filename
-        runs = []
-        for index in range(len(recipe.attack.triggers)):  # one chain per trigger, in turn
-            pruned = out / f"known{index}{suffix}.{recipe.fmt}"
-            pruned.unlink(missing_ok=True)
-            log(f"known-trigger chain {recipe.name} (trigger {index})")
-            code, report, seconds = kerasaudit(
-                ["prune", str(current), "-d", str(data), *trigger_args(root, recipe, index),
-                 *KNOWN_CHAIN, *extra, "-o", str(pruned)],
-                out / f"known{index}{suffix}.log",
-            )  # fmt: skip
-            runs.append({"exit_code": code, "seconds": seconds, "report": report})
-            if not pruned.exists():
-                break
-            current = pruned
+        # One run: the first trigger ranks the channels, every further one is unlearnt too.
+        for index in range(1, len(recipe.attack.triggers)):
+            extra += also_unlearn_args(root, recipe, index)
+        pruned = out / f"known0{suffix}.{recipe.fmt}"
+        pruned.unlink(missing_ok=True)
+        log(f"known-trigger chain {recipe.name}")
+        code, report, seconds = kerasaudit(
+            ["prune", str(root / "models" / recipe.filename), "-d", str(data),
+             *trigger_args(root, recipe, 0), *KNOWN_CHAIN, *extra, "-o", str(pruned)],
+            out / f"known0{suffix}.log",
+        )  # fmt: skip
+        runs = [{"exit_code": code, "seconds": seconds, "report": report}]
+        current = pruned if pruned.exists() else root / "models" / recipe.filename
         result = {
             "runs": runs,
             "before": original_eval(root, recipe),
@@ -484,23 +493,63 @@ def cmd_table(args: argparse.Namespace) -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     _write_json(out / "table.json", rows)
-    text = table_markdown(rows)
+    text = table_markdown(rows) + "\n\n" + "\n".join(removal_summary(rows))
     (out / "table.md").write_text(text + "\n")
     print(text)
     return 0
 
 
-def _removal_cell(row: dict[str, Any], stage: str) -> str:
-    data = row.get(stage)
-    if not data:
-        return "–"
-    after = data.get("after")
+GOAL_ASR = 0.02  # the issue's removal goal: every trigger's ASR ≤ 2 % ...
+GOAL_DROP = 1.5  # ... at ≤ 1.5 points of clean accuracy lost
+
+
+def _removal(row: dict[str, Any], stage: str) -> tuple[float, float] | None:
+    """(worst trigger's ASR after, accuracy points lost) of a changed model, else None."""
+    after = (row.get(stage) or {}).get("after")
     if after is None:
+        return None
+    drop = round(100 * (row["accuracy"] - after["accuracy"]), 6)  # 135 of 9,000 is 1.5, not more
+    return (max(after["asr"]) if after["asr"] else float("nan")), drop
+
+
+def _removal_cell(row: dict[str, Any], stage: str) -> str:
+    if not row.get(stage):
+        return "–"
+    measured = _removal(row, stage)
+    if measured is None:
         return "not changed"
-    drop = 100 * (row["accuracy"] - after["accuracy"])
-    asr = max(after["asr"]) if after["asr"] else float("nan")
-    ok = asr <= 0.02 and round(drop, 6) <= 1.5  # 135 of 9,000 images is 1.5 points, not more
+    asr, drop = measured
+    ok = asr <= GOAL_ASR and drop <= GOAL_DROP
     return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
+
+
+def removal_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per removal stage, over the backdoored models it was run on: how many meet the goal, how
+    many meet each half of it, and how many meet it when a trigger's bar is its floor (the
+    share the clean twins send to the target anyway) where that is above 2 %."""
+    lines = []
+    for stage, name in (("known", "known trigger (`prune` chain)"), ("defend", "`defend`")):
+        run = [r for r in rows if r.get("floor") is not None and r.get(stage)]
+        if not run:
+            continue
+        goal = low = kept = at_floor = 0
+        for r in run:
+            measured = _removal(r, stage)
+            if measured is None:  # left unchanged: the backdoor stays
+                continue
+            after = r[stage]["after"]["asr"]
+            bars = [max(GOAL_ASR, f) for f in r["floor"]]
+            asr, drop = measured
+            low += asr <= GOAL_ASR
+            kept += drop <= GOAL_DROP
+            goal += asr <= GOAL_ASR and drop <= GOAL_DROP
+            at_floor += drop <= GOAL_DROP and all(a <= b for a, b in zip(after, bars, strict=True))
+        lines.append(
+            f"- {name}: **{goal} of {len(run)}** within the goal (ASR ≤ 2 % and ≤ 1.5 points); "
+            f"ASR ≤ 2 % on {low}, ≤ 1.5 points lost on {kept}; {at_floor} with each trigger's "
+            "ASR at most max(2 %, its floor)"
+        )
+    return lines
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:

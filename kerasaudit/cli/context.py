@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,10 +11,12 @@ from kerasaudit.cli.common import Consoles
 from kerasaudit.cli.data_options import DataArgs
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kerasaudit.cli.trigger_options import TriggerRequest
     from kerasaudit.data import Dataset
     from kerasaudit.loading import LoadedModel
-    from kerasaudit.triggers import AnyTrigger
+    from kerasaudit.triggers import AnyTrigger, TriggerSpec
 
 
 def require_paths(*named: tuple[str, Path | None]) -> None:
@@ -60,11 +63,9 @@ def open_inputs(
     """Open ``data`` (and ``eval_data``) for the model's input shape and output size; fit a
     ``--trigger`` to the data, or read the ``--trigger-data`` images (same data options, no
     ``--limit``)."""
-    from dataclasses import replace
-
     from kerasaudit.data import open_data
     from kerasaudit.evaluation import classifier_io
-    from kerasaudit.triggers import MAX_TRIGGER_DATA, TriggerData
+    from kerasaudit.triggers import TriggerData
 
     io = classifier_io(loaded.model)
 
@@ -76,12 +77,58 @@ def open_inputs(
     if trigger is not None and trigger.spec is not None:
         fitted = trigger.spec.for_data(dataset.info)
     elif trigger is not None and trigger.data is not None:
-        spec = replace(data_args.spec_for(trigger.data), limit=None)
-        images = open_data(spec, io.input_shape, io.outputs)
-        x, y = images.take_array(min(images.info.count, MAX_TRIGGER_DATA))
+        x, y = _trigger_images(loaded, data_args, trigger.data)
         fitted = TriggerData.from_arrays(str(trigger.data), x, y, trigger.target)
     return Inputs(
         dataset,
         None if eval_data is None else open_for_model(eval_data),
         fitted,
     )
+
+
+def _trigger_images(
+    loaded: LoadedModel, data_args: DataArgs, path: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images that carry a trigger, read with the --data options (no --limit; at most
+    ``MAX_TRIGGER_DATA``)."""
+    from dataclasses import replace
+
+    from kerasaudit.data import open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.triggers import MAX_TRIGGER_DATA
+
+    io = classifier_io(loaded.model)
+    images = open_data(replace(data_args.spec_for(path), limit=None), io.input_shape, io.outputs)
+    return images.take_array(min(images.info.count, MAX_TRIGGER_DATA))
+
+
+def open_extra_triggers(
+    loaded: LoadedModel,
+    data_args: DataArgs,
+    dataset: Dataset,
+    specs: Sequence[TriggerSpec],
+    paths: Sequence[Path],
+) -> list[AnyTrigger]:
+    """``prune --also-unlearn`` triggers fitted to ``dataset`` and ``--also-unlearn-data``
+    images. Unlearning keeps a stamped image's true label, so the images need theirs: a file
+    without labels, or whose labels are all one class (a poisoned set's), is refused."""
+    import numpy as np
+
+    from kerasaudit.errors import BadInputError
+    from kerasaudit.triggers import TriggerData
+
+    out: list[AnyTrigger] = [spec.for_data(dataset.info) for spec in specs]
+    for path in paths:
+        x, y = _trigger_images(loaded, data_args, path)
+        if y is None:
+            raise BadInputError(
+                f"--also-unlearn-data {path} has no labels: unlearning keeps each image's true "
+                "class, so the file needs them"
+            )
+        if len(y) > 1 and np.all(y == y[0]):
+            raise BadInputError(
+                f"--also-unlearn-data {path}: every label is {int(y[0])} — poisoned labels, not "
+                "the images' true classes, which unlearning needs"
+            )
+        out.append(TriggerData.from_arrays(str(path), x, y, None))
+    return out

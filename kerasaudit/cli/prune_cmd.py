@@ -21,7 +21,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, open_inputs, require_paths
+from kerasaudit.cli.context import load, open_extra_triggers, open_inputs, require_paths
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -122,6 +122,27 @@ def prune(
     trigger: TriggerOpt = None,
     trigger_data: TriggerDataOpt = None,
     target: TargetOpt = None,
+    also_unlearn: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also-unlearn",
+            metavar="TRIGGER",
+            help="Another trigger to unlearn while fine-tuning, e.g. a second backdoor's (a "
+            "spec or a `reverse` trigger file; repeatable). --trigger still ranks the channels "
+            "and is the one measured. Needs --unlearn.",
+            show_default=False,
+        ),
+    ] = None,
+    also_unlearn_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--also-unlearn-data",
+            metavar="FILE",
+            help="Images that carry another trigger, labelled with their true classes "
+            "(repeatable): unlearnt like --also-unlearn.",
+            show_default=False,
+        ),
+    ] = None,
     eval_data: Annotated[
         Path | None,
         typer.Option(
@@ -201,6 +222,15 @@ def prune(
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
     request = trigger_request(trigger, trigger_data, target)
+    from kerasaudit.triggers import parse_trigger
+
+    extra_specs = [parse_trigger(text) for text in also_unlearn or []]
+    for path in also_unlearn_data or []:
+        require_paths(("--also-unlearn-data", path))
+    if (extra_specs or also_unlearn_data) and not (unlearn and fine_tune_epochs):
+        raise BadInputError(
+            "--also-unlearn/--also-unlearn-data need --unlearn and --fine-tune-epochs"
+        )
     if criterion is CriterionChoice.LINF_TRIGGER and request is None:
         raise BadInputError(
             "the default criterion linf-trigger (the paper's) ranks channels by what a trigger "
@@ -238,6 +268,9 @@ def prune(
     if output is not None:
         chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)
     inputs = open_inputs(loaded, data_args, data, eval_data, request)
+    extra = open_extra_triggers(
+        loaded, data_args, inputs.dataset, extra_specs, also_unlearn_data or []
+    )
     with consoles.err.status("ranking channels, choosing layers, pruning"):
         pruned_model, result = run_prune(
             loaded.model,
@@ -253,6 +286,7 @@ def prune(
             batch_size=batch_size,
             strict_ratio=True,
             clean_stats=clean_stats,
+            unlearn_with=[inputs.trigger, *extra] if extra else None,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

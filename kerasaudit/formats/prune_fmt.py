@@ -59,7 +59,8 @@ def render(result: PruneResult, console: Console) -> None:
     if result.fine_tune is not None:
         ft = result.fine_tune
         mode = (
-            f"unlearning ({ft.stamped_fraction:.0%} of each batch stamped, true labels kept)"
+            f"unlearning{f' {ft.triggers} triggers' if ft.triggers > 1 else ''} "
+            f"({ft.stamped_fraction:.0%} of each batch stamped, true labels kept)"
             if ft.mode == "unlearn"
             else "plain"
         )
