@@ -263,11 +263,13 @@ def prune(
     layers: Sequence[str] = (),
     fine_tune_epochs: int = 0,
     unlearn: bool = False,
+    also_unlearn: Sequence[TriggerLike] = (),
     eval_data: DataLike | None = None,
 ) -> tuple[Any, PruneResult]:
     """Zero the kernels (and biases, and the following BatchNorm) of the channels ranked
     first by ``criterion``; optionally fine-tune (with ``unlearn``, on triggered images labelled
-    with their true class). Returns (the pruned copy, what was done); ``model`` is unchanged."""
+    with their true class; ``also_unlearn``: further triggers unlearnt with ``trigger``, e.g. a
+    second backdoor's). Returns (the pruned copy, what was done); ``model`` is unchanged."""
     from kerasaudit.finetune import FineTuneSettings
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune as _prune
@@ -275,6 +277,11 @@ def prune(
     keras_model = _keras(model)
     dataset = load_data(data, keras_model)
     fitted = None if trigger is None else make_trigger(trigger, dataset)
+    extra = [make_trigger(t, dataset) for t in also_unlearn]
+    if extra and not (unlearn and fine_tune_epochs and fitted is not None):
+        from kerasaudit.errors import BadInputError
+
+        raise BadInputError("also_unlearn needs trigger, unlearn=True and fine_tune_epochs")
     return _prune(
         keras_model,
         dataset,
@@ -285,6 +292,7 @@ def prune(
         target=target,
         eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
         fine_tuning=FineTuneSettings(epochs=fine_tune_epochs, unlearn=unlearn),
+        unlearn_with=[fitted, *extra] if extra else None,
     )
 
 

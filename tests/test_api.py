@@ -102,6 +102,13 @@ def test_audit_and_prune_through_the_api(tiny: dict[str, Path], tmp_path: Path) 
     after = ka.evaluate(out, tiny["test"], TRIGGER, 0)
     assert after.asr is not None and after.asr < found.known.asr  # type: ignore[union-attr]
 
+    second = "patch:size=2,pos=tl,value=1"  # a further trigger, unlearnt in the same run
+    _, tuned = ka.prune(model, tiny["data"], ratio=0.125, trigger=TRIGGER, target=0,
+                        fine_tune_epochs=1, unlearn=True, also_unlearn=[second])  # fmt: skip
+    assert tuned.fine_tune is not None and tuned.fine_tune.triggers == 2
+    with pytest.raises(ka_errors().BadInputError, match="also_unlearn needs"):
+        ka.prune(model, tiny["data"], ratio=0.125, trigger=TRIGGER, also_unlearn=[second])
+
 
 def test_a_baseline_from_reverse_results_and_reports(tiny: dict[str, Path], tmp_path: Path) -> None:
     import json
