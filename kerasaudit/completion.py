@@ -32,6 +32,7 @@ and growing it would approach an image-wide perturbation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,7 @@ class Completion:
     steps: int  # 0 when skipped
     skipped: str | None  # why the recovered trigger was kept unchanged
     restarts: int = 1  # recovered masks the starting core was voted from
+    attack_success: float = math.nan  # share of the other labels' images it sends to ``label``
 
     @property
     def mask_l1(self) -> float:
@@ -93,6 +95,7 @@ class Completion:
             "steps": self.steps,
             "skipped": self.skipped,
             "restarts": self.restarts,
+            "attack_success": None if math.isnan(self.attack_success) else self.attack_success,
         }
 
 

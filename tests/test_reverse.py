@@ -23,6 +23,7 @@ from kerasaudit.cli.app import app
 from kerasaudit.data import DataSpec, open_data
 from kerasaudit.inversion import _LabelState, schedule
 from kerasaudit.stages.reverse import (
+    WORKING,
     ReverseConfig,
     check_artifact_dir,
     layer_excess,
@@ -290,27 +291,44 @@ def test_planted_backdoor_is_flagged_with_its_trigger(reversed_backdoor: Any) ->
     assert data["cost"]["seconds_per_label_step"] > 0
 
 
-def test_found_triggers_follow_the_signals_and_the_additive_that_works(
+def test_found_triggers_follow_the_signals_and_the_forms_that_work(
     reversed_backdoor: Any,
 ) -> None:
     """Which recovered triggers stand for a flagged label: the Neural Cleanse trigger unless
-    only the additive signal flagged it; the additive perturbation whenever it reached the
-    attack threshold (a blend found by its mask alone is still unlearnt as a perturbation)."""
+    only the additive signal flagged it; the additive perturbation also whenever it reached its
+    threshold (a blend found by its mask alone is still unlearnt as a perturbation); the warp
+    field when its signal flagged the label or it works where the completed trigger does not;
+    the forms that work first (the first one ranks the channels)."""
     result = reversed_backdoor
     target = result.label(0)
-    assert target.additive is not None and target.additive.reached
+    assert target.additive is not None and target.warp is not None
+    assert target.completion is not None and target.completion.attack_success >= WORKING
 
-    def kinds(signals: tuple[str, ...], reached: bool = True) -> list[str]:
-        additive = replace(target.additive, reached=reached)
-        label = replace(target, signals=signals, additive=additive)
+    def kinds(
+        signals: tuple[str, ...], nc: bool = True, additive: bool = True, warp: bool = False
+    ) -> list[str]:
+        success = target.completion.attack_success if nc else 0.2  # a completion that broke
+        label = replace(
+            target,
+            signals=signals,
+            completion=replace(target.completion, attack_success=success),
+            additive=replace(target.additive, reached=additive),
+            warp=replace(target.warp, reached=warp),
+        )
         labels = tuple(label if r.label == 0 else r for r in result.labels)
         return [f.kind for f in replace(result, labels=labels).found_triggers()]
 
     completed = target.trigger_kind
     assert kinds(("mask",)) == [completed, "additive"]
-    assert kinds(("mask",), reached=False) == [completed]  # a perturbation that does not work
-    assert kinds(("additive",), reached=False) == ["additive"]
-    assert kinds(("margin",), reached=False) == [completed, "additive"]
+    assert kinds(("mask",), additive=False) == [completed]  # a perturbation that does not work
+    assert kinds(("additive",), additive=False) == ["additive"]
+    assert kinds(("margin",), additive=False) == [completed, "additive"]
+    assert kinds(("margin",), warp=True) == [completed, "additive"]  # NC works: no field needed
+    assert kinds(("mask", "warp"), warp=True) == [completed, "warp", "additive"]
+    # A completed trigger that does not work: the field joins, and the working forms go first.
+    assert kinds(("margin",), nc=False, warp=True) == ["warp", "additive", completed]
+    assert kinds(("mask",), nc=False, warp=False) == ["additive", completed]
+    assert kinds(("warp",), warp=True) == ["warp"]  # the warp signal alone: the field alone
     stems = [f.stem for f in result.found_triggers()]
     assert stems[0] == "trigger_label0" and len(set(stems)) == len(stems)
 
