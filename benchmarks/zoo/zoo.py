@@ -388,10 +388,13 @@ def cmd_known(args: argparse.Namespace) -> int:
             continue
         out = results_dir(root, recipe.name)
         suffix = "" if args.optimizer is None else f".{args.optimizer}"
+        suffix += "" if args.epochs is None else f".e{args.epochs}"
         target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
         extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
+        if args.epochs is not None:  # a later --fine-tune-epochs overrides the chain's
+            extra += ["--fine-tune-epochs", str(args.epochs)]
         # One run: the first trigger ranks the channels, every further one is unlearnt too.
         for index in range(1, len(recipe.attack.triggers)):
             extra += also_unlearn_args(root, recipe, index)
@@ -783,6 +786,9 @@ def main() -> int:
     parser.add_argument("--variant", default="or+linf", help="rule family to report")
     parser.add_argument(
         "--optimizer", help="known: the chain with prune --optimizer X (cached as known.X.json)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="known: the chain with --fine-tune-epochs N (known.eN.json)"
     )
     args = parser.parse_args()
     commands = {
