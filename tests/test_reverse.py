@@ -297,8 +297,8 @@ def test_found_triggers_follow_the_signals_and_the_forms_that_work(
     """Which recovered triggers stand for a flagged label: the Neural Cleanse trigger unless
     only the additive signal flagged it; the additive perturbation also whenever it reached its
     threshold (a blend found by its mask alone is still unlearnt as a perturbation); the warp
-    field when its signal flagged the label or it works where the completed trigger does not;
-    the forms that work first (the first one ranks the channels)."""
+    field when its signal flagged the label or it works where the completed trigger does not
+    (then first: the first trigger ranks the channels)."""
     result = reversed_backdoor
     target = result.label(0)
     assert target.additive is not None and target.warp is not None
@@ -325,9 +325,10 @@ def test_found_triggers_follow_the_signals_and_the_forms_that_work(
     assert kinds(("margin",), additive=False) == [completed, "additive"]
     assert kinds(("margin",), warp=True) == [completed, "additive"]  # NC works: no field needed
     assert kinds(("mask", "warp"), warp=True) == [completed, "warp", "additive"]
-    # A completed trigger that does not work: the field joins, and the working forms go first.
-    assert kinds(("margin",), nc=False, warp=True) == ["warp", "additive", completed]
-    assert kinds(("mask",), nc=False, warp=False) == ["additive", completed]
+    # A completed trigger that does not work: a working field joins and goes first (the first
+    # trigger ranks the channels); a working additive perturbation does not (measured worse).
+    assert kinds(("margin",), nc=False, warp=True) == ["warp", completed, "additive"]
+    assert kinds(("mask",), nc=False, warp=False) == [completed, "additive"]
     assert kinds(("warp",), warp=True) == ["warp"]  # the warp signal alone: the field alone
     stems = [f.stem for f in result.found_triggers()]
     assert stems[0] == "trigger_label0" and len(set(stems)) == len(stems)

@@ -459,35 +459,40 @@ class ReverseResult:
     def found_triggers(self) -> list[FoundTrigger]:
         """The triggers that stand for the verdict's backdoor(s), most suspicious label first.
         Per flagged label: its (completed) Neural Cleanse trigger when the mask signal flagged
-        it or the additive signal did not; its additive perturbation when the additive signal
-        flagged it or the perturbation reached its attack threshold on the defender's images
-        (not when the warp signal alone flagged the label); its warp field when the warp signal
-        flagged it, or when the field reached its threshold and the Neural Cleanse trigger does
-        not work (sends under :data:`WORKING` of the images to the label: completion can break
-        a trigger that is not a patch). A label's working forms come first: the first trigger
-        of all ranks the channels in `defend`. Measured (one run each, real trigger on the
-        zoo's 9,000 evaluation images): unlearning the additive perturbation that only the mask
+        it or the additive signal did not; its warp field when the warp signal flagged it, or
+        when the field reached its attack threshold on the defender's images and the Neural
+        Cleanse trigger does not work (sends under :data:`WORKING` of the images to the label:
+        completion can break a trigger that is not a patch) — then the field goes first, since
+        the first trigger of all ranks the channels in `defend`; its additive perturbation when
+        the additive signal flagged it or the perturbation reached its threshold (not when the
+        warp signal alone flagged the label). Measured (one run each, real trigger on the zoo's
+        9,000 evaluation images): unlearning the additive perturbation that only the mask
         signal had flagged took blend_a10_resnet from 91.5 % to 4.5 %; wanet_nested, flagged by
-        the margin alone, kept 44.9 % with its completed trigger (20 % attack success) ranking
-        the channels and no warp field unlearnt. For an all-to-all verdict, the untargeted
-        trigger."""
+        the margin alone, went from 44.9 % (its completed trigger, 20 % attack success, ranking
+        the channels, no warp field) to 1.4 %. Letting a working additive perturbation rank
+        the channels instead of a broken completed trigger was worse on two of three blend
+        models (blend_a12_mobile 4.4 → 14.2 %, two_patch_blend_nested 10.5 → 17.9 %;
+        blend_a20_sep 17.1 → 8.9 % but −2.1 points), so it does not. For an all-to-all
+        verdict, the untargeted trigger."""
         out: list[FoundTrigger] = []
         for k in self.verdict.flagged:
             r = self.label(k)
-            forms: list[tuple[bool, FoundTrigger]] = []  # (works, trigger)
+            forms: list[FoundTrigger] = []
             zeros = np.zeros_like(r.mask)
             nc_works = r.reached and not (
                 r.completion is not None and r.completion.attack_success < WORKING
             )
             if _uses_mask_trigger(r):
                 mask, pattern = r.trigger_arrays
-                trigger = FoundTrigger(f"trigger_label{k}", k, r.trigger_kind, mask, pattern)
-                forms.append((nc_works, trigger))
+                forms.append(FoundTrigger(f"trigger_label{k}", k, r.trigger_kind, mask, pattern))
             warp = r.warp
             if warp is not None and ("warp" in r.signals or (warp.reached and not nc_works)):
                 trigger = FoundTrigger(f"trigger_label{k}_warp", k, "warp", zeros,
                                        np.zeros_like(r.pattern), flow=warp.flow)  # fmt: skip
-                forms.append((warp.reached, trigger))
+                if warp.reached and not nc_works:
+                    forms.insert(0, trigger)  # it ranks the channels, not a broken trigger
+                else:
+                    forms.append(trigger)
             additive = r.additive
             if (
                 additive is not None
@@ -496,8 +501,8 @@ class ReverseResult:
             ):
                 trigger = FoundTrigger(f"trigger_label{k}_additive", k, "additive", zeros,
                                        np.zeros_like(r.pattern), additive.delta)  # fmt: skip
-                forms.append((additive.reached, trigger))
-            out.extend(trigger for _, trigger in sorted(forms, key=lambda f: not f[0]))
+                forms.append(trigger)
+            out.extend(forms)
         u = self.untargeted
         if self.verdict.all_to_all and u is not None:
             out.append(FoundTrigger("trigger_untargeted", None, "untargeted", u.mask, u.pattern))
