@@ -377,3 +377,18 @@ def test_zoo_table_summary_counts_the_goal_and_the_floor() -> None:
     assert zoo._removal_cell(rows[1], "defend") == "✗ 0.00 % / -1.51"
     assert zoo._removal_cell(rows[4], "defend") == "not changed"
     assert zoo._removal_cell(rows[0], "known") == "–"
+
+
+def test_zoo_table_replaces_only_the_marked_part_of_the_readme(tmp_path: Path) -> None:
+    import zoo
+
+    page = tmp_path / "README.md"
+    page.write_text(f"intro\n{zoo.BEGIN}\nold table\n{zoo.END}\noutro\n")
+    zoo.replace_marked(page, "| new |")
+    assert page.read_text() == f"intro\n{zoo.BEGIN}\n| new |\n{zoo.END}\noutro\n"
+    zoo.replace_marked(page, "| newer |")  # idempotent: the markers stay
+    assert page.read_text().count(zoo.BEGIN) == 1 and "| new |" not in page.read_text()
+    page.write_text("no markers")
+    with pytest.raises(SystemExit, match="markers"):
+        zoo.replace_marked(page, "| x |")
+    assert page.read_text() == "no markers"

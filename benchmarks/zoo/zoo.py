@@ -498,6 +498,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     _write_json(out / "table.json", rows)
     text = table_markdown(rows) + "\n\n" + "\n".join(removal_summary(rows))
     (out / "table.md").write_text(text + "\n")
+    if root == HERE / "build" and not args.names:  # the full zoo: the README shows it too
+        replace_marked(HERE.parents[1] / "README.md", text)
     print(text)
     return 0
 
@@ -553,6 +555,21 @@ def removal_summary(rows: list[dict[str, Any]]) -> list[str]:
             "ASR at most max(2 %, its floor)"
         )
     return lines
+
+
+BEGIN, END = "<!-- zoo table: zoo.py table writes this -->", "<!-- end of zoo table -->"
+
+
+def replace_marked(path: Path, text: str) -> None:
+    """Replace what lies between the README's zoo-table markers with ``text`` (atomically)."""
+    page = path.read_text()
+    head, begin, rest = page.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise SystemExit(f"{path}: no {BEGIN!r} … {END!r} markers")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    os.replace(tmp, path)
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
