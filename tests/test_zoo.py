@@ -392,3 +392,24 @@ def test_zoo_table_replaces_only_the_marked_part_of_the_readme(tmp_path: Path) -
     with pytest.raises(SystemExit, match="markers"):
         zoo.replace_marked(page, "| x |")
     assert page.read_text() == "no markers"
+
+
+def test_known_variants_are_compared_per_half_on_the_same_models() -> None:
+    """zoo.py table: a variant of the known-trigger chain is counted against the chain on the
+    models both ran on, per fixed half (alternate backdoored models in name order)."""
+    import zoo
+
+    names = sorted(r.name for r in recipes.RECIPES if r.family != "clean")
+    assert [zoo.split(n) for n in names[:4]] == ["dev", "test", "dev", "test"]
+
+    def row(name: str, chain: float, variant: float | None) -> dict[str, Any]:
+        out = {"name": name, "accuracy": 0.9, "floor": [0.001],
+               "known": {"after": {"accuracy": 0.9, "asr": [chain]}}}  # fmt: skip
+        if variant is not None:
+            out["known.e20"] = {"after": {"accuracy": 0.9, "asr": [variant]}}
+        return out
+
+    rows = [row(names[0], 0.05, 0.01), row(names[1], 0.01, 0.03), row(names[2], 0.01, None)]
+    (line,) = zoo.variant_summary(rows)
+    assert "`--fine-tune-epochs 20`" in line
+    assert line.endswith("dev 0 → 1 of 1, test 1 → 0 of 1")  # names[2]: no variant run

@@ -484,7 +484,7 @@ def cmd_table(args: argparse.Namespace) -> int:
                 "all_to_all": o.all_to_all_verdict,
                 "right": o.detected if not o.clean else not o.false_positive,
             }
-        for stage in ("defend", "known"):
+        for stage in ("defend", "known", *(f"known{v}" for v in KNOWN_VARIANTS)):
             path = res / f"{stage}.json"
             if path.exists():
                 data = json.loads(path.read_text())
@@ -496,7 +496,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     _write_json(out / "table.json", rows)
-    text = table_markdown(rows) + "\n\n" + "\n".join(removal_summary(rows))
+    summary = removal_summary(rows) + variant_summary(rows)
+    text = table_markdown(rows) + "\n\n" + "\n".join(summary)
     (out / "table.md").write_text(text + "\n")
     if root == HERE / "build" and not args.names:  # the full zoo: the README shows it too
         replace_marked(HERE.parents[1] / "README.md", text)
@@ -526,6 +527,40 @@ def _removal_cell(row: dict[str, Any], stage: str) -> str:
     asr, drop = measured
     ok = asr <= GOAL_ASR and drop <= GOAL_DROP
     return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
+
+
+KNOWN_VARIANTS = {".sgd": "`--optimizer sgd`", ".e20": "`--fine-tune-epochs 20`"}
+
+
+def split(name: str) -> str:
+    """The zoo's fixed development/test halves of the backdoored models for comparing removal
+    variants: alternate models in name order (declared before the first variant was run)."""
+    names = sorted(r.name for r in RECIPES if r.family != "clean")
+    return "dev" if names.index(name) % 2 == 0 else "test"
+
+
+def _meets_goal(row: dict[str, Any], stage: str) -> bool:
+    measured = _removal(row, stage)
+    return measured is not None and measured[0] <= GOAL_ASR and measured[1] <= GOAL_DROP
+
+
+def variant_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """The known-trigger chain against each cached variant of it, on the models both ran on,
+    per half (:func:`split`)."""
+    lines = []
+    for suffix, what in KNOWN_VARIANTS.items():
+        stage = f"known{suffix}"
+        both = [r for r in rows if r.get(stage) and r.get("known") and r.get("floor")]
+        if not both:
+            continue
+        parts = []
+        for half in ("dev", "test"):
+            some = [r for r in both if split(r["name"]) == half]
+            chain = sum(_meets_goal(r, "known") for r in some)
+            variant = sum(_meets_goal(r, stage) for r in some)
+            parts.append(f"{half} {chain} → {variant} of {len(some)}")
+        lines.append(f"- known trigger with {what} instead: within the goal {', '.join(parts)}")
+    return lines
 
 
 def removal_summary(rows: list[dict[str, Any]]) -> list[str]:
