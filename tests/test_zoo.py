@@ -406,10 +406,10 @@ def test_known_variants_are_compared_per_half_on_the_same_models() -> None:
         out = {"name": name, "accuracy": 0.9, "floor": [0.001],
                "known": {"after": {"accuracy": 0.9, "asr": [chain]}}}  # fmt: skip
         if variant is not None:
-            out["known.e20"] = {"after": {"accuracy": 0.9, "asr": [variant]}}
+            out["known.e10"] = {"after": {"accuracy": 0.9, "asr": [variant]}}
         return out
 
     rows = [row(names[0], 0.05, 0.01), row(names[1], 0.01, 0.03), row(names[2], 0.01, None)]
     (line,) = zoo.variant_summary(rows)
-    assert "`--fine-tune-epochs 20`" in line
+    assert "`--fine-tune-epochs 10`" in line
     assert line.endswith("dev 0 → 1 of 1, test 1 → 0 of 1")  # names[2]: no variant run

@@ -295,8 +295,11 @@ def cmd_warp(args: argparse.Namespace) -> int:
 
 
 # The known-trigger chain the README recommends (one run per model, documented options).
+# 20 epochs since 2026-12-02: 10 → 20 took the goal from 7 to 9 of 16 models on the dev half
+# and from 7 to 9 of 15 on the test half (`zoo.split`); the 10-epoch runs stay cached as
+# known.e10.json.
 KNOWN_CHAIN = [
-    "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "10", "--unlearn",
+    "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
     "--distill", "0.8",
 ]  # fmt: skip
 
@@ -529,7 +532,10 @@ def _removal_cell(row: dict[str, Any], stage: str) -> str:
     return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
 
 
-KNOWN_VARIANTS = {".sgd": "`--optimizer sgd`", ".e20": "`--fine-tune-epochs 20`"}
+KNOWN_VARIANTS = {
+    ".e10": "`--fine-tune-epochs 10` (the chain until 2026-12-02)",
+    ".sgd": "`--optimizer sgd` (and 10 epochs)",
+}
 
 
 def split(name: str) -> str:
