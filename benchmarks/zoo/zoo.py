@@ -409,15 +409,11 @@ def cmd_known(args: argparse.Namespace) -> int:
              *trigger_args(root, recipe, 0), *KNOWN_CHAIN, *extra, "-o", str(pruned)],
             out / f"known0{suffix}.log",
         )  # fmt: skip
-        runs = [{"exit_code": code, "seconds": seconds, "report": report}]
-        current = pruned if pruned.exists() else root / "models" / recipe.filename
         result = {
-            "runs": runs,
+            "runs": [{"exit_code": code, "seconds": seconds, "report": report}],
             "before": original_eval(root, recipe),
-            "after": measure_file(root, recipe, current)
-            if current != root / "models" / recipe.filename
-            else None,
-            "seconds": sum(r["seconds"] for r in runs),
+            "after": measure_file(root, recipe, pruned) if pruned.exists() else None,
+            "seconds": seconds,
         }
         _write_json(target, result)
         log(f"{recipe.name}: after {result['after']}")
@@ -521,6 +517,11 @@ def _removal(row: dict[str, Any], stage: str) -> tuple[float, float] | None:
     return (max(after["asr"]) if after["asr"] else float("nan")), drop
 
 
+def _meets_goal(row: dict[str, Any], stage: str) -> bool:
+    measured = _removal(row, stage)
+    return measured is not None and measured[0] <= GOAL_ASR and measured[1] <= GOAL_DROP
+
+
 def _removal_cell(row: dict[str, Any], stage: str) -> str:
     if not row.get(stage):
         return "–"
@@ -528,8 +529,7 @@ def _removal_cell(row: dict[str, Any], stage: str) -> str:
     if measured is None:
         return "not changed"
     asr, drop = measured
-    ok = asr <= GOAL_ASR and drop <= GOAL_DROP
-    return f"{'✓' if ok else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
+    return f"{'✓' if _meets_goal(row, stage) else '✗'} {100 * asr:.2f} % / {-drop:+.2f}"
 
 
 KNOWN_VARIANTS = {
@@ -543,11 +543,6 @@ def split(name: str) -> str:
     variants: alternate models in name order (declared before the first variant was run)."""
     names = sorted(r.name for r in RECIPES if r.family != "clean")
     return "dev" if names.index(name) % 2 == 0 else "test"
-
-
-def _meets_goal(row: dict[str, Any], stage: str) -> bool:
-    measured = _removal(row, stage)
-    return measured is not None and measured[0] <= GOAL_ASR and measured[1] <= GOAL_DROP
 
 
 def variant_summary(rows: list[dict[str, Any]]) -> list[str]:
@@ -588,7 +583,7 @@ def removal_summary(rows: list[dict[str, Any]]) -> list[str]:
             asr, drop = measured
             low += asr <= GOAL_ASR
             kept += drop <= GOAL_DROP
-            goal += asr <= GOAL_ASR and drop <= GOAL_DROP
+            goal += _meets_goal(r, stage)
             at_floor += drop <= GOAL_DROP and all(a <= b for a, b in zip(after, bars, strict=True))
         lines.append(
             f"- {name}: **{goal} of {len(run)}** within the goal (ASR ≤ 2 % and ≤ 1.5 points); "

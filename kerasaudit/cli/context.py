@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from kerasaudit.cli.trigger_options import TriggerRequest
     from kerasaudit.data import Dataset
+    from kerasaudit.evaluation import ClassifierIO
     from kerasaudit.loading import LoadedModel
     from kerasaudit.triggers import AnyTrigger, TriggerSpec
 
@@ -77,7 +78,7 @@ def open_inputs(
     if trigger is not None and trigger.spec is not None:
         fitted = trigger.spec.for_data(dataset.info)
     elif trigger is not None and trigger.data is not None:
-        x, y = _trigger_images(loaded, data_args, trigger.data)
+        x, y = _trigger_images(io, data_args, trigger.data)
         fitted = TriggerData.from_arrays(str(trigger.data), x, y, trigger.target)
     return Inputs(
         dataset,
@@ -87,17 +88,15 @@ def open_inputs(
 
 
 def _trigger_images(
-    loaded: LoadedModel, data_args: DataArgs, path: Path
+    io: ClassifierIO, data_args: DataArgs, path: Path
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images that carry a trigger, read with the --data options (no --limit; at most
-    ``MAX_TRIGGER_DATA``)."""
+    """Images that carry a trigger, read with the --data options for the model's ``io`` (no
+    --limit; at most ``MAX_TRIGGER_DATA``)."""
     from dataclasses import replace
 
     from kerasaudit.data import open_data
-    from kerasaudit.evaluation import classifier_io
     from kerasaudit.triggers import MAX_TRIGGER_DATA
 
-    io = classifier_io(loaded.model)
     images = open_data(replace(data_args.spec_for(path), limit=None), io.input_shape, io.outputs)
     return images.take_array(min(images.info.count, MAX_TRIGGER_DATA))
 
@@ -115,11 +114,13 @@ def open_extra_triggers(
     import numpy as np
 
     from kerasaudit.errors import BadInputError
+    from kerasaudit.evaluation import classifier_io
     from kerasaudit.triggers import TriggerData
 
     out: list[AnyTrigger] = [spec.for_data(dataset.info) for spec in specs]
+    io = classifier_io(loaded.model)
     for path in paths:
-        x, y = _trigger_images(loaded, data_args, path)
+        x, y = _trigger_images(io, data_args, path)
         if y is None:
             raise BadInputError(
                 f"--also-unlearn-data {path} has no labels: unlearning keeps each image's true "
