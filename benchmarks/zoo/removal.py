@@ -2,10 +2,14 @@
 """Blind removal variants on the zoo, with each model's trigger recovery cached.
 
 ``defend`` = ``reverse`` (minutes) + removal (seconds to a minute). This script runs the reverse
-part once per model with ``defend``'s own defaults and caches what it found
-(results/NAME/found.npz, found.json); every removal variant then starts from those triggers,
-so comparing removal settings costs only the removal. Measured with the real trigger on the
-9,000 evaluation images, stamped by the zoo's own code; nothing here sees them before.
+part once per model with ``defend``'s own defaults and caches what it found, in git for the
+default build (benchmarks/zoo/recovered/NAME.npz and NAME.json, a few KB a model, with the
+SHA-256 of the weights it was found on; DIR/recovered for a zoo elsewhere): every removal
+variant then starts from those triggers, so comparing removal settings costs only the removal,
+on a fresh checkout too (after ``zoo.py build``, which rebuilds the weights bit for bit).
+Measured with the real trigger on the 9,000 evaluation images, stamped by the zoo's own code;
+nothing here sees them before. Rows are kept in benchmarks/zoo/results/removal.jsonl (in git
+for the default build).
 
 Usage (from the repository root, after ``zoo.py build``)::
 
@@ -28,7 +32,7 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   ul3e20   ul3 with 20 epochs (the same cosine schedule stretched: longer recovery at low rates)
 
 Prints one line per (model, variant) and appends JSON lines to
-benchmarks/zoo/build/results/removal.jsonl; ``--table`` prints those rows (the latest per model
+benchmarks/zoo/results/removal.jsonl; ``--table`` prints those rows (the latest per model
 and variant) as the markdown table in benchmarks/zoo/results/removal.md.
 """
 
@@ -69,8 +73,15 @@ RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 
+def rows_file(root: Path) -> Path:
+    if root.resolve() == (HERE / "build").resolve():
+        return HERE / "results" / "removal.jsonl"
+    return root / "results" / "removal.jsonl"
+
+
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
-    """``defend``'s reverse step (its CLI defaults), cached per model; its evidence is also
+    """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
+    NAME.npz, NAME.json); its evidence is also
     written as results/NAME/reverse.json and the compact evidence/NAME.json when there is none
     (the same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and
     does not change them)."""
@@ -79,7 +90,13 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     from kerasaudit.stages.reverse import FoundTrigger, reverse_engineer
 
     out = zoo.results_dir(root, name)
-    arrays, meta = out / "found.npz", out / "found.json"
+    store = zoo.recovered_dir(root)
+    store.mkdir(parents=True, exist_ok=True)
+    arrays, meta = store / f"{name}.npz", store / f"{name}.json"
+    sha = json.loads((root / "models" / f"{name}.json").read_text())["weights_sha256"]
+    if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") != sha:
+        print(f"{name}: cached triggers were found on other weights; recovering again")
+        meta.unlink()
     if not meta.exists():
         started = time.time()
         config = reverse_config(1000, 32, 1000, None, None, 0, True, 3)
@@ -91,7 +108,9 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
             stored[f"pattern{i}"] = f.pattern
             if f.delta is not None:
                 stored[f"delta{i}"] = f.delta
-        tmp = out / "found.tmp.npz"
+            if f.flow is not None:
+                stored[f"flow{i}"] = f.flow
+        tmp = store / f"{name}.tmp.npz"
         np.savez_compressed(tmp, **stored)
         os.replace(tmp, arrays)
         evidence = out / "reverse.json"  # what `zoo.py evidence` writes: calibrate reads it
@@ -108,6 +127,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         zoo._write_json(
             meta,
             {
+                "weights_sha256": sha,
                 "flagged": list(result.verdict.flagged),
                 "all_to_all": result.verdict.all_to_all,
                 "value_range": list(result.value_range),
@@ -119,9 +139,14 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     triggers = []
     with np.load(arrays) as f:
         for i, item in enumerate(info["found"]):
-            delta = f.get(f"delta{i}", None)
             found_trigger = FoundTrigger(
-                item["stem"], item["label"], item["kind"], f[f"mask{i}"], f[f"pattern{i}"], delta
+                item["stem"],
+                item["label"],
+                item["kind"],
+                f[f"mask{i}"],
+                f[f"pattern{i}"],
+                f.get(f"delta{i}", None),
+                f.get(f"flow{i}", None),
             )
             trigger = recovered_trigger(found_trigger, (28, 28, 1), tuple(info["value_range"]))
             triggers.append((item["label"], trigger))
@@ -243,7 +268,7 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
                 cells.append("–" if row is None else "✗ unchanged")
                 continue
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
-            ok = max(row["asr_after"]) <= 0.02 and round(drop, 6) <= 1.5  # 135/9,000 is 1.5
+            ok = _meets(row)
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
             cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}")
         flagged = ", ".join(map(str, first["flagged"])) or (
@@ -254,7 +279,34 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
             + " | ".join(cells)
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "\n".join(halves(latest, variants)) + "\n"
+
+
+def _meets(row: dict[str, Any] | None) -> bool:
+    if row is None or row.get("unchanged"):
+        return False
+    drop = round(100 * (row["accuracy_before"] - row["accuracy_after"]), 6)
+    return max(row["asr_after"]) <= zoo.GOAL_ASR and drop <= zoo.GOAL_DROP
+
+
+def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -> list[str]:
+    """Each variant against ``base`` on the models both ran on, per fixed half (``zoo.split``:
+    choose on dev, report on test): how many meet the goal."""
+    lines = []
+    for v in variants:
+        if v == "base":
+            continue
+        both = sorted(m for m, w in latest if w == v and (m, "base") in latest)
+        parts = []
+        for half in ("dev", "test"):
+            some = [m for m in both if zoo.split(m) == half]
+            if some:
+                base = sum(_meets(latest[(m, "base")]) for m in some)
+                mine = sum(_meets(latest[(m, v)]) for m in some)
+                parts.append(f"{half} {base} → {mine} of {len(some)}")
+        if parts:
+            lines.append(f"- base → {v}, within the goal: {', '.join(parts)}")
+    return lines
 
 
 def main() -> int:
@@ -270,7 +322,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     root = zoo.zoo_dir(args.dir)
-    out = root / "results" / "removal.jsonl"
+    out = rows_file(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.table:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []

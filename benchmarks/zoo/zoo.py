@@ -187,6 +187,13 @@ def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | N
     return done.returncode, data, seconds
 
 
+def recovered_dir(root: Path) -> Path:
+    """Where removal.py caches each model's recovered triggers (NAME.npz, NAME.json): in git for
+    the default build (benchmarks/zoo/recovered), else DIR/recovered."""
+    default = (HERE / "build").resolve()
+    return HERE / "recovered" if root.resolve() == default else root / "recovered"
+
+
 def evidence_dir(root: Path) -> Path:
     """Where a zoo's compact evidence lives: in git for the default build, else DIR/evidence."""
     default = (HERE / "build").resolve()
@@ -462,9 +469,21 @@ def cmd_table(args: argparse.Namespace) -> int:
     root = zoo_dir(args.dir)
     baseline = shipped_baseline(root)
     evidence = {m.name: m for m in calibrate.load_models(evidence_dir(root))}
+    out = HERE / "results"
+    # The committed table keeps every removal result measured so far (each run takes minutes):
+    # a model not built here keeps its row, a stage not run here keeps its cached result (the
+    # manifest's bit-for-bit rebuild makes them results on the same weights).
+    committed = {}
+    if root == HERE / "build" and (out / "table.json").exists():
+        committed = {r["name"]: r for r in json.loads((out / "table.json").read_text())}
     rows = []
-    for recipe in built(root, args.names):
+    for recipe in RECIPES if not args.names else [BY_NAME[n] for n in args.names]:
+        if not (root / "models" / f"{recipe.name}.json").exists():
+            if recipe.name in committed:
+                rows.append(committed[recipe.name])
+            continue
         res = root / "results" / recipe.name
+        cached = committed.get(recipe.name, {})
         info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
         row: dict[str, Any] = {
             "name": recipe.name,
@@ -489,10 +508,11 @@ def cmd_table(args: argparse.Namespace) -> int:
                 data = json.loads(path.read_text())
                 row[stage] = {"after": data.get("after"), "seconds": data.get("seconds"),
                               "exit_code": data.get("exit_code")}  # fmt: skip
+            elif stage in cached:
+                row[stage] = cached[stage]
         if recipe.attack.triggers:
-            row["floor"] = floor(root, recipe)
+            row["floor"] = cached.get("floor") or floor(root, recipe)
         rows.append(row)
-    out = HERE / "results"
     out.mkdir(exist_ok=True)
     _write_json(out / "table.json", rows)
     summary = removal_summary(rows) + variant_summary(rows)
@@ -764,8 +784,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_verdicts(args: argparse.Namespace) -> int:
     """The *shipped* rule and baseline (what ``kerasaudit reverse`` uses on the defender's
     images: :func:`shipped_baseline`, nothing refitted) on every model whose evidence is kept
-    (evidence/NAME.json), and defend's own cached verdict where only removal.py's found.json
-    exists: one line per model, then the counts. On a rebuilt zoo this
+    (evidence/NAME.json), and defend's own cached verdict where only removal.py's recovered
+    triggers exist: one line per model, then the counts. On a rebuilt zoo this
     tests the rule on weights it was not fitted on (seconds)."""
     import calibrate
 
@@ -781,9 +801,9 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
         calibrate.outcome(m, None, baseline) for m in models if not wanted or m.name in wanted
     ]
     judged = {o.name for o in outcomes}
-    cached = []  # no evidence, but defend's own verdict cached by removal.py (found.json)
+    cached = []  # no evidence, but defend's own verdict cached by removal.py
     for recipe in RECIPES:
-        found = results_dir(root, recipe.name) / "found.json"
+        found = recovered_dir(root) / f"{recipe.name}.json"
         if recipe.name in judged or (wanted and recipe.name not in wanted) or not found.exists():
             continue
         info = json.loads(found.read_text())
