@@ -470,9 +470,11 @@ def cmd_table(args: argparse.Namespace) -> int:
     baseline = shipped_baseline(root)
     evidence = {m.name: m for m in calibrate.load_models(evidence_dir(root))}
     out = HERE / "results"
-    # The committed table keeps every removal result measured so far (each run takes minutes):
-    # a model not built here keeps its row, a stage not run here keeps its cached result (the
-    # manifest's bit-for-bit rebuild makes them results on the same weights).
+    # The committed table keeps every removal result measured so far (each run takes minutes),
+    # with the SHA-256 of the weights it was measured on: a model not built here keeps its row;
+    # built with the same weights, a stage not run here keeps its cached result; built with
+    # other weights (another CPU rounds differently), the row is replaced only when every
+    # cached stage was rerun here — never a mix of two models' results.
     committed = {}
     if root == HERE / "build" and (out / "table.json").exists():
         committed = {r["name"]: r for r in json.loads((out / "table.json").read_text())}
@@ -485,6 +487,14 @@ def cmd_table(args: argparse.Namespace) -> int:
         res = root / "results" / recipe.name
         cached = committed.get(recipe.name, {})
         info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
+        if cached and cached.get("weights_sha256") != info["weights_sha256"]:
+            missing = [s for s in STAGES if s in cached and not (res / f"{s}.json").exists()]
+            if missing:
+                log(f"{recipe.name}: built here with other weights and {', '.join(missing)} not "
+                    "rerun on them: the committed row stays")  # fmt: skip
+                rows.append(cached)
+                continue
+            cached = {}
         row: dict[str, Any] = {
             "name": recipe.name,
             "family": recipe.family,
@@ -493,6 +503,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             "targets": list(recipe.attack.targets),
             "accuracy": info["eval"]["accuracy"],
             "asr": info["eval"]["asr"],
+            "weights_sha256": info["weights_sha256"],
         }
         model = evidence.get(recipe.name)
         if model is not None:
@@ -502,7 +513,7 @@ def cmd_table(args: argparse.Namespace) -> int:
                 "all_to_all": o.all_to_all_verdict,
                 "right": o.detected if not o.clean else not o.false_positive,
             }
-        for stage in ("defend", "known", *(f"known{v}" for v in KNOWN_VARIANTS)):
+        for stage in STAGES:
             path = res / f"{stage}.json"
             if path.exists():
                 data = json.loads(path.read_text())
@@ -511,7 +522,8 @@ def cmd_table(args: argparse.Namespace) -> int:
             elif stage in cached:
                 row[stage] = cached[stage]
         if recipe.attack.triggers:
-            row["floor"] = cached.get("floor") or floor(root, recipe)
+            # the clean twins' share: not this model's weights, so any committed value serves
+            row["floor"] = committed.get(recipe.name, {}).get("floor") or floor(root, recipe)
         rows.append(row)
     out.mkdir(exist_ok=True)
     _write_json(out / "table.json", rows)
@@ -556,6 +568,9 @@ KNOWN_VARIANTS = {
     ".e10": "`--fine-tune-epochs 10` (the chain until 2026-12-02)",
     ".sgd": "`--optimizer sgd` (and 10 epochs)",
 }
+
+
+STAGES = ("defend", "known", *(f"known{v}" for v in KNOWN_VARIANTS))
 
 
 def split(name: str) -> str:
