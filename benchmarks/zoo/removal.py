@@ -85,9 +85,8 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     written as results/NAME/reverse.json and the compact evidence/NAME.json when there is none
     (the same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and
     does not change them)."""
-    from kerasaudit.cli.reverse_cmd import reverse_config
     from kerasaudit.stages.defend import recovered_trigger
-    from kerasaudit.stages.reverse import FoundTrigger, reverse_engineer
+    from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, reverse_engineer
 
     out = zoo.results_dir(root, name)
     store = zoo.recovered_dir(root)
@@ -99,8 +98,8 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         meta.unlink()
     if not meta.exists():
         started = time.time()
-        config = reverse_config(1000, 32, 1000, None, None, 0, True, 3)
-        result = reverse_engineer(model, data, config=config)
+        # defend's CLI defaults are ReverseConfig's (tests/test_defaults.py)
+        result = reverse_engineer(model, data, config=ReverseConfig())
         found = result.found_triggers()
         stored: dict[str, np.ndarray] = {}
         for i, f in enumerate(found):
