@@ -30,6 +30,10 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   ul1      sgd1 without pruning
   ulA      base without pruning (Adam)
   ul3e20   ul3 with 20 epochs (the same cosine schedule stretched: longer recovery at low rates)
+  rr       base, then defend --rounds 2: Neural Cleanse again on the defended model for each
+           flagged label; a mask smaller than the other labels' median is unlearnt too, in a
+           removal from the original model with every trigger
+  rr20     rr with 20 epochs
 
 Prints one line per (model, variant) and appends JSON lines to
 benchmarks/zoo/results/removal.jsonl; ``--table`` prints those rows (the latest per model
@@ -68,7 +72,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ul1": {"optimizer": "sgd", "learning_rate": 1e-3},
     "ulA": {},
     "ul3e20": {"optimizer": "sgd", "learning_rate": 3e-3, "epochs": 20},
+    "rr": {},  # rounds 2 (ROUNDS below)
+    "rr20": {"epochs": 20},
 }
+ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2}  # defend --rounds 2
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
@@ -81,11 +88,10 @@ def rows_file(root: Path) -> Path:
 
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
-    NAME.npz, NAME.json); its evidence is also
-    written as results/NAME/reverse.json and the compact evidence/NAME.json when there is none
-    (the same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and
-    does not change them)."""
-    from kerasaudit.stages.defend import recovered_trigger
+    NAME.npz, NAME.json); its report is written as results/NAME/reverse.json, and as the
+    compact evidence/NAME.json when there is none (the same numbers `zoo.py evidence` saves:
+    trigger completion runs after the verdict and does not change them; committed evidence
+    of other weights is never replaced here)."""
     from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, reverse_engineer
 
     out = zoo.results_dir(root, name)
@@ -112,16 +118,15 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         tmp = store / f"{name}.tmp.npz"
         np.savez_compressed(tmp, **stored)
         os.replace(tmp, arrays)
-        evidence = out / "reverse.json"  # what `zoo.py evidence` writes: calibrate reads it
-        if not evidence.exists():
-            report = result.to_dict()
-            report["zoo"] = {
-                "exit_code": 1 if result.verdict.backdoor else 0,
-                "seconds": round(time.time() - started, 1),
-                "recipe": BY_NAME[name].to_dict(),
-                "source": "removal.found_triggers (defend's reverse, trigger completion on)",
-            }
-            zoo._write_json(evidence, report)
+        report = result.to_dict()  # what `zoo.py evidence` writes: calibrate reads it
+        report["zoo"] = {
+            "exit_code": 1 if result.verdict.backdoor else 0,
+            "seconds": round(time.time() - started, 1),
+            "recipe": BY_NAME[name].to_dict(),
+            "source": "removal.found_triggers (defend's reverse, trigger completion on)",
+        }
+        zoo._write_json(out / "reverse.json", report)  # these triggers' report
+        if not (zoo.evidence_dir(root) / f"{name}.json").exists():  # never replace evidence
             zoo.save_evidence(root, name, report)
         zoo._write_json(
             meta,
@@ -135,7 +140,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
             },
         )
     info = json.loads(meta.read_text())
-    triggers = []
+    found = []
     with np.load(arrays) as f:
         for i, item in enumerate(info["found"]):
             found_trigger = FoundTrigger(
@@ -147,20 +152,28 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
                 f.get(f"delta{i}", None),
                 f.get(f"flow{i}", None),
             )
-            trigger = recovered_trigger(found_trigger, (28, 28, 1), tuple(info["value_range"]))
-            triggers.append((item["label"], trigger))
-    return triggers, info
+            found.append(found_trigger)
+    return found, info
+
+
+def reference_l1(root: Path, name: str, flagged: list[int]) -> float:
+    """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
+    reverse report cached beside the triggers: the median mask ℓ1 of the labels not flagged."""
+    report = json.loads((zoo.results_dir(root, name) / "reverse.json").read_text())
+    sizes = [r["mask_l1"] for r in report["labels"] if r["label"] not in flagged]
+    return float(np.median(sizes)) if sizes else float("nan")
 
 
 def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
-    from kerasaudit.stages.defend import DefenceSettings, remove
+    from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove_in_rounds
+    from kerasaudit.stages.reverse import ReverseConfig
 
     recipe = BY_NAME[name]
     model = load_model(root / "models" / recipe.filename).model
     data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
-    triggers, info = found_triggers(root, name, model, data)
+    found, info = found_triggers(root, name, model, data)
     before = zoo.original_eval(root, recipe)
     row: dict[str, Any] = {
         "model": name,
@@ -171,12 +184,13 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "asr_before": before["asr"],
         "reverse_seconds": info["seconds"],
     }
-    if not triggers:  # nothing flagged: defend leaves the model as it is
+    if not found:  # nothing flagged: defend leaves the model as it is
         return {**row, "unchanged": True}
     settings = DefenceSettings()
     settings = replace(settings, fine_tuning=replace(settings.fine_tuning, **VARIANTS[variant]))
     if variant in RATIO:
         settings = replace(settings, ratio=RATIO[variant])
+    settings = replace(settings, rounds=ROUNDS.get(variant, 1))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
@@ -184,8 +198,22 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         AdversarySettings, **ADVERSARY.get(variant, {})
     )
     started = time.time()
-    fixed, result = remove(model, data, triggers, settings)
+    value_range = tuple(info["value_range"])
+    fixed, result, every, looks = remove_in_rounds(
+        model,
+        data,
+        found,
+        settings,
+        labels=info["flagged"],
+        reference=reference_l1(root, name, info["flagged"]) if settings.rounds > 1 else 0.0,
+        value_range=value_range,  # type: ignore[arg-type]
+        config=ReverseConfig(),
+    )
+    assert fixed is not None and result is not None
     seconds = time.time() - started
+    triggers = [(f.label, recovered_trigger(f, (28, 28, 1), value_range)) for f in every]
+    if looks:
+        row["second_looks"] = [look.to_dict() for look in looks]
     xe, ye = zoo.load_split(root, "eval")
     after = zoo.measure(fixed, recipe, xe, ye)
     tuned = result.fine_tune

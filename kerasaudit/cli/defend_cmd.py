@@ -114,6 +114,16 @@ def defend(
             help="Epochs of fine-tuning with unlearning on --data after pruning (0: prune only).",
         ),
     ] = 10,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=1,
+            help="2: after the removal, search each flagged label again on the defended "
+            "model (Neural Cleanse) and unlearn what is still found, from the original model "
+            "(a natural shortcut can stand in for the trigger the first time).",
+        ),
+    ] = 1,
     unlearn_fraction: Annotated[
         float | None,
         typer.Option(
@@ -225,6 +235,7 @@ def defend(
         layers=tuple(layer or ()),
         max_acc_drop=max_acc_drop / 100,
         fine_tuning=replace(tuning, seed=seed, **changes),
+        rounds=rounds,
     )
     settings.check()
     config = reverse_config(

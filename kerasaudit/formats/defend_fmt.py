@@ -53,6 +53,14 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
                 what = "prune (recovered trigger) + unlearn"
             console.print(Text(f"Step 2: {what}", style="bold"))
             prune_fmt.render(pruned, console)
+        for look in result.second_looks:
+            verdict = "unlearnt too" if look.used else "not used"
+            reached = "" if look.reached else ", did not reach the attack threshold"
+            console.print(Text(
+                f"Round {look.round}: label {look.label} searched again on the defended model: "
+                f"mask ℓ1 {look.mask_l1:.1f} (other labels' median {look.reference_l1:.1f})"
+                f"{reached}: {verdict}"
+            ))  # fmt: skip
     else:
         console.print(Text("Step 2: skipped (no backdoor found, model unchanged)", style="bold"))
     console.print(Text(f"Step 3: evaluate on {result.evaluated_on}", style="bold"))

@@ -26,11 +26,14 @@ The same chain as separate commands (what ``kerasaudit defend`` runs)::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kerasaudit.batchnorm import comes_back
 from kerasaudit.batchnorm import reestimated as reestimated_model
@@ -63,6 +66,11 @@ class DefenceSettings:
     # Fine-tuning with unlearning (the recovered trigger stamped on a share of each batch, true
     # labels kept); prune's own defaults otherwise. epochs=0: prune only.
     fine_tuning: FineTuneSettings = field(default_factory=_default_tuning)
+    # Rounds of trigger search: 2 = after the first removal, Neural Cleanse again on the
+    # defended model for each flagged label; a trigger it still finds (smaller than the other
+    # labels' masks were) is unlearnt too, in a removal from the original model (see
+    # :func:`remove_in_rounds`).
+    rounds: int = 1
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -78,6 +86,11 @@ class DefenceSettings:
             raise BadInputError("--fine-tune-epochs must be ≥ 0")
         if tuning.epochs and tuning.unlearn and not 0.0 < tuning.unlearn_fraction < 1.0:
             raise BadInputError("--unlearn-fraction must be between 0 and 1")
+        if self.rounds < 1:
+            raise BadInputError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.rounds > 1 and not (tuning.epochs and tuning.unlearn):
+            raise BadInputError("--rounds > 1 unlearns what each round finds: it needs "
+                                "--fine-tune-epochs > 0")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +99,23 @@ class DefenceSettings:
             "layers": list(self.layers),
             "max_acc_drop": self.max_acc_drop,
             "fine_tuning": asdict(self.fine_tuning),
+            "rounds": self.rounds,
         }
+
+
+@dataclass(frozen=True)
+class SecondLook:
+    """One flagged label searched again on the defended model (round ``round``)."""
+
+    round: int
+    label: int
+    mask_l1: float  # of the Neural Cleanse mask found on the defended model
+    reference_l1: float  # median mask ℓ1 of the labels not flagged, on the original model
+    reached: bool  # the mask sent the attack threshold's share of images to the label
+    used: bool  # reached and mask_l1 < reference_l1: unlearnt in the next removal
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -131,6 +160,7 @@ class DefendResult:
     seconds: dict[str, float]
     # clean accuracy of the defended model with BatchNorm statistics re-estimated on --data
     reestimated: EvaluationResult | None = None
+    second_looks: tuple[SecondLook, ...] = ()  # settings.rounds > 1
 
     @property
     def changed(self) -> bool:
@@ -172,6 +202,7 @@ class DefendResult:
             "triggers": [c.to_dict() for c in self.checks],
             "settings": self.settings.to_dict(),
             "seconds": dict(self.seconds),
+            "second_looks": [look.to_dict() for look in self.second_looks],
             "reverse": self.reverse.to_dict(),
             "prune": [p.to_dict() for p in self.prunes],
         }
@@ -224,6 +255,84 @@ def remove(
         max_acc_drop=settings.max_acc_drop,
         unlearn_with=[t for _, t in triggers],
     )
+
+
+def reference_l1(reversed_: ReverseResult) -> float:
+    """The median Neural Cleanse mask ℓ1 of the labels the verdict did not flag: how large a
+    trigger for a label without a backdoor is, on this model and data."""
+    flagged = set(reversed_.verdict.flagged)
+    sizes = [r.mask_l1 for r in reversed_.labels if r.label not in flagged]
+    return float(np.median(sizes)) if sizes else math.nan
+
+
+def second_look(
+    defended: Any,
+    dataset: Dataset,
+    labels: Sequence[int],
+    reference: float,
+    config: ReverseConfig,
+    round_number: int,
+) -> tuple[list[SecondLook], list[FoundTrigger]]:
+    """Neural Cleanse again, on the defended model, for ``labels``: the recovered trigger of a
+    natural shortcut (Fashion-MNIST's "Bag" has one) can stand in for the backdoor's, and once
+    it is unlearnt the real trigger is what is left to find. A mask that reaches the attack
+    threshold and is smaller than ``reference`` (what labels without a backdoor needed) is
+    returned as a further trigger; only Neural Cleanse runs (no completion, no other engine)."""
+    quick = replace(config, complete=False, untargeted=False, additive=False, margin=False,
+                    warp=False)  # fmt: skip
+    again = reverse_engineer(defended, dataset, labels=list(labels), config=quick)
+    looks, found = [], []
+    for k in labels:
+        r = again.label(k)
+        used = bool(r.reached and r.mask_l1 < reference)
+        looks.append(SecondLook(round_number, k, r.mask_l1, reference, r.reached, used))
+        if used:
+            stem = f"trigger_label{k}_round{round_number}"
+            found.append(FoundTrigger(stem, k, "neural-cleanse", r.mask, r.pattern))
+    return looks, found
+
+
+def remove_in_rounds(
+    model: Any,
+    dataset: Dataset,
+    found: Sequence[FoundTrigger],
+    settings: DefenceSettings,
+    *,
+    labels: Sequence[int],
+    reference: float,
+    value_range: tuple[float, float],
+    config: ReverseConfig,
+    on_step: StepFn | None = None,
+) -> tuple[Any | None, PruneResult | None, list[FoundTrigger], list[SecondLook]]:
+    """:func:`remove` with the ``found`` triggers, then per further round (``settings.rounds``)
+    a :func:`second_look` at the defended model for the flagged ``labels`` and, when it found
+    something, the removal again from the original ``model`` with every trigger so far.
+    Returns (defended model or None, its PruneResult or None, every trigger unlearnt, the
+    second looks)."""
+    if not found:
+        return None, None, [], []
+    shape = dataset.info.shape
+
+    def pairs(triggers: Sequence[FoundTrigger]) -> list[tuple[int | None, AnyTrigger]]:
+        return [(f.label, recovered_trigger(f, shape, value_range)) for f in triggers]
+
+    current, pruned = remove(model, dataset, pairs(found), settings)
+    every = list(found)
+    looks: list[SecondLook] = []
+    for n in range(2, settings.rounds + 1):
+        if not labels or math.isnan(reference):
+            break
+        if on_step is not None:
+            on_step(f"round {n}: Neural Cleanse on the defended model")
+        seen, more = second_look(current, dataset, labels, reference, config, n)
+        looks += seen
+        if not more:
+            break
+        every += more
+        if on_step is not None:
+            on_step(f"round {n}: prune + unlearn {len(every)} triggers")
+        current, pruned = remove(model, dataset, pairs(every), settings)
+    return current, pruned, every, looks
 
 
 def _unlearn_only(
@@ -289,13 +398,22 @@ def defend(
     seconds["reverse"] = time.perf_counter() - started
 
     shape = dataset.info.shape
-    found = reversed_.found_triggers()
-    recovered = [(f, recovered_trigger(f, shape, reversed_.value_range)) for f in found]
-    current = model
     prunes: list[PruneResult] = []
     started = step("unlearn" if settings.ratio == 0 else "prune + unlearn")
-    if recovered:
-        current, pruned = remove(model, dataset, [(f.label, t) for f, t in recovered], settings)
+    defended, pruned, found, looks = remove_in_rounds(
+        model,
+        dataset,
+        reversed_.found_triggers(),
+        settings,
+        labels=list(reversed_.verdict.flagged),
+        reference=reference_l1(reversed_),
+        value_range=reversed_.value_range,
+        config=reversed_.config,
+        on_step=on_step,
+    )
+    recovered = [(f, recovered_trigger(f, shape, reversed_.value_range)) for f in found]
+    current = model if defended is None else defended
+    if pruned is not None:
         prunes.append(pruned)
         seconds["prune"] = time.perf_counter() - started
 
@@ -330,6 +448,7 @@ def defend(
         settings=settings,
         seconds=seconds,
         reestimated=reestimated,
+        second_looks=tuple(looks),
     )
     return (current if prunes else None), result
 
