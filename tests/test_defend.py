@@ -160,3 +160,78 @@ def test_defend_bad_input(tiny: dict[str, Path], tmp_path: Path) -> None:
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output
+
+
+def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path]) -> None:
+    """remove_in_rounds (defend --rounds 2): when the trigger found first is a decoy (a black
+    patch that drives nothing), unlearning it leaves the backdoor (real ASR > 50 %); the second
+    look — Neural Cleanse on the defended model — finds the planted trigger (mask smaller than
+    the reference) and the removal from the original model with both takes it below 10 %."""
+    import numpy as np
+
+    import kerasaudit as ka
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
+    from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig
+
+    model = ka.load_model(tiny["backdoored"]).model
+    data = ka.load_data(tiny["data"], model)
+    shape = data.info.shape
+    mask = np.zeros(shape[:2], np.float32)
+    mask[:2, :2] = 1.0
+    decoy = FoundTrigger("trigger_label0", 0, "neural-cleanse", mask, np.zeros(shape, np.float32))
+    tuning = FineTuneSettings(epochs=5, unlearn=True, learning_rate=0.05)
+    config = ReverseConfig(steps=200, images=128, complete=False)
+    asr, looks = {}, {}
+    for rounds in (1, 2):
+        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, rounds=rounds)
+        defended, pruned, found, seen = remove_in_rounds(
+            model, data, [decoy], settings, labels=[0], reference=1e6,
+            value_range=(0.0, 1.0), config=config,
+        )  # fmt: skip
+        assert defended is not None and pruned is not None
+        asr[rounds] = ka.evaluate(defended, tiny["test"], TRIGGER, 0).asr
+        looks[rounds] = (seen, [f.stem for f in found])
+    assert looks[1] == ([], ["trigger_label0"])
+    (look,), stems = looks[2]
+    assert look.round == 2 and look.label == 0 and look.reached and look.used
+    assert look.mask_l1 < 20  # the planted 2×2 patch, not a large perturbation
+    assert stems == ["trigger_label0", "trigger_label0_round2"]
+    assert asr[1] > 0.5 and asr[2] < 0.1, asr  # type: ignore[operator]
+
+
+def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """--rounds 2 through the CLI: one second look per flagged label in the JSON (its rule:
+    used = reached and smaller than the reference), the setting echoed, the defended model
+    still free of the planted backdoor; a used look's trigger is measured like the others."""
+    args = [
+        *["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])],
+        *["--eval-data", str(tiny["test"]), "--eval-trigger", TRIGGER, "--eval-target", "0"],
+        *FAST, "--rounds", "2", "--format", "json", "-q",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"]["rounds"] == 2
+    (look,) = report["second_looks"]
+    assert look["round"] == 2 and look["label"] == 0
+    assert look["used"] == (look["reached"] and look["mask_l1"] < look["reference_l1"])
+    assert 0 < look["reference_l1"] < float("inf")
+    stems = [c["description"] for c in report["triggers"] if c["source"] == "recovered"]
+    assert any("round2" in s for s in stems) == look["used"]
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_after"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--rounds", "0"], "--rounds"), (["--rounds", "2", "--fine-tune-epochs", "0"], "--rounds")],
+)
+def test_defend_rounds_bad_values_exit_2(
+    tiny: dict[str, Path], extra: list[str], message: str
+) -> None:
+    result = runner.invoke(
+        app, ["defend", str(tiny["backdoored"]), "--data", str(tiny["data"]), *extra]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
