@@ -8,7 +8,10 @@
    measurement on the defender's data, zeroes the top channels, then fine-tunes on the clean
    data while a share of each batch is stamped with that trigger and keeps its true label
    (unlearning). Nothing here looks at held-out data: the layer choice and the fine-tuning
-   use ``dataset`` only.
+   use ``dataset`` only. With ``settings.rounds`` 2 (``--rounds 2``), Neural Cleanse runs
+   again on the defended model for each flagged label, and a trigger still found there
+   (smaller than the unflagged labels' median mask) is unlearnt too, in a second removal from
+   the original model (:func:`remove_in_rounds`).
 3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
    ASR of each recovered trigger, before and after; with ``known_trigger`` (a trigger the
    defence never sees, for measuring only) its ASR too. With BatchNorm, each again after the
