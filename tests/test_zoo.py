@@ -302,8 +302,8 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     """`zoo.py verdicts`: the shipped rule (and baseline, when the defender's images match
     one), nothing refitted — a target whose mask is 40× below
     the others is detected, an even clean model is not flagged, a clean model whose label 3
-    is as small is a false positive; a model with only defend's cached verdict (found.json) is
-    judged from it; the counts say so."""
+    is as small is a false positive; a model with only defend's cached verdict
+    (recovered/NAME.json) is judged from it; the counts say so."""
     import subprocess
 
     base = list(np.linspace(45.0, 75.0, 10))
@@ -314,9 +314,11 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     planted = list(base)
     planted[6] = 1.2
     _write_evidence(tmp_path / "evidence", "bd_patch", "badnets", "a0", [6], planted)
-    cached = tmp_path / "results" / "badnets_g2_tr_vgg"  # a zoo recipe, target 4, no evidence
+    cached = tmp_path / "recovered"  # removal.py's cache: a zoo recipe, target 4, no evidence
     cached.mkdir(parents=True)
-    (cached / "found.json").write_text(json.dumps({"flagged": [4, 8], "all_to_all": False}))
+    (cached / "badnets_g2_tr_vgg.json").write_text(
+        json.dumps({"flagged": [4, 8], "all_to_all": False})
+    )
     done = subprocess.run(
         [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path)],
         capture_output=True,

@@ -306,7 +306,8 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
             + " | ".join(cells)
             + " |"
         )
-    return "\n".join(lines) + "\n" + "\n".join(halves(latest, variants)) + "\n"
+    summary = halves(latest, variants)
+    return "\n".join(lines + (["", *summary] if summary else [])) + "\n"
 
 
 def _meets(row: dict[str, Any] | None) -> bool:
@@ -323,7 +324,8 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
     for v in variants:
         if v == "base":
             continue
-        both = sorted(m for m, w in latest if w == v and (m, "base") in latest)
+        zoo_models = {r.name for r in zoo.RECIPES}
+        both = sorted(m for m, w in latest if w == v and (m, "base") in latest and m in zoo_models)
         parts = []
         for half in ("dev", "test"):
             some = [m for m in both if zoo.split(m) == half]
