@@ -6,7 +6,9 @@ part once per model with ``defend``'s own defaults and caches what it found, in 
 default build (benchmarks/zoo/recovered/NAME.npz and NAME.json, a few KB a model, with the
 SHA-256 of the weights it was found on; DIR/recovered for a zoo elsewhere): every removal
 variant then starts from those triggers, so comparing removal settings costs only the removal,
-on a fresh checkout too (after ``zoo.py build``, which rebuilds the weights bit for bit).
+on a fresh checkout too when ``zoo.py build`` rebuilds the same weights (on the same kind of
+machine; on 2026-12-02's second machine every rebuilt model differed, and its triggers were
+recovered again).
 Measured with the real trigger on the 9,000 evaluation images, stamped by the zoo's own code;
 nothing here sees them before. Rows are kept in benchmarks/zoo/results/removal.jsonl (in git
 for the default build).
@@ -81,7 +83,7 @@ ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
 
 def rows_file(root: Path) -> Path:
-    if root.resolve() == (HERE / "build").resolve():
+    if zoo.is_default_build(root):
         return HERE / "results" / "removal.jsonl"
     return root / "results" / "removal.jsonl"
 
@@ -158,10 +160,11 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
 
 def reference_l1(root: Path, name: str, flagged: list[int]) -> float:
     """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
-    reverse report cached beside the triggers: the median mask ℓ1 of the labels not flagged."""
+    reverse report cached beside the triggers."""
+    from kerasaudit.stages.defend import reference_l1 as median_unflagged
+
     report = json.loads((zoo.results_dir(root, name) / "reverse.json").read_text())
-    sizes = [r["mask_l1"] for r in report["labels"] if r["label"] not in flagged]
-    return float(np.median(sizes)) if sizes else float("nan")
+    return median_unflagged({r["label"]: r["mask_l1"] for r in report["labels"]}, flagged)
 
 
 def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
@@ -321,10 +324,10 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
     """Each variant against ``base`` on the models both ran on, per fixed half (``zoo.split``:
     choose on dev, report on test): how many meet the goal."""
     lines = []
+    zoo_models = {r.name for r in zoo.RECIPES}
     for v in variants:
         if v == "base":
             continue
-        zoo_models = {r.name for r in zoo.RECIPES}
         both = sorted(m for m, w in latest if w == v and (m, "base") in latest and m in zoo_models)
         parts = []
         for half in ("dev", "test"):

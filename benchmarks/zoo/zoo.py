@@ -187,17 +187,20 @@ def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | N
     return done.returncode, data, seconds
 
 
+def is_default_build(root: Path) -> bool:
+    """The default build, whose cached results are kept in git beside this file."""
+    return root.resolve() == (HERE / "build").resolve()
+
+
 def recovered_dir(root: Path) -> Path:
     """Where removal.py caches each model's recovered triggers (NAME.npz, NAME.json): in git for
     the default build (benchmarks/zoo/recovered), else DIR/recovered."""
-    default = (HERE / "build").resolve()
-    return HERE / "recovered" if root.resolve() == default else root / "recovered"
+    return HERE / "recovered" if is_default_build(root) else root / "recovered"
 
 
 def evidence_dir(root: Path) -> Path:
     """Where a zoo's compact evidence lives: in git for the default build, else DIR/evidence."""
-    default = (HERE / "build").resolve()
-    return EVIDENCE if root.resolve() == default else root / "evidence"
+    return EVIDENCE if is_default_build(root) else root / "evidence"
 
 
 def compact_evidence(root: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -260,11 +260,11 @@ def remove(
     )
 
 
-def reference_l1(reversed_: ReverseResult) -> float:
-    """The median Neural Cleanse mask ℓ1 of the labels the verdict did not flag: how large a
-    trigger for a label without a backdoor is, on this model and data."""
-    flagged = set(reversed_.verdict.flagged)
-    sizes = [r.mask_l1 for r in reversed_.labels if r.label not in flagged]
+def reference_l1(mask_l1: Mapping[int, float], flagged: Collection[int]) -> float:
+    """The median Neural Cleanse mask ℓ1 (``mask_l1``: per label) of the labels the verdict
+    did not flag: how large a trigger for a label without a backdoor is, on this model and
+    data."""
+    sizes = [size for label, size in mask_l1.items() if label not in flagged]
     return float(np.median(sizes)) if sizes else math.nan
 
 
@@ -409,7 +409,9 @@ def defend(
         reversed_.found_triggers(),
         settings,
         labels=list(reversed_.verdict.flagged),
-        reference=reference_l1(reversed_),
+        reference=reference_l1(
+            {r.label: r.mask_l1 for r in reversed_.labels}, reversed_.verdict.flagged
+        ),
         value_range=reversed_.value_range,
         config=reversed_.config,
         on_step=on_step,
