@@ -151,3 +151,40 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     no_bn = json.loads(plain.stdout)["fix"]  # no BatchNorm: nothing to re-estimate
     assert no_bn["accuracy_reestimated"] is None and no_bn["comes_back"] == []
     assert all(e["reestimated"] is None for e in no_bn["asr"])
+
+
+def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """Blind --fix removes as `defend` does by default (two rounds): each flagged label is
+    searched again on the fixed model, the look is reported (JSON and table) and a used look's
+    trigger is measured with the others; the planted trigger no longer works on the output."""
+    fixed = tmp_path / "fixed.keras"
+    args = [
+        *["audit", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
+        *["--fix", str(fixed)],
+    ]
+    result = runner.invoke(app, [*args, "--format", "json", "-q"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    fix = report["fix"]
+    assert fixed.is_file() and fix is not None
+    looks = fix["second_looks"]
+    assert [look["label"] for look in looks] == report["reverse"]["verdict"]["flagged"]
+    for look in looks:
+        assert look["round"] == 2
+        assert look["used"] == (look["reached"] and look["mask_l1"] < look["reference_l1"])
+    again = [e for e in fix["asr"] if "round2" in e["trigger"]]
+    assert len(again) == sum(look["used"] for look in looks)
+    evaluated = runner.invoke(
+        app,
+        [
+            *["evaluate", str(fixed), "--data", str(tiny["test"]), "-t", TRIGGER, "--target", "0"],
+            *["--format", "json", "-q"],
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
+    table = runner.invoke(app, [*args, "--force"], env={"COLUMNS": "200"})
+    assert table.exit_code == 1, table.output
+    assert "Round 2: label 0 searched again on the fixed model" in table.stdout

@@ -217,15 +217,43 @@ def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path:
     assert look["round"] == 2 and look["label"] == 0
     assert look["used"] == (look["reached"] and look["mask_l1"] < look["reference_l1"])
     assert 0 < look["reference_l1"] < float("inf")
-    stems = [c["description"] for c in report["triggers"] if c["source"] == "recovered"]
-    assert any("round2" in s for s in stems) == look["used"]
+    recovered = [c for c in report["triggers"] if c["source"] == "recovered"]
+    again = [c for c in recovered if "round2" in c["description"]]
+    assert bool(again) == look["used"]
+    assert all(c["form"] == "mask, round 2" for c in again)
+    assert all(c["form"] and "round" not in c["form"] for c in recovered if c not in again)
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_after"] < 0.05
 
 
+def test_rounds_default_to_two_and_need_unlearning() -> None:
+    """Two rounds by default; without unlearning there is nothing to unlearn a second round's
+    trigger with, so one round runs and the report says so."""
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings
+
+    assert DefenceSettings().rounds == DefenceSettings().rounds_run == 2
+    for tuning in (FineTuneSettings(epochs=0), FineTuneSettings(epochs=3, unlearn=False)):
+        settings = DefenceSettings(fine_tuning=tuning, rounds=3)
+        settings.check()
+        assert settings.rounds_run == 1 and settings.to_dict()["rounds"] == 1
+    assert DefenceSettings(rounds=3).to_dict()["rounds"] == 3
+
+
+def test_found_trigger_forms_name_kind_and_round() -> None:
+    import numpy as np
+
+    from kerasaudit.stages.reverse import FoundTrigger
+
+    z = np.zeros((4, 4), np.float32)
+    assert FoundTrigger("a", 1, "neural-cleanse+completion", z, z).form() == "completed mask"
+    assert FoundTrigger("b", 1, "neural-cleanse", z, z, round=2).form() == "mask, round 2"
+    assert FoundTrigger("c", None, "untargeted", z, z).form() == "untargeted mask"
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--rounds", "0"], "--rounds"), (["--rounds", "2", "--fine-tune-epochs", "0"], "--rounds")],
+    [(["--rounds", "0"], "--rounds"), (["--rounds", "-1"], "--rounds")],
 )
 def test_defend_rounds_bad_values_exit_2(
     tiny: dict[str, Path], extra: list[str], message: str

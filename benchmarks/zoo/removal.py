@@ -19,7 +19,8 @@ Usage (from the repository root, after ``zoo.py build``)::
 
 Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defender's data):
 
-  base     defend's default: fine-tune 10 epochs, unlearning the recovered triggers, distil 0.8
+  base     defend's removal with one round (--rounds 1; its default until 2026-12-02): fine-tune
+           10 epochs, unlearning the recovered triggers, distil 0.8
   adv      the same, each recovered trigger also unlearnt as a universal adversary
            (kerasaudit/adversary.py: re-attacks before every step, compact masks moved around)
   base20   base with 20 epochs
@@ -32,9 +33,9 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   ul1      sgd1 without pruning
   ulA      base without pruning (Adam)
   ul3e20   ul3 with 20 epochs (the same cosine schedule stretched: longer recovery at low rates)
-  rr       base, then defend --rounds 2: Neural Cleanse again on the defended model for each
-           flagged label; a mask smaller than the other labels' median is unlearnt too, in a
-           removal from the original model with every trigger
+  rr       base, then defend --rounds 2 (its default since 2026-12-02): Neural Cleanse again
+           on the defended model for each flagged label; a mask smaller than the other labels'
+           median is unlearnt too, in a removal from the original model with every trigger
   rr20     rr with 20 epochs
 
 Prints one line per (model, variant) and appends JSON lines to

@@ -121,9 +121,10 @@ def defend(
             min=1,
             help="2: after the removal, search each flagged label again on the defended "
             "model (Neural Cleanse) and unlearn what is still found, from the original model "
-            "(a natural shortcut can stand in for the trigger the first time).",
+            "(a natural shortcut can stand in for the trigger the first time); 1: one search. "
+            "Without unlearning (--fine-tune-epochs 0) there is one.",
         ),
-    ] = 1,
+    ] = 2,
     unlearn_fraction: Annotated[
         float | None,
         typer.Option(

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from kerasaudit.formats import neurons_fmt, reverse_fmt
+from kerasaudit.formats import defend_fmt, neurons_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
 from kerasaudit.stages.audit import AuditResult
 
@@ -112,6 +112,8 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
                 cells.append(Text(_pct(second), style="bold red" if back else ""))
             table.add_row(*cells)
         console.print(table)
+        for line in defend_fmt.look_lines(fix.second_looks, "fixed"):
+            console.print(Text(line))
         if result.fix_left_backdoor:
             console.print(
                 Text("The backdoor survived the fix: do not ship this model.", style="bold red")

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
-from kerasaudit.stages.defend import DefendResult, TriggerCheck
+from kerasaudit.stages.defend import DefendResult, SecondLook, TriggerCheck
 
 SCHEMA = "kerasaudit.stages.defend/1"
 
@@ -43,6 +43,20 @@ def summary_line(result: DefendResult, output: str | None) -> str:
     return line
 
 
+def look_lines(looks: Sequence[SecondLook], model: str) -> list[str]:
+    """One sentence per second look (``model``: "defended", "fixed")."""
+    lines = []
+    for look in looks:
+        verdict = "unlearnt too" if look.used else "not used"
+        reached = "" if look.reached else ", did not reach the attack threshold"
+        lines.append(
+            f"Round {look.round}: label {look.label} searched again on the {model} model: "
+            f"mask ℓ1 {look.mask_l1:.1f} (other labels' median {look.reference_l1:.1f})"
+            f"{reached}: {verdict}"
+        )
+    return lines
+
+
 def render(result: DefendResult, console: Console, output: str | None) -> None:
     console.print(Text("Step 1: reverse", style="bold"))
     reverse_fmt.render(result.reverse, console)
@@ -53,14 +67,8 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
                 what = "prune (recovered trigger) + unlearn"
             console.print(Text(f"Step 2: {what}", style="bold"))
             prune_fmt.render(pruned, console)
-        for look in result.second_looks:
-            verdict = "unlearnt too" if look.used else "not used"
-            reached = "" if look.reached else ", did not reach the attack threshold"
-            console.print(Text(
-                f"Round {look.round}: label {look.label} searched again on the defended model: "
-                f"mask ℓ1 {look.mask_l1:.1f} (other labels' median {look.reference_l1:.1f})"
-                f"{reached}: {verdict}"
-            ))  # fmt: skip
+        for line in look_lines(result.second_looks, "defended"):
+            console.print(Text(line))
     else:
         console.print(Text("Step 2: skipped (no backdoor found, model unchanged)", style="bold"))
     console.print(Text(f"Step 3: evaluate on {result.evaluated_on}", style="bold"))
@@ -79,8 +87,9 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
             row.append(_pct(result.reestimated.accuracy))
         table.add_row(*row)
     for c in result.checks:
+        form = f" ({c.form})" if c.form else ""
         cells: list[Any] = [
-            Text(f"ASR, {c.source} trigger {_towards(c.label)}"),
+            Text(f"ASR, {c.source} trigger{form} {_towards(c.label)}"),
             _pct(c.asr_before),
             _pct(c.asr_after) if result.changed else "unchanged",
         ]

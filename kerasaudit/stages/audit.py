@@ -9,8 +9,9 @@
 4. the verdict: a backdoor when the recovery flags a target (or an all-to-all trigger), or when
    the known trigger's attack success rate exceeds ``max_asr``;
 5. the paper's flagged neurons under each trigger (triggered − clean ℓ∞, per layer);
-6. optionally the fix (``kerasaudit.stages.defend.remove``): prune the channels the first trigger
-   drives, fine-tune while unlearning every trigger.
+6. optionally the fix (``kerasaudit.stages.defend.remove``; blind: ``remove_in_rounds``, as
+   ``defend`` does): prune the channels the first trigger drives, fine-tune while unlearning
+   every trigger.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from kerasaudit.data import Dataset
 from kerasaudit.evaluation import EvaluationResult, evaluate
 from kerasaudit.inventory import ModelInventory, build_inventory
 from kerasaudit.neurons import TriggerNeurons, trigger_neurons
-from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove
+from kerasaudit.stages.defend import (
+    DefenceSettings,
+    SecondLook,
+    recovered_trigger,
+    reference_l1,
+    remove,
+    remove_in_rounds,
+)
 from kerasaudit.stages.prune import PruneResult
 from kerasaudit.stages.reverse import ReverseConfig, ReverseResult, reverse_engineer
 from kerasaudit.stages.scan import Scanner, ScanResult, analyse, scan
@@ -72,6 +80,9 @@ class Fix:
     # (None throughout when the model has no BatchNorm).
     reestimated: EvaluationResult | None
     asr_reestimated: tuple[float | None, ...]
+    # Blind fixes search again on the fixed model (DefenceSettings.rounds; defend --rounds):
+    # each look, and its trigger among ``asr`` when it was used.
+    second_looks: tuple[SecondLook, ...] = ()
 
     @property
     def worst_asr_after(self) -> float | None:
@@ -97,6 +108,7 @@ class Fix:
                 for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)
             ],
             "comes_back": list(self.comes_back),
+            "second_looks": [look.to_dict() for look in self.second_looks],
             "prune": self.prune.to_dict(),
         }
 
@@ -273,7 +285,29 @@ def audit(
     )
     if settings.fix is not None and backdoor and triggers:
         started = step("fix (prune + unlearn)")
-        fixed, pruned = remove(model, dataset, triggers, settings.fix)
+        looks: list[SecondLook] = []
+        if reversed_ is None:
+            fixed, pruned = remove(model, dataset, triggers, settings.fix)
+        else:  # as defend does: a further round on the fixed model (DefenceSettings.rounds)
+            fixed, found_pruned, every, looks = remove_in_rounds(
+                model,
+                dataset,
+                reversed_.found_triggers(),
+                settings.fix,
+                labels=list(reversed_.verdict.flagged),
+                reference=reference_l1(
+                    {r.label: r.mask_l1 for r in reversed_.labels}, reversed_.verdict.flagged
+                ),
+                value_range=reversed_.value_range,
+                config=reversed_.config,
+                on_step=on_step,
+            )
+            assert fixed is not None and found_pruned is not None  # triggers is not empty
+            pruned = found_pruned
+            value_range = reversed_.value_range
+            triggers = [
+                (f.label, recovered_trigger(f, dataset.info.shape, value_range)) for f in every
+            ]
         before = evaluate(model, dataset)
         after = evaluate(fixed, dataset)
         asr = tuple(
@@ -290,7 +324,7 @@ def audit(
             for label, t in triggers
         )
         reestimated = evaluate(recal, dataset) if recal is not None else None
-        fix = Fix(pruned, before, after, asr, reestimated, again)
+        fix = Fix(pruned, before, after, asr, reestimated, again, tuple(looks))
         seconds["fix"] = time.perf_counter() - started
     result = AuditResult(
         model=str(loaded.path),

@@ -8,10 +8,10 @@
    measurement on the defender's data, zeroes the top channels, then fine-tunes on the clean
    data while a share of each batch is stamped with that trigger and keeps its true label
    (unlearning). Nothing here looks at held-out data: the layer choice and the fine-tuning
-   use ``dataset`` only. With ``settings.rounds`` 2 (``--rounds 2``), Neural Cleanse runs
-   again on the defended model for each flagged label, and a trigger still found there
-   (smaller than the unflagged labels' median mask) is unlearnt too, in a second removal from
-   the original model (:func:`remove_in_rounds`).
+   use ``dataset`` only. With ``settings.rounds`` 2 (the default, ``--rounds 2``), Neural
+   Cleanse runs again on the defended model for each flagged label, and a trigger still found
+   there (smaller than the unflagged labels' median mask) is unlearnt too, in a second removal
+   from the original model (:func:`remove_in_rounds`).
 3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
    ASR of each recovered trigger, before and after; with ``known_trigger`` (a trigger the
    defence never sees, for measuring only) its ASR too. With BatchNorm, each again after the
@@ -72,8 +72,10 @@ class DefenceSettings:
     # Rounds of trigger search: 2 = after the first removal, Neural Cleanse again on the
     # defended model for each flagged label; a trigger it still finds (smaller than the other
     # labels' masks were) is unlearnt too, in a removal from the original model (see
-    # :func:`remove_in_rounds`).
-    rounds: int = 1
+    # :func:`remove_in_rounds`). Default 2 since 2026-12-02: on the zoo's development models
+    # it took `defend` from 1 to 3 of 7 within the goal (README, "A second look"). Further
+    # rounds unlearn what they find, so without unlearning there is one (:attr:`rounds_run`).
+    rounds: int = 2
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -91,9 +93,13 @@ class DefenceSettings:
             raise BadInputError("--unlearn-fraction must be between 0 and 1")
         if self.rounds < 1:
             raise BadInputError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.rounds > 1 and not (tuning.epochs and tuning.unlearn):
-            raise BadInputError("--rounds > 1 unlearns what each round finds: it needs "
-                                "--fine-tune-epochs > 0")  # fmt: skip
+
+    @property
+    def rounds_run(self) -> int:
+        """:attr:`rounds`, or 1 when fine-tuning does not unlearn (nothing to unlearn a
+        further round's trigger with)."""
+        tuning = self.fine_tuning
+        return self.rounds if tuning.epochs and tuning.unlearn else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +108,7 @@ class DefenceSettings:
             "layers": list(self.layers),
             "max_acc_drop": self.max_acc_drop,
             "fine_tuning": asdict(self.fine_tuning),
-            "rounds": self.rounds,
+            "rounds": self.rounds_run,
         }
 
 
@@ -133,6 +139,7 @@ class TriggerCheck:
     # ... of the defended model with its BatchNorm statistics re-estimated on --data (None: no
     # BatchNorm, or unchanged): see kerasaudit.batchnorm
     asr_reestimated: float | None = None
+    form: str = ""  # recovered: FoundTrigger.form(), e.g. "mask, round 2"; known: ""
 
     @property
     def comes_back(self) -> bool:
@@ -144,6 +151,7 @@ class TriggerCheck:
             "label": self.label,
             "source": self.source,
             "description": self.description,
+            "form": self.form,
             "asr_before": self.asr_before,
             "asr_after": self.asr_after,
             "asr_reestimated": self.asr_reestimated,
@@ -291,7 +299,9 @@ def second_look(
         looks.append(SecondLook(round_number, k, r.mask_l1, reference, r.reached, used))
         if used:
             stem = f"trigger_label{k}_round{round_number}"
-            found.append(FoundTrigger(stem, k, "neural-cleanse", r.mask, r.pattern))
+            found.append(
+                FoundTrigger(stem, k, "neural-cleanse", r.mask, r.pattern, round=round_number)
+            )
     return looks, found
 
 
@@ -322,7 +332,7 @@ def remove_in_rounds(
     current, pruned = remove(model, dataset, pairs(found), settings)
     every = list(found)
     looks: list[SecondLook] = []
-    for n in range(2, settings.rounds + 1):
+    for n in range(2, settings.rounds_run + 1):
         if not labels or math.isnan(reference):
             break
         if on_step is not None:
@@ -433,15 +443,17 @@ def defend(
         after = evaluate(current, data) if prunes else None
         recal = reestimated_model(current, dataset) if prunes else None
         reestimated = evaluate(recal, data) if recal is not None else None
-        pairs: list[tuple[AnyTrigger, int | None, str]] = [
-            (trigger, found_trigger.label, "recovered") for found_trigger, trigger in recovered
+        pairs: list[tuple[AnyTrigger, int | None, str, str]] = [
+            (trigger, f.label, "recovered", f.form()) for f, trigger in recovered
         ]
         if known_trigger is not None:
             target = known_target if known_target is not None else known_trigger.target
             assert target is not None
-            pairs.append((known_trigger, target, "known"))
-        for trigger, label, source in pairs:
-            checks.append(_check(model, current, recal, data, trigger, label, source, bool(prunes)))
+            pairs.append((known_trigger, target, "known", ""))
+        for trigger, label, source, form in pairs:
+            checks.append(
+                _check(model, current, recal, data, trigger, (label, source, form), bool(prunes))
+            )
     seconds["evaluate"] = time.perf_counter() - started
     result = DefendResult(
         reverse=reversed_,
@@ -464,10 +476,10 @@ def _check(
     recalibrated: Any | None,
     data: Dataset,
     trigger: AnyTrigger,
-    target: int | None,
-    source: str,
+    what: tuple[int | None, str, str],  # target, source, form
     changed: bool,
 ) -> TriggerCheck:
+    target, source, form = what
     before = evaluate(original, data, trigger, target)
     after = evaluate(defended, data, trigger, target) if changed else None
     again = evaluate(recalibrated, data, trigger, target) if recalibrated is not None else None
@@ -475,6 +487,7 @@ def _check(
         label=target,
         source=source,
         description=trigger.describe(),
+        form=form,
         asr_before=before.asr,
         asr_after=None if after is None else after.asr,
         asr_reestimated=None if again is None else again.asr,

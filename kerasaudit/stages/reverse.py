@@ -414,6 +414,15 @@ class LabelResult:
 WORKING = 0.5
 
 
+FORM_WORDS = {
+    "neural-cleanse": "mask",
+    "neural-cleanse+completion": "completed mask",
+    "additive": "additive",
+    "warp": "warp",
+    "untargeted": "untargeted mask",
+}
+
+
 @dataclass(frozen=True, eq=False)
 class FoundTrigger:
     """A recovered trigger that stands for a backdoor: what ``reverse`` writes as a trigger
@@ -426,6 +435,13 @@ class FoundTrigger:
     pattern: np.ndarray
     delta: np.ndarray | None = None
     flow: np.ndarray | None = None  # a warp field (H, W, 2), applied before mask and delta
+    round: int = 1  # the search that found it (defend --rounds: 2 = on the defended model)
+
+    def form(self) -> str:
+        """Its kind in a few words, for tables: "mask", "completed mask", "additive", "warp",
+        "untargeted mask", with ", round N" after the first round."""
+        words = FORM_WORDS.get(self.kind, self.kind)
+        return words if self.round == 1 else f"{words}, round {self.round}"
 
     def size(self) -> str:
         if self.flow is not None:
