@@ -37,6 +37,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            on the defended model for each flagged label; a mask smaller than the other labels'
            median is unlearnt too, in a removal from the original model with every trigger
   rr20     rr with 20 epochs
+  rrl      rr, the second removal ranking channels (and choosing the layer) by the trigger the
+           second look found instead of the first one (remove_in_rounds(latest_first=True))
 
 Prints one line per (model, variant) and appends JSON lines to
 benchmarks/zoo/results/removal.jsonl; ``--table`` prints those rows (the latest per model
@@ -77,8 +79,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ul3e20": {"optimizer": "sgd", "learning_rate": 3e-3, "epochs": 20},
     "rr": {},  # rounds 2 (ROUNDS below)
     "rr20": {"epochs": 20},
+    "rrl": {},
 }
-ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2}  # defend --rounds 2
+ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2}  # defend --rounds 2
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
@@ -212,6 +215,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         reference=reference_l1(root, name, info["flagged"]) if settings.rounds > 1 else 0.0,
         value_range=value_range,  # type: ignore[arg-type]
         config=ReverseConfig(),
+        latest_first=variant == "rrl",
     )
     assert fixed is not None and result is not None
     seconds = time.time() - started

@@ -316,12 +316,15 @@ def remove_in_rounds(
     value_range: tuple[float, float],
     config: ReverseConfig,
     on_step: StepFn | None = None,
+    latest_first: bool = False,
 ) -> tuple[Any | None, PruneResult | None, list[FoundTrigger], list[SecondLook]]:
     """:func:`remove` with the ``found`` triggers, then per further round (``settings.rounds``)
     a :func:`second_look` at the defended model for the flagged ``labels`` and, when it found
     something, the removal again from the original ``model`` with every trigger so far.
     Returns (defended model or None, its PruneResult or None, every trigger unlearnt, the
-    second looks)."""
+    second looks). ``latest_first`` (an experiment, benchmarks/zoo/removal.py ``rrl``): a later
+    round's removal ranks channels and chooses the layer by the trigger found last, the one
+    that survived the previous removal, instead of the first."""
     if not found:
         return None, None, [], []
     shape = dataset.info.shape
@@ -341,7 +344,7 @@ def remove_in_rounds(
         looks += seen
         if not more:
             break
-        every += more
+        every = more + every if latest_first else every + more
         if on_step is not None:
             on_step(f"round {n}: prune + unlearn {len(every)} triggers")
         current, pruned = remove(model, dataset, pairs(every), settings)
