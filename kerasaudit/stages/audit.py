@@ -9,7 +9,7 @@
 4. the verdict: a backdoor when the recovery flags a target (or an all-to-all trigger), or when
    the known trigger's attack success rate exceeds ``max_asr``;
 5. the paper's flagged neurons under each trigger (triggered − clean ℓ∞, per layer);
-6. optionally the fix (``kerasaudit.stages.defend.remove``; blind: ``remove_in_rounds``, as
+6. optionally the fix (``kerasaudit.stages.defend.remove``; blind: ``remove_recovered``, as
    ``defend`` does): prune the channels the first trigger drives, fine-tune while unlearning
    every trigger.
 """
@@ -33,9 +33,8 @@ from kerasaudit.stages.defend import (
     DefenceSettings,
     SecondLook,
     recovered_trigger,
-    reference_l1,
     remove,
-    remove_in_rounds,
+    remove_recovered,
 )
 from kerasaudit.stages.prune import PruneResult
 from kerasaudit.stages.reverse import ReverseConfig, ReverseResult, reverse_engineer
@@ -289,18 +288,8 @@ def audit(
         if reversed_ is None:
             fixed, pruned = remove(model, dataset, triggers, settings.fix)
         else:  # as defend does: a further round on the fixed model (DefenceSettings.rounds)
-            fixed, found_pruned, every, looks = remove_in_rounds(
-                model,
-                dataset,
-                reversed_.found_triggers(),
-                settings.fix,
-                labels=list(reversed_.verdict.flagged),
-                reference=reference_l1(
-                    {r.label: r.mask_l1 for r in reversed_.labels}, reversed_.verdict.flagged
-                ),
-                value_range=reversed_.value_range,
-                config=reversed_.config,
-                on_step=on_step,
+            fixed, found_pruned, every, looks = remove_recovered(
+                model, dataset, reversed_, settings.fix, on_step
             )
             assert fixed is not None and found_pruned is not None  # triggers is not empty
             pruned = found_pruned

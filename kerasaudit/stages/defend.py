@@ -351,6 +351,30 @@ def remove_in_rounds(
     return current, pruned, every, looks
 
 
+def remove_recovered(
+    model: Any,
+    dataset: Dataset,
+    reversed_: ReverseResult,
+    settings: DefenceSettings,
+    on_step: StepFn | None = None,
+) -> tuple[Any | None, PruneResult | None, list[FoundTrigger], list[SecondLook]]:
+    """:func:`remove_in_rounds` with what ``reverse_engineer`` found on ``model`` (``defend``
+    and blind ``audit --fix``)."""
+    return remove_in_rounds(
+        model,
+        dataset,
+        reversed_.found_triggers(),
+        settings,
+        labels=list(reversed_.verdict.flagged),
+        reference=reference_l1(
+            {r.label: r.mask_l1 for r in reversed_.labels}, reversed_.verdict.flagged
+        ),
+        value_range=reversed_.value_range,
+        config=reversed_.config,
+        on_step=on_step,
+    )
+
+
 def _unlearn_only(
     model: Any,
     dataset: Dataset,
@@ -416,19 +440,7 @@ def defend(
     shape = dataset.info.shape
     prunes: list[PruneResult] = []
     started = step("unlearn" if settings.ratio == 0 else "prune + unlearn")
-    defended, pruned, found, looks = remove_in_rounds(
-        model,
-        dataset,
-        reversed_.found_triggers(),
-        settings,
-        labels=list(reversed_.verdict.flagged),
-        reference=reference_l1(
-            {r.label: r.mask_l1 for r in reversed_.labels}, reversed_.verdict.flagged
-        ),
-        value_range=reversed_.value_range,
-        config=reversed_.config,
-        on_step=on_step,
-    )
+    defended, pruned, found, looks = remove_recovered(model, dataset, reversed_, settings, on_step)
     recovered = [(f, recovered_trigger(f, shape, reversed_.value_range)) for f in found]
     current = model if defended is None else defended
     if pruned is not None:
