@@ -173,7 +173,9 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     assert [look["label"] for look in looks] == report["reverse"]["verdict"]["flagged"]
     for look in looks:
         assert look["round"] == 2
-        assert look["used"] == (look["reached"] and look["mask_l1"] < look["reference_l1"])
+        assert look["used"] == (
+            look["reached"] and look["mask_l1"] < look["ratio"] * look["reference_l1"]
+        )
     again = [e for e in fix["asr"] if "round2" in e["trigger"]]
     assert len(again) == sum(look["used"] for look in looks)
     evaluated = runner.invoke(

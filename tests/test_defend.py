@@ -214,8 +214,10 @@ def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path:
     report = json.loads(result.stdout)
     assert report["settings"]["rounds"] == 2
     (look,) = report["second_looks"]
-    assert look["round"] == 2 and look["label"] == 0
-    assert look["used"] == (look["reached"] and look["mask_l1"] < look["reference_l1"])
+    assert look["round"] == 2 and look["label"] == 0 and look["ratio"] == 0.7
+    assert look["used"] == (
+        look["reached"] and look["mask_l1"] < look["ratio"] * look["reference_l1"]
+    )
     assert 0 < look["reference_l1"] < float("inf")
     recovered = [c for c in report["triggers"] if c["source"] == "recovered"]
     again = [c for c in recovered if "round2" in c["description"]]

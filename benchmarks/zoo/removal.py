@@ -37,6 +37,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            on the defended model for each flagged label; a mask smaller than the other labels'
            median is unlearnt too, in a removal from the original model with every trigger
   rr20     rr with 20 epochs
+  rr70     rr, a second look used only when its mask is below 0.7 × the median (defend's
+           default since 2026-12-02 night; chosen on the development half)
   rrl      rr, the second removal ranking channels (and choosing the layer) by the trigger the
            second look found instead of the first one (remove_in_rounds(latest_first=True))
 
@@ -80,8 +82,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rr": {},  # rounds 2 (ROUNDS below)
     "rr20": {"epochs": 20},
     "rrl": {},
+    "rr70": {},
 }
-ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2}  # defend --rounds 2
+ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2, "rr70": 2}  # defend --rounds 2
+# DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
+# of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
+LOOK_RATIO: dict[str, float] = {"rr": 1.0, "rr20": 1.0, "rrl": 1.0, "rr70": 0.7}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
@@ -198,6 +204,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     if variant in RATIO:
         settings = replace(settings, ratio=RATIO[variant])
     settings = replace(settings, rounds=ROUNDS.get(variant, 1))
+    settings = replace(settings, look_ratio=LOOK_RATIO.get(variant, settings.look_ratio))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 

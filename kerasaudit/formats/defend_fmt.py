@@ -51,7 +51,8 @@ def look_lines(looks: Sequence[SecondLook], model: str) -> list[str]:
         reached = "" if look.reached else ", did not reach the attack threshold"
         lines.append(
             f"Round {look.round}: label {look.label} searched again on the {model} model: "
-            f"mask ℓ1 {look.mask_l1:.1f} (other labels' median {look.reference_l1:.1f})"
+            f"mask ℓ1 {look.mask_l1:.1f}, limit {look.ratio * look.reference_l1:.1f} "
+            f"({look.ratio:g} × the other labels' median {look.reference_l1:.1f})"
             f"{reached}: {verdict}"
         )
     return lines
