@@ -96,6 +96,11 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     table = runner.invoke(app, [*args[:-3], "--force"])  # the table view renders it too
     assert table.exit_code == 1, table.output
     assert "Step 2: unlearn (no pruning)" in table.stdout and "none — --ratio 0" in table.stdout
+    forms = {c["form"] for c in report["triggers"] if c["source"] == "recovered"}
+    assert forms and "" not in forms
+    for form in forms:  # each recovered trigger's row and summary say which form it is
+        assert f"ASR, recovered trigger ({form}) → 0" in table.stdout.replace("\n", " ")
+        assert f"recovered trigger ({form}) → 0: ASR" in table.stderr.replace("\n", " ")
     no_tuning = runner.invoke(app, [*args[:-3], "--force", "--fine-tune-epochs", "0"])
     assert no_tuning.exit_code == 2 and "--ratio 0 prunes nothing" in no_tuning.output
 

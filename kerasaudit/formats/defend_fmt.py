@@ -34,8 +34,9 @@ def summary_line(result: DefendResult, output: str | None) -> str:
     if result.before is not None and result.after is not None:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.after.accuracy)}"
     for c in result.checks:
+        form = f" ({c.form})" if c.form else ""
         line += (
-            f"; {c.source} trigger {_towards(c.label)}: ASR {_pct(c.asr_before)} → "
+            f"; {c.source} trigger{form} {_towards(c.label)}: ASR {_pct(c.asr_before)} → "
             f"{_pct(c.asr_after)}"
         )
     if output:
