@@ -131,7 +131,7 @@ class SecondLook:
     reference_l1: float  # median mask ℓ1 of the labels not flagged, on the original model
     reached: bool  # the mask sent the attack threshold's share of images to the label
     used: bool  # reached and mask_l1 < ratio × reference_l1: unlearnt in the next removal
-    ratio: float = 1.0  # DefenceSettings.look_ratio
+    ratio: float  # DefenceSettings.look_ratio
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,7 +293,7 @@ def second_look(
     reference: float,
     config: ReverseConfig,
     round_number: int,
-    ratio: float = 1.0,
+    ratio: float,
 ) -> tuple[list[SecondLook], list[FoundTrigger]]:
     """Neural Cleanse again, on the defended model, for ``labels``: the recovered trigger of a
     natural shortcut (Fashion-MNIST's "Bag" has one) can stand in for the backdoor's, and once
