@@ -76,8 +76,9 @@ def audit(
         typer.Option(
             "--fix",
             help="When a backdoor is found, remove it (prune the channels its trigger drives, "
-            "fine-tune while unlearning every trigger) and write the fixed model here "
-            "(same format as the input). Nothing is written for a clean model.",
+            "fine-tune while unlearning every trigger; without --trigger, as `defend` does: "
+            "search the fixed model once more and unlearn what is still found) and write the "
+            "fixed model here (same format as the input). Nothing is written for a clean model.",
             show_default=False,
         ),
     ] = None,
