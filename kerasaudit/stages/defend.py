@@ -10,8 +10,8 @@
    (unlearning). Nothing here looks at held-out data: the layer choice and the fine-tuning
    use ``dataset`` only. With ``settings.rounds`` 2 (the default, ``--rounds 2``), Neural
    Cleanse runs again on the defended model for each flagged label, and a trigger still found
-   there (smaller than the unflagged labels' median mask) is unlearnt too, in a second removal
-   from the original model (:func:`remove_in_rounds`).
+   there (smaller than ``settings.look_ratio`` × the unflagged labels' median mask) is
+   unlearnt too, in a second removal from the original model (:func:`remove_in_rounds`).
 3. ``evaluate`` on ``eval_dataset`` (held-out, default: ``dataset``): clean accuracy and the
    ASR of each recovered trigger, before and after; with ``known_trigger`` (a trigger the
    defence never sees, for measuring only) its ASR too. With BatchNorm, each again after the
@@ -330,7 +330,7 @@ def remove_in_rounds(
     on_step: StepFn | None = None,
     latest_first: bool = False,
 ) -> tuple[Any | None, PruneResult | None, list[FoundTrigger], list[SecondLook]]:
-    """:func:`remove` with the ``found`` triggers, then per further round (``settings.rounds``)
+    """:func:`remove` with the ``found`` triggers, then per further round (``rounds_run``)
     a :func:`second_look` at the defended model for the flagged ``labels`` and, when it found
     something, the removal again from the original ``model`` with every trigger so far.
     Returns (defended model or None, its PruneResult or None, every trigger unlearnt, the
