@@ -41,6 +41,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            default since 2026-12-02 night; chosen on the development half)
   rrl      rr, the second removal ranking channels (and choosing the layer) by the trigger the
            second look found instead of the first one (remove_in_rounds(latest_first=True))
+  orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
+           recovered ones (the recovered trigger still ranks channels and picks the layer)
 
 Prints one line per (model, variant) and appends JSON lines to
 benchmarks/zoo/results/removal.jsonl; ``--table`` prints those rows (the latest per model
@@ -83,6 +85,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rr20": {"epochs": 20},
     "rrl": {},
     "rr70": {},
+    "orul": {},  # base with the real trigger unlearnt too (a diagnosis: oracle_unlearning)
 }
 ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2, "rr70": 2}  # defend --rounds 2
 # DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
@@ -213,17 +216,21 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     )
     started = time.time()
     value_range = tuple(info["value_range"])
-    fixed, result, every, looks = remove_in_rounds(
-        model,
-        data,
-        found,
-        settings,
-        labels=info["flagged"],
-        reference=reference_l1(root, name, info["flagged"]) if settings.rounds > 1 else 0.0,
-        value_range=value_range,  # type: ignore[arg-type]
-        config=ReverseConfig(),
-        latest_first=variant == "rrl",
-    )
+    if variant == "orul":  # a diagnosis: the real trigger is unlearnt too
+        fixed, result = oracle_unlearning(root, name, model, data, found, settings, value_range)
+        every, looks = list(found), []
+    else:
+        fixed, result, every, looks = remove_in_rounds(
+            model,
+            data,
+            found,
+            settings,
+            labels=info["flagged"],
+            reference=reference_l1(root, name, info["flagged"]) if settings.rounds_run > 1 else 0.0,
+            value_range=value_range,  # type: ignore[arg-type]
+            config=ReverseConfig(),
+            latest_first=variant == "rrl",
+        )
     assert fixed is not None and result is not None
     seconds = time.time() - started
     triggers = [(f.label, recovered_trigger(f, (28, 28, 1), value_range)) for f in every]
@@ -253,6 +260,38 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
         "seconds": round(seconds, 1),
     }
+
+
+def oracle_unlearning(
+    root: Path, name: str, model: Any, data: Any, found: list[Any], settings: Any, value_range: Any
+) -> tuple[Any, Any]:
+    """``orul``, not a defence (it uses the real trigger): base's removal — the recovered
+    trigger ranks the channels and chooses the layer — with the real trigger unlearnt beside
+    the recovered ones. Tells whether what survives ``defend`` is the layer choice or the
+    unlearnt trigger's likeness to the real one."""
+    from kerasaudit.ranking import Criterion
+    from kerasaudit.stages.defend import recovered_trigger
+    from kerasaudit.stages.prune import prune
+    from kerasaudit.triggers import TriggerData, load_trigger
+
+    trig = BY_NAME[name].attack.triggers[0]
+    if trig.spec:
+        real: Any = load_trigger(trig.spec, (28, 28, 1))
+    else:
+        with np.load(root / "models" / f"{name}.trigger0.npz") as f:
+            real = TriggerData.from_arrays("trigger0", f["x"], f["y"], trig.target)
+    recovered = [recovered_trigger(f, (28, 28, 1), value_range) for f in found]
+    return prune(
+        model,
+        data,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio=settings.ratio,
+        trigger=recovered[0],
+        target=found[0].label,
+        fine_tuning=settings.fine_tuning,
+        max_acc_drop=settings.max_acc_drop,
+        unlearn_with=[*recovered, real],
+    )
 
 
 def recovered_asr(model: Any, trigger: Any, label: int | None, x: Any, y: Any) -> float:

@@ -181,7 +181,7 @@ class DefendResult:
     seconds: dict[str, float]
     # clean accuracy of the defended model with BatchNorm statistics re-estimated on --data
     reestimated: EvaluationResult | None = None
-    second_looks: tuple[SecondLook, ...] = ()  # settings.rounds > 1
+    second_looks: tuple[SecondLook, ...] = ()  # settings.rounds_run > 1
 
     @property
     def changed(self) -> bool:
