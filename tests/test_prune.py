@@ -224,6 +224,46 @@ def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
         prune(model, dataset, criterion=Criterion.L1, ratio="auto", trigger=trigger, target=0)
 
 
+def test_candidates_measured_without_unlearning_are_clean_fine_tuned(
+    tiny: dict[str, Path],
+) -> None:
+    """candidates_unlearn=False: the layer candidates are fine-tuned on clean images only (their
+    numbers are those of a chain without unlearning), the chosen model is still fine-tuned with
+    unlearning, and the reason says how the candidates were measured."""
+    from kerasaudit.finetune import FineTuneMode
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+
+    def run(unlearn: bool, candidates_unlearn: bool) -> Any:
+        return prune(
+            model,
+            dataset,
+            criterion=Criterion.LINF_TRIGGER,
+            ratio="auto",
+            trigger=trigger,
+            target=0,
+            fine_tuning=FineTuneSettings(epochs=2, unlearn=unlearn),
+            candidates_unlearn=candidates_unlearn,
+        )[1]
+
+    clean_candidates = run(True, False)
+    plain = run(False, True)  # no unlearning anywhere
+    unlearnt = run(True, True)
+
+    def numbers(result: Any) -> list[tuple[str, float, float, float | None]]:
+        return [(c.layer, c.ratio, c.accuracy, c.asr) for c in result.choice.candidates]
+
+    assert numbers(clean_candidates) == numbers(plain)
+    assert numbers(clean_candidates) != numbers(unlearnt)
+    assert "without unlearning" in clean_candidates.choice.reason
+    assert "without unlearning" not in unlearnt.choice.reason
+    tuned = clean_candidates.fine_tune
+    assert tuned is not None and tuned.mode is FineTuneMode.UNLEARN
+
+
 @pytest.mark.parametrize("source", ["keras", "h5"])
 def test_cli_writes_the_pruned_model_in_the_input_format(
     tiny: dict[str, Path], tmp_path: Path, source: str

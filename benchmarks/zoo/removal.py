@@ -41,6 +41,9 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            default since 2026-12-02 night; chosen on the development half)
   rrl      rr, the second removal ranking channels (and choosing the layer) by the trigger the
            second look found instead of the first one (remove_in_rounds(latest_first=True))
+  cp       base, the layer candidates fine-tuned without unlearning before they are measured
+           (their held-out ASR: did pruning cut the path, not did unlearning hide the pattern)
+  cp70     rr70 with the same
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -86,11 +89,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rrl": {},
     "rr70": {},
     "orul": {},  # base with the real trigger unlearnt too (a diagnosis: oracle_unlearning)
+    "cp": {},  # base, layer candidates measured without unlearning (CANDIDATES_UNLEARN)
+    "cp70": {},  # rr70 (defend's default) with the same
 }
-ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2, "rr70": 2}  # defend --rounds 2
+ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2, "rr70": 2, "cp70": 2}  # defend --rounds 2
 # DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
 # of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
-LOOK_RATIO: dict[str, float] = {"rr": 1.0, "rr20": 1.0, "rrl": 1.0, "rr70": 0.7}
+LOOK_RATIO: dict[str, float] = {"rr": 1.0, "rr20": 1.0, "rrl": 1.0, "rr70": 0.7, "cp70": 0.7}
+CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
 
@@ -208,6 +214,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         settings = replace(settings, ratio=RATIO[variant])
     settings = replace(settings, rounds=ROUNDS.get(variant, 1))
     settings = replace(settings, look_ratio=LOOK_RATIO.get(variant, settings.look_ratio))
+    settings = replace(settings, candidates_unlearn=CANDIDATES_UNLEARN.get(variant, True))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 

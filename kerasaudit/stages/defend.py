@@ -82,6 +82,10 @@ class DefenceSettings:
     # those at 0.84-0.97 lowered the ASR a little and cost 0.5-0.9 points of accuracy, and
     # pushed one model that one round had removed (0.27 %, -1.13) out of the goal (-2.04).
     look_ratio: float = 0.7
+    # Layer candidates fine-tuned with unlearning before being measured (False: clean
+    # fine-tuning only, so a candidate's held-out ASR says whether pruning cut the backdoor's
+    # path rather than whether unlearning hid the recovered pattern; prune(candidates_unlearn))
+    candidates_unlearn: bool = True
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -118,6 +122,7 @@ class DefenceSettings:
             "fine_tuning": asdict(self.fine_tuning),
             "rounds": self.rounds_run,
             "look_ratio": self.look_ratio,
+            "candidates_unlearn": self.candidates_unlearn,
         }
 
 
@@ -275,6 +280,7 @@ def remove(
         fine_tuning=settings.fine_tuning,
         max_acc_drop=settings.max_acc_drop,
         unlearn_with=[t for _, t in triggers],
+        candidates_unlearn=settings.candidates_unlearn,
     )
 
 

@@ -11,7 +11,7 @@ ASR with, and the last conv layer is pruned (the Fine-Pruning convention), as th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,7 @@ def prune(
     teacher: Any | None = None,
     strict_ratio: bool = False,
     clean_stats: Any | None = None,
+    candidates_unlearn: bool = True,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -156,9 +157,14 @@ def prune(
     the triggers fine-tuning unlearns (default: ``trigger``), e.g. every trigger `reverse`
     found while ``trigger`` ranks the channels. ``teacher``: the model whose clean outputs the
     fine-tune distils (default: ``model`` itself) when the settings ask for distillation.
-    ``strict_ratio``: a ratio that prunes no channel of any candidate layer is an error (the
-    prune command: pruning nothing while saying "pruned" would mislead). ``clean_stats``: saved
-    (e.g. merged) clean statistics of ``model`` used for the ranking instead of a clean pass.
+    ``candidates_unlearn`` False: layer candidates are fine-tuned on clean images only before
+    they are measured (the chosen one is then fine-tuned as ``fine_tuning`` says, unlearning
+    included): a candidate's held-out ASR then says whether pruning it cut the trigger's path,
+    where unlearning the same trigger would bring every candidate's ASR near 0 and leave the
+    choice to a few images of accuracy. ``strict_ratio``: a ratio that prunes no channel of
+    any candidate layer is an error (the prune command: pruning nothing while saying "pruned"
+    would mislead). ``clean_stats``: saved (e.g. merged) clean statistics of ``model`` used
+    for the ranking instead of a clean pass.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -191,7 +197,7 @@ def prune(
     extra = [t for t in (unlearn_with or []) if t is not trigger]
 
     def tune(
-        pruned: Any, mask: Any, on: Dataset | None, with_trigger: Any
+        pruned: Any, mask: Any, on: Dataset | None, with_trigger: Any, unlearn: bool = True
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
@@ -199,7 +205,7 @@ def prune(
         return fine_tune_with(
             pruned,
             on,
-            tuning,
+            tuning if unlearn else replace(tuning, unlearn=False),
             mask=mask,
             trigger=[with_trigger, *extra],
             teacher=teacher if teacher is not None else model,
@@ -241,7 +247,7 @@ def prune(
 
     def candidate_result(info: AuditableLayer, r: float) -> EvaluationResult | None:
         clone, _, mask = _prune_clone(model, [(info, rankings[info.path].top(r))])
-        tune(clone, mask, fit, trigger_fit)
+        tune(clone, mask, fit, trigger_fit, candidates_unlearn)
         return measure(clone, held, held_attack)
 
     choice, chosen, chosen_ratio = _choose_layers(
@@ -255,6 +261,7 @@ def prune(
         candidate_result,
         max_acc_drop,
         tuned=bool(tuning.epochs),
+        unlearnt=candidates_unlearn or not tuning.unlearn,
     )
     before = measure(model)
     selections = [(info, rankings[info.path].top(chosen_ratio)) for info in chosen]
@@ -310,6 +317,7 @@ def _choose_layers(
     max_acc_drop: float,
     *,
     tuned: bool,
+    unlearnt: bool = True,
 ) -> tuple[LayerChoice, list[AuditableLayer], float]:
     ratio = ratios[0]
     if named and len(ratios) == 1:
@@ -352,7 +360,8 @@ def _choose_layers(
     tied = [c for c in pool if c.asr is not None and c.asr <= bar] or pool
     best = max(tied, key=lambda c: (c.accuracy, -c.ratio))
     how = (
-        "after pruning and fine-tuning (on 75 % of --data, measured on the other 25 %)"
+        f"after pruning and fine-tuning{'' if unlearnt else ' without unlearning'} "
+        "(on 75 % of --data, measured on the other 25 %)"
         if tuned
         else "after pruning (measured on --data)"
     )
