@@ -191,6 +191,22 @@ def test_fine_tuning_unlearns_every_trigger_and_distils_when_asked(
     )
 
 
+def _auto_prune(
+    model: Any, dataset: Any, trigger: Any, tuning: FineTuneSettings, **options: Any
+) -> Any:
+    """prune --ratio auto with the linf-trigger criterion, target 0: the PruneResult."""
+    return prune(
+        model,
+        dataset,
+        criterion=Criterion.LINF_TRIGGER,
+        ratio="auto",
+        trigger=trigger,
+        target=0,
+        fine_tuning=tuning,
+        **options,
+    )[1]
+
+
 def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
     tiny: dict[str, Path],
 ) -> None:
@@ -200,15 +216,7 @@ def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
     model = load_model(tiny["keras"]).model
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
     trigger = load_trigger(TRIGGER, (8, 8, 1))
-    _, result = prune(
-        model,
-        dataset,
-        criterion=Criterion.LINF_TRIGGER,
-        ratio="auto",
-        trigger=trigger,
-        target=0,
-        fine_tuning=FineTuneSettings(epochs=1, unlearn=True),
-    )
+    result = _auto_prune(model, dataset, trigger, FineTuneSettings(epochs=1, unlearn=True))
     tried = result.choice.candidates
     layers = {c.layer for c in tried}
     assert 1 <= len(layers) <= 3
@@ -238,16 +246,8 @@ def test_candidates_measured_without_unlearning_are_clean_fine_tuned(
     trigger = load_trigger(TRIGGER, (8, 8, 1))
 
     def run(unlearn: bool, candidates_unlearn: bool) -> Any:
-        return prune(
-            model,
-            dataset,
-            criterion=Criterion.LINF_TRIGGER,
-            ratio="auto",
-            trigger=trigger,
-            target=0,
-            fine_tuning=FineTuneSettings(epochs=2, unlearn=unlearn),
-            candidates_unlearn=candidates_unlearn,
-        )[1]
+        tuning = FineTuneSettings(epochs=2, unlearn=unlearn)
+        return _auto_prune(model, dataset, trigger, tuning, candidates_unlearn=candidates_unlearn)
 
     clean_candidates = run(True, False)
     plain = run(False, True)  # no unlearning anywhere
