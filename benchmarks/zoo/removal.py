@@ -279,14 +279,8 @@ def oracle_unlearning(
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.defend import recovered_trigger
     from kerasaudit.stages.prune import prune
-    from kerasaudit.triggers import TriggerData, load_trigger
 
-    trig = BY_NAME[name].attack.triggers[0]
-    if trig.spec:
-        real: Any = load_trigger(trig.spec, (28, 28, 1))
-    else:
-        with np.load(root / "models" / f"{name}.trigger0.npz") as f:
-            real = TriggerData.from_arrays("trigger0", f["x"], f["y"], trig.target)
+    real = zoo.known_trigger(root, BY_NAME[name])
     recovered = [recovered_trigger(f, (28, 28, 1), value_range) for f in found]
     return prune(
         model,

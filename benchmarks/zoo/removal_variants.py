@@ -38,7 +38,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 from recipes import BY_NAME  # noqa: E402
 
@@ -77,17 +76,12 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
     from kerasaudit.pruning import clone_model
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune
-    from kerasaudit.triggers import TriggerData, load_trigger
 
     recipe = BY_NAME[name]
     model = load_model(root / "models" / recipe.filename).model
     data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
     trig = recipe.attack.triggers[0]
-    if trig.spec:
-        trigger: Any = load_trigger(trig.spec, (28, 28, 1))
-    else:
-        with np.load(root / "models" / f"{name}.trigger0.npz") as f:
-            trigger = TriggerData.from_arrays("trigger0", f["x"], f["y"], trig.target)
+    trigger = zoo.known_trigger(root, recipe)
     started = time.time()
     chosen: Any = None
     if variant in CHAINS:

@@ -336,6 +336,18 @@ def _trigger_images(root: Path, recipe: Recipe, index: int) -> Path:
     return root / "models" / f"{recipe.name}.trigger{index}.npz"
 
 
+def known_trigger(root: Path, recipe: Recipe, index: int = 0) -> Any:
+    """Trigger ``index`` of ``recipe`` as the library takes it: its spec, else the defender's
+    images carrying it (TriggerData, target = the trigger's)."""
+    from kerasaudit.triggers import TriggerData, load_trigger
+
+    trig = recipe.attack.triggers[index]
+    if trig.spec:
+        return load_trigger(trig.spec, (28, 28, 1))
+    with np.load(_trigger_images(root, recipe, index)) as f:
+        return TriggerData.from_arrays(f"trigger{index}", f["x"], f["y"], trig.target)
+
+
 def measure_file(root: Path, recipe: Recipe, path: Path) -> dict[str, Any]:
     """Clean accuracy and real-trigger ASR of a model file on the 9,000 evaluation images,
     stamped by the zoo's own code (never kerasaudit's)."""
