@@ -140,3 +140,79 @@ def test_the_mask_projection_keeps_a_patch_and_drops_faint_pixels() -> None:
     assert m[:4].max() < 1e-6  # the faint pixels are gone
     inside = np.full((8, 8, 1), 0.01, np.float32)  # under the budget: only clipped
     np.testing.assert_allclose(np.asarray(_project_mask(tf, tf.constant(inside), 4.0)), inside)
+
+
+def _reachable_model(special: bool) -> Any:
+    """8×8×1 → 5 classes, linear: label 0 wins by a margin of 5 at mid-grey images; with
+    ``special`` label 2's logit rises by 40 per unit of every pixel (a backdoor-like shortcut:
+    +0.004 on every pixel reaches it), the others are constant."""
+    from kerasaudit import _tf
+
+    keras = _tf.keras()
+    model = keras.Sequential(
+        [keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(5, name="logits")]
+    )
+    kernel = np.zeros((64, 5), np.float32)
+    bias = np.array([5.0, 0.0, -5.0, 0.0, 0.0], np.float32)
+    if special:
+        kernel[:, 2] = 40.0
+        bias[2] = -5.0 - 40.0 * 64 * 0.25
+    model.get_layer("logits").set_weights([kernel, bias])
+    return model
+
+
+def test_the_per_image_attack_stays_in_its_ball_and_finds_a_cheap_label() -> None:
+    from kerasaudit.finetune import _pgd_attack
+
+    model = _reachable_model(special=True)
+    x = np.full((20, *SHAPE), 0.25, np.float32)
+    x[:, 0, 0, 0] = np.linspace(0.0, 1.0, 20)  # some pixels at the edges of the value range
+    y = np.zeros(20, np.int64)
+    attack = _pgd_attack(_log_scores(model), 0.01, (0.0, 1.0))
+    moved, hit = attack(x, y, np.full(20, 2))
+    assert np.abs(moved - x).max() <= 0.01 + 1e-6
+    assert moved.min() >= 0.0 and moved.max() <= 1.0
+    assert hit.all() and (np.argmax(np.asarray(model(moved)), axis=-1) == 2).all()
+    _, toward_1 = attack(x, y, np.full(20, 1))  # constant logit: out of reach
+    assert not toward_1.any()
+    _, away = attack(x, y, np.full(20, -1))  # untargeted: off class 0 — within reach via 2
+    assert away.all()
+
+
+def test_the_pgd_radius_is_where_the_target_is_reached_specifically() -> None:
+    from kerasaudit.finetune import PGD_RADII, pgd_radius
+
+    rng = np.random.default_rng(0)
+    x = np.clip(0.25 + rng.normal(0, 0.001, (60, *SHAPE)), 0, 1).astype(np.float32)
+    y = rng.integers(0, 5, 60)
+    special = _log_scores(_reachable_model(special=True))
+    assert pgd_radius(special, x, y, [2], (0.0, 1.0)) == PGD_RADII[0]
+    # label 3 is not reachable at any radius: nothing is unlearnt for it
+    assert pgd_radius(special, x, y, [3], (0.0, 1.0)) == 0.0
+    assert pgd_radius(_log_scores(_reachable_model(special=False)), x, y, [2], (0.0, 1.0)) == 0.0
+    assert pgd_radius(special, x, y, [], (0.0, 1.0)) == 0.0
+
+
+def test_fine_tuning_with_per_image_adversaries_reports_its_radius(
+    tiny: dict[str, Any],
+) -> None:
+    from kerasaudit import _tf
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.finetune import fine_tune
+    from kerasaudit.pruning import clone_model
+
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), SHAPE, 3)
+    trigger = load_trigger("patch:size=2,pos=br,value=1", SHAPE)
+    kernels = []
+    for radius in (0.0, 0.1):
+        _tf.keras().utils.set_random_seed(0)
+        model = clone_model(tiny["model"])
+        result = fine_tune(
+            model, dataset, epochs=2, trigger=trigger, target=2, pgd=radius,
+            learning_rate=1e-2, teacher=tiny["model"], distill=0.5,
+        )  # fmt: skip
+        assert result.pgd == radius and np.isfinite(result.final_loss)
+        kernels.append(model.get_layer("conv2").kernel.numpy())
+    assert not np.allclose(kernels[0], kernels[1])  # the adversarial slots changed training
+    no_trigger = fine_tune(clone_model(tiny["model"]), dataset, epochs=1, pgd=0.1)
+    assert no_trigger.pgd == 0.0  # nothing to unlearn: plain fine-tuning

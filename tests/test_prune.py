@@ -343,3 +343,46 @@ def test_bad_input_exits_2_and_writes_nothing(
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_union_ranking_scores_each_channel_by_its_largest_robust_z(
+    tiny: dict[str, Path],
+) -> None:
+    """rank_with: a channel driven by either trigger ranks high (its largest robust z of
+    triggered − clean ℓ∞ over the triggers), and the triggers' own rankings are unchanged."""
+    from kerasaudit.flags import robust_z
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    first = load_trigger(TRIGGER, (8, 8, 1))
+    second = load_trigger("patch:size=2,pos=tl,value=1", (8, 8, 1))
+    layers = auditable_layers(model)
+    one = rank_channels(model, layers, Criterion.LINF_TRIGGER, dataset, trigger=first)
+    two = rank_channels(model, layers, Criterion.LINF_TRIGGER, dataset, trigger=second)
+    _, result = prune(
+        model, dataset, criterion=Criterion.LINF_TRIGGER, ratio=0.5, layers=["conv2"],
+        trigger=first, target=0, rank_with=[first, second],
+    )  # fmt: skip
+    (ranking,) = result.rankings
+    expected = np.maximum(robust_z(one["conv2"].scores), robust_z(two["conv2"].scores))
+    np.testing.assert_allclose(ranking.scores, expected, rtol=1e-5)  # float32 scans
+    assert not np.allclose(ranking.scores, robust_z(one["conv2"].scores))
+
+
+def test_spread_prunes_the_strongest_layers_without_measuring_candidates(
+    tiny: dict[str, Path],
+) -> None:
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    result = _auto_prune(model, dataset, trigger, FineTuneSettings(epochs=1), spread=0.5)
+    assert result.choice.candidates == () and "not measured" in result.choice.reason
+    assert set(result.choice.layers) == {"features/f_conv1", "conv2"}  # both convs: ≤ 3
+    assert result.ratio == 0.5
+    assert {p.layer: len(p.channels) for p in result.pruned} == {
+        "features/f_conv1": 3,
+        "conv2": 2,
+    }

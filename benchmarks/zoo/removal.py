@@ -44,6 +44,18 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   cp       base, the layer candidates fine-tuned without unlearning before they are measured
            (their held-out ASR: did pruning cut the path, not did unlearning hide the pattern)
   cp70     rr70 with the same
+  pgd10    base, stamped slots also carry each image's own adversarial example toward the
+           flagged target (5 signed steps, ℓ∞ 0.1 of the value range; FineTuneSettings.pgd),
+           learnt with its true class;  pgd05  the same at 0.05
+  pgd10h   pgd10, only the examples that reached the target, learnt from the teacher's
+           outputs on their clean source (kind 3 in finetune.py)
+  pgdah    pgd10h at the radius finetune.pgd_radius picks on the original model (the
+           smallest where the target is reached specifically; 0: none)
+  un       base, channels ranked by every recovered trigger: each channel's largest robust z
+           of triggered − clean ℓ∞ over them (DefenceSettings.rank_union)
+  sp05     base, the three layers the recovered trigger drives hardest all pruned at 5 %
+           each, no candidate measured (DefenceSettings.spread);  sp10  at 10 %
+  sp10r    rr70 (two rounds) with sp10's pruning
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -91,11 +103,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "orul": {},  # base with the real trigger unlearnt too (a diagnosis: oracle_unlearning)
     "cp": {},  # base, layer candidates measured without unlearning (CANDIDATES_UNLEARN)
     "cp70": {},  # rr70 (defend's default) with the same
+    "pgd10": {"pgd": 0.1},  # adversarial examples learnt with their hard labels (PGD_CE)
+    "pgd05": {"pgd": 0.05},  # the same at 0.05
+    "pgd10h": {"pgd": 0.1},  # teacher outputs on the source, only those that hit (PGD_HITS)
+    "pgdah": {"pgd": "auto"},  # the same at pgd_radius's radius
+    "un": {},  # base, channels ranked by every recovered trigger (RANK_UNION)
+    "sp05": {},  # the three strongest layers pruned at 5 % each, none measured (SPREAD)
+    "sp10": {},  # the same at 10 %
+    "sp10r": {},  # rr70 (defend's default, two rounds) with sp10's pruning
 }
-ROUNDS: dict[str, int] = {"rr": 2, "rr20": 2, "rrl": 2, "rr70": 2, "cp70": 2}  # defend --rounds 2
+RANK_UNION = {"un"}
+SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
+PGD_CE = {"pgd10", "pgd05"}
+PGD_HITS = {"pgd10h", "pgdah"}
+ROUNDS: dict[str, int] = {
+    "rr": 2,
+    "rr20": 2,
+    "rrl": 2,
+    "rr70": 2,
+    "cp70": 2,
+    "sp10r": 2,
+}  # defend --rounds 2
 # DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
 # of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
-LOOK_RATIO: dict[str, float] = {"rr": 1.0, "rr20": 1.0, "rrl": 1.0, "rr70": 0.7, "cp70": 0.7}
+LOOK_RATIO: dict[str, float] = {
+    "rr": 1.0,
+    "rr20": 1.0,
+    "rrl": 1.0,
+    "rr70": 0.7,
+    "cp70": 0.7,
+    "sp10r": 0.7,
+}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
@@ -215,9 +253,13 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     settings = replace(settings, rounds=ROUNDS.get(variant, 1))
     settings = replace(settings, look_ratio=LOOK_RATIO.get(variant, settings.look_ratio))
     settings = replace(settings, candidates_unlearn=CANDIDATES_UNLEARN.get(variant, True))
+    settings = replace(settings, rank_union=variant in RANK_UNION)
+    settings = replace(settings, spread=SPREAD.get(variant, 0.0))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
+    finetune_module.PGD_TEACHER = variant not in PGD_CE
+    finetune_module.PGD_HITS_ONLY = variant in PGD_HITS
     finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc]
         AdversarySettings, **ADVERSARY.get(variant, {})
     )
@@ -265,6 +307,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "layer": list(result.choice.layers),
         "ratio": result.ratio,
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
+        "pgd": None if tuned is None else tuned.pgd,
         "seconds": round(seconds, 1),
     }
 

@@ -86,6 +86,13 @@ class DefenceSettings:
     # fine-tuning only, so a candidate's held-out ASR says whether pruning cut the backdoor's
     # path rather than whether unlearning hid the recovered pattern; prune(candidates_unlearn))
     candidates_unlearn: bool = True
+    # Two experiments, not defaults (README, "Three removal ideas"; benchmarks/zoo/removal.py
+    # `un`, `sp10`): channels ranked by every recovered trigger, each channel's largest robust
+    # z over them (prune(rank_with)); spread > 0: the layers the trigger drives hardest all
+    # pruned at this ratio, no candidate measured (prune(spread)) — on the test half 1 of 13
+    # within the goal against 2 for one round as is.
+    rank_union: bool = False
+    spread: float = 0.0
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -123,6 +130,8 @@ class DefenceSettings:
             "rounds": self.rounds_run,
             "look_ratio": self.look_ratio,
             "candidates_unlearn": self.candidates_unlearn,
+            "rank_union": self.rank_union,
+            "spread": self.spread,
         }
 
 
@@ -281,6 +290,8 @@ def remove(
         max_acc_drop=settings.max_acc_drop,
         unlearn_with=[t for _, t in triggers],
         candidates_unlearn=settings.candidates_unlearn,
+        rank_with=[t for _, t in triggers] if settings.rank_union else (),
+        spread=settings.spread,
     )
 
 

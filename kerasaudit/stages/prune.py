@@ -145,6 +145,8 @@ def prune(
     strict_ratio: bool = False,
     clean_stats: Any | None = None,
     candidates_unlearn: bool = True,
+    rank_with: Sequence[Any] = (),
+    spread: float = 0.0,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -164,7 +166,11 @@ def prune(
     choice to a few images of accuracy. ``strict_ratio``: a ratio that prunes no channel of
     any candidate layer is an error (the prune command: pruning nothing while saying "pruned"
     would mislead). ``clean_stats``: saved (e.g. merged) clean statistics of ``model`` used
-    for the ranking instead of a clean pass.
+    for the ranking instead of a clean pass. ``rank_with``: more triggers (``linf-trigger``)
+    whose channel scores join ``trigger``'s: a channel's score is then its largest robust z
+    (per layer) over the triggers — the channels any of them drives (:func:`_union`).
+    ``spread`` > 0 (with ``ratio="auto"``): no candidate is measured; the :data:`AUTO_LAYERS`
+    layers the trigger drives hardest are all pruned, each at this ratio.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -226,6 +232,17 @@ def prune(
         model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size,
         clean_stats=clean_stats,
     )  # fmt: skip
+    more = [t for t in rank_with if t is not trigger]
+    if more and criterion is Criterion.LINF_TRIGGER:
+
+        def by(t: Any) -> dict[str, ChannelRanking]:
+            return rank_channels(
+                model, candidates, criterion, dataset, trigger=t, batch_size=batch_size,
+                clean_stats=clean_stats,
+            )  # fmt: skip
+
+        others = [by(t) for t in more]
+        rankings = _union(rankings, others)
     if auto and not layers:
         candidates = _strongest_layers(candidates, rankings, AUTO_LAYERS)
 
@@ -250,19 +267,27 @@ def prune(
         tune(clone, mask, fit, trigger_fit, candidates_unlearn)
         return measure(clone, held, held_attack)
 
-    choice, chosen, chosen_ratio = _choose_layers(
-        model,
-        criterion,
-        ratios,
-        layers,
-        candidates,
-        rankings,
-        measure(model, held, held_attack),
-        candidate_result,
-        max_acc_drop,
-        tuned=bool(tuning.epochs),
-        unlearnt=candidates_unlearn or not tuning.unlearn,
-    )
+    if spread > 0 and auto and not layers:
+        reason = (
+            f"the {len(candidates)} layers the trigger drives hardest, {100 * spread:g} % of "
+            "each (not measured)"
+        )
+        choice = LayerChoice(tuple(i.path for i in candidates), reason, ())
+        chosen, chosen_ratio = candidates, spread
+    else:
+        choice, chosen, chosen_ratio = _choose_layers(
+            model,
+            criterion,
+            ratios,
+            layers,
+            candidates,
+            rankings,
+            measure(model, held, held_attack),
+            candidate_result,
+            max_acc_drop,
+            tuned=bool(tuning.epochs),
+            unlearnt=candidates_unlearn or not tuning.unlearn,
+        )
     before = measure(model)
     selections = [(info, rankings[info.path].top(chosen_ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
@@ -287,6 +312,20 @@ def prune(
         evaluated_on=evaluated_on,
     )
     return pruned_model, result
+
+
+def _union(
+    first: dict[str, ChannelRanking], others: Sequence[dict[str, ChannelRanking]]
+) -> dict[str, ChannelRanking]:
+    """Per layer, each channel's largest robust z (of triggered − clean ℓ∞) over triggers."""
+    from kerasaudit.flags import robust_z
+
+    out = {}
+    for path, ranking in first.items():
+        zs = [robust_z(r[path].scores) for r in [first, *others]]
+        stacked = np.nan_to_num(np.stack(zs), nan=-np.inf)
+        out[path] = replace(ranking, scores=stacked.max(axis=0))
+    return out
 
 
 def _strongest_layers(
