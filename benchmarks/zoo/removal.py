@@ -56,6 +56,7 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   sp05     base, the three layers the recovered trigger drives hardest all pruned at 5 %
            each, no candidate measured (DefenceSettings.spread);  sp10  at 10 %
   sp10r    rr70 (two rounds) with sp10's pruning
+  base2    base run again (same settings, same cached triggers): run-to-run spread
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -111,6 +112,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sp05": {},  # the three strongest layers pruned at 5 % each, none measured (SPREAD)
     "sp10": {},  # the same at 10 %
     "sp10r": {},  # rr70 (defend's default, two rounds) with sp10's pruning
+    "base2": {},  # base again: the run-to-run spread of one removal
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -438,7 +440,7 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=[])
+    parser.add_argument("--models", nargs="+", default=[], help="(--table: only these rows)")
     parser.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, help="default: base adv (--table: all)"
@@ -453,6 +455,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.table:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+        if args.models:  # only these models (a section of removal.md)
+            rows = [r for r in rows if r["model"] in args.models]
         print(table(rows, args.variants), end="")
         return 0
     if not args.models:

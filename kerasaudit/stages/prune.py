@@ -169,8 +169,8 @@ def prune(
     for the ranking instead of a clean pass. ``rank_with``: more triggers (``linf-trigger``)
     whose channel scores join ``trigger``'s: a channel's score is then its largest robust z
     (per layer) over the triggers — the channels any of them drives (:func:`_union`).
-    ``spread`` > 0 (with ``ratio="auto"``): no candidate is measured; the :data:`AUTO_LAYERS`
-    layers the trigger drives hardest are all pruned, each at this ratio.
+    ``spread`` > 0 (with ``ratio="auto"`` and no ``layers``): no candidate is measured; the
+    :data:`AUTO_LAYERS` layers the trigger drives hardest are all pruned, each at this ratio.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -228,21 +228,17 @@ def prune(
             f"--ratio {ratios[0]:g} prunes no channel (the layers have {smallest}+ channels): "
             f"use at least {1 / smallest:.3g}"
         )
-    rankings = rank_channels(
-        model, candidates, criterion, dataset, trigger=trigger, batch_size=batch_size,
-        clean_stats=clean_stats,
-    )  # fmt: skip
+
+    def by(t: Any) -> dict[str, ChannelRanking]:
+        return rank_channels(
+            model, candidates, criterion, dataset, trigger=t, batch_size=batch_size,
+            clean_stats=clean_stats,
+        )  # fmt: skip
+
+    rankings = by(trigger)
     more = [t for t in rank_with if t is not trigger]
     if more and criterion is Criterion.LINF_TRIGGER:
-
-        def by(t: Any) -> dict[str, ChannelRanking]:
-            return rank_channels(
-                model, candidates, criterion, dataset, trigger=t, batch_size=batch_size,
-                clean_stats=clean_stats,
-            )  # fmt: skip
-
-        others = [by(t) for t in more]
-        rankings = _union(rankings, others)
+        rankings = _union(rankings, [by(t) for t in more])
     if auto and not layers:
         candidates = _strongest_layers(candidates, rankings, AUTO_LAYERS)
 
