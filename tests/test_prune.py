@@ -349,7 +349,7 @@ def test_union_ranking_scores_each_channel_by_its_largest_robust_z(
     tiny: dict[str, Path],
 ) -> None:
     """rank_with: a channel driven by either trigger ranks high (its largest robust z of
-    triggered − clean ℓ∞ over the triggers), and the triggers' own rankings are unchanged."""
+    triggered − clean ℓ∞ over the triggers), not as the first trigger alone ranks it."""
     from kerasaudit.flags import robust_z
     from kerasaudit.loading import load_model
 
