@@ -58,6 +58,8 @@ class FineTuneSettings:
     # stamped slots beside the triggers (0: none; a share of the value range; "auto":
     # pgd_radius): see fine_tune. An experiment (benchmarks/zoo/removal.py), not a CLI option
     pgd: float | str = 0.0
+    # adaptive SAM's radius ρ (0: plain steps): see fine_tune. An experiment, not a CLI option
+    sam: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class FineTuneResult:
     adversary_success: tuple[float, ...] = ()  # each adversary's success on the last epoch
     optimizer: str = "adam"
     pgd: float = 0.0
+    sam: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +98,7 @@ class FineTuneResult:
             "adversary_success": list(self.adversary_success),
             "optimizer": self.optimizer,
             "pgd": self.pgd,
+            "sam": self.sam,
         }
 
 
@@ -118,6 +122,7 @@ def fine_tune(
     on_epoch: Callable[[int], None] | None = None,
     optimizer: str = "adam",
     pgd: float | str = 0.0,
+    sam: float = 0.0,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -146,6 +151,9 @@ def fine_tune(
     the cheapest place to send an image, wherever the recovered trigger missed). Measured on
     the zoo (README, "Three removal ideas"): it lowered the residual ASR at 2-4 points of
     accuracy (adversarial training on 1,000 images), so it is an experiment, not an option.
+    ``sam`` > 0: every step's gradient is taken at the weights moved by adaptive SAM's ascent
+    step of radius ``sam`` (FT-SAM, Zhu et al. 2023: a flat minimum near the clean task pulls
+    the large weights a backdoor rests on back; ρ = 2 there), two passes a step.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -161,6 +169,8 @@ def fine_tune(
         raise BadInputError(f"batchnorm mode must be one of {', '.join(BATCHNORM_MODES)}")
     if optimizer not in OPTIMIZERS:
         raise BadInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if sam < 0:
+        raise BadInputError(f"the SAM radius must be ≥ 0, got {sam:g}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -201,29 +211,49 @@ def fine_tune(
         as_clean = tf.logical_or(kind == 0, kind == 3)
         return tf.where(as_clean, clean_loss, tf.where(kind == 1, ce, push))
 
-    def apply(tape: Any, loss: Any) -> None:
-        stepper.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
+    def gradients(loss_fn: Callable[[], Any]) -> tuple[Any, list[Any]]:
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, trainable)
+        if sam <= 0:
+            return loss, grads
+        # Adaptive SAM (ASAM, Kwon et al. 2021, as FT-SAM uses it, Zhu et al. 2023): the
+        # gradient is taken at w + ρ·w²·g / ‖|w|·g‖ — the nearby weights where the loss rises
+        # most, each weight moved in proportion to its size — and applied at w.
+        pairs = [(w, g) for w, g in zip(trainable, grads, strict=True) if g is not None]
+        norm = tf.linalg.global_norm([tf.abs(w) * g for w, g in pairs]) + 1e-12
+        moves = [sam * tf.square(w) * g / norm for w, g in pairs]
+        for (w, _), e in zip(pairs, moves, strict=True):
+            w.assign_add(e)
+        with tf.GradientTape() as tape:
+            sharp = loss_fn()
+        grads = tape.gradient(sharp, trainable)
+        for (w, _), e in zip(pairs, moves, strict=True):
+            w.assign_sub(e)
+        return loss, grads
+
+    def apply(loss_fn: Callable[[], Any]) -> Any:
+        loss, grads = gradients(loss_fn)
+        stepper.apply_gradients(zip(grads, trainable, strict=True))
         for variable, m in masked:  # pruned channels stay exactly zero after every step
             variable.assign(variable * m)
+        return loss
 
     @tf.function(reduce_retracing=True)
     def step(xb: Any, yb: Any, kind: Any, training: bool, xs: Any) -> Any:
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(per_example(xb, yb, kind, training, xs))
-        apply(tape, loss)
-        return loss
+        return apply(lambda: tf.reduce_mean(per_example(xb, yb, kind, training, xs)))
 
     @tf.function(reduce_retracing=True)
     def split_step(xc: Any, yc: Any, xt: Any, yt: Any, kt: Any, st: Any) -> Any:
         # BatchNorm statistics from the clean images only; triggered images pass in inference
         # mode, as at test time (see module doc: otherwise "unlearning" mostly shifts BN
         # statistics, which costs clean accuracy and comes back once they are re-estimated).
-        with tf.GradientTape() as tape:
+        def loss() -> Any:
             clean = per_example(xc, yc, tf.zeros_like(yc, tf.int32), True, xc)
             trig = per_example(xt, yt, kt, False, st)
-            loss = tf.reduce_mean(tf.concat([clean, trig], axis=0))
-        apply(tape, loss)
-        return loss
+            return tf.reduce_mean(tf.concat([clean, trig], axis=0))
+
+        return apply(loss)
 
     adversaries = _adversaries(triggers, target, scores, x, adversarial)
     pool: list[Any] = [*triggers, *adversaries]
@@ -330,6 +360,7 @@ def fine_tune(
         adversary_success=tuple(success),
         optimizer=optimizer,
         pgd=radius,
+        sam=sam,
     )
 
 
@@ -433,6 +464,7 @@ def fine_tune_with(
         target=target,
         optimizer=settings.optimizer,
         pgd=settings.pgd,
+        sam=settings.sam,
     )
 
 

@@ -57,6 +57,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            each, no candidate measured (DefenceSettings.spread);  sp10  at 10 %
   sp10r    rr70 (two rounds) with sp10's pruning
   base2    base run again (same settings, same cached triggers): run-to-run spread
+  sam2     base, every fine-tuning step (layer candidates' too) by adaptive SAM at ρ 2
+           (FineTuneSettings.sam; FT-SAM's radius, Zhu et al. ICCV 2023);  sam05  at ρ 0.5
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -113,6 +115,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sp10": {},  # the same at 10 %
     "sp10r": {},  # rr70 (defend's default, two rounds) with sp10's pruning
     "base2": {},  # base again: the run-to-run spread of one removal
+    "sam2": {"sam": 2.0},  # base, each fine-tuning step by adaptive SAM at ρ 2 (FT-SAM's)
+    "sam05": {"sam": 0.5},  # the same at ρ 0.5
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -310,6 +314,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "ratio": result.ratio,
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
         "pgd": None if tuned is None else tuned.pgd,
+        "sam": None if tuned is None else tuned.sam,
         "seconds": round(seconds, 1),
     }
 
