@@ -14,7 +14,10 @@ Chain variants (prune + fine-tune, layer chosen on a held-out quarter of the def
   C  ratio 0.1,  5 epochs, unlearning 50 %, distillation 0.8
   D  ratio 0.1, 10 epochs, unlearning 30 %, distillation 0.8
   E  ratio 0.05, 10 epochs, unlearning 50 %, distillation 0.8
-  F  ratio auto, 10 epochs, unlearning 50 %, distillation 0.8   (the recommended chain)
+  F  ratio auto, 10 epochs, unlearning 50 %, distillation 0.8   (the recommended chain until
+     2026-12-02; since then 20 epochs: ``zoo.py known``)
+  S10  the recommended chain (20 epochs) with spread pruning: the 3 layers the trigger drives
+       hardest all pruned at 10 %, no candidate measured (``prune(spread=0.1)``);  S05  at 5 %
 
 Fine-tuning only (no pruning), 5 epochs: ``ft5`` clean images only; ``ul5`` unlearning;
 ``ul5fz`` BatchNorm frozen; ``ul5cl`` BatchNorm statistics from clean images only; ``ul5rc``
@@ -56,6 +59,8 @@ CHAINS: dict[str, dict[str, Any]] = {
     "D": {"ratio": 0.1, "epochs": 10, "frac": 0.3, "distill": 0.8},
     "E": {"ratio": 0.05, "epochs": 10, "frac": 0.5, "distill": 0.8},
     "F": {"ratio": "auto", "epochs": 10, "frac": 0.5, "distill": 0.8},
+    "S10": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "spread": 0.1},
+    "S05": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "spread": 0.05},
 }
 FINE_TUNE_ONLY = ("ft5", "ul5", "ul5fz", "ul5cl", "ul5rc")
 
@@ -96,6 +101,7 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
             fine_tuning=FineTuneSettings(
                 epochs=c["epochs"], unlearn=True, unlearn_fraction=c["frac"], distill=c["distill"]
             ),
+            spread=c.get("spread", 0.0),
         )
         chosen = {"layers": list(result.choice.layers), "ratio": result.ratio}
     else:
