@@ -59,6 +59,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   base2    base run again (same settings, same cached triggers): run-to-run spread
   sam2     base, every fine-tuning step (layer candidates' too) by adaptive SAM at ρ 2
            (FineTuneSettings.sam; FT-SAM's radius, Zhu et al. ICCV 2023);  sam05  at ρ 0.5
+  rr70s1   rr70 (defend's default) with the fine-tuning seed 1 instead of 0 (stamping, order):
+           how far one run of the default moves with its seed
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -117,6 +119,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "base2": {},  # base again: the run-to-run spread of one removal
     "sam2": {"sam": 2.0},  # base, each fine-tuning step by adaptive SAM at ρ 2 (FT-SAM's)
     "sam05": {"sam": 0.5},  # the same at ρ 0.5
+    "rr70s1": {"seed": 1},  # rr70 (defend's default) with fine-tuning seed 1: seed spread
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -129,6 +132,7 @@ ROUNDS: dict[str, int] = {
     "rr70": 2,
     "cp70": 2,
     "sp10r": 2,
+    "rr70s1": 2,
 }  # defend --rounds 2
 # DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
 # of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
@@ -139,6 +143,7 @@ LOOK_RATIO: dict[str, float] = {
     "rr70": 0.7,
     "cp70": 0.7,
     "sp10r": 0.7,
+    "rr70s1": 0.7,
 }
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
