@@ -152,8 +152,9 @@ def fine_tune(
     the zoo (README, "Three removal ideas"): it lowered the residual ASR at 2-4 points of
     accuracy (adversarial training on 1,000 images), so it is an experiment, not an option.
     ``sam`` > 0: every step's gradient is taken at the weights moved by adaptive SAM's ascent
-    step of radius ``sam`` (FT-SAM, Zhu et al. 2023: a flat minimum near the clean task pulls
-    the large weights a backdoor rests on back; ρ = 2 there), two passes a step.
+    step of radius ``sam``, two passes a step (FT-SAM, Zhu et al. 2023, ρ = 2: a flat minimum
+    near the clean task shrinks the weights a backdoor rests on). On the zoo (README, "Sixth
+    session") it cost more accuracy than it removed, so it is an experiment, not an option.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
