@@ -58,7 +58,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 from recipes import BY_NAME  # noqa: E402
-from rnp_probe import _scaled, _split_head  # noqa: E402
+from rnp_probe import ChannelMasks, _scaled, _split_head, pruned_measure  # noqa: E402
 
 from kerasaudit import _tf  # noqa: E402
 from kerasaudit.inventory import AuditableLayer, find_layer  # noqa: E402
@@ -77,29 +77,9 @@ class AnpSettings:
 
 
 @dataclass(frozen=True, eq=False)
-class AnpScores:
-    layers: tuple[AuditableLayer, ...]
-    masks: tuple[np.ndarray, ...]  # per layer, one value per output channel, in [0, 1]
+class AnpScores(ChannelMasks):
     clean_accuracy: float  # masked model, no perturbation, last pass over the data
     perturbed_accuracy: float  # masked model under the worst perturbation found
-
-    def ranked(self) -> list[tuple[float, int, int]]:
-        out = [(float(m), i, int(c)) for i, ms in enumerate(self.masks) for c, m in enumerate(ms)]
-        return sorted(out)
-
-    def below(self, threshold: float) -> list[tuple[AuditableLayer, list[int]]]:
-        out = []
-        for info, ms in zip(self.layers, self.masks, strict=True):
-            chosen = [int(c) for c in np.flatnonzero(ms <= threshold)]
-            if chosen:
-                out.append((info, chosen))
-        return out
-
-    def lowest(self, count: int) -> list[tuple[AuditableLayer, list[int]]]:
-        chosen: dict[int, list[int]] = {}
-        for _, i, c in self.ranked()[:count]:
-            chosen.setdefault(i, []).append(c)
-        return [(self.layers[i], sorted(cs)) for i, cs in sorted(chosen.items())]
 
 
 def _shifted(model: Any, info: AuditableLayer) -> list[tuple[Any, tuple[int, ...]]]:
@@ -234,7 +214,6 @@ def main() -> int:
     args = parser.parse_args()
     from kerasaudit.inventory import auditable_layers
     from kerasaudit.loading import load_model
-    from kerasaudit.pruning import clone_model, zero_channels
 
     root = zoo.zoo_dir(args.dir)
     xd, yd = zoo.load_split(root, "defender")
@@ -267,12 +246,7 @@ def main() -> int:
             ("below", t) for t in args.thresholds
         ]:
             chosen = s.lowest(int(value)) if kind == "count" else s.below(value)
-            n = sum(len(c) for _, c in chosen)
-            pruned = clone_model(model)
-            if chosen:
-                zero_channels(pruned, chosen)
-            after = zoo.measure(pruned, recipe, xe, ye)
-            acc_d = float(np.mean(zoo.predict(pruned, xd) == yd))
+            n, after, acc_d = pruned_measure(model, recipe, chosen, (xe, ye), (xd, yd))
             rows.append(
                 {"kind": kind, "value": value, "n": n, "acc": after["accuracy"]}
                 | {"asr": after["asr"], "defender_acc": acc_d}

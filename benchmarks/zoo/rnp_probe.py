@@ -69,12 +69,12 @@ class RnpSettings:
 
 
 @dataclass(frozen=True, eq=False)
-class RnpScores:
+class ChannelMasks:
+    """One value per conv channel (RNP's multipliers, ANP's masks: anp_probe.py), lowest =
+    most suspicious."""
+
     layers: tuple[AuditableLayer, ...]
-    masks: tuple[np.ndarray, ...]  # per layer, one multiplier per output channel, in [0, 1]
-    unlearn_epochs: int  # epochs until clean accuracy fell to the threshold
-    unlearnt_accuracy: float
-    recovered_accuracy: float
+    masks: tuple[np.ndarray, ...]  # per layer, one value per output channel, in [0, 1]
 
     def ranked(self) -> list[tuple[float, int, int]]:
         """(multiplier, layer index, channel), lowest multiplier first."""
@@ -98,6 +98,32 @@ class RnpScores:
         for _, i, c in self.ranked()[:count]:
             chosen.setdefault(i, []).append(c)
         return [(self.layers[i], sorted(cs)) for i, cs in sorted(chosen.items())]
+
+
+@dataclass(frozen=True, eq=False)
+class RnpScores(ChannelMasks):
+    unlearn_epochs: int  # epochs until clean accuracy fell to the threshold
+    unlearnt_accuracy: float
+    recovered_accuracy: float
+
+
+def pruned_measure(
+    model: Any,
+    recipe: Any,
+    chosen: list[tuple[AuditableLayer, list[int]]],
+    evaluation: tuple[np.ndarray, np.ndarray],
+    defender: tuple[np.ndarray, np.ndarray],
+) -> tuple[int, dict[str, Any], float]:
+    """(channels zeroed, the zoo's measurement on the evaluation images, accuracy on the
+    defender's images) of a clone of ``model`` with the ``chosen`` channels zeroed."""
+    from kerasaudit.pruning import clone_model, zero_channels
+
+    pruned = clone_model(model)
+    if chosen:
+        zero_channels(pruned, chosen)
+    after = zoo.measure(pruned, recipe, *evaluation)
+    xd, yd = defender
+    return sum(len(c) for _, c in chosen), after, float(np.mean(zoo.predict(pruned, xd) == yd))
 
 
 def _scaled(model: Any, info: AuditableLayer) -> list[tuple[Any, tuple[int, ...]]]:
@@ -277,7 +303,6 @@ def main() -> int:
     args = parser.parse_args()
     from kerasaudit.inventory import auditable_layers
     from kerasaudit.loading import load_model
-    from kerasaudit.pruning import clone_model, zero_channels
 
     root = zoo.zoo_dir(args.dir)
     xd, yd = zoo.load_split(root, "defender")
@@ -309,12 +334,7 @@ def main() -> int:
         )
         for t in [-1, -2, -4, -8, -16, -32, *args.thresholds]:
             chosen = s.below(t) if t >= 0 else s.lowest(-int(t))
-            n = sum(len(c) for _, c in chosen)
-            pruned = clone_model(model)
-            if chosen:
-                zero_channels(pruned, chosen)
-            after = zoo.measure(pruned, recipe, xe, ye)
-            acc_d = float(np.mean(zoo.predict(pruned, xd) == yd))
+            n, after, acc_d = pruned_measure(model, recipe, chosen, (xe, ye), (xd, yd))
             rows.append(
                 {"t": t, "n": n, "acc": after["accuracy"], "asr": after["asr"], "def_acc": acc_d}
             )
