@@ -60,6 +60,10 @@ class FineTuneSettings:
     pgd: float | str = 0.0
     # adaptive SAM's radius ρ (0: plain steps): see fine_tune. An experiment, not a CLI option
     sam: float = 0.0
+    # data augmentation of the clean images before stamping: random shifts of up to this many
+    # pixels (edges repeated) and, with flip, random horizontal flips: see fine_tune
+    shift: int = 0
+    flip: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class FineTuneResult:
     optimizer: str = "adam"
     pgd: float = 0.0
     sam: float = 0.0
+    shift: int = 0
+    flip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +105,8 @@ class FineTuneResult:
             "optimizer": self.optimizer,
             "pgd": self.pgd,
             "sam": self.sam,
+            "shift": self.shift,
+            "flip": self.flip,
         }
 
 
@@ -123,6 +131,8 @@ def fine_tune(
     optimizer: str = "adam",
     pgd: float | str = 0.0,
     sam: float = 0.0,
+    shift: int = 0,
+    flip: bool = False,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -172,6 +182,8 @@ def fine_tune(
         raise BadInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     if sam < 0:
         raise BadInputError(f"the SAM radius must be ≥ 0, got {sam:g}")
+    if shift < 0:
+        raise BadInputError(f"the augmentation shift must be ≥ 0 pixels, got {shift}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -284,6 +296,8 @@ def fine_tune(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             xb, yb = x[idx], y[idx]
+            if shift or flip:
+                xb = augment(xb, rng, shift, flip)
             kind = np.zeros(len(idx), np.int32)
             source = xb
             for a, adversary in enumerate(adversaries):
@@ -362,6 +376,8 @@ def fine_tune(
         optimizer=optimizer,
         pgd=radius,
         sam=sam,
+        shift=shift,
+        flip=flip,
     )
 
 
@@ -466,7 +482,29 @@ def fine_tune_with(
         optimizer=settings.optimizer,
         pgd=settings.pgd,
         sam=settings.sam,
+        shift=settings.shift,
+        flip=settings.flip,
     )
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, shift: int, flip: bool) -> np.ndarray:
+    """A copy of the image batch ``x`` (n, height, width, channels), each image moved by a
+    random offset of up to ``shift`` pixels along both axes (the edge pixels repeated into
+    the gap) and, with ``flip``, mirrored left-right with probability ½. The labels stay what
+    they were: only for data whose classes survive a small move (and, with ``flip``, a
+    mirror)."""
+    out = np.array(x, copy=True)
+    n, height, width = out.shape[:3]
+    if shift:
+        pad = [(0, 0), (shift, shift), (shift, shift)] + [(0, 0)] * (out.ndim - 3)
+        padded = np.pad(out, pad, mode="edge")
+        dy, dx = np.asarray(rng.integers(0, 2 * shift + 1, (2, n)))
+        for i in range(n):
+            out[i] = padded[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width]
+    if flip:
+        mirror = rng.random(n) < 0.5
+        out[mirror] = out[mirror][:, :, ::-1]
+    return out
 
 
 def _adversaries(
