@@ -205,6 +205,35 @@ def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path
     assert asr[1] > 0.5 and asr[2] < 0.1, asr  # type: ignore[operator]
 
 
+def test_a_second_look_over_three_seeds_decides_by_the_median_mask(tiny: dict[str, Path]) -> None:
+    """DefenceSettings.look_seeds: the look's Neural Cleanse runs once per seed; the median
+    mask decides (used = reached and below ratio × reference) and is the trigger returned;
+    every seed's mask is kept; an even count is refused."""
+    import numpy as np
+
+    import kerasaudit as ka
+    from kerasaudit.errors import BadInputError
+    from kerasaudit.stages.defend import DefenceSettings, second_look
+    from kerasaudit.stages.reverse import ReverseConfig
+
+    model = ka.load_model(tiny["backdoored"]).model
+    data = ka.load_data(tiny["data"], model)
+    config = ReverseConfig(steps=150, images=128, complete=False)
+    one, _ = second_look(model, data, [0], 1e6, config, 2, 0.7)
+    (look,), found = second_look(model, data, [0], 1e6, config, 2, 0.7, seeds=3)
+    assert len(look.masks) == 3 and list(look.masks) == sorted(look.masks)
+    assert look.mask_l1 == look.masks[1] == float(np.median(look.masks))
+    assert one[0].masks == (one[0].mask_l1,)  # one seed: the first seed's search alone
+    assert min(abs(m - one[0].mask_l1) for m in look.masks) <= 1e-3 * one[0].mask_l1
+    assert len(set(look.masks)) > 1  # the seeds searched differently
+    assert look.used == (look.reached and look.mask_l1 < 0.7 * 1e6)
+    assert [f.stem for f in found] == (["trigger_label0_round2"] if look.used else [])
+    if found:
+        assert float(np.abs(found[0].mask).sum()) == pytest.approx(look.mask_l1, rel=1e-3)
+    with pytest.raises(BadInputError, match="odd"):
+        DefenceSettings(look_seeds=2).check()
+
+
 def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path: Path) -> None:
     """--rounds 2 through the CLI: one second look per flagged label in the JSON (its rule:
     used = reached and smaller than the reference), the setting echoed, the defended model
