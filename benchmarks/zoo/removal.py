@@ -61,6 +61,13 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            (FineTuneSettings.sam; FT-SAM's radius, Zhu et al. ICCV 2023);  sam05  at ρ 0.5
   rr70s1   rr70 (defend's default) with the fine-tuning seed 1 instead of 0 (stamping, order):
            how far one run of the default moves with its seed
+  aug      rr70 with the clean images augmented before stamping: random shifts of up to 2 px
+           and left-right flips (FineTuneSettings.shift/flip; BackdoorBench's fine-tuning
+           defences train on random crops and flips);  augs1  the same with seed 1
+  sh1s1    rr70s1 with shifts of up to 1 px only (no flips)
+  lk3      rr70 with each second look decided by the median mask of 3 Neural Cleanse seeds
+           (DefenceSettings.look_seeds: one look's ratio moves by up to 0.18 with its seed);
+           lk3s1  the same with fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -120,6 +127,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sam2": {"sam": 2.0},  # base, each fine-tuning step by adaptive SAM at ρ 2 (FT-SAM's)
     "sam05": {"sam": 0.5},  # the same at ρ 0.5
     "rr70s1": {"seed": 1},  # rr70 (defend's default) with fine-tuning seed 1: seed spread
+    "aug": {"shift": 2, "flip": True},  # rr70 with augmented clean images (shift 2 px, flip)
+    "augs1": {"shift": 2, "flip": True, "seed": 1},  # the same with fine-tuning seed 1
+    "sh1s1": {"shift": 1, "seed": 1},  # shifts of up to 1 px only, no flips; seed 1
+    "lk3": {},  # rr70 with each second look the median of 3 Neural Cleanse seeds (LOOK_SEEDS)
+    "lk3s1": {"seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -133,6 +145,11 @@ ROUNDS: dict[str, int] = {
     "cp70": 2,
     "sp10r": 2,
     "rr70s1": 2,
+    "aug": 2,
+    "augs1": 2,
+    "sh1s1": 2,
+    "lk3": 2,
+    "lk3s1": 2,
 }  # defend --rounds 2
 # DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
 # of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
@@ -144,7 +161,13 @@ LOOK_RATIO: dict[str, float] = {
     "cp70": 0.7,
     "sp10r": 0.7,
     "rr70s1": 0.7,
+    "aug": 0.7,
+    "augs1": 0.7,
+    "sh1s1": 0.7,
+    "lk3": 0.7,
+    "lk3s1": 0.7,
 }
+LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
@@ -263,6 +286,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         settings = replace(settings, ratio=RATIO[variant])
     settings = replace(settings, rounds=ROUNDS.get(variant, 1))
     settings = replace(settings, look_ratio=LOOK_RATIO.get(variant, settings.look_ratio))
+    settings = replace(settings, look_seeds=LOOK_SEEDS.get(variant, 1))
     settings = replace(settings, candidates_unlearn=CANDIDATES_UNLEARN.get(variant, True))
     settings = replace(settings, rank_union=variant in RANK_UNION)
     settings = replace(settings, spread=SPREAD.get(variant, 0.0))
@@ -320,6 +344,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
         "pgd": None if tuned is None else tuned.pgd,
         "sam": None if tuned is None else tuned.sam,
+        "augment": None if tuned is None else [tuned.shift, tuned.flip],
         "seconds": round(seconds, 1),
     }
 
