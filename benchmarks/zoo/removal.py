@@ -341,6 +341,8 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "asr_after": after["asr"],
         "layer": list(result.choice.layers),
         "ratio": result.ratio,
+        # the (layer, ratio) candidates measured on the defender's held-out quarter
+        "candidates": [c.to_dict() for c in result.choice.candidates],
         "adversary_success": None if tuned is None else list(tuned.adversary_success),
         "pgd": None if tuned is None else tuned.pgd,
         "sam": None if tuned is None else tuned.sam,

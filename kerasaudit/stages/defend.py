@@ -153,7 +153,7 @@ class SecondLook:
     reached: bool  # the mask sent the attack threshold's share of images to the label
     used: bool  # reached and mask_l1 < ratio × reference_l1: unlearnt in the next removal
     ratio: float  # DefenceSettings.look_ratio
-    # every seed's mask ℓ1 (DefenceSettings.look_seeds); ``mask_l1`` is their median
+    # every seed's mask ℓ1 in seed order (DefenceSettings.look_seeds); ``mask_l1``: the median
     masks: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -339,8 +339,8 @@ def second_look(
     ]
     looks, found = [], []
     for k in labels:
-        every = sorted((run.label(k) for run in runs), key=lambda r: r.mask_l1)
-        r = every[len(every) // 2]
+        every = [run.label(k) for run in runs]  # in seed order
+        r = sorted(every, key=lambda e: e.mask_l1)[len(every) // 2]
         used = bool(r.reached and r.mask_l1 < ratio * reference)
         masks = tuple(float(e.mask_l1) for e in every)
         looks.append(
