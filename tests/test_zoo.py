@@ -298,6 +298,31 @@ def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
     assert "m2" in removal.table(rows) and "sgd1" in removal.table(rows).splitlines()[0]
 
 
+def test_removal_table_reports_both_fine_tuning_seeds_and_their_mean() -> None:
+    """removal.py --table: a variant and its seed-1 twin (SEED_PAIRS) are counted together per
+    half, on the models both ran on (a model with one seed only is left out)."""
+    dev = [
+        r.name
+        for r in recipes.RECIPES
+        if r.family != "clean" and removal.zoo.split(r.name) == "dev"
+    ]
+
+    def row(model: str, variant: str, asr: float) -> dict[str, Any]:
+        return {
+            "model": model, "variant": variant, "flagged": [1], "asr_before": [1.0],
+            "accuracy_before": 0.9, "asr_after": [asr], "accuracy_after": 0.895,
+        }  # fmt: skip
+
+    rows = [
+        row(dev[0], "lk3", 0.01), row(dev[0], "lk3s1", 0.05),
+        row(dev[1], "lk3", 0.01), row(dev[1], "lk3s1", 0.01),
+        row(dev[2], "lk3", 0.01),  # seed 0 only: not counted
+    ]  # fmt: skip
+    summary = removal.table(rows, ["lk3", "lk3s1"]).splitlines()[-1]
+    assert summary == "- lk3 / lk3s1 (seeds 0, 1), within the goal: dev 2, 1 of 2 (mean 1.5)"
+    assert "seeds" not in removal.table(rows, ["lk3"])
+
+
 def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -> None:
     """`zoo.py verdicts`: the shipped rule (and baseline, when the defender's images match
     one), nothing refitted — a target whose mask is 40× below

@@ -472,6 +472,31 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
                 parts.append(f"{half} {base} → {mine} of {len(some)}")
         if parts:
             lines.append(f"- base → {v}, within the goal: {', '.join(parts)}")
+    return lines + seed_means(latest, variants)
+
+
+# Variants that differ only in the fine-tuning seed (0, 1): their counts are reported together
+SEED_PAIRS = {"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"}
+
+
+def seed_means(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -> list[str]:
+    """For each :data:`SEED_PAIRS` pair in ``variants``: per half, on the models both seeds ran
+    on, how many meet the goal with each seed and their mean (one run is one seed's draw)."""
+    lines = []
+    for first, second in SEED_PAIRS.items():
+        if first not in variants or second not in variants:
+            continue
+        both = sorted(m for m, w in latest if w == first and (m, second) in latest)
+        parts = []
+        for half in ("dev", "test"):
+            some = [m for m in both if zoo.split(m) == half]
+            if some:
+                counts = [sum(_meets(latest[(m, v)]) for m in some) for v in (first, second)]
+                parts.append(
+                    f"{half} {counts[0]}, {counts[1]} of {len(some)} (mean {sum(counts) / 2:g})"
+                )
+        if parts:
+            lines.append(f"- {first} / {second} (seeds 0, 1), within the goal: {', '.join(parts)}")
     return lines
 
 
