@@ -83,8 +83,9 @@ class DefenceSettings:
     # pushed one model that one round had removed (0.27 %, -1.13) out of the goal (-2.04).
     look_ratio: float = 0.7
     # Neural Cleanse runs (seeds) per second look; the median-sized mask decides (an odd
-    # number). One look's ratio moves by up to 0.18 with the search's seed alone (README,
-    # "Sixth session"), across the 0.7 rule.
+    # number). One look's ratio moves by up to 0.18 with the search's seed alone, across the
+    # 0.7 rule; but 3 seeds did not raise the zoo's count over two fine-tuning seeds (dev mean
+    # 4 → 3.5 of 12, test 2.5 → 2.5 of 13: README, "Seventh session"), so the default is 1.
     look_seeds: int = 1
     # Layer candidates fine-tuned with unlearning before being measured (False: clean
     # fine-tuning only, so a candidate's held-out ASR says whether pruning cut the backdoor's
