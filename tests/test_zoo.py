@@ -23,6 +23,7 @@ sys.path.insert(0, str(ZOO))
 import archs  # noqa: E402
 import attacks  # noqa: E402
 import calibrate  # noqa: E402
+import layer_probe  # noqa: E402
 import recipes  # noqa: E402
 import removal  # noqa: E402
 
@@ -440,3 +441,38 @@ def test_known_variants_are_compared_per_half_on_the_same_models() -> None:
     (line,) = zoo.variant_summary(rows)
     assert "`--fine-tune-epochs 10`" in line
     assert line.endswith("dev 0 → 1 of 1, test 1 → 0 of 1")  # names[2]: no variant run
+
+
+def test_layer_probe_counts_prunes_choice_each_ratio_and_the_best_candidate(tmp_path: Path) -> None:
+    """layer_probe.py --summary: prune's rule (held-out ASR ties within max(1 %, lowest + 0.5
+    points), then the most accurate) picks per ratio set; a model counts for the oracle when
+    any candidate meets the goal (ASR ≤ 2 % at ≤ 1.5 points lost)."""
+    dev = next(
+        r.name
+        for r in recipes.RECIPES
+        if r.family != "clean" and removal.zoo.split(r.name) == "dev"
+    )
+
+    def cand(layer: str, ratio: float, acc: float, held: float, asr: float, delta: float) -> dict:
+        return {
+            "model": dev, "layer": layer, "ratio": ratio, "held_accuracy": acc,
+            "held_asr": held, "asr_after": [asr], "delta": delta,
+        }  # fmt: skip
+
+    records = [
+        cand("a", 0.05, 0.90, 0.004, 0.10, -0.4),  # most accurate of the tied: prune's pick
+        cand("a", 0.2, 0.85, 0.000, 0.015, -1.1),  # the only one within the goal
+        cand("b", 0.05, 0.95, 0.020, 0.01, -0.1),  # most accurate, but its ASR is not tied
+        cand("b", 0.2, 0.80, 0.009, 0.01, -1.6),  # tied at 0.2, but loses 1.6 points
+    ]
+    assert layer_probe.choose(records, (0.05, 0.2))["layer"] == "a"
+    assert layer_probe.choose(records, (0.05, 0.2))["ratio"] == 0.05
+    assert layer_probe.choose(records, (0.2,))["layer"] == "a"  # 0.85 beats 0.80
+    assert layer_probe.choose(records, (0.05,))["layer"] == "a"  # b's 2 % is over max(1 %, 0.9 %)
+    path = tmp_path / "probe.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (line,) = layer_probe.summary(path)
+    assert line == (
+        "- dev (1 models), within the goal: both ratios 0, 0.2 only 1, 0.05 only 0, "
+        "best candidate 1"
+    )
