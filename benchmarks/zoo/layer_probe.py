@@ -13,6 +13,10 @@ Prints one line per candidate (its held-out accuracy and recovered-trigger ASR a
 then the real ASR and accuracy change) and appends JSON lines to ``--out``. If the best candidate
 of a model meets the goal where the chosen one does not, a better choice could help there; if
 none does, no choice among these candidates can.
+
+Result (2026-12-03, all 25 flagged models, rows in benchmarks/zoo/results/layer_probe.jsonl):
+prune's choice meets the goal on 3 of 12 dev and 2 of 13 test models, the best candidate on 5
+and 3; on 17 of 25 no candidate does (results/removal.md, "how much the layer choice decides").
 """
 
 from __future__ import annotations
