@@ -7,7 +7,8 @@ fine-tune on all 1,000 defender images — and measured with the real trigger on
 evaluation images. The candidates come from a ``removal.py`` row (``--variant``, default
 ``lk3``: its rows keep them).
 
-    python benchmarks/zoo/layer_probe.py wanet_nested sig_nested --out /tmp/layer/probe.jsonl
+    python benchmarks/zoo/layer_probe.py wanet_nested sig_nested   # appends to --out
+    python benchmarks/zoo/layer_probe.py --summary   # counts results/layer_probe.jsonl
 
 Prints one line per candidate (its held-out accuracy and recovered-trigger ASR as prune saw them,
 then the real ASR and accuracy change) and appends JSON lines to ``--out``. If the best candidate
@@ -94,7 +95,7 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true", help="count the rows in --out")
     parser.add_argument("--dir")
     parser.add_argument("--variant", default="lk3", help="removal.py rows to take candidates from")
-    parser.add_argument("--out", default="/tmp/layer/probe.jsonl")
+    parser.add_argument("--out", default=str(HERE / "results" / "layer_probe.jsonl"))
     args = parser.parse_args()
     if args.summary:
         print("\n".join(summary(Path(args.out))))
