@@ -137,36 +137,13 @@ RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
 PGD_CE = {"pgd10", "pgd05"}
 PGD_HITS = {"pgd10h", "pgdah"}
-ROUNDS: dict[str, int] = {
-    "rr": 2,
-    "rr20": 2,
-    "rrl": 2,
-    "rr70": 2,
-    "cp70": 2,
-    "sp10r": 2,
-    "rr70s1": 2,
-    "aug": 2,
-    "augs1": 2,
-    "sh1s1": 2,
-    "lk3": 2,
-    "lk3s1": 2,
-}  # defend --rounds 2
-# DefenceSettings.look_ratio: a second look is used when its mask is smaller than this share
-# of the unflagged labels' median (rr: the first rule, 2026-12-02; rr70: 0.7, chosen on dev)
-LOOK_RATIO: dict[str, float] = {
-    "rr": 1.0,
-    "rr20": 1.0,
-    "rrl": 1.0,
-    "rr70": 0.7,
-    "cp70": 0.7,
-    "sp10r": 0.7,
-    "rr70s1": 0.7,
-    "aug": 0.7,
-    "augs1": 0.7,
-    "sh1s1": 0.7,
-    "lk3": 0.7,
-    "lk3s1": 0.7,
-}
+# defend --rounds 2: `rr` and its variants with the first look rule (a look used when its mask
+# is below the unflagged labels' median), and the variants of the default `rr70` (0.7 × it:
+# DefenceSettings.look_ratio, chosen on dev on 2026-12-02)
+FIRST_RULE = ("rr", "rr20", "rrl")
+DEFAULT_BASED = ("rr70", "cp70", "sp10r", "rr70s1", "aug", "augs1", "sh1s1", "lk3", "lk3s1")
+ROUNDS: dict[str, int] = {v: 2 for v in FIRST_RULE + DEFAULT_BASED}
+LOOK_RATIO: dict[str, float] = {v: 1.0 for v in FIRST_RULE} | {v: 0.7 for v in DEFAULT_BASED}
 LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
