@@ -476,3 +476,17 @@ def test_layer_probe_counts_prunes_choice_each_ratio_and_the_best_candidate(tmp_
         "- dev (1 models), within the goal: both ratios 0, 0.2 only 1, 0.05 only 0, "
         "best candidate 1"
     )
+
+
+def test_zoo_rows_are_appended_one_json_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zoo.append_row (every zoo script's result rows): appends, never rewrites; echo prints."""
+    path = tmp_path / "rows.jsonl"
+    removal.zoo.append_row(path, {"model": "m", "asr": [0.5]}, echo=True)
+    removal.zoo.append_row(path, {"model": "n"})
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"model": "m", "asr": [0.5]},
+        {"model": "n"},
+    ]
+    assert capsys.readouterr().out == '{"model": "m", "asr": [0.5]}\n'

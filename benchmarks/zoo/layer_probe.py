@@ -128,9 +128,7 @@ def main() -> int:
                 "delta": round(100 * (after["accuracy"] - before["accuracy"]), 2),
                 "seconds": round(time.time() - started, 1),
             }  # fmt: skip
-            print(json.dumps(record), flush=True)
-            with out.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            zoo.append_row(out, record, echo=True)
     return 0
 
 

@@ -22,7 +22,6 @@ seed does, and both straddle the 0.7 rule; the median of three NC seeds would ha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -79,9 +78,7 @@ def main() -> int:
                         "label": look.label, "ratio": round(look.mask_l1 / reference, 3),
                         "reached": look.reached, "seconds": round(time.time() - started, 1),
                     }  # fmt: skip
-                    print(json.dumps(record), flush=True)
-                    with out.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    zoo.append_row(out, record, echo=True)
     return 0
 
 

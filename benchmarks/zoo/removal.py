@@ -519,8 +519,7 @@ def main() -> int:
     for name in args.models:
         for variant in args.variants or ["base", "adv"]:
             row = run(root, name, variant, diagnose=not args.no_reattack)
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            zoo.append_row(out, row)
             if row.get("unchanged"):
                 print(f"{name:24} {variant:7} nothing flagged: unchanged", flush=True)
                 continue

@@ -148,8 +148,7 @@ def main() -> int:
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
             print(f"{name:24} {variant:6} Δacc {-drop:+.2f}  ASR {asr}  {row['chosen'] or ''}",
                   flush=True)  # fmt: skip
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            zoo.append_row(out, row)
     return 0
 
 

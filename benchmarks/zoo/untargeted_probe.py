@@ -18,7 +18,6 @@ would not bring it under the rule's 0.23 × the median targeted mask; not pursue
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -68,9 +67,7 @@ def main() -> int:
                 "steps": row.steps,
                 "seconds": round(time.time() - started, 1),
             }
-            print(json.dumps(record), flush=True)
-            with out.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            zoo.append_row(out, record, echo=True)
     return 0
 
 

@@ -60,6 +60,15 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def append_row(path: Path, row: dict[str, Any], *, echo: bool = False) -> None:
+    """One JSON line appended to ``path`` (the zoo scripts' result rows); ``echo``: printed too."""
+    line = json.dumps(row)
+    if echo:
+        print(line, flush=True)
+    with path.open("a") as f:
+        f.write(line + "\n")
+
+
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
