@@ -63,6 +63,23 @@ def build_bn_cnn(keras: Any, *, nested: bool = False, seed: int = 0) -> Any:
     return model
 
 
+@pytest.fixture(scope="module")
+def bn_cnn_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """{"model": build_bn_cnn's model, "data": 96 random 8×8×1 images labelled 0–2 (a uint8
+    .npz, batches of 32)}: enough to fine-tune on and compare weights after (one per module)."""
+    import numpy as np
+
+    from kerasaudit.data import DataSpec, open_data
+
+    model = build_bn_cnn(_keras())
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.0, 1.0, (96, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 96).astype(np.int64)
+    path = Path(tmp_path_factory.mktemp("bn_cnn")) / "data.npz"
+    np.savez(path, x=(x * 255).astype(np.uint8), y=y.astype(np.uint8))
+    return {"model": model, "data": open_data(DataSpec(path, batch_size=32), (8, 8, 1), 3)}
+
+
 @pytest.fixture(scope="session")
 def keras_module() -> Any:
     return _keras()

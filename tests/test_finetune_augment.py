@@ -4,12 +4,10 @@ not; the input batch is never changed; the setting reaches training."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_bn_cnn
 
 from kerasaudit.errors import BadInputError
 
@@ -58,22 +56,7 @@ def test_no_shift_and_no_flip_leave_the_images_as_they_are() -> None:
         assert np.array_equal(result, image) or np.array_equal(result, image[:, ::-1])
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from kerasaudit import _tf
-    from kerasaudit.data import DataSpec, open_data
-
-    _tf.keras().utils.set_random_seed(3)
-    model = build_bn_cnn(_tf.keras())
-    rng = np.random.default_rng(2)
-    x = rng.uniform(0.0, 1.0, (96, *SHAPE)).astype(np.float32)
-    y = rng.integers(0, 3, 96).astype(np.int64)
-    path = Path(tmp_path_factory.mktemp("augment")) / "data.npz"
-    np.savez(path, x=(x * 255).astype(np.uint8), y=y.astype(np.uint8))
-    return {"model": model, "data": open_data(DataSpec(path, batch_size=32), SHAPE, 3)}
-
-
-def test_augmentation_reaches_training_through_the_settings(tiny: dict[str, Any]) -> None:
+def test_augmentation_reaches_training_through_the_settings(bn_cnn_data: dict[str, Any]) -> None:
     from kerasaudit import _tf
     from kerasaudit.finetune import FineTuneSettings, fine_tune_with
     from kerasaudit.pruning import clone_model
@@ -81,18 +64,18 @@ def test_augmentation_reaches_training_through_the_settings(tiny: dict[str, Any]
     kernels = []
     for shift, flip in ((0, False), (2, True)):
         _tf.keras().utils.set_random_seed(0)
-        model = clone_model(tiny["model"])
+        model = clone_model(bn_cnn_data["model"])
         settings = FineTuneSettings(epochs=2, learning_rate=1e-2, shift=shift, flip=flip)
-        result = fine_tune_with(model, tiny["data"], settings)
+        result = fine_tune_with(model, bn_cnn_data["data"], settings)
         assert (result.shift, result.flip) == (shift, flip)
         assert result.to_dict()["shift"] == shift
         kernels.append(np.array(model.get_layer("conv2").kernel))
     assert not np.allclose(kernels[0], kernels[1], atol=1e-5)
 
 
-def test_a_negative_shift_is_refused(tiny: dict[str, Any]) -> None:
+def test_a_negative_shift_is_refused(bn_cnn_data: dict[str, Any]) -> None:
     from kerasaudit.finetune import fine_tune
     from kerasaudit.pruning import clone_model
 
     with pytest.raises(BadInputError, match="shift"):
-        fine_tune(clone_model(tiny["model"]), tiny["data"], epochs=1, shift=-1)
+        fine_tune(clone_model(bn_cnn_data["model"]), bn_cnn_data["data"], epochs=1, shift=-1)
