@@ -40,9 +40,6 @@ def main() -> int:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--dir")
     args = parser.parse_args()
-    from kerasaudit.data import DataSpec, open_data
-    from kerasaudit.loading import load_model
-    from kerasaudit.stages.defend import recovered_trigger
 
     root = zoo.zoo_dir(args.dir)
     xe, ye = zoo.load_split(root, "eval")
@@ -51,20 +48,18 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models:
         recipe = BY_NAME[name]
-        model = load_model(root / "models" / recipe.filename).model
-        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        model, data = zoo.load_case(root, recipe)
         found, info = removal.found_triggers(root, name, model, data)
-        value_range = tuple(info["value_range"])
+        recovered = removal.trigger_pairs(found, info["value_range"])
         for i, real in enumerate(recipe.attack.triggers):
             target = real.target_of(ye)
             keep = np.flatnonzero(target != ye)[:IMAGES]
             x, aim = xe[keep], target[keep]
             real_change = real.stamp(x, seed=10_000 + i) - x
             real_hits = float(np.mean(zoo.predict(model, x + real_change) == aim))
-            for f in found:
+            for f, (_, trig) in zip(found, recovered, strict=True):
                 if f.label is not None and not np.all(aim == f.label):
                     continue  # a trigger recovered for another label (two-trigger models)
-                trig = recovered_trigger(f, (28, 28, 1), value_range)  # type: ignore[arg-type]
                 stamped = trig.apply(x)
                 change = stamped - x
                 per_image = [_cos(a, b) for a, b in zip(change, real_change, strict=True)]

@@ -100,9 +100,7 @@ def main() -> int:
     if args.summary:
         print("\n".join(summary(Path(args.out))))
         return 0
-    from kerasaudit.data import DataSpec, open_data
-    from kerasaudit.loading import load_model
-    from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove
+    from kerasaudit.stages.defend import DefenceSettings, remove
 
     root = zoo.zoo_dir(args.dir)
     out = Path(args.out)
@@ -110,12 +108,10 @@ def main() -> int:
     xe, ye = zoo.load_split(root, "eval")
     for name in args.models:
         recipe = BY_NAME[name]
-        model = load_model(root / "models" / recipe.filename).model
-        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        model, data = zoo.load_case(root, recipe)
         found, info = removal.found_triggers(root, name, model, data)
         before = zoo.original_eval(root, recipe)
-        value_range = tuple(info["value_range"])
-        pairs = [(f.label, recovered_trigger(f, (28, 28, 1), value_range)) for f in found]
+        pairs = removal.trigger_pairs(found, info["value_range"])
         for c in candidates(name, args.variant):
             started = time.time()
             settings = replace(DefenceSettings(), rounds=1, layers=(c["layer"],), ratio=c["ratio"])

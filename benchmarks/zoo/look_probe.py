@@ -45,22 +45,18 @@ def main() -> int:
     parser.add_argument("--look-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="/tmp/look/probe.jsonl")
     args = parser.parse_args()
-    from kerasaudit.data import DataSpec, open_data
-    from kerasaudit.loading import load_model
-    from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove, second_look
+    from kerasaudit.stages.defend import DefenceSettings, remove, second_look
     from kerasaudit.stages.reverse import ReverseConfig
 
     root = zoo.zoo_dir(args.dir)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
-        model = load_model(root / "models" / BY_NAME[name].filename).model
-        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        model, data = zoo.load_case(root, BY_NAME[name])
         found, info = removal.found_triggers(root, name, model, data)
         labels = info["flagged"]
         reference = removal.reference_l1(root, name, labels)
-        value_range = tuple(info["value_range"])
-        pairs = [(f.label, recovered_trigger(f, (28, 28, 1), value_range)) for f in found]
+        pairs = removal.trigger_pairs(found, info["value_range"])
         for tune_seed in args.tune_seeds:
             settings = DefenceSettings()
             settings = replace(

@@ -233,6 +233,14 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     return found, info
 
 
+def trigger_pairs(found: list[Any], value_range: Any) -> list[tuple[int | None, Any]]:
+    """(label, stampable trigger) for each cached recovered trigger, as `defend` unlearns them
+    (``kerasaudit.stages.defend.recovered_trigger``)."""
+    from kerasaudit.stages.defend import recovered_trigger
+
+    return [(f.label, recovered_trigger(f, (28, 28, 1), tuple(value_range))) for f in found]
+
+
 def reference_l1(root: Path, name: str, flagged: list[int]) -> float:
     """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
     reverse report cached beside the triggers."""
@@ -243,14 +251,11 @@ def reference_l1(root: Path, name: str, flagged: list[int]) -> float:
 
 
 def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
-    from kerasaudit.data import DataSpec, open_data
-    from kerasaudit.loading import load_model
-    from kerasaudit.stages.defend import DefenceSettings, recovered_trigger, remove_in_rounds
+    from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
     from kerasaudit.stages.reverse import ReverseConfig
 
     recipe = BY_NAME[name]
-    model = load_model(root / "models" / recipe.filename).model
-    data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+    model, data = zoo.load_case(root, recipe)
     found, info = found_triggers(root, name, model, data)
     before = zoo.original_eval(root, recipe)
     row: dict[str, Any] = {
@@ -287,8 +292,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     if variant in BY_SUCCESS:
         x, y = data.take_array(1000)
         success = [
-            recovered_asr(model, recovered_trigger(f, (28, 28, 1), value_range), f.label, x, y)  # type: ignore[arg-type]
-            for f in found
+            recovered_asr(model, t, label, x, y) for label, t in trigger_pairs(found, value_range)
         ]
         order = sorted(range(len(found)), key=lambda i: -success[i])
         found = [found[i] for i in order]
@@ -310,7 +314,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         )
     assert fixed is not None and result is not None
     seconds = time.time() - started
-    triggers = [(f.label, recovered_trigger(f, (28, 28, 1), value_range)) for f in every]
+    triggers = trigger_pairs(every, value_range)
     if looks:
         row["second_looks"] = [look.to_dict() for look in looks]
     xe, ye = zoo.load_split(root, "eval")
@@ -352,11 +356,10 @@ def oracle_unlearning(
     the recovered ones. Tells whether what survives ``defend`` is the layer choice or the
     unlearnt trigger's likeness to the real one."""
     from kerasaudit.ranking import Criterion
-    from kerasaudit.stages.defend import recovered_trigger
     from kerasaudit.stages.prune import prune
 
     real = zoo.known_trigger(root, BY_NAME[name])
-    recovered = [recovered_trigger(f, (28, 28, 1), value_range) for f in found]
+    recovered = [t for _, t in trigger_pairs(found, value_range)]
     return prune(
         model,
         data,

@@ -75,16 +75,13 @@ def _batchnorm_layers(model: Any) -> list[Any]:
 
 
 def run(name: str, variant: str, root: Path) -> dict[str, Any]:
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.finetune import FineTuneSettings, fine_tune
-    from kerasaudit.loading import load_model
     from kerasaudit.pruning import clone_model
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune
 
     recipe = BY_NAME[name]
-    model = load_model(root / "models" / recipe.filename).model
-    data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+    model, data = zoo.load_case(root, recipe)
     trig = recipe.attack.triggers[0]
     trigger = zoo.known_trigger(root, recipe)
     started = time.time()

@@ -39,10 +39,8 @@ def main() -> int:
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6])
     parser.add_argument("--out", default="/tmp/untargeted/probe.jsonl")
     args = parser.parse_args()
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.evaluation import classifier_io
     from kerasaudit.inversion import UNTARGETED, BatchedInversion, MaskForm
-    from kerasaudit.loading import load_model
     from kerasaudit.stages.reverse import ReverseConfig, _value_range
 
     root = zoo.zoo_dir(args.dir)
@@ -50,8 +48,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     config = ReverseConfig()
     for name in args.models:
-        model = load_model(root / "models" / BY_NAME[name].filename).model
-        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        model, data = zoo.load_case(root, BY_NAME[name])
         x, y = data.take_array(config.images)
         form = MaskForm(*_value_range(x))
         outputs = classifier_io(model).outputs

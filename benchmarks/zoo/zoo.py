@@ -278,9 +278,7 @@ def cmd_warp(args: argparse.Namespace) -> int:
     (``kerasaudit.stages.reverse.warp_findings``, `reverse`'s defaults and images, seeded per
     label like every engine, so the numbers are what a full `reverse` run measures), merged
     into evidence/NAME.json; the per-label details cached in results/NAME/warp.json."""
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.evaluation import classifier_io
-    from kerasaudit.loading import load_model
     from kerasaudit.stages.reverse import ReverseConfig, warp_findings
 
     root = zoo_dir(args.dir)
@@ -294,8 +292,7 @@ def cmd_warp(args: argparse.Namespace) -> int:
         if all(e.get("warp_rms") is not None for e in labels) and not args.force:
             continue
         log(f"warp {recipe.name}")
-        model = load_model(root / "models" / recipe.filename).model
-        data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+        model, data = load_case(root, recipe)
         x, y = data.take_array(config.images)
         started = time.time()
         found = warp_findings(
@@ -343,6 +340,17 @@ def also_unlearn_args(root: Path, recipe: Recipe, index: int) -> list[str]:
 
 def _trigger_images(root: Path, recipe: Recipe, index: int) -> Path:
     return root / "models" / f"{recipe.name}.trigger{index}.npz"
+
+
+def load_case(root: Path, recipe: Recipe) -> tuple[Any, Any]:
+    """(the model as kerasaudit loads it, the defender's 1,000 images as a Dataset): what
+    every zoo script that defends or probes a model starts from."""
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.loading import load_model
+
+    model = load_model(root / "models" / recipe.filename).model
+    data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
+    return model, data
 
 
 def known_trigger(root: Path, recipe: Recipe, index: int = 0) -> Any:
