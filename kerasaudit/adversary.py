@@ -40,6 +40,14 @@ class AdversarySettings:
     budget: float = 1.5  # × the starting trigger's mask ℓ1 (or perturbation ℓ2)
     step: float = 0.02  # signed-gradient step: mask units; × the value range for pattern/δ
     shift: float = 0.5  # share of a compact mask's stamps placed at a random position
+    # "universal": the trigger in its own form (UniversalAdversary); "generator": the trigger
+    # generalised to an image-dependent change (GeneratorAdversary). An experiment
+    # (benchmarks/zoo/removal.py), not a CLI option
+    form: str = "universal"
+    rate: float = 0.01  # GeneratorAdversary's Adam step size
+    hidden: int = 16  # GeneratorAdversary's convolution channels
+    warmup: int = 3  # GeneratorAdversary's passes over the clean data before fine-tuning
+    refresh: bool = True  # GeneratorAdversary keeps attacking after its warm-up (False: fixed)
 
 
 class UniversalAdversary:
@@ -78,7 +86,7 @@ class UniversalAdversary:
             self.limit = self.settings.budget * float(mask.sum())
             self.variables = [tf.Variable(m, trainable=False), tf.Variable(p, trainable=False)]
             self.steps = [self.settings.step, self.settings.step * span]
-            self.box = _compact_box(mask)
+            self.box = compact_box(mask)
 
         def stamp(x: Any) -> Any:
             if self.additive:
@@ -86,18 +94,22 @@ class UniversalAdversary:
             m, p = self.variables
             return (1.0 - m) * x + m * p
 
+        def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
+            logp = scores(stamp(xb), False)
+            if target is None:
+                p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
+                loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
+                hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
+            else:
+                loss = -tf.reduce_mean(logp[:, target])
+                hits = tf.equal(tf.argmax(logp, axis=-1), target)
+            return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+
         @tf.function(reduce_retracing=True)
         def step(xb: Any, yb: Any) -> Any:
             with tf.GradientTape() as tape:
                 tape.watch(self.variables)
-                logp = scores(stamp(xb), False)
-                if target is None:
-                    p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
-                    loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
-                    hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
-                else:
-                    loss = -tf.reduce_mean(logp[:, target])
-                    hits = tf.equal(tf.argmax(logp, axis=-1), target)
+                loss, hits = attack(xb, yb)
             grads = tape.gradient(loss, self.variables)
             for variable, grad, size in zip(self.variables, grads, self.steps, strict=True):
                 variable.assign(variable - size * tf.sign(grad))
@@ -153,6 +165,139 @@ class UniversalAdversary:
         return m, p
 
 
+class GeneratorAdversary:
+    """A recovered trigger generalised to an image-dependent change that re-attacks the model
+    being fine-tuned (BTI-DBF's unlearning in spirit, Xu et al., ICLR 2024, whose generator
+    maps each image to its own poisoned version).
+
+    The change is ``δ(x) = B + A·x + c(x)``: per-pixel ``A`` and ``B`` (a mask trigger starts
+    as ``A = −m``, ``B = m·p``, an additive one as ``B = δ``) and a two-layer 3×3 convolution
+    ``c`` whose last layer starts at zero, so the adversary starts as the recovered trigger
+    itself. A blended trigger ``(1 − α)·x + α·p`` is exactly of this form (``A = −α``,
+    ``B = α·p``) while a universal additive perturbation cannot express its ``−α·x`` part, and
+    ``c`` can follow image-dependent changes (a warp moves edges). Each image's change is kept
+    within an ℓ2 budget of :attr:`AdversarySettings.budget` × the starting trigger's mean
+    per-image change; one Adam step per fine-tuning batch sends the clean batch to the target
+    (untargeted: off each image's class), after :attr:`AdversarySettings.warmup` passes over
+    ``x`` (with ``labels``) against the model as it is."""
+
+    def __init__(
+        self,
+        trigger: Trigger,
+        target: int | None,
+        scores: ScoresFn,
+        value_range: tuple[float, float],
+        settings: AdversarySettings,
+        x: np.ndarray,
+        labels: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> None:
+        tf = _tf.tf()
+        self.settings = settings
+        self.low, self.high = (float(v) for v in value_range)
+        x = np.asarray(x, np.float32)
+        sample = np.asarray(x[:256], np.float32)
+        shape = sample.shape[1:]  # one image in the model's input layout
+        change = np.asarray(trigger.apply(sample), np.float32) - sample
+        per_image = np.sqrt(np.square(change.reshape(len(sample), -1)).sum(axis=1))
+        self.limit = settings.budget * float(per_image.mean())
+        mask = np.asarray(trigger.mask, np.float32)
+        pattern = np.asarray(trigger.pattern, np.float32)
+        m = np.broadcast_to(mask[..., np.newaxis], pattern.shape)
+        a = -m.reshape(shape)
+        b = (m * pattern).reshape(shape)
+        if trigger.delta is not None:
+            b = b + np.asarray(trigger.delta, np.float32).reshape(shape)
+        self.image_shape = (*mask.shape, pattern.shape[-1])  # (H, W, C)
+        rng = np.random.default_rng(seed)
+        channels, hidden = self.image_shape[-1], settings.hidden
+        w1 = rng.normal(0.0, np.sqrt(2.0 / (9 * channels)), (3, 3, channels, hidden))
+        self.variables = [
+            tf.Variable(a, dtype=tf.float32, trainable=False),
+            tf.Variable(b, dtype=tf.float32, trainable=False),
+        ]
+        if hidden:  # the convolution path (0: the per-pixel affine change only)
+            self.variables += [
+                tf.Variable(w1.astype(np.float32), trainable=False),
+                tf.Variable(np.zeros(hidden, np.float32), trainable=False),
+                tf.Variable(np.zeros((3, 3, hidden, channels), np.float32), trainable=False),
+            ]
+        moments = [
+            (
+                tf.Variable(tf.zeros_like(v), trainable=False),
+                tf.Variable(tf.zeros_like(v), trainable=False),
+            )
+            for v in self.variables
+        ]
+        count = tf.Variable(0.0, trainable=False)
+
+        def stamp(xb: Any) -> Any:
+            a, b = self.variables[:2]
+            delta = b + a * xb
+            if hidden:
+                w1, b1, w2 = self.variables[2:]
+                images = tf.reshape(xb, (-1, *self.image_shape))
+                hidden_map = tf.nn.relu(tf.nn.conv2d(images, w1, 1, "SAME") + b1)
+                delta += tf.reshape(tf.nn.conv2d(hidden_map, w2, 1, "SAME"), tf.shape(xb))
+            flat = tf.reshape(delta, (tf.shape(xb)[0], -1))
+            norm = tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1) + 1e-12)
+            scale = tf.minimum(1.0, self.limit / norm)
+            scale = tf.reshape(scale, tf.concat([[-1], tf.ones(len(shape), tf.int32)], 0))
+            return tf.clip_by_value(xb + delta * scale, self.low, self.high)
+
+        def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
+            logp = scores(stamp(xb), False)
+            if target is None:
+                p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
+                loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
+                hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
+            else:
+                loss = -tf.reduce_mean(logp[:, target])
+                hits = tf.equal(tf.argmax(logp, axis=-1), target)
+            return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+
+        @tf.function(reduce_retracing=True)
+        def step(xb: Any, yb: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(self.variables)
+                loss, hits = attack(xb, yb)
+            grads = tape.gradient(loss, self.variables)
+            count.assign_add(1.0)
+            beta1, beta2 = 0.9, 0.999
+            for variable, grad, (m1, m2) in zip(self.variables, grads, moments, strict=True):
+                m1.assign(beta1 * m1 + (1 - beta1) * grad)
+                m2.assign(beta2 * m2 + (1 - beta2) * tf.square(grad))
+                m_hat = m1 / (1 - beta1**count)
+                v_hat = m2 / (1 - beta2**count)
+                variable.assign_sub(settings.rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
+            return hits
+
+        self._step = step
+        self._hits = tf.function(lambda xb, yb: attack(xb, yb)[1], reduce_retracing=True)
+        self._stamp = tf.function(stamp, reduce_retracing=True)
+        self._learning = True
+        if labels is not None:
+            y = np.asarray(labels, np.int32)
+            for _ in range(settings.warmup):
+                order = rng.permutation(len(x))
+                for start in range(0, len(order), 64):
+                    idx = order[start : start + 64]
+                    self.update(x[idx], y[idx])
+        self._learning = settings.refresh
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One attack step on a clean batch (none after the warm-up when
+        :attr:`AdversarySettings.refresh` is off); the share it sent to its target before."""
+        tf = _tf.tf()
+        attack = self._step if self._learning else self._hits
+        return float(attack(tf.constant(x, tf.float32), tf.constant(y, tf.int32)))
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each image of the batch changed by the current generator; ``x`` is untouched."""
+        tf = _tf.tf()
+        return np.asarray(self._stamp(tf.constant(np.asarray(x, np.float32))))
+
+
 def _project_mask(tf: Any, v: Any, limit: float, iterations: int = 30) -> Any:
     """The Euclidean projection of ``v`` onto {0 ≤ m ≤ 1, Σm ≤ limit}: ``clip(v − θ, 0, 1)``
     with the smallest θ ≥ 0 that meets the budget (bisection). Unlike rescaling, it keeps a
@@ -173,7 +318,7 @@ def _project_mask(tf: Any, v: Any, limit: float, iterations: int = 30) -> Any:
     return tf.clip_by_value(v - theta, 0.0, 1.0)
 
 
-def _compact_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+def compact_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     """The half-peak bounding box (one pixel of margin) of a patch-like mask, else None."""
     region = half_peak_region(mask)
     if not region.any():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import build_bn_cnn
 
-from kerasaudit.adversary import AdversarySettings, UniversalAdversary, _compact_box
+from kerasaudit.adversary import AdversarySettings, UniversalAdversary, compact_box
 from kerasaudit.finetune import _log_scores
 from kerasaudit.triggers import load_trigger
 
@@ -41,10 +41,10 @@ def test_a_patch_has_a_box_and_a_whole_image_pattern_has_none() -> None:
     mask = np.zeros((8, 8), np.float32)
     mask[5:7, 5:7] = 1.0
     mask[0, 0] = 0.1  # below half the peak: not part of the patch
-    rows, cols = _compact_box(mask) or (None, None)
+    rows, cols = compact_box(mask) or (None, None)
     assert (rows, cols) == (slice(4, 8), slice(4, 8))  # the patch and a one-pixel margin
-    assert _compact_box(np.full((8, 8), 0.2, np.float32)) is None
-    assert _compact_box(np.zeros((8, 8), np.float32)) is None
+    assert compact_box(np.full((8, 8), 0.2, np.float32)) is None
+    assert compact_box(np.zeros((8, 8), np.float32)) is None
 
 
 def test_the_adversary_raises_its_target_within_the_budget(tiny: dict[str, Any]) -> None:
@@ -216,3 +216,75 @@ def test_fine_tuning_with_per_image_adversaries_reports_its_radius(
     assert not np.allclose(kernels[0], kernels[1])  # the adversarial slots changed training
     no_trigger = fine_tune(clone_model(tiny["model"]), dataset, epochs=1, pgd=0.1)
     assert no_trigger.pgd == 0.0  # nothing to unlearn: plain fine-tuning
+
+
+def _change_norms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.square((a - b).reshape(len(a), -1)).sum(axis=1))
+
+
+def test_the_generator_starts_as_its_trigger_and_attacks_within_its_budget(
+    tiny: dict[str, Any],
+) -> None:
+    from kerasaudit.adversary import GeneratorAdversary
+
+    model, x, y = tiny["model"], tiny["x"], tiny["y"]
+    trigger = load_trigger("patch:size=2,pos=br,value=1", SHAPE)
+    settings = AdversarySettings(form="generator", warmup=0)
+    adversary = GeneratorAdversary(trigger, 2, _log_scores(model), (0.0, 1.0), settings, x)
+    kept = x.copy()
+    np.testing.assert_allclose(adversary.apply(x, np.random.default_rng(0)), trigger.apply(x),
+                               atol=1e-6)  # fmt: skip
+    start = _change_norms(trigger.apply(x), x).mean()
+    assert adversary.limit == pytest.approx(1.5 * start, rel=1e-5)
+    before = _mean_log_p(model, trigger.apply(x), 2)
+    for _ in range(30):
+        assert 0.0 <= adversary.update(x, y) <= 1.0
+    moved = adversary.apply(x, np.random.default_rng(0))
+    assert np.array_equal(x, kept)  # the input is untouched
+    assert moved.min() >= 0.0 and moved.max() <= 1.0
+    assert _change_norms(moved, x).max() <= adversary.limit + 1e-4  # each image's budget
+    assert not np.allclose(moved, trigger.apply(x), atol=1e-3)  # it is no longer the patch
+    assert _mean_log_p(model, moved, 2) > before + 0.1
+
+
+def test_a_blend_is_of_the_generators_form_and_a_warmup_attacks_first(
+    tiny: dict[str, Any],
+) -> None:
+    from kerasaudit.adversary import GeneratorAdversary
+
+    model, x, y = tiny["model"], tiny["x"], tiny["y"]
+    trigger = load_trigger("patch:size=2,pos=br,value=1", SHAPE)
+    scores = _log_scores(model)
+    loose = AdversarySettings(form="generator", warmup=0, budget=100.0)  # no projection
+    cold = GeneratorAdversary(trigger, 2, scores, (0.0, 1.0), loose, x)
+    alpha, pattern = 0.2, np.random.default_rng(4).uniform(0, 1, SHAPE).astype(np.float32)
+    cold.variables[0].assign(np.full(SHAPE, -alpha, np.float32))  # A = −α
+    cold.variables[1].assign(alpha * pattern)  # B = α·p
+    np.testing.assert_allclose(cold.apply(x, np.random.default_rng(0)),
+                               (1 - alpha) * x + alpha * pattern, atol=1e-5)  # fmt: skip
+    warm = GeneratorAdversary(trigger, 2, scores, (0.0, 1.0),
+                              AdversarySettings(form="generator", warmup=3), x, y)  # fmt: skip
+    at_start = _mean_log_p(model, trigger.apply(x), 2)
+    assert _mean_log_p(model, warm.apply(x, np.random.default_rng(0)), 2) > at_start + 0.05
+
+
+def test_fine_tuning_with_a_generator_adversary_reports_it(tiny: dict[str, Any]) -> None:
+    from kerasaudit import _tf
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.finetune import fine_tune
+    from kerasaudit.pruning import clone_model
+
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), SHAPE, 3)
+    trigger = load_trigger("patch:size=2,pos=br,value=1", SHAPE)
+    kernels = []
+    for form in ("universal", "generator"):
+        _tf.keras().utils.set_random_seed(0)
+        model = clone_model(tiny["model"])
+        result = fine_tune(
+            model, dataset, epochs=2, trigger=trigger, target=2, learning_rate=1e-2,
+            adversarial=AdversarySettings(form=form, warmup=1),
+        )  # fmt: skip
+        assert result.adversaries == 1 and np.isfinite(result.final_loss)
+        assert 0.0 <= result.adversary_success[0] <= 1.0
+        kernels.append(model.get_layer("conv2").kernel.numpy())
+    assert not np.allclose(kernels[0], kernels[1])  # the generator's stamps changed training
