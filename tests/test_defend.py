@@ -276,6 +276,51 @@ def test_rounds_default_to_two_and_need_unlearning() -> None:
     assert DefenceSettings(rounds=3).to_dict()["rounds"] == 3
 
 
+def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch(
+    tiny: dict[str, Path],
+) -> None:
+    """DefenceSettings.generalise "diffuse": a compact patch ranking the channels is unlearnt
+    as recovered; a whole-image mask, an additive perturbation or a warp makes every stampable
+    recovered trigger also a fitted GeneratorAdversary ("always"/"never" override; unknown
+    rules refused)."""
+    import numpy as np
+
+    import kerasaudit as ka
+    from kerasaudit.errors import BadInputError
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings, generalises, recovered_trigger, remove
+    from kerasaudit.stages.reverse import FoundTrigger
+
+    model = ka.load_model(tiny["backdoored"]).model
+    data = ka.load_data(tiny["data"], model)
+    shape = data.info.shape
+    patch = np.zeros(shape[:2], np.float32)
+    patch[:2, :2] = 1.0
+    zeros, none = np.zeros(shape, np.float32), np.zeros(shape[:2], np.float32)
+    whole = np.full(shape[:2], 0.2, np.float32)
+    found = {
+        "patch": FoundTrigger("p", 0, "neural-cleanse", patch, zeros),
+        "diffuse": FoundTrigger("d", 0, "neural-cleanse", whole, np.ones(shape, np.float32)),
+        "additive": FoundTrigger("a", 0, "additive", none, zeros, delta=zeros + 0.05),
+        "warp": FoundTrigger("w", 0, "warp", none, zeros, flow=np.ones((*shape[:2], 2))),
+    }
+    triggers = {k: recovered_trigger(f, shape, (0.0, 1.0)) for k, f in found.items()}
+    assert not generalises("diffuse", triggers["patch"])
+    assert all(generalises("diffuse", triggers[k]) for k in ("diffuse", "additive", "warp"))
+    assert generalises("always", triggers["patch"]) and not generalises("never", triggers["warp"])
+    tuning = FineTuneSettings(epochs=1, unlearn=True, learning_rate=0.01)
+    fitted = {}
+    for first in ("patch", "additive"):
+        order = [first, "diffuse" if first == "patch" else "patch"]
+        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, generalise="diffuse")
+        _, pruned = remove(model, data, [(0, triggers[k]) for k in order], settings)
+        assert pruned.fine_tune is not None
+        fitted[first] = pruned.fine_tune.adversaries
+    assert fitted == {"patch": 0, "additive": 2}  # both stampable triggers fitted, or none
+    with pytest.raises(BadInputError, match="generalise"):
+        DefenceSettings(generalise="sometimes").check()
+
+
 def test_found_trigger_forms_name_kind_and_round() -> None:
     import numpy as np
 

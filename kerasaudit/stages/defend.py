@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasaudit.adversary import compact_box
 from kerasaudit.batchnorm import comes_back
 from kerasaudit.batchnorm import reestimated as reestimated_model
 from kerasaudit.data import Dataset
@@ -51,6 +52,7 @@ from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, ReverseResult
 from kerasaudit.triggers import AnyTrigger, FileSpec, FileTrigger, Trigger
 
 StepFn = Callable[[str], None]  # told the name of each step as it starts
+GENERALISE = ("diffuse", "always", "never")  # DefenceSettings.generalise
 
 
 def _default_tuning() -> FineTuneSettings:
@@ -98,6 +100,11 @@ class DefenceSettings:
     # within the goal against 2 for one round as is.
     rank_union: bool = False
     spread: float = 0.0
+    # When the recovered trigger that ranks the channels is not a compact patch (a whole-image
+    # mask, an additive perturbation: Neural Cleanse's approximation of a blend, a sinusoid or
+    # a warp), every recovered trigger is also fitted as an image-dependent change and
+    # unlearnt (FineTuneSettings.generator; "always" / "never" regardless of the trigger)
+    generalise: str = "never"
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -119,6 +126,8 @@ class DefenceSettings:
             raise BadInputError(f"the second look's ratio must be positive: {self.look_ratio}")
         if self.look_seeds < 1 or self.look_seeds % 2 == 0:
             raise BadInputError(f"second-look seeds must be an odd count: {self.look_seeds}")
+        if self.generalise not in GENERALISE:
+            raise BadInputError(f"generalise must be one of {', '.join(GENERALISE)}")
 
     @property
     def rounds_run(self) -> int:
@@ -285,6 +294,8 @@ def remove(
     if not triggers:
         raise BadInputError("nothing to remove: no trigger")
     target, first = triggers[0]
+    if generalises(settings.generalise, first):
+        settings = replace(settings, fine_tuning=replace(settings.fine_tuning, generator=True))
     if settings.ratio == 0:
         return _unlearn_only(model, dataset, triggers, settings.fine_tuning)
     return prune(
@@ -303,6 +314,19 @@ def remove(
         rank_with=[t for _, t in triggers] if settings.rank_union else (),
         spread=settings.spread,
     )
+
+
+def generalises(rule: str, trigger: AnyTrigger) -> bool:
+    """Whether :attr:`DefenceSettings.generalise`'s ``rule`` fits the recovered triggers as
+    image-dependent changes when ``trigger`` ranks the channels: "diffuse" unless it is a
+    patch (a mask whose half-peak box covers at most a quarter of the image, no additive part
+    or warp)."""
+    if rule in ("always", "never"):
+        return rule == "always"
+    if not isinstance(trigger, Trigger):
+        return False  # triggered images: nothing to fit
+    patch = trigger.delta is None and trigger.flow is None and compact_box(trigger.mask)
+    return not patch
 
 
 def reference_l1(mask_l1: Mapping[int, float], flagged: Collection[int]) -> float:
