@@ -71,6 +71,11 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   succ     rr70 with the recovered triggers reordered so that the one sending the most of the
            defender's images to its label ranks channels and chooses the layer (on blended
            triggers the additive recovery reaches the target on 98-99.6 %, the mask on 24-64 %)
+  gen      rr70 with each recovered trigger also unlearnt as a GeneratorAdversary: the trigger
+           generalised to an image-dependent change B + A·x + conv(x) that re-attacks the model
+           every step within 1.5 × its per-image ℓ2 change (BTI-DBF's unlearning in spirit; a
+           blend (1 − α)·x + α·p is of this form, a universal additive δ is not);  gens1  the
+           same with fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -136,6 +141,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lk3": {},  # rr70 with each second look the median of 3 Neural Cleanse seeds (LOOK_SEEDS)
     "lk3s1": {"seed": 1},  # the same with fine-tuning seed 1
     "succ": {},  # rr70, the recovered trigger that works best on --data ranks first (BY_SUCCESS)
+    "gen": {"adversarial": True},  # rr70, each trigger also as a GeneratorAdversary (ADVERSARY)
+    "gens1": {"adversarial": True, "seed": 1},  # the same with fine-tuning seed 1
+    "gena": {"adversarial": True},  # gen with the per-pixel affine change only (no conv path)
+    "genf": {"adversarial": True},  # gen fixed after a warm-up of 5 passes (no re-attack)
+    "genfs1": {"adversarial": True, "seed": 1},  # the same with fine-tuning seed 1
+    "gend": {},  # rr70, genf's fitted generators only when the first trigger is not a patch
+    "gends1": {"seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -146,15 +158,36 @@ PGD_HITS = {"pgd10h", "pgdah"}
 # DefenceSettings.look_ratio, chosen on dev on 2026-12-02)
 FIRST_RULE = ("rr", "rr20", "rrl")
 DEFAULT_BASED = (
-    *("rr70", "cp70", "sp10r", "rr70s1", "aug", "augs1", "sh1s1", "lk3", "lk3s1", "succ"),
+    *(
+        "rr70",
+        "cp70",
+        "sp10r",
+        "rr70s1",
+        "aug",
+        "augs1",
+        "sh1s1",
+        "lk3",
+        "lk3s1",
+        "succ",
+        "gen",
+        "gens1",
+    ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
 ROUNDS: dict[str, int] = {v: 2 for v in FIRST_RULE + DEFAULT_BASED}
 LOOK_RATIO: dict[str, float] = {v: 1.0 for v in FIRST_RULE} | {v: 0.7 for v in DEFAULT_BASED}
 LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
+GENERALISE = {"gend": "diffuse", "gends1": "diffuse"}  # DefenceSettings.generalise
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
-ADVERSARY: dict[str, dict[str, float]] = {"shift": {"step": 0.0}}
+ADVERSARY: dict[str, dict[str, Any]] = {
+    "shift": {"step": 0.0},
+    "gen": {"form": "generator"},
+    "gens1": {"form": "generator"},
+    "gena": {"form": "generator", "hidden": 0},
+    "genf": {"form": "generator", "warmup": 5, "refresh": False},
+    "genfs1": {"form": "generator", "warmup": 5, "refresh": False},
+}
 
 
 def rows_file(root: Path) -> Path:
@@ -279,6 +312,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     settings = replace(settings, candidates_unlearn=CANDIDATES_UNLEARN.get(variant, True))
     settings = replace(settings, rank_union=variant in RANK_UNION)
     settings = replace(settings, spread=SPREAD.get(variant, 0.0))
+    settings = replace(settings, generalise=GENERALISE.get(variant, "never"))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
@@ -472,7 +506,10 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
 
 
 # Variants that differ only in the fine-tuning seed (0, 1): their counts are reported together
-SEED_PAIRS = {"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"}
+SEED_PAIRS = {
+    **{"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"},
+    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1"},
+}
 
 
 def seed_means(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -> list[str]:
