@@ -95,6 +95,7 @@ class FineTuneResult:
     sam: float = 0.0
     shift: int = 0
     flip: bool = False
+    generators: int = 0  # of the adversaries, fitted image-dependent changes (generator)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +117,7 @@ class FineTuneResult:
             "sam": self.sam,
             "shift": self.shift,
             "flip": self.flip,
+            "generators": self.generators,
         }
 
 
@@ -392,6 +394,7 @@ def fine_tune(
         sam=sam,
         shift=shift,
         flip=flip,
+        generators=sum(isinstance(a, GeneratorAdversary) for a in adversaries),
     )
 
 

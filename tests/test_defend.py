@@ -262,6 +262,27 @@ def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path:
     assert known["asr_after"] < 0.05
 
 
+def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """--generalise always: the text says how many recovered triggers were also fitted as
+    image-dependent changes, the JSON echoes the setting and counts them; never: none; an
+    unknown rule exits 2."""
+    base = [*["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])], *FAST,
+            "--rounds", "1"]  # fmt: skip
+    text = runner.invoke(app, [*base, "--generalise", "always"], env={"COLUMNS": "200"})
+    assert text.exit_code == 1, text.output
+    fitted = [line for line in text.output.splitlines() if "Step 2" in line]
+    assert fitted and all("also fitted as image-dependent changes" in line for line in fitted)
+    for rule, expected in (("always", True), ("never", False)):
+        result = runner.invoke(app, [*base, "--generalise", rule, "--format", "json", "-q"])
+        assert result.exit_code == 1, result.output
+        report = json.loads(result.stdout)
+        assert report["settings"]["generalise"] == rule
+        counts = [p["fine_tune"]["generators"] for p in report["prune"]]
+        assert counts and all((n > 0) == expected for n in counts), counts
+    bad = runner.invoke(app, [*base, "--generalise", "sometimes"])
+    assert bad.exit_code == 2 and "generalise" in bad.output
+
+
 def test_rounds_default_to_two_and_need_unlearning() -> None:
     """Two rounds by default; without unlearning there is nothing to unlearn a second round's
     trigger with, so one round runs and the report says so."""
@@ -315,8 +336,8 @@ def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch
         settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, generalise="diffuse")
         _, pruned = remove(model, data, [(0, triggers[k]) for k in order], settings)
         assert pruned.fine_tune is not None
-        fitted[first] = pruned.fine_tune.adversaries
-    assert fitted == {"patch": 0, "additive": 2}  # both stampable triggers fitted, or none
+        fitted[first] = (pruned.fine_tune.adversaries, pruned.fine_tune.generators)
+    assert fitted == {"patch": (0, 0), "additive": (2, 2)}  # both triggers fitted, or none
     with pytest.raises(BadInputError, match="generalise"):
         DefenceSettings(generalise="sometimes").check()
 

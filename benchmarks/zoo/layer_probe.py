@@ -114,7 +114,8 @@ def main() -> int:
         pairs = removal.trigger_pairs(found, info["value_range"])
         for c in candidates(name, args.variant):
             started = time.time()
-            settings = replace(DefenceSettings(), rounds=1, layers=(c["layer"],), ratio=c["ratio"])
+            settings = DefenceSettings(generalise="never")  # lk3's removal (before 2026-12-03)
+            settings = replace(settings, rounds=1, layers=(c["layer"],), ratio=c["ratio"])
             defended, _ = remove(model, data, pairs, settings)
             after = zoo.measure(defended, recipe, xe, ye)
             record = {

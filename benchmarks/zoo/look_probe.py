@@ -58,7 +58,7 @@ def main() -> int:
         reference = removal.reference_l1(root, name, labels)
         pairs = removal.trigger_pairs(found, info["value_range"])
         for tune_seed in args.tune_seeds:
-            settings = DefenceSettings()
+            settings = DefenceSettings(generalise="never")  # as measured before 2026-12-03
             settings = replace(
                 settings, rounds=1, fine_tuning=replace(settings.fine_tuning, seed=tune_seed)
             )

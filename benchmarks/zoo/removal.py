@@ -38,7 +38,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            median is unlearnt too, in a removal from the original model with every trigger
   rr20     rr with 20 epochs
   rr70     rr, a second look used only when its mask is below 0.7 × the median (defend's
-           default since 2026-12-02 night; chosen on the development half)
+           default from 2026-12-02 night to 2026-12-03, chosen on the development half; every
+           variant here runs with DefenceSettings.generalise "never" unless it says otherwise)
   rrl      rr, the second removal ranking channels (and choosing the layer) by the trigger the
            second look found instead of the first one (remove_in_rounds(latest_first=True))
   cp       base, the layer candidates fine-tuned without unlearning before they are measured

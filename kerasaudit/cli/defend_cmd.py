@@ -158,6 +158,16 @@ def defend(
             "On the zoo it helped position-free patches and hurt others (README).",
         ),
     ] = False,
+    generalise: Annotated[
+        str,
+        typer.Option(
+            "--generalise",
+            help="diffuse: when the recovered trigger that ranks the channels is not a compact "
+            "patch (a blend, a sinusoid or a warp is only approximated by Neural Cleanse), fit "
+            "every recovered trigger also as an image-dependent change and unlearn it too; "
+            "always; never (README, eighth session).",
+        ),
+    ] = "diffuse",
     eval_trigger: Annotated[
         str | None,
         typer.Option(
@@ -237,6 +247,7 @@ def defend(
         max_acc_drop=max_acc_drop / 100,
         fine_tuning=replace(tuning, seed=seed, **changes),
         rounds=rounds,
+        generalise=generalise,
     )
     settings.check()
     config = reverse_config(

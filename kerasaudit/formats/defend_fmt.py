@@ -67,6 +67,9 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
             what = "unlearn (no pruning)"
             if pruned.pruned:
                 what = "prune (recovered trigger) + unlearn"
+            fitted = pruned.fine_tune.generators if pruned.fine_tune is not None else 0
+            if fitted:
+                what += f" ({fitted} also fitted as image-dependent changes)"
             console.print(Text(f"Step 2: {what}", style="bold"))
             prune_fmt.render(pruned, console)
         for line in look_lines(result.second_looks, "defended"):

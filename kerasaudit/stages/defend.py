@@ -103,8 +103,12 @@ class DefenceSettings:
     # When the recovered trigger that ranks the channels is not a compact patch (a whole-image
     # mask, an additive perturbation: Neural Cleanse's approximation of a blend, a sinusoid or
     # a warp), every recovered trigger is also fitted as an image-dependent change and
-    # unlearnt (FineTuneSettings.generator; "always" / "never" regardless of the trigger)
-    generalise: str = "never"
+    # unlearnt (FineTuneSettings.generator; "always" / "never" regardless of the trigger).
+    # "diffuse" since 2026-12-03 (README, "Eighth session"): on the 11 zoo models it changes
+    # the residual real-trigger ASR fell on 19 of 22 (model, seed) runs (sig_wide 12.3 → 3.6
+    # %, wanet_nested 10.6 → 0.6 %); within the goal dev 0 → 3 of 7 with either seed, but on
+    # the test half 1 → 1 and 0 → 0 of 4, and it cost over 0.5 more points on 8 of 22
+    generalise: str = "diffuse"
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -149,6 +153,7 @@ class DefenceSettings:
             "candidates_unlearn": self.candidates_unlearn,
             "rank_union": self.rank_union,
             "spread": self.spread,
+            "generalise": self.generalise,
         }
 
 
