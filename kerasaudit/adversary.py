@@ -41,8 +41,8 @@ class AdversarySettings:
     step: float = 0.02  # signed-gradient step: mask units; × the value range for pattern/δ
     shift: float = 0.5  # share of a compact mask's stamps placed at a random position
     # "universal": the trigger in its own form (UniversalAdversary); "generator": the trigger
-    # generalised to an image-dependent change (GeneratorAdversary). An experiment
-    # (benchmarks/zoo/removal.py), not a CLI option
+    # generalised to an image-dependent change (GeneratorAdversary; defend fits it and then
+    # keeps it fixed: finetune.GENERATOR_FIT, DefenceSettings.generalise)
     form: str = "universal"
     rate: float = 0.01  # GeneratorAdversary's Adam step size
     hidden: int = 16  # GeneratorAdversary's convolution channels
@@ -95,15 +95,7 @@ class UniversalAdversary:
             return (1.0 - m) * x + m * p
 
         def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
-            logp = scores(stamp(xb), False)
-            if target is None:
-                p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
-                loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
-                hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
-            else:
-                loss = -tf.reduce_mean(logp[:, target])
-                hits = tf.equal(tf.argmax(logp, axis=-1), target)
-            return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+            return _attack_loss(tf, scores(stamp(xb), False), yb, target)
 
         @tf.function(reduce_retracing=True)
         def step(xb: Any, yb: Any) -> Any:
@@ -114,7 +106,7 @@ class UniversalAdversary:
             for variable, grad, size in zip(self.variables, grads, self.steps, strict=True):
                 variable.assign(variable - size * tf.sign(grad))
             self._project(tf)
-            return tf.reduce_mean(tf.cast(hits, tf.float32))
+            return hits
 
         self._step = step
 
@@ -166,7 +158,7 @@ class UniversalAdversary:
 
 
 class GeneratorAdversary:
-    """A recovered trigger generalised to an image-dependent change that re-attacks the model
+    """A recovered trigger generalised to an image-dependent change, fitted against the model
     being fine-tuned (BTI-DBF's unlearning in spirit, Xu et al., ICLR 2024, whose generator
     maps each image to its own poisoned version).
 
@@ -177,9 +169,12 @@ class GeneratorAdversary:
     ``B = α·p``) while a universal additive perturbation cannot express its ``−α·x`` part, and
     ``c`` can follow image-dependent changes (a warp moves edges). Each image's change is kept
     within an ℓ2 budget of :attr:`AdversarySettings.budget` × the starting trigger's mean
-    per-image change; one Adam step per fine-tuning batch sends the clean batch to the target
-    (untargeted: off each image's class), after :attr:`AdversarySettings.warmup` passes over
-    ``x`` (with ``labels``) against the model as it is."""
+    per-image change. It is fitted toward the target (untargeted: off each image's class) by
+    :attr:`AdversarySettings.warmup` passes of Adam steps over ``x`` (with ``labels``) against
+    the model as it is, then by one step per fine-tuning batch — or, with
+    :attr:`AdversarySettings.refresh` off (``defend``'s way), not at all: re-attacking every
+    step was adversarial training on 1,000 images and cost 2.4-5 points on the zoo (README,
+    "Eighth session")."""
 
     def __init__(
         self,
@@ -246,15 +241,7 @@ class GeneratorAdversary:
             return tf.clip_by_value(xb + delta * scale, self.low, self.high)
 
         def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
-            logp = scores(stamp(xb), False)
-            if target is None:
-                p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
-                loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
-                hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
-            else:
-                loss = -tf.reduce_mean(logp[:, target])
-                hits = tf.equal(tf.argmax(logp, axis=-1), target)
-            return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+            return _attack_loss(tf, scores(stamp(xb), False), yb, target)
 
         @tf.function(reduce_retracing=True)
         def step(xb: Any, yb: Any) -> Any:
@@ -296,6 +283,19 @@ class GeneratorAdversary:
         """Each image of the batch changed by the current generator; ``x`` is untouched."""
         tf = _tf.tf()
         return np.asarray(self._stamp(tf.constant(np.asarray(x, np.float32))))
+
+
+def _attack_loss(tf: Any, logp: Any, yb: Any, target: int | None) -> tuple[Any, Any]:
+    """An adversary's loss on log-probabilities ``logp`` (toward ``target``; None: off each
+    image's class ``yb``) and the share of the batch it already sends there."""
+    if target is None:
+        p_own = tf.exp(tf.gather(logp, yb, batch_dims=1))
+        loss = -tf.reduce_mean(tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)))
+        hits = tf.not_equal(tf.argmax(logp, axis=-1, output_type=yb.dtype), yb)
+    else:
+        loss = -tf.reduce_mean(logp[:, target])
+        hits = tf.equal(tf.argmax(logp, axis=-1), target)
+    return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
 
 
 def _project_mask(tf: Any, v: Any, limit: float, iterations: int = 30) -> Any:
