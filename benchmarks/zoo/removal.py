@@ -149,6 +149,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "genfs1": {"adversarial": True, "seed": 1},  # the same with fine-tuning seed 1
     "gend": {},  # rr70, genf's fitted generators only when the first trigger is not a patch
     "gends1": {"seed": 1},  # the same with fine-tuning seed 1
+    "gdb1": {},  # gend with the generator's budget 1.0 × the trigger's change (GENERATOR)
+    "gdb1s1": {"seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -178,7 +180,9 @@ BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defend
 ROUNDS: dict[str, int] = {v: 2 for v in FIRST_RULE + DEFAULT_BASED}
 LOOK_RATIO: dict[str, float] = {v: 1.0 for v in FIRST_RULE} | {v: 0.7 for v in DEFAULT_BASED}
 LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
-GENERALISE = {"gend": "diffuse", "gends1": "diffuse"}  # DefenceSettings.generalise
+# DefenceSettings.generalise
+GENERALISE = {v: "diffuse" for v in ("gend", "gends1", "gdb1", "gdb1s1")}
+GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
@@ -321,6 +325,9 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     finetune_module.PGD_HITS_ONLY = variant in PGD_HITS
     finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc]
         AdversarySettings, **ADVERSARY.get(variant, {})
+    )
+    finetune_module.GENERATOR_FIT = replace(
+        AdversarySettings(form="generator", warmup=5, refresh=False), **GENERATOR.get(variant, {})
     )
     started = time.time()
     value_range = tuple(info["value_range"])
@@ -509,7 +516,7 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
 # Variants that differ only in the fine-tuning seed (0, 1): their counts are reported together
 SEED_PAIRS = {
     **{"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"},
-    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1"},
+    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1", "gdb1": "gdb1s1"},
 }
 
 
