@@ -94,15 +94,9 @@ class UniversalAdversary:
             m, p = self.variables
             return (1.0 - m) * x + m * p
 
-        def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
-            return _attack_loss(tf, scores(stamp(xb), False), yb, target)
-
         @tf.function(reduce_retracing=True)
         def step(xb: Any, yb: Any) -> Any:
-            with tf.GradientTape() as tape:
-                tape.watch(self.variables)
-                loss, hits = attack(xb, yb)
-            grads = tape.gradient(loss, self.variables)
+            grads, hits = _attack_gradients(tf, self.variables, scores, stamp, xb, yb, target)
             for variable, grad, size in zip(self.variables, grads, self.steps, strict=True):
                 variable.assign(variable - size * tf.sign(grad))
             self._project(tf)
@@ -240,15 +234,9 @@ class GeneratorAdversary:
             scale = tf.reshape(scale, tf.concat([[-1], tf.ones(len(shape), tf.int32)], 0))
             return tf.clip_by_value(xb + delta * scale, self.low, self.high)
 
-        def attack(xb: Any, yb: Any) -> tuple[Any, Any]:
-            return _attack_loss(tf, scores(stamp(xb), False), yb, target)
-
         @tf.function(reduce_retracing=True)
         def step(xb: Any, yb: Any) -> Any:
-            with tf.GradientTape() as tape:
-                tape.watch(self.variables)
-                loss, hits = attack(xb, yb)
-            grads = tape.gradient(loss, self.variables)
+            grads, hits = _attack_gradients(tf, self.variables, scores, stamp, xb, yb, target)
             count.assign_add(1.0)
             beta1, beta2 = 0.9, 0.999
             for variable, grad, (m1, m2) in zip(self.variables, grads, moments, strict=True):
@@ -260,7 +248,10 @@ class GeneratorAdversary:
             return hits
 
         self._step = step
-        self._hits = tf.function(lambda xb, yb: attack(xb, yb)[1], reduce_retracing=True)
+        self._hits = tf.function(
+            lambda xb, yb: _attack_loss(tf, scores(stamp(xb), False), yb, target)[1],
+            reduce_retracing=True,
+        )
         self._stamp = tf.function(stamp, reduce_retracing=True)
         self._learning = True
         if labels is not None:
@@ -296,6 +287,23 @@ def _attack_loss(tf: Any, logp: Any, yb: Any, target: int | None) -> tuple[Any, 
         loss = -tf.reduce_mean(logp[:, target])
         hits = tf.equal(tf.argmax(logp, axis=-1), target)
     return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+
+
+def _attack_gradients(
+    tf: Any,
+    variables: list[Any],
+    scores: ScoresFn,
+    stamp: Callable[[Any], Any],
+    xb: Any,
+    yb: Any,
+    target: int | None,
+) -> tuple[list[Any], Any]:
+    """The gradient of :func:`_attack_loss` on the batch ``stamp(xb)`` with respect to an
+    adversary's ``variables``, and the share of the batch already sent to the target."""
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        loss, hits = _attack_loss(tf, scores(stamp(xb), False), yb, target)
+    return tape.gradient(loss, variables), hits
 
 
 def _project_mask(tf: Any, v: Any, limit: float, iterations: int = 30) -> Any:

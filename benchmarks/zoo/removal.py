@@ -105,6 +105,9 @@ import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 from recipes import BY_NAME  # noqa: E402
 
+# the library's generator fit, read before any variant patches finetune.GENERATOR_FIT
+from kerasaudit.finetune import GENERATOR_FIT as LIBRARY_FIT  # noqa: E402
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "adv": {"adversarial": True},
@@ -326,9 +329,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc]
         AdversarySettings, **ADVERSARY.get(variant, {})
     )
-    finetune_module.GENERATOR_FIT = replace(
-        AdversarySettings(form="generator", warmup=5, refresh=False), **GENERATOR.get(variant, {})
-    )
+    finetune_module.GENERATOR_FIT = replace(LIBRARY_FIT, **GENERATOR.get(variant, {}))
     started = time.time()
     value_range = tuple(info["value_range"])
     if variant in BY_SUCCESS:
