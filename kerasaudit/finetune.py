@@ -68,7 +68,16 @@ class FineTuneSettings:
     # GENERATOR_FIT's passes over the clean data against the model being fine-tuned, then
     # fixed) and unlearnt beside it; instead of ``adversarial``'s universal adversaries
     generator: bool = False
+    # what a stamped (triggered) image learns besides its hard label when there is a teacher
+    # (distill > 0): "off" none; "masked" the teacher's outputs on the triggered image with
+    # its top class removed (unless that is the true one); "source" the teacher's outputs on
+    # the clean image before stamping, where there is one (--trigger-data images have none:
+    # hard label only). An experiment (benchmarks/zoo/removal_variants.py), not a CLI
+    # option: see fine_tune
+    trigger_teacher: str = "off"
 
+
+TRIGGER_TEACHERS = ("off", "masked", "source")
 
 # GeneratorAdversary as FineTuneSettings.generator fits it: 5 passes, then a fixed trigger
 # (re-attacking every step, benchmarks/zoo/removal.py `gen`, cost 2.5-5 points of accuracy)
@@ -96,6 +105,7 @@ class FineTuneResult:
     shift: int = 0
     flip: bool = False
     generators: int = 0  # of the adversaries, fitted image-dependent changes (generator)
+    trigger_teacher: str = "off"  # what triggered images distil (off without a teacher)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +128,7 @@ class FineTuneResult:
             "shift": self.shift,
             "flip": self.flip,
             "generators": self.generators,
+            "trigger_teacher": self.trigger_teacher,
         }
 
 
@@ -144,6 +155,7 @@ def fine_tune(
     sam: float = 0.0,
     shift: int = 0,
     flip: bool = False,
+    trigger_teacher: str = "off",
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -181,6 +193,13 @@ def fine_tune(
     development half (README, "Seventh session") moves of 2 px with flips lowered the ASR on
     5 of 12 models and cost more accuracy on 9 (the models never saw mirrored images); 1-px
     moves changed little: an experiment, not an option.
+    ``trigger_teacher`` (with a teacher): a triggered image with its true class learns
+    ``(1 − distill)·CE(label) + distill·KL(q ‖ model)`` like a clean one, where q is the
+    teacher's outputs on the clean image it was stamped on (``"source"``, when stamped here),
+    or on the triggered image itself with the teacher's top class removed unless it is the
+    true class (``"masked"``: the original model's view of the image among the other
+    classes, without the backdoor's vote). ``--trigger-data`` images have no clean twin:
+    under ``"source"`` they learn their hard label only.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -200,6 +219,8 @@ def fine_tune(
         raise BadInputError(f"the SAM radius must be ≥ 0, got {sam:g}")
     if shift < 0:
         raise BadInputError(f"the augmentation shift must be ≥ 0 pixels, got {shift}")
+    if trigger_teacher not in TRIGGER_TEACHERS:
+        raise BadInputError(f"trigger teacher must be one of {', '.join(TRIGGER_TEACHERS)}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -226,19 +247,30 @@ def fine_tune(
         # unknown class (--trigger-data without labels): pushed away from the target instead,
         # −log Σ_{j≠t} p_j (from logits: a confident backdoor saturates probabilities); 3 an
         # adversarial example toward the target: as a clean image, the teacher's outputs on
-        # its clean source (``xs``: the batch before stamping).
+        # its clean source (``xs``: the batch before stamping); 4 triggered with its true
+        # class and the teacher's outputs on its source; 5 the same with the teacher's
+        # outputs on the triggered image, its top class removed (trigger_teacher).
         logp = scores(xb, training)  # (n, K) log-probabilities
         ce = -tf.gather(logp, yb, batch_dims=1)
         classes = tf.shape(logp)[-1]
         others = logp - 1e9 * tf.one_hot(away_target, classes)
         push = -tf.reduce_logsumexp(others, axis=-1)
         clean_loss = ce
+        trig_loss = ce
         if teacher_scores is not None:
             logpt = teacher_scores(xs, False)
             kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
             clean_loss = (1.0 - distill) * ce + distill * kl
+            if trigger_teacher != "off":
+                logtt = teacher_scores(xb, False)
+                top = tf.argmax(logtt, axis=-1, output_type=yb.dtype)
+                drop = tf.one_hot(top, classes) * tf.cast(top != yb, logtt.dtype)[:, None]
+                logq = tf.nn.log_softmax(logtt - 1e9 * drop, axis=-1)
+                kl_masked = tf.reduce_sum(tf.exp(logq) * (logq - logp), axis=-1)
+                from_masked = (1.0 - distill) * ce + distill * kl_masked
+                trig_loss = tf.where(kind == 4, clean_loss, tf.where(kind == 5, from_masked, ce))
         as_clean = tf.logical_or(kind == 0, kind == 3)
-        return tf.where(as_clean, clean_loss, tf.where(kind == 1, ce, push))
+        return tf.where(as_clean, clean_loss, tf.where(kind == 2, push, trig_loss))
 
     def gradients(loss_fn: Callable[[], Any]) -> tuple[Any, list[Any]]:
         with tf.GradientTape() as tape:
@@ -301,6 +333,8 @@ def fine_tune(
     if radius > 0:
         perturb = _pgd_attack(scores, radius, value_range)
         pool.append(_PGD)
+    # the kind a stamped slot learns as (per_example): None = hard label only
+    taught = {"masked": 5, "source": 4}.get(trigger_teacher) if use_teacher else None
     rng = np.random.default_rng(seed)
     steps = 0
     loss_value = float("nan")
@@ -336,8 +370,10 @@ def fine_tune(
                                 kind[slots] = 2
                             else:
                                 yb[slots] = yt
+                                kind[slots] = 5 if taught == 5 else 1  # no clean twin
                         elif isinstance(trig, (UniversalAdversary, GeneratorAdversary)):
                             xb[slots] = trig.apply(xb[slots], rng)
+                            kind[slots] = 1 if taught is None else taught
                         elif trig is _PGD:
                             assert perturb is not None
                             aim = rng.choice(aims, slots.size) if aims else np.full(slots.size, -1)
@@ -347,6 +383,7 @@ def fine_tune(
                             kind[slots] = np.where(hit | (not PGD_HITS_ONLY), learnt, 0)
                         else:
                             xb[slots] = trig.apply(xb[slots])
+                            kind[slots] = 1 if taught is None else taught
             clean = kind == 0
             if split and clean.any() and not clean.all():
                 loss_value = float(
@@ -395,6 +432,7 @@ def fine_tune(
         shift=shift,
         flip=flip,
         generators=sum(isinstance(a, GeneratorAdversary) for a in adversaries),
+        trigger_teacher=trigger_teacher if taught is not None else "off",
     )
 
 
@@ -501,6 +539,7 @@ def fine_tune_with(
         sam=settings.sam,
         shift=settings.shift,
         flip=settings.flip,
+        trigger_teacher=settings.trigger_teacher,
     )
 
 

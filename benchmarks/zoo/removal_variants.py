@@ -18,6 +18,12 @@ Chain variants (prune + fine-tune, layer chosen on a held-out quarter of the def
      2026-12-02; since then 20 epochs: ``zoo.py known``)
   S10  the recommended chain (20 epochs) with spread pruning: the 3 layers the trigger drives
        hardest all pruned at 10 %, no candidate measured (``prune(spread=0.1)``);  S05  at 5 %
+  K    the recommended chain (20 epochs) as a library call, every known trigger unlearnt
+  KS   K with stamped images also distilled (``FineTuneSettings.trigger_teacher="source"``:
+       the teacher's outputs on the clean image a spec trigger was stamped on; ``--trigger-data``
+       images keep their hard label. Rows before 2026-12-03 13:15 gave trigger-data images
+       KM's target instead)
+  KM   K with ``trigger_teacher="masked"`` (the image itself without the top class, always)
 
 Fine-tuning only (no pruning), 5 epochs: ``ft5`` clean images only; ``ul5`` unlearning;
 ``ul5fz`` BatchNorm frozen; ``ul5cl`` BatchNorm statistics from clean images only; ``ul5rc``
@@ -61,7 +67,12 @@ CHAINS: dict[str, dict[str, Any]] = {
     "F": {"ratio": "auto", "epochs": 10, "frac": 0.5, "distill": 0.8},
     "S10": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "spread": 0.1},
     "S05": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "spread": 0.05},
-}
+    "K": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True},
+    "KS": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
+           "teach": "source"},
+    "KM": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
+           "teach": "masked"},
+}  # fmt: skip
 FINE_TUNE_ONLY = ("ft5", "ul5", "ul5fz", "ul5cl", "ul5rc")
 
 
@@ -88,17 +99,24 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
     chosen: Any = None
     if variant in CHAINS:
         c = CHAINS[variant]
+        count = len(recipe.attack.triggers) if c.get("all") else 1
+        every = [trigger, *(zoo.known_trigger(root, recipe, i) for i in range(1, count))]
         fixed, result = prune(
             model,
             data,
             criterion=Criterion.LINF_TRIGGER,
             ratio=c["ratio"],
             trigger=trigger,
-            target=trig.target,
+            target=None if trig.target < 0 else trig.target,
             fine_tuning=FineTuneSettings(
-                epochs=c["epochs"], unlearn=True, unlearn_fraction=c["frac"], distill=c["distill"]
+                epochs=c["epochs"],
+                unlearn=True,
+                unlearn_fraction=c["frac"],
+                distill=c["distill"],
+                trigger_teacher=c.get("teach", "off"),
             ),
             spread=c.get("spread", 0.0),
+            unlearn_with=every if len(every) > 1 else None,
         )
         chosen = {"layers": list(result.choice.layers), "ratio": result.ratio}
     else:
