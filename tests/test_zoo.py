@@ -490,3 +490,36 @@ def test_zoo_rows_are_appended_one_json_line_each(
         {"model": "n"},
     ]
     assert capsys.readouterr().out == '{"model": "m", "asr": [0.5]}\n'
+
+
+def test_measure_separates_the_models_own_confusion_from_what_the_trigger_flips(
+    keras_module: Any,
+) -> None:
+    """zoo.measure on a real Keras model whose clean prediction is a marker pixel's class and
+    whose target wins once the 3×3 grey patch is stamped: every stamped image goes to the
+    target (ASR 1), the images marked as the target go there unstamped too (clean_to_target),
+    and only the others count as flipped by the trigger."""
+    recipe = recipes.BY_NAME["badnets_g3_tl_dense"]
+    trig = recipe.attack.triggers[0]
+    layers = keras_module.layers
+    model = keras_module.Sequential(
+        [keras_module.Input((28, 28, 1)), layers.Flatten(), layers.Dense(10)]
+    )
+    w = np.zeros((28 * 28, 10), np.float32)
+    for c in range(10):
+        w[27 * 28 + c, c] = 5.0  # marker pixel (27, c) → class c
+    for r in range(trig.row, trig.row + 3):
+        for c in range(trig.col, trig.col + 3):
+            w[r * 28 + c, trig.target] = 1.0  # 9 × 0.7 = 6.3 > 5 once the patch is there
+    model.layers[-1].set_weights([w, np.zeros(10, np.float32)])
+    y = np.array([i % 10 for i in range(40)])
+    marks = y.copy()
+    marks[[0, 1, 2, 3]] = trig.target  # four non-target images the model confuses by itself
+    x = np.zeros((40, 28, 28, 1), np.float32)
+    x[np.arange(40), 27, marks, 0] = 1.0
+    out = removal.zoo.measure(model, recipe, x, y)
+    kept = int(np.sum(y != trig.target))  # 36
+    assert out["accuracy"] == pytest.approx(36 / 40)
+    assert out["asr"] == [pytest.approx(1.0)]
+    assert out["clean_to_target"] == [pytest.approx(4 / kept)]
+    assert out["flipped"] == [pytest.approx(1 - 4 / kept)]

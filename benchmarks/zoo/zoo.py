@@ -5,6 +5,8 @@ Usage (from the repository root; ``nox -s zoo_build`` / ``nox -s zoo`` run the s
 
     python benchmarks/zoo/zoo.py build [NAMES...]      # train what is missing (1-3 min/model)
     python benchmarks/zoo/zoo.py status                # what is built, accuracy, ASR
+    python benchmarks/zoo/zoo.py confusion [NAMES...]  # cached known-chain ASR, split into
+                                                       # the model's own confusion and flips
 
 Models, data splits and per-model results live under ``benchmarks/zoo/build`` (not in git;
 ``--dir`` or ``KERASAUDIT_ZOO`` moves them). ``manifest.json`` (in git) records each model's
@@ -111,15 +113,24 @@ def predict(model: Any, x: np.ndarray) -> np.ndarray:
 
 def measure(model: Any, recipe: Recipe, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Clean accuracy and, per trigger, ASR: stamped images whose true label is not the
-    trigger's target, sent to the target (all-to-all: every image, sent to y + 1)."""
-    out: dict[str, Any] = {"n": len(x), "accuracy": float(np.mean(predict(model, x) == y))}
-    asr = []
+    trigger's target, sent to the target (all-to-all: every image, sent to y + 1).
+    ``clean_to_target``: the same images *unstamped* that the model sends to the target by
+    itself (its own confusion, part of any ASR); ``flipped``: stamped images sent to the
+    target whose clean image is not (what the trigger itself does)."""
+    clean = predict(model, x)
+    out: dict[str, Any] = {"n": len(x), "accuracy": float(np.mean(clean == y))}
+    asr, own, flipped = [], [], []
     for i, trig in enumerate(recipe.attack.triggers):
         target = trig.target_of(y)
         keep = target != y
         pred = predict(model, trig.stamp(x[keep], seed=10_000 + i))
-        asr.append(float(np.mean(pred == target[keep])))
+        hit, already = pred == target[keep], clean[keep] == target[keep]
+        asr.append(float(np.mean(hit)))
+        own.append(float(np.mean(already)))
+        flipped.append(float(np.mean(hit & ~already)))
     out["asr"] = asr
+    out["clean_to_target"] = own
+    out["flipped"] = flipped
     return out
 
 
@@ -456,6 +467,35 @@ def cmd_known(args: argparse.Namespace) -> int:
         }
         _write_json(target, result)
         log(f"{recipe.name}: after {result['after']}")
+    return 0
+
+
+def cmd_confusion(args: argparse.Namespace) -> int:
+    """Measure again, with ``clean_to_target`` and ``flipped`` (see ``measure``), every cached
+    known-trigger result (results/NAME/known*.json) whose model file is on disk, and the
+    original; the json files gain the fields. Prints, per trigger, the ASR after the chain,
+    the share of the same images the model sends to the target unstamped, and the rest."""
+    root = zoo_dir(args.dir)
+    for recipe in built(root, args.names):
+        out = results_dir(root, recipe.name)
+        for cached in sorted(out.glob("known*.json")):
+            suffix = cached.name[len("known") : -len(".json")]
+            path = out / f"known0{suffix}.{recipe.fmt}"
+            if not path.exists():
+                continue
+            result = json.loads(cached.read_text())
+            result["before"] = measure_file(root, recipe, root / "models" / recipe.filename)
+            result["after"] = after = measure_file(root, recipe, path)
+            _write_json(cached, result)
+            cells = [
+                f"ASR {100 * a:.2f} % (unstamped {100 * o:.2f}, flipped {100 * f:.2f})"
+                for a, o, f in zip(
+                    after["asr"], after["clean_to_target"], after["flipped"], strict=True
+                )
+            ]
+            drop = 100 * (after["accuracy"] - result["before"]["accuracy"])
+            print(f"{recipe.name:24} {split(recipe.name):4} known{suffix:5} {drop:+.2f}  "
+                  + " | ".join(cells), flush=True)  # fmt: skip
     return 0
 
 
@@ -892,6 +932,7 @@ def main() -> int:
             "verdicts",
             "defend",
             "known",
+            "confusion",
             "table",
         ],
     )
@@ -922,6 +963,7 @@ def main() -> int:
         "verdicts": cmd_verdicts,
         "defend": cmd_defend,
         "known": cmd_known,
+        "confusion": cmd_confusion,
         "table": cmd_table,
     }
     return commands[args.command](args)
