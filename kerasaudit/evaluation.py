@@ -3,7 +3,10 @@
 - accuracy: share of clean images classified as their label;
 - ASR: share of triggered images whose *true* label is not the target that the model classifies
   as the target (images of the target class are left out: for them the attack has nothing to do);
-- RA: share of those same triggered images still classified as their true label.
+- RA: share of those same triggered images still classified as their true label;
+- without the trigger (stamped triggers only): share of those same images, *unstamped*, that the
+  model already classifies as the target (untargeted: off their class) — its own confusion, part
+  of any ASR — and the share the trigger flips there (to the target stamped, not unstamped).
 
 Every number comes with the counts behind it. Batches are streamed from the data set through a
 compiled predict step, so memory stays flat whatever the size of the data.
@@ -71,6 +74,11 @@ class AttackResult:
     to_target: int  # ... classified as the target
     still_correct: int  # ... still classified as their true label
     classes_known: bool = True  # False for --trigger-data without true classes: no RA
+    # stamped triggers only (--trigger-data images have no clean twin): of the same images
+    # unstamped, those the model classifies as the target by itself (untargeted: off their
+    # class), and those the trigger sends there that were not there unstamped
+    unstamped_to_target: int | None = None
+    flipped: int | None = None
 
     @property
     def asr(self) -> float | None:
@@ -82,6 +90,20 @@ class AttackResult:
             return None
         return self.still_correct / self.evaluated
 
+    @property
+    def unstamped_rate(self) -> float | None:
+        """Share of the evaluated images the model sends to the target without the trigger."""
+        if self.evaluated == 0 or self.unstamped_to_target is None:
+            return None
+        return self.unstamped_to_target / self.evaluated
+
+    @property
+    def flip_rate(self) -> float | None:
+        """Share sent to the target stamped and not unstamped: what the trigger itself does."""
+        if self.evaluated == 0 or self.flipped is None:
+            return None
+        return self.flipped / self.evaluated
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "trigger": self.trigger,
@@ -92,6 +114,10 @@ class AttackResult:
             "to_target": self.to_target,
             "ra": self.ra,
             "still_correct": self.still_correct,
+            "unstamped_to_target": self.unstamped_to_target,
+            "unstamped_rate": self.unstamped_rate,
+            "flipped": self.flipped,
+            "flip_rate": self.flip_rate,
         }
 
 
@@ -202,7 +228,7 @@ def evaluate(
     k = io.num_classes
     seen = np.zeros(k, np.int64)
     right = np.zeros(k, np.int64)
-    evaluated = to_target = still_correct = done = 0
+    evaluated = to_target = still_correct = done = unstamped = flipped = 0
     for x, y in dataset.batches():
         assert y is not None  # has_labels
         predicted = predict(x)
@@ -215,8 +241,12 @@ def evaluate(
                 stamped = predict_triggered(x[keep])
                 evaluated += int(keep.sum())
                 hits = stamped != kept if target == OFF_CLASS else stamped == target
+                clean = predicted[keep]
+                already = clean != kept if target == OFF_CLASS else clean == target
                 to_target += int(hits.sum())
                 still_correct += int((stamped == kept).sum())
+                unstamped += int(already.sum())
+                flipped += int((hits & ~already).sum())
         done += len(x)
         if progress is not None:
             progress(done, info.count)
@@ -257,6 +287,8 @@ def evaluate(
             to_target=to_target,
             still_correct=still_correct,
             classes_known=not isinstance(trigger, TriggerData) or trigger.labelled,
+            unstamped_to_target=unstamped if predict_triggered is not None else None,
+            flipped=flipped if predict_triggered is not None else None,
         )
     return EvaluationResult(
         model=str(getattr(model, "name", "model")),

@@ -52,6 +52,8 @@ def _images() -> tuple[np.ndarray, np.ndarray]:
 TOTAL, CORRECT = 14, 12  # the two blank class-2 images go to class 0
 PER_CLASS = [(0, 3, 3), (1, 5, 5), (2, 6, 4)]  # (label, images, correct)
 EVALUATED, TO_TARGET, STILL_CORRECT = 11, 6, 5  # target 0: classes 1 and 2 are triggered
+# of those 11 unstamped, the two blank class-2 images already go to 0; the trigger flips 4 more
+UNSTAMPED, FLIPPED = 2, 4
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +102,8 @@ def test_hand_counts_agree_with_numpy() -> None:
     assert int(keep.sum()) == EVALUATED
     assert int((triggered[keep] == 0).sum()) == TO_TARGET
     assert int((triggered[keep] == y[keep]).sum()) == STILL_CORRECT
+    assert int((clean[keep] == 0).sum()) == UNSTAMPED
+    assert int(((triggered[keep] == 0) & (clean[keep] != 0)).sum()) == FLIPPED
 
 
 def test_evaluate_exact_accuracy_asr_ra(hand_model: Any, files: dict[str, Path]) -> None:
@@ -121,6 +125,9 @@ def test_evaluate_exact_accuracy_asr_ra(hand_model: Any, files: dict[str, Path])
         STILL_CORRECT,
     )
     assert result.asr == TO_TARGET / EVALUATED and result.ra == STILL_CORRECT / EVALUATED
+    assert (attack.unstamped_to_target, attack.flipped) == (UNSTAMPED, FLIPPED)
+    assert attack.unstamped_rate == UNSTAMPED / EVALUATED
+    assert attack.flip_rate == FLIPPED / EVALUATED
     assert calls == [(4, 14), (8, 14), (12, 14), (14, 14)]  # streamed in 4 batches
     assert not result.asr_exceeded
     report = result.to_dict()
@@ -138,6 +145,7 @@ def test_evaluate_other_target_and_without_trigger(hand_model: Any, files: dict[
     assert towards_1.attack is not None
     assert (towards_1.attack.evaluated, towards_1.attack.to_target) == (9, 0)
     assert towards_1.attack.still_correct == 3 + 3  # all of class 0, class 2 at brightness 1
+    assert (towards_1.attack.unstamped_to_target, towards_1.attack.flipped) == (0, 0)
 
 
 def test_max_asr_threshold(hand_model: Any, files: dict[str, Path]) -> None:
@@ -255,6 +263,8 @@ def test_cli_json_report(files: dict[str, Path]) -> None:
     assert report["attack"]["evaluated"] == EVALUATED
     assert report["attack"]["asr"] == pytest.approx(TO_TARGET / EVALUATED)
     assert report["attack"]["ra"] == pytest.approx(STILL_CORRECT / EVALUATED)
+    assert report["attack"]["unstamped_to_target"] == UNSTAMPED
+    assert report["attack"]["flip_rate"] == pytest.approx(FLIPPED / EVALUATED)
     assert report["asr_exceeded"] is False
 
 
@@ -266,6 +276,9 @@ def test_cli_max_asr_exit_codes(files: dict[str, Path]) -> None:
     within = _cli(*base, "--max-asr", "60")
     assert within.exit_code == 0, within.output
     assert "ASR" in within.stdout and "54.55 %" in within.stdout and "6 / 11" in within.stdout
+    # the same images unstamped: 2 of 11 already at the target; 4 flipped by the trigger
+    assert "without trigger" in within.stdout and "18.18 %" in within.stdout
+    assert "flipped" in within.stdout and "36.36 %" in within.stdout
 
 
 def test_cli_table_without_trigger_and_output_file(files: dict[str, Path], tmp_path: Path) -> None:

@@ -60,6 +60,10 @@ def test_trigger_data_measures_what_the_spec_measures(stripes: dict[str, Path]) 
         assert spec["attack"][key] == data["attack"][key], key
     assert spec["attack"]["asr"] > 0.9  # the planted backdoor works
     assert data["attack"]["trigger"]["kind"] == "data"
+    # a stamped trigger has each image's unstamped twin; trigger images do not
+    assert spec["attack"]["unstamped_to_target"] is not None
+    assert spec["attack"]["flipped"] <= spec["attack"]["to_target"]
+    assert data["attack"]["unstamped_to_target"] is None and data["attack"]["flip_rate"] is None
 
 
 def test_poisoned_labels_are_not_taken_for_true_classes(stripes: dict[str, Path]) -> None:

@@ -79,6 +79,20 @@ def render(result: EvaluationResult, console: Console) -> None:
             if untargeted
             else f"triggered non-target images classified as {attack.target}",
         )
+        if attack.unstamped_to_target is not None and attack.flipped is not None:
+            where = "off their own class" if untargeted else f"as {attack.target}"
+            summary.add_row(
+                "without trigger",
+                _percent(attack.unstamped_rate),
+                _ratio(attack.unstamped_to_target, attack.evaluated),
+                f"the same images unstamped, classified {where} (part of the ASR)",
+            )
+            summary.add_row(
+                "flipped",
+                _percent(attack.flip_rate),
+                _ratio(attack.flipped, attack.evaluated),
+                "sent there by the trigger, not there unstamped",
+            )
         summary.add_row(
             "RA",
             _percent(attack.ra),
