@@ -150,10 +150,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gena": {"adversarial": True},  # gen with the per-pixel affine change only (no conv path)
     "genf": {"adversarial": True},  # gen fixed after a warm-up of 5 passes (no re-attack)
     "genfs1": {"adversarial": True, "seed": 1},  # the same with fine-tuning seed 1
-    "gend": {},  # rr70, genf's fitted generators only when the first trigger is not a patch
+    # gena … gdb1s1 ran ONE round (they are not in DEFAULT_BASED: rounds 1, no second look),
+    # although defend's default is two; dflt/dflts1 are the default as it is (2026-12-03)
+    "gend": {},  # one round, genf's fitted generators only when the first trigger is not a patch
     "gends1": {"seed": 1},  # the same with fine-tuning seed 1
     "gdb1": {},  # gend with the generator's budget 1.0 × the trigger's change (GENERATOR)
     "gdb1s1": {"seed": 1},  # the same with fine-tuning seed 1
+    "dflt": {},  # defend's default: rr70 (two rounds) with generalise "diffuse"
+    "dflts1": {"seed": 1},  # the same with fine-tuning seed 1
+    "dtts": {"trigger_teacher": "source"},  # dflt, stamped images distilled from their source
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -177,6 +182,9 @@ DEFAULT_BASED = (
         "succ",
         "gen",
         "gens1",
+        "dflt",
+        "dflts1",
+        "dtts",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -184,7 +192,7 @@ ROUNDS: dict[str, int] = {v: 2 for v in FIRST_RULE + DEFAULT_BASED}
 LOOK_RATIO: dict[str, float] = {v: 1.0 for v in FIRST_RULE} | {v: 0.7 for v in DEFAULT_BASED}
 LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
 # DefenceSettings.generalise
-GENERALISE = {v: "diffuse" for v in ("gend", "gends1", "gdb1", "gdb1s1")}
+GENERALISE = {v: "diffuse" for v in ("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts")}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
@@ -517,7 +525,7 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
 # Variants that differ only in the fine-tuning seed (0, 1): their counts are reported together
 SEED_PAIRS = {
     **{"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"},
-    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1", "gdb1": "gdb1s1"},
+    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1", "gdb1": "gdb1s1", "dflt": "dflts1"},
 }
 
 
