@@ -85,13 +85,13 @@ def render(result: EvaluationResult, console: Console) -> None:
                 "without trigger",
                 _percent(attack.unstamped_rate),
                 _ratio(attack.unstamped_to_target, attack.evaluated),
-                f"the same images unstamped, classified {where} (part of the ASR)",
+                f"the same images unstamped, classified {where}",
             )
             summary.add_row(
                 "flipped",
                 _percent(attack.flip_rate),
                 _ratio(attack.flipped, attack.evaluated),
-                "sent there by the trigger, not there unstamped",
+                "there only when stamped",
             )
         summary.add_row(
             "RA",
