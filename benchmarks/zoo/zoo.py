@@ -476,6 +476,7 @@ def cmd_confusion(args: argparse.Namespace) -> int:
     original; the json files gain the fields. Prints, per trigger, the ASR after the chain,
     the share of the same images the model sends to the target unstamped, and the rest."""
     root = zoo_dir(args.dir)
+    counts: dict[str, list[int]] = {}  # split → [models, within the goal, flips within it]
     for recipe in built(root, args.names):
         out = results_dir(root, recipe.name)
         for cached in sorted(out.glob("known*.json")):
@@ -496,6 +497,15 @@ def cmd_confusion(args: argparse.Namespace) -> int:
             drop = 100 * (after["accuracy"] - result["before"]["accuracy"])
             print(f"{recipe.name:24} {split(recipe.name):4} known{suffix:5} {drop:+.2f}  "
                   + " | ".join(cells), flush=True)  # fmt: skip
+            if suffix == "":
+                kept = drop >= -GOAL_DROP
+                row = counts.setdefault(split(recipe.name), [0, 0, 0])
+                row[0] += 1
+                row[1] += kept and max(after["asr"]) <= GOAL_ASR
+                row[2] += kept and max(after["flipped"]) <= GOAL_ASR
+    for half, (models, goal, flips) in sorted(counts.items()):
+        print(f"{half}: within the goal (ASR ≤ 2 %, ≤ 1.5 points) {goal} of {models}; "
+              f"with the trigger's flips ≤ 2 % instead of the ASR {flips} of {models}")  # fmt: skip
     return 0
 
 
