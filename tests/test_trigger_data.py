@@ -229,3 +229,24 @@ def test_also_unlearn_bad_options_exit_2(
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert message in result.stderr and not out.exists()
+
+
+def test_prune_distils_stamped_images_from_their_unstamped_twin_by_default(
+    stripes: dict[str, Path],
+) -> None:
+    """--distill with --unlearn: a spec trigger's stamped images also distil the original
+    model's outputs on their unstamped twin (fine_tune.trigger_teacher "source") unless
+    --no-distill-stamped; without --distill there is nothing to distil from."""
+    base = ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]),
+            "--trigger", TRIGGER, "--target", "0", "-c", "linf-trigger", "--layer", "conv1",
+            "--ratio", "0.2", "--fine-tune-epochs", "1", "--unlearn"]  # fmt: skip
+    seen = {}
+    for name, extra in (
+        ("default", ["--distill", "0.8"]),
+        ("no", ["--distill", "0.8", "--no-distill-stamped"]),
+        ("plain", []),
+    ):
+        code, report = _json([*base, *extra])
+        assert code in (0, 1), report
+        seen[name] = report["fine_tune"]["trigger_teacher"]
+    assert seen == {"default": "source", "no": "off", "plain": "off"}

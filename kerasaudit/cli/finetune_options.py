@@ -55,8 +55,19 @@ DistillOpt = Annotated[
     typer.Option(
         "--distill",
         help="While fine-tuning, weight (0-1) of matching the original model's outputs on clean "
-        "images instead of their hard labels; triggered images always learn their true class. "
-        "Keeps clean accuracy with little data.",
+        "images instead of their hard labels; triggered images learn their true class (and, "
+        "see --distill-stamped, the outputs on their unstamped twin). Keeps clean accuracy "
+        "with little data.",
+    ),
+]
+DistillStampedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--distill-stamped/--no-distill-stamped",
+        help="With --distill, images stamped with a trigger while unlearning also match the "
+        "original model's outputs on the same image unstamped, with the --distill weight "
+        "(--trigger-data images have no unstamped twin and learn their true class only). "
+        "On the zoo it cost less accuracy (README).",
     ),
 ]
 AdversarialOpt = Annotated[
@@ -91,6 +102,7 @@ def fine_tune_settings(
     distill: float = 0.0,
     adversarial: bool = False,
     optimizer: str | None = None,
+    distill_stamped: bool = True,
 ) -> FineTuneSettings:
     from kerasaudit.finetune import FineTuneSettings
 
@@ -118,6 +130,7 @@ def fine_tune_settings(
         distill=distill,
         adversarial=adversarial,
         optimizer=optimizer,
+        trigger_teacher="source" if distill_stamped and distill and unlearn else "off",
     )
 
 

@@ -37,6 +37,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.finetune_options import (
     AdversarialOpt,
     DistillOpt,
+    DistillStampedOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
@@ -157,6 +158,7 @@ def prune(
     optimizer: OptimizerOpt = None,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
+    distill_stamped: DistillStampedOpt = True,
     adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
@@ -248,6 +250,7 @@ def prune(
         distill=distill,
         adversarial=adversarial,
         optimizer=optimizer,
+        distill_stamped=distill_stamped,
     )
     prepare_output(output, force)
     prepare_output(report, force)

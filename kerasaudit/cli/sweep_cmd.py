@@ -37,6 +37,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.finetune_options import (
     AdversarialOpt,
     DistillOpt,
+    DistillStampedOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
     LearningRateOpt,
@@ -98,6 +99,7 @@ def sweep(
     optimizer: OptimizerOpt = None,
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
+    distill_stamped: DistillStampedOpt = True,
     adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
@@ -156,6 +158,7 @@ def sweep(
         distill=distill,
         adversarial=adversarial,
         optimizer=optimizer,
+        distill_stamped=distill_stamped,
     )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)
