@@ -324,7 +324,8 @@ def cmd_warp(args: argparse.Namespace) -> int:
 # The known-trigger chain the README recommends (one run per model, documented options).
 # 20 epochs since 2026-12-02: 10 → 20 took the goal from 7 to 9 of 16 models on the dev half
 # and from 7 to 9 of 15 on the test half (`zoo.split`); the 10-epoch runs stay cached as
-# known.e10.json.
+# known.e10.json. Since 2026-12-03 prune's --distill-stamped is on by default (README,
+# "Ninth session"); the runs before it were kept on that machine as known.hard.json.
 KNOWN_CHAIN = [
     "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
     "--distill", "0.8",
