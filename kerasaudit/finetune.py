@@ -72,8 +72,9 @@ class FineTuneSettings:
     # (distill > 0): "off" none; "masked" the teacher's outputs on the triggered image with
     # its top class removed (unless that is the true one); "source" the teacher's outputs on
     # the clean image before stamping, where there is one (--trigger-data images have none:
-    # hard label only). An experiment (benchmarks/zoo/removal_variants.py), not a CLI
-    # option: see fine_tune
+    # hard label only): prune's and sweep's --distill-stamped (their default, README "Ninth
+    # session"); "masked" is an experiment (benchmarks/zoo/removal_variants.py KM): see
+    # fine_tune
     trigger_teacher: str = "off"
 
 
@@ -261,14 +262,15 @@ def fine_tune(
             logpt = teacher_scores(xs, False)
             kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
             clean_loss = (1.0 - distill) * ce + distill * kl
-            if trigger_teacher != "off":
+            if trigger_teacher == "masked":
                 logtt = teacher_scores(xb, False)
                 top = tf.argmax(logtt, axis=-1, output_type=yb.dtype)
                 drop = tf.one_hot(top, classes) * tf.cast(top != yb, logtt.dtype)[:, None]
                 logq = tf.nn.log_softmax(logtt - 1e9 * drop, axis=-1)
                 kl_masked = tf.reduce_sum(tf.exp(logq) * (logq - logp), axis=-1)
-                from_masked = (1.0 - distill) * ce + distill * kl_masked
-                trig_loss = tf.where(kind == 4, clean_loss, tf.where(kind == 5, from_masked, ce))
+                trig_loss = tf.where(kind == 5, (1.0 - distill) * ce + distill * kl_masked, ce)
+            elif trigger_teacher == "source":
+                trig_loss = tf.where(kind == 4, clean_loss, ce)
         as_clean = tf.logical_or(kind == 0, kind == 3)
         return tf.where(as_clean, clean_loss, tf.where(kind == 2, push, trig_loss))
 
