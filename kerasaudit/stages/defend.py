@@ -108,8 +108,8 @@ class DefenceSettings:
     # the residual real-trigger ASR fell on 19 of 22 (model, seed) runs (sig_wide 12.3 → 3.6
     # %, wanet_nested 10.6 → 0.6 %); within the goal dev 0 → 3 of 7 with either seed, but on
     # the test half 1 → 1 and 0 → 0 of 4, and it cost over 0.5 more points on 8 of 22. Those
-    # runs had one round; the default as it is (two rounds; removal.py `dflt`, seed 0, README
-    # "Ninth session"): dev 7 of 12, test 3 of 12 within the goal
+    # runs had one round; the default as it is (two rounds; removal.py `dflt`/`dflts1`, seeds
+    # 0/1, README "Ninth session"): dev 7 / 7 of 12, test 3 / 2 of 13 within the goal
     generalise: str = "diffuse"
 
     def check(self) -> None:
