@@ -116,7 +116,7 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
                 trigger_teacher=c.get("teach", "off"),
             ),
             spread=c.get("spread", 0.0),
-            unlearn_with=every if len(every) > 1 else None,
+            unlearn_with=every,
         )
         chosen = {"layers": list(result.choice.layers), "ratio": result.ratio}
     else:

@@ -495,15 +495,14 @@ def cmd_confusion(args: argparse.Namespace) -> int:
                     after["asr"], after["clean_to_target"], after["flipped"], strict=True
                 )
             ]
-            drop = 100 * (after["accuracy"] - result["before"]["accuracy"])
-            print(f"{recipe.name:24} {split(recipe.name):4} known{suffix:5} {drop:+.2f}  "
+            lost = 100 * (result["before"]["accuracy"] - after["accuracy"])
+            print(f"{recipe.name:24} {split(recipe.name):4} known{suffix:5} {-lost:+.2f}  "
                   + " | ".join(cells), flush=True)  # fmt: skip
             if suffix == "":
-                kept = drop >= -GOAL_DROP
                 row = counts.setdefault(split(recipe.name), [0, 0, 0])
                 row[0] += 1
-                row[1] += kept and max(after["asr"]) <= GOAL_ASR
-                row[2] += kept and max(after["flipped"]) <= GOAL_ASR
+                row[1] += within_goal(max(after["asr"]), lost)
+                row[2] += within_goal(max(after["flipped"]), lost)
     for half, (models, goal, flips) in sorted(counts.items()):
         print(f"{half}: within the goal (ASR ≤ 2 %, ≤ 1.5 points) {goal} of {models}; "
               f"with the trigger's flips ≤ 2 % instead of the ASR {flips} of {models}")  # fmt: skip
@@ -632,9 +631,14 @@ def _removal(row: dict[str, Any], stage: str) -> tuple[float, float] | None:
     return (max(after["asr"]) if after["asr"] else float("nan")), drop
 
 
+def within_goal(worst_asr: float, lost: float) -> bool:
+    """The removal goal: the worst trigger's ASR ≤ 2 % at ≤ 1.5 points of accuracy lost."""
+    return worst_asr <= GOAL_ASR and round(lost, 6) <= GOAL_DROP  # 135 of 9,000 is 1.5
+
+
 def _meets_goal(row: dict[str, Any], stage: str) -> bool:
     measured = _removal(row, stage)
-    return measured is not None and measured[0] <= GOAL_ASR and measured[1] <= GOAL_DROP
+    return measured is not None and within_goal(*measured)
 
 
 def _removal_cell(row: dict[str, Any], stage: str) -> str:
