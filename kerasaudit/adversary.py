@@ -65,6 +65,7 @@ class UniversalAdversary:
         settings: AdversarySettings | None = None,
     ) -> None:
         tf = _tf.tf()
+        self.target = target  # the label it attacks toward (None: untargeted)
         self.settings = settings or AdversarySettings()
         self.low, self.high = (float(v) for v in value_range)
         self.channels = len(trigger.input_shape) == 3
@@ -182,6 +183,7 @@ class GeneratorAdversary:
         seed: int = 0,
     ) -> None:
         tf = _tf.tf()
+        self.target = target  # the label it attacks toward (None: untargeted)
         self.settings = settings
         self.low, self.high = (float(v) for v in value_range)
         x = np.asarray(x, np.float32)

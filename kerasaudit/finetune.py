@@ -73,12 +73,13 @@ class FineTuneSettings:
     # its top class removed (unless that is the true one); "source" the teacher's outputs on
     # the clean image before stamping, where there is one (--trigger-data images have none:
     # hard label only): prune's and sweep's --distill-stamped (their default, README "Ninth
-    # session"); "masked" is an experiment (benchmarks/zoo/removal_variants.py KM): see
-    # fine_tune
+    # session"); "away" the same outputs with the trigger's target removed (unless it is the
+    # true class), so that a stamped image goes anywhere but the target; "masked" is an
+    # experiment (benchmarks/zoo/removal_variants.py KM): see fine_tune
     trigger_teacher: str = "off"
 
 
-TRIGGER_TEACHERS = ("off", "masked", "source")
+TRIGGER_TEACHERS = ("off", "masked", "source", "away")
 
 # GeneratorAdversary as FineTuneSettings.generator fits it: 5 passes, then a fixed trigger
 # (re-attacking every step, benchmarks/zoo/removal.py `gen`, cost 2.5-5 points of accuracy)
@@ -199,8 +200,12 @@ def fine_tune(
     teacher's outputs on the clean image it was stamped on (``"source"``, when stamped here),
     or on the triggered image itself with the teacher's top class removed unless it is the
     true class (``"masked"``: the original model's view of the image among the other
-    classes, without the backdoor's vote). ``--trigger-data`` images have no clean twin:
-    under ``"source"`` they learn their hard label only.
+    classes, without the backdoor's vote). ``"away"``: as ``"source"``, with the trigger's
+    target class removed from q (unless it is the true class) and q renormalised — an image
+    the original model already confused with the target learns its next most likely class
+    once stamped (each trigger's own target: a trigger file's, else ``target`` for the first
+    trigger; none for an untargeted one or a further spec). ``--trigger-data`` images have
+    no clean twin: under ``"source"`` and ``"away"`` they learn their hard label only.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -243,14 +248,16 @@ def fine_tune(
     scores = _log_scores(model)
     teacher_scores = _log_scores(teacher) if use_teacher and teacher is not None else None
 
-    def per_example(xb: Any, yb: Any, kind: Any, training: bool, xs: Any) -> Any:
+    def per_example(xb: Any, yb: Any, kind: Any, training: bool, xs: Any, aim: Any) -> Any:
         # kind per example: 0 clean, 1 triggered with its true class, 2 triggered with an
         # unknown class (--trigger-data without labels): pushed away from the target instead,
         # −log Σ_{j≠t} p_j (from logits: a confident backdoor saturates probabilities); 3 an
         # adversarial example toward the target: as a clean image, the teacher's outputs on
         # its clean source (``xs``: the batch before stamping); 4 triggered with its true
         # class and the teacher's outputs on its source; 5 the same with the teacher's
-        # outputs on the triggered image, its top class removed (trigger_teacher).
+        # outputs on the triggered image, its top class removed; 6 as 4 with the class
+        # ``aim`` (the trigger's target, −1 none) removed from the teacher's outputs unless it
+        # is the true class (trigger_teacher).
         logp = scores(xb, training)  # (n, K) log-probabilities
         ce = -tf.gather(logp, yb, batch_dims=1)
         classes = tf.shape(logp)[-1]
@@ -271,6 +278,12 @@ def fine_tune(
                 trig_loss = tf.where(kind == 5, (1.0 - distill) * ce + distill * kl_masked, ce)
             elif trigger_teacher == "source":
                 trig_loss = tf.where(kind == 4, clean_loss, ce)
+            elif trigger_teacher == "away":
+                aim = tf.cast(aim, yb.dtype)
+                drop = tf.one_hot(aim, classes) * tf.cast(aim != yb, logpt.dtype)[:, None]
+                logq = tf.nn.log_softmax(logpt - 1e9 * drop, axis=-1)
+                kl_away = tf.reduce_sum(tf.exp(logq) * (logq - logp), axis=-1)
+                trig_loss = tf.where(kind == 6, (1.0 - distill) * ce + distill * kl_away, ce)
         as_clean = tf.logical_or(kind == 0, kind == 3)
         return tf.where(as_clean, clean_loss, tf.where(kind == 2, push, trig_loss))
 
@@ -303,17 +316,17 @@ def fine_tune(
         return loss
 
     @tf.function(reduce_retracing=True)
-    def step(xb: Any, yb: Any, kind: Any, training: bool, xs: Any) -> Any:
-        return apply(lambda: tf.reduce_mean(per_example(xb, yb, kind, training, xs)))
+    def step(xb: Any, yb: Any, kind: Any, training: bool, xs: Any, aim: Any) -> Any:
+        return apply(lambda: tf.reduce_mean(per_example(xb, yb, kind, training, xs, aim)))
 
     @tf.function(reduce_retracing=True)
-    def split_step(xc: Any, yc: Any, xt: Any, yt: Any, kt: Any, st: Any) -> Any:
+    def split_step(xc: Any, yc: Any, xt: Any, yt: Any, kt: Any, st: Any, at: Any) -> Any:
         # BatchNorm statistics from the clean images only; triggered images pass in inference
         # mode, as at test time (see module doc: otherwise "unlearning" mostly shifts BN
         # statistics, which costs clean accuracy and comes back once they are re-estimated).
         def loss() -> Any:
-            clean = per_example(xc, yc, tf.zeros_like(yc, tf.int32), True, xc)
-            trig = per_example(xt, yt, kt, False, st)
+            clean = per_example(xc, yc, tf.zeros_like(yc, tf.int32), True, xc, -tf.ones_like(yc))
+            trig = per_example(xt, yt, kt, False, st, at)
             return tf.reduce_mean(tf.concat([clean, trig], axis=0))
 
         return apply(loss)
@@ -336,7 +349,9 @@ def fine_tune(
         perturb = _pgd_attack(scores, radius, value_range)
         pool.append(_PGD)
     # the kind a stamped slot learns as (per_example): None = hard label only
-    taught = {"masked": 5, "source": 4}.get(trigger_teacher) if use_teacher else None
+    taught = {"masked": 5, "source": 4, "away": 6}.get(trigger_teacher) if use_teacher else None
+    # each source's target for "away" (-1: none, or untargeted), as _adversaries chooses it
+    aims_of = [_own_target(t, i == 0, target) for i, t in enumerate(pool)]
     rng = np.random.default_rng(seed)
     steps = 0
     loss_value = float("nan")
@@ -351,6 +366,7 @@ def fine_tune(
             if shift or flip:
                 xb = augment(xb, rng, shift, flip)
             kind = np.zeros(len(idx), np.int32)
+            aim = np.full(len(idx), -1, np.int32)
             source = xb
             for a, adversary in enumerate(adversaries):
                 hits[a] += adversary.update(xb, yb)
@@ -365,6 +381,7 @@ def fine_tune(
                         if not slots.size:
                             continue
                         kind[slots] = 1
+                        aim[slots] = aims_of[t_index]
                         if isinstance(trig, TriggerData):  # replace with triggered images
                             xt, yt = trig.sample(rng, int(slots.size))
                             xb[slots] = xt
@@ -396,6 +413,7 @@ def fine_tune(
                         tf.constant(yb[~clean]),
                         tf.constant(kind[~clean]),
                         tf.constant(source[~clean]),
+                        tf.constant(aim[~clean]),
                     )
                 )
             else:
@@ -408,6 +426,7 @@ def fine_tune(
                         tf.constant(kind),
                         training,
                         tf.constant(source),
+                        tf.constant(aim),
                     )
                 )
             steps += 1
@@ -595,6 +614,16 @@ def _adversaries(
         else:
             out.append(UniversalAdversary(trig, own, scores, value_range, settings))
     return out
+
+
+def _own_target(trigger: Any, first: bool, target: int | None) -> int:
+    """The label ``trigger`` (or an adversary made from one) is known to force: its own
+    target (a trigger file's, ``--trigger-data``'s, an adversary's), else ``target`` for the
+    ``first`` trigger (the one ``--target`` goes with); -1 none."""
+    own = getattr(trigger, "target", None)
+    if own is None and first:
+        own = target
+    return -1 if own is None else int(own)
 
 
 def _as_list(trigger: Any | None) -> list[Any]:

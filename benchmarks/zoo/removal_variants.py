@@ -24,6 +24,7 @@ Chain variants (prune + fine-tune, layer chosen on a held-out quarter of the def
        images keep their hard label. Rows before 2026-12-03 13:15 gave trigger-data images
        KM's target instead)
   KM   K with ``trigger_teacher="masked"`` (the image itself without the top class, always)
+  KA   K with ``trigger_teacher="away"`` (KS's teacher outputs without the trigger's target)
 
 Fine-tuning only (no pruning), 5 epochs: ``ft5`` clean images only; ``ul5`` unlearning;
 ``ul5fz`` BatchNorm frozen; ``ul5cl`` BatchNorm statistics from clean images only; ``ul5rc``
@@ -72,6 +73,8 @@ CHAINS: dict[str, dict[str, Any]] = {
            "teach": "source"},
     "KM": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
            "teach": "masked"},
+    "KA": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
+           "teach": "away"},
 }  # fmt: skip
 FINE_TUNE_ONLY = ("ft5", "ul5", "ul5fz", "ul5cl", "ul5rc")
 
@@ -142,6 +145,8 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
         "asr_before": before["asr"],
         "accuracy_after": after["accuracy"],
         "asr_after": after["asr"],
+        "clean_to_target": after.get("clean_to_target"),
+        "flipped": after.get("flipped"),
         "chosen": chosen,
         "seconds": round(time.time() - started, 1),
     }
