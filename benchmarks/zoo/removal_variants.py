@@ -25,6 +25,7 @@ Chain variants (prune + fine-tune, layer chosen on a held-out quarter of the def
        KM's target instead)
   KM   K with ``trigger_teacher="masked"`` (the image itself without the top class, always)
   KA   K with ``trigger_teacher="away"`` (KS's teacher outputs without the trigger's target)
+  KSs1, KAs1  KS and KA with fine-tuning seed 1 (``FineTuneSettings.seed``)
 
 Fine-tuning only (no pruning), 5 epochs: ``ft5`` clean images only; ``ul5`` unlearning;
 ``ul5fz`` BatchNorm frozen; ``ul5cl`` BatchNorm statistics from clean images only; ``ul5rc``
@@ -75,6 +76,10 @@ CHAINS: dict[str, dict[str, Any]] = {
            "teach": "masked"},
     "KA": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
            "teach": "away"},
+    "KSs1": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
+             "teach": "source", "seed": 1},
+    "KAs1": {"ratio": "auto", "epochs": 20, "frac": 0.5, "distill": 0.8, "all": True,
+             "teach": "away", "seed": 1},
 }  # fmt: skip
 FINE_TUNE_ONLY = ("ft5", "ul5", "ul5fz", "ul5cl", "ul5rc")
 
@@ -117,6 +122,7 @@ def run(name: str, variant: str, root: Path) -> dict[str, Any]:
                 unlearn_fraction=c["frac"],
                 distill=c["distill"],
                 trigger_teacher=c.get("teach", "off"),
+                seed=c.get("seed", 0),
             ),
             spread=c.get("spread", 0.0),
             unlearn_with=every,
