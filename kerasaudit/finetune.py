@@ -350,7 +350,8 @@ def fine_tune(
         pool.append(_PGD)
     # the kind a stamped slot learns as (per_example): None = hard label only
     taught = {"masked": 5, "source": 4, "away": 6}.get(trigger_teacher) if use_teacher else None
-    # each source's target for "away" (-1: none, or untargeted), as _adversaries chooses it
+    # each source's target for "away" (-1: none): its own (a trigger file's, an adversary's),
+    # else ``target`` for the first trigger
     aims_of = [_own_target(t, i == 0, target) for i, t in enumerate(pool)]
     rng = np.random.default_rng(seed)
     steps = 0
