@@ -1,7 +1,8 @@
 """The zoo: one recipe per model. A recipe plus the Fashion-MNIST IDX files determines the model
-bit for bit on one machine (seeded initialisation, shuffling and poisoning; TensorFlow op
-determinism on CPU). Another CPU may round differently: 12 of 13 models rebuilt on a second
-machine differed from the manifest's hashes (by at most 0.26 points of accuracy).
+bit for bit (seeded initialisation, shuffling and poisoning; TensorFlow op determinism on CPU;
+the kernels pinned, ``KERNELS``). Before the kernels were pinned (2026-12-03) every machine
+rounded its own way: 12 of 13 models rebuilt on a second machine, and all 9 rebuilt on a third,
+differed from the manifest's hashes (by at most 0.26 points of accuracy).
 
 Families (each at least twice, spread over architectures): BadNets patches (2–5 px, corners and
 the middle, white / grey / checker / random patterns), blended full-image noise, SIG (sinusoidal
@@ -20,6 +21,20 @@ from attacks import Attack, Clean, Trigger
 EPOCHS = 6
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
+
+
+# The arithmetic every build is pinned to (zoo.pin_kernels). Measured 2026-12-03 on an AMD EPYC
+# with AVX2 and 2 cores, a short vgg_bn and sepconv training, weights' SHA-256: op determinism
+# alone gives one result per machine and thread count — capping oneDNN at AVX (as a CPU without
+# AVX2 runs) changed the weights, and so did 1 thread instead of 2, while TF_ENABLE_ONEDNN_OPTS=0
+# changed nothing (Eigen's contractions call oneDNN's GEMM either way). So every build runs
+# oneDNN's AVX2 kernels (on AVX-512 machines too) on one thread. Models in the manifest from
+# before this have no "kernels" in their recipe.
+KERNELS: dict[str, Any] = {
+    "onednn_max_cpu_isa": "AVX2",
+    "intra_op_threads": 1,
+    "inter_op_threads": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class Recipe:
             "epochs": self.epochs,
             "batch_size": BATCH_SIZE,
             "learning_rate": LEARNING_RATE,
+            "kernels": dict(KERNELS),
             "attack": self.attack.to_dict(),
         }
 

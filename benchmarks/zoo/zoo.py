@@ -10,8 +10,10 @@ Usage (from the repository root; ``nox -s zoo_build`` / ``nox -s zoo`` run the s
 
 Models, data splits and per-model results live under ``benchmarks/zoo/build`` (not in git;
 ``--dir`` or ``KERASAUDIT_ZOO`` moves them). ``manifest.json`` (in git) records each model's
-recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit (on the machine
-that wrote it: other CPUs may round differently).
+recipe and the SHA-256 of its weights, so a rebuild can be checked bit for bit: training pins
+its kernels (``pin_kernels``: oneDNN's AVX2 code, one thread), so any x86-64 machine with AVX2
+should reproduce it; entries from before the pinning (no "kernels" in the recipe) reproduce
+only on the machine that wrote them.
 
 Each model's verdict evidence (what ``kerasaudit reverse`` measured on the defender's images:
 the numbers the verdict is computed from) is also kept, compact, in ``benchmarks/zoo/evidence/``
@@ -42,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
-from recipes import BATCH_SIZE, BY_NAME, LEARNING_RATE, RECIPES, Recipe  # noqa: E402
+from recipes import BATCH_SIZE, BY_NAME, KERNELS, LEARNING_RATE, RECIPES, Recipe  # noqa: E402
 
 MANIFEST = HERE / "manifest.json"
 EVIDENCE = HERE / "evidence"  # compact verdict evidence of the default build, in git
@@ -134,8 +136,26 @@ def measure(model: Any, recipe: Recipe, x: np.ndarray, y: np.ndarray) -> dict[st
     return out
 
 
+def pin_kernels() -> None:
+    """Pin oneDNN's instruction set and TensorFlow's thread pools to ``KERNELS`` (before
+    TensorFlow runs anything; a second call in the same process checks instead)."""
+    isa = str(KERNELS["onednn_max_cpu_isa"])
+    if "tensorflow" not in sys.modules:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = isa
+    elif os.environ.get("ONEDNN_MAX_CPU_ISA") != isa:
+        raise RuntimeError(f"TensorFlow was imported before ONEDNN_MAX_CPU_ISA={isa} was set")
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() != KERNELS["intra_op_threads"]:
+        threading.set_intra_op_parallelism_threads(KERNELS["intra_op_threads"])
+    if threading.get_inter_op_parallelism_threads() != KERNELS["inter_op_threads"]:
+        threading.set_inter_op_parallelism_threads(KERNELS["inter_op_threads"])
+
+
 def train(recipe: Recipe, root: Path) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    pin_kernels()
     import keras
     import tensorflow as tf
     from archs import build
