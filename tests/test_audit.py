@@ -62,11 +62,15 @@ def test_audit_finds_the_planted_backdoor_blind_and_writes_a_page(
 
 def test_audit_known_trigger_decides_by_its_asr(tiny: dict[str, Path], tmp_path: Path) -> None:
     known = ["--trigger", TRIGGER, "--target", "0", "--format", "json", "-q"]
+    saved = tmp_path / "report.json"
     backdoored = runner.invoke(
-        app, ["audit", str(tiny["backdoored"]), "--data", str(tiny["test"]), *known]
-    )
+        app,
+        ["audit", str(tiny["backdoored"]), "--data", str(tiny["test"]), *known,
+         "--report", str(saved)],
+    )  # fmt: skip
     assert backdoored.exit_code == 1, backdoored.output
     report = json.loads(backdoored.stdout)
+    assert json.loads(saved.read_text()) == report  # --report: the same JSON, in a file
     assert report["backdoor"] is True and report["reverse"] is None
     assert report["known_trigger"]["attack"]["asr"] > 0.95
 
@@ -87,6 +91,7 @@ def test_audit_refuses_bad_outputs_before_loading(tiny: dict[str, Path], tmp_pat
     for extra, message in (
         (["--html", str(tmp_path / "page.txt")], "name it *.html"),
         (["--html", same, "-o", same], "--output and --html name the same file"),
+        (["--report", same, "-o", same], "--output and --report name the same file"),
         (["--max-asr", "150"], "--max-asr"),
     ):
         result = runner.invoke(app, [*base, *extra])
@@ -125,9 +130,11 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
         *["audit", str(model), "--data", str(tiny["data"]), "--trigger", TRIGGER],
         *["--target", "0", "--fix", str(fixed), "--html", str(page)],
     ]
-    result = runner.invoke(app, [*args, "--format", "json", "-q"])
+    # One run: the table on stdout (wide), the JSON report in --report, the page in --html.
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, [*args, "--report", str(report)], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output  # a backdoor was found (the known trigger)
-    fix = json.loads(result.stdout)["fix"]
+    fix = json.loads(report.read_text())["fix"]
     assert fixed.is_file() and fix is not None
     assert 0.0 <= fix["accuracy_reestimated"] <= 1.0
     (entry,) = fix["asr"]
@@ -136,8 +143,7 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     assert fix["comes_back"] == ([entry["trigger"]] if back else [])
     html = page.read_text()
     assert "BN re-estimated" in html and ("comes back" in html) == back
-    table = runner.invoke(app, [*args, "--force"], env={"COLUMNS": "200"})
-    assert table.exit_code == 1 and "BN re-estimated" in table.stdout
+    assert "BN re-estimated" in result.stdout
 
     plain = runner.invoke(
         app,
@@ -164,9 +170,12 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
         *["audit", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
         *["--fix", str(fixed)],
     ]
-    result = runner.invoke(app, [*args, "--format", "json", "-q"])
+    # One run: the table on stdout (wide), the JSON report in --report.
+    result = runner.invoke(
+        app, [*args, "--report", str(tmp_path / "report.json")], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 1, result.output
-    report = json.loads(result.stdout)
+    report = json.loads((tmp_path / "report.json").read_text())
     fix = report["fix"]
     assert fixed.is_file() and fix is not None
     looks = fix["second_looks"]
@@ -187,6 +196,4 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     )
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
-    table = runner.invoke(app, [*args, "--force"], env={"COLUMNS": "200"})
-    assert table.exit_code == 1, table.output
-    assert "Round 2: label 0 searched again on the fixed model" in table.stdout
+    assert "Round 2: label 0 searched again on the fixed model" in result.stdout

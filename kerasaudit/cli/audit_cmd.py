@@ -19,6 +19,7 @@ from kerasaudit.cli.common import (
     UnsafeOpt,
     command_line,
     emit,
+    emit_json,
     handle_errors,
     prepare_output,
 )
@@ -99,6 +100,9 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
+    ] = None,
     steps: StepsOpt = 1000,
     images: ImagesOpt = 1000,
     seed: SeedOpt = 0,
@@ -128,10 +132,11 @@ def audit(
     prepare_output(output, force)
     prepare_output(fix, force)
     prepare_output(html, force)
+    prepare_output(report, force)
     if html is not None and html.suffix.lower() not in (".html", ".htm"):
         raise BadInputError(f"--html {html}: the page is HTML; name it *.html")
     named = [(flag, p.resolve()) for flag, p in (("--fix", fix), ("--output", output),
-             ("--html", html)) if p is not None]  # fmt: skip
+             ("--html", html), ("--report", report)) if p is not None]  # fmt: skip
     for i, (flag, path) in enumerate(named):
         for other, other_path in named[i + 1 :]:
             if path == other_path:
@@ -180,6 +185,8 @@ def audit(
     if fixed is not None and fix is not None and chosen_format is not None:
         save_model(fixed, fix, chosen_format, force=force)
         written = str(fix)
+    if report is not None:
+        emit_json(audit_fmt.to_json(result, written), report, force)
     emit(
         fmt,
         lambda: audit_fmt.to_json(result, written),
