@@ -80,11 +80,12 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     args = [
         *["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])],
         *["--eval-data", str(tiny["test"]), "-o", str(out), "--optimizer", "sgd"],
-        *["--eval-trigger", TRIGGER, "--eval-target", "0", *fast, "--format", "json", "-q"],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *fast],
     ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1, result.output
-    report = json.loads(result.stdout)
+    # One run: the table on stdout, the summaries on stderr, the JSON report in --report.
+    table = runner.invoke(app, [*args, "--report", str(tmp_path / "report.json")])
+    assert table.exit_code == 1, table.output
+    report = json.loads((tmp_path / "report.json").read_text())
     pruned = report["prune"][0]
     assert pruned["ratio"] == 0.0 and pruned["pruned"] == [] and pruned["rankings"] == []
     choice, tuned = pruned["layer_choice"], pruned["fine_tune"]
@@ -93,15 +94,13 @@ def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_p
     assert pruned["fine_tune"]["mode"] == "unlearn"
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
-    table = runner.invoke(app, [*args[:-3], "--force"])  # the table view renders it too
-    assert table.exit_code == 1, table.output
     assert "Step 2: unlearn (no pruning)" in table.stdout and "none — --ratio 0" in table.stdout
     forms = {c["form"] for c in report["triggers"] if c["source"] == "recovered"}
     assert forms and "" not in forms
     for form in forms:  # each recovered trigger's row and summary say which form it is
         assert f"ASR, recovered trigger ({form}) → 0" in table.stdout.replace("\n", " ")
         assert f"recovered trigger ({form}) → 0: ASR" in table.stderr.replace("\n", " ")
-    no_tuning = runner.invoke(app, [*args[:-3], "--force", "--fine-tune-epochs", "0"])
+    no_tuning = runner.invoke(app, [*args, "--force", "--fine-tune-epochs", "0"])
     assert no_tuning.exit_code == 2 and "--ratio 0 prunes nothing" in no_tuning.output
 
 
@@ -118,9 +117,12 @@ def test_defend_reports_the_asr_after_batchnorm_reestimation(
         *["defend", str(model), "--data", str(tiny["data"]), "--eval-data", str(tiny["test"])],
         *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST],
     ]
-    result = runner.invoke(app, [*args, "--format", "json"])
+    # One run: the table on stdout (wide), the JSON report in --report.
+    result = runner.invoke(
+        app, [*args, "--report", str(tmp_path / "report.json")], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 1, result.output
-    report = json.loads(result.stdout)
+    report = json.loads((tmp_path / "report.json").read_text())
     assert report["flagged"] == [0] and report["changed"]
     assert report["reestimated"] is not None and 0.0 <= report["reestimated"]["accuracy"] <= 1.0
     checks = report["triggers"]
@@ -131,8 +133,7 @@ def test_defend_reports_the_asr_after_batchnorm_reestimation(
     back = any(c["comes_back"] for c in checks)
     assert report["comes_back"] == back
     assert ("the removal may be superficial" in result.stderr) == back
-    table = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert table.exit_code == 1 and "BN re-estimated" in table.stdout
+    assert "BN re-estimated" in result.stdout
 
 
 def test_defend_clean_model_changes_and_writes_nothing(
@@ -268,14 +269,20 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     unknown rule exits 2."""
     base = [*["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])], *FAST,
             "--rounds", "1"]  # fmt: skip
-    text = runner.invoke(app, [*base, "--generalise", "always"], env={"COLUMNS": "200"})
+    report_file = tmp_path / "always.json"
+    text = runner.invoke(
+        app, [*base, "--generalise", "always", "--report", str(report_file)],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
     assert text.exit_code == 1, text.output
     fitted = [line for line in text.output.splitlines() if "Step 2" in line]
     assert fitted and all("also fitted as image-dependent changes" in line for line in fitted)
-    for rule, expected in (("always", True), ("never", False)):
-        result = runner.invoke(app, [*base, "--generalise", rule, "--format", "json", "-q"])
-        assert result.exit_code == 1, result.output
-        report = json.loads(result.stdout)
+    never = runner.invoke(app, [*base, "--generalise", "never", "--format", "json", "-q"])
+    assert never.exit_code == 1, never.output
+    for rule, expected, report in (
+        ("always", True, json.loads(report_file.read_text())),
+        ("never", False, json.loads(never.stdout)),
+    ):
         assert report["settings"]["generalise"] == rule
         counts = [p["fine_tune"]["generators"] for p in report["prune"]]
         assert counts and all((n > 0) == expected for n in counts), counts
