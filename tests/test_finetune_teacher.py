@@ -23,9 +23,14 @@ def _clean_and_stamped(bn_cnn_data: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     return x, load_trigger(SPEC, (8, 8, 1)).apply(x)
 
 
-def _log_probs(model: Any, x: np.ndarray) -> np.ndarray:
-    p = np.asarray(model(x, training=False), dtype=np.float64)
-    return np.log(np.clip(p, 1e-12, 1.0))
+def _probs(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False), dtype=np.float64)
+
+
+def _kl(q: np.ndarray, p: np.ndarray) -> float:
+    """Mean KL(q ‖ p) over the rows (probabilities clipped at 1e-12 before the logs)."""
+    logq, logp = np.log(np.clip(q, 1e-12, 1.0)), np.log(np.clip(p, 1e-12, 1.0))
+    return float(np.mean(np.sum(q * (logq - logp), axis=1)))
 
 
 def test_source_teaches_the_stamped_image_its_clean_twins_outputs(
@@ -38,7 +43,7 @@ def test_source_teaches_the_stamped_image_its_clean_twins_outputs(
 
     teacher = bn_cnn_data["model"]
     x, stamped = _clean_and_stamped(bn_cnn_data)
-    q = _log_probs(teacher, x)  # what the teacher says about the clean images
+    q = _probs(teacher, x)  # what the teacher says about the clean images
     gaps = {}
     for mode in ("off", "source"):
         _tf.keras().utils.set_random_seed(0)
@@ -56,8 +61,7 @@ def test_source_teaches_the_stamped_image_its_clean_twins_outputs(
             trigger_teacher=mode,
         )
         assert result.trigger_teacher == mode and result.to_dict()["trigger_teacher"] == mode
-        p = _log_probs(model, stamped)
-        gaps[mode] = float(np.mean(np.sum(np.exp(q) * (q - p), axis=1)))  # KL(q ‖ model)
+        gaps[mode] = _kl(q, _probs(model, stamped))
     # off: stamped images learn their (random) hard labels only; source: the teacher's view
     assert gaps["source"] < 0.5 * gaps["off"]
 
@@ -112,11 +116,6 @@ def _away_from(q: np.ndarray, y: np.ndarray, target: int) -> np.ndarray:
     out = q.copy()
     out[y != target, target] = 0.0
     return out / out.sum(axis=1, keepdims=True)
-
-
-def _kl(q: np.ndarray, p: np.ndarray) -> float:
-    logq, logp = np.log(np.clip(q, 1e-12, 1.0)), np.log(np.clip(p, 1e-12, 1.0))
-    return float(np.mean(np.sum(q * (logq - logp), axis=1)))
 
 
 def test_away_teaches_a_stamped_image_anything_but_the_target(
