@@ -1,7 +1,7 @@
 """Adversarial unlearning: a recovered trigger that keeps attacking the model being fine-tuned.
 
 Unlearning with the one trigger Neural Cleanse recovered teaches the model to ignore *that*
-trigger. Measured on the zoo (README, "Removal without the trigger"): 4–6 % of a patch or SIG
+trigger. Measured on the zoo (JOURNAL.md, "Removal without the trigger"): 4–6 % of a patch or SIG
 trigger and 15–46 % of a position-free patch, a blend or an all-to-all backdoor survived it.
 The recovered trigger is one point of the backdoor's trigger set, and fine-tuning moves the
 backdoor off that point.

@@ -72,7 +72,7 @@ class FineTuneSettings:
     # (distill > 0): "off" none; "masked" the teacher's outputs on the triggered image with
     # its top class removed (unless that is the true one); "source" the teacher's outputs on
     # the clean image before stamping, where there is one (--trigger-data images have none:
-    # hard label only): prune's and sweep's --distill-stamped (their default, README "Ninth
+    # hard label only): prune's and sweep's --distill-stamped (their default, JOURNAL.md "Ninth
     # session"); "away" the same outputs with the trigger's target removed (unless it is the
     # true class), so that a stamped image goes anywhere but the target; "masked" is an
     # experiment (benchmarks/zoo/removal_variants.py KM): see fine_tune
@@ -184,15 +184,15 @@ def fine_tune(
     inference mode — learnt as a clean image, from the teacher's outputs on its source
     (per-image and targeted, in the spirit of SAU, Wei et al. 2023: a backdoor makes its target
     the cheapest place to send an image, wherever the recovered trigger missed). Measured on
-    the zoo (README, "Three removal ideas"): it lowered the residual ASR at 2-4 points of
+    the zoo (JOURNAL.md, "Three removal ideas"): it lowered the residual ASR at 2-4 points of
     accuracy (adversarial training on 1,000 images), so it is an experiment, not an option.
     ``sam`` > 0: every step's gradient is taken at the weights moved by adaptive SAM's ascent
     step of radius ``sam``, two passes a step (FT-SAM, Zhu et al. 2023, ρ = 2: a flat minimum
-    near the clean task shrinks the weights a backdoor rests on). On the zoo (README, "Sixth
+    near the clean task shrinks the weights a backdoor rests on). On the zoo (JOURNAL.md, "Sixth
     session") it cost more accuracy than it removed, so it is an experiment, not an option.
     ``shift``/``flip``: every batch's clean images are augmented (:func:`augment`) before a
     share is stamped, so a stamped trigger stays where the attack puts it. On the zoo's
-    development half (README, "Seventh session") moves of 2 px with flips lowered the ASR on
+    development half (JOURNAL.md, "Seventh session") moves of 2 px with flips lowered the ASR on
     5 of 12 models and cost more accuracy on 9 (the models never saw mirrored images); 1-px
     moves changed little: an experiment, not an option.
     ``trigger_teacher`` (with a teacher): a triggered image with its true class learns

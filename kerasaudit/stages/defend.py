@@ -75,7 +75,7 @@ class DefenceSettings:
     # defended model for each flagged label; a trigger it still finds (smaller than the other
     # labels' masks were) is unlearnt too, in a removal from the original model (see
     # :func:`remove_in_rounds`). Default 2 since 2026-12-02: on the zoo's development models
-    # it took `defend` from 1 to 3 of 7 within the goal (README, "A second look"). Further
+    # it took `defend` from 1 to 3 of 7 within the goal (JOURNAL.md, "A second look"). Further
     # rounds unlearn what they find, so without unlearning there is one (:attr:`rounds_run`).
     rounds: int = 2
     # A second look's mask is unlearnt when it is smaller than this share of the median mask
@@ -87,13 +87,13 @@ class DefenceSettings:
     # Neural Cleanse runs (seeds) per second look; the median-sized mask decides (an odd
     # number). One look's ratio moves by up to 0.18 with the search's seed alone, across the
     # 0.7 rule; but 3 seeds did not raise the zoo's count over two fine-tuning seeds (dev mean
-    # 4 → 3.5 of 12, test 2.5 → 2.5 of 13: README, "Seventh session"), so the default is 1.
+    # 4 → 3.5 of 12, test 2.5 → 2.5 of 13: JOURNAL.md, "Seventh session"), so the default is 1.
     look_seeds: int = 1
     # Layer candidates fine-tuned with unlearning before being measured (False: clean
     # fine-tuning only, so a candidate's held-out ASR says whether pruning cut the backdoor's
     # path rather than whether unlearning hid the recovered pattern; prune(candidates_unlearn))
     candidates_unlearn: bool = True
-    # Two experiments, not defaults (README, "Three removal ideas"; benchmarks/zoo/removal.py
+    # Two experiments, not defaults (JOURNAL.md, "Three removal ideas"; benchmarks/zoo/removal.py
     # `un`, `sp10`): channels ranked by every recovered trigger, each channel's largest robust
     # z over them (prune(rank_with)); spread > 0: the layers the trigger drives hardest all
     # pruned at this ratio, no candidate measured (prune(spread)) — on the test half 1 of 13
@@ -104,12 +104,12 @@ class DefenceSettings:
     # mask, an additive perturbation: Neural Cleanse's approximation of a blend, a sinusoid or
     # a warp), every recovered trigger is also fitted as an image-dependent change and
     # unlearnt (FineTuneSettings.generator; "always" / "never" regardless of the trigger).
-    # "diffuse" since 2026-12-03 (README, "Eighth session"): on the 11 zoo models it changes
+    # "diffuse" since 2026-12-03 (JOURNAL.md, "Eighth session"): on the 11 zoo models it changes
     # the residual real-trigger ASR fell on 19 of 22 (model, seed) runs (sig_wide 12.3 → 3.6
     # %, wanet_nested 10.6 → 0.6 %); within the goal dev 0 → 3 of 7 with either seed, but on
     # the test half 1 → 1 and 0 → 0 of 4, and it cost over 0.5 more points on 8 of 22. Those
     # runs had one round; the default as it is (two rounds; removal.py `dflt`/`dflts1`, seeds
-    # 0/1, README "Ninth session"): dev 7 / 7 of 12, test 3 / 2 of 13 within the goal
+    # 0/1, JOURNAL.md, "Ninth session"): dev 7 / 7 of 12, test 3 / 2 of 13 within the goal
     generalise: str = "diffuse"
 
     def check(self) -> None:
