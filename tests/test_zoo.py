@@ -523,3 +523,24 @@ def test_measure_separates_the_models_own_confusion_from_what_the_trigger_flips(
     assert out["asr"] == [pytest.approx(1.0)]
     assert out["clean_to_target"] == [pytest.approx(4 / kept)]
     assert out["flipped"] == [pytest.approx(1 - 4 / kept)]
+
+
+def test_build_says_whether_a_rebuild_matches_the_manifest() -> None:
+    """zoo.py build compares each fresh build with the manifest's entry: equal weights, a
+    changed recipe, or the same recipe trained to other weights (the cross-machine check of
+    the pinned kernels), and whether that recipe pinned the kernels."""
+    zoo = removal.zoo
+    recipe = recipes.BY_NAME["badnets_g3_bl_sep"].to_dict()
+    info = {"weights_sha256": "a" * 64, "recipe": recipe}
+    assert zoo.manifest_note(None, info) is None
+    same = {"weights_sha256": "a" * 64, "recipe": recipe}
+    assert "equal" in (zoo.manifest_note(same, info) or "")
+    other = {"weights_sha256": "b" * 64, "recipe": recipe}
+    note = zoo.manifest_note(other, info) or ""
+    assert "same recipe" in note and "kernels pinned" in note
+    unpinned = {k: v for k, v in recipe.items() if k != "kernels"}
+    old_unpinned = {"weights_sha256": "b" * 64, "recipe": unpinned}
+    note = zoo.manifest_note(old_unpinned, {"weights_sha256": "a" * 64, "recipe": unpinned}) or ""
+    assert "kernels not pinned" in note
+    changed = {"weights_sha256": "b" * 64, "recipe": {**recipe, "epochs": 99}}
+    assert "recipe changed" in (zoo.manifest_note(changed, info) or "")

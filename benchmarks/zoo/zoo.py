@@ -851,6 +851,20 @@ def record_manifest(info: dict[str, Any]) -> None:
     _write_json(MANIFEST, dict(sorted(manifest.items())))
 
 
+def manifest_note(old: dict[str, Any] | None, info: dict[str, Any]) -> str | None:
+    """How a fresh build compares with the model's manifest entry (None: no entry): the same
+    weights, a changed recipe, or the same recipe trained to other weights (not bit-exact on
+    this machine: the check that the pinned kernels, recipes.KERNELS, are meant to pass)."""
+    if old is None:
+        return None
+    if old["weights_sha256"] == info["weights_sha256"]:
+        return "weights equal to the manifest's (bit for bit)"
+    if old.get("recipe") != info["recipe"]:
+        return "NOTE: the recipe changed since the manifest's entry (other weights expected)"
+    pinned = "kernels pinned" if "kernels" in info["recipe"] else "kernels not pinned"
+    return f"NOTE: same recipe, other weights than the manifest's ({pinned}: not bit-exact here)"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     root = zoo_dir(args.dir)
     ensure_data(root)
@@ -872,11 +886,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         info = json.loads(meta.read_text())
         ev = info["eval"]
         log(f"{name}: acc {ev['accuracy']:.4f} asr {ev['asr']} ({info['train_seconds']} s)")
-        old = manifest.get(name)
-        if old and old["weights_sha256"] != info["weights_sha256"]:
-            log(
-                f"NOTE {name}: weights differ from the manifest's (recipe changed or not bit-exact)"
-            )
+        note = manifest_note(manifest.get(name), info)
+        if note:
+            log(f"{name}: {note}")
         record_manifest(info)
     return 1 if failed else 0
 
@@ -986,7 +998,7 @@ def main() -> int:
     parser.add_argument(
         "--epochs", type=int, help="known: the chain with --fine-tune-epochs N (known.eN.json)"
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options before, between or after the names
     commands = {
         "build": cmd_build,
         "train": cmd_train,
