@@ -159,6 +159,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dflt": {},  # defend's default: rr70 (two rounds) with generalise "diffuse"
     "dflts1": {"seed": 1},  # the same with fine-tuning seed 1
     "dtts": {"trigger_teacher": "source"},  # dflt, stamped images distilled from their source
+    # dflt, stamped images distilled from their source without the flagged target (the
+    # known chain's "away" teacher, FineTuneSettings.trigger_teacher): dev first, 2026-12-03
+    "dtta": {"trigger_teacher": "away"},
+    "dttas1": {"trigger_teacher": "away", "seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -185,6 +189,8 @@ DEFAULT_BASED = (
         "dflt",
         "dflts1",
         "dtts",
+        "dtta",
+        "dttas1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -192,7 +198,10 @@ ROUNDS: dict[str, int] = {v: 2 for v in FIRST_RULE + DEFAULT_BASED}
 LOOK_RATIO: dict[str, float] = {v: 1.0 for v in FIRST_RULE} | {v: 0.7 for v in DEFAULT_BASED}
 LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seeds
 # DefenceSettings.generalise
-GENERALISE = {v: "diffuse" for v in ("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts")}
+GENERALISE = {
+    v: "diffuse"
+    for v in ("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1")
+}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
@@ -525,7 +534,14 @@ def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -
 # Variants that differ only in the fine-tuning seed (0, 1): their counts are reported together
 SEED_PAIRS = {
     **{"rr70": "rr70s1", "lk3": "lk3s1", "aug": "augs1"},
-    **{"gen": "gens1", "genf": "genfs1", "gend": "gends1", "gdb1": "gdb1s1", "dflt": "dflts1"},
+    **{
+        "gen": "gens1",
+        "genf": "genfs1",
+        "gend": "gends1",
+        "gdb1": "gdb1s1",
+        "dflt": "dflts1",
+        "dtta": "dttas1",
+    },
 }
 
 
