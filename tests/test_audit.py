@@ -144,6 +144,7 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     html = page.read_text()
     assert "BN re-estimated" in html and ("comes back" in html) == back
     assert "BN re-estimated" in result.stdout
+    assert fix["blind"] is False and "Checked only with" not in result.stdout + html
 
     plain = runner.invoke(
         app,
@@ -197,3 +198,6 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
     assert "Round 2: label 0 searched again on the fixed model" in result.stdout
+    # blind: every ASR of the table is a recovered trigger's, unlearnt on these images
+    assert fix["blind"] is True
+    assert "Checked only with the triggers recovered from the model" in result.stdout

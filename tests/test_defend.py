@@ -133,6 +133,8 @@ def test_defend_reports_the_asr_after_batchnorm_reestimation(
     back = any(c["comes_back"] for c in checks)
     assert report["comes_back"] == back
     assert ("the removal may be superficial" in result.stderr) == back
+    # the real trigger was measured: no caveat that only recovered triggers were
+    assert report["recovered_only"] is False and "Checked only with" not in result.stdout
     assert "BN re-estimated" in result.stdout
 
 
@@ -277,6 +279,9 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     assert text.exit_code == 1, text.output
     fitted = [line for line in text.output.splitlines() if "Step 2" in line]
     assert fitted and all("also fitted as image-dependent changes" in line for line in fitted)
+    # no --eval-trigger: the table was measured with recovered triggers only, and says so
+    assert "Checked only with the triggers recovered from the model" in text.stdout
+    assert json.loads(report_file.read_text())["recovered_only"] is True
     never = runner.invoke(app, [*base, "--generalise", "never", "--format", "json", "-q"])
     assert never.exit_code == 1, never.output
     for rule, expected, report in (

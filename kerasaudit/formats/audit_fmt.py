@@ -14,6 +14,16 @@ from kerasaudit.stages.audit import AuditResult
 SCHEMA = "kerasaudit.stages.audit/1"
 
 
+# Under a blind fix's table (Fix.blind; defend's twin: defend_fmt.RECOVERED_ONLY)
+BLIND_FIX = (
+    "Checked only with the triggers recovered from the model, which the fix unlearnt on these "
+    "same images: a low ASR here does not show that the real trigger is gone (on models no "
+    'defence was tuned on, 2-13 % of it often survived; README, "Efficacy on the zoo"). '
+    "With a sample or spec of the real trigger, measure the fixed model on other data "
+    "(kerasaudit evaluate)."
+)
+
+
 def to_json(result: AuditResult, output: str | None) -> dict[str, Any]:
     return {"schema": SCHEMA, "model": result.model, "fixed_model": output, **result.to_dict()}
 
@@ -114,6 +124,8 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
         console.print(table)
         for line in defend_fmt.look_lines(fix.second_looks, "fixed"):
             console.print(Text(line))
+        if fix.blind:
+            console.print(Text(BLIND_FIX))
         if result.fix_left_backdoor:
             console.print(
                 Text("The backdoor survived the fix: do not ship this model.", style="bold red")

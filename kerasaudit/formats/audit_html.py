@@ -129,6 +129,8 @@ def _fix(result: AuditResult, written: str | None) -> str:
             f"<p>{_badge('bad', 'comes back')}With BatchNorm statistics re-estimated on the "
             "clean data the backdoor works again: the fix may be superficial.</p>"
         )
+    if fix.blind:
+        body += f"<p>{_e(audit_fmt.BLIND_FIX)}</p>"
     what = "--fix: pruned the channels the trigger drives and fine-tuned while unlearning it."
     return _section("prune", "Fix", what, body)
 

@@ -109,8 +109,19 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
                 "on --data (clean), as a later recalibration would do."
             )
         )
+    if result.recovered_only:
+        console.print(Text(RECOVERED_ONLY))
     if output:
         console.print(Text(f"wrote {output}"))
+
+
+# Shown under defend's and blind audit --fix's tables (DefendResult.recovered_only, Fix.blind)
+RECOVERED_ONLY = (
+    "Checked only with the triggers recovered from the model, which the fine-tuning unlearnt: "
+    "a low ASR here does not show that the real trigger is gone (on models no defence was "
+    'tuned on, 2-13 % of it often survived; README, "Efficacy on the zoo"). With a sample '
+    "or spec of the real trigger, measure it (--eval-trigger; kerasaudit evaluate)."
+)
 
 
 def comes_back_warning(checks: Sequence[TriggerCheck]) -> str | None:

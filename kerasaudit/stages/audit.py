@@ -82,6 +82,9 @@ class Fix:
     # Blind fixes search again on the fixed model (DefenceSettings.rounds; defend --rounds):
     # each look, and its trigger among ``asr`` when it was used.
     second_looks: tuple[SecondLook, ...] = ()
+    # no trigger was known: every ASR above is of a recovered trigger the fix unlearnt, on the
+    # same data (see defend_fmt.RECOVERED_ONLY)
+    blind: bool = False
 
     @property
     def worst_asr_after(self) -> float | None:
@@ -107,6 +110,7 @@ class Fix:
                 for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)
             ],
             "comes_back": list(self.comes_back),
+            "blind": self.blind,
             "second_looks": [look.to_dict() for look in self.second_looks],
             "prune": self.prune.to_dict(),
         }
@@ -313,7 +317,8 @@ def audit(
             for label, t in triggers
         )
         reestimated = evaluate(recal, dataset) if recal is not None else None
-        fix = Fix(pruned, before, after, asr, reestimated, again, tuple(looks))
+        fix = Fix(pruned, before, after, asr, reestimated, again, tuple(looks),
+                  blind=reversed_ is not None)  # fmt: skip
         seconds["fix"] = time.perf_counter() - started
     result = AuditResult(
         model=str(loaded.path),

@@ -234,6 +234,14 @@ class DefendResult:
         return any(c.comes_back for c in self.checks)
 
     @property
+    def recovered_only(self) -> bool:
+        """The model was changed and checked only with the triggers recovered from it — the
+        ones its fine-tuning unlearnt — so the ASRs after say little about the real trigger
+        (on the zoo's held-back models 2-13 % of it often survived: README, "Efficacy on the
+        zoo"); ``--eval-trigger`` measures a known one."""
+        return self.changed and not any(c.source == "known" for c in self.checks)
+
+    @property
     def accuracy_drop(self) -> float | None:
         if self.before is None or self.after is None:
             return None
@@ -260,6 +268,7 @@ class DefendResult:
             "accuracy_drop": self.accuracy_drop,
             "reestimated": ev(self.reestimated),
             "comes_back": self.comes_back,
+            "recovered_only": self.recovered_only,
             "triggers": [c.to_dict() for c in self.checks],
             "settings": self.settings.to_dict(),
             "seconds": dict(self.seconds),
