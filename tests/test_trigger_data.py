@@ -250,3 +250,34 @@ def test_prune_distils_stamped_images_from_their_unstamped_twin_by_default(
         assert code in (0, 1), report
         seen[name] = report["fine_tune"]["trigger_teacher"]
     assert seen == {"default": "source", "no": "off", "plain": "off"}
+
+
+def test_defend_is_measured_with_trigger_data(stripes: dict[str, Path], tmp_path: Path) -> None:
+    """defend --eval-trigger-data: the images carrying the real trigger measure the defence
+    (the "known" row: the same ASR before as `evaluate --trigger-data`, gone after), so the
+    table is not the recovered triggers' alone; the option's misuses exit 2 before loading."""
+    base = ["defend", str(stripes["backdoored"]), "-d", str(stripes["data"])]
+    fast = ["--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--ratio", "0.125"]
+    code, report = _json(
+        [*base, *fast, "--eval-data", str(stripes["test"]),
+         "--eval-trigger-data", str(stripes["stamped"]), "--eval-target", "0"]
+    )  # fmt: skip
+    assert code == 1 and report["flagged"] == [0]
+    (known,) = [c for c in report["triggers"] if c["source"] == "known"]
+    _, alone = _json(
+        ["evaluate", str(stripes["backdoored"]), "-d", str(stripes["test"]),
+         "--trigger-data", str(stripes["stamped"]), "--target", "0"]
+    )  # fmt: skip
+    assert known["asr_before"] == pytest.approx(alone["attack"]["asr"])
+    assert known["asr_before"] > 0.9
+    assert known["asr_after"] < 0.05 and report["recovered_only"] is False
+    needs = "--eval-trigger-data needs --eval-target"
+    for extra, message in (
+        (["--eval-trigger-data", str(stripes["stamped"])], needs),
+        (["--eval-trigger-data", str(stripes["stamped"]), "--eval-trigger", TRIGGER,
+          "--eval-target", "0"], "not both"),
+        (["--eval-trigger-data", str(tmp_path / "missing.npz"), "--eval-target", "0"],
+         "does not exist"),
+    ):  # fmt: skip
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2 and message in result.stderr, (extra, result.output)

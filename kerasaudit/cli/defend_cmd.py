@@ -177,9 +177,23 @@ def defend(
             show_default=False,
         ),
     ] = None,
+    eval_trigger_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-trigger-data",
+            help="Images that carry a known trigger (e.g. found in an incident; .npz/.npy as "
+            "--data, labels optional) to MEASURE the defence with, instead of --eval-trigger: "
+            "for blended, sinusoidal or warping triggers no spec expresses. Needs --eval-target.",
+            show_default=False,
+        ),
+    ] = None,
     eval_target: Annotated[
         int | None,
-        typer.Option("--eval-target", help="The label --eval-trigger forces.", show_default=False),
+        typer.Option(
+            "--eval-target",
+            help="The label --eval-trigger (or --eval-trigger-data) forces.",
+            show_default=False,
+        ),
     ] = None,
     labels: LabelsOpt = None,
     steps: StepsOpt = 1000,
@@ -210,7 +224,12 @@ def defend(
     verdict); for each flagged label complete its recovered trigger, prune the channels it
     drives (linf-trigger) and fine-tune with unlearning; then evaluate before/after. Exit 1
     when a backdoor was flagged (and removed), 0 when none was found."""
-    require_paths(("model", model), ("--data", data), ("--eval-data", eval_data))
+    require_paths(
+        ("model", model),
+        ("--data", data),
+        ("--eval-data", eval_data),
+        ("--eval-trigger-data", eval_trigger_data),
+    )
     from kerasaudit.cli.progress import progress_bar
     from kerasaudit.formats import defend_fmt, reverse_fmt
     from kerasaudit.saving import SaveFormat, resolve_save_format, save_model
@@ -220,8 +239,12 @@ def defend(
     from kerasaudit.triggers import parse_trigger
 
     consoles = Consoles(quiet)
-    if eval_target is not None and eval_trigger is None:
-        raise BadInputError("--eval-target needs --eval-trigger")
+    if eval_trigger is not None and eval_trigger_data is not None:
+        raise BadInputError("give --eval-trigger or --eval-trigger-data, not both")
+    if eval_target is not None and eval_trigger is None and eval_trigger_data is None:
+        raise BadInputError("--eval-target needs --eval-trigger or --eval-trigger-data")
+    if eval_trigger_data is not None and eval_target is None:
+        raise BadInputError("--eval-trigger-data needs --eval-target K (the label it forces)")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     try:
@@ -265,6 +288,8 @@ def defend(
     if output is not None:
         chosen_format = resolve_save_format(requested_format, loaded.format, output)
     known = None if known_spec is None else TriggerRequest(known_spec, None, eval_target)
+    if eval_trigger_data is not None:
+        known = TriggerRequest(None, eval_trigger_data, eval_target)
     inputs = open_inputs(loaded, data_args, data, eval_data, known)
     with progress_bar(consoles, "reverse (label-steps)") as update:
         defended, result = run_defend(
