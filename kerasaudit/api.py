@@ -333,19 +333,31 @@ def defend(
     labels: Sequence[int] | None = None,
     config: ReverseConfig | None = None,
     settings: DefenceSettings | None = None,
+    eval_trigger: TriggerLike | None = None,
+    eval_target: int | None = None,
 ) -> tuple[Any | None, DefendResult]:
     """Recover the trigger, prune the channels it drives, fine-tune while unlearning it.
-    Returns (the defended copy, or None when nothing was flagged; the result)."""
+    Returns (the defended copy, or None when nothing was flagged; the result).
+    ``eval_trigger`` (a spec, a trigger file, a trigger object such as ``TriggerData``) with
+    ``eval_target``: a known trigger that only *measures* the defence (the CLI's
+    ``--eval-trigger`` / ``--eval-trigger-data``), on ``eval_data`` (else ``data``)."""
     from kerasaudit.stages.defend import defend as _defend
 
     keras_model = _keras(model)
+    dataset = load_data(data, keras_model)
+    held_out = None if eval_data is None else load_data(eval_data, keras_model)
+    known = None
+    if eval_trigger is not None:
+        known = make_trigger(eval_trigger, held_out or dataset)
     return _defend(
         keras_model,
-        load_data(data, keras_model),
-        eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
+        dataset,
+        eval_dataset=held_out,
         labels=labels,
         reverse_config=config,
         settings=settings,
+        known_trigger=known,
+        known_target=eval_target,
     )
 
 

@@ -110,6 +110,27 @@ def test_audit_and_prune_through_the_api(tiny: dict[str, Path], tmp_path: Path) 
         ka.prune(model, tiny["data"], ratio=0.125, trigger=TRIGGER, also_unlearn=[second])
 
 
+def test_defend_through_the_api_is_measured_with_a_known_trigger(tiny: dict[str, Path]) -> None:
+    """ka.defend with eval_trigger: the known trigger measures the blind defence on eval_data
+    (the CLI's --eval-trigger), so the result is not the recovered triggers' alone."""
+    import kerasaudit as ka
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings
+    from kerasaudit.stages.reverse import ReverseConfig
+
+    settings = DefenceSettings(ratio=0.125, fine_tuning=FineTuneSettings(2, True, distill=0.8))
+    fixed, result = ka.defend(
+        tiny["backdoored"], tiny["data"], eval_data=tiny["test"],
+        config=ReverseConfig(steps=200, images=128), settings=settings,
+        eval_trigger=TRIGGER, eval_target=0,
+    )  # fmt: skip
+    assert fixed is not None and result.reverse.verdict.flagged == (0,)
+    (known,) = [c for c in result.checks if c.source == "known"]
+    assert known.asr_before is not None and known.asr_before > 0.9
+    assert known.asr_after is not None and known.asr_after < 0.05
+    assert not result.recovered_only and result.evaluated_on == "--eval-data"
+
+
 def test_a_baseline_from_reverse_results_and_reports(tiny: dict[str, Path], tmp_path: Path) -> None:
     import json
 
