@@ -118,7 +118,8 @@ def test_defend_through_the_api_is_measured_with_a_known_trigger(tiny: dict[str,
     from kerasaudit.stages.defend import DefenceSettings
     from kerasaudit.stages.reverse import ReverseConfig
 
-    settings = DefenceSettings(ratio=0.125, fine_tuning=FineTuneSettings(2, True, distill=0.8))
+    tuning = FineTuneSettings(2, True, distill=0.8)
+    settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, rounds=1)  # one round: fast
     fixed, result = ka.defend(
         tiny["backdoored"], tiny["data"], eval_data=tiny["test"],
         config=ReverseConfig(steps=200, images=128), settings=settings,
