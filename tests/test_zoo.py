@@ -544,3 +544,32 @@ def test_build_says_whether_a_rebuild_matches_the_manifest() -> None:
     assert "kernels not pinned" in note
     changed = {"weights_sha256": "b" * 64, "recipe": {**recipe, "epochs": 99}}
     assert "recipe changed" in (zoo.manifest_note(changed, info) or "")
+
+
+def test_evidence_of_other_weights_is_stale_and_refreshed_from_this_builds_report(
+    tmp_path: Path,
+) -> None:
+    """A rebuild with other weights makes evidence/NAME.json stale; `zoo.py evidence` replaces
+    it from the cached report only when that report was measured on the weights built here."""
+    zoo = removal.zoo
+    name = "badnets_g3_bl_sep"
+    recipe = recipes.BY_NAME[name].to_dict()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / f"{name}.json").write_text(json.dumps({"weights_sha256": "a" * 64}))
+    assert not zoo.evidence_current(tmp_path, name)  # none yet
+    report = {
+        "zoo": {"exit_code": 1, "recipe": recipe, "weights_sha256": "b" * 64},
+        "config": {},
+        "evidence": {"labels": []},
+    }
+    zoo.save_evidence(tmp_path, name, report)
+    (tmp_path / "models" / f"{name}.json").write_text(json.dumps({"weights_sha256": "c" * 64}))
+    assert not zoo.evidence_current(tmp_path, name)  # measured on a's build, now c's
+    cached = tmp_path / "results" / name / "reverse.json"
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps({**report, "zoo": {**report["zoo"], "weights_sha256": "c" * 64}}))
+    args = zoo.argparse.Namespace(dir=str(tmp_path), names=[name], force=False)
+    assert zoo.cmd_evidence(args) == 0
+    assert zoo.evidence_current(tmp_path, name)
+    kept = json.loads((tmp_path / "evidence" / f"{name}.json").read_text())
+    assert kept["zoo"]["weights_sha256"] == "c" * 64

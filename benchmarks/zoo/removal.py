@@ -224,9 +224,9 @@ def rows_file(root: Path) -> Path:
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
     NAME.npz, NAME.json); its report is written as results/NAME/reverse.json, and as the
-    compact evidence/NAME.json when there is none (the same numbers `zoo.py evidence` saves:
-    trigger completion runs after the verdict and does not change them; committed evidence
-    of other weights is never replaced here)."""
+    compact evidence/NAME.json when there is none or it was measured on other weights (the
+    same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and does
+    not change them)."""
     from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, reverse_engineer
 
     out = zoo.results_dir(root, name)
@@ -259,9 +259,10 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
             "seconds": round(time.time() - started, 1),
             "recipe": BY_NAME[name].to_dict(),
             "source": "removal.found_triggers (defend's reverse, trigger completion on)",
+            "weights_sha256": sha,
         }
         zoo._write_json(out / "reverse.json", report)  # these triggers' report
-        if not (zoo.evidence_dir(root) / f"{name}.json").exists():  # never replace evidence
+        if not zoo.evidence_current(root, name):  # none yet, or of other weights
             zoo.save_evidence(root, name, report)
         zoo._write_json(
             meta,

@@ -267,6 +267,21 @@ def save_evidence(root: Path, name: str, report: dict[str, Any]) -> Path:
     return path
 
 
+def weights_of(root: Path, name: str) -> str:
+    """The SHA-256 of the weights built under ``root`` (models/NAME.json)."""
+    return str(json.loads((root / "models" / f"{name}.json").read_text())["weights_sha256"])
+
+
+def evidence_current(root: Path, name: str) -> bool:
+    """Whether evidence/NAME.json was measured on the weights built under ``root`` (a rebuild
+    with other weights — another recipe, or an unpinned build elsewhere — makes it stale)."""
+    path = evidence_dir(root) / f"{name}.json"
+    if not path.exists():
+        return False
+    kept = json.loads(path.read_text())["zoo"].get("weights_sha256")
+    return bool(kept == weights_of(root, name))
+
+
 def built(root: Path, names: list[str]) -> list[Recipe]:
     out = []
     for name in names or [r.name for r in RECIPES]:
@@ -284,10 +299,20 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     for recipe in built(root, args.names):
         out = results_dir(root, recipe.name)
         target = out / "reverse.json"
+        sha = weights_of(root, recipe.name)
         if target.exists() and not args.force:
-            if not (evidence_dir(root) / f"{recipe.name}.json").exists():
-                save_evidence(root, recipe.name, json.loads(target.read_text()))
-            continue
+            cached = json.loads(target.read_text())
+            if evidence_current(root, recipe.name):
+                continue
+            # a report says which weights it was measured on (older ones do not: trusted only
+            # where there is no evidence yet, as before)
+            measured_on = cached["zoo"].get("weights_sha256")
+            path = evidence_dir(root) / f"{recipe.name}.json"
+            if measured_on == sha or (measured_on is None and not path.exists()):
+                save_evidence(root, recipe.name, cached)
+                log(f"{recipe.name}: evidence written from {target}")
+                continue
+            log(f"{recipe.name}: the cached report is of other weights: measuring again")
         log(f"reverse {recipe.name}")
         model = root / "models" / recipe.filename
         code, report, seconds = kerasaudit(
@@ -296,7 +321,12 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         if report is None or code not in (0, 1):
             log(f"FAILED reverse {recipe.name} (exit {code}); see {out / 'reverse.log'}")
             continue
-        report["zoo"] = {"exit_code": code, "seconds": seconds, "recipe": recipe.to_dict()}
+        report["zoo"] = {
+            "exit_code": code,
+            "seconds": seconds,
+            "recipe": recipe.to_dict(),
+            "weights_sha256": sha,
+        }
         _write_json(target, report)
         save_evidence(root, recipe.name, report)
         v = report["verdict"]
