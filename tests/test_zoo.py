@@ -569,7 +569,9 @@ def test_evidence_of_other_weights_is_stale_and_refreshed_from_this_builds_repor
     cached.parent.mkdir(parents=True)
     cached.write_text(json.dumps({**report, "zoo": {**report["zoo"], "weights_sha256": "c" * 64}}))
     args = zoo.argparse.Namespace(dir=str(tmp_path), names=[name], force=False)
+    assert zoo.stale_evidence(tmp_path) == [name]
     assert zoo.cmd_evidence(args) == 0
     assert zoo.evidence_current(tmp_path, name)
+    assert zoo.stale_evidence(tmp_path) == []
     kept = json.loads((tmp_path / "evidence" / f"{name}.json").read_text())
     assert kept["zoo"]["weights_sha256"] == "c" * 64

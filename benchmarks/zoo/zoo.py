@@ -282,6 +282,30 @@ def evidence_current(root: Path, name: str) -> bool:
     return bool(kept == weights_of(root, name))
 
 
+def stale_evidence(root: Path) -> list[str]:
+    """Models whose kept evidence was measured on other weights than the zoo's record of them:
+    manifest.json for the default build, else the models built under ``root``."""
+    if is_default_build(root):
+        manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+        record = {name: entry["weights_sha256"] for name, entry in manifest.items()}
+    else:
+        record = {p.stem: weights_of(root, p.stem) for p in (root / "models").glob("*.json")}
+    stale = []
+    for path in sorted(evidence_dir(root).glob("*.json")):
+        kept = json.loads(path.read_text())["zoo"].get("weights_sha256")
+        if path.stem in record and kept != record[path.stem]:
+            stale.append(path.stem)
+    return stale
+
+
+def warn_stale(root: Path) -> None:
+    stale = stale_evidence(root)
+    if stale:
+        print(f"NOTE: the evidence of {len(stale)} model(s) was measured on other weights than "
+              f"the zoo records ({', '.join(stale)}): `zoo.py evidence NAME…` on a build of "
+              "them replaces it", flush=True)  # fmt: skip
+
+
 def built(root: Path, names: list[str]) -> list[Recipe]:
     out = []
     for name in names or [r.name for r in RECIPES]:
@@ -812,6 +836,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import calibrate
 
     root = zoo_dir(args.dir)
+    warn_stale(root)
     for variant in calibrate.VARIANTS:  # both families, cross-validated the same way
         other = calibrate.calibrate(evidence_dir(root), args.parameter, variant, args.method)
         for scheme in ("leave-one-architecture-out", "leave-one-family-out"):
@@ -956,6 +981,7 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     from kerasaudit.verdict import rule_for
 
     root = zoo_dir(args.dir)
+    warn_stale(root)
     baseline = shipped_baseline(root)
     rule = rule_for(baseline)
     print(f"baseline: {'none' if baseline is None else baseline.name}; rule: {rule.describe()}")
