@@ -233,7 +233,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     store = zoo.recovered_dir(root)
     store.mkdir(parents=True, exist_ok=True)
     arrays, meta = store / f"{name}.npz", store / f"{name}.json"
-    sha = json.loads((root / "models" / f"{name}.json").read_text())["weights_sha256"]
+    sha = zoo.weights_of(root, name)
     if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") != sha:
         print(f"{name}: cached triggers were found on other weights; recovering again")
         meta.unlink()

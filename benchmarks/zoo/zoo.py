@@ -272,14 +272,17 @@ def weights_of(root: Path, name: str) -> str:
     return str(json.loads((root / "models" / f"{name}.json").read_text())["weights_sha256"])
 
 
+def measured_on(evidence: Path) -> str | None:
+    """The SHA-256 of the weights a kept evidence file was measured on (None: not recorded)."""
+    kept = json.loads(evidence.read_text())["zoo"].get("weights_sha256")
+    return None if kept is None else str(kept)
+
+
 def evidence_current(root: Path, name: str) -> bool:
     """Whether evidence/NAME.json was measured on the weights built under ``root`` (a rebuild
     with other weights — another recipe, or an unpinned build elsewhere — makes it stale)."""
     path = evidence_dir(root) / f"{name}.json"
-    if not path.exists():
-        return False
-    kept = json.loads(path.read_text())["zoo"].get("weights_sha256")
-    return bool(kept == weights_of(root, name))
+    return path.exists() and measured_on(path) == weights_of(root, name)
 
 
 def stale_evidence(root: Path) -> list[str]:
@@ -292,8 +295,7 @@ def stale_evidence(root: Path) -> list[str]:
         record = {p.stem: weights_of(root, p.stem) for p in (root / "models").glob("*.json")}
     stale = []
     for path in sorted(evidence_dir(root).glob("*.json")):
-        kept = json.loads(path.read_text())["zoo"].get("weights_sha256")
-        if path.stem in record and kept != record[path.stem]:
+        if path.stem in record and measured_on(path) != record[path.stem]:
             stale.append(path.stem)
     return stale
 
@@ -325,14 +327,14 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         target = out / "reverse.json"
         sha = weights_of(root, recipe.name)
         if target.exists() and not args.force:
-            cached = json.loads(target.read_text())
             if evidence_current(root, recipe.name):
                 continue
+            cached = json.loads(target.read_text())
             # a report says which weights it was measured on (older ones do not: trusted only
             # where there is no evidence yet, as before)
-            measured_on = cached["zoo"].get("weights_sha256")
+            reported = cached["zoo"].get("weights_sha256")
             path = evidence_dir(root) / f"{recipe.name}.json"
-            if measured_on == sha or (measured_on is None and not path.exists()):
+            if reported == sha or (reported is None and not path.exists()):
                 save_evidence(root, recipe.name, cached)
                 log(f"{recipe.name}: evidence written from {target}")
                 continue
