@@ -280,7 +280,7 @@ def test_removal_table_keeps_the_latest_run_and_marks_the_goal() -> None:
             "model": model,
             "variant": variant,
             "flagged": [3],
-            "asr_before": [1.0] * len(asr),
+            "asr_before": [1.0, 1.0],  # the same build: the same numbers before
             "accuracy_before": 0.9,
             "asr_after": asr,
             "accuracy_after": after,
@@ -322,6 +322,43 @@ def test_removal_table_reports_both_fine_tuning_seeds_and_their_mean() -> None:
     summary = removal.table(rows, ["lk3", "lk3s1"]).splitlines()[-1]
     assert summary == "- lk3 / lk3s1 (seeds 0, 1), within the goal: dev 2, 1 of 2 (mean 1.5)"
     assert "seeds" not in removal.table(rows, ["lk3"])
+
+
+def test_removal_table_compares_variants_only_on_the_same_build() -> None:
+    """removal.py --table: a variant is counted against ``base`` (and a seed against its twin)
+    only on models whose two rows were measured on the same weights — by SHA-256 when both
+    rows record it, else by the original's accuracy and ASR — and a cell from another build
+    than the model's newest row is marked °."""
+    dev = [
+        r.name
+        for r in recipes.RECIPES
+        if r.family != "clean" and removal.zoo.split(r.name) == "dev"
+    ]
+
+    def row(model: str, variant: str, before: float, sha: str | None = None) -> dict[str, Any]:
+        out = {
+            "model": model, "variant": variant, "flagged": [1], "asr_before": [1.0],
+            "accuracy_before": before, "asr_after": [0.01], "accuracy_after": before - 0.001,
+        }  # fmt: skip
+        return out if sha is None else {**out, "weights_sha256": sha}
+
+    rows = [
+        row(dev[0], "base", 0.90),  # an older build: other accuracy before, no hash
+        row(dev[0], "dflt", 0.91, "a"),
+        row(dev[1], "base", 0.90, "b"),  # same numbers before, other weights
+        row(dev[1], "dflt", 0.90, "c"),
+        row(dev[2], "base", 0.90),  # same build by its numbers (no hashes)
+        row(dev[2], "dflt", 0.90),
+        row(dev[3], "dflt", 0.90, "d"),
+        row(dev[3], "dflts1", 0.90, "d"),
+    ]
+    text = removal.table(rows, ["base", "dflt", "dflts1"])
+    assert "- base → dflt, within the goal: dev 1 → 1 of 1" in text
+    assert "- dflt / dflts1 (seeds 0, 1), within the goal: dev 1, 1 of 1 (mean 1)" in text
+    lines = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert lines[dev[0]].split(" | ")[4].endswith("-0.10 °")  # its base cell, older build
+    assert lines[dev[0]].count("°") == 1
+    assert "°" not in lines[dev[2]] and lines[dev[1]].count("°") == 1
 
 
 def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -> None:

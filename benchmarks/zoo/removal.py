@@ -325,6 +325,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "accuracy_before": before["accuracy"],
         "asr_before": before["asr"],
         "reverse_seconds": info["seconds"],
+        "weights_sha256": zoo.weights_of(root, name),
     }
     if not found:  # nothing flagged: defend leaves the model as it is
         return {**row, "unchanged": True}
@@ -469,10 +470,13 @@ def reattack(defended: Any, original: Any, data: Any, triggers: list[Any]) -> li
 
 def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
     """Markdown: one row per model, one column per variant (``only``: these; ASR after /
-    accuracy change); ✓ where every trigger's ASR ≤ 2 % at ≤ 1.5 points lost."""
+    accuracy change); ✓ where every trigger's ASR ≤ 2 % at ≤ 1.5 points lost; ° where the
+    cell was measured on another build of the model than its newest row."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
+    newest: dict[str, dict[str, Any]] = {}
     for row in rows:
         latest[(row["model"], row["variant"])] = row
+        newest[row["model"]] = row
     variants = [v for v in only or VARIANTS if any(k[1] == v for k in latest)]
     models = list(dict.fromkeys(k[0] for k in latest if k[1] in variants))
     lines = [
@@ -491,7 +495,8 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
             ok = _meets(row)
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
-            cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}")
+            older = "" if same_build(row, newest[name]) else " °"
+            cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}{older}")
         flagged = ", ".join(map(str, first["flagged"])) or (
             "all-to-all" if first.get("all_to_all") else "nothing"
         )
@@ -511,15 +516,35 @@ def _meets(row: dict[str, Any] | None) -> bool:
     return max(row["asr_after"]) <= zoo.GOAL_ASR and drop <= zoo.GOAL_DROP
 
 
+def same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two rows were measured on the same weights: their SHA-256 when both record it
+    (rows since 2026-12-04), else the original's accuracy and ASR on the 9,000 evaluation
+    images (another build of the recipe gives other numbers)."""
+    if a.get("weights_sha256") and b.get("weights_sha256"):
+        return bool(a["weights_sha256"] == b["weights_sha256"])
+    return bool(a["accuracy_before"] == b["accuracy_before"] and a["asr_before"] == b["asr_before"])
+
+
+def paired(latest: dict[tuple[str, str], dict[str, Any]], first: str, second: str) -> list[str]:
+    """The models whose latest ``first`` and ``second`` rows were measured on the same build."""
+    return sorted(
+        m
+        for m, v in latest
+        if v == first
+        and (m, second) in latest
+        and same_build(latest[(m, first)], latest[(m, second)])
+    )
+
+
 def halves(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -> list[str]:
-    """Each variant against ``base`` on the models both ran on, per fixed half (``zoo.split``:
-    choose on dev, report on test): how many meet the goal."""
+    """Each variant against ``base`` on the models both ran on (on the same build), per fixed
+    half (``zoo.split``: choose on dev, report on test): how many meet the goal."""
     lines = []
     zoo_models = {r.name for r in zoo.RECIPES}
     for v in variants:
         if v == "base":
             continue
-        both = sorted(m for m, w in latest if w == v and (m, "base") in latest and m in zoo_models)
+        both = [m for m in paired(latest, v, "base") if m in zoo_models]
         parts = []
         for half in ("dev", "test"):
             some = [m for m in both if zoo.split(m) == half]
@@ -548,12 +573,13 @@ SEED_PAIRS = {
 
 def seed_means(latest: dict[tuple[str, str], dict[str, Any]], variants: list[str]) -> list[str]:
     """For each :data:`SEED_PAIRS` pair in ``variants``: per half, on the models both seeds ran
-    on, how many meet the goal with each seed and their mean (one run is one seed's draw)."""
+    on (on the same build), how many meet the goal with each seed and their mean (one run is
+    one seed's draw)."""
     lines = []
     for first, second in SEED_PAIRS.items():
         if first not in variants or second not in variants:
             continue
-        both = sorted(m for m, w in latest if w == first and (m, second) in latest)
+        both = paired(latest, first, second)
         parts = []
         for half in ("dev", "test"):
             some = [m for m in both if zoo.split(m) == half]
