@@ -15,12 +15,8 @@ SCHEMA = "kerasaudit.stages.audit/1"
 
 
 # Under a blind fix's table (Fix.blind; defend's twin: defend_fmt.RECOVERED_ONLY)
-BLIND_FIX = (
-    "Checked only with the triggers recovered from the model, which the fix unlearnt on these "
-    "same images: a low ASR here does not show that the real trigger is gone (on models no "
-    'defence was tuned on, 2-13 % of it often survived; README, "Efficacy on the zoo"). '
-    "With a sample or spec of the real trigger, measure the fixed model on other data "
-    "(kerasaudit evaluate)."
+BLIND_FIX = defend_fmt.recovered_only(
+    "the fix unlearnt on these same images", "the fixed model on other data (kerasaudit evaluate)"
 )
 
 

@@ -116,11 +116,20 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
 
 
 # Shown under defend's and blind audit --fix's tables (DefendResult.recovered_only, Fix.blind)
-RECOVERED_ONLY = (
-    "Checked only with the triggers recovered from the model, which the fine-tuning unlearnt: "
-    "a low ASR here does not show that the real trigger is gone (on models no defence was "
-    'tuned on, 2-13 % of it often survived; README, "Efficacy on the zoo"). With a sample '
-    "or spec of the real trigger, measure it (--eval-trigger; kerasaudit evaluate)."
+def recovered_only(unlearnt: str, measure: str) -> str:
+    """The caveat under a removal checked only with recovered triggers (``defend``; ``audit
+    --fix`` without a known trigger): ``unlearnt`` says what unlearnt them, ``measure`` how to
+    measure the real trigger."""
+    return (
+        f"Checked only with the triggers recovered from the model, which {unlearnt}: a low ASR "
+        "here does not show that the real trigger is gone (on models no defence was tuned on, "
+        '2-13 % of it often survived; README, "Efficacy on the zoo"). With a sample or spec of '
+        f"the real trigger, measure {measure}."
+    )
+
+
+RECOVERED_ONLY = recovered_only(
+    "the fine-tuning unlearnt", "it (--eval-trigger; kerasaudit evaluate)"
 )
 
 
