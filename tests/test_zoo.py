@@ -612,3 +612,44 @@ def test_evidence_of_other_weights_is_stale_and_refreshed_from_this_builds_repor
     assert zoo.stale_evidence(tmp_path) == []
     kept = json.loads((tmp_path / "evidence" / f"{name}.json").read_text())
     assert kept["zoo"]["weights_sha256"] == "c" * 64
+
+
+def test_a_killed_zoo_command_takes_its_child_with_it(tmp_path: Path) -> None:
+    """`zoo.py build`/`known` run their work in a child process; SIGTERM on the parent
+    (``stop_children_on_sigterm``, installed by ``zoo.main``) must stop the child too."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child_script = tmp_path / "child.py"
+    child_script.write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(
+        f"import subprocess, sys\nsys.path.insert(0, {str(ZOO)!r})\nimport zoo\n"
+        "zoo.stop_children_on_sigterm()\n"
+        f"subprocess.run([sys.executable, {str(child_script)!r}], check=False)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)  # running
+    parent.send_signal(signal.SIGTERM)
+    try:
+        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        for _ in range(100):  # killed and reaped by subprocess.run on its way out
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        pytest.fail("the child outlived its killed parent")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # only when the test failed
+            os.kill(child, signal.SIGKILL)

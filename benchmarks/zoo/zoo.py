@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -1071,7 +1072,19 @@ def main() -> int:
         "confusion": cmd_confusion,
         "table": cmd_table,
     }
+    stop_children_on_sigterm()
     return commands[args.command](args)
+
+
+def stop_children_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so that ``subprocess.run`` kills its child on the way
+    out: a killed ``build`` or ``known`` no longer leaves its training or ``kerasaudit`` child
+    running (and writing) behind it."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":
