@@ -653,3 +653,40 @@ def test_a_killed_zoo_command_takes_its_child_with_it(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):  # only when the test failed
             os.kill(child, signal.SIGKILL)
+
+
+def test_table_takes_defend_from_the_removal_row_of_this_build(tmp_path: Path) -> None:
+    """zoo.py table: without results/NAME/defend.json, the defend column comes from
+    removal.py's latest ``dflt`` row measured on the weights built here (by SHA-256, or by the
+    original's numbers for rows that predate it) — never from another build's row."""
+    zoo = removal.zoo
+    name = "badnets_g3_bl_sep"
+    (tmp_path / "models").mkdir()
+    info = {"weights_sha256": "a" * 64, "eval": {"accuracy": 0.9, "asr": [0.99]}}
+    (tmp_path / "models" / f"{name}.json").write_text(json.dumps(info))
+    rows = zoo.removal_rows(tmp_path)
+    assert rows == tmp_path / "results" / "removal.jsonl"
+    assert zoo.defend_from_removal(tmp_path, name) is None  # no rows at all
+    rows.parent.mkdir(parents=True)
+
+    def row(variant: str, before: float, after: float, sha: str | None = None) -> dict[str, Any]:
+        out = {
+            "model": name, "variant": variant, "flagged": [5], "accuracy_before": before,
+            "asr_before": [0.99], "accuracy_after": after, "asr_after": [0.01],
+            "reverse_seconds": 100.0, "seconds": 50.0,
+        }  # fmt: skip
+        return out if sha is None else {**out, "weights_sha256": sha}
+
+    for r in (
+        row("dflt", 0.9, 0.89),  # this build by its numbers (no hash)
+        row("dflt", 0.9, 0.70, "b" * 64),  # another build with the same numbers: not this one
+        row("dtta", 0.9, 0.88, "a" * 64),  # another variant
+        row("dflt", 0.91, 0.60),  # another build
+    ):
+        zoo.append_row(rows, r)
+    got = zoo.defend_from_removal(tmp_path, name)
+    assert got is not None and got["after"] == {"accuracy": 0.89, "asr": [0.01]}
+    assert got["seconds"] == 150.0 and got["exit_code"] == 1
+    zoo.append_row(rows, {**row("dflt", 0.9, 0.0, "a" * 64), "unchanged": True})
+    got = zoo.defend_from_removal(tmp_path, name)  # the latest row of this build wins
+    assert got is not None and got["after"] is None and got["exit_code"] == 0

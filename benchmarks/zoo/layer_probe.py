@@ -41,7 +41,7 @@ from recipes import BY_NAME  # noqa: E402
 
 def candidates(name: str, variant: str) -> list[dict]:
     """The layer candidates of the latest ``variant`` row of ``name`` (removal.jsonl)."""
-    rows = [json.loads(line) for line in removal.rows_file(zoo.zoo_dir(None)).open()]
+    rows = [json.loads(line) for line in zoo.removal_rows(zoo.zoo_dir(None)).open()]
     mine = [r for r in rows if r["model"] == name and r["variant"] == variant]
     if not mine or not mine[-1].get("candidates"):
         raise SystemExit(f"{name}: no {variant} row with candidates in removal.jsonl")

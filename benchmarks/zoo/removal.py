@@ -215,12 +215,6 @@ ADVERSARY: dict[str, dict[str, Any]] = {
 }
 
 
-def rows_file(root: Path) -> Path:
-    if zoo.is_default_build(root):
-        return HERE / "results" / "removal.jsonl"
-    return root / "results" / "removal.jsonl"
-
-
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
     NAME.npz, NAME.json); its report is written as results/NAME/reverse.json, and as the
@@ -495,7 +489,7 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
             drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
             ok = _meets(row)
             asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
-            older = "" if same_build(row, newest[name]) else " °"
+            older = "" if zoo.same_build(row, newest[name]) else " °"
             cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}{older}")
         flagged = ", ".join(map(str, first["flagged"])) or (
             "all-to-all" if first.get("all_to_all") else "nothing"
@@ -516,15 +510,6 @@ def _meets(row: dict[str, Any] | None) -> bool:
     return max(row["asr_after"]) <= zoo.GOAL_ASR and drop <= zoo.GOAL_DROP
 
 
-def same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two rows were measured on the same weights: their SHA-256 when both record it
-    (rows since 2026-12-04), else the original's accuracy and ASR on the 9,000 evaluation
-    images (another build of the recipe gives other numbers)."""
-    if a.get("weights_sha256") and b.get("weights_sha256"):
-        return bool(a["weights_sha256"] == b["weights_sha256"])
-    return bool(a["accuracy_before"] == b["accuracy_before"] and a["asr_before"] == b["asr_before"])
-
-
 def paired(latest: dict[tuple[str, str], dict[str, Any]], first: str, second: str) -> list[str]:
     """The models whose latest ``first`` and ``second`` rows were measured on the same build."""
     return sorted(
@@ -532,7 +517,7 @@ def paired(latest: dict[tuple[str, str], dict[str, Any]], first: str, second: st
         for m, v in latest
         if v == first
         and (m, second) in latest
-        and same_build(latest[(m, first)], latest[(m, second)])
+        and zoo.same_build(latest[(m, first)], latest[(m, second)])
     )
 
 
@@ -606,7 +591,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     root = zoo.zoo_dir(args.dir)
-    out = rows_file(root)
+    out = zoo.removal_rows(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.table:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []

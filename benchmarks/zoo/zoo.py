@@ -273,6 +273,53 @@ def weights_of(root: Path, name: str) -> str:
     return str(json.loads((root / "models" / f"{name}.json").read_text())["weights_sha256"])
 
 
+def removal_rows(root: Path) -> Path:
+    """Where ``removal.py`` keeps its rows: in git for the default build, else under ``root``."""
+    if is_default_build(root):
+        return HERE / "results" / "removal.jsonl"
+    return root / "results" / "removal.jsonl"
+
+
+def same_build(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two removal rows were measured on the same weights: their SHA-256 when both
+    record it (rows since 2026-12-04), else the original's accuracy and ASR on the 9,000
+    evaluation images (another build of the recipe gives other numbers)."""
+    if a.get("weights_sha256") and b.get("weights_sha256"):
+        return bool(a["weights_sha256"] == b["weights_sha256"])
+    return bool(a["accuracy_before"] == b["accuracy_before"] and a["asr_before"] == b["asr_before"])
+
+
+def defend_from_removal(root: Path, name: str, variant: str = "dflt") -> dict[str, Any] | None:
+    """``defend``'s result on the weights built under ``root`` from ``removal.py``'s latest
+    ``variant`` row of that build (``dflt``: defend's defaults, removal from the cached trigger
+    recovery), in the shape of results/NAME/defend.json's stage; None when there is none."""
+    path = removal_rows(root)
+    if not path.exists():
+        return None
+    info = json.loads((root / "models" / f"{name}.json").read_text())
+    here = {
+        "weights_sha256": info["weights_sha256"],
+        "accuracy_before": info["eval"]["accuracy"],
+        "asr_before": info["eval"]["asr"],
+    }
+    found = None
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["model"] == name and row["variant"] == variant and same_build(row, here):
+            found = row
+    if found is None:
+        return None
+    if found.get("unchanged"):
+        return {"after": None, "seconds": found["reverse_seconds"], "exit_code": 0,
+                "source": f"removal.py {variant}"}  # fmt: skip
+    return {
+        "after": {"accuracy": found["accuracy_after"], "asr": found["asr_after"]},
+        "seconds": round(found["reverse_seconds"] + found["seconds"], 1),
+        "exit_code": 1,
+        "source": f"removal.py {variant}",
+    }
+
+
 def measured_on(evidence: Path) -> str | None:
     """The SHA-256 of the weights a kept evidence file was measured on (None: not recorded)."""
     kept = json.loads(evidence.read_text())["zoo"].get("weights_sha256")
@@ -646,13 +693,25 @@ def cmd_table(args: argparse.Namespace) -> int:
         res = root / "results" / recipe.name
         cached = committed.get(recipe.name, {})
         info = json.loads((root / "models" / f"{recipe.name}.json").read_text())
+        measured = {}
+        for stage in STAGES:
+            path = res / f"{stage}.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                measured[stage] = {"after": data.get("after"), "seconds": data.get("seconds"),
+                                   "exit_code": data.get("exit_code")}  # fmt: skip
+            elif stage == "defend" and (dflt := defend_from_removal(root, recipe.name)):
+                measured[stage] = dflt
         if cached and cached.get("weights_sha256") != info["weights_sha256"]:
-            missing = [s for s in STAGES if s in cached and not (res / f"{s}.json").exists()]
+            missing = [s for s in MAIN_STAGES if s in cached and s not in measured]
             if missing:
                 log(f"{recipe.name}: built here with other weights and {', '.join(missing)} not "
                     "rerun on them: the committed row stays")  # fmt: skip
                 rows.append(cached)
                 continue
+            dropped = [s for s in STAGES if s in cached and s not in measured]
+            if dropped:
+                log(f"{recipe.name}: {', '.join(dropped)} measured on other weights only: left out")
             cached = {}
         row: dict[str, Any] = {
             "name": recipe.name,
@@ -673,11 +732,8 @@ def cmd_table(args: argparse.Namespace) -> int:
                 "right": o.detected if not o.clean else not o.false_positive,
             }
         for stage in STAGES:
-            path = res / f"{stage}.json"
-            if path.exists():
-                data = json.loads(path.read_text())
-                row[stage] = {"after": data.get("after"), "seconds": data.get("seconds"),
-                              "exit_code": data.get("exit_code")}  # fmt: skip
+            if stage in measured:
+                row[stage] = measured[stage]
             elif stage in cached:
                 row[stage] = cached[stage]
         if recipe.attack.triggers:
@@ -734,7 +790,8 @@ KNOWN_VARIANTS = {
 }
 
 
-STAGES = ("defend", "known", *(f"known{v}" for v in KNOWN_VARIANTS))
+MAIN_STAGES = ("defend", "known")  # a rebuilt model's row is replaced once both were rerun
+STAGES = (*MAIN_STAGES, *(f"known{v}" for v in KNOWN_VARIANTS))
 
 
 def split(name: str) -> str:
