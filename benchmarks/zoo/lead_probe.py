@@ -27,6 +27,13 @@ detected with the right targets / extra labels; LOAO | LOFO):
 Clean models lead by a clear margin too (their "winning" label is usually a naturally easy
 class the baseline does not fully absorb), so a lead rule buys one detection under one
 cross-validation and costs false positives under the other. Not adopted.
+
+The same day, after ``clean_sepconv_s1`` was rebuilt pinned (another draw of that clean model):
+shipped rule alone 0 / 27 / 0 | **3** / 27 / 0 (its thresholds fitted without a fold fell);
+all five signals K 7 → 0 / 28 / 1 | 3 / 29 / 0, K 8 → 0 / 28 / 0 | 3 / 29 / 0 — no false
+positive beyond the shipped rule's now, one or two detections more. One clean rebuild flipped
+the comparison, and K 8 was read off these runs rather than chosen inside the folds: decide
+once all 34 clean models are rebuilt, with K chosen by nested cross-validation.
 """
 
 from __future__ import annotations
