@@ -679,8 +679,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     # The committed table keeps every removal result measured so far (each run takes minutes),
     # with the SHA-256 of the weights it was measured on: a model not built here keeps its row;
     # built with the same weights, a stage not run here keeps its cached result; built with
-    # other weights (another CPU rounds differently), the row is replaced only when every
-    # cached stage was rerun here — never a mix of two models' results.
+    # other weights (another CPU rounds differently), the row is replaced only when defend and
+    # known (MAIN_STAGES) were rerun here — variant stages measured only on the other weights
+    # are then left out, never mixed with this build's results.
     committed = {}
     if root == HERE / "build" and (out / "table.json").exists():
         committed = {r["name"]: r for r in json.loads((out / "table.json").read_text())}
