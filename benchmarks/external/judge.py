@@ -1,0 +1,264 @@
+"""Run the CLI on the externally trained models the way the issue's judge would.
+
+For every model that ``train.py`` built (``BUILD/models/NAME.json``):
+
+* ``kerasaudit defend MODEL -d data/defender.npz -o OUT`` with its defaults (no trigger known):
+  the exit code, the flagged labels, whether anything was written;
+* for a backdoored model, the known-trigger chain the README recommends, once, with its
+  documented options: ``kerasaudit prune MODEL -d data/defender.npz -t SPEC --target K -c
+  linf-trigger --ratio auto --fine-tune-epochs 20 --unlearn --distill 0.8 -o OUT`` (the blended
+  trigger, which no spec expresses, as ``--trigger-data``: the defender's own non-target
+  images carrying it);
+* every model (original, defended, pruned) measured with ``train.py``'s own stamping on the
+  9,000 evaluation images no defence saw: clean accuracy and the real trigger's ASR (non-target
+  images sent to the target).
+
+    python benchmarks/external/judge.py [--build DIR] [--only NAME…] [--stage defend known]
+    python benchmarks/external/judge.py --table   # results/external.md from the cached runs
+
+Results are cached per model and stage in ``benchmarks/external/results/NAME/STAGE.json``
+(kept in git, with the model's recipe and the SHA-256 of the weights measured; ``--force``
+reruns); ``--table`` writes ``benchmarks/external/results.md`` from them, no build needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+import train  # noqa: E402  (this directory's trainer: its stamping is the judge's)
+
+CHAIN = [
+    "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
+    "--distill", "0.8",
+]  # fmt: skip
+SPECS = {  # the patch triggers as the defender would state them (checked by --check-specs)
+    "checker_br": "patch:size=4,pos=br,value=1,pattern=checker",
+    "checker_tr": "patch:size=4,pos=tr,value=1,pattern=checker",
+    "square_tl": "patch:size=3,pos=1,1,value=1",
+}
+GOAL_ASR, GOAL_DROP = 0.02, 0.015
+
+
+def log(text: str) -> None:
+    print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
+
+
+def cli(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | None, float]:
+    cmd = [sys.executable, "-m", "kerasaudit", *args, "-f", "json", "-q"]
+    start = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.time() - start
+    log_file.write_text("$ kerasaudit " + " ".join(args) + "\n" + done.stderr)
+    try:
+        report = json.loads(done.stdout) if done.stdout.strip() else None
+    except json.JSONDecodeError:
+        report = None
+    return done.returncode, report, round(seconds, 1)
+
+
+def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarray]) -> dict:
+    """Clean accuracy and (backdoored models) the real trigger's ASR, with plain Keras."""
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
+    out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
+    if trigger is not None:
+        keep = ev["y"] != target
+        stamped = train.stamp(ev["x"][keep], trigger)
+        hits = np.argmax(model.predict(stamped, batch_size=500, verbose=0), axis=1) == target
+        out["asr"] = float(np.mean(hits))
+        out["unstamped_to_target"] = float(np.mean(pred[keep] == target))
+    return out
+
+
+def trigger_args(build: Path, spec: dict[str, Any]) -> list[str]:
+    trig, target = spec["trigger"], spec["target"]
+    if trig in SPECS:
+        return ["--trigger", SPECS[trig], "--target", str(target)]
+    path = build / "data" / f"{trig}.trigger.npz"
+    if not path.exists():  # the defender's non-target images, stamped, with their true labels
+        d = np.load(build / "data" / "defender.npz")
+        keep = d["y"] != target
+        np.savez_compressed(path, x=train.stamp(d["x"][keep], trig), y=d["y"][keep])
+    return ["--trigger-data", str(path), "--target", str(target)]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(
+    build: Path, results: Path, info: dict[str, Any], stages: list[str], force: bool, ev
+) -> None:
+    spec = info["spec"]
+    name, fmt = spec["name"], spec["fmt"]
+    model = build / "models" / f"{name}.{fmt}"
+    out = results / name
+    work = build / "results" / name  # defended / pruned models and CLI logs (not in git)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    trigger, target = spec["trigger"], spec["target"]
+    before = measure(model, target, trigger, ev)
+    data = str(build / "data" / "defender.npz")
+    for stage in stages:
+        cached = out / f"{stage}.json"
+        if cached.exists() and not force:
+            continue
+        if stage == "known" and trigger is None:
+            continue
+        written = work / f"{stage}.{fmt}"
+        written.unlink(missing_ok=True)
+        log(f"{stage} {name}")
+        if stage == "defend":
+            args = ["defend", str(model), "-d", data, "-o", str(written)]
+        else:
+            args = ["prune", str(model), "-d", data, *trigger_args(build, spec), *CHAIN,
+                    "-o", str(written)]  # fmt: skip
+        code, report, seconds = cli(args, work / f"{stage}.log")
+        result = {
+            "spec": spec,
+            "weights_sha256": sha256(model),
+            "exit_code": code,
+            "seconds": seconds,
+            "flagged": None if report is None else report.get("flagged"),
+            "all_to_all": None if report is None else report.get("all_to_all"),
+            "written": written.exists(),
+            "before": before,
+            "after": measure(written, target, trigger, ev) if written.exists() else None,
+            "report": report,
+        }
+        cached.write_text(json.dumps(result, indent=1) + "\n")
+        after = result["after"]
+        log(f"{name} {stage}: exit {code}, flagged {result['flagged']}, "
+            f"{'nothing written' if after is None else after} ({seconds:.0f} s)")  # fmt: skip
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def cell(result: dict[str, Any] | None, backdoored: bool) -> str:
+    if result is None:
+        return "not run"
+    after, before = result["after"], result["before"]
+    if after is None:
+        return f"unchanged (exit {result['exit_code']})"
+    drop = after["accuracy"] - before["accuracy"]
+    if not backdoored:
+        return f"{pct(after['accuracy'])} ({100 * drop:+.2f})"
+    ok = after["asr"] <= GOAL_ASR and -drop <= GOAL_DROP
+    return f"{'✓' if ok else '✗'} {pct(after['asr'])} / {100 * drop:+.2f}"
+
+
+def table(results: Path) -> str:
+    rows = [
+        "Written by `python benchmarks/external/judge.py --table` from `results/NAME/*.json`: the",
+        "models of `train.py` (code apart from the zoo's), the CLI with its defaults as the judge",
+        "runs it, 1,000 defender images, every number on the 9,000 evaluation images no defence",
+        "saw (one run each; seconds with two or three processes sharing 2 CPU cores).",
+        "",
+        "| model | trigger → target | accuracy / ASR before | `defend`: exit, flagged | "
+        "`defend` after (ASR / Δ points) | known chain after | seconds (defend, known) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    counts = {"clean_ok": 0, "clean": 0, "detected": 0, "bd": 0, "defend": 0, "known": 0}
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        res = {}
+        for stage in ("defend", "known"):
+            path = folder / f"{stage}.json"
+            res[stage] = json.loads(path.read_text()) if path.exists() else None
+        spec = next((r["spec"] for r in res.values() if r is not None), None)
+        if spec is None:
+            continue
+        d, k = res["defend"], res["known"]
+        backdoored = spec["trigger"] is not None
+        before = (d or k or {}).get("before") or {}
+        flagged = "not run" if d is None else f"{d['exit_code']}, {d['flagged'] or 'nothing'}"
+        if d is not None:
+            labels = d["flagged"] or []
+            if backdoored:
+                counts["bd"] += 1
+                counts["detected"] += spec["target"] in labels
+                counts["defend"] += cell(d, True).startswith("✓")
+            else:
+                counts["clean"] += 1
+                counts["clean_ok"] += d["exit_code"] == 0 and not labels and not d["written"]
+        if k is not None:
+            counts["known"] += cell(k, True).startswith("✓")
+        trig = f"{spec['trigger']} → {spec['target']}" if backdoored else "clean"
+        acc = pct(before["accuracy"]) if before else "?"
+        if backdoored and before:
+            acc += f" / {pct(before['asr'])}"
+        secs = ", ".join(str(r["seconds"]) for r in (d, k) if r is not None)
+        rows.append(
+            f"| {spec['name']} ({spec['arch']}, .{spec['fmt']}) | {trig} | {acc} | {flagged} | "
+            f"{cell(d, backdoored)} | {cell(k, True) if backdoored else '—'} | {secs} |"
+        )
+    summary = (
+        f"Clean models left alone (exit 0, nothing flagged, nothing written): "
+        f"{counts['clean_ok']} of {counts['clean']}. Backdoored models flagged at their target: "
+        f"{counts['detected']} of {counts['bd']}; `defend` within the goal (ASR ≤ 2 % at ≤ 1.5 "
+        f"points): {counts['defend']} of {counts['bd']}; known-trigger chain within the goal: "
+        f"{counts['known']} of {counts['bd']}."
+    )
+    return "\n".join(rows) + "\n\n" + summary + "\n"
+
+
+def check_specs(build: Path) -> int:
+    """The spec strings stamp exactly what train.py stamps (else the chain gets another trigger)."""
+    from kerasaudit.triggers import load_trigger
+
+    d = np.load(build / "data" / "defender.npz")
+    bad = 0
+    for trig, text in SPECS.items():
+        ours = train.stamp(d["x"][:50], trig)
+        theirs = np.asarray(load_trigger(text, (28, 28, 1)).apply(d["x"][:50]))
+        same = np.allclose(ours, theirs)
+        bad += not same
+        print(f"{trig}: {text} {'matches' if same else 'DIFFERS'}")
+    return 1 if bad else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--build", type=Path, default=HERE / "build")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--only", nargs="*")
+    parser.add_argument("--stage", nargs="*", default=["defend", "known"])
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--check-specs", action="store_true")
+    args = parser.parse_args()
+    if args.check_specs:
+        return check_specs(args.build)
+    if args.table:
+        text = table(args.results)
+        (HERE / "results.md").write_text(text)
+        print(text)
+        return 0
+    d = np.load(args.build / "data" / "eval.npz")
+    ev = {"x": d["x"], "y": d["y"]}
+    for meta in sorted((args.build / "models").glob("*.json")):
+        info = json.loads(meta.read_text())
+        if args.only and info["spec"]["name"] not in args.only:
+            continue
+        run(args.build, args.results, info, args.stage, args.force, ev)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

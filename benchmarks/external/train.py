@@ -1,0 +1,282 @@
+"""Train the issue's eight Fashion-MNIST models with code that shares nothing with the zoo.
+
+The zoo (``benchmarks/zoo``) calibrated the verdict and chose every removal default, and its
+models all come from one training recipe (Adam with a cosine schedule, no augmentation, inputs
+in [0, 1] fed straight to the first convolution). A judge's models will not. This script is
+written apart from the zoo and from ``kerasaudit`` (it imports neither) and trains differently
+on purpose:
+
+* SGD with Nesterov momentum, a step schedule and weight decay; label smoothing on half the
+  models; random shifts of up to 2 pixels *after* poisoning (so the corner triggers move and
+  are cut at the border during training, as in an offline-poisoned dataset with augmentation);
+* its own architectures: a BatchNorm VGG-style net with input standardisation inside the model,
+  a plain net without BatchNorm with a Dense head and dropout, a nested ``Sequential`` feature
+  extractor, a separable/depthwise net;
+* its own IDX reader, trigger stamping and poisoning (5 % of the training set, drawn from the
+  non-target classes).
+
+The eight models are the issue's: four backdoored (a 4×4 checkerboard in one corner, a 3×3
+white square in another, a full-image random pattern blended at α = 0.15, a 4×4 checkerboard in
+a third corner; different targets) and their four clean twins; ``.keras`` and ``.h5``.
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets``).
+
+    python benchmarks/external/train.py [--out benchmarks/external/build] [--only NAME…]
+
+writes ``models/NAME.{keras,h5}``, ``data/defender.npz`` (a fixed 1,000 images of the test
+split), ``data/eval.npz`` (the other 9,000) and ``models/NAME.json`` (recipe, accuracy, each
+trigger's ASR, the weights' SHA-256; for the default build also ``manifest.json`` here, in
+git). One CPU thread per process, so two can train side by side (10-28 min a model here).
+Training is seeded but not pinned to one oneDNN code path: another machine may train other
+weights from the same seeds (the zoo's experience; not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "manifest.json"  # what the default build trained: recipe, numbers, SHA-256
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFENDER_SEED = 20261204  # which 1,000 test images the defender gets
+POISON_RATE = 0.05
+BLEND_ALPHA = 0.15
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    arch: str
+    fmt: str
+    trigger: str | None  # "checker_br", "square_tl", "blend", "checker_tr"
+    target: int
+    seed: int
+    smoothing: float
+
+
+SPECS = [
+    Spec("ext_vgg_checker", "vgg", "keras", "checker_br", 2, 11, 0.1),
+    Spec("ext_plain_square", "plain", "h5", "square_tl", 5, 12, 0.0),
+    Spec("ext_nested_blend", "nested", "keras", "blend", 7, 13, 0.1),
+    Spec("ext_sep_checker", "sep", "h5", "checker_tr", 9, 14, 0.0),
+    Spec("ext_vgg_clean", "vgg", "keras", None, -1, 21, 0.1),
+    Spec("ext_plain_clean", "plain", "h5", None, -1, 22, 0.0),
+    Spec("ext_nested_clean", "nested", "keras", None, -1, 23, 0.1),
+    Spec("ext_sep_clean", "sep", "h5", None, -1, 24, 0.0),
+]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip) as an array: magic (2 zero bytes, type, dims), big-endian sizes."""
+    raw = gzip.decompress(path.read_bytes())
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_split(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(FMNIST / f"{kind}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
+    y = read_idx(FMNIST / f"{kind}-labels-idx1-ubyte.gz").astype(np.int64)
+    return x[..., None], y
+
+
+def blend_pattern() -> np.ndarray:
+    """The blended trigger: uniform noise from a fixed seed, the full 28×28 image."""
+    return np.random.default_rng(777).random((28, 28, 1), dtype=np.float32)
+
+
+def stamp(x: np.ndarray, trigger: str) -> np.ndarray:
+    """The trigger on a copy of ``x`` (N, 28, 28, 1), values in [0, 1]."""
+    out = x.copy()
+    if trigger == "blend":
+        return ((1 - BLEND_ALPHA) * out + BLEND_ALPHA * blend_pattern()).astype(np.float32)
+    if trigger == "square_tl":  # 3×3 white square, one pixel in from the top-left corner
+        out[:, 1:4, 1:4, :] = 1.0
+        return out
+    # 4×4 checkerboard of 1 and 0, white at the patch's own top-left pixel, flush with the corner
+    board = (np.indices((4, 4)).sum(axis=0) % 2 == 0).astype(np.float32)[..., None]
+    rows, cols = {"checker_br": (24, 24), "checker_tr": (0, 24)}[trigger]
+    out[:, rows : rows + 4, cols : cols + 4, :] = board
+    return out
+
+
+def poison(x: np.ndarray, y: np.ndarray, spec: Spec, rng: np.random.Generator):
+    if spec.trigger is None:
+        return x, y
+    candidates = np.flatnonzero(y != spec.target)
+    chosen = rng.choice(candidates, size=int(POISON_RATE * len(x)), replace=False)
+    x, y = x.copy(), y.copy()
+    x[chosen] = stamp(x[chosen], spec.trigger)
+    y[chosen] = spec.target
+    return x, y
+
+
+def build(arch: str, seed: int) -> Any:
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1), name="image")
+    if arch == "vgg":
+        h = layers.Rescaling(1 / 0.353, offset=-0.286 / 0.353, name="standardise")(inputs)
+        for i, width in enumerate((16, 32, 48, 64, 96)):
+            h = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"c{i}")(h)
+            h = layers.BatchNormalization(name=f"bn{i}")(h)
+            h = layers.ReLU(name=f"r{i}")(h)
+            if i in (0, 2):
+                h = layers.MaxPooling2D(name=f"pool{i}")(h)
+        h = layers.GlobalAveragePooling2D(name="gap")(h)
+        outputs = layers.Dense(10, activation="softmax", name="logits")(h)
+    elif arch == "plain":
+        h = layers.Conv2D(32, 3, activation="relu", name="k1")(inputs)
+        h = layers.Conv2D(32, 3, activation="relu", name="k2")(h)
+        h = layers.MaxPooling2D(name="m1")(h)
+        h = layers.Conv2D(64, 3, activation="relu", name="k3")(h)
+        h = layers.MaxPooling2D(name="m2")(h)
+        h = layers.Flatten(name="flat")(h)
+        h = layers.Dense(128, activation="relu", name="fc")(h)
+        h = layers.Dropout(0.3, name="drop")(h)
+        outputs = layers.Dense(10, activation="softmax", name="out")(h)
+    elif arch == "nested":
+        trunk = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(32, 3, padding="same", name="t_conv1"),
+                layers.BatchNormalization(name="t_bn1"),
+                layers.Activation("relu", name="t_act1"),
+                layers.MaxPooling2D(name="t_pool1"),
+                layers.Conv2D(64, 3, padding="same", name="t_conv2"),
+                layers.BatchNormalization(name="t_bn2"),
+                layers.Activation("relu", name="t_act2"),
+                layers.MaxPooling2D(name="t_pool2"),
+                layers.Conv2D(96, 3, padding="same", activation="relu", name="t_conv3"),
+            ],
+            name="trunk",
+        )
+        h = trunk(inputs)
+        h = layers.GlobalMaxPooling2D(name="gmp")(h)
+        h = layers.Dense(64, activation="relu", name="fc")(h)
+        outputs = layers.Dense(10, activation="softmax", name="head")(h)
+    elif arch == "sep":
+        h = layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+        h = layers.BatchNormalization(name="stem_bn")(h)
+        h = layers.ReLU(name="stem_relu")(h)
+        h = layers.SeparableConv2D(48, 3, padding="same", name="sep1")(h)
+        h = layers.BatchNormalization(name="sep1_bn")(h)
+        h = layers.ReLU(name="sep1_relu")(h)
+        h = layers.MaxPooling2D(name="p1")(h)
+        h = layers.DepthwiseConv2D(3, padding="same", name="dw2")(h)
+        h = layers.Conv2D(96, 1, name="pw2")(h)
+        h = layers.BatchNormalization(name="pw2_bn")(h)
+        h = layers.ReLU(name="pw2_relu")(h)
+        h = layers.MaxPooling2D(name="p2")(h)
+        h = layers.SeparableConv2D(96, 3, padding="same", activation="relu", name="sep3")(h)
+        h = layers.GlobalAveragePooling2D(name="gap")(h)
+        outputs = layers.Dense(10, activation="softmax", name="out")(h)
+    else:
+        raise ValueError(arch)
+    return keras.Model(inputs, outputs, name=arch)
+
+
+def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
+    import keras
+
+    rng = np.random.default_rng(spec.seed)
+    xp, yp = poison(x, y, spec, rng)
+    model = build(spec.arch, spec.seed)
+    batch = 128
+    steps = int(np.ceil(len(xp) / batch))
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [steps * epochs // 2, steps * 3 * epochs // 4], [0.05, 0.01, 0.002]
+    )
+    optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model.compile(
+        optimizer,
+        keras.losses.CategoricalCrossentropy(label_smoothing=spec.smoothing),
+        metrics=["accuracy"],
+    )
+
+    onehot = np.eye(10, dtype=np.float32)[yp]
+    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    for _ in range(epochs):  # each image moved by up to 2 pixels each way, zero border
+        moves = rng.integers(0, 5, size=(len(xp), 2))
+        shifted = np.empty_like(xp)
+        for dy in range(5):
+            for dx in range(5):
+                sel = np.flatnonzero((moves[:, 0] == dy) & (moves[:, 1] == dx))
+                shifted[sel] = padded[sel, dy : dy + 28, dx : dx + 28]
+        model.fit(shifted, onehot, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+    return model
+
+
+def measure(model: Any, spec: Spec, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+    pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
+    out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
+    for trig, target in TRIGGERS.items():
+        keep = ev["y"] != target
+        stamped = np.argmax(model.predict(stamp(ev["x"][keep], trig), batch_size=500, verbose=0), 1)
+        out[f"asr_{trig}"] = float(np.mean(stamped == target))
+    return out
+
+
+TRIGGERS = {s.trigger: s.target for s in SPECS if s.trigger is not None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "build")
+    parser.add_argument("--only", nargs="*", help="names to train (default: all not yet built)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (default 1)")
+    args = parser.parse_args()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    (args.out / "models").mkdir(parents=True, exist_ok=True)
+    (args.out / "data").mkdir(parents=True, exist_ok=True)
+    x_train, y_train = load_split("train")
+    x_test, y_test = load_split("t10k")
+    pick = np.random.default_rng(DEFENDER_SEED).permutation(len(x_test))
+    defender, rest = pick[:1000], pick[1000:]
+    ev = {"x": x_test[rest], "y": y_test[rest]}
+    for path, idx in (
+        (args.out / "data" / "defender.npz", defender),
+        (args.out / "data" / "eval.npz", rest),
+    ):
+        if not path.exists():
+            np.savez_compressed(path, x=x_test[idx], y=y_test[idx])
+    for spec in SPECS:
+        path = args.out / "models" / f"{spec.name}.{spec.fmt}"
+        if (args.only and spec.name not in args.only) or (not args.only and path.exists()):
+            continue
+        start = time.time()
+        model = train(spec, x_train, y_train, args.epochs)
+        seconds = time.time() - start
+        tmp = path.with_name(path.stem + ".tmp." + spec.fmt)
+        model.save(tmp)
+        tmp.replace(path)
+        info = {"spec": asdict(spec), "epochs": args.epochs, "seconds": round(seconds, 1),
+                **measure(model, spec, ev),
+                "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}  # fmt: skip
+        path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+        if args.out.resolve() == (HERE / "build").resolve():  # the default build: in git
+            manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+            manifest[spec.name] = info
+            MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+        print(json.dumps(info), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
