@@ -112,14 +112,19 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     trigger, target = spec["trigger"], spec["target"]
-    before = measure(model, target, trigger, ev)
+    weights = sha256(model)
+    before: dict[str, Any] | None = None
     data = str(build / "data" / "defender.npz")
     for stage in stages:
         cached = out / f"{stage}.json"
-        if cached.exists() and not force:
-            continue
         if stage == "known" and trigger is None:
             continue
+        if cached.exists() and not force:
+            if json.loads(cached.read_text()).get("weights_sha256") == weights:
+                continue
+            log(f"{name} {stage}: cached run was of other weights; running again")
+        if before is None:
+            before = measure(model, target, trigger, ev)
         written = work / f"{stage}.{fmt}"
         written.unlink(missing_ok=True)
         log(f"{stage} {name}")
@@ -131,7 +136,7 @@ def run(
         code, report, seconds = cli(args, work / f"{stage}.log")
         result = {
             "spec": spec,
-            "weights_sha256": sha256(model),
+            "weights_sha256": weights,
             "exit_code": code,
             "seconds": seconds,
             "flagged": None if report is None else report.get("flagged"),
