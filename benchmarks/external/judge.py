@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,9 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 import train  # noqa: E402  (this directory's trainer: its stamping is the judge's)
+
+sys.path.insert(0, str(HERE.parent / "zoo"))
+from zoo import kerasaudit as cli  # noqa: E402  (runs the CLI: the zoo's runner, not its models)
 
 CHAIN = [
     "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
@@ -54,19 +56,6 @@ GOAL_ASR, GOAL_DROP = 0.02, 0.015
 
 def log(text: str) -> None:
     print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
-
-
-def cli(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | None, float]:
-    cmd = [sys.executable, "-m", "kerasaudit", *args, "-f", "json", "-q"]
-    start = time.time()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    seconds = time.time() - start
-    log_file.write_text("$ kerasaudit " + " ".join(args) + "\n" + done.stderr)
-    try:
-        report = json.loads(done.stdout) if done.stdout.strip() else None
-    except json.JSONDecodeError:
-        report = None
-    return done.returncode, report, round(seconds, 1)
 
 
 def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarray]) -> dict:
@@ -134,6 +123,7 @@ def run(
             args = ["prune", str(model), "-d", data, *trigger_args(build, spec), *CHAIN,
                     "-o", str(written)]  # fmt: skip
         code, report, seconds = cli(args, work / f"{stage}.log")
+        seconds = round(seconds, 1)
         result = {
             "spec": spec,
             "weights_sha256": weights,
