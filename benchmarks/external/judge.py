@@ -66,11 +66,8 @@ def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarr
     pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
     out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
     if trigger is not None:
-        keep = ev["y"] != target
-        stamped = train.stamp(ev["x"][keep], trigger)
-        hits = np.argmax(model.predict(stamped, batch_size=500, verbose=0), axis=1) == target
-        out["asr"] = float(np.mean(hits))
-        out["unstamped_to_target"] = float(np.mean(pred[keep] == target))
+        out["asr"] = train.asr(model, ev, trigger, target)
+        out["unstamped_to_target"] = float(np.mean(pred[ev["y"] != target] == target))
     return out
 
 

@@ -73,6 +73,7 @@ SPECS = [
     Spec("ext_nested_clean", "nested", "keras", None, -1, 23, 0.1),
     Spec("ext_sep_clean", "sep", "h5", None, -1, 24, 0.0),
 ]
+TRIGGERS = {s.trigger: s.target for s in SPECS if s.trigger is not None}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -218,17 +219,18 @@ def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
     return model
 
 
+def asr(model: Any, ev: dict[str, np.ndarray], trigger: str, target: int) -> float:
+    """The share of ``ev``'s non-target images that ``trigger`` sends to ``target``."""
+    stamped = stamp(ev["x"][ev["y"] != target], trigger)
+    return float(np.mean(np.argmax(model.predict(stamped, batch_size=500, verbose=0), 1) == target))
+
+
 def measure(model: Any, spec: Spec, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
     out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
     for trig, target in TRIGGERS.items():
-        keep = ev["y"] != target
-        stamped = np.argmax(model.predict(stamp(ev["x"][keep], trig), batch_size=500, verbose=0), 1)
-        out[f"asr_{trig}"] = float(np.mean(stamped == target))
+        out[f"asr_{trig}"] = asr(model, ev, trig, target)
     return out
-
-
-TRIGGERS = {s.trigger: s.target for s in SPECS if s.trigger is not None}
 
 
 def main() -> int:
