@@ -145,6 +145,16 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     assert "BN re-estimated" in html and ("comes back" in html) == back
     assert "BN re-estimated" in result.stdout
     assert fix["blind"] is False and "Checked only with" not in result.stdout + html
+    # the fix's accuracy is on the audit data it fine-tuned on: said, with what the kept
+    # candidate lost on the part held out from its fine-tuning
+    choice = fix["prune"]["layer_choice"]
+    assert choice["held_out"] and fix["held_out_drop"] == choice["held_out_drop"] is not None
+    flat = " ".join(result.stdout.split())  # as one line, whatever the wrapping
+    assert "Clean accuracy above is on the audit data, which the removal fine-tuned on" in flat
+    held = rf"([-+]\d+\.\d\d) points on the {fix['held_images']} images held out from its"
+    shown = re.search(held, flat)
+    assert shown and float(shown[1]) == pytest.approx(-100 * fix["held_out_drop"], abs=0.006)
+    assert f"(on the data it fine-tuned on; {shown[1]} points on" in " ".join(result.stderr.split())
 
     plain = runner.invoke(
         app,

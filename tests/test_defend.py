@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def test_defend_removes_planted_backdoor_without_knowing_it(
     assert report["schema"] == "kerasaudit.stages.defend/1"
     assert report["flagged"] == [0] and report["changed"] and report["output"] == str(out)
     assert report["evaluated_on"] == "--eval-data"
+    assert report["held_out_drop"] is None  # held-out numbers are the ones reported
     pruned = report["prune"][0]
     assert pruned["criterion"] == "linf-trigger"
     assert pruned["pruned"][0]["channels"] == [K + 2]  # the backdoor channel, found blind
@@ -282,6 +284,26 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     # no --eval-trigger: the table was measured with recovered triggers only, and says so
     assert "Checked only with the triggers recovered from the model" in text.stdout
     assert json.loads(report_file.read_text())["recovered_only"] is True
+    # no --eval-data: the accuracy after is on the images fine-tuning saw, and the text says
+    # so beside what the kept candidate lost on the images held out from its fine-tuning
+    always = json.loads(report_file.read_text())
+    choice = always["prune"][-1]["layer_choice"]
+    assert choice["held_out"] and always["held_images"] == choice["held_images"] > 0
+    assert always["held_out_drop"] == choice["held_out_drop"]
+    kept = next(
+        c
+        for c in choice["candidates"]
+        if [c["layer"]] == choice["layers"] and c["ratio"] == always["prune"][-1]["ratio"]
+    )
+    assert always["held_out_drop"] == pytest.approx(choice["held_accuracy"] - kept["accuracy"])
+    flat = " ".join(text.stdout.split())  # as one line, whatever the wrapping
+    assert "which the removal fine-tuned on: it is optimistic" in flat
+    held = rf"by ([-+]\d+\.\d\d) points on the {choice['held_images']} images held out"
+    shown = re.search(held, flat)
+    assert shown and float(shown[1]) == pytest.approx(-100 * always["held_out_drop"], abs=0.006)
+    summary = " ".join(text.stderr.split())
+    assert "fine-tuned on it: optimistic" in summary
+    assert f"{shown[1]} points on {choice['held_images']} images held out from it" in summary
     never = runner.invoke(app, [*base, "--generalise", "never", "--format", "json", "-q"])
     assert never.exit_code == 1, never.output
     for rule, expected, report in (

@@ -96,6 +96,9 @@ def test_automatic_layer_choice_is_measured_and_reported(tiny: dict[str, Path]) 
     assert result.before is not None and result.before.asr is not None
     assert result.after_prune is not None
     assert result.after_prune.accuracy == pytest.approx(tried[chosen].accuracy)
+    # no fine-tuning: the candidates were measured on all of --data, nothing was held out
+    assert not result.choice.held_out and result.choice.held_out_drop is None
+    assert result.choice.held_images == result.before.total
 
 
 def test_without_a_trigger_the_last_conv_layer_is_pruned(tiny: dict[str, Path]) -> None:
@@ -228,6 +231,18 @@ def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
     assert result.ratio in AUTO_RATIOS and result.choice.layers[0] in layers
     chosen = [c for c in tried if c.layer == result.choice.layers[0] and c.ratio == result.ratio]
     assert len(chosen) == 1 and "(layer, ratio)" in result.choice.reason
+    # the candidates were measured on the quarter of --data held out from their fine-tuning:
+    # the kept one's loss there is the estimate defend and audit --fix report
+    from kerasaudit.evaluation import evaluate
+    from kerasaudit.stages.prune import HOLDOUT
+
+    _, held = dataset.split(HOLDOUT, seed=FineTuneSettings().seed)
+    original = evaluate(model, held)
+    choice = result.choice
+    assert choice.held_out and choice.chosen == chosen[0]
+    assert choice.held_images == original.total < result.before.total
+    assert choice.held_accuracy == pytest.approx(original.accuracy)
+    assert choice.held_out_drop == pytest.approx(original.accuracy - chosen[0].accuracy)
     with pytest.raises(BadInputError, match="auto needs"):
         prune(model, dataset, criterion=Criterion.L1, ratio="auto", trigger=trigger, target=0)
 

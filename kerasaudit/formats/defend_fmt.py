@@ -23,6 +23,31 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def points(change: float) -> str:
+    """An accuracy change (a fraction) in signed points: "+0.40 points", "-1.25 points"."""
+    return f"{round(100 * change, 2) + 0.0:+.2f} points"  # + 0.0: no "-0.00"
+
+
+def optimism_note(
+    held_out_drop: float | None,
+    held_images: int,
+    data: str = "--data",
+    remedy: str = "pass --eval-data (labelled images not in --data)",
+) -> str:
+    """The caveat under a removal's table whose accuracy is on ``data``, which the removal
+    fine-tuned on; ``held_out_drop``: what the kept candidate lost on images held out from its
+    fine-tuning (:attr:`LayerChoice.held_out_drop`), when measured."""
+    text = f"Clean accuracy above is on {data}, which the removal fine-tuned on: it is optimistic."
+    if held_out_drop is not None:
+        text += (
+            f" The kept candidate, fine-tuned on the rest of {data}, changed accuracy by "
+            f"{points(-held_out_drop)} on the {held_images} images held out from its "
+            f"fine-tuning (few images: a rough estimate; the model written was fine-tuned "
+            f"again on all of {data})."
+        )
+    return f"{text} For numbers to rely on, {remedy}."
+
+
 def _towards(label: int | None) -> str:
     return "off their class" if label is None else f"→ {label}"
 
@@ -33,6 +58,12 @@ def summary_line(result: DefendResult, output: str | None) -> str:
     line = "defend: " + reverse_fmt.verdict_words(result.reverse)
     if result.before is not None and result.after is not None:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.after.accuracy)}"
+        if result.on_defence_data:
+            line += " on --data (fine-tuned on it: optimistic"
+            held = result.held_out_drop
+            if held is not None:
+                line += f"; {points(-held)} on {result.held_images} images held out from it"
+            line += ")"
     for c in result.checks:
         form = f" ({c.form})" if c.form else ""
         line += (
@@ -109,6 +140,8 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
                 "on --data (clean), as a later recalibration would do."
             )
         )
+    if result.on_defence_data:
+        console.print(Text(optimism_note(result.held_out_drop, result.held_images)))
     if result.recovered_only:
         console.print(Text(RECOVERED_ONLY))
     if output:

@@ -87,6 +87,13 @@ class Fix:
     blind: bool = False
 
     @property
+    def held_out_drop(self) -> float | None:
+        """What the kept (layer, ratio) candidate lost on the part of the audit data held out
+        from its fine-tuning (:attr:`LayerChoice.held_out_drop`; the accuracy after is on
+        the data the fix fine-tuned on, so optimistic)."""
+        return self.prune.choice.held_out_drop
+
+    @property
     def worst_asr_after(self) -> float | None:
         values = [after for _, _, after in self.asr if after is not None]
         return max(values) if values else None
@@ -105,6 +112,8 @@ class Fix:
             "accuracy_before": self.before.accuracy,
             "accuracy_after": self.after.accuracy,
             "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
+            "held_out_drop": self.held_out_drop,
+            "held_images": self.prune.choice.held_images if self.held_out_drop is not None else 0,
             "asr": [
                 {"trigger": t, "before": b, "after": a, "reestimated": r}
                 for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)

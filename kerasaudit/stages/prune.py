@@ -64,12 +64,41 @@ class LayerChoice:
     layers: tuple[str, ...]
     reason: str
     candidates: tuple[LayerCandidate, ...]  # every layer tried, when the choice was measured
+    # the original model's accuracy on the images the candidates were measured on, and how
+    # many (with fine-tuning: the part of --data held out from it)
+    held_accuracy: float | None = None
+    held_images: int = 0
+    held_out: bool = False  # those images were held out from the candidates' fine-tuning
+    ratio: float = 0.0  # the ratio kept (with candidates)
+
+    @property
+    def chosen(self) -> LayerCandidate | None:
+        """The measured candidate that was kept (None: the choice was not measured)."""
+        for c in self.candidates:
+            if (c.layer,) == self.layers and c.ratio == self.ratio:
+                return c
+        return None
+
+    @property
+    def held_out_drop(self) -> float | None:
+        """Accuracy the kept candidate lost on images its fine-tuning never saw (a fraction;
+        None unless the candidates were fine-tuned on part of --data and measured on the
+        rest). The model written is that candidate fine-tuned again on all of --data, so this
+        estimates its cost without the optimism of measuring on the images it was tuned on."""
+        chosen = self.chosen
+        if not self.held_out or chosen is None or self.held_accuracy is None:
+            return None
+        return self.held_accuracy - chosen.accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layers": list(self.layers),
             "reason": self.reason,
             "candidates": [c.to_dict() for c in self.candidates],
+            "held_accuracy": self.held_accuracy,
+            "held_images": self.held_images,
+            "held_out": self.held_out,
+            "held_out_drop": self.held_out_drop,
         }
 
 
@@ -415,4 +444,7 @@ def _choose_layers(
             f"{max_acc_drop * 100:.1f} points{at}; lowest ASR overall"
         )
     chosen = next(i for i in candidates if i.path == best.layer)
-    return LayerChoice((best.layer,), reason, tuple(tried)), [chosen], best.ratio
+    choice = LayerChoice(
+        (best.layer,), reason, tuple(tried), before.accuracy, before.total, tuned, best.ratio
+    )
+    return choice, [chosen], best.ratio
