@@ -41,6 +41,7 @@ import train  # noqa: E402  (this directory's trainer: its stamping is the judge
 
 sys.path.insert(0, str(HERE.parent / "zoo"))
 from zoo import kerasaudit as cli  # noqa: E402  (runs the CLI: the zoo's runner, not its models)
+from zoo import this_checkout  # noqa: E402
 
 CHAIN = [
     "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
@@ -235,6 +236,7 @@ def main() -> int:
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--check-specs", action="store_true")
     args = parser.parse_args()
+    this_checkout()
     if args.check_specs:
         return check_specs(args.build)
     if args.table:

@@ -214,6 +214,20 @@ def results_dir(root: Path, name: str) -> Path:
     return out
 
 
+def this_checkout() -> None:
+    """Stop unless ``kerasaudit`` imports from this checkout: an editable install that points
+    at another copy would run that copy's code in every measurement (seen 2026-12-04)."""
+    import kerasaudit as ka
+
+    where = Path(ka.__file__).resolve().parent
+    mine = HERE.parent.parent / "kerasaudit"
+    if where != mine.resolve():
+        raise SystemExit(
+            f"kerasaudit imports from {where}, not from this checkout ({mine}): "
+            "run `pip install -e .` in this checkout first"
+        )
+
+
 def kerasaudit(args: list[str], log_file: Path) -> tuple[int, dict[str, Any] | None, float]:
     """Run ``kerasaudit ARGS -f json -q``; (exit code, parsed stdout or None, seconds)."""
     cmd = [sys.executable, "-m", "kerasaudit", *args, "-f", "json", "-q"]
@@ -1005,7 +1019,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         note = manifest_note(manifest.get(name), info)
         if note:
             log(f"{name}: {note}")
-        record_manifest(info)
+        if is_default_build(root):  # a zoo elsewhere (--dir) keeps its own record
+            record_manifest(info)
     return 1 if failed else 0
 
 
@@ -1116,6 +1131,7 @@ def main() -> int:
         "--epochs", type=int, help="known: the chain with --fine-tune-epochs N (known.eN.json)"
     )
     args = parser.parse_intermixed_args()  # options before, between or after the names
+    this_checkout()
     commands = {
         "build": cmd_build,
         "train": cmd_train,
