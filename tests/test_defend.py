@@ -336,8 +336,8 @@ def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch
 ) -> None:
     """DefenceSettings.generalise "diffuse": a compact patch ranking the channels is unlearnt
     as recovered; a whole-image mask, an additive perturbation or a warp makes every stampable
-    recovered trigger also a fitted GeneratorAdversary ("always"/"never" override; unknown
-    rules refused)."""
+    recovered trigger also a fitted GeneratorAdversary ("broken": a patch that does not work on
+    --data too; "always"/"never" override; unknown rules refused)."""
     import numpy as np
 
     import kerasaudit as ka
@@ -372,6 +372,25 @@ def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch
         assert pruned.fine_tune is not None
         fitted[first] = (pruned.fine_tune.adversaries, pruned.fine_tune.generators)
     assert fitted == {"patch": (0, 0), "additive": (2, 2)}  # both triggers fitted, or none
+    # "broken": a patch that ranks the channels is fitted too when it does not work on --data
+    # (the dark 2×2 patch in the top-left corner), not when it does (the planted one)
+    from kerasaudit.evaluation import evaluate
+    from kerasaudit.stages.reverse import WORKING
+    from kerasaudit.triggers import load_trigger
+
+    planted = load_trigger(TRIGGER, shape)
+    assert evaluate(model, data, triggers["patch"], 0).asr < WORKING
+    assert evaluate(model, data, planted, 0).asr >= WORKING
+    asked: list[str] = []
+    assert generalises("broken", triggers["patch"], lambda: asked.append("p") or 0.1)
+    assert not generalises("broken", triggers["patch"], lambda: asked.append("p") or 0.9)
+    assert generalises("broken", triggers["additive"], lambda: asked.append("a") or 0.9)
+    assert not generalises("diffuse", triggers["patch"], lambda: asked.append("d") or 0.1)
+    assert asked == ["p", "p"]  # measured only for a patch, and only under "broken"
+    for first, expected in ((planted, 0), (triggers["patch"], 2)):
+        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, generalise="broken")
+        _, pruned = remove(model, data, [(0, first), (0, triggers["diffuse"])], settings)
+        assert pruned.fine_tune is not None and pruned.fine_tune.generators == expected
     with pytest.raises(BadInputError, match="generalise"):
         DefenceSettings(generalise="sometimes").check()
 

@@ -77,6 +77,9 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            every step within 1.5 × its per-image ℓ2 change (BTI-DBF's unlearning in spirit; a
            blend (1 − α)·x + α·p is of this form, a universal additive δ is not);  gens1  the
            same with fine-tuning seed 1
+  dbrk     dflt with generalise "broken": the generators are also fitted when the patch that
+           ranks the channels sends under half of the defender's images to its label (a
+           completed Neural Cleanse trigger that broke on a blend);  dbrks1  fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -163,6 +166,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # known chain's "away" teacher, FineTuneSettings.trigger_teacher): dev first, 2026-12-03
     "dtta": {"trigger_teacher": "away"},
     "dttas1": {"trigger_teacher": "away", "seed": 1},  # the same with fine-tuning seed 1
+    # dflt with generalise "broken": generators also when the patch that ranks the channels
+    # sends under half of the defender's images to its label (2026-12-04, sixteenth session)
+    "dbrk": {},
+    "dbrks1": {"seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -191,6 +198,8 @@ DEFAULT_BASED = (
         "dtts",
         "dtta",
         "dttas1",
+        "dbrk",
+        "dbrks1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -201,7 +210,7 @@ LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seed
 GENERALISE = {
     v: "diffuse"
     for v in ("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1")
-}
+} | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
@@ -400,6 +409,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "pgd": None if tuned is None else tuned.pgd,
         "sam": None if tuned is None else tuned.sam,
         "augment": None if tuned is None else [tuned.shift, tuned.flip],
+        "generators": None if tuned is None else tuned.generators,
         "seconds": round(seconds, 1),
     }
 
@@ -552,6 +562,7 @@ SEED_PAIRS = {
         "gdb1": "gdb1s1",
         "dflt": "dflts1",
         "dtta": "dttas1",
+        "dbrk": "dbrks1",
     },
 }
 
@@ -590,6 +601,7 @@ def main() -> int:
         "--no-reattack", action="store_true", help="skip the re-attack diagnostic (~1 min a model)"
     )
     args = parser.parse_args()
+    zoo.this_checkout()
     root = zoo.zoo_dir(args.dir)
     out = zoo.removal_rows(root)
     out.parent.mkdir(parents=True, exist_ok=True)

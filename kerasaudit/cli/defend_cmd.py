@@ -165,7 +165,8 @@ def defend(
             help="diffuse: when the recovered trigger that ranks the channels is not a compact "
             "patch (a blend, a sinusoid or a warp is only approximated by Neural Cleanse), fit "
             "every recovered trigger also as an image-dependent change and unlearn it too; "
-            "always; never (benchmarks/zoo/JOURNAL.md).",
+            "broken: also when it is a patch that sends under half of --data's other images "
+            "to its label (an experiment); always; never (benchmarks/zoo/JOURNAL.md).",
         ),
     ] = "diffuse",
     eval_trigger: Annotated[

@@ -48,11 +48,17 @@ from kerasaudit.finetune import fine_tune_with
 from kerasaudit.pruning import clone_model
 from kerasaudit.ranking import Criterion
 from kerasaudit.stages.prune import FineTuneSettings, LayerChoice, PruneResult, prune
-from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, ReverseResult, reverse_engineer
+from kerasaudit.stages.reverse import (
+    WORKING,
+    FoundTrigger,
+    ReverseConfig,
+    ReverseResult,
+    reverse_engineer,
+)
 from kerasaudit.triggers import AnyTrigger, FileSpec, FileTrigger, Trigger
 
 StepFn = Callable[[str], None]  # told the name of each step as it starts
-GENERALISE = ("diffuse", "always", "never")  # DefenceSettings.generalise
+GENERALISE = ("diffuse", "broken", "always", "never")  # DefenceSettings.generalise
 
 
 def _default_tuning() -> FineTuneSettings:
@@ -333,7 +339,7 @@ def remove(
     if not triggers:
         raise BadInputError("nothing to remove: no trigger")
     target, first = triggers[0]
-    if generalises(settings.generalise, first):
+    if generalises(settings.generalise, first, lambda: _success(model, dataset, first, target)):
         settings = replace(settings, fine_tuning=replace(settings.fine_tuning, generator=True))
     if settings.ratio == 0:
         return _unlearn_only(model, dataset, triggers, settings.fine_tuning)
@@ -355,17 +361,34 @@ def remove(
     )
 
 
-def generalises(rule: str, trigger: AnyTrigger) -> bool:
+def generalises(
+    rule: str, trigger: AnyTrigger, success: Callable[[], float | None] = lambda: None
+) -> bool:
     """Whether :attr:`DefenceSettings.generalise`'s ``rule`` fits the recovered triggers as
     image-dependent changes when ``trigger`` ranks the channels: "diffuse" unless it is a
     patch (a mask whose half-peak box covers at most a quarter of the image, no additive part
-    or warp)."""
+    or warp); "broken" also when it is a patch that sends under :data:`WORKING` of the
+    defender's other images to its label (``success``, called only then: a completed trigger
+    that broke on a blend is a few pixels that do nothing, not evidence of a patch)."""
     if rule in ("always", "never"):
         return rule == "always"
     if not isinstance(trigger, Trigger):
         return False  # triggered images: nothing to fit
     patch = trigger.delta is None and trigger.flow is None and compact_box(trigger.mask)
-    return not patch
+    if not patch:
+        return True
+    if rule == "broken":
+        rate = success()
+        return rate is not None and rate < WORKING
+    return False
+
+
+def _success(model: Any, dataset: Dataset, trigger: AnyTrigger, target: int | None) -> float | None:
+    """The share of ``dataset``'s images not of ``target`` that ``trigger`` sends to it (None:
+    untargeted, or no labels)."""
+    if target is None or not dataset.info.has_labels:
+        return None
+    return evaluate(model, dataset, trigger, target).asr
 
 
 def reference_l1(mask_l1: Mapping[int, float], flagged: Collection[int]) -> float:
