@@ -72,6 +72,11 @@ def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarr
     return out
 
 
+# `defend` as the judge runs it (defaults), and probes of a setting that is not the default
+# (--stage defend-broken: not in the table, which shows the defaults)
+DEFEND_STAGES: dict[str, list[str]] = {"defend": [], "defend-broken": ["--generalise", "broken"]}
+
+
 def trigger_args(build: Path, spec: dict[str, Any]) -> list[str]:
     trig, target = spec["trigger"], spec["target"]
     if trig in SPECS:
@@ -115,8 +120,8 @@ def run(
         written = work / f"{stage}.{fmt}"
         written.unlink(missing_ok=True)
         log(f"{stage} {name}")
-        if stage == "defend":
-            args = ["defend", str(model), "-d", data, "-o", str(written)]
+        if stage in DEFEND_STAGES:
+            args = ["defend", str(model), "-d", data, "-o", str(written), *DEFEND_STAGES[stage]]
         else:
             args = ["prune", str(model), "-d", data, *trigger_args(build, spec), *CHAIN,
                     "-o", str(written)]  # fmt: skip
@@ -231,7 +236,9 @@ def main() -> int:
     parser.add_argument("--build", type=Path, default=HERE / "build")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--only", nargs="*")
-    parser.add_argument("--stage", nargs="*", default=["defend", "known"])
+    parser.add_argument(
+        "--stage", nargs="*", default=["defend", "known"], choices=[*DEFEND_STAGES, "known"]
+    )
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--check-specs", action="store_true")
