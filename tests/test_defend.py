@@ -418,3 +418,30 @@ def test_defend_rounds_bad_values_exit_2(
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about() -> None:
+    """cost_warning: one line when the kept candidate lost more than the budget on the images
+    held out from its fine-tuning; nothing within the budget, or when nothing was held out."""
+    from kerasaudit.formats.defend_fmt import cost_warning
+    from kerasaudit.stages.prune import LayerCandidate, LayerChoice
+
+    kept = LayerCandidate("conv3", 4, accuracy=0.70, asr=0.0, ra=0.9, ratio=0.2)
+    other = LayerCandidate("conv2", 2, accuracy=0.86, asr=0.3, ra=0.6, ratio=0.05)
+
+    def choice(held_accuracy: float, held_out: bool = True) -> LayerChoice:
+        return LayerChoice(("conv3",), "why", (other, kept), held_accuracy, 250, held_out, 0.2,
+                           budget=0.015)  # fmt: skip
+
+    over = choice(0.904)
+    assert over.chosen == kept and over.over_budget
+    assert over.held_out_drop == pytest.approx(0.204)
+    line = cost_warning(over) or ""
+    assert line.startswith("warning: the removal cost 20.40 points")
+    assert "250 images of --data held out" in line and "budget 1.50" in line
+    assert "the audit data" in (cost_warning(over, "the audit data") or "")
+    within = choice(0.71)  # lost 1 point: within the budget
+    assert not within.over_budget and cost_warning(within) is None
+    unheld = choice(0.904, held_out=False)  # measured on the data it was tuned on: no estimate
+    assert unheld.held_out_drop is None and cost_warning(unheld) is None
+    assert over.to_dict()["over_budget"] is True and over.to_dict()["budget"] == 0.015

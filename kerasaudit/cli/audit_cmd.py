@@ -198,6 +198,12 @@ def audit(
     if html is not None:
         _write_html(result, html, written, force)
     consoles.info(audit_fmt.summary_line(result, written, None if html is None else str(html)))
+    if result.fix is not None:
+        from kerasaudit.formats import defend_fmt
+
+        warning = defend_fmt.cost_warning(result.fix.prune.choice, "the audit data")
+        if warning is not None:
+            consoles.info(warning)
     if result.backdoor or result.fix_left_backdoor:
         raise typer.Exit(int(ExitCode.FINDINGS))
 

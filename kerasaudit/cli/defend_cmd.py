@@ -328,8 +328,11 @@ def defend(
         force,
     )
     consoles.info(defend_fmt.summary_line(result, written))
-    warning = defend_fmt.comes_back_warning(result.checks)
-    if warning is not None:
-        consoles.info(warning)
+    warnings = [defend_fmt.comes_back_warning(result.checks)]
+    if result.prunes:
+        warnings.append(defend_fmt.cost_warning(result.prunes[-1].choice))
+    for warning in warnings:
+        if warning is not None:
+            consoles.info(warning)
     if result.reverse.verdict.backdoor:
         raise typer.Exit(int(ExitCode.FINDINGS))

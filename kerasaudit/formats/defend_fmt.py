@@ -11,6 +11,7 @@ from rich.text import Text
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
 from kerasaudit.stages.defend import DefendResult, SecondLook, TriggerCheck
+from kerasaudit.stages.prune import LayerChoice
 
 SCHEMA = "kerasaudit.stages.defend/1"
 
@@ -46,6 +47,19 @@ def optimism_note(
             f"again on all of {data})."
         )
     return f"{text} For numbers to rely on, {remedy}."
+
+
+def cost_warning(choice: LayerChoice, data: str = "--data") -> str | None:
+    """One line for stderr when the kept candidate lost more than its budget on the images held
+    out from its fine-tuning (:attr:`LayerChoice.over_budget`)."""
+    if not choice.over_budget or choice.held_out_drop is None or choice.budget is None:
+        return None
+    return (
+        f"warning: the removal cost {100 * choice.held_out_drop:.2f} points of accuracy on the "
+        f"{choice.held_images} images of {data} held out from its fine-tuning (budget "
+        f"{100 * choice.budget:.2f}; no candidate stayed within it): check the defended model "
+        "on other labelled images before using it"
+    )
 
 
 def _towards(label: int | None) -> str:
