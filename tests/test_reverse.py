@@ -244,6 +244,15 @@ def test_layer_excess_is_stamped_mean_over_clean_max() -> None:
     assert bias.top_channel == 2  # silent on clean data, woken by the trigger
     assert bias.excess == pytest.approx(0.3 / (0.0 + floor))
     assert bias.clean_max == 0.0 and bias.triggered_mean == pytest.approx(0.3)
+    # most channels silent on clean data (median 0): the floor comes from the live ones, not
+    # from 1e-12 (which turned a woken dead channel's excess into ~1e7 and flagged its label)
+    mostly_dead = SimpleNamespace(
+        mean_linf=np.array([0.0, 0.0, 0.0, 2.0, 4.0]), max_linf=np.array([0.0, 0.0, 0.0, 3.0, 6.0])
+    )
+    woken = layer_excess("conv", mostly_dead, np.array([0.0, 0.3, 0.0, 3.0, 6.0]))
+    assert woken.top_channel == 1 and woken.excess == pytest.approx(0.3 / (0.1 * 3.0))
+    silent = SimpleNamespace(mean_linf=np.zeros(3), max_linf=np.zeros(3))
+    assert layer_excess("conv", silent, np.array([0.0, 5.0, 0.0])).excess == 0.0
 
 
 def test_config_is_checked() -> None:

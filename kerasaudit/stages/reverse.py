@@ -975,8 +975,17 @@ def layer_excess(path: str, clean: Any, triggered_mean: np.ndarray) -> LayerBias
     clean_mean = np.nan_to_num(np.asarray(clean.mean_linf, np.float64))
     clean_max = np.nan_to_num(np.asarray(clean.max_linf, np.float64))
     stamped = np.nan_to_num(np.asarray(triggered_mean, np.float64))
-    floor = LINF_FLOOR * float(np.median(clean_mean))
-    excess = stamped / (clean_max + (floor if floor > 0 else 1e-12))
+    scale = float(np.median(clean_mean))
+    if not scale > 0:  # most channels silent on clean data: the scale of those that are not
+        live = clean_mean[clean_mean > 0]
+        scale = float(np.median(live)) if live.size else 0.0
+    if not scale > 0:  # the whole layer silent on clean data: nothing to compare with
+        return LayerBias(path, 0, 0.0, float(stamped[0]), float(clean_max[0]), 0.0)
+    # Before 2026-12-04 a zero median fell back to a floor of 1e-12: on an externally trained
+    # net with weight decay (most of one layer's channels dead on clean data) two clean labels'
+    # triggers then scored an excess of 4e7-8e7 and were flagged beside the real target. No
+    # zoo, held-out or test evidence had a zero median (920 excess values, all below 100).
+    excess = stamped / (clean_max + LINF_FLOOR * scale)
     top = int(np.argmax(excess))
     return LayerBias(
         path,
