@@ -984,7 +984,7 @@ def layer_excess(path: str, clean: Any, triggered_mean: np.ndarray) -> LayerBias
     # Before 2026-12-04 a zero median fell back to a floor of 1e-12: on an externally trained
     # net with weight decay (most of one layer's channels dead on clean data) two clean labels'
     # triggers then scored an excess of 4e7-8e7 and were flagged beside the real target. No
-    # zoo, held-out or test evidence had a zero median (920 excess values, all below 100).
+    # zoo, held-out or test evidence showed that blow-up (920 excess values, all below 100).
     excess = stamped / (clean_max + LINF_FLOOR * scale)
     top = int(np.argmax(excess))
     return LayerBias(
