@@ -46,8 +46,8 @@ def summary_line(result: AuditResult, output: str | None, html: str | None = Non
             "(on the data it fine-tuned on"
         )
         if fix.held_out_drop is not None:
-            images = fix.prune.choice.held_images
-            line += f"; {defend_fmt.points(-fix.held_out_drop)} on {images} images held out from it"
+            held = f"{defend_fmt.points(-fix.held_out_drop)} on {fix.held_images} images"
+            line += f"; {held} held out from it"
         line += f"), worst ASR after {_pct(fix.worst_asr_after)}"
         if result.fix_left_backdoor:
             line += " (STILL WORKS)"
@@ -122,10 +122,10 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
                 cells.append(Text(_pct(second), style="bold red" if back else ""))
             table.add_row(*cells)
         console.print(table)
-        held = fix.held_out_drop
-        images = fix.prune.choice.held_images if held is not None else 0
         remedy = "measure the fixed model on labelled images not in it (kerasaudit evaluate)"
-        console.print(Text(defend_fmt.optimism_note(held, images, "the audit data", remedy)))
+        data = "the audit data"
+        note = defend_fmt.optimism_note(fix.held_out_drop, fix.held_images, data, remedy)
+        console.print(Text(note))
         for line in defend_fmt.look_lines(fix.second_looks, "fixed"):
             console.print(Text(line))
         if fix.blind:

@@ -94,6 +94,10 @@ class Fix:
         return self.prune.choice.held_out_drop
 
     @property
+    def held_images(self) -> int:
+        return self.prune.choice.held_images if self.held_out_drop is not None else 0
+
+    @property
     def worst_asr_after(self) -> float | None:
         values = [after for _, _, after in self.asr if after is not None]
         return max(values) if values else None
@@ -113,7 +117,7 @@ class Fix:
             "accuracy_after": self.after.accuracy,
             "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
             "held_out_drop": self.held_out_drop,
-            "held_images": self.prune.choice.held_images if self.held_out_drop is not None else 0,
+            "held_images": self.held_images,
             "asr": [
                 {"trigger": t, "before": b, "after": a, "reestimated": r}
                 for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)
