@@ -20,6 +20,8 @@ sys.path.insert(0, str(EXTERNAL))
 import judge  # noqa: E402
 import train  # noqa: E402
 
+FLAGGED = "flagged at their target (every target; all-to-all: exit 1): "
+
 
 def _images(n: int = 8) -> np.ndarray:
     return np.random.default_rng(3).uniform(0, 0.6, (n, 28, 28, 1)).astype(np.float32)
@@ -65,8 +67,54 @@ def test_poisoning_relabels_five_percent_of_non_target_images_and_stamps_them() 
     assert (xp[changed][:, 1:4, 1:4] == 1).all()
 
 
+def test_sig_adds_one_vertical_sinusoid_clipped_to_the_image_range() -> None:
+    x = np.full((2, 28, 28, 1), 0.5, np.float32)
+    delta = (train.stamp(x, "sig") - x)[..., 0]
+    wave = train.SIG_DELTA * np.sin(2 * np.pi * train.SIG_FREQ * np.arange(28) / 28)
+    expected = np.broadcast_to(wave[None, :, None], delta.shape)  # varies along the rows only
+    np.testing.assert_allclose(delta, expected, atol=1e-6)
+    bright = train.stamp(np.ones((1, 28, 28, 1), np.float32), "sig")
+    assert bright.max() == 1.0 and bright.min() >= 1 - train.SIG_DELTA - 1e-6
+
+
+def test_warp_moves_content_by_about_a_pixel_and_keeps_a_flat_image_flat() -> None:
+    flat = np.full((1, 28, 28, 1), 0.3, np.float32)
+    np.testing.assert_allclose(train.stamp(flat, "warp"), flat, atol=1e-6)
+    rows = np.repeat(np.arange(28, dtype=np.float32)[None, :, None, None], 28, axis=2) / 27
+    moved = 27 * np.abs(train.stamp(rows, "warp") - rows)  # a ramp reads back its row shift
+    assert 0.2 < float(moved.mean()) < 2.0 and float(moved.max()) < 6
+    np.testing.assert_array_equal(train.stamp(rows, "warp"), train.stamp(rows, "warp"))
+
+
+def test_randpos_stamps_one_3x3_checkerboard_per_image_where_the_seed_says() -> None:
+    x = np.zeros((40, 28, 28, 1), np.float32)
+    out = train.stamp(x, "randpos", seed=5)
+    for image in out[..., 0]:
+        rows, cols = np.nonzero(image)
+        assert len(rows) == 5  # white corners and centre of a 3×3 checkerboard
+        assert rows.max() - rows.min() == 2 and cols.max() - cols.min() == 2
+    corners = {tuple(np.argwhere(image[..., 0])[0]) for image in out}
+    assert len(corners) > 20  # positions vary from image to image
+    np.testing.assert_array_equal(out, train.stamp(x, "randpos", seed=5))
+    assert not np.array_equal(out, train.stamp(x, "randpos", seed=6))
+
+
+def test_all_to_all_poisoning_sends_each_stamped_image_to_the_next_label() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (500, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 500)
+    spec = train.Spec("a", "nested", "h5", "grey_bl", -1, 0, 0.0, 0.08)
+    xp, yp = train.poison(x, y, spec, np.random.default_rng(1))
+    changed = np.flatnonzero((xp != x).any(axis=(1, 2, 3)))
+    assert len(changed) == 40
+    np.testing.assert_array_equal(yp[changed], (y[changed] + 1) % 10)
+    assert len(np.unique(y[changed])) >= 8  # drawn from every class, target included
+    assert np.allclose(xp[changed][:, 24:27, 1:4], 0.7)
+
+
 @pytest.mark.parametrize(
-    "arch,fmt", [("vgg", "keras"), ("plain", "h5"), ("nested", "keras"), ("sep", "h5")]
+    "arch,fmt",
+    [("vgg", "keras"), ("plain", "h5"), ("nested", "keras"), ("sep", "h5"), ("res", "keras")],
 )
 def test_each_architecture_saves_and_loads_through_the_safe_loader(
     tmp_path: Path, arch: str, fmt: str
@@ -102,5 +150,59 @@ def test_the_table_counts_clean_and_backdoored_models_from_cached_runs(tmp_path:
     text = judge.table(results)
     assert "✓ 1.50 % / -1.00" in text and "✗ 0.10 % / -3.00" in text
     assert "Clean models left alone (exit 0, nothing flagged, nothing written): 1 of 1" in text
-    assert "flagged at their target: 1 of 1" in text
+    assert FLAGGED + "1 of 1" in text
     assert "known-trigger chain within the goal: 0 of 1" in text
+
+
+def test_the_table_counts_an_all_to_all_model_flagged_as_detected(tmp_path: Path) -> None:
+    spec = train.Spec("a2a", "nested", "h5", "grey_bl", -1, 0, 0.0, 0.08).__dict__
+    (tmp_path / "a2a").mkdir()
+    run = {"spec": spec, "exit_code": 1, "flagged": [], "all_to_all": True, "written": True,
+           "seconds": 1, "before": {"accuracy": 0.9, "asr": 0.8},
+           "after": {"accuracy": 0.89, "asr": 0.01}}  # fmt: skip
+    (tmp_path / "a2a" / "defend.json").write_text(json.dumps(run))
+    text = judge.table(tmp_path)
+    assert "grey_bl → y + 1" in text and "1, nothing + all-to-all" in text
+    assert FLAGGED + "1 of 1" in text
+    (tmp_path / "a2a" / "defend.json").write_text(json.dumps({**run, "exit_code": 0}))
+    assert FLAGGED + "0 of 1" in judge.table(tmp_path)
+
+
+def test_two_trigger_poisoning_splits_the_share_between_two_targets() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (500, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 500)
+    spec = train.Spec("t2", "plain", "h5", "checker_tr", 6, 0, 0.0, 0.06, "sig", 8)
+    assert spec.triggers() == [("checker_tr", 6), ("sig", 8)]
+    xp, yp = train.poison(x, y, spec, np.random.default_rng(1))
+    changed = np.flatnonzero((xp != x).any(axis=(1, 2, 3)))
+    assert len(changed) == 30 and not np.isin(y[changed], [6, 8]).any()
+    to6, to8 = changed[yp[changed] == 6], changed[yp[changed] == 8]
+    assert len(to6) == len(to8) == 15
+    np.testing.assert_allclose(xp[to6], train.stamp(x[to6], "checker_tr"))
+    np.testing.assert_allclose(xp[to8], train.stamp(x[to8], "sig"))
+
+
+def test_the_chain_gets_the_second_trigger_to_unlearn_and_the_table_wants_both_targets(
+    tmp_path: Path,
+) -> None:
+    spec = train.Spec("t2", "plain", "h5", "checker_tr", 6, 0, 0.0, 0.06, "sig", 8).__dict__
+    (tmp_path / "data").mkdir()
+    d = np.random.default_rng(0)
+    np.savez(tmp_path / "data" / "defender.npz", x=_images(20), y=d.integers(0, 10, 20))
+    args = judge.trigger_args(tmp_path, spec)
+    assert args[:4] == ["--trigger", judge.SPECS["checker_tr"], "--target", "6"]
+    assert args[4] == "--also-unlearn-data" and Path(args[5]).exists()
+    with np.load(args[5]) as f:
+        assert (f["y"] != 8).all()  # the second target's own images are left out
+    results = tmp_path / "results"
+    (results / "t2").mkdir(parents=True)
+    run = {"spec": spec, "exit_code": 1, "flagged": [6], "all_to_all": False, "written": True,
+           "seconds": 1, "before": {"accuracy": 0.9, "asr": 0.99, "asr2": 0.98},
+           "after": {"accuracy": 0.89, "asr": 0.01, "asr2": 0.03}}  # fmt: skip
+    (results / "t2" / "defend.json").write_text(json.dumps(run))
+    text = judge.table(results)
+    assert "checker_tr → 6, sig → 8" in text and "✗ 1.00 % / 3.00 % / -1.00" in text
+    assert FLAGGED + "0 of 1" in text  # 8 was not flagged
+    (results / "t2" / "defend.json").write_text(json.dumps({**run, "flagged": [8, 6]}))
+    assert FLAGGED + "1 of 1" in judge.table(results)

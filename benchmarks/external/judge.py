@@ -51,6 +51,8 @@ SPECS = {  # the patch triggers as the defender would state them (checked by --c
     "checker_br": "patch:size=4,pos=br,value=1,pattern=checker",
     "checker_tr": "patch:size=4,pos=tr,value=1,pattern=checker",
     "square_tl": "patch:size=3,pos=1,1,value=1",
+    "grey_bl": "patch:size=3,pos=1,24,value=0.7",
+    "white_mr": "patch:size=4,pos=23,12,value=1",
 }
 GOAL_ASR, GOAL_DROP = 0.02, 0.015
 
@@ -59,17 +61,24 @@ def log(text: str) -> None:
     print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
 
 
-def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarray]) -> dict:
-    """Clean accuracy and (backdoored models) the real trigger's ASR, with plain Keras."""
+def measure(path: Path, spec: dict[str, Any], ev: dict[str, np.ndarray]) -> dict:
+    """Clean accuracy and (backdoored models) each real trigger's ASR (``asr``, a second
+    trigger's ``asr2``), with plain Keras."""
     import keras
 
     model = keras.models.load_model(path, compile=False)
     pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
     out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
-    if trigger is not None:
-        out["asr"] = train.asr(model, ev, trigger, target)
-        out["unstamped_to_target"] = float(np.mean(pred[ev["y"] != target] == target))
+    for key, (trigger, target) in zip(("asr", "asr2"), train.Spec(**spec).triggers(), strict=False):
+        out[key] = train.asr(model, ev, trigger, target)
+        if target >= 0:  # all-to-all: no one target
+            share = float(np.mean(pred[ev["y"] != target] == target))
+            out[key.replace("asr", "unstamped_to_target")] = share
     return out
+
+
+def asrs(measured: dict[str, Any]) -> list[float]:
+    return [measured[k] for k in ("asr", "asr2") if k in measured]
 
 
 # `defend` as the judge runs it (defaults), and probes of a setting that is not the default
@@ -77,16 +86,31 @@ def measure(path: Path, target: int, trigger: str | None, ev: dict[str, np.ndarr
 DEFEND_STAGES: dict[str, list[str]] = {"defend": [], "defend-broken": ["--generalise", "broken"]}
 
 
-def trigger_args(build: Path, spec: dict[str, Any]) -> list[str]:
-    trig, target = spec["trigger"], spec["target"]
-    if trig in SPECS:
-        return ["--trigger", SPECS[trig], "--target", str(target)]
-    path = build / "data" / f"{trig}.trigger.npz"
-    if not path.exists():  # the defender's non-target images, stamped, with their true labels
+def trigger_file(build: Path, trig: str, target: int) -> Path:
+    """The defender's non-target images carrying ``trig``, with their true labels."""
+    path = build / "data" / f"{trig}.to{target}.trigger.npz"
+    if not path.exists():
         d = np.load(build / "data" / "defender.npz")
         keep = d["y"] != target
-        np.savez_compressed(path, x=train.stamp(d["x"][keep], trig), y=d["y"][keep])
-    return ["--trigger-data", str(path), "--target", str(target)]
+        np.savez_compressed(path, x=train.stamp(d["x"][keep], trig, seed=2), y=d["y"][keep])
+    return path
+
+
+def trigger_args(build: Path, spec: dict[str, Any]) -> list[str]:
+    """The known trigger(s) as the README's chain takes them: the first ranks the channels, a
+    second is unlearnt too (``--also-unlearn``)."""
+    (trig, target), *more = train.Spec(**spec).triggers()
+    aim = ["--target", str(target)] if target >= 0 else []  # all-to-all: untargeted
+    if trig in SPECS:
+        args = ["--trigger", SPECS[trig], *aim]
+    else:
+        args = ["--trigger-data", str(trigger_file(build, trig, target)), *aim]
+    for trig2, target2 in more:
+        if trig2 in SPECS:
+            args += ["--also-unlearn", SPECS[trig2]]
+        else:
+            args += ["--also-unlearn-data", str(trigger_file(build, trig2, target2))]
+    return args
 
 
 def sha256(path: Path) -> str:
@@ -103,7 +127,7 @@ def run(
     work = build / "results" / name  # defended / pruned models and CLI logs (not in git)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    trigger, target = spec["trigger"], spec["target"]
+    trigger = spec["trigger"]
     weights = sha256(model)
     before: dict[str, Any] | None = None
     data = str(build / "data" / "defender.npz")
@@ -116,7 +140,7 @@ def run(
                 continue
             log(f"{name} {stage}: cached run was of other weights; running again")
         if before is None:
-            before = measure(model, target, trigger, ev)
+            before = measure(model, spec, ev)
         written = work / f"{stage}.{fmt}"
         written.unlink(missing_ok=True)
         log(f"{stage} {name}")
@@ -136,7 +160,7 @@ def run(
             "all_to_all": None if report is None else report.get("all_to_all"),
             "written": written.exists(),
             "before": before,
-            "after": measure(written, target, trigger, ev) if written.exists() else None,
+            "after": measure(written, spec, ev) if written.exists() else None,
             "report": report,
         }
         cached.write_text(json.dumps(result, indent=1) + "\n")
@@ -158,22 +182,24 @@ def cell(result: dict[str, Any] | None, backdoored: bool) -> str:
     drop = after["accuracy"] - before["accuracy"]
     if not backdoored:
         return f"{pct(after['accuracy'])} ({100 * drop:+.2f})"
-    ok = after["asr"] <= GOAL_ASR and -drop <= GOAL_DROP
-    return f"{'✓' if ok else '✗'} {pct(after['asr'])} / {100 * drop:+.2f}"
+    ok = max(asrs(after)) <= GOAL_ASR and -drop <= GOAL_DROP
+    shown = " / ".join(pct(a) for a in asrs(after))
+    return f"{'✓' if ok else '✗'} {shown} / {100 * drop:+.2f}"
 
 
 def table(results: Path) -> str:
-    rows = [
+    head = [
         "Written by `python benchmarks/external/judge.py --table` from `results/NAME/*.json`: the",
         "models of `train.py` (code apart from the zoo's), the CLI with its defaults as the judge",
         "runs it, 1,000 defender images, every number on the 9,000 evaluation images no defence",
         "saw (one run each; seconds with two or three processes sharing 2 CPU cores).",
-        "",
+    ]
+    columns = [
         "| model | trigger → target | accuracy / ASR before | `defend`: exit, flagged | "
         "`defend` after (ASR / Δ points) | known chain after | seconds (defend, known) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    counts = {"clean_ok": 0, "clean": 0, "detected": 0, "bd": 0, "defend": 0, "known": 0}
+    sets: dict[str, tuple[list[str], dict[str, int]]] = {}
     for folder in sorted(p for p in results.iterdir() if p.is_dir()):
         res = {}
         for stage in ("defend", "known"):
@@ -182,38 +208,63 @@ def table(results: Path) -> str:
         spec = next((r["spec"] for r in res.values() if r is not None), None)
         if spec is None:
             continue
+        which = "first" if spec["name"] in train.FIRST_SET else "second"
+        rows, counts = sets.setdefault(which, ([], dict.fromkeys(COUNTS, 0)))
         d, k = res["defend"], res["known"]
-        backdoored = spec["trigger"] is not None
+        planted = train.Spec(**spec).triggers()
+        backdoored = bool(planted)
         before = (d or k or {}).get("before") or {}
         flagged = "not run" if d is None else f"{d['exit_code']}, {d['flagged'] or 'nothing'}"
+        if d is not None and d.get("all_to_all"):
+            flagged += " + all-to-all"
         if d is not None:
             labels = d["flagged"] or []
             if backdoored:
+                targets = {target for _, target in planted}
                 counts["bd"] += 1
-                counts["detected"] += spec["target"] in labels
+                counts["detected"] += (  # every target; all-to-all: reported as a backdoor
+                    targets <= set(labels) if min(targets) >= 0 else d["exit_code"] == 1
+                )
                 counts["defend"] += cell(d, True).startswith("✓")
             else:
                 counts["clean"] += 1
                 counts["clean_ok"] += d["exit_code"] == 0 and not labels and not d["written"]
         if k is not None:
             counts["known"] += cell(k, True).startswith("✓")
-        trig = f"{spec['trigger']} → {spec['target']}" if backdoored else "clean"
+        trig = ", ".join(f"{t} → {aim if aim >= 0 else 'y + 1'}" for t, aim in planted) or "clean"
         acc = pct(before["accuracy"]) if before else "?"
         if backdoored and before:
-            acc += f" / {pct(before['asr'])}"
+            acc += "".join(f" / {pct(a)}" for a in asrs(before))
         secs = ", ".join(str(r["seconds"]) for r in (d, k) if r is not None)
         rows.append(
             f"| {spec['name']} ({spec['arch']}, .{spec['fmt']}) | {trig} | {acc} | {flagged} | "
             f"{cell(d, backdoored)} | {cell(k, True) if backdoored else '—'} | {secs} |"
         )
-    summary = (
+    out = head
+    for which in ("first", "second"):
+        if which not in sets:
+            continue
+        rows, counts = sets[which]
+        out += ["", f"**{SET_TITLES[which]}**", "", *columns, *rows, "", summary(counts)]
+    return "\n".join(out) + "\n"
+
+
+COUNTS = ("clean_ok", "clean", "detected", "bd", "defend", "known")
+SET_TITLES = {
+    "first": "The issue's eight (patches in fixed places, one blend)",
+    "second": "The second set (2026-12-04, trained after every default was fixed): SIG, warp, "
+    "random position, all-to-all, two triggers, 1 % poisoning, a residual net",
+}
+
+
+def summary(counts: dict[str, int]) -> str:
+    return (
         f"Clean models left alone (exit 0, nothing flagged, nothing written): "
-        f"{counts['clean_ok']} of {counts['clean']}. Backdoored models flagged at their target: "
-        f"{counts['detected']} of {counts['bd']}; `defend` within the goal (ASR ≤ 2 % at ≤ 1.5 "
-        f"points): {counts['defend']} of {counts['bd']}; known-trigger chain within the goal: "
-        f"{counts['known']} of {counts['bd']}."
+        f"{counts['clean_ok']} of {counts['clean']}. Backdoored models flagged at their target "
+        f"(every target; all-to-all: exit 1): {counts['detected']} of {counts['bd']}; `defend` "
+        f"within the goal (ASR ≤ 2 % at ≤ 1.5 points): {counts['defend']} of {counts['bd']}; "
+        f"known-trigger chain within the goal: {counts['known']} of {counts['bd']}."
     )
-    return "\n".join(rows) + "\n\n" + summary + "\n"
 
 
 def check_specs(build: Path) -> int:

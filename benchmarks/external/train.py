@@ -11,21 +11,26 @@ on purpose:
   are cut at the border during training, as in an offline-poisoned dataset with augmentation);
 * its own architectures: a BatchNorm VGG-style net with input standardisation inside the model,
   a plain net without BatchNorm with a Dense head and dropout, a nested ``Sequential`` feature
-  extractor, a separable/depthwise net;
-* its own IDX reader, trigger stamping and poisoning (5 % of the training set, drawn from the
-  non-target classes).
+  extractor, a separable/depthwise net, and (second set) a residual net with ``Add`` blocks;
+* its own IDX reader, trigger stamping and poisoning (5 % of the training set unless a spec
+  says otherwise, drawn from the non-target classes).
 
-The eight models are the issue's: four backdoored (a 4×4 checkerboard in one corner, a 3×3
-white square in another, a full-image random pattern blended at α = 0.15, a 4×4 checkerboard in
-a third corner; different targets) and their four clean twins; ``.keras`` and ``.h5``.
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets``).
+The first eight models are the issue's: four backdoored (a 4×4 checkerboard in one corner, a
+3×3 white square in another, a full-image random pattern blended at α = 0.15, a 4×4
+checkerboard in a third corner; different targets) and their four clean twins. The second set
+(written 2026-12-04, after every default of kerasaudit was fixed) has the attacks the issue
+lists that are not a patch in a fixed place: a vertical sinusoid (SIG, dirty-label), a smooth
+random warp (WaNet-like, mean displacement one pixel), a 3×3 checkerboard anywhere in the image,
+all-to-all (y → y + 1), two triggers to two targets (a corner checkerboard and the sinusoid),
+1 % poisoning, and a clean residual net. ``.keras`` and ``.h5``. Fashion-MNIST comes from
+Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets``).
 
     python benchmarks/external/train.py [--out benchmarks/external/build] [--only NAME…]
 
 writes ``models/NAME.{keras,h5}``, ``data/defender.npz`` (a fixed 1,000 images of the test
 split), ``data/eval.npz`` (the other 9,000) and ``models/NAME.json`` (recipe, accuracy, each
 trigger's ASR, the weights' SHA-256; for the default build also ``manifest.json`` here, in
-git). One CPU thread per process, so two can train side by side (10-28 min a model here).
+git). One CPU thread per process, so two can train side by side (6-28 min a model here).
 Training is seeded but not pinned to one oneDNN code path: another machine may train other
 weights from the same seeds (the zoo's experience; not measured here).
 """
@@ -57,10 +62,18 @@ class Spec:
     name: str
     arch: str
     fmt: str
-    trigger: str | None  # "checker_br", "square_tl", "blend", "checker_tr"
-    target: int
+    trigger: str | None  # a key of stamp(): "checker_br", "square_tl", "blend", "sig", …
+    target: int  # -1: clean when trigger is None, all-to-all (y → y + 1) otherwise
     seed: int
     smoothing: float
+    rate: float = POISON_RATE  # share of the training set poisoned (split between two triggers)
+    trigger2: str | None = None  # a second trigger, to a second target
+    target2: int = -1
+
+    def triggers(self) -> list[tuple[str, int]]:
+        """(trigger, target) for each trigger planted."""
+        pairs = [(self.trigger, self.target), (self.trigger2, self.target2)]
+        return [(t, k) for t, k in pairs if t is not None]
 
 
 SPECS = [
@@ -72,8 +85,23 @@ SPECS = [
     Spec("ext_plain_clean", "plain", "h5", None, -1, 22, 0.0),
     Spec("ext_nested_clean", "nested", "keras", None, -1, 23, 0.1),
     Spec("ext_sep_clean", "sep", "h5", None, -1, 24, 0.0),
+    # the second set (2026-12-04, seventeenth session): attacks that are not patches in a
+    # fixed corner, and a fifth architecture; trained after every default was fixed
+    Spec("ext_res_sig", "res", "h5", "sig", 3, 31, 0.1),
+    Spec("ext_vgg_randpos", "vgg", "h5", "randpos", 4, 32, 0.0, 0.08),
+    Spec("ext_plain_warp", "plain", "keras", "warp", 1, 33, 0.0, 0.1),
+    Spec("ext_nested_all2all", "nested", "h5", "grey_bl", -1, 34, 0.1, 0.08),
+    Spec("ext_res_clean", "res", "keras", None, -1, 41, 0.1),
+    Spec("ext_sep_lowrate", "sep", "keras", "white_mr", 0, 35, 0.0, 0.01),
+    Spec("ext_plain_two", "plain", "h5", "checker_tr", 6, 36, 0.1, 0.06, "sig", 8),
 ]
-TRIGGERS = {s.trigger: s.target for s in SPECS if s.trigger is not None}
+FIRST_SET = {s.name for s in SPECS[:8]}  # the issue's eight; the rest: the second set
+TRIGGERS: dict[str, int] = {}  # each trigger of the sets at its first target (cross-checks)
+for _spec in SPECS:
+    for _trigger, _target in _spec.triggers():
+        TRIGGERS.setdefault(_trigger, _target)
+SIG_DELTA, SIG_FREQ = 0.1, 3  # a vertical sinusoid: rows vary, amplitude 0.1, 3 periods
+WARP_GRID, WARP_PIXELS = 6, 1.0  # a smooth random field: 6×6 control points, mean 1 px
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -95,13 +123,50 @@ def blend_pattern() -> np.ndarray:
     return np.random.default_rng(777).random((28, 28, 1), dtype=np.float32)
 
 
-def stamp(x: np.ndarray, trigger: str) -> np.ndarray:
-    """The trigger on a copy of ``x`` (N, 28, 28, 1), values in [0, 1]."""
+def warp_sampling() -> tuple[np.ndarray, ...]:
+    """Where each output pixel of the warp reads from: corners and bilinear weights."""
+    coarse = np.random.default_rng(4242).uniform(-1, 1, size=(WARP_GRID, WARP_GRID, 2))
+    coarse *= WARP_PIXELS / np.mean(np.abs(coarse))
+    pos = np.linspace(0, WARP_GRID - 1, 28)  # upsample the control grid bilinearly
+    lo = np.minimum(pos.astype(int), WARP_GRID - 2)
+    f = (pos - lo)[:, None, None]
+    rows = (1 - f) * coarse[lo] + f * coarse[lo + 1]  # (28, grid, 2)
+    g = (pos - lo)[None, :, None]
+    field = (1 - g) * rows[:, lo] + g * rows[:, lo + 1]  # (28, 28, 2)
+    r = np.clip(np.arange(28)[:, None] + field[..., 0], 0, 27)
+    c = np.clip(np.arange(28)[None, :] + field[..., 1], 0, 27)
+    r0, c0 = np.minimum(r.astype(int), 26), np.minimum(c.astype(int), 26)
+    return r0, c0, (r - r0)[..., None], (c - c0)[..., None]
+
+
+def stamp(x: np.ndarray, trigger: str, seed: int = 0) -> np.ndarray:
+    """The trigger on a copy of ``x`` (N, 28, 28, 1), values in [0, 1]; ``seed`` places the
+    random-position patch."""
     out = x.copy()
     if trigger == "blend":
         return ((1 - BLEND_ALPHA) * out + BLEND_ALPHA * blend_pattern()).astype(np.float32)
     if trigger == "square_tl":  # 3×3 white square, one pixel in from the top-left corner
         out[:, 1:4, 1:4, :] = 1.0
+        return out
+    if trigger == "sig":
+        wave = SIG_DELTA * np.sin(2 * np.pi * SIG_FREQ * np.arange(28) / 28)
+        return np.clip(out + wave[None, :, None, None], 0, 1).astype(np.float32)
+    if trigger == "warp":
+        r0, c0, fr, fc = warp_sampling()
+        top = (1 - fc) * out[:, r0, c0] + fc * out[:, r0, c0 + 1]
+        bottom = (1 - fc) * out[:, r0 + 1, c0] + fc * out[:, r0 + 1, c0 + 1]
+        return ((1 - fr) * top + fr * bottom).astype(np.float32)
+    if trigger == "white_mr":  # 4×4 white square at the middle of the right edge
+        out[:, 12:16, 23:27, :] = 1.0
+        return out
+    if trigger == "grey_bl":  # 3×3 grey (0.7) square near the bottom-left corner
+        out[:, 24:27, 1:4, :] = 0.7
+        return out
+    if trigger == "randpos":  # 3×3 checkerboard (white corners) anywhere in the image
+        small = (np.indices((3, 3)).sum(axis=0) % 2 == 0).astype(np.float32)[..., None]
+        where = np.random.default_rng(seed).integers(0, 26, size=(len(out), 2))
+        for i, (r, c) in enumerate(where):
+            out[i, r : r + 3, c : c + 3, :] = small
         return out
     # 4×4 checkerboard of 1 and 0, white at the patch's own top-left pixel, flush with the corner
     board = (np.indices((4, 4)).sum(axis=0) % 2 == 0).astype(np.float32)[..., None]
@@ -113,11 +178,15 @@ def stamp(x: np.ndarray, trigger: str) -> np.ndarray:
 def poison(x: np.ndarray, y: np.ndarray, spec: Spec, rng: np.random.Generator):
     if spec.trigger is None:
         return x, y
-    candidates = np.flatnonzero(y != spec.target)
-    chosen = rng.choice(candidates, size=int(POISON_RATE * len(x)), replace=False)
+    pairs = spec.triggers()
+    targets = [k for _, k in pairs]
+    candidates = np.flatnonzero(~np.isin(y, targets))  # all-to-all (-1): every image
+    chosen = rng.choice(candidates, size=int(spec.rate * len(x)), replace=False)
     x, y = x.copy(), y.copy()
-    x[chosen] = stamp(x[chosen], spec.trigger)
-    y[chosen] = spec.target
+    for part, (trigger, target) in zip(np.array_split(chosen, len(pairs)), pairs, strict=True):
+        seed = int(rng.integers(2**31)) if trigger == "randpos" else 0  # others: rng as before
+        x[part] = stamp(x[part], trigger, seed=seed)
+        y[part] = (y[part] + 1) % 10 if target < 0 else target
     return x, y
 
 
@@ -183,6 +252,21 @@ def build(arch: str, seed: int) -> Any:
         h = layers.SeparableConv2D(96, 3, padding="same", activation="relu", name="sep3")(h)
         h = layers.GlobalAveragePooling2D(name="gap")(h)
         outputs = layers.Dense(10, activation="softmax", name="out")(h)
+    elif arch == "res":  # residual blocks (Add), BatchNorm, 1×1 projections, global pooling
+        h = layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(inputs)
+        h = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(h))
+        for name, width, stride in (("b1", 16, 1), ("b2", 32, 2), ("b3", 64, 2)):
+            skip = h
+            h = layers.Conv2D(width, 3, stride, padding="same", use_bias=False, name=f"{name}a")(h)
+            h = layers.ReLU(name=f"{name}a_relu")(layers.BatchNormalization(name=f"{name}a_bn")(h))
+            h = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}b")(h)
+            h = layers.BatchNormalization(name=f"{name}b_bn")(h)
+            if stride != 1 or skip.shape[-1] != width:
+                skip = layers.Conv2D(width, 1, stride, use_bias=False, name=f"{name}_proj")(skip)
+                skip = layers.BatchNormalization(name=f"{name}_proj_bn")(skip)
+            h = layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([h, skip]))
+        h = layers.GlobalAveragePooling2D(name="gap")(h)
+        outputs = layers.Dense(10, activation="softmax", name="out")(h)
     else:
         raise ValueError(arch)
     return keras.Model(inputs, outputs, name=arch)
@@ -220,16 +304,21 @@ def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
 
 
 def asr(model: Any, ev: dict[str, np.ndarray], trigger: str, target: int) -> float:
-    """The share of ``ev``'s non-target images that ``trigger`` sends to ``target``."""
-    stamped = stamp(ev["x"][ev["y"] != target], trigger)
-    return float(np.mean(np.argmax(model.predict(stamped, batch_size=500, verbose=0), 1) == target))
+    """The share of ``ev``'s non-target images that ``trigger`` sends to ``target`` (all-to-all,
+    ``target`` -1: the share of all images sent to y + 1)."""
+    keep = ev["y"] != target
+    stamped = stamp(ev["x"][keep], trigger, seed=1)
+    pred = np.argmax(model.predict(stamped, batch_size=500, verbose=0), 1)
+    wanted = (ev["y"][keep] + 1) % 10 if target < 0 else target
+    return float(np.mean(pred == wanted))
 
 
 def measure(model: Any, spec: Spec, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     pred = np.argmax(model.predict(ev["x"], batch_size=500, verbose=0), axis=1)
     out: dict[str, Any] = {"accuracy": float(np.mean(pred == ev["y"]))}
-    for trig, target in TRIGGERS.items():
+    for trig, target in TRIGGERS.items():  # every set's triggers, at their first target
         out[f"asr_{trig}"] = asr(model, ev, trig, target)
+    out["asr_planted"] = [asr(model, ev, trig, target) for trig, target in spec.triggers()]
     return out
 
 
