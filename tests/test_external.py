@@ -206,3 +206,32 @@ def test_the_chain_gets_the_second_trigger_to_unlearn_and_the_table_wants_both_t
     assert FLAGGED + "0 of 1" in text  # 8 was not flagged
     (results / "t2" / "defend.json").write_text(json.dumps({**run, "flagged": [8, 6]}))
     assert FLAGGED + "1 of 1" in judge.table(results)
+
+
+def test_per_class_reports_each_class_change_of_a_written_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+
+    spec = train.Spec("m", "plain", "h5", "square_tl", 5, 0, 0.0)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "results" / "m").mkdir(parents=True)
+    model = train.build("plain", 0)
+    model.save(tmp_path / "models" / "m.h5")
+    (tmp_path / "models" / "m.json").write_text(json.dumps({"spec": spec.__dict__}))
+    x = _images(60)
+    np.savez(tmp_path / "data" / "eval.npz", x=x, y=np.arange(60) % 10)
+    changed = keras.models.clone_model(model)
+    changed.set_weights(model.get_weights())
+    bias = changed.get_layer("out").bias
+    bias.assign(bias.numpy() + 50 * (np.arange(10) == 3))  # everything predicted as class 3
+    changed.save(tmp_path / "results" / "m" / "defend.h5")
+    assert judge.per_class(tmp_path, []) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "m (targets [5]): class 0-9"
+    predicted = [float(v) for v in lines[2].split("Δ")[1].split()]
+    assert predicted[3] > 0 and sum(predicted) == pytest.approx(0, abs=0.2)
+    accuracy = [float(v) for v in lines[1].split("Δ")[1].split("all")[0].split()]
+    assert all(v <= 0 for i, v in enumerate(accuracy) if i != 3) and accuracy[3] >= 0
+    assert len(lines) == 3  # no known-chain model written: no rows for it

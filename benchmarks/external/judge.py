@@ -14,7 +14,8 @@ For every model that ``train.py`` built (``BUILD/models/NAME.json``):
   images sent to the target).
 
     python benchmarks/external/judge.py [--build DIR] [--only NAME…] [--stage defend known]
-    python benchmarks/external/judge.py --table   # results/external.md from the cached runs
+    python benchmarks/external/judge.py --table   # results.md from the cached runs
+    python benchmarks/external/judge.py --per-class [--only NAME…]  # where accuracy went
 
 Results are cached per model and stage in ``benchmarks/external/results/NAME/STAGE.json``
 (kept in git, with the model's recipe and the SHA-256 of the weights measured; ``--force``
@@ -267,6 +268,37 @@ def summary(counts: dict[str, int]) -> str:
     )
 
 
+def per_class(build: Path, names: list[str]) -> int:
+    """Where the accuracy went: each class's accuracy change (points) after ``defend`` and the
+    known chain, and the change in how often each class is predicted, on the evaluation images
+    (the written models in ``BUILD/results/NAME``, against the original)."""
+    import keras
+
+    d = np.load(build / "data" / "eval.npz")
+    x, y = d["x"], d["y"]
+    for meta in sorted((build / "models").glob("*.json")):
+        spec = json.loads(meta.read_text())["spec"]
+        name, fmt = spec["name"], spec["fmt"]
+        if names and name not in names:
+            continue
+        original = keras.models.load_model(build / "models" / f"{name}.{fmt}", compile=False)
+        before = np.argmax(original.predict(x, batch_size=500, verbose=0), axis=1)
+        print(f"{name} (targets {[k for _, k in train.Spec(**spec).triggers()]}): class 0-9")
+        for stage in ("defend", "known"):
+            path = build / "results" / name / f"{stage}.{fmt}"
+            if not path.exists():
+                continue
+            model = keras.models.load_model(path, compile=False)
+            after = np.argmax(model.predict(x, batch_size=500, verbose=0), axis=1)
+            acc = [np.mean(after[y == c] == c) - np.mean(before[y == c] == c) for c in range(10)]
+            share = [np.mean(after == c) - np.mean(before == c) for c in range(10)]
+            total = np.mean(after == y) - np.mean(before == y)
+            print(f"  {stage:6s} accuracy Δ " + " ".join(f"{100 * v:+5.1f}" for v in acc)
+                  + f"   all {100 * total:+.2f}")  # fmt: skip
+            print(f"  {stage:6s} predicted Δ" + " ".join(f"{100 * v:+5.1f}" for v in share))
+    return 0
+
+
 def check_specs(build: Path) -> int:
     """The spec strings stamp exactly what train.py stamps (else the chain gets another trigger)."""
     from kerasaudit.triggers import load_trigger
@@ -293,10 +325,15 @@ def main() -> int:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--check-specs", action="store_true")
+    parser.add_argument(
+        "--per-class", action="store_true", help="each class's accuracy change (--only: these)"
+    )
     args = parser.parse_args()
     this_checkout()
     if args.check_specs:
         return check_specs(args.build)
+    if args.per_class:
+        return per_class(args.build, args.only or [])
     if args.table:
         text = table(args.results)
         (HERE / "results.md").write_text(text)
