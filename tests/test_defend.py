@@ -74,6 +74,30 @@ def test_defend_removes_planted_backdoor_without_knowing_it(
     assert again.exit_code == 2 and "--force" in again.output
 
 
+def test_defend_finds_and_removes_the_backdoor_of_a_colour_model(
+    tmp_path: Path, keras_module: Any
+) -> None:
+    """The same planted backdoor behind a three-channel input (a CIFAR-shaped model's path
+    through mask/pattern shapes, completion, the generators and the written model)."""
+    rgb = write_stripe_files(tmp_path, keras_module, channels=3)
+    out = tmp_path / "defended.keras"
+    args = [
+        *["defend", str(rgb["backdoored"]), "--data", str(rgb["data"])],
+        *["--eval-data", str(rgb["test"]), "-o", str(out)],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST, "--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["flagged"] == [0] and report["changed"] and out.is_file()
+    assert report["prune"][0]["pruned"][0]["channels"] == [K + 2]
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    assert report["accuracy_drop"] <= 0.015
+    clean = runner.invoke(app, ["defend", str(rgb["clean"]), "--data", str(rgb["data"]), *FAST])
+    assert clean.exit_code == 0, clean.output  # the colour twin without the backdoor: left alone
+
+
 def test_defend_ratio_zero_unlearns_without_pruning(tiny: dict[str, Path], tmp_path: Path) -> None:
     """--ratio 0: no channel zeroed; fine-tuning (here SGD) unlearns the recovered trigger,
     and the real one stops working."""

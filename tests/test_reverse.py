@@ -62,19 +62,23 @@ def _patterns() -> list[np.ndarray]:
     ]
 
 
-def stripe_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 8×8 images: faint noise plus class k's stripe pattern at 0.5."""
+def stripe_data(n: int, seed: int, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 8×8 images: faint noise plus class k's stripe pattern at 0.5 (``channels`` > 1:
+    the same grey image in every channel)."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % K
     x = rng.uniform(0, 0.1, (n, 8, 8, 1))
     for i, pattern in enumerate(_patterns()):
         x[y == i, ..., 0] += 0.5 * pattern
+    x = np.repeat(x, channels, axis=-1)
     return (np.clip(x, 0, 1) * 255).astype(np.uint8), y.astype(np.uint8)
 
 
-def stripe_model(keras: Any, *, backdoor: bool, batchnorm: bool = False) -> Any:
-    """``batchnorm``: an identity BatchNormalization after the conv (same function)."""
-    inputs = keras.Input((8, 8, 1), name="image")
+def stripe_model(keras: Any, *, backdoor: bool, batchnorm: bool = False, channels: int = 1) -> Any:
+    """``batchnorm``: an identity BatchNormalization after the conv (same function);
+    ``channels`` > 1: colour input, each filter spread evenly over the channels (the same
+    function of a grey image repeated in every channel)."""
+    inputs = keras.Input((8, 8, channels), name="image")
     conv = keras.layers.Conv2D(K + 3, 3, padding="same", activation="relu", name="conv1")
     features = conv(inputs)
     if batchnorm:
@@ -93,7 +97,7 @@ def stripe_model(keras: Any, *, backdoor: bool, batchnorm: bool = False) -> Any:
     kernel[..., 0, K + 1] = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]) / 4  # edges
     kernel[1:3, 1:3, 0, K + 2] = 1.0  # a bright 2×2 block (clean images stay below 2.6)
     bias[K + 2] = -2.6
-    conv.set_weights([kernel, bias])
+    conv.set_weights([np.repeat(kernel, channels, axis=2) / channels, bias])
     weights = np.zeros((K + 3, K), np.float32)
     weights[np.arange(K), np.arange(K)] = 12.0
     if backdoor:
@@ -107,19 +111,20 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, keras_module: Any) -> dict[st
     return write_stripe_files(tmp_path_factory.mktemp("reverse"), keras_module)
 
 
-def write_stripe_files(out: Path, keras_module: Any) -> dict[str, Path]:
-    """The backdoored and clean stripe models and two data sets (200 / 300 images) in ``out``."""
+def write_stripe_files(out: Path, keras_module: Any, channels: int = 1) -> dict[str, Path]:
+    """The backdoored and clean stripe models and two data sets (200 / 300 images) in ``out``
+    (``channels`` per image)."""
     files = {
         "backdoored": out / "backdoored.keras",
         "clean": out / "clean.keras",
         "data": out / "data.npz",
         "test": out / "test.npz",
     }
-    stripe_model(keras_module, backdoor=True).save(files["backdoored"])
-    stripe_model(keras_module, backdoor=False).save(files["clean"])
-    x, y = stripe_data(200, 0)
+    stripe_model(keras_module, backdoor=True, channels=channels).save(files["backdoored"])
+    stripe_model(keras_module, backdoor=False, channels=channels).save(files["clean"])
+    x, y = stripe_data(200, 0, channels)
     np.savez(files["data"], x=x, y=y)
-    x, y = stripe_data(300, 1)
+    x, y = stripe_data(300, 1, channels)
     np.savez(files["test"], x=x, y=y)
     return files
 
