@@ -598,8 +598,11 @@ def test_evidence_of_other_weights_is_stale_and_refreshed_from_this_builds_repor
         "zoo": {"exit_code": 1, "recipe": recipe, "weights_sha256": "b" * 64},
         "config": {},
         "evidence": {"labels": []},
+        "untargeted": {"mask_l1": 30.0, "moves_to": [3, 0, 0], "moves_share": [0.4, 1.0, 0.9]},
     }
     zoo.save_evidence(tmp_path, name, report)
+    kept = json.loads((tmp_path / "evidence" / f"{name}.json").read_text())
+    assert kept["untargeted"]["moves_to"] == [3, 0, 0]  # kept for a rule to be calibrated on
     (tmp_path / "models" / f"{name}.json").write_text(json.dumps({"weights_sha256": "c" * 64}))
     assert not zoo.evidence_current(tmp_path, name)  # measured on a's build, now c's
     cached = tmp_path / "results" / name / "reverse.json"

@@ -260,7 +260,9 @@ def evidence_dir(root: Path) -> Path:
 
 def compact_evidence(root: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:
     """The compact evidence of one ``reverse`` report (``report["zoo"]`` says how it was run):
-    what calibrate reads, plus the weights' SHA-256 and the engines' settings."""
+    what calibrate reads, plus the weights' SHA-256 and the engines' settings, and the
+    untargeted search's outcome (which label it sent each class to, and what share: not yet
+    used by the verdict; kept since 2026-12-04 so that a rule on it can be calibrated)."""
     info = json.loads((root / "models" / f"{name}.json").read_text())
     return {
         "zoo": {
@@ -270,6 +272,7 @@ def compact_evidence(root: Path, name: str, report: dict[str, Any]) -> dict[str,
         },
         "config": report.get("config"),
         "evidence": report["evidence"],
+        "untargeted": report.get("untargeted"),
     }
 
 
