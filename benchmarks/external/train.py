@@ -30,7 +30,7 @@ Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets``).
 writes ``models/NAME.{keras,h5}``, ``data/defender.npz`` (a fixed 1,000 images of the test
 split), ``data/eval.npz`` (the other 9,000) and ``models/NAME.json`` (recipe, accuracy, each
 trigger's ASR, the weights' SHA-256; for the default build also ``manifest.json`` here, in
-git). One CPU thread per process, so two can train side by side (6-28 min a model here).
+git). One CPU thread per process, so two can train side by side (4-28 min a model here).
 Training is seeded but not pinned to one oneDNN code path: another machine may train other
 weights from the same seeds (the zoo's experience; not measured here).
 """
