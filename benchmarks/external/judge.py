@@ -336,7 +336,8 @@ def main() -> int:
         return per_class(args.build, args.only or [])
     if args.table:
         text = table(args.results)
-        (HERE / "results.md").write_text(text)
+        if args.results.resolve() == RESULTS.resolve():  # another --results: printed only
+            (HERE / "results.md").write_text(text)
         print(text)
         return 0
     d = np.load(args.build / "data" / "eval.npz")
