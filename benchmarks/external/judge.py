@@ -6,12 +6,13 @@ For every model that ``train.py`` built (``BUILD/models/NAME.json``):
   the exit code, the flagged labels, whether anything was written;
 * for a backdoored model, the known-trigger chain the README recommends, once, with its
   documented options: ``kerasaudit prune MODEL -d data/defender.npz -t SPEC --target K -c
-  linf-trigger --ratio auto --fine-tune-epochs 20 --unlearn --distill 0.8 -o OUT`` (the blended
-  trigger, which no spec expresses, as ``--trigger-data``: the defender's own non-target
-  images carrying it);
+  linf-trigger --ratio auto --fine-tune-epochs 20 --unlearn --distill 0.8 -o OUT`` (a trigger
+  no spec expresses — blend, SIG, warp, random position — as ``--trigger-data``: the defender's
+  own non-target images carrying it; all-to-all without ``--target``; a second trigger as
+  ``--also-unlearn`` or ``--also-unlearn-data``);
 * every model (original, defended, pruned) measured with ``train.py``'s own stamping on the
-  9,000 evaluation images no defence saw: clean accuracy and the real trigger's ASR (non-target
-  images sent to the target).
+  9,000 evaluation images no defence saw: clean accuracy and each real trigger's ASR
+  (non-target images sent to the target; all-to-all: images sent to y + 1).
 
     python benchmarks/external/judge.py [--build DIR] [--only NAME…] [--stage defend known]
     python benchmarks/external/judge.py --table   # results.md from the cached runs
