@@ -83,9 +83,8 @@ def external(session: nox.Session) -> None:
     """The external replication: the issue's eight models and a second set of seven (SIG, warp,
     random position, all-to-all, two triggers, 1 % poisoning, a residual net) trained by
     benchmarks/external/train.py (code apart from the zoo's; 4-28 min each on one core), then
-    the CLI as the judge runs it
-    (defend; the README's known-trigger prune chain), then benchmarks/external/results.md.
-    Needs Debian's dataset-fashion-mnist package."""
+    the CLI as the judge runs it (defend; the README's known-trigger prune chain), then
+    benchmarks/external/results.md. Needs Debian's dataset-fashion-mnist package."""
     session.install("-e", ".")
     session.run("python", "benchmarks/external/train.py")
     session.run("python", "benchmarks/external/judge.py")

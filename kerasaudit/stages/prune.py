@@ -457,6 +457,6 @@ def _choose_layers(
     chosen = next(i for i in candidates if i.path == best.layer)
     choice = LayerChoice(
         (best.layer,), reason, tuple(tried), before.accuracy, before.total, tuned, best.ratio,
-        max_acc_drop,
+        budget=max_acc_drop,
     )  # fmt: skip
     return choice, [chosen], best.ratio
