@@ -194,7 +194,7 @@ def table(results: Path) -> str:
         "Written by `python benchmarks/external/judge.py --table` from `results/NAME/*.json`: the",
         "models of `train.py` (code apart from the zoo's), the CLI with its defaults as the judge",
         "runs it, 1,000 defender images, every number on the 9,000 evaluation images no defence",
-        "saw (one run each; seconds with two or three processes sharing 2 CPU cores).",
+        "saw (one run each; seconds with two to five processes sharing 2 CPU cores).",
     ]
     columns = [
         "| model | trigger → target | accuracy / ASR before | `defend`: exit, flagged | "
