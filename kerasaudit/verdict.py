@@ -23,7 +23,9 @@ clean models of the task, so a naturally easy label is not mistaken for a target
 
 Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
 threshold, or when the indices, each as a fraction of its threshold, add up to more than
-``combined``; a model whose untargeted ratio is below its threshold has an all-to-all backdoor.
+``combined``; a model whose untargeted ratio is below its threshold has an all-to-all backdoor
+when that mask's destinations are spread like a permutation (:func:`spread`): one that sends
+the classes to one label is that label's trigger (or a clean model's natural sink).
 The thresholds are calibrated on a zoo of clean and backdoored models and reported on held-out
 parts of it (``benchmarks/zoo``); see the README for the numbers.
 """
@@ -74,12 +76,16 @@ class ModelEvidence:
     labels: tuple[LabelEvidence, ...]
     untargeted_l1: float = math.nan  # smallest mask moving images off their class (NaN: not run)
     untargeted_reached: bool = False
+    # Per true class: the label that mask sends most of its images to (-1: no images of the
+    # class). Empty: not recorded (evidence saved before 2026-12-05).
+    untargeted_moves_to: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": [e.to_dict() for e in self.labels],
             "untargeted_l1": _json_number(self.untargeted_l1),
             "untargeted_reached": self.untargeted_reached,
+            "untargeted_moves_to": list(self.untargeted_moves_to),
         }
 
     @classmethod
@@ -89,7 +95,23 @@ class ModelEvidence:
             tuple(LabelEvidence.from_dict(e) for e in data["labels"]),
             math.nan if untargeted is None else float(untargeted),
             bool(data.get("untargeted_reached", False)),
+            tuple(int(t) for t in data.get("untargeted_moves_to") or ()),
         )
+
+
+def spread(moves_to: Sequence[int]) -> bool | None:
+    """Whether an untargeted trigger's destinations look like an all-to-all map (None: not
+    recorded): at least half of the classes go to labels no other class goes to — a permutation
+    such as y → y + 1 sends every class somewhere else. A targeted backdoor's trigger sends
+    them all to its target, and a clean model's smallest universal mask to one or two labels
+    that are easy to reach from everywhere (Fashion-MNIST's Shirt and Bag: 2-3 distinct
+    destinations of 10 in every clean model measured, JOURNAL.md "Eighteenth session")."""
+    known = [t for t in moves_to if t >= 0]
+    if not known:
+        return None
+    counts = np.bincount(known)
+    alone = int((counts == 1).sum())
+    return 2 * alone >= len(known)
 
 
 @dataclass(frozen=True)
@@ -308,7 +330,7 @@ class Rule:
             )
         return text + (
             f"; all-to-all when one untargeted mask is below {self.untargeted_ratio:.2f} × the "
-            "median targeted mask"
+            "median targeted mask and sends at least half the classes to labels of their own"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -451,6 +473,7 @@ def judge(
         and math.isfinite(scores.untargeted_ratio)
         and evidence.untargeted_reached
         and scores.untargeted_ratio < rule.untargeted_ratio
+        and spread(evidence.untargeted_moves_to) is not False
     )
     order = sorted((d for d in decisions if d.flagged), key=lambda d: -d.strength)
     return Verdict(

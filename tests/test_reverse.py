@@ -39,6 +39,7 @@ from kerasaudit.verdict import (
     anomaly_indices,
     judge,
     score,
+    spread,
 )
 
 runner = CliRunner()
@@ -193,6 +194,7 @@ def _evidence(masks: list[float], **kw: Any) -> ModelEvidence:
         ),
         kw.get("untargeted", math.nan),
         kw.get("untargeted_reached", True),
+        tuple(kw.get("moves_to", ())),
     )
 
 
@@ -231,10 +233,32 @@ def test_verdict_flags_a_label_when_any_signal_stands_out() -> None:
     assert not judge(_evidence([1.0, 60.0]), rule).backdoor
 
 
+def test_all_to_all_needs_the_untargeted_masks_destinations_spread() -> None:
+    rule = Rule(mask_index=3.0, additive_index=3.0, margin_index=3.0, untargeted_ratio=0.2)
+    masks = [60.0, 55.0, 70.0, 65.0, 58.0, 72.0, 61.0, 68.0, 63.0, 66.0]
+    # y -> y + 1 (a permutation): all-to-all; two classes sharing a destination still are.
+    shifted = [(y + 1) % 10 for y in range(10)]
+    assert judge(_evidence(masks, untargeted=8.0, moves_to=shifted), rule).all_to_all
+    assert spread([1, 2, 3, 5, 5, 6, 7, 8, 9, 0])
+    # Nearly every class sent to one label: that label's trigger, not an all-to-all backdoor.
+    to_nine = [9] * 9 + [8]
+    verdict = judge(_evidence(masks, untargeted=8.0, moves_to=to_nine), rule)
+    assert not verdict.all_to_all and not verdict.backdoor
+    # A clean model's natural sinks (two labels take every class): not spread either.
+    assert spread([8, 8, 6, 8, 8, 0, 8, 0, 6, 6]) is False
+    # Destinations not recorded (older evidence): the size rule alone, as before.
+    assert spread([]) is None and spread([-1, -1]) is None
+    assert judge(_evidence(masks, untargeted=8.0), rule).all_to_all
+
+
 def test_evidence_survives_a_json_round_trip() -> None:
-    evidence = _evidence([6.0, 60.0, 61.0], untargeted=40.0)
+    evidence = _evidence([6.0, 60.0, 61.0], untargeted=40.0, moves_to=[2, 0, 0])
     data = json.loads(json.dumps(evidence.to_dict(), allow_nan=False))
     assert ModelEvidence.from_dict(data) == evidence
+    assert data["untargeted_moves_to"] == [2, 0, 0]
+    # A report written before the destinations were recorded still reads.
+    del data["untargeted_moves_to"]
+    assert ModelEvidence.from_dict(data).untargeted_moves_to == ()
 
 
 def test_layer_excess_is_stamped_mean_over_clean_max() -> None:

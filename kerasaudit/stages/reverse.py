@@ -527,12 +527,7 @@ class ReverseResult:
 
     def evidence(self) -> ModelEvidence:
         """The numbers the verdict is computed from (recomputable from the JSON)."""
-        u = self.untargeted
-        return ModelEvidence(
-            tuple(r.evidence() for r in self.labels),
-            math.nan if u is None else u.mask_l1,
-            u is not None and u.reached,
-        )
+        return _model_evidence(self.labels, self.untargeted)
 
     @property
     def seconds_per_label_step(self) -> float:
@@ -701,11 +696,7 @@ def reverse_engineer(
     seconds["linf-bias"] = time.perf_counter() - t0
     results = _label_results(recovered, success, biases, additive, warps, margins, info.class_names)
     baseline = baselines.choose(config.baseline, x, y, k)
-    verdict = judge(ModelEvidence(
-        tuple(r.evidence() for r in results),
-        math.nan if untargeted_finding is None else untargeted_finding.mask_l1,
-        untargeted_finding is not None and untargeted_finding.reached,
-    ), baseline=baseline.baseline)  # fmt: skip
+    verdict = judge(_model_evidence(results, untargeted_finding), baseline=baseline.baseline)
     results = _apply_verdict(results, verdict)
 
     completion_started = time.perf_counter()
@@ -843,6 +834,18 @@ def _share_sent(
         int((predict(stamped[i : i + 256]) == label).sum()) for i in range(0, len(stamped), 256)
     )
     return hits / int(keep.sum())
+
+
+def _model_evidence(
+    labels: Sequence[LabelResult], untargeted: UntargetedFinding | None
+) -> ModelEvidence:
+    """What the verdict reads from the labels' results and the untargeted search's."""
+    return ModelEvidence(
+        tuple(r.evidence() for r in labels),
+        math.nan if untargeted is None else untargeted.mask_l1,
+        untargeted is not None and untargeted.reached,
+        () if untargeted is None else untargeted.moves_to,
+    )
 
 
 def _untargeted_finding(
