@@ -326,6 +326,10 @@ def test_planted_backdoor_is_flagged_with_its_trigger(reversed_backdoor: Any) ->
     assert result.label_steps == sum(r.steps for r in result.labels) + result.untargeted.steps
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["verdict"]["flagged"] == [0]
+    # the untargeted mask's destinations reach the verdict's evidence (and its JSON)
+    moves = result.untargeted.moves_to
+    assert len(moves) == K and result.evidence().untargeted_moves_to == moves
+    assert data["evidence"]["untargeted_moves_to"] == list(moves)
     assert data["cost"]["seconds_per_label_step"] > 0
 
 
@@ -535,6 +539,11 @@ def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -
     assert list(flagged) == [str(k) for k in range(K)]  # one whole row per label
     assert flagged["0"] != "-" and all(flagged[str(k)] == "-" for k in range(1, K))
     assert "verdict: BACKDOOR suspected: target label(s) 0" in table
+    # where the untargeted mask sends each class: one destination per class, none its own
+    found = re.search(r"classes 0… go mostly to((?: -?\d+)+)", " ".join(table.split()))
+    assert found, table
+    moves = [int(t) for t in found.group(1).split()]
+    assert len(moves) == K and all(t != c for c, t in enumerate(moves))
     summary = result.stderr.strip().splitlines()[-1]  # the one-line summary
     assert re.fullmatch(r"BACKDOOR suspected: target label\(s\) 0 \(\d+ s\)", summary), summary
 
