@@ -7,12 +7,24 @@ less than 90 % of them must move.
 
 Runs the one row alone with ``reverse``'s defaults otherwise (rows are independent: the same
 seed per row whatever runs beside it) on the defender's first 1,000 images; prints the mask
-ℓ1 and appends JSON lines to ``--out``.
+ℓ1, its ratio to the median targeted mask of the model's cached evidence, where it sends each
+class and whether that is spread (``kerasaudit.verdict.spread``); appends JSON lines to
+``--out``.
 
 Result (2026-12-03, one run each): ``all2all_w4_plain`` (real trigger a 4×4 patch, 16 pixels,
 sending 86 % of images to y + 1) — 80.0 at 0.9 (its committed evidence: 80.2), 47.6 at 0.8,
 33.8 at 0.7, 25.0 at 0.6. Still above the real patch at 0.6, so lowering the threshold alone
 would not bring it under the rule's 0.23 × the median targeted mask; not pursued.
+
+With destinations (2026-12-04, eighteenth session; a rebuild on another machine, other weights,
+thresholds 0.9 / 0.75 / 0.6): ``all2all_w4_plain`` ratio 1.34 / 0.70 / 0.40, never spread — the
+mask goes to the natural sinks (8 and 6, then 6) at every threshold: the search does not find
+this trigger, whatever the bar. ``all2all_c4_sep`` 0.245 / 0.149 / 0.097, spread at all three
+(y + 1 for 9-10 classes). Clean models ``clean_plain_s0``, ``clean_plain_s1``,
+``clean_sepconv_s0``: 1.50 / 0.63 / 0.43, 1.38 / 0.66 / 0.43, 0.50 / 0.23 / 0.13 — never
+spread (one or two sinks). So a lower threshold would separate the spread all-to-all mask
+further from every clean one (their ratios fall too, to 0.13, so only with the spread rule);
+every calibration's evidence was measured at 0.9, so changing it means the zoo's evidence again.
 """
 
 from __future__ import annotations
@@ -32,6 +44,18 @@ import zoo  # noqa: E402
 from recipes import BY_NAME  # noqa: E402
 
 
+def _median_mask(root: Path, name: str) -> float | None:
+    """The median targeted mask ℓ1 of the model's cached evidence (None: none cached)."""
+    import json
+    import statistics
+
+    path = zoo.evidence_dir(root) / f"{name}.json"
+    if not path.exists():
+        return None
+    labels = json.loads(path.read_text())["evidence"]["labels"]
+    return statistics.median(e["mask_l1"] for e in labels if e["mask_l1"] is not None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+")
@@ -39,9 +63,10 @@ def main() -> int:
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6])
     parser.add_argument("--out", default="/tmp/untargeted/probe.jsonl")
     args = parser.parse_args()
-    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.evaluation import classifier_io, predictor
     from kerasaudit.inversion import UNTARGETED, BatchedInversion, MaskForm
-    from kerasaudit.stages.reverse import ReverseConfig, _value_range
+    from kerasaudit.stages.reverse import ReverseConfig, _untargeted_finding, _value_range
+    from kerasaudit.verdict import spread
 
     root = zoo.zoo_dir(args.dir)
     out = Path(args.out)
@@ -51,17 +76,24 @@ def main() -> int:
         model, data = zoo.load_case(root, BY_NAME[name])
         x, y = data.take_array(config.images)
         form = MaskForm(*_value_range(x))
-        outputs = classifier_io(model).outputs
+        io = classifier_io(model)
+        outputs, k = io.outputs, io.num_classes
+        predict = predictor(model, tuple(x.shape[1:]), outputs)
+        median = _median_mask(root, name)
         for threshold in args.thresholds:
             started = time.time()
             schedule = replace(config.inversion(), untargeted_threshold=threshold)
             (row,) = BatchedInversion(model, [UNTARGETED], x, y, form, schedule, outputs).run(None)
+            found = _untargeted_finding(row, predict, x, y, k)
             record = {
                 "model": name,
                 "threshold": threshold,
                 "mask_l1": round(float(row.size), 2),
+                "ratio": round(float(row.size) / median, 3) if median else None,
                 "reached": row.reached,
                 "steps": row.steps,
+                "moves_to": list(found.moves_to),
+                "spread": spread(found.moves_to),
                 "seconds": round(time.time() - started, 1),
             }
             zoo.append_row(out, record, echo=True)
