@@ -63,6 +63,10 @@ class InversionConfig:
     patience: int = 5  # rounds before the cost is changed
     attack_threshold: float = 0.99  # targeted rows
     untargeted_threshold: float = 0.9  # untargeted rows (a model's own errors count as hits)
+    # Untargeted rows also pay this × KL(the batch's mean prediction ‖ uniform), so that a mask
+    # sending every class to one natural sink costs more than one sending each class somewhere
+    # else (0: plain NC untargeted; reverse's default is ReverseConfig.untargeted_spread).
+    untargeted_spread: float = 0.0
     early_stop: bool = True
     early_stop_patience: int = 25  # rounds (NC: 5 × patience)
     label_batch: int | None = None  # rows optimised at once (None: all)
@@ -314,6 +318,14 @@ class BatchedInversion:
                 off_own = -tf.reduce_mean(
                     tf.math.log(tf.clip_by_value(1.0 - p_own, 1e-7, 1.0)), axis=1
                 )
+                if cfg.untargeted_spread:
+                    mean_p = tf.reduce_mean(tf.exp(logp), axis=1)  # (n, classes)
+                    classes = tf.cast(tf.shape(logp)[-1], tf.float32)
+                    kl = tf.reduce_sum(
+                        mean_p * tf.math.log(tf.clip_by_value(mean_p * classes, 1e-7, 1e7)),
+                        axis=1,
+                    )
+                    off_own = off_own + cfg.untargeted_spread * kl
                 ce = tf.where(targeted, to_target, off_own)
                 loss = tf.reduce_sum(ce + cost * reg)  # rows are independent: sum, not mean
             grads = tape.gradient(loss, params)

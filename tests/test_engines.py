@@ -108,3 +108,26 @@ def test_untargeted_row_needs_labels(stripes: dict[str, Any]) -> None:
             stripes["clean"], [UNTARGETED], stripes["x"], None, MaskForm(0.0, 1.0),
             InversionConfig(steps=1), K,
         )  # fmt: skip
+
+
+def test_the_spread_term_steers_the_untargeted_row_off_a_single_destination(
+    stripes: dict[str, Any],
+) -> None:
+    """The backdoored stripe model's trigger sends every class to 0: the plain untargeted row
+    uses it; with the spread term (KL of the batch's mean prediction from uniform) a mask that
+    sends every class to one label costs more, so the row finds other destinations."""
+    x, y = stripes["x"], stripes["y"]
+    model = stripes["backdoored"]
+
+    def to_zero(weight: float) -> float:
+        config = InversionConfig(steps=200, early_stop=False, untargeted_spread=weight)
+        (row,) = BatchedInversion(model, [UNTARGETED], x, y, MaskForm(0.0, 1.0), config, K).run()
+        mask, pattern = row.arrays
+        stamped = (1 - mask[None, ..., None]) * x + mask[..., None] * pattern
+        predicted = np.argmax(model.predict(stamped, verbose=0), axis=1)
+        moved = (predicted != y) & (y != 0)
+        return float(np.mean(predicted[moved] == 0)) if moved.any() else 0.0
+
+    plain, spread = to_zero(0.0), to_zero(3.0)
+    assert plain > 0.6  # measured 0.75: most moved images go to the trigger's target
+    assert spread < plain - 0.3  # measured 0.15

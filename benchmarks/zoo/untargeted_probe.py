@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
@@ -56,12 +57,39 @@ def _median_mask(root: Path, name: str) -> float | None:
     return statistics.median(e["mask_l1"] for e in labels if e["mask_l1"] is not None)
 
 
+def _external_case(build: Path, results: Path, name: str) -> tuple[Any, Any, float | None]:
+    """An external model (benchmarks/external/train.py's build), its defender's images and the
+    median targeted mask of its cached ``defend`` report."""
+    import json
+    import statistics
+
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.loading import load_model
+
+    (path,) = [p for p in (build / "models").glob(f"{name}.*") if p.suffix in (".keras", ".h5")]
+    data = open_data(DataSpec(path=build / "data" / "defender.npz"), (28, 28, 1), 10)
+    report = json.loads((results / name / "defend.json").read_text())["report"]
+    labels = report["reverse"]["evidence"]["labels"]
+    median = statistics.median(e["mask_l1"] for e in labels if e["mask_l1"] is not None)
+    return load_model(path).model, data, median
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+")
     parser.add_argument("--dir")
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6])
     parser.add_argument("--out", default="/tmp/untargeted/probe.jsonl")
+    parser.add_argument(
+        "--spread", nargs="+", type=float, default=[0.0],
+        help="weights of the spread term (InversionConfig.untargeted_spread) to try",
+    )  # fmt: skip
+    parser.add_argument(
+        "--external", type=Path,
+        help="the models are benchmarks/external ones built under this directory (the median "
+        "mask from --results DIR/NAME/defend.json)",
+    )  # fmt: skip
+    parser.add_argument("--results", type=Path, default=HERE.parent / "external" / "results")
     args = parser.parse_args()
     from kerasaudit.evaluation import classifier_io, predictor
     from kerasaudit.inversion import UNTARGETED, BatchedInversion, MaskForm
@@ -73,21 +101,27 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     config = ReverseConfig()
     for name in args.models:
-        model, data = zoo.load_case(root, BY_NAME[name])
+        if args.external is None:
+            model, data = zoo.load_case(root, BY_NAME[name])
+            median = _median_mask(root, name)
+        else:
+            model, data, median = _external_case(args.external, args.results, name)
         x, y = data.take_array(config.images)
         form = MaskForm(*_value_range(x))
         io = classifier_io(model)
         outputs, k = io.outputs, io.num_classes
         predict = predictor(model, tuple(x.shape[1:]), outputs)
-        median = _median_mask(root, name)
-        for threshold in args.thresholds:
+        for threshold, weight in [(t, w) for t in args.thresholds for w in args.spread]:
             started = time.time()
-            schedule = replace(config.inversion(), untargeted_threshold=threshold)
+            schedule = replace(
+                config.inversion(), untargeted_threshold=threshold, untargeted_spread=weight
+            )
             (row,) = BatchedInversion(model, [UNTARGETED], x, y, form, schedule, outputs).run(None)
             found = _untargeted_finding(row, predict, x, y, k)
             record = {
                 "model": name,
                 "threshold": threshold,
+                "spread_weight": weight,
                 "mask_l1": round(float(row.size), 2),
                 "ratio": round(float(row.size) / median, 3) if median else None,
                 "reached": row.reached,

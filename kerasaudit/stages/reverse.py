@@ -125,6 +125,12 @@ class ReverseConfig:
     grow: int = 1
     # The other engines (kerasaudit.inversion, kerasaudit.margin); see the module doc.
     untargeted: bool = True  # one untargeted NC row (all-to-all backdoors); needs labels
+    # ... which also pays this × KL(the batch's mean prediction ‖ uniform): a mask sending every
+    # class to one easy label (a clean model's "Bag") costs more than one sending each class
+    # somewhere else, as an all-to-all trigger does. Since 2026-12-04 (eighteenth session): at 0
+    # the row found the sinks on `all2all_w4_plain` at every threshold tried; at 1 it found the
+    # real y + 1 trigger (JOURNAL.md, "The untargeted search pays for spread destinations").
+    untargeted_spread: float = 1.0
     additive: bool = True  # additive inversion per label (blend, signal triggers)
     additive_steps: int = 500
     additive_learning_rate: float = 0.01  # × the value range
@@ -162,6 +168,8 @@ class ReverseConfig:
                 raise BadInputError(f"{name.replace('_', ' ')} must be in (0, 1], got {value:g}")
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
             raise BadInputError(f"value range must be LO < HI, got {self.value_range}")
+        if not self.untargeted_spread >= 0:
+            raise BadInputError(f"untargeted spread must be ≥ 0, got {self.untargeted_spread:g}")
         if self.restarts < 1:
             raise BadInputError(f"--restarts must be at least 1, got {self.restarts}")
         if self.completion_steps < 1 or self.grow < 0:
@@ -186,6 +194,7 @@ class ReverseConfig:
             early_stop_patience=self.early_stop_patience,
             label_batch=self.label_batch,
             seed=self.seed,
+            untargeted_spread=self.untargeted_spread,
         )
 
     def additive_inversion(self, value_range: tuple[float, float]) -> InversionConfig:
