@@ -77,7 +77,7 @@ class ModelEvidence:
     untargeted_l1: float = math.nan  # smallest mask moving images off their class (NaN: not run)
     untargeted_reached: bool = False
     # Per true class: the label that mask sends most of its images to (-1: no images of the
-    # class). Empty: not recorded (evidence saved before 2026-12-05).
+    # class). Empty: not recorded (evidence saved before 2026-12-04's eighteenth session).
     untargeted_moves_to: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,9 +103,11 @@ def spread(moves_to: Sequence[int]) -> bool | None:
     """Whether an untargeted trigger's destinations look like an all-to-all map (None: not
     recorded): at least half of the classes go to labels no other class goes to — a permutation
     such as y → y + 1 sends every class somewhere else. A targeted backdoor's trigger sends
-    them all to its target, and a clean model's smallest universal mask to one or two labels
-    that are easy to reach from everywhere (Fashion-MNIST's Shirt and Bag: 2-3 distinct
-    destinations of 10 in every clean model measured, JOURNAL.md "Eighteenth session")."""
+    them all to its target, and plain Neural Cleanse's untargeted mask on a clean model goes to
+    one or two labels that are easy to reach from everywhere (Fashion-MNIST's Shirt, Bag: none
+    of the zoo's 5 rebuilt clean models spread, JOURNAL.md "Eighteenth session"). The search's
+    spread term (``ReverseConfig.untargeted_spread``) makes a clean model's mask spread more
+    often, but much larger: the size rule does the separating, this guards what it lets by."""
     known = [t for t in moves_to if t >= 0]
     if not known:
         return None
