@@ -540,7 +540,7 @@ def test_cli_reverse_table_on_stdout_progress_on_stderr(tiny: dict[str, Path]) -
     assert flagged["0"] != "-" and all(flagged[str(k)] == "-" for k in range(1, K))
     assert "verdict: BACKDOOR suspected: target label(s) 0" in table
     # where the untargeted mask sends each class: one destination per class, none its own
-    found = re.search(r"classes 0… go mostly to((?: -?\d+)+)", " ".join(table.split()))
+    found = re.search(r"goes most \(class 0 first\):((?: -?\d+)+)", " ".join(table.split()))
     assert found, table
     moves = [int(t) for t in found.group(1).split()]
     assert len(moves) == K and all(t != c for c, t in enumerate(moves))

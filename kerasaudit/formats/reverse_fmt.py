@@ -116,8 +116,8 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
             Text(
                 f"untargeted trigger: mask ℓ1 {u.mask_l1:.1f} = "
                 f"{_num(v.scores.untargeted_ratio)} × the median targeted mask; moves "
-                f"{_pct(u.success)} of images off their class; classes 0… go mostly to "
-                + " ".join(map(str, u.moves_to))
+                f"{_pct(u.success)} of images off their class; where each class goes most "
+                "(class 0 first): " + " ".join(map(str, u.moves_to))
             )
         )
     if result.baseline_choice:
