@@ -93,7 +93,7 @@ def load_models(evidence: Path) -> list[ZooModel]:
         targets = tuple(sorted({t["target"] for t in attack["triggers"]}))
         found = ModelEvidence.from_dict(report["evidence"])
         moves = (report.get("untargeted") or {}).get("moves_to")
-        if moves and not found.untargeted_moves_to:  # kept beside the evidence before 2026-12-05
+        if moves and not found.untargeted_moves_to:  # kept beside it before the 18th session
             found = replace(found, untargeted_moves_to=tuple(int(t) for t in moves))
         out.append(
             ZooModel(recipe["name"], recipe["arch"], attack["family"], targets, found, score(found))

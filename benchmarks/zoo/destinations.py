@@ -46,11 +46,12 @@ def main() -> int:
         )
         verdict = judge(m.evidence, baseline=baseline)
         kind = "clean" if m.clean else "all-to-all" if m.all_to_all else "targeted"
+        spread_out = spread(moves)
         counts[kind][0] += 1
-        counts[kind][1] += bool(spread(moves))
+        counts[kind][1] += bool(spread_out)
         print(
             f"{m.name:24} {kind:10} ratio {verdict.scores.untargeted_ratio:5.3f} moves "
-            f"{' '.join(map(str, moves))}  spread {spread(moves)!s:5} top {top}/{len(moves) - 1}"
+            f"{' '.join(map(str, moves))}  spread {spread_out!s:5} top {top}/{len(moves) - 1}"
             f"  all-to-all verdict {verdict.all_to_all}"
         )
     for kind, (n, spread_n) in counts.items():

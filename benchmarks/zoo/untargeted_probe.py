@@ -5,7 +5,8 @@ less than 90 % of them must move.
 
     python benchmarks/zoo/untargeted_probe.py all2all_w4_plain --thresholds 0.9 0.8 0.7 0.6
 
-Runs the one row alone with ``reverse``'s defaults otherwise (rows are independent: the same
+Runs the one row alone with ``reverse``'s defaults otherwise — but the spread term, which is
+0 (plain Neural Cleanse) unless ``--spread`` gives weights (rows are independent: the same
 seed per row whatever runs beside it) on the defender's first 1,000 images; prints the mask
 ℓ1, its ratio to the median targeted mask of the model's cached evidence, where it sends each
 class and whether that is spread (``kerasaudit.verdict.spread``); appends JSON lines to
@@ -30,6 +31,7 @@ every calibration's evidence was measured at 0.9, so changing it means the zoo's
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,33 +47,30 @@ import zoo  # noqa: E402
 from recipes import BY_NAME  # noqa: E402
 
 
-def _median_mask(root: Path, name: str) -> float | None:
-    """The median targeted mask ℓ1 of the model's cached evidence (None: none cached)."""
-    import json
+def _median(evidence: dict[str, Any]) -> float:
+    """The median targeted mask ℓ1 of one ``reverse`` report's evidence."""
     import statistics
 
+    return statistics.median(e["mask_l1"] for e in evidence["labels"] if e["mask_l1"] is not None)
+
+
+def _median_mask(root: Path, name: str) -> float | None:
+    """The median targeted mask ℓ1 of the model's cached evidence (None: none cached)."""
     path = zoo.evidence_dir(root) / f"{name}.json"
     if not path.exists():
         return None
-    labels = json.loads(path.read_text())["evidence"]["labels"]
-    return statistics.median(e["mask_l1"] for e in labels if e["mask_l1"] is not None)
+    return _median(json.loads(path.read_text())["evidence"])
 
 
 def _external_case(build: Path, results: Path, name: str) -> tuple[Any, Any, float | None]:
     """An external model (benchmarks/external/train.py's build), its defender's images and the
     median targeted mask of its cached ``defend`` report."""
-    import json
-    import statistics
-
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
 
     (path,) = [p for p in (build / "models").glob(f"{name}.*") if p.suffix in (".keras", ".h5")]
-    data = open_data(DataSpec(path=build / "data" / "defender.npz"), (28, 28, 1), 10)
     report = json.loads((results / name / "defend.json").read_text())["report"]
-    labels = report["reverse"]["evidence"]["labels"]
-    median = statistics.median(e["mask_l1"] for e in labels if e["mask_l1"] is not None)
-    return load_model(path).model, data, median
+    median = _median(report["reverse"]["evidence"])
+    return load_model(path).model, zoo.defender_data(build), median
 
 
 def main() -> int:

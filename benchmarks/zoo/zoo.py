@@ -498,12 +498,17 @@ def _trigger_images(root: Path, recipe: Recipe, index: int) -> Path:
 def load_case(root: Path, recipe: Recipe) -> tuple[Any, Any]:
     """(the model as kerasaudit loads it, the defender's 1,000 images as a Dataset): what
     every zoo script that defends or probes a model starts from."""
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
 
-    model = load_model(root / "models" / recipe.filename).model
-    data = open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
-    return model, data
+    return load_model(root / "models" / recipe.filename).model, defender_data(root)
+
+
+def defender_data(root: Path) -> Any:
+    """The defender's 1,000 images under ``root/data`` as a Dataset (a zoo build's, or
+    benchmarks/external's, which keeps the same layout)."""
+    from kerasaudit.data import DataSpec, open_data
+
+    return open_data(DataSpec(path=root / "data" / "defender.npz"), (28, 28, 1), 10)
 
 
 def known_trigger(root: Path, recipe: Recipe, index: int = 0) -> Any:
