@@ -77,15 +77,9 @@ class FineTuneSettings:
     # true class), so that a stamped image goes anywhere but the target; "masked" is an
     # experiment (benchmarks/zoo/removal_variants.py KM): see fine_tune
     trigger_teacher: str = "off"
-    # each image whose true class is a trigger's target (clean or stamped) weighs this much in
-    # the loss against 1 for the others: see fine_tune. An experiment (cost_probe.py)
-    target_weight: float = 1.0
-    # EWC-style anchor: + anchor/2 · Σ F·(w − w₀)² over the trainable weights, F the diagonal
-    # Fisher information of the clean task at the start (w₀): see fine_tune. 0: none
-    anchor: float = 0.0
 
 
-TRIGGER_TEACHERS = ("off", "masked", "source", "away", "twin")
+TRIGGER_TEACHERS = ("off", "masked", "source", "away")
 
 # GeneratorAdversary as FineTuneSettings.generator fits it: 5 passes, then a fixed trigger
 # (re-attacking every step, benchmarks/zoo/removal.py `gen`, cost 2.5-5 points of accuracy)
@@ -164,8 +158,6 @@ def fine_tune(
     shift: int = 0,
     flip: bool = False,
     trigger_teacher: str = "off",
-    target_weight: float = 1.0,
-    anchor: float = 0.0,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -235,10 +227,6 @@ def fine_tune(
         raise BadInputError(f"the augmentation shift must be ≥ 0 pixels, got {shift}")
     if trigger_teacher not in TRIGGER_TEACHERS:
         raise BadInputError(f"trigger teacher must be one of {', '.join(TRIGGER_TEACHERS)}")
-    if not target_weight > 0:
-        raise BadInputError(f"the target classes' weight must be positive, got {target_weight:g}")
-    if anchor < 0:
-        raise BadInputError(f"the anchor's strength must be ≥ 0, got {anchor:g}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -296,12 +284,6 @@ def fine_tune(
                 logq = tf.nn.log_softmax(logpt - 1e9 * drop, axis=-1)
                 kl_away = tf.reduce_sum(tf.exp(logq) * (logq - logp), axis=-1)
                 trig_loss = tf.where(kind == 6, (1.0 - distill) * ce + distill * kl_away, ce)
-            elif trigger_teacher == "twin":
-                # the model's own outputs on the clean twin, held fixed: what the trigger
-                # changes is learnt away, while shifting a class everywhere gains nothing
-                logps = tf.stop_gradient(scores(xs, training))
-                kl_twin = tf.reduce_sum(tf.exp(logps) * (logps - logp), axis=-1)
-                trig_loss = tf.where(kind == 7, kl_twin, ce)
         as_clean = tf.logical_or(kind == 0, kind == 3)
         return tf.where(as_clean, clean_loss, tf.where(kind == 2, push, trig_loss))
 
@@ -333,38 +315,19 @@ def fine_tune(
             variable.assign(variable * m)
         return loss
 
-    # Elastic weight consolidation (Kirkpatrick et al. 2017) toward the weights fine-tuning
-    # starts from: a weight the clean task's likelihood is sensitive to (large Fisher
-    # information on the clean images) is held in place; unlearning has to move the others
-    pull = _fisher(scores, trainable, x, y) if anchor > 0 else None
-    origin = [tf.constant(v.numpy()) for v in trainable] if pull is not None else None
-
-    @tf.autograph.experimental.do_not_convert
-    def weighted(losses: Any, weights: Any) -> Any:
-        loss = tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
-        if pull is None or origin is None:
-            return loss
-        drift = [
-            tf.reduce_sum(f * tf.square(w - w0))
-            for f, w, w0 in zip(pull, trainable, origin, strict=True)
-        ]
-        return loss + 0.5 * anchor * tf.add_n(drift)
+    @tf.function(reduce_retracing=True)
+    def step(xb: Any, yb: Any, kind: Any, training: bool, xs: Any, aim: Any) -> Any:
+        return apply(lambda: tf.reduce_mean(per_example(xb, yb, kind, training, xs, aim)))
 
     @tf.function(reduce_retracing=True)
-    def step(xb: Any, yb: Any, kind: Any, training: bool, xs: Any, aim: Any, wb: Any) -> Any:
-        return apply(lambda: weighted(per_example(xb, yb, kind, training, xs, aim), wb))
-
-    @tf.function(reduce_retracing=True)
-    def split_step(
-        xc: Any, yc: Any, xt: Any, yt: Any, kt: Any, st: Any, at: Any, wc: Any, wt: Any
-    ) -> Any:
+    def split_step(xc: Any, yc: Any, xt: Any, yt: Any, kt: Any, st: Any, at: Any) -> Any:
         # BatchNorm statistics from the clean images only; triggered images pass in inference
         # mode, as at test time (see module doc: otherwise "unlearning" mostly shifts BN
         # statistics, which costs clean accuracy and comes back once they are re-estimated).
         def loss() -> Any:
             clean = per_example(xc, yc, tf.zeros_like(yc, tf.int32), True, xc, -tf.ones_like(yc))
             trig = per_example(xt, yt, kt, False, st, at)
-            return weighted(tf.concat([clean, trig], axis=0), tf.concat([wc, wt], axis=0))
+            return tf.reduce_mean(tf.concat([clean, trig], axis=0))
 
         return apply(loss)
 
@@ -386,13 +349,10 @@ def fine_tune(
         perturb = _pgd_attack(scores, radius, value_range)
         pool.append(_PGD)
     # the kind a stamped slot learns as (per_example): None = hard label only
-    taught = {"masked": 5, "source": 4, "away": 6, "twin": 7}.get(trigger_teacher)
-    taught = taught if use_teacher else None
+    taught = {"masked": 5, "source": 4, "away": 6}.get(trigger_teacher) if use_teacher else None
     # each source's target for "away" (-1: none): its own (a trigger file's, an adversary's),
     # else ``target`` for the first trigger
     aims_of = [_own_target(t, i == 0, target) for i, t in enumerate(pool)]
-    # the classes whose images weigh target_weight: every unlearnt trigger's target
-    guarded = np.array(sorted({a for a in aims_of if a >= 0}), np.int64)
     rng = np.random.default_rng(seed)
     steps = 0
     loss_value = float("nan")
@@ -445,7 +405,6 @@ def fine_tune(
                             xb[slots] = trig.apply(xb[slots])
                             kind[slots] = 1 if taught is None else taught
             clean = kind == 0
-            wb = np.where(np.isin(yb, guarded), target_weight, 1.0).astype(np.float32)
             if split and clean.any() and not clean.all():
                 loss_value = float(
                     split_step(
@@ -456,8 +415,6 @@ def fine_tune(
                         tf.constant(kind[~clean]),
                         tf.constant(source[~clean]),
                         tf.constant(aim[~clean]),
-                        tf.constant(wb[clean]),
-                        tf.constant(wb[~clean]),
                     )
                 )
             else:
@@ -471,7 +428,6 @@ def fine_tune(
                         training,
                         tf.constant(source),
                         tf.constant(aim),
-                        tf.constant(wb),
                     )
                 )
             steps += 1
@@ -606,8 +562,6 @@ def fine_tune_with(
         shift=settings.shift,
         flip=settings.flip,
         trigger_teacher=settings.trigger_teacher,
-        target_weight=settings.target_weight,
-        anchor=settings.anchor,
     )
 
 
@@ -679,35 +633,6 @@ def _as_list(trigger: Any | None) -> list[Any]:
     if isinstance(trigger, (list, tuple)):
         return list(trigger)
     return [trigger]
-
-
-FISHER_EXAMPLES = 512  # clean images the anchor's Fisher information is averaged over
-
-
-def _fisher(scores: Any, trainable: list[Any], x: np.ndarray, y: np.ndarray) -> list[Any]:
-    """The diagonal empirical Fisher information of the clean task at the current weights:
-    each trainable weight's squared gradient of −log p(true class), averaged over up to
-    :data:`FISHER_EXAMPLES` images one at a time (inference mode)."""
-    tf = _tf.tf()
-
-    @tf.function(reduce_retracing=True)
-    def squared(xi: Any, yi: Any) -> list[Any]:
-        with tf.GradientTape() as tape:
-            nll = -tf.gather(scores(xi, False)[0], yi)
-        grads = tape.gradient(nll, trainable)
-        return [
-            tf.zeros_like(w) if g is None else tf.square(g)
-            for w, g in zip(trainable, grads, strict=True)
-        ]
-
-    n = min(len(x), FISHER_EXAMPLES)
-    total = [np.zeros(w.shape, np.float32) for w in trainable]
-    for i in range(n):
-        for t, g in zip(
-            total, squared(tf.constant(x[i : i + 1]), tf.constant(int(y[i]))), strict=True
-        ):
-            t += g.numpy()
-    return [tf.constant(t / n) for t in total]
 
 
 def _log_scores(model: Any) -> Any:

@@ -24,12 +24,19 @@ when the first trigger is not a patch):
   ul20    ul with a fifth of each batch stamped instead of half
   ulbn    ul with BatchNorm frozen (statistics and scale)
   ule5    ul with 5 epochs
-  ulw3    ul, every image of the flagged target (clean or stamped) weighing 3 in the loss
-          (FineTuneSettings.target_weight);  ulw5  5
-  twin    ul, a stamped image learning the model's own current outputs on its clean twin
-          (held fixed) instead of its hard label: lowering the target everywhere gains nothing
-  ewc10   ul with an EWC anchor of strength 10 (FineTuneSettings.anchor: + 10/2 · Σ F·(w − w₀)²,
-          F the clean task's diagonal Fisher information);  ewc100, ewc1k  100, 1000
+  trim    ulng with each recovered trigger cut back to its strongest pixels (mask value, or
+          |perturbation|): the fewest that still send TRIM_KEEP of the images the whole
+          trigger sends to its label on the defender's data (trimmed())
+
+``--interpolate`` also measures each defended model's weights moved back toward the
+original's (α·defended + (1 − α)·original); ``--student`` instead distils a fresh model of the
+suspect's architecture from it on the clean images and measures whether the recovered
+triggers move it too (:func:`student`).
+
+The variants measured on 2026-12-05 and then dropped (the target class weighted up, an EWC
+anchor, the clean twin as the stamped image's target) ran at commit 9001999 ("cost_probe:
+where defend's accuracy goes"), whose fine_tune had those settings: JOURNAL.md, "Where
+`defend`'s accuracy goes".
 
 Rows append to DIR/results/cost_probe.jsonl; one line printed per (model, variant).
 """
@@ -64,19 +71,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ul20": {"unlearn_fraction": 0.2},
     "ulbn": {"train_batchnorm": False},
     "ule5": {"epochs": 5},
-    "ulw3": {"target_weight": 3.0},
-    "ulw5": {"target_weight": 5.0},
-    "twin": {"trigger_teacher": "twin"},
-    "ewc10": {"anchor": 10.0},
-    "ewc100": {"anchor": 100.0},
-    "ewc1k": {"anchor": 1000.0},
+    "trim": {},
 }
-NEVER = {"ulng", "ulm", "uladd"}
+NEVER = {"ulng", "ulm", "uladd", "trim"}
+TRIM_KEEP = 0.9  # trim: the trimmed trigger still sends this share of what the full one did
 # which recovered triggers are unlearnt (default: all of them)
 KINDS = {"ulm": ("neural-cleanse", "neural-cleanse+completion"), "uladd": ("additive",)}
 
 
-def run(root: Path, name: str, variant: str) -> dict[str, Any]:
+ALPHAS = (0.9, 0.8, 0.7, 0.5)  # --interpolate: α·defended + (1 − α)·original weights
+STUDENT_EPOCHS = 60
+
+
+def run(root: Path, name: str, variant: str, interpolate: bool = False) -> dict[str, Any]:
     import removal
 
     from kerasaudit.stages.defend import DefenceSettings, remove
@@ -88,6 +95,9 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
         found = [f for f in found if f.kind in KINDS[variant]]
     if not found:
         return {"model": name, "variant": variant, "unchanged": True}
+    kept: list[int] = []
+    if variant == "trim":
+        found, kept = trimmed(model, data, found, info["value_range"])
     settings = DefenceSettings(ratio=0.0, rounds=1)
     settings = replace(
         settings,
@@ -105,6 +115,17 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
         for c in range(10)
     ]
     tuned = result.fine_tune
+    mixed = []
+    if interpolate:  # the defended weights moved back toward the original's
+        from kerasaudit.pruning import clone_model
+
+        mix = clone_model(fixed)
+        w0, w1 = model.get_weights(), fixed.get_weights()
+        for alpha in ALPHAS:
+            mix.set_weights([alpha * b + (1 - alpha) * a for a, b in zip(w0, w1, strict=True)])
+            m = zoo.measure(mix, recipe, xe, ye)
+            drop = round((m["accuracy"] - before["accuracy"]) * 100, 2)
+            mixed.append({"alpha": alpha, "drop_points": drop, "asr": m["asr"]})
     return {
         "model": name,
         "variant": variant,
@@ -120,7 +141,111 @@ def run(root: Path, name: str, variant: str) -> dict[str, Any]:
         "asr_after": after["asr"],
         "flipped_after": after["flipped"],
         "per_class_points": per_class,
+        "interpolated": mixed,
+        "trimmed_pixels": kept,
         "seconds": round(seconds, 1),
+    }
+
+
+def trimmed(
+    model: Any, data: Any, found: list[Any], value_range: Any
+) -> tuple[list[Any], list[int]]:
+    """Each mask or additive trigger with only its k strongest pixels kept, k the fewest
+    whose trigger still sends :data:`TRIM_KEEP` × the whole trigger's share of the
+    defender's other images to its label (bisection); warps kept whole. Returns the triggers
+    and each one's pixels kept (−1: untouched)."""
+    import removal
+
+    x, y = data.take_array(1000)
+    out, kept = [], []
+    for f in found:
+        if f.flow is not None or f.label is None:
+            out.append(f)
+            kept.append(-1)
+            continue
+        strength = np.abs(f.delta).sum(axis=-1) if f.delta is not None else f.mask
+        order = np.argsort(-strength.ravel())
+
+        def cut(k: int, f: Any = f, order: np.ndarray = order, shape: Any = strength.shape) -> Any:
+            keep = np.zeros(order.size, bool)
+            keep[order[:k]] = True
+            keep = keep.reshape(shape)
+            if f.delta is not None:
+                return replace(f, delta=f.delta * keep[..., None])
+            return replace(f, mask=f.mask * keep)
+
+        def success(g: Any) -> float:
+            (pair,) = removal.trigger_pairs([g], value_range)
+            return removal.recovered_asr(model, pair[1], g.label, x, y)
+
+        goal = TRIM_KEEP * success(f)
+        low, high = 1, int((strength > 0).sum())
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if success(cut(mid)) >= goal else (mid + 1, high)
+        out.append(cut(high))
+        kept.append(high)
+    return out, kept
+
+
+def student(root: Path, name: str) -> dict[str, Any]:
+    """A fresh model of the suspect's architecture distilled from it on the defender's clean
+    images (:data:`STUDENT_EPOCHS` epochs, shifts of up to 2 px): its accuracy, the real
+    trigger's ASR on it, and each recovered trigger's success on the suspect and on it (on
+    3,000 evaluation images) — does what a recovered trigger carries belong to the class or
+    to the suspect?"""
+    import removal
+
+    from kerasaudit import _tf
+
+    tf, keras = _tf.tf(), _tf.keras()
+    recipe = BY_NAME[name]
+    model, data = zoo.load_case(root, recipe)
+    found, info = removal.found_triggers(root, name, model, data)
+    x, _ = data.take_array(1000)
+    soft = model.predict(x, verbose=0)
+    pupil = keras.models.clone_model(model)  # the same layers, freshly initialised
+    stepper = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def step(xb: Any, pb: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.kl_divergence(pb, pupil(xb, training=True)))
+        grads = tape.gradient(loss, pupil.trainable_variables)
+        stepper.apply_gradients(zip(grads, pupil.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(0)
+    started = time.time()
+    for _ in range(STUDENT_EPOCHS):
+        order = rng.permutation(len(x))
+        for at in range(0, len(x), 64):
+            idx = order[at : at + 64]
+            dy, dx = rng.integers(-2, 3, 2)
+            xb = np.roll(np.roll(x[idx], dy, axis=1), dx, axis=2)
+            step(tf.constant(xb), tf.constant(soft[idx]))
+    xe, ye = zoo.load_split(root, "eval")
+    on_student, on_suspect = zoo.measure(pupil, recipe, xe, ye), zoo.measure(model, recipe, xe, ye)
+    xs, ys = xe[:3000], ye[:3000]
+    return {
+        "model": name,
+        "variant": "student",
+        "weights_sha256": zoo.weights_of(root, name),
+        "accuracy_suspect": on_suspect["accuracy"],
+        "accuracy_student": on_student["accuracy"],
+        "asr_student": on_student["asr"],
+        "recovered": [
+            {
+                "label": label,
+                "kind": f["kind"],
+                "suspect": removal.recovered_asr(model, t, label, xs, ys),
+                "student": removal.recovered_asr(pupil, t, label, xs, ys),
+            }
+            for (label, t), f in zip(
+                removal.trigger_pairs(found, info["value_range"]), info["found"], strict=True
+            )
+        ],
+        "seconds": round(time.time() - started, 1),
     }
 
 
@@ -129,13 +254,27 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None, help="zoo directory")
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--variants", nargs="+", default=["clean", "ul"], choices=VARIANTS)
+    parser.add_argument(
+        "--interpolate",
+        action="store_true",
+        help=f"also measure α·defended + (1 − α)·original, α in {ALPHAS}",
+    )
+    parser.add_argument(
+        "--student", action="store_true", help="instead: the distilled clean student (student())"
+    )
     args = parser.parse_args()
     root = zoo.zoo_dir(args.dir)
     out = root / "results" / "cost_probe.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
+        if args.student:
+            row = student(root, name)
+            with out.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+            continue
         for variant in args.variants:
-            row = run(root, name, variant)
+            row = run(root, name, variant, args.interpolate)
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             if row.get("unchanged"):
