@@ -137,10 +137,21 @@ def complete_trigger(
     *,
     outputs: int,
     config: CompletionConfig | None = None,
+    destinations: np.ndarray | None = None,
+    y: np.ndarray | None = None,
 ) -> Completion:
     """Grow ``mask``/``pattern`` (a trigger recovered for ``label``) inside its dilated region
-    so that it sends the clean images ``x`` (N, H, W, C) to ``label`` (see module doc)."""
+    so that it sends the clean images ``x`` (N, H, W, C) to ``label`` (see module doc).
+    An untargeted (all-to-all) trigger: ``destinations`` (class → the label its stamped images
+    go to) with the images' classes ``y``; each image is then sent to its class's destination
+    (``label``, e.g. −1, only names the result)."""
     cfg = config or CompletionConfig()
+    if destinations is None:
+        aims = np.full(len(x), label, np.int32)
+    else:
+        if y is None or len(y) != len(x):
+            raise ValueError("completing toward destinations needs each image's class")
+        aims = np.asarray(destinations, np.int32)[np.asarray(y, np.int64)]
     before = region(mask)
     allowed = dilate(before, cfg.grow)
     height, width = mask.shape
@@ -182,6 +193,7 @@ def complete_trigger(
     variables = [mask_raw, pattern_raw]
     optimizer.build(variables)
     clean = tf.Variable(np.asarray(x, np.float32), trainable=False)
+    aim = tf.constant(aims)
 
     @tf.function
     def run(ids: Any) -> Any:  # ids: (steps, batch) image indices
@@ -191,11 +203,12 @@ def complete_trigger(
             with tf.GradientTape() as tape:
                 m, p = trigger()
                 logp = log_probabilities(model, (1 - m) * xb + m * p, outputs, probabilities)
-                loss = -tf.reduce_mean(logp[:, label])
+                wanted = tf.gather(aim, ids[r])[:, None]
+                loss = -tf.reduce_mean(tf.gather(logp, wanted, batch_dims=1))
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
-    rng = np.random.default_rng([cfg.seed, label])
+    rng = np.random.default_rng([cfg.seed, label if label >= 0 else 1 << 20])  # -1: untargeted
     batch = min(cfg.batch_size, len(x))
     ids = np.stack([rng.choice(len(x), batch, replace=False) for _ in range(cfg.steps)])
     run(tf.constant(ids, tf.int32))

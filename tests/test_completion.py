@@ -98,3 +98,72 @@ def test_completion_grows_a_partial_patch_to_the_real_trigger() -> None:
     before, _ = stamped_success(predict, x, y, 0, partial, pattern)
     after, _ = stamped_success(predict, x, y, 0, done.mask, done.pattern)
     assert after >= before
+
+
+def _all_to_all_model(keras: object) -> object:
+    """A hand-wired 3-class model on 6×6 images: class c lights columns 2c..2c+1 of rows
+    0-2; the 2×2 patch at rows 4-5, columns 4-5 sends class c to (c + 1) % 3 — only whole
+    (a softplus gate that half the patch does not open)."""
+    k = keras  # type: ignore[assignment]
+    inputs = k.Input((6, 6, 1))
+    flat = k.layers.Flatten()(inputs)
+    evidence = k.layers.Dense(3, name="evidence")(flat)
+    gate = k.layers.Dense(3, activation="softplus", name="gate")(flat)
+    logits = k.layers.Dense(3, name="logits")(k.layers.Concatenate()([evidence, gate]))
+    model = k.Model(inputs, logits)
+    e = np.zeros((36, 3), np.float32)
+    patch = np.zeros(36, np.float32)
+    for r in (4, 5):
+        for c in (4, 5):
+            patch[r * 6 + c] = 0.25  # the patch's mean
+    for cls in range(3):
+        for r in range(3):
+            for c in (2 * cls, 2 * cls + 1):
+                e[r * 6 + c, cls] = 1 / 6  # the class block's mean
+    model.get_layer("evidence").set_weights([e, np.zeros(3, np.float32)])
+    g = 10 * (e + patch[:, None])  # softplus(10·(evidence + patch − 1.6))
+    model.get_layer("gate").set_weights([g, np.full(3, -16.0, np.float32)])
+    mix = np.zeros((6, 3), np.float32)
+    mix[:3] = 5 * np.eye(3)
+    mix[3:] = 2 * np.roll(np.eye(3), 1, axis=1)  # gate c raises class (c + 1) % 3
+    model.get_layer("logits").set_weights([mix, np.zeros(3, np.float32)])
+    return model
+
+
+def test_an_untargeted_trigger_grows_toward_each_class_s_destination(
+    keras_module: object,
+) -> None:
+    model = _all_to_all_model(keras_module)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.uniform(0.0, 0.2, (60, 6, 6, 1)).astype(np.float32)
+    for i, cls in enumerate(y):
+        x[i, :3, 2 * cls : 2 * cls + 2] = 0.9
+    predict = lambda images: np.argmax(model.predict(images, verbose=0), axis=1)  # noqa: E731
+    assert (predict(x) == y).all()
+    full = np.zeros((6, 6), np.float32)
+    full[4:, 4:] = 1.0
+    pattern = np.ones((6, 6, 1), np.float32)
+    stamp = lambda m: (1 - m[None, ..., None]) * x + m[..., None] * pattern  # noqa: E731
+    shifted = (y + 1) % 3
+    assert (predict(stamp(full)) == shifted).all()
+    partial = np.zeros((6, 6), np.float32)
+    partial[4, 4:] = 1.0  # half the patch: every image keeps its class
+    assert (predict(stamp(partial)) == y).all()
+    done = complete_trigger(
+        model, x, -1, partial, pattern, (0.0, 1.0), outputs=3,
+        destinations=np.array([1, 2, 0]), y=y,
+    )  # fmt: skip
+    assert done.skipped is None and done.label == -1
+    assert region(done.mask)[4:, 4:].all()  # grew to the whole patch
+    assert np.mean(predict(stamp(done.mask)) == shifted) >= 0.9
+    # Toward the wrong destinations nothing the patch can do helps: it does not get there.
+    wrong = complete_trigger(
+        model, x, -1, partial, pattern, (0.0, 1.0), outputs=3,
+        destinations=np.array([2, 0, 1]), y=y,
+    )  # fmt: skip
+    assert np.mean(predict(stamp(wrong.mask)) == (y + 2) % 3) < 0.1
+    with pytest.raises(ValueError):
+        complete_trigger(
+            model, x, -1, partial, pattern, (0.0, 1.0), outputs=3, destinations=np.array([1, 2, 0])
+        )

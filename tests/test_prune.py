@@ -101,6 +101,30 @@ def test_automatic_layer_choice_is_measured_and_reported(tiny: dict[str, Path]) 
     assert result.choice.held_images == result.before.total
 
 
+def test_an_untargeted_trigger_s_candidates_are_judged_by_what_it_flips(
+    tiny: dict[str, Path],
+) -> None:
+    from kerasaudit.evaluation import OFF_CLASS, evaluate
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))  # a spec trigger: no target of its own
+    pruned, result = prune(
+        model, dataset, criterion=Criterion.LINF_TRIGGER, ratio=0.5, trigger=trigger,
+        max_acc_drop=1.0,
+    )  # fmt: skip
+    tried = {c.layer: c for c in result.choice.candidates}
+    (chosen,) = result.choice.layers
+    attack = evaluate(pruned, dataset, trigger).attack
+    assert attack is not None and attack.target == OFF_CLASS and attack.flip_rate is not None
+    # measured on all of --data (no fine-tuning): the chosen candidate is the pruned model
+    assert tried[chosen].asr == pytest.approx(attack.flip_rate)
+    # the plain off-class share also counts the model's own errors (random labels here)
+    assert attack.asr is not None and attack.asr > attack.flip_rate + 0.2
+    assert "moved off a class (flips)" in result.choice.reason
+
+
 def test_without_a_trigger_the_last_conv_layer_is_pruned(tiny: dict[str, Path]) -> None:
     from kerasaudit.loading import load_model
 

@@ -626,3 +626,23 @@ def test_saved_sample_evidence_is_judged_right_with_and_without_the_baseline(
     assert choice.baseline is not None
     assert judge(evidence, baseline=choice.baseline).flagged == targets
     assert judge(evidence).flagged == targets
+
+
+def test_an_all_to_all_verdict_unlearns_the_completed_untargeted_trigger_when_it_works() -> None:
+    from kerasaudit.completion import Completion
+    from kerasaudit.stages.reverse import UntargetedFinding
+
+    mask, pattern = np.zeros((4, 4), np.float32), np.ones((4, 4, 1), np.float32)
+    mask[3, 3] = 1.0
+    grown = mask.copy()
+    grown[2:, 2:] = 1.0
+    found = UntargetedFinding(mask, pattern, 1.0, True, 0.9, 10, (1, 2, 0), (0.9, 0.9, 0.9))
+    assert found.trigger_arrays[0] is mask  # not completed
+    done = Completion(-1, grown, pattern, 1, 4, 9, 300, None, attack_success=0.8)
+    assert replace(found, completion=done).trigger_arrays[0] is grown
+    assert replace(found, completion=done).to_dict()["completion"]["pixels_after"] == 4
+    # grown into something that no longer sends images to their destinations: the search's
+    broken = replace(done, attack_success=0.3)
+    assert replace(found, completion=broken).trigger_arrays[0] is mask
+    skipped = replace(done, skipped="recovered region covers more than 25% of the image")
+    assert replace(found, completion=skipped).trigger_arrays[0] is mask

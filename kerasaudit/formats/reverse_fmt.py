@@ -120,6 +120,15 @@ def render(result: ReverseResult, console: Console, files: Sequence[str] = ()) -
                 "(class 0 first): " + " ".join(map(str, u.moves_to))
             )
         )
+        if u.completion is not None:
+            done = u.completion
+            works = (
+                ""
+                if done.skipped is not None
+                else f"; sends {_pct(done.attack_success)} of images to their class's destination"
+                + ("" if u.trigger_arrays[0] is done.mask else ": too few, the search's kept")
+            )
+            console.print(Text(f"untargeted trigger: {completion_line(done)}{works}"))
     if result.baseline_choice:
         console.print(Text(f"baseline: {result.baseline_choice}"))
     console.print(Text(f"rule: {v.rule.describe()}"))
