@@ -167,3 +167,16 @@ def test_an_untargeted_trigger_grows_toward_each_class_s_destination(
         complete_trigger(
             model, x, -1, partial, pattern, (0.0, 1.0), outputs=3, destinations=np.array([1, 2, 0])
         )
+
+
+def test_the_completion_line_says_whether_a_vote_made_the_core() -> None:
+    from kerasaudit.completion import Completion
+    from kerasaudit.formats.reverse_fmt import completion_line
+
+    mask, pattern = np.zeros((4, 4), np.float32), np.ones((4, 4, 1), np.float32)
+    voted = Completion(3, mask, pattern, 11, 16, 24, 300, None, restarts=3)
+    assert "11-pixel core voted by 3 NC runs grew to 16 pixels" in completion_line(voted)
+    own = Completion(-1, mask, pattern, 11, 17, 24, 300, None)  # the untargeted mask: no vote
+    assert "11-pixel region grew to 17 pixels" in completion_line(own)
+    skipped = Completion(3, mask, pattern, 200, 200, 200, 0, "too large")
+    assert completion_line(skipped) == "not completed (too large)"

@@ -421,7 +421,11 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         _write_json(target, report)
         save_evidence(root, recipe.name, report)
         v = report["verdict"]
-        log(f"{recipe.name}: flagged {v['flagged']} all-to-all {v['all_to_all']} ({seconds:.0f} s)")
+        wrong = recipe.family == "clean" and (v["flagged"] or v["all_to_all"])
+        log(
+            f"{recipe.name}: flagged {v['flagged']} all-to-all {v['all_to_all']} ({seconds:.0f} s)"
+            + (" — FALSE POSITIVE: a clean model flagged" if wrong else "")
+        )
     return 0
 
 

@@ -38,8 +38,11 @@ def _label_name(r: LabelResult) -> str:
 def completion_line(c: Completion) -> str:
     if c.skipped is not None:
         return f"not completed ({c.skipped})"
+    core = f"{c.pixels_before}-pixel " + (
+        f"core voted by {c.restarts} NC runs" if c.restarts > 1 else "region"
+    )
     return (
-        f"completed: the {c.pixels_before}-pixel core voted by {c.restarts} NC run(s) grew to "
+        f"completed: the {core} grew to "
         f"{c.pixels_after} pixels at ≥ half peak (of {c.allowed_pixels} allowed; mask ℓ1 "
         f"{c.mask_l1:.1f})"
     )
