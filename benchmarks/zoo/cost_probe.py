@@ -249,6 +249,11 @@ def student(root: Path, name: str) -> dict[str, Any]:
     }
 
 
+def _append(out: Path, row: dict[str, Any]) -> None:
+    with out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="zoo directory")
@@ -269,14 +274,12 @@ def main() -> int:
     for name in args.models:
         if args.student:
             row = student(root, name)
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            _append(out, row)
             print(json.dumps(row), flush=True)
             continue
         for variant in args.variants:
             row = run(root, name, variant, args.interpolate)
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            _append(out, row)
             if row.get("unchanged"):
                 print(f"{name} {variant}: nothing flagged", flush=True)
                 continue
