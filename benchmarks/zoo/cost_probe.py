@@ -27,11 +27,17 @@ when the first trigger is not a patch):
   trim    ulng with each recovered trigger cut back to its strongest pixels (mask value, or
           |perturbation|): the fewest that still send TRIM_KEEP of the images the whole
           trigger sends to its label on the defender's data (trimmed())
+  nat     ul with each mask or additive trigger attenuated where the suspect's own evidence
+          for its label lies (natural_removed(): 1 − normalised |x · ∇ log p(label)| on the
+          defender's images of that label)
+  ulfz    ul with the first half of the weighted layers frozen (freeze_half())
+  ulfl    ul with the second half frozen
 
-``--interpolate`` also measures each defended model's weights moved back toward the
-original's (α·defended + (1 − α)·original); ``--student`` instead distils a fresh model of the
-suspect's architecture from it on the clean images and measures whether the recovered
-triggers move it too (:func:`student`).
+``--shift`` also measures the defended model with its target's log-probability raised by b
+(is the target class's loss a bias? shifted_target()); ``--interpolate`` each defended
+model's weights moved back toward the original's (α·defended + (1 − α)·original);
+``--student`` instead distils a fresh model of the suspect's architecture from it on the clean
+images and measures whether the recovered triggers move it too (:func:`student`).
 
 The variants measured on 2026-12-05 and then dropped (the target class weighted up, an EWC
 anchor, the clean twin as the stamped image's target) ran at commit 9001999 ("cost_probe:
@@ -72,6 +78,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ulbn": {"train_batchnorm": False},
     "ule5": {"epochs": 5},
     "trim": {},
+    "nat": {},
+    "ulfz": {},
+    "ulfl": {},
 }
 NEVER = {"ulng", "ulm", "uladd", "trim"}
 TRIM_KEEP = 0.9  # trim: the trimmed trigger still sends this share of what the full one did
@@ -80,10 +89,13 @@ KINDS = {"ulm": ("neural-cleanse", "neural-cleanse+completion"), "uladd": ("addi
 
 
 ALPHAS = (0.9, 0.8, 0.7, 0.5)  # --interpolate: α·defended + (1 − α)·original weights
+SHIFTS = (0.5, 1.0, 2.0)  # --shift: the target's log-probability raised by this much
 STUDENT_EPOCHS = 60
 
 
-def run(root: Path, name: str, variant: str, interpolate: bool = False) -> dict[str, Any]:
+def run(
+    root: Path, name: str, variant: str, interpolate: bool = False, shift: bool = False
+) -> dict[str, Any]:
     import removal
 
     from kerasaudit.stages.defend import DefenceSettings, remove
@@ -96,8 +108,13 @@ def run(root: Path, name: str, variant: str, interpolate: bool = False) -> dict[
     if not found:
         return {"model": name, "variant": variant, "unchanged": True}
     kept: list[int] = []
+    frozen: list[str] = []
     if variant == "trim":
         found, kept = trimmed(model, data, found, info["value_range"])
+    if variant == "nat":
+        found = natural_removed(model, data, found)
+    if variant in ("ulfz", "ulfl"):
+        frozen = freeze_half(model, last=variant == "ulfl")
     settings = DefenceSettings(ratio=0.0, rounds=1)
     settings = replace(
         settings,
@@ -126,6 +143,7 @@ def run(root: Path, name: str, variant: str, interpolate: bool = False) -> dict[
             m = zoo.measure(mix, recipe, xe, ye)
             drop = round((m["accuracy"] - before["accuracy"]) * 100, 2)
             mixed.append({"alpha": alpha, "drop_points": drop, "asr": m["asr"]})
+    shifted = shifted_target(model, fixed, recipe, xe, ye) if shift else []
     return {
         "model": name,
         "variant": variant,
@@ -142,7 +160,9 @@ def run(root: Path, name: str, variant: str, interpolate: bool = False) -> dict[
         "flipped_after": after["flipped"],
         "per_class_points": per_class,
         "interpolated": mixed,
+        "shifted": shifted,
         "trimmed_pixels": kept,
+        "frozen": frozen,
         "seconds": round(seconds, 1),
     }
 
@@ -186,6 +206,85 @@ def trimmed(
         out.append(cut(high))
         kept.append(high)
     return out, kept
+
+
+def shifted_target(
+    original: Any, fixed: Any, recipe: Any, x: np.ndarray, y: np.ndarray
+) -> list[dict[str, Any]]:
+    """Is the target class's loss a bias? The defended model's log-probabilities with its
+    first trigger's target raised by b (:data:`SHIFTS`): accuracy change against the original,
+    the target class's accuracy, the real trigger's ASR."""
+    trigger = recipe.attack.triggers[0]
+    goal = trigger.target_of(y)
+    keep = goal != y
+    target = int(np.bincount(goal[keep]).argmax())
+
+    def logp(m: Any, images: np.ndarray) -> np.ndarray:
+        return np.log(m.predict(images, batch_size=500, verbose=0) + 1e-12)
+
+    before = float(np.mean(logp(original, x).argmax(1) == y))
+    clean, stamped = logp(fixed, x), logp(fixed, trigger.stamp(x[keep], seed=10_000))
+    rows = []
+    for b in SHIFTS:
+        up = np.zeros(clean.shape[1])
+        up[target] = b
+        pred = (clean + up).argmax(1)
+        rows.append({
+            "shift": b,
+            "drop_points": round((float(np.mean(pred == y)) - before) * 100, 2),
+            "target_class": float(np.mean(pred[y == target] == target)),
+            "asr": float(np.mean((stamped + up).argmax(1) == target)),
+        })  # fmt: skip
+    return rows
+
+
+def freeze_half(model: Any, last: bool = False) -> list[str]:
+    """Mark the first (``last``: the second) half of the model's weighted layers (nested models
+    flattened, in order) not trainable, so that fine-tuning moves only the other half; returns
+    their names."""
+    layers: list[Any] = []
+
+    def walk(m: Any) -> None:
+        for layer in m.layers:
+            if hasattr(layer, "layers"):
+                walk(layer)
+            elif layer.weights:
+                layers.append(layer)
+
+    walk(model)
+    half = layers[len(layers) // 2 :] if last else layers[: len(layers) // 2]
+    for layer in half:
+        layer.trainable = False
+    return [layer.name for layer in half]
+
+
+def natural_removed(model: Any, data: Any, found: list[Any]) -> list[Any]:
+    """Each mask or additive trigger attenuated where the suspect's own evidence for its
+    label lives: A = mean over the defender's clean images of that label of |x · ∂ log p(label)
+    / ∂x| per pixel, scaled by its 99th percentile and clipped to [0, 1]; the mask (or the
+    perturbation) is multiplied by 1 − A. Warps and untargeted triggers are kept whole."""
+    from kerasaudit import _tf
+
+    tf = _tf.tf()
+    x, y = data.take_array(1000)
+    out = []
+    for f in found:
+        if f.flow is not None or f.label is None:
+            out.append(f)
+            continue
+        xs = tf.constant(x[y == f.label])
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            logp = tf.math.log(model(xs, training=False)[:, f.label] + 1e-12)
+        grad = tape.gradient(logp, xs).numpy()
+        a = np.abs(grad * xs.numpy()).sum(axis=-1).mean(axis=0)
+        a = np.clip(a / max(float(np.percentile(a, 99)), 1e-12), 0.0, 1.0)
+        keep = 1.0 - a
+        if f.delta is not None:
+            out.append(replace(f, delta=f.delta * keep[..., None]))
+        else:
+            out.append(replace(f, mask=f.mask * keep))
+    return out
 
 
 def student(root: Path, name: str) -> dict[str, Any]:
@@ -265,6 +364,11 @@ def main() -> int:
         help=f"also measure α·defended + (1 − α)·original, α in {ALPHAS}",
     )
     parser.add_argument(
+        "--shift",
+        action="store_true",
+        help=f"also measure the target's log-probability raised by b in {SHIFTS}",
+    )
+    parser.add_argument(
         "--student", action="store_true", help="instead: the distilled clean student (student())"
     )
     args = parser.parse_args()
@@ -278,7 +382,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             continue
         for variant in args.variants:
-            row = run(root, name, variant, args.interpolate)
+            row = run(root, name, variant, args.interpolate, args.shift)
             _append(out, row)
             if row.get("unchanged"):
                 print(f"{name} {variant}: nothing flagged", flush=True)
