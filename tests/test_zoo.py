@@ -117,7 +117,14 @@ def test_every_architecture_builds_and_round_trips(
 
 
 def _write_evidence(
-    root: Path, name: str, family: str, arch: str, targets: list[int], masks: list[float]
+    root: Path,
+    name: str,
+    family: str,
+    arch: str,
+    targets: list[int],
+    masks: list[float],
+    untargeted_l1: float = 60.0,
+    spread_term: bool = False,
 ) -> None:
     root.mkdir(parents=True, exist_ok=True)
     labels = [
@@ -127,7 +134,9 @@ def _write_evidence(
     ]  # fmt: skip
     triggers = [{"target": t} for t in targets]
     report = {
-        "evidence": {"labels": labels, "untargeted_l1": 60.0, "untargeted_reached": True},
+        "config": {"untargeted_spread": 1.0 if spread_term else None},
+        "evidence": {"labels": labels, "untargeted_l1": untargeted_l1,
+                     "untargeted_reached": True},
         "zoo": {"recipe": {"name": name, "arch": arch, "attack": {"family": family,
                                                                      "triggers": triggers}}},
     }  # fmt: skip
@@ -157,6 +166,41 @@ def test_calibration_has_no_false_positive_on_its_own_clean_models(tmp_path: Pat
         assert summary["detected"] == 4 and summary["false_positives"] == 0
         assert math.isclose(summary["auroc"], 1.0)
     assert "leave-one-architecture-out" in calibrate.markdown(report)
+
+
+def test_the_all_to_all_threshold_is_fitted_on_evidence_of_the_current_objective(
+    tmp_path: Path,
+) -> None:
+    """Clean ratios measured without reverse's spread term are smaller (a sink is cheap) and
+    would drag the threshold under every all-to-all model; with five or more clean models of
+    the current objective only they count, and the report compares like with like."""
+    masks = list(np.linspace(45.0, 75.0, 10))  # median mask 60
+    for i, l1 in enumerate((90.0, 110.0, 130.0, 150.0, 170.0)):  # ratios 1.5-2.83, spread term
+        _write_evidence(tmp_path, f"clean_new{i}", "clean", f"a{i}", [], masks, l1, True)
+    for i in range(3):  # ratios 0.25: the old objective's sinks
+        _write_evidence(tmp_path, f"clean_old{i}", "clean", f"a{i}", [], masks, 15.0)
+    _write_evidence(tmp_path, "a2a_new", "all2all", "a0", [-1], masks, 12.0, True)  # 0.2
+    _write_evidence(tmp_path, "a2a_old", "all2all", "a1", [-1], masks, 6.0)  # 0.1
+    models = calibrate.load_models(tmp_path)
+    assert sum(m.spread_objective for m in models) == 6
+    clean = [m for m in models if m.clean]
+    ratios = calibrate.untargeted_ratios(clean)
+    assert sorted(ratios) == pytest.approx([1.5, 110 / 60, 130 / 60, 2.5, 170 / 60])
+    rule = calibrate.fit_rule(models, 5.5, "or")
+    assert rule.untargeted_ratio == pytest.approx(calibrate.ratio_threshold(ratios, "robust", 5.5))
+    assert rule.untargeted_ratio > 0.2  # every old clean ratio (0.25) would have set it below
+    old_only = calibrate.ratio_threshold([0.25] * 3 + ratios, "robust", 5.5)
+    assert old_only < 0.2
+    rows = {r["parameter"]: r for r in calibrate.ratio_report(models)}
+    row = rows[5.5]
+    assert row["spread_objective"] and row["clean_models"] == 5
+    assert row["all_to_all_models"] == ["a2a_new"]  # the old one's 0.1 is not comparable
+    assert row["all_to_all_below"] == ["a2a_new"]
+    assert row["clean_flagged_leaving_architecture_out"] == []
+    (tmp_path / "clean_new4.json").unlink()  # four are too few: every clean model counts
+    fewer = calibrate.load_models(tmp_path)
+    assert len(calibrate.untargeted_ratios([m for m in fewer if m.clean])) == 7
+    assert not calibrate.ratio_report(fewer)[0]["spread_objective"]
 
 
 def test_robust_thresholds_use_every_clean_model_not_only_the_most_extreme() -> None:

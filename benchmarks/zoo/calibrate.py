@@ -52,6 +52,7 @@ from kerasaudit.verdict import (
     judge,
     label_offsets,
     score,
+    spread,
 )
 
 SLACK = 1.15  # method "max": thresholds this far beyond the most extreme clean value
@@ -60,6 +61,7 @@ K = 5.0  # method "robust": thresholds this many robust σ above the clean maxim
 # must not flag a clean model it was fitted on (with a task baseline, K = 5.5 flagged 2 of the
 # 34 in sample while none under either cross-validation; the floor changed no CV count at K ≥ 5).
 FLOOR = 0.02
+RATIO_MIN_MODELS = 5  # clean models of the current untargeted objective needed to fit on them
 METHODS = ("robust", "max")
 GRID = {"robust": (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0), "max": (1.15, 1.3, 1.5, 1.75, 2.0)}
 SIGNALS = ("mask_index", "additive_index", "margin_index", "warp_index")
@@ -73,6 +75,7 @@ class ZooModel:
     targets: tuple[int, ...]  # empty for clean models; (-1,) for all-to-all
     evidence: ModelEvidence
     scores: Scores
+    spread_objective: bool = False  # untargeted search with reverse's spread term (12-05 on)
 
     @property
     def clean(self) -> bool:
@@ -95,9 +98,11 @@ def load_models(evidence: Path) -> list[ZooModel]:
         moves = (report.get("untargeted") or {}).get("moves_to")
         if moves and not found.untargeted_moves_to:  # kept beside it before the 18th session
             found = replace(found, untargeted_moves_to=tuple(int(t) for t in moves))
+        spread_term = float(report.get("config", {}).get("untargeted_spread") or 0) > 0
         out.append(
-            ZooModel(recipe["name"], recipe["arch"], attack["family"], targets, found, score(found))
-        )
+            ZooModel(recipe["name"], recipe["arch"], attack["family"], targets, found,
+                     score(found), spread_term)
+        )  # fmt: skip
     return out
 
 
@@ -140,6 +145,49 @@ def ratio_threshold(ratios: Sequence[float], method: str, parameter: float) -> f
     return math.exp(-threshold([-math.log(r) for r in ratios], method, parameter))
 
 
+def untargeted_ratios(clean: Sequence[ZooModel]) -> list[float]:
+    """The clean models' untargeted ratios the all-to-all threshold is fitted on: those measured
+    with the product's untargeted objective (reverse's spread term) when at least
+    :data:`RATIO_MIN_MODELS` were, else all. Without the term the search may send every class
+    to one sink, which a clean model allows with a smaller mask (clean ratios 0.46-1.43 in the
+    committed evidence against 1.17-4.66 with it), so the two do not mix."""
+    current = [m for m in clean if m.spread_objective]
+    models = current if len(current) >= RATIO_MIN_MODELS else clean
+    return [m.scores.untargeted_ratio for m in models if math.isfinite(m.scores.untargeted_ratio)]
+
+
+def ratio_report(models: Sequence[ZooModel], method: str = "robust") -> list[dict[str, Any]]:
+    """The all-to-all threshold alone, per parameter of ``GRID[method]``: fitted on the clean
+    models :func:`untargeted_ratios` takes; which of them it flags when each one's architecture
+    is left out of the fit (as the verdict would: ratio below the threshold and destinations
+    not all one sink); which all-to-all models measured with the same objective fall below the
+    fit on all of them."""
+    clean = [m for m in models if m.clean]
+    current = [m for m in clean if m.spread_objective]
+    same = len(current) >= RATIO_MIN_MODELS
+    fitted = current if same else clean
+    a2a = [m for m in models if m.all_to_all and (m.spread_objective or not same)]
+    rows = []
+    for parameter in GRID[method]:
+        limit = ratio_threshold(untargeted_ratios(fitted), method, parameter)
+        flagged = []
+        for m in fitted:
+            rest = untargeted_ratios([o for o in fitted if o.arch != m.arch])
+            below = m.scores.untargeted_ratio < ratio_threshold(rest, method, parameter)
+            if below and spread(m.evidence.untargeted_moves_to) is not False:
+                flagged.append(m.name)
+        rows.append({
+            "parameter": parameter,
+            "threshold": limit,
+            "clean_models": len(fitted),
+            "spread_objective": same,
+            "clean_flagged_leaving_architecture_out": flagged,
+            "all_to_all_models": [m.name for m in a2a],
+            "all_to_all_below": [m.name for m in a2a if m.scores.untargeted_ratio < limit],
+        })  # fmt: skip
+    return rows
+
+
 def clean_maxima(models: Sequence[ZooModel], signal: str) -> list[float]:
     """Each clean model's largest (finite) value of ``signal`` over its labels."""
     out = []
@@ -164,12 +212,11 @@ def fit_rule(
         return RULE
     signals = (*SIGNALS, "linf_index") if "linf" in variant else SIGNALS
     thresholds = {s: threshold(clean_maxima(clean, s), method, parameter) for s in signals}
-    ratios = [m.scores.untargeted_ratio for m in clean if math.isfinite(m.scores.untargeted_ratio)]
     rule = Rule(
         mask_index=thresholds["mask_index"],
         additive_index=thresholds["additive_index"],
         margin_index=thresholds["margin_index"],
-        untargeted_ratio=ratio_threshold(ratios, method, parameter),
+        untargeted_ratio=ratio_threshold(untargeted_ratios(clean), method, parameter),
         linf_index=thresholds.get("linf_index", math.inf),
         warp_index=thresholds["warp_index"],
     )

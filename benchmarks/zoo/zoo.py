@@ -49,6 +49,9 @@ from recipes import BATCH_SIZE, BY_NAME, KERNELS, LEARNING_RATE, RECIPES, Recipe
 
 MANIFEST = HERE / "manifest.json"
 EVIDENCE = HERE / "evidence"  # compact verdict evidence of the default build, in git
+# evidence measured with reverse's untargeted spread term (2026-12-05 on): clean and all-to-all
+# rebuilds whose weights differ from the default build's (`zoo.py ratio`), in git
+EVIDENCE_SPREAD = HERE / "evidence-spread"
 
 
 def zoo_dir(arg: str | None) -> Path:
@@ -982,6 +985,52 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ratio(args: argparse.Namespace) -> int:
+    """The all-to-all threshold (the untargeted ratio) alone, from evidence measured with the
+    product's untargeted objective (``--evidence``, default benchmarks/zoo/evidence-spread):
+    per K, the fit on every clean model, the clean models flagged leaving their architecture
+    out, the all-to-all models under it. ``--ship`` writes the fit at the shipped baseline's K
+    (its description's "K = ") into kerasaudit/baseline_files/fashion-mnist.json, nothing else
+    changed."""
+    import re
+
+    import calibrate
+
+    from kerasaudit import baselines
+
+    models = calibrate.load_models(Path(args.evidence))
+    rows = calibrate.ratio_report(models, args.method)
+    if not rows or not rows[0]["spread_objective"]:
+        log(f"fewer than {calibrate.RATIO_MIN_MODELS} clean models measured with the spread term "
+            f"under {args.evidence}: fitted on all clean models")  # fmt: skip
+    print("| K | threshold | clean flagged (architecture left out) | all-to-all under it |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        flagged = ", ".join(row["clean_flagged_leaving_architecture_out"]) or "none"
+        below = f"{len(row['all_to_all_below'])} of {len(row['all_to_all_models'])}"
+        print(f"| {row['parameter']:g} | {row['threshold']:.3f} | {flagged} of "
+              f"{row['clean_models']} | {below} |")  # fmt: skip
+    if not args.ship:
+        return 0
+    path = baselines.SHIPPED / "fashion-mnist.json"
+    task = baselines.load(path)
+    found = re.search(r"K = ([0-9.]+)", task.description)
+    if found is None:
+        raise SystemExit(f"{path}: no 'K = ' in its description; pass --parameter")
+    k = args.parameter if args.parameter is not None else float(found.group(1))
+    (row,) = [r for r in rows if r["parameter"] == k] or [None]
+    if row is None:
+        raise SystemExit(f"K = {k:g} is not in the grid {calibrate.GRID[args.method]}")
+    rule = replace(task.baseline.rule, untargeted_ratio=round(row["threshold"], 3))
+    note = (f"; untargeted ratio refitted at K = {k:g} on {row['clean_models']} clean models "
+            f"measured with the spread term (zoo.py ratio)")  # fmt: skip
+    description = re.sub(r"; untargeted ratio refitted.*?\(zoo.py ratio\)", "", task.description)
+    task = replace(task, baseline=replace(task.baseline, rule=rule), description=description + note)
+    baselines.save(task, path, force=True)
+    print(f"wrote {path}: {rule.describe()}")
+    return 0
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -1120,6 +1169,7 @@ def main() -> int:
             "warp",
             "calibrate",
             "baseline",
+            "ratio",
             "verdicts",
             "defend",
             "known",
@@ -1135,7 +1185,19 @@ def main() -> int:
     parser.add_argument("--parameter", type=float, default=None,
                         help="calibrate: K (robust) or slack (max); default: chosen by "
                         "leave-one-architecture-out cross-validation")  # fmt: skip
-    parser.add_argument("--variant", default="or+linf", help="rule family to report")
+    parser.add_argument(
+        "--variant",
+        default="or",
+        help="calibrate/baseline: rule family (default or: what ships, no ℓ∞ threshold)",
+    )
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        default=EVIDENCE_SPREAD,
+        help="ratio: evidence directory (default benchmarks/zoo/evidence-spread)",
+    )
+    parser.add_argument("--ship", action="store_true",
+                        help="ratio: write the threshold into the shipped baseline")  # fmt: skip
     parser.add_argument(
         "--optimizer", help="known: the chain with prune --optimizer X (cached as known.X.json)"
     )
@@ -1152,6 +1214,7 @@ def main() -> int:
         "warp": cmd_warp,
         "calibrate": cmd_calibrate,
         "baseline": cmd_baseline,
+        "ratio": cmd_ratio,
         "verdicts": cmd_verdicts,
         "defend": cmd_defend,
         "known": cmd_known,
