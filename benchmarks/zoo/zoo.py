@@ -19,7 +19,10 @@ Each model's verdict evidence (what ``kerasaudit reverse`` measured on the defen
 the numbers the verdict is computed from) is also kept, compact, in ``benchmarks/zoo/evidence/``
 (in git, ~2 KB a model, with the SHA-256 of the weights it was measured on), so ``calibrate``,
 ``verdicts`` and ``table`` rerun in seconds on a fresh checkout without the build; a zoo
-elsewhere (``--dir``) keeps its own under ``DIR/evidence``.
+elsewhere (``--dir``) keeps its own under ``DIR/evidence``. ``benchmarks/zoo/evidence-spread/``
+holds evidence of rebuilds measured with the untargeted search's spread term (other weights
+than the manifest's): ``ratio`` fits the all-to-all threshold on it, ``verdicts --evidence``
+judges it.
 """
 
 from __future__ import annotations
@@ -998,11 +1001,12 @@ def cmd_ratio(args: argparse.Namespace) -> int:
 
     from kerasaudit import baselines
 
-    models = calibrate.load_models(Path(args.evidence))
+    evidence = args.evidence or EVIDENCE_SPREAD
+    models = calibrate.load_models(evidence)
     rows = calibrate.ratio_report(models, args.method)
     if not rows or not rows[0]["spread_objective"]:
         log(f"fewer than {calibrate.RATIO_MIN_MODELS} clean models measured with the spread term "
-            f"under {args.evidence}: fitted on all clean models")  # fmt: skip
+            f"under {evidence}: fitted on all clean models")  # fmt: skip
     print("| K | threshold | clean flagged (architecture left out) | all-to-all under it |")
     print("| --- | --- | --- | --- |")
     for row in rows:
@@ -1118,11 +1122,12 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     from kerasaudit.verdict import rule_for
 
     root = zoo_dir(args.dir)
-    warn_stale(root)
+    if not args.evidence:
+        warn_stale(root)
     baseline = shipped_baseline(root)
     rule = rule_for(baseline)
     print(f"baseline: {'none' if baseline is None else baseline.name}; rule: {rule.describe()}")
-    models = calibrate.load_models(evidence_dir(root))
+    models = calibrate.load_models(args.evidence or evidence_dir(root))
     wanted = set(args.names)
     outcomes = [
         calibrate.outcome(m, None, baseline) for m in models if not wanted or m.name in wanted
@@ -1132,6 +1137,8 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     for recipe in RECIPES:
         found = recovered_dir(root) / f"{recipe.name}.json"
         if recipe.name in judged or (wanted and recipe.name not in wanted) or not found.exists():
+            continue
+        if args.evidence:  # judge that directory's evidence alone
             continue
         info = json.loads(found.read_text())
         targets = [t.target for t in recipe.attack.triggers]
@@ -1193,8 +1200,9 @@ def main() -> int:
     parser.add_argument(
         "--evidence",
         type=Path,
-        default=EVIDENCE_SPREAD,
-        help="ratio: evidence directory (default benchmarks/zoo/evidence-spread)",
+        default=None,
+        help="ratio, verdicts: evidence directory instead of the zoo's (ratio: default "
+        "benchmarks/zoo/evidence-spread)",
     )
     parser.add_argument("--ship", action="store_true",
                         help="ratio: write the threshold into the shipped baseline")  # fmt: skip
