@@ -197,6 +197,14 @@ def test_the_all_to_all_threshold_is_fitted_on_evidence_of_the_current_objective
     assert row["all_to_all_models"] == ["a2a_new"]  # the old one's 0.1 is not comparable
     assert row["all_to_all_below"] == ["a2a_new"]
     assert row["clean_flagged_leaving_architecture_out"] == []
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(ZOO / "zoo.py"), "ratio", "--evidence", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("| 5.5 |")]
+    assert f"| {row['threshold']:.3f} | none of 5 | 1 of 1 |" in line
     (tmp_path / "clean_new4.json").unlink()  # four are too few: every clean model counts
     fewer = calibrate.load_models(tmp_path)
     assert len(calibrate.untargeted_ratios([m for m in fewer if m.clean])) == 7
@@ -460,6 +468,14 @@ def test_verdicts_judges_cached_evidence_with_the_shipped_rule(tmp_path: Path) -
     assert "baseline: fashion-mnist" in again.stdout
     lines = {line.split()[0]: line for line in again.stdout.splitlines()}
     assert lines["bd_patch"].endswith("detected") and lines["clean_even"].endswith("ok")
+    # --evidence DIR: that directory's evidence alone, not defend's cached verdicts
+    alone = subprocess.run(
+        [sys.executable, str(ZOO / "zoo.py"), "verdicts", "--dir", str(tmp_path),
+         "--evidence", str(tmp_path / "evidence")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "badnets_g2_tr_vgg" not in alone.stdout
+    assert "backdoored detected with the right target(s) 1 of 1" in alone.stdout
 
 
 def test_zoo_table_summary_counts_the_goal_and_the_floor() -> None:
