@@ -955,8 +955,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     """The shipped Fashion-MNIST baseline (kerasaudit/baseline_files/fashion-mnist.json): the
     per-label offsets of every clean model's evidence and the rule calibrated with them (K
-    chosen by leave-one-architecture-out CV, as ``calibrate`` reports), fingerprinted with the
-    class means of the Fashion-MNIST training split."""
+    chosen by leave-one-architecture-out CV, as ``calibrate`` reports; the untargeted ratio
+    from benchmarks/zoo/evidence-spread, as ``ratio`` fits it), fingerprinted with the class
+    means of the Fashion-MNIST training split."""
     import calibrate
 
     from kerasaudit import baselines
@@ -968,6 +969,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         parameter = calibrate.choose_parameter(models, args.variant, args.method, baseline=True)
     rule, baseline = calibrate.fit(models, parameter, args.variant, args.method, baseline=True)
     assert baseline is not None
+    # the all-to-all threshold from evidence of the current untargeted objective (cmd_ratio)
+    current = [m for m in calibrate.load_models(EVIDENCE_SPREAD) if m.clean]
+    if len([m for m in current if m.spread_objective]) >= calibrate.RATIO_MIN_MODELS:
+        ratios = calibrate.untargeted_ratios(current)
+        rule = replace(rule, untargeted_ratio=calibrate.ratio_threshold(ratios, args.method,
+                                                                        parameter))  # fmt: skip
     x, y = fmnist.load("train")
     x = fmnist.to_float(x)
     task = baselines.TaskBaseline(
