@@ -388,11 +388,21 @@ def stamped_success(
     images = x[keep]
     if len(images) == 0:
         return float("nan"), 0
-    stamped = (1 - mask[None, ..., None]) * images + (mask[..., None] * pattern)
-    hits = 0
-    for start in range(0, len(stamped), 256):
-        hits += int((predict(stamped[start : start + 256]) == label).sum())
+    hits = int((stamped_predictions(predict, images, mask, pattern) == label).sum())
     return hits / len(images), len(images)
+
+
+def stamped_predictions(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    mask: np.ndarray,
+    pattern: np.ndarray,
+) -> np.ndarray:
+    """The labels ``predict`` gives ``x`` stamped with ``(1 − mask)·x + mask·pattern``, in
+    batches of 256 (empty ``x``: none)."""
+    stamped = ((1 - mask[None, ..., None]) * x + mask[..., None] * pattern).astype(np.float32)
+    out = [predict(stamped[i : i + 256]) for i in range(0, len(x), 256)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _predict_step(

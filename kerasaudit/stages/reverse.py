@@ -69,6 +69,7 @@ from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import (
     classifier_io,
     predictor,
+    stamped_predictions,
     stamped_success,
 )
 from kerasaudit.inversion import (
@@ -881,19 +882,6 @@ def _model_evidence(
     )
 
 
-def _stamped_predictions(
-    predict: Callable[[np.ndarray], np.ndarray],
-    x: np.ndarray,
-    mask: np.ndarray,
-    pattern: np.ndarray,
-) -> np.ndarray:
-    """The labels ``predict`` gives ``x`` stamped with ``(1 − mask)·x + mask·pattern``, in
-    batches of 256 (empty ``x``: none)."""
-    stamped = ((1 - mask[None, ..., None]) * x + mask[..., None] * pattern).astype(np.float32)
-    out = [predict(stamped[i : i + 256]) for i in range(0, len(x), 256)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-
 def _untargeted_finding(
     row: InvertedTrigger,
     predict: Callable[[np.ndarray], np.ndarray],
@@ -902,7 +890,7 @@ def _untargeted_finding(
     k: int,
 ) -> UntargetedFinding:
     mask, pattern = row.arrays
-    predicted = _stamped_predictions(predict, x, mask, pattern)
+    predicted = stamped_predictions(predict, x, mask, pattern)
     moves_to, share = [], []
     for c in range(k):
         mine = predicted[y == c]
@@ -990,7 +978,7 @@ def _complete_untargeted(
     )  # fmt: skip
     if done.skipped is not None:
         return done
-    predicted = _stamped_predictions(predict, x[mine], done.mask, done.pattern)
+    predicted = stamped_predictions(predict, x[mine], done.mask, done.pattern)
     success = float(np.mean(predicted == destinations[y[mine]])) if len(predicted) else math.nan
     return replace(done, attack_success=success)
 
