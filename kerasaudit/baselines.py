@@ -14,6 +14,14 @@ them from scratch (81–82 % accuracy) did not show the tail ("Bag" mask offset 
 the backdoor (mask offset of a BadNets target −1.81 against −2.46 before). So a baseline is
 built from clean models of the task (``benchmarks/zoo``: ``zoo.py baseline``) and shipped.
 
+Offsets cannot tell a clean model whose "Bag" is unusually easy from a backdoor aimed at "Bag"
+(clean rebuilds' Bag masks vary 5× more between models than other labels'). A baseline file can
+therefore name *reference models* — clean models of the task, files beside it — on which each
+label's recovered trigger is tried (``kerasaudit.stages.reverse.reference_transfer``); the
+rule's ``mask_transfer`` says how much of their images a trigger may move before its label is
+taken for the class's own features (:mod:`kerasaudit.verdict`). The shipped Fashion-MNIST
+baseline names four (1.6 MB); they are loaded like any audited model (safe mode).
+
 Which baseline applies (:func:`choose`): ``auto`` compares the audited data with each shipped
 baseline's *fingerprint* — each class's mean image, standardised (zero mean, unit norm), so the
 scale and offset of the pixel values do not matter — and takes the best one whose every class
@@ -72,6 +80,7 @@ class TaskBaseline:
                 for k, vs in self.baseline.offsets.items()
             },
             "rule": self.baseline.rule.to_dict(),
+            "references": [Path(r).name for r in self.baseline.references],
             "fingerprint": [
                 [None if not math.isfinite(v) else round(float(v), 5) for v in row]
                 for row in self.fingerprint
@@ -169,12 +178,30 @@ def load(path: Path) -> TaskBaseline:
             np.float64,
         )
         rule = Rule.from_dict(data["rule"])
-        baseline = Baseline(str(data["name"]), offsets, rule, int(data["models"]))
+        references = _references(Path(path), data.get("references") or [])
+        baseline = Baseline(
+            str(data["name"]), offsets, rule, int(data["models"]), references=references
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"{path}: malformed baseline ({exc!r})") from exc
     if any(len(v) != k for v in offsets.values()) or prints.shape != (k, math.prod(shape)):
         raise BadInputError(f"{path}: offsets or fingerprint do not match {k} classes of {shape}")
     return TaskBaseline(baseline, k, shape, prints, str(data.get("description", "")), str(path))
+
+
+def _references(path: Path, names: Sequence[Any]) -> tuple[str, ...]:
+    """The reference model files a baseline file names: plain file names beside it."""
+    out = []
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise BadInputError(
+                f"{path}: a reference model must be a file name beside it: {name!r}"
+            )
+        file = path.parent / name
+        if not file.is_file():
+            raise BadInputError(f"{path}: its reference model {name} is missing")
+        out.append(str(file))
+    return tuple(out)
 
 
 def save(task: TaskBaseline, path: Path, *, force: bool = False) -> None:

@@ -19,11 +19,17 @@ data does, while the other labels' triggers mostly do not). The untargeted mask 
 with the median targeted mask: ``untargeted_ratio = untargeted_l1 / median(mask_l1)``.
 With a task :class:`Baseline` (``kerasaudit.baselines`` chooses one for the data), each label's
 mask, additive, margin and warp values are first divided by what that label usually shows in
-clean models of the task, so a naturally easy label is not mistaken for a target.
+clean models of the task, so a naturally easy label is not mistaken for a target. A baseline
+may also ship clean *reference models* of the task: each label's Neural Cleanse trigger is
+stamped on the other labels' images and given to them (``transfer``, their mean share sent to
+the label). A mask drawn from the class's own features moves them too; a backdoor's trigger is
+the suspect's alone (:attr:`Rule.mask_transfer`).
 
 Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
 threshold, or when the indices, each as a fraction of its threshold, add up to more than
-``combined``; a model whose untargeted ratio is below its threshold has an all-to-all backdoor
+``combined`` — except that the mask signal does not flag a label whose trigger moves the
+reference models at least ``mask_transfer`` of the way (it is the class, not a backdoor);
+a model whose untargeted ratio is below its threshold has an all-to-all backdoor
 when that mask's destinations are spread like a permutation (:func:`spread`): one that sends
 the classes to one label is that label's trigger (or a clean model's natural sink).
 The thresholds are calibrated on a zoo of clean and backdoored models and reported on held-out
@@ -35,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +65,9 @@ class LabelEvidence:
     linf_excess: float = math.nan  # of NC's trigger (NaN: no conv layer)
     warp_rms: float = math.nan  # the smallest warp field's RMS displacement, px (NaN: not run)
     warp_reached: bool = False
+    # The share of the task's clean reference models' images (other labels) that NC's trigger
+    # sends to the label, averaged over the references (NaN: no baseline with references).
+    transfer: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -125,6 +135,7 @@ class LabelScores:
     linf_excess: float
     linf_index: float = math.nan  # log-MAD index of linf_excess, positive = larger
     warp_index: float = math.nan  # log-MAD index of warp_rms, positive = smaller (≤ 0 unreached)
+    transfer: float = math.nan  # LabelEvidence.transfer, as measured
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -195,12 +206,15 @@ class Baseline:
     rule: Rule  # calibrated on evidence adjusted by these offsets
     models: int  # clean models the offsets were measured on
     similarity: float = math.nan  # how closely the audited data matched the task (see baselines)
+    # Clean models of the task (files), for LabelEvidence.transfer and Rule.mask_transfer.
+    references: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "models": self.models,
             "similarity": _json_number(self.similarity),
+            "references": [Path(r).name for r in self.references],
             "offsets": {k: [_json_number(float(v)) for v in vs] for k, vs in self.offsets.items()},
             "rule": self.rule.to_dict(),
         }
@@ -280,6 +294,7 @@ def score(evidence: ModelEvidence, baseline: Baseline | None = None) -> Scores:
                 float(e.linf_excess),
                 float(linf_index[i]),
                 float(warp_index[i]),
+                float(e.transfer),
             )
             for i, e in enumerate(labels)
         ),
@@ -299,6 +314,10 @@ class Rule:
     combined: float = math.inf  # ... or when Σ max(0, index / threshold) over signals exceeds this
     linf_index: float = math.inf  # ... or its trigger's ℓ∞ excess this many σ larger (log scale)
     warp_index: float = math.inf  # ... or the smallest warp reaching it this many σ smaller
+    # The mask signal does not flag a label whose NC trigger moves at least this share of the
+    # task's clean reference models' images to it too: a feature of the class, not a backdoor
+    # (infinite: never; needs a baseline with reference models).
+    mask_transfer: float = math.inf
 
     def combined_score(self, s: LabelScores) -> float:
         """Evidence summed over the signals, each as a fraction of its own threshold."""
@@ -325,6 +344,11 @@ class Rule:
         if math.isfinite(self.warp_index):
             text += f" or its warp index > {self.warp_index:.2f}"
         text += " (robust σ against the other labels)"
+        if math.isfinite(self.mask_transfer):
+            text += (
+                f"; the mask signal not when the label's trigger also sends ≥ "
+                f"{self.mask_transfer:.0%} of the task's clean reference models' images to it"
+            )
         if math.isfinite(self.combined):
             text += (
                 f", or when the indices, each divided by its threshold, add up to more than "
@@ -426,6 +450,7 @@ def judge(
         crossed: list[str] = []
         reasons: list[str] = []
         strength = 0.0
+        vetoed = False  # the mask signal crossed, but its trigger is the class's own
         for name, value, threshold, words in (
             ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small"),
             ("additive", s.additive_index, rule.additive_index,
@@ -437,9 +462,17 @@ def judge(
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
-            if threshold > 0:
+            natural = name == "mask" and s.transfer >= rule.mask_transfer
+            if threshold > 0 and not natural:
                 strength = max(strength, value / threshold)
-            if value > threshold:
+            if value > threshold and natural:
+                vetoed = True
+                reasons.append(
+                    f"{words}: index {value:.2f} > {threshold:g}, but its trigger also sends "
+                    f"{s.transfer:.0%} of clean reference models' images here (≥ "
+                    f"{rule.mask_transfer:.0%}): a feature of the class, not a backdoor"
+                )
+            elif value > threshold:
                 crossed.append(name)
                 reasons.append(f"{words}: index {value:.2f} > {threshold:g}")
         combined = rule.combined_score(s)
@@ -466,7 +499,10 @@ def judge(
                 ),
                 default=math.nan,
             )
-            reasons.append(f"no signal above its threshold (largest index {best:.2f})")
+            reasons.append(
+                "no other signal above its threshold" if vetoed
+                else f"no signal above its threshold (largest index {best:.2f})"
+            )  # fmt: skip
         if math.isfinite(s.linf_excess):
             reasons.append(f"ℓ∞ excess of its recovered trigger {s.linf_excess:.2f}")
         decisions.append(Decision(s.label, bool(crossed), tuple(crossed), tuple(reasons), strength))

@@ -171,7 +171,16 @@ def test_baseline_files_round_trip_and_bad_ones_are_refused(
     baselines.save(shipped, path)
     with pytest.raises(BadInputError, match="exists"):
         baselines.save(shipped, path)
+    # the reference models it names are files beside it, and loading needs them
+    assert shipped.baseline.references
+    with pytest.raises(BadInputError, match=r"reference model .* is missing"):
+        baselines.load(path)
+    for reference in shipped.baseline.references:
+        (tmp_path / Path(reference).name).write_bytes(Path(reference).read_bytes())
     loaded = baselines.load(path)
+    assert [Path(r).parent for r in loaded.baseline.references] == [tmp_path] * len(
+        shipped.baseline.references
+    )
     assert loaded.baseline.rule == shipped.baseline.rule
     assert np.allclose(loaded.fingerprint, shipped.fingerprint, atol=1e-5)
     choice = baselines.choose(str(path), x, y, 10)
@@ -185,7 +194,33 @@ def test_baseline_files_round_trip_and_bad_ones_are_refused(
         ('{"format": "other"}', "not a kerasaudit baseline"),
         (json.dumps({**shipped.to_dict(), "num_classes": 3}), "do not match"),
         (json.dumps({k: v for k, v in shipped.to_dict().items() if k != "rule"}), "malformed"),
+        (json.dumps({**shipped.to_dict(), "references": ["../mine.json"]}), "beside it"),
+        (json.dumps({**shipped.to_dict(), "references": [7]}), "beside it"),
     ):
         broken.write_text(text)
         with pytest.raises(BadInputError, match=message):
             baselines.load(broken)
+
+
+@pytest.mark.parametrize(
+    ("transfer", "flagged"), [(math.nan, (3,)), (0.05, (3,)), (0.15, ()), (0.6, ())]
+)
+def test_a_small_mask_whose_trigger_moves_clean_reference_models_is_the_class_not_a_backdoor(
+    transfer: float, flagged: tuple[int, ...]
+) -> None:
+    masks = list(60.0 * np.exp(np.random.default_rng(0).normal(0.0, 0.1, 10)))
+    masks[3] = masks[3] / 30  # label 3: far smaller than any other, the mask signal alone
+    evidence = _evidence(masks)
+    labels = list(evidence.labels)
+    labels[3] = replace(labels[3], transfer=transfer)
+    evidence = replace(evidence, labels=tuple(labels))
+    rule = replace(RULE, mask_transfer=0.15)
+    verdict = judge(evidence, rule)
+    assert verdict.flagged == flagged
+    (reasons,) = [d.reasons for d in verdict.decisions if d.label == 3]
+    assert any("feature of the class" in r for r in reasons) == (not flagged)
+    # the same evidence without the veto in the rule: flagged whatever the transfer
+    assert judge(evidence, RULE).flagged == (3,)
+    # the transfer is evidence kept with the rest: it survives a JSON round trip
+    again = ModelEvidence.from_dict(json.loads(json.dumps(evidence.to_dict())))
+    assert again.labels[3].transfer == transfer or math.isnan(transfer)

@@ -600,6 +600,12 @@ def test_shipped_backdoored_sample_is_flagged_at_its_target(tmp_path: Path) -> N
     assert report["verdict"]["baseline"]["name"] == "fashion-mnist"  # the data matched it
     assert "fashion-mnist" in report["baseline_choice"]
     assert not math.isnan(report["labels"][0]["mask_l1"])
+    # The baseline's clean reference models measured every label's trigger: the backdoor's
+    # moves them (almost) nowhere, and the label is flagged, not vetoed as the class's own.
+    transfer = [label["reference_transfer"] for label in report["labels"]]
+    assert all(0.0 <= t <= 1.0 for t in transfer)
+    assert transfer[0] < report["verdict"]["rule"]["mask_transfer"]
+    assert len(report["verdict"]["baseline"]["references"]) == 4
     # The same evidence under the plain rule (--baseline none) flags the same label.
     evidence = ModelEvidence.from_dict(report["evidence"])
     assert judge(evidence).flagged == (0,)

@@ -975,6 +975,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         ratios = calibrate.untargeted_ratios(current)
         rule = replace(rule, untargeted_ratio=calibrate.ratio_threshold(ratios, args.method,
                                                                         parameter))  # fmt: skip
+    # the reference models and their veto are not refitted here: kept from the shipped file
+    # (chosen with transfer_probe.py; JOURNAL.md, twenty-first session)
+    path = baselines.SHIPPED / "fashion-mnist.json"
+    kept = baselines.load(path).baseline if path.exists() else None
+    if kept is not None:
+        rule = replace(rule, mask_transfer=kept.rule.mask_transfer)
+        baseline = replace(baseline, references=kept.references)
     x, y = fmnist.load("train")
     x = fmnist.to_float(x)
     task = baselines.TaskBaseline(
@@ -986,9 +993,15 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"Fashion-MNIST: per-label offsets of the {baseline.models} clean models of "
             f"benchmarks/zoo; thresholds robust K = {parameter:g} (method {args.method}, "
             f"variant {args.variant}); fingerprint: class means of the 60,000 training images"
+            + (
+                f"; the mask signal vetoed where a label's trigger sends >= "
+                f"{rule.mask_transfer:.0%} of the {len(baseline.references)} clean reference "
+                "models' images (shipped beside it) to it (transfer_probe.py)"
+                if baseline.references
+                else ""
+            )
         ),
     )
-    path = baselines.SHIPPED / "fashion-mnist.json"
     path.parent.mkdir(exist_ok=True)
     baselines.save(task, path, force=True)
     print(f"wrote {path}: K = {parameter:g}; {task.baseline.rule.describe()}")

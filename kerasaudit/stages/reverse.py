@@ -371,6 +371,7 @@ class LabelResult:
     completion: Completion | None = None  # flagged labels only (ReverseConfig.complete)
     warp: WarpFinding | None = None
     warp_anomaly: float = math.nan  # log-MAD index of the warp's RMS, positive = smaller
+    transfer: float = math.nan  # share of reference models' images NC's trigger sends here
 
     @property
     def completed(self) -> bool:
@@ -402,6 +403,7 @@ class LabelResult:
             linf_excess=self.linf_excess,
             warp_rms=math.nan if self.warp is None else self.warp.rms,
             warp_reached=self.warp is not None and self.warp.reached,
+            transfer=self.transfer,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,6 +417,7 @@ class LabelResult:
             "mask_anomaly_index": _finite(self.mask_anomaly),
             "attack_success": _finite(self.attack_success),
             "attack_images": self.attack_images,
+            "reference_transfer": _finite(self.transfer),
             "reached_threshold": self.reached,
             "steps": self.steps,
             "early_stopped": self.early_stopped,
@@ -722,6 +725,11 @@ def reverse_engineer(
     seconds["linf-bias"] = time.perf_counter() - t0
     results = _label_results(recovered, success, biases, additive, warps, margins, info.class_names)
     baseline = baselines.choose(config.baseline, x, y, k)
+    if baseline.baseline is not None and baseline.baseline.references:
+        t0 = time.perf_counter()
+        shares = reference_transfer(baseline.baseline.references, results, x, y, value_range)
+        results = [replace(r, transfer=t) for r, t in zip(results, shares, strict=True)]
+        seconds["reference-transfer"] = time.perf_counter() - t0
     verdict = judge(_model_evidence(results, untargeted_finding), baseline=baseline.baseline)
     results = _apply_verdict(results, verdict)
 
@@ -764,6 +772,37 @@ def reverse_engineer(
         engine_seconds=tuple(seconds.items()),
         baseline_choice=baseline.reason,
     )
+
+
+def reference_transfer(
+    references: Sequence[str],
+    results: Sequence[LabelResult],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    value_range: tuple[float, float],
+) -> list[float]:
+    """Per label: the share of the images of other labels that each label's Neural Cleanse
+    trigger sends to it in the task's clean reference models (their mean).
+
+    A label that is easy to reach in every model of the task (Fashion-MNIST's "Bag") gets a
+    small mask from its own features, which move the references too (clean zoo rebuilds' "Bag":
+    24–85 % of their images); a backdoor's trigger is the suspect's alone (0–8 % on 12 targets,
+    JOURNAL.md, twenty-first session). The references were trained on images in [0, 1]: the
+    audited data's value range is mapped onto it.
+    """
+    from kerasaudit.loading import load_model
+
+    low, high = value_range
+    scale = (high - low) or 1.0
+    x01 = ((x - low) / scale).astype(np.float32)
+    shares = np.zeros((len(references), len(results)))
+    for i, path in enumerate(references):
+        reference = load_model(Path(path)).model
+        predict = predictor(reference, tuple(x.shape[1:]), classifier_io(reference).outputs)
+        for j, r in enumerate(results):
+            pattern = (r.pattern - low) / scale
+            shares[i, j] = stamped_success(predict, x01, y, r.label, r.mask, pattern)[0]
+    return [float(v) for v in shares.mean(axis=0)]
 
 
 def _uses_mask_trigger(r: LabelResult) -> bool:

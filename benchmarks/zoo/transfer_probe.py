@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Is a label's small Neural Cleanse mask a feature of its class or a backdoor? Ask other models.
+
+The verdict's false positives on clean rebuilds (JOURNAL.md, twentieth session) are labels —
+"Bag" above all — whose recovered mask is small in one model because the class itself is easy
+to reach, not because of a trigger. Such a mask draws the class's own features, so it should
+also move *other* clean models of the task toward the label; a backdoor's trigger is something
+only the suspect learned. This probe measures that: for each model, `reverse`'s Neural Cleanse
+search alone (its defaults, every label, nothing else; masks cached), then each label's trigger
+stamped on the defender's images of the other labels and given to clean reference models; the
+share each reference sends to the label is its *transfer*.
+
+    python benchmarks/zoo/transfer_probe.py --data DIR/data/defender.npz \
+        --refs REF.keras ... --models MODEL.keras ... --out results/transfer_probe.jsonl
+
+One row per (model, reference): the model's masks' ℓ1 per label and the reference's transfer
+per label. Masks are cached in ``--cache`` (one ``.npz`` per model file stem, with its
+weights' SHA-256), so adding references costs only their predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def masks(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks (k, H, W), patterns (k, H, W, C), ℓ1 (k,)) of `reverse`'s Neural Cleanse rows."""
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.reverse import ReverseConfig, reverse_engineer
+
+    digest = sha256(path)
+    key = cache / f"{path.stem}.npz"
+    if key.exists():
+        with np.load(key) as z:
+            if str(z["sha256"]) == digest:
+                return z["mask"], z["pattern"], z["l1"]
+    model = load_model(path).model
+    data = open_data(DataSpec(path=data_path), tuple(model.input_shape[1:]), 10)
+    config = ReverseConfig(
+        untargeted=False, additive=False, margin=False, warp=False, complete=False,
+        baseline="none",
+    )  # fmt: skip
+    started = time.perf_counter()
+    found = reverse_engineer(model, data, config=config, bias_layers=[])
+    m = np.stack([r.mask for r in found.labels])
+    p = np.stack([r.pattern for r in found.labels])
+    l1 = np.asarray([r.mask_l1 for r in found.labels])
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(key, mask=m, pattern=p, l1=l1, sha256=digest)
+    print(f"{path.name}: Neural Cleanse {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return m, p, l1
+
+
+def transfer(reference: Any, x: np.ndarray, y: np.ndarray, m: np.ndarray, p: np.ndarray) -> list:
+    """Per label k: the share of the images of other labels that ``reference`` sends to k once
+    label k's trigger is stamped on them."""
+    out = []
+    for k in range(len(m)):
+        xs = x[y != k]
+        stamped = ((1 - m[k][..., None]) * xs + m[k][..., None] * p[k]).astype(np.float32)
+        pred = reference.predict(stamped, verbose=0, batch_size=1000).argmax(1)
+        out.append(round(float((pred == k).mean()), 4))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="the defender's images (.npz x, y)")
+    ap.add_argument("--refs", type=Path, nargs="+", required=True, help="clean reference models")
+    ap.add_argument("--models", type=Path, nargs="+", required=True, help="models to probe")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/transfer_probe_masks"))
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    args = ap.parse_args(argv)
+    from kerasaudit.loading import load_model
+
+    with np.load(args.data) as z:
+        x = z["x"].astype(np.float32) / (255.0 if z["x"].dtype == np.uint8 else 1.0)
+        y = z["y"]
+    found = {path: masks(path, args.data, args.cache) for path in args.models}
+    with args.out.open("a") as out:
+        for ref in args.refs:
+            reference = load_model(ref).model
+            for path, (m, p, l1) in found.items():
+                row = {
+                    "model": path.stem,
+                    "reference": ref.stem,
+                    "l1": [round(float(v), 2) for v in l1],
+                    "transfer": transfer(reference, x, y, m, p),
+                }
+                out.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
