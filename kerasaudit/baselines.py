@@ -20,7 +20,7 @@ therefore name *reference models* — clean models of the task, files beside it 
 label's recovered trigger is tried (``kerasaudit.stages.reverse.reference_transfer``); the
 rule's ``mask_transfer`` says how much of their images a trigger may move before its label is
 taken for the class's own features (:mod:`kerasaudit.verdict`). The shipped Fashion-MNIST
-baseline names four (1.6 MB); they are loaded like any audited model (safe mode).
+baseline names three (1.2 MB); they are loaded like any audited model (safe mode).
 
 Which baseline applies (:func:`choose`): ``auto`` compares the audited data with each shipped
 baseline's *fingerprint* — each class's mean image, standardised (zero mean, unit norm), so the
