@@ -18,7 +18,7 @@ Offsets cannot tell a clean model whose "Bag" is unusually easy from a backdoor 
 (clean rebuilds' Bag masks vary 5× more between models than other labels'). A baseline file can
 therefore name *reference models* — clean models of the task, files beside it — on which each
 label's recovered trigger is tried (``kerasaudit.stages.reverse.reference_transfer``); the
-rule's ``mask_transfer`` says how much of their images a trigger may move before its label is
+rule's ``transfer`` says how much of their images a trigger may move before its label is
 taken for the class's own features (:mod:`kerasaudit.verdict`). The shipped Fashion-MNIST
 baseline names three (1.2 MB); they are loaded like any audited model (safe mode).
 

@@ -23,12 +23,12 @@ clean models of the task, so a naturally easy label is not mistaken for a target
 may also ship clean *reference models* of the task: each label's Neural Cleanse trigger is
 stamped on the other labels' images and given to them (``transfer``, their mean share sent to
 the label). A mask drawn from the class's own features moves them too; a backdoor's trigger is
-the suspect's alone (:attr:`Rule.mask_transfer`).
+the suspect's alone (:attr:`Rule.transfer`); the same for each label's smallest warp field.
 
 Decision (:data:`RULE`): a label is flagged when any of its indices exceeds that signal's
 threshold, or when the indices, each as a fraction of its threshold, add up to more than
-``combined`` — except that the mask signal does not flag a label whose trigger moves the
-reference models at least ``mask_transfer`` of the way (it is the class, not a backdoor);
+``combined`` — except that the mask or warp signal does not flag a label whose trigger moves the
+reference models at least ``transfer`` of the way (it is the class, not a backdoor);
 a model whose untargeted ratio is below its threshold has an all-to-all backdoor
 when that mask's destinations are spread like a permutation (:func:`spread`): one that sends
 the classes to one label is that label's trigger (or a clean model's natural sink).
@@ -68,6 +68,7 @@ class LabelEvidence:
     # The share of the task's clean reference models' images (other labels) that NC's trigger
     # sends to the label, averaged over the references (NaN: no baseline with references).
     transfer: float = math.nan
+    warp_transfer: float = math.nan  # ... and the same for its smallest warp field
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -136,6 +137,7 @@ class LabelScores:
     linf_index: float = math.nan  # log-MAD index of linf_excess, positive = larger
     warp_index: float = math.nan  # log-MAD index of warp_rms, positive = smaller (≤ 0 unreached)
     transfer: float = math.nan  # LabelEvidence.transfer, as measured
+    warp_transfer: float = math.nan  # LabelEvidence.warp_transfer, as measured
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
@@ -206,7 +208,7 @@ class Baseline:
     rule: Rule  # calibrated on evidence adjusted by these offsets
     models: int  # clean models the offsets were measured on
     similarity: float = math.nan  # how closely the audited data matched the task (see baselines)
-    # Clean models of the task (files), for LabelEvidence.transfer and Rule.mask_transfer.
+    # Clean models of the task (files), for LabelEvidence.transfer and Rule.transfer.
     references: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,6 +297,7 @@ def score(evidence: ModelEvidence, baseline: Baseline | None = None) -> Scores:
                 float(linf_index[i]),
                 float(warp_index[i]),
                 float(e.transfer),
+                float(e.warp_transfer),
             )
             for i, e in enumerate(labels)
         ),
@@ -314,10 +317,10 @@ class Rule:
     combined: float = math.inf  # ... or when Σ max(0, index / threshold) over signals exceeds this
     linf_index: float = math.inf  # ... or its trigger's ℓ∞ excess this many σ larger (log scale)
     warp_index: float = math.inf  # ... or the smallest warp reaching it this many σ smaller
-    # The mask signal does not flag a label whose NC trigger moves at least this share of the
-    # task's clean reference models' images to it too: a feature of the class, not a backdoor
-    # (infinite: never; needs a baseline with reference models).
-    mask_transfer: float = math.inf
+    # The mask (warp) signal does not flag a label whose NC trigger (warp field) moves at least
+    # this share of the task's clean reference models' images to it too: a feature of the
+    # class, not a backdoor (infinite: never; needs a baseline with reference models).
+    transfer: float = math.inf
 
     def combined_score(self, s: LabelScores) -> float:
         """Evidence summed over the signals, each as a fraction of its own threshold."""
@@ -344,10 +347,10 @@ class Rule:
         if math.isfinite(self.warp_index):
             text += f" or its warp index > {self.warp_index:.2f}"
         text += " (robust σ against the other labels)"
-        if math.isfinite(self.mask_transfer):
+        if math.isfinite(self.transfer):
             text += (
-                f"; the mask signal not when the label's trigger also sends ≥ "
-                f"{self.mask_transfer:.0%} of the task's clean reference models' images to it"
+                f"; the mask or warp signal not when that trigger also sends ≥ "
+                f"{self.transfer:.0%} of the task's clean reference models' images to the label"
             )
         if math.isfinite(self.combined):
             text += (
@@ -450,7 +453,7 @@ def judge(
         crossed: list[str] = []
         reasons: list[str] = []
         strength = 0.0
-        vetoed = False  # the mask signal crossed, but its trigger is the class's own
+        vetoed = False  # the mask or warp signal crossed, but its trigger is the class's own
         for name, value, threshold, words in (
             ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small"),
             ("additive", s.additive_index, rule.additive_index,
@@ -462,15 +465,16 @@ def judge(
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
-            natural = name == "mask" and s.transfer >= rule.mask_transfer
+            moved = {"mask": s.transfer, "warp": s.warp_transfer}.get(name, math.nan)
+            natural = moved >= rule.transfer
             if threshold > 0 and not natural:
                 strength = max(strength, value / threshold)
             if value > threshold and natural:
                 vetoed = True
                 reasons.append(
                     f"{words}: index {value:.2f} > {threshold:g}, but its trigger also sends "
-                    f"{s.transfer:.0%} of clean reference models' images here (≥ "
-                    f"{rule.mask_transfer:.0%}): a feature of the class, not a backdoor"
+                    f"{moved:.0%} of clean reference models' images here (≥ "
+                    f"{rule.transfer:.0%}): a feature of the class, not a backdoor"
                 )
             elif value > threshold:
                 crossed.append(name)

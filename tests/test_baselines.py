@@ -214,7 +214,7 @@ def test_a_small_mask_whose_trigger_moves_clean_reference_models_is_the_class_no
     labels = list(evidence.labels)
     labels[3] = replace(labels[3], transfer=transfer)
     evidence = replace(evidence, labels=tuple(labels))
-    rule = replace(RULE, mask_transfer=0.15)
+    rule = replace(RULE, transfer=0.15)
     verdict = judge(evidence, rule)
     assert verdict.flagged == flagged
     (reasons,) = [d.reasons for d in verdict.decisions if d.label == 3]
@@ -224,3 +224,22 @@ def test_a_small_mask_whose_trigger_moves_clean_reference_models_is_the_class_no
     # the transfer is evidence kept with the rest: it survives a JSON round trip
     again = ModelEvidence.from_dict(json.loads(json.dumps(evidence.to_dict())))
     assert again.labels[3].transfer == transfer or math.isnan(transfer)
+
+
+def test_a_warp_that_moves_clean_reference_models_is_the_class_not_a_backdoor() -> None:
+    masks = list(60.0 * np.exp(np.random.default_rng(1).normal(0.0, 0.1, 10)))
+    evidence = _evidence(masks)
+    warps = list(3.0 * np.exp(np.random.default_rng(2).normal(0.0, 0.1, 10)))
+    warps[5] = 0.3  # label 5: a tenth of the others' warp, the warp signal alone
+    labels = [
+        replace(e, warp_rms=w, warp_reached=True, transfer=0.01)
+        for e, w in zip(evidence.labels, warps, strict=True)
+    ]
+    rule = replace(RULE, transfer=0.15)
+    for moved, flagged in ((0.01, (5,)), (0.75, ())):
+        labels[5] = replace(labels[5], warp_transfer=moved)
+        verdict = judge(replace(evidence, labels=tuple(labels)), rule)
+        assert verdict.flagged == flagged
+        (decision,) = [d for d in verdict.decisions if d.label == 5]
+        assert ("warp" in decision.signals) == bool(flagged)
+        assert any("75% of clean reference" in r for r in decision.reasons) == (not flagged)

@@ -604,7 +604,7 @@ def test_shipped_backdoored_sample_is_flagged_at_its_target(tmp_path: Path) -> N
     # moves them (almost) nowhere, and the label is flagged, not vetoed as the class's own.
     transfer = [label["reference_transfer"] for label in report["labels"]]
     assert all(0.0 <= t <= 1.0 for t in transfer)
-    assert transfer[0] < report["verdict"]["rule"]["mask_transfer"]
+    assert transfer[0] < report["verdict"]["rule"]["transfer"]
     assert len(report["verdict"]["baseline"]["references"]) == 3
     # The same evidence under the plain rule (--baseline none) flags the same label.
     evidence = ModelEvidence.from_dict(report["evidence"])

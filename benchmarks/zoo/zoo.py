@@ -980,7 +980,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     path = baselines.SHIPPED / "fashion-mnist.json"
     kept = baselines.load(path).baseline if path.exists() else None
     if kept is not None:
-        rule = replace(rule, mask_transfer=kept.rule.mask_transfer)
+        rule = replace(rule, transfer=kept.rule.transfer)
         baseline = replace(baseline, references=kept.references)
     x, y = fmnist.load("train")
     x = fmnist.to_float(x)
@@ -994,8 +994,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"benchmarks/zoo; thresholds robust K = {parameter:g} (method {args.method}, "
             f"variant {args.variant}); fingerprint: class means of the 60,000 training images"
             + (
-                f"; the mask signal vetoed where a label's trigger sends >= "
-                f"{rule.mask_transfer:.0%} of the {len(baseline.references)} clean reference "
+                "; the mask and warp signals vetoed where a label's trigger (that signal's) "
+                f"sends >= "
+                f"{rule.transfer:.0%} of the {len(baseline.references)} clean reference "
                 "models' images (shipped beside it) to it (transfer_probe.py)"
                 if baseline.references
                 else ""

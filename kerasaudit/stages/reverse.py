@@ -372,6 +372,7 @@ class LabelResult:
     warp: WarpFinding | None = None
     warp_anomaly: float = math.nan  # log-MAD index of the warp's RMS, positive = smaller
     transfer: float = math.nan  # share of reference models' images NC's trigger sends here
+    warp_transfer: float = math.nan  # ... and its smallest warp field (NaN: no warp run)
 
     @property
     def completed(self) -> bool:
@@ -404,6 +405,7 @@ class LabelResult:
             warp_rms=math.nan if self.warp is None else self.warp.rms,
             warp_reached=self.warp is not None and self.warp.reached,
             transfer=self.transfer,
+            warp_transfer=self.warp_transfer,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,6 +420,7 @@ class LabelResult:
             "attack_success": _finite(self.attack_success),
             "attack_images": self.attack_images,
             "reference_transfer": _finite(self.transfer),
+            "warp_reference_transfer": _finite(self.warp_transfer),
             "reached_threshold": self.reached,
             "steps": self.steps,
             "early_stopped": self.early_stopped,
@@ -728,7 +731,10 @@ def reverse_engineer(
     if baseline.baseline is not None and baseline.baseline.references:
         t0 = time.perf_counter()
         shares = reference_transfer(baseline.baseline.references, results, x, y, value_range)
-        results = [replace(r, transfer=t) for r, t in zip(results, shares, strict=True)]
+        results = [
+            replace(r, transfer=t, warp_transfer=w)
+            for r, (t, w) in zip(results, shares, strict=True)
+        ]
         seconds["reference-transfer"] = time.perf_counter() - t0
     verdict = judge(_model_evidence(results, untargeted_finding), baseline=baseline.baseline)
     results = _apply_verdict(results, verdict)
@@ -780,29 +786,35 @@ def reference_transfer(
     x: np.ndarray,
     y: np.ndarray | None,
     value_range: tuple[float, float],
-) -> list[float]:
+) -> list[tuple[float, float]]:
     """Per label: the share of the images of other labels that each label's Neural Cleanse
-    trigger sends to it in the task's clean reference models (their mean).
+    trigger sends to it in the task's clean reference models (their mean), and the same for its
+    smallest warp field (NaN without one).
 
     A label that is easy to reach in every model of the task (Fashion-MNIST's "Bag") gets a
     small mask from its own features, which move the references too (clean zoo rebuilds' "Bag":
     24–85 % of their images); a backdoor's trigger is the suspect's alone (0–8 % on 12 targets,
-    JOURNAL.md, twenty-first session). The references were trained on images in [0, 1]: the
-    audited data's value range is mapped onto it.
+    JOURNAL.md, twenty-first session); a clean model's smallest warp that reached its label
+    (`clean_resnet_s3`'s "Sandal", flagged by the warp index) moved them 75 %, the two WaNet
+    targets' 1 %. The references were trained on images in [0, 1]: the audited data's value
+    range is mapped onto it.
     """
     from kerasaudit.loading import load_model
 
     low, high = value_range
     scale = (high - low) or 1.0
     x01 = ((x - low) / scale).astype(np.float32)
-    shares = np.zeros((len(references), len(results)))
+    shares = np.full((len(references), len(results), 2), np.nan)
     for i, path in enumerate(references):
         reference = load_model(Path(path)).model
         predict = predictor(reference, tuple(x.shape[1:]), classifier_io(reference).outputs)
         for j, r in enumerate(results):
             pattern = (r.pattern - low) / scale
-            shares[i, j] = stamped_success(predict, x01, y, r.label, r.mask, pattern)[0]
-    return [float(v) for v in shares.mean(axis=0)]
+            shares[i, j, 0] = stamped_success(predict, x01, y, r.label, r.mask, pattern)[0]
+            if r.warp is not None:
+                shares[i, j, 1] = _warp_success(predict, x01, y, r.label, r.warp.flow)
+    means = shares.mean(axis=0)
+    return [(float(t), float(w)) for t, w in means]
 
 
 def _uses_mask_trigger(r: LabelResult) -> bool:
