@@ -792,9 +792,10 @@ def reference_transfer(
     smallest warp field (NaN without one).
 
     A label that is easy to reach in every model of the task (Fashion-MNIST's "Bag") gets a
-    small mask from its own features, which move the references too (clean zoo rebuilds' "Bag":
-    24–85 % of their images); a backdoor's trigger is the suspect's alone (0–8 % on 12 targets,
-    JOURNAL.md, twenty-first session); a clean model's smallest warp that reached its label
+    small mask from its own features, which move the references too (each clean model's
+    smallest-mask label: 25–88 % of their images, 16 models); a backdoor's trigger is the
+    suspect's alone (21 targets: 20 at 0–8 %, one at 15 %; JOURNAL.md, twenty-first session);
+    a clean model's smallest warp that reached its label
     (`clean_resnet_s3`'s "Sandal", flagged by the warp index) moved them 75 %, the two WaNet
     targets' 1 %. The references were trained on images in [0, 1]: the audited data's value
     range is mapped onto it.
