@@ -61,6 +61,10 @@ def test_a_baseline_from_clean_reports_stops_their_natural_false_alarm(tmp_path:
     assert report["left_out_false_alarms"] == 0  # each against a baseline of the other five
     assert report["plain_false_alarms"] == 6 and report["reports"][0]["plain_flagged"] == [8]
     assert report["rule_source"] == "the shipped fashion-mnist baseline's rule"
+    # ... without the shipped rule's reference-model veto: no references come with this file
+    written = json.loads(out.read_text())
+    assert written["rule"]["transfer"] is None and written["references"] == []
+    assert "reference models" not in written["rule"]["description"]
     # The file is a baseline `--baseline FILE` takes: it matches its own data, and it keeps a
     # new clean model of the task from being flagged while a real target still is.
     with np.load(DATA) as f:
