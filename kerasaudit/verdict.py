@@ -454,18 +454,22 @@ def judge(
         reasons: list[str] = []
         strength = 0.0
         vetoed = False  # the mask or warp signal crossed, but its trigger is the class's own
-        for name, value, threshold, words in (
-            ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small"),
+        # (signal, index, threshold, words, share of the references its trigger moves)
+        for name, value, threshold, words, moved in (
+            ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small",
+             s.transfer),
             ("additive", s.additive_index, rule.additive_index,
-             "universal additive perturbation unusually small"),
-            ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large"),
+             "universal additive perturbation unusually small", math.nan),
+            ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large",
+             math.nan),
             ("linf", s.linf_index, rule.linf_index,
-             "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)"),
-            ("warp", s.warp_index, rule.warp_index, "a warp field unusually small"),
+             "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)",
+             math.nan),
+            ("warp", s.warp_index, rule.warp_index, "a warp field unusually small",
+             s.warp_transfer),
         ):  # fmt: skip
             if not math.isfinite(value):
                 continue
-            moved = {"mask": s.transfer, "warp": s.warp_transfer}.get(name, math.nan)
             natural = moved >= rule.transfer
             if threshold > 0 and not natural:
                 strength = max(strength, value / threshold)

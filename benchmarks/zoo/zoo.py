@@ -995,8 +995,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"variant {args.variant}); fingerprint: class means of the 60,000 training images"
             + (
                 "; the mask and warp signals vetoed where a label's trigger (that signal's) "
-                f"sends >= "
-                f"{rule.transfer:.0%} of the {len(baseline.references)} clean reference "
+                f"sends >= {rule.transfer:.0%} of the {len(baseline.references)} clean reference "
                 "models' images (shipped beside it) to it (transfer_probe.py)"
                 if baseline.references
                 else ""
