@@ -66,14 +66,11 @@ def masks(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndar
 
 def transfer(reference: Any, x: np.ndarray, y: np.ndarray, m: np.ndarray, p: np.ndarray) -> list:
     """Per label k: the share of the images of other labels that ``reference`` sends to k once
-    label k's trigger is stamped on them."""
-    out = []
-    for k in range(len(m)):
-        xs = x[y != k]
-        stamped = ((1 - m[k][..., None]) * xs + m[k][..., None] * p[k]).astype(np.float32)
-        pred = reference.predict(stamped, verbose=0, batch_size=1000).argmax(1)
-        out.append(round(float((pred == k).mean()), 4))
-    return out
+    label k's trigger is stamped on them (``evaluation.stamped_success``, as `reverse` does)."""
+    from kerasaudit.evaluation import classifier_io, predictor, stamped_success
+
+    predict = predictor(reference, tuple(x.shape[1:]), classifier_io(reference).outputs)
+    return [round(stamped_success(predict, x, y, k, m[k], p[k])[0], 4) for k in range(len(m))]
 
 
 def main(argv: list[str] | None = None) -> int:
