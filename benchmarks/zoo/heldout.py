@@ -8,6 +8,10 @@ and runs ``kerasaudit reverse`` (the defaults but ``--no-complete``, as for the 
 the defender's 1,000 images, keeping the compact evidence in ``benchmarks/zoo/heldout/``;
 ``python benchmarks/zoo/heldout.py judge`` prints each model's verdict with the shipped rule and
 baseline (what ``reverse`` chose) and with the plain rule, from that evidence, in seconds.
+
+The ``ho2_`` models (2026-12-05) are a second set, written down (commit before any was built)
+to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
+models only.
 """
 
 from __future__ import annotations
@@ -48,6 +52,37 @@ HELD_OUT: tuple[Recipe, ...] = (
     Recipe("ho_sig_dense", "dense", Attack("sig", (Trigger("sig", 0, delta=0.12, freq=3),)), 403),
     Recipe("ho_clean_mobile", "mobile", Clean(), 319, "h5"),
     Recipe("ho_clean_dense", "dense", Clean(), 339),
+    # Second set (2026-12-05, twenty-second session), written down before any of it was built,
+    # to test the reference-model veto (commit c9e7248, threshold 20 %) held out: clean models of
+    # the architectures whose "Bag" mask or warp the rule flagged before the veto, and backdoors
+    # aimed at "Bag" (8) and "Sandal" (5), the labels the veto clears most often.
+    Recipe("ho2_clean_dense", "dense", Clean(), 431),
+    Recipe("ho2_clean_vgg_bn", "vgg_bn", Clean(), 411),
+    Recipe("ho2_badnets_w3_bag_nested", "nested", _badnets(_patch(3, 24, 1, 8)), 501),
+    Recipe("ho2_clean_resnet", "resnet", Clean(), 421, "h5"),
+    Recipe(
+        "ho2_blend_a15_bag_dense",
+        "dense",
+        Attack("blend", (Trigger("blend", 8, alpha=0.15, seed=23),), rate=0.08),
+        502,
+    ),
+    Recipe("ho2_clean_sepconv", "sepconv", Clean(), 441),
+    Recipe(
+        "ho2_wanet_k4_sandal_vgg",
+        "vgg_bn",
+        Attack("wanet", (Trigger("wanet", 5, k=4, strength=1.0, seed=93),), 0.1, 0.2),
+        503,
+        "h5",
+        epochs=10,
+    ),
+    Recipe("ho2_clean_nested", "nested", Clean(), 461),
+    Recipe(
+        "ho2_sig_bag_sepconv",
+        "sepconv",
+        Attack("sig", (Trigger("sig", 8, delta=0.12, freq=4),)),
+        504,
+    ),
+    Recipe("ho2_clean_plain", "plain", Clean(), 451, "h5"),
 )
 
 
