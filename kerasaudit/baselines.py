@@ -81,6 +81,11 @@ class TaskBaseline:
             },
             "rule": self.baseline.rule.to_dict(),
             "references": [Path(r).name for r in self.baseline.references],
+            "reference_range": (
+                None
+                if self.baseline.reference_range is None
+                else [float(v) for v in self.baseline.reference_range]
+            ),
             "fingerprint": [
                 [None if not math.isfinite(v) else round(float(v), 5) for v in row]
                 for row in self.fingerprint
@@ -179,8 +184,14 @@ def load(path: Path) -> TaskBaseline:
         )
         rule = Rule.from_dict(data["rule"])
         references = _references(Path(path), data.get("references") or [])
+        reference_range = _reference_range(Path(path), data.get("reference_range"))
         baseline = Baseline(
-            str(data["name"]), offsets, rule, int(data["models"]), references=references
+            str(data["name"]),
+            offsets,
+            rule,
+            int(data["models"]),
+            references=references,
+            reference_range=reference_range,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"{path}: malformed baseline ({exc!r})") from exc
@@ -202,6 +213,15 @@ def _references(path: Path, names: Sequence[Any]) -> tuple[str, ...]:
             raise BadInputError(f"{path}: its reference model {name} is missing")
         out.append(str(file))
     return tuple(out)
+
+
+def _reference_range(path: Path, value: Any) -> tuple[float, float] | None:
+    """The input range the reference models take ([LO, HI]; null: the audited models' own)."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and value[0] < value[1]):
+        raise BadInputError(f"{path}: reference_range must be [LO, HI] with LO < HI: {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def save(task: TaskBaseline, path: Path, *, force: bool = False) -> None:

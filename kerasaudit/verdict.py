@@ -208,8 +208,11 @@ class Baseline:
     rule: Rule  # calibrated on evidence adjusted by these offsets
     models: int  # clean models the offsets were measured on
     similarity: float = math.nan  # how closely the audited data matched the task (see baselines)
-    # Clean models of the task (files), for LabelEvidence.transfer and Rule.transfer.
+    # Clean models of the task (files), for LabelEvidence.transfer and Rule.transfer, and the
+    # input range they take (the audited data's range is mapped onto it; None: the audited
+    # models' own input space, as for references a user trained alongside them).
     references: tuple[str, ...] = ()
+    reference_range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,9 +220,14 @@ class Baseline:
             "models": self.models,
             "similarity": _json_number(self.similarity),
             "references": [Path(r).name for r in self.references],
+            "reference_range": _range_json(self.reference_range),
             "offsets": {k: [_json_number(float(v)) for v in vs] for k, vs in self.offsets.items()},
             "rule": self.rule.to_dict(),
         }
+
+
+def _range_json(value_range: tuple[float, float] | None) -> list[float] | None:
+    return None if value_range is None else [float(v) for v in value_range]
 
 
 def adjust(evidence: ModelEvidence, offsets: Mapping[str, Sequence[float]]) -> ModelEvidence:

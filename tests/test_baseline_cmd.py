@@ -157,3 +157,81 @@ def test_building_a_baseline_needs_no_tensorflow(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY= CODE=0" in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "b.json").exists()
+
+
+REFERENCE = Path(baselines.SHIPPED) / "fashion-mnist.ref-dense.keras"  # a real clean model
+
+
+def test_reference_models_are_copied_beside_the_baseline_and_keep_the_veto(
+    tmp_path: Path,
+) -> None:
+    reports = [_report(tmp_path / f"c{i}.json", _clean_evidence(i)) for i in range(3)]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "task.json"
+    base = ["baseline", *map(str, reports), "-d", str(DATA)]
+    argv = [*base, "-o", str(out), "--reference", str(REFERENCE), "--transfer", "0.3"]
+    result = runner.invoke(app, [*argv, "-f", "json"])
+    assert result.exit_code == 0, result.output
+    copy = out_dir / REFERENCE.name
+    assert copy.read_bytes() == REFERENCE.read_bytes()
+    written = json.loads(out.read_text())
+    assert written["references"] == [REFERENCE.name] and written["rule"]["transfer"] == 0.3
+    assert written["reference_range"] is None  # the audited models' own input space
+    assert "0.3" in written["rule"]["description"] or "30%" in written["rule"]["description"]
+    loaded = baselines.load(out).baseline
+    assert loaded.references == (str(copy),) and loaded.rule.transfer == 0.3
+    # A vetoed small mask: the label's trigger moves the reference models.
+    evidence = _clean_evidence(7)
+    labels = list(evidence.labels)
+    labels[3] = LabelEvidence(
+        3, 1.0, True, additive_l2=2.15, additive_reached=True, margin=30.0, transfer=0.5
+    )
+    assert judge(ModelEvidence(tuple(labels), 60.0, True), baseline=loaded).flagged == ()
+    labels[3] = LabelEvidence(
+        3, 1.0, True, additive_l2=2.15, additive_reached=True, margin=30.0, transfer=0.05
+    )
+    assert judge(ModelEvidence(tuple(labels), 60.0, True), baseline=loaded).flagged == (3,)
+    # Again without --force: the copy is in the way, nothing is rewritten.
+    out2 = out_dir / "task2.json"
+    again = runner.invoke(app, [*base, "-o", str(out2), "--reference", str(REFERENCE)])
+    assert again.exit_code == 2 and "exists" in again.output and not out2.exists()
+
+
+def _classifier(path: Path, classes: int) -> Path:
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(2, 3)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not a model file", "a .keras or .h5 file"),
+        ("other classes", "outputs 5 scores"),
+        ("same name twice", "same file name"),
+    ],
+)
+def test_bad_reference_models_exit_2_and_write_nothing(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    reports = [_report(tmp_path / f"c{i}.json", _clean_evidence(i)) for i in range(3)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if case == "not a model file":
+        refs = [DATA]
+    elif case == "other classes":
+        refs = [_classifier(tmp_path / "five.keras", 5)]
+    else:
+        refs = [_classifier(tmp_path / d / "ten.keras", 10) for d in ("a", "b")]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["baseline", *map(str, reports), "-d", str(DATA), "-o", str(out_dir / "b.json")]
+    result = runner.invoke(app, [*argv, *(a for r in refs for a in ("--reference", str(r)))])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert list(out_dir.iterdir()) == []

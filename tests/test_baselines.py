@@ -182,6 +182,8 @@ def test_baseline_files_round_trip_and_bad_ones_are_refused(
         shipped.baseline.references
     )
     assert loaded.baseline.rule == shipped.baseline.rule
+    # the shipped references were trained on images in [0, 1]; the file says so
+    assert loaded.baseline.reference_range == shipped.baseline.reference_range == (0.0, 1.0)
     assert np.allclose(loaded.fingerprint, shipped.fingerprint, atol=1e-5)
     choice = baselines.choose(str(path), x, y, 10)
     assert choice.baseline is not None and str(path) in choice.reason
@@ -196,6 +198,7 @@ def test_baseline_files_round_trip_and_bad_ones_are_refused(
         (json.dumps({k: v for k, v in shipped.to_dict().items() if k != "rule"}), "malformed"),
         (json.dumps({**shipped.to_dict(), "references": ["../mine.json"]}), "beside it"),
         (json.dumps({**shipped.to_dict(), "references": [7]}), "beside it"),
+        (json.dumps({**shipped.to_dict(), "reference_range": [1, 0]}), "LO < HI"),
     ):
         broken.write_text(text)
         with pytest.raises(BadInputError, match=message):
@@ -243,3 +246,38 @@ def test_a_warp_that_moves_clean_reference_models_is_the_class_not_a_backdoor() 
         (decision,) = [d for d in verdict.decisions if d.label == 5]
         assert ("warp" in decision.signals) == bool(flagged)
         assert any("75% of clean reference" in r for r in decision.reasons) == (not flagged)
+
+
+def test_reference_models_see_the_audited_images_in_the_range_they_were_trained_on(
+    sample_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The shipped references take [0, 1]: data audited in [0, 255] is mapped onto it, so the
+    same trigger moves them as much; without a reference range they take the data as it is."""
+    from kerasaudit.stages.reverse import LabelResult, reference_transfer
+
+    x, y = sample_data
+    x, y = x[:300], y[:300]
+    (shipped,) = baselines.shipped()
+    refs = shipped.baseline.references[:1]
+    mask = np.full((28, 28), 0.6, np.float32)  # a strong full-image blend toward white
+    pattern = np.ones((28, 28, 1), np.float32)
+
+    def result(label: int, scale: float) -> LabelResult:
+        return LabelResult(
+            label, None, mask, pattern * scale, float(mask.sum()), 0.0, 0, False, 0, False,
+            0.0, 0.0, float("nan"), None, None, (), False, (),
+        )  # fmt: skip
+
+    labels = (0, 8)
+    in01 = reference_transfer(refs, [result(k, 1.0) for k in labels], x, y, (0.0, 1.0), (0, 1))
+    in255 = reference_transfer(
+        refs, [result(k, 255.0) for k in labels], x * 255, y, (0.0, 255.0), (0.0, 1.0)
+    )
+    as_is = reference_transfer(refs, [result(k, 1.0) for k in labels], x, y, (0.0, 1.0), None)
+    assert [t for t, _ in in255] == pytest.approx([t for t, _ in in01], abs=1e-6)
+    assert [t for t, _ in as_is] == pytest.approx([t for t, _ in in01], abs=1e-6)
+    assert max(t for t, _ in in01) > 0.05  # the test would show a wrong mapping
+    raw = reference_transfer(
+        refs, [result(k, 255.0) for k in labels], x * 255, y, (0.0, 255.0), None
+    )
+    assert [t for t, _ in raw] != pytest.approx([t for t, _ in in01], abs=1e-3)

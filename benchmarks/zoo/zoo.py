@@ -981,7 +981,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     kept = baselines.load(path).baseline if path.exists() else None
     if kept is not None:
         rule = replace(rule, transfer=kept.rule.transfer)
-        baseline = replace(baseline, references=kept.references)
+        baseline = replace(
+            baseline, references=kept.references, reference_range=kept.reference_range
+        )
     x, y = fmnist.load("train")
     x = fmnist.to_float(x)
     task = baselines.TaskBaseline(

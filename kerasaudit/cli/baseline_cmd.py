@@ -55,6 +55,26 @@ def baseline(
     name: Annotated[
         str | None, typer.Option("--name", help="The baseline's name (default: the file's stem).")
     ] = None,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reference",
+            help="A clean model of the task (.keras/.h5; repeatable), copied beside the file: "
+            "the mask and warp signals then do not flag a label whose recovered trigger also "
+            "moves these models (a feature of the class, not a backdoor).",
+            show_default=False,
+        ),
+    ] = None,
+    transfer: Annotated[
+        float,
+        typer.Option(
+            "--transfer",
+            help="With --reference: the share of the references' images a label's trigger "
+            "must send to it for the veto (the shipped Fashion-MNIST baseline's).",
+            min=0.01,
+            max=1.0,
+        ),
+    ] = 0.2,
     x_key: XKeyOpt = None,
     y_key: YKeyOpt = None,
     scale: ScaleOpt = "auto",
@@ -75,10 +95,21 @@ def baseline(
     from kerasaudit.baselines import save
     from kerasaudit.data import open_data
     from kerasaudit.formats import baseline_fmt
-    from kerasaudit.stages.baseline import build, read_report, task_of
+    from kerasaudit.stages.baseline import (
+        build,
+        check_references,
+        copy_references,
+        read_report,
+        task_of,
+    )
 
     consoles = Consoles(quiet)
-    require_paths(*(("report", p) for p in reports), ("--data", data))
+    references = list(reference or [])
+    require_paths(
+        *(("report", p) for p in reports),
+        ("--data", data),
+        *(("--reference", p) for p in references),
+    )
     check_output_path(output, force=force)
     if len({p.resolve() for p in reports}) < len(reports):
         raise BadInputError("the same report is named twice: it would count twice")
@@ -89,12 +120,22 @@ def baseline(
             "no report says the data's image shape: give reports written by `reverse`, `audit` "
             "or `defend` with -f json"
         )
+    copies = check_references(references, output, num_classes, shape, force=force)
     args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, False)
     dataset = open_data(args.spec_for(data), shape, num_classes)
     x, y = dataset.take_array(min(dataset.info.count, MAX_IMAGES))
     if y is None:
         raise BadInputError(f"--data {data} has no labels: the fingerprint is per class")
-    result = build(parsed, x, y, name=name or output.stem, data_path=str(data))
+    result = build(
+        parsed,
+        x,
+        y,
+        name=name or output.stem,
+        data_path=str(data),
+        references=copies,
+        transfer=transfer,
+    )
+    copy_references(references, copies, force=force)
     save(result.task, output, force=force)
     emit(
         fmt,

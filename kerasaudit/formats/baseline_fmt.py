@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -57,6 +58,9 @@ def render(result: BaselineBuild, console: Console, output: str) -> None:
     head.add_row("task", f"{task.num_classes} classes of {tuple(task.image_shape)}")
     head.add_row("fingerprint", Text(f"{result.data_images:,} images of {result.data_path}"))
     head.add_row("thresholds", Text(f"{result.rule_source}: {task.baseline.rule.describe()}"))
+    if task.baseline.references:
+        names = ", ".join(Path(r).name for r in task.baseline.references)
+        head.add_row("reference models", Text(f"{names} (copied beside the file)"))
     console.print(head)
 
     signals = [s for s in BASELINE_SIGNALS if s in task.baseline.offsets]

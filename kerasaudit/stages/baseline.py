@@ -14,12 +14,22 @@ task is what the leave-one-out check estimates). Each report is judged against a
 from the *other* reports: a clean model flagged that way is a false alarm the baseline would
 likely raise on a new clean model of the task. More models make both numbers better; 3 is the
 minimum accepted, the shipped one has 34.
+
+Reference models (``--reference MODEL``, clean models of the task, copied beside the file) keep
+the shipped rule's veto: a label whose recovered trigger also sends at least ``transfer`` of the
+references' images to it is a feature of the class, not a backdoor (``Rule.transfer``; 20 % was
+chosen on Fashion-MNIST with three references, so on another task it is a starting point, not a
+calibrated value). Without references the veto is off. The leave-one-out check uses the reports
+as they are: their transfer was measured against whatever baseline their ``reverse`` ran with
+(none for a new task), so it does not show the veto's effect.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +42,7 @@ from kerasaudit.errors import BadInputError
 from kerasaudit.verdict import RULE, Baseline, ModelEvidence, Rule, judge, label_offsets
 
 MIN_MODELS = 3
+TRANSFER = 0.2  # the veto's default share with reference models (the shipped baseline's)
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,56 @@ def task_of(reports: Sequence[CleanReport]) -> tuple[int, tuple[int, ...] | None
     return counts.pop(), (shapes.pop() if shapes else None)
 
 
+REFERENCE_SUFFIXES = (".keras", ".h5")
+
+
+def check_references(
+    paths: Sequence[Path], output: Path, num_classes: int, shape: tuple[int, ...], *, force: bool
+) -> tuple[str, ...]:
+    """Check that each reference model loads safely (no code from the file) and classifies the
+    task's images, and that its copy beside ``output`` may be written; the copies' paths."""
+    if not paths:
+        return ()
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.loading import load_model
+
+    names = [Path(p).name for p in paths]
+    if len(set(names)) < len(names):
+        raise BadInputError(f"two reference models have the same file name: {names}")
+    out = []
+    for path in map(Path, paths):
+        if path.suffix.lower() not in REFERENCE_SUFFIXES:
+            raise BadInputError(
+                f"reference model {path}: a .keras or .h5 file is needed (it is copied beside "
+                "the baseline and loaded on every audit that uses it)"
+            )
+        dest = output.parent / path.name
+        if dest.resolve() == Path(path).resolve():
+            raise BadInputError(f"reference model {path} is already beside {output}: move it")
+        if dest.exists() and not force:
+            raise BadInputError(f"{dest} exists; pass --force to overwrite it")
+        io = classifier_io(load_model(path).model)
+        if io.num_classes != num_classes or tuple(io.input_shape) != tuple(shape):
+            raise BadInputError(
+                f"reference model {path} takes {tuple(io.input_shape)} and outputs "
+                f"{io.outputs} scores; the reports are of {num_classes} classes of {shape}"
+            )
+        out.append(str(dest))
+    return tuple(out)
+
+
+def copy_references(paths: Sequence[Path], copies: Sequence[str], *, force: bool) -> None:
+    """Copy each reference model to its place beside the baseline (atomically)."""
+    from kerasaudit._io import write_atomic
+
+    for path, dest in zip(paths, copies, strict=True):
+        write_atomic(Path(dest), functools.partial(_copy, path), force=force)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copyfile(src, dest)
+
+
 def default_rule() -> tuple[Rule, str]:
     """The thresholds calibrated with the shipped Fashion-MNIST baseline (the plain rule when
     none is shipped)."""
@@ -149,14 +210,18 @@ def build(
     name: str,
     data_path: str,
     rule: tuple[Rule, str] | None = None,
+    references: Sequence[str] = (),
+    transfer: float = TRANSFER,
 ) -> BaselineBuild:
     """The baseline of ``reports`` (known-clean models of one task), fingerprinted with the
-    task's labelled images ``x``/``y``, and its leave-one-out check."""
+    task's labelled images ``x``/``y``, and its leave-one-out check. ``references``: the paths
+    the baseline's reference models will have (beside its file); with none, the veto on
+    triggers that move them (``Rule.transfer``) has nothing to measure and is left out."""
     num_classes, _ = task_of(reports)
+    if references and not 0.0 < transfer <= 1.0:
+        raise BadInputError(f"the reference share must be in (0, 1]; got {transfer}")
     chosen, source = rule or default_rule()
-    # No reference models come with a built baseline, so the shipped rule's veto on triggers
-    # that move them (Rule.transfer) has nothing to measure: left out of its rule and words.
-    chosen = replace(chosen, transfer=math.inf)
+    chosen = replace(chosen, transfer=transfer if references else math.inf)
     evidence = [r.evidence for r in reports]
     offsets = label_offsets(evidence, num_classes)
     if not offsets:
@@ -170,8 +235,13 @@ def build(
         f"built by `kerasaudit baseline` from {len(reports)} clean models' reports; "
         f"thresholds: {source}; fingerprint: {len(x):,} images of {data_path}"
     )
+    if references:
+        description += (
+            f"; the mask and warp signals do not flag a label whose trigger sends >= "
+            f"{transfer:.0%} of the {len(references)} reference models' images to it"
+        )
     task = TaskBaseline(
-        Baseline(name, offsets, chosen, len(reports)),
+        Baseline(name, offsets, chosen, len(reports), references=tuple(references)),
         num_classes=num_classes,
         image_shape=tuple(int(d) for d in x.shape[1:]),
         fingerprint=fingerprint(x, y, num_classes),

@@ -730,7 +730,14 @@ def reverse_engineer(
     baseline = baselines.choose(config.baseline, x, y, k)
     if baseline.baseline is not None and baseline.baseline.references:
         t0 = time.perf_counter()
-        shares = reference_transfer(baseline.baseline.references, results, x, y, value_range)
+        shares = reference_transfer(
+            baseline.baseline.references,
+            results,
+            x,
+            y,
+            value_range,
+            baseline.baseline.reference_range,
+        )
         results = [
             replace(r, transfer=t, warp_transfer=w)
             for r, (t, w) in zip(results, shares, strict=True)
@@ -786,6 +793,7 @@ def reference_transfer(
     x: np.ndarray,
     y: np.ndarray | None,
     value_range: tuple[float, float],
+    reference_range: tuple[float, float] | None = None,
 ) -> list[tuple[float, float]]:
     """Per label: the share of the images of other labels that each label's Neural Cleanse
     trigger sends to it in the task's clean reference models (their mean), and the same for its
@@ -797,20 +805,26 @@ def reference_transfer(
     suspect's alone (21 targets: 20 at 0–8 %, one at 15 %; JOURNAL.md, twenty-first session);
     a clean model's smallest warp that reached its label
     (`clean_resnet_s3`'s "Sandal", flagged by the warp index) moved them 75 %, the two WaNet
-    targets' 1 %. The references were trained on images in [0, 1]: the audited data's value
-    range is mapped onto it.
+    targets' 1 %. The shipped references were trained on images in [0, 1]
+    (``reference_range``): the audited data's value range is mapped onto it; without a
+    ``reference_range`` they take the audited models' own input space.
     """
     from kerasaudit.loading import load_model
 
     low, high = value_range
-    scale = (high - low) or 1.0
-    x01 = ((x - low) / scale).astype(np.float32)
+    to_low, to_high = reference_range or value_range
+    scale = ((high - low) or 1.0) / (to_high - to_low)
+
+    def mapped(a: np.ndarray) -> np.ndarray:
+        return ((a - low) / scale + to_low).astype(np.float32)
+
+    x01 = mapped(x)
     shares = np.full((len(references), len(results), 2), np.nan)
     for i, path in enumerate(references):
         reference = load_model(Path(path)).model
         predict = predictor(reference, tuple(x.shape[1:]), classifier_io(reference).outputs)
         for j, r in enumerate(results):
-            pattern = (r.pattern - low) / scale
+            pattern = mapped(r.pattern)
             shares[i, j, 0] = stamped_success(predict, x01, y, r.label, r.mask, pattern)[0]
             if r.warp is not None:
                 shares[i, j, 1] = _warp_success(predict, x01, y, r.label, r.warp.flow)
