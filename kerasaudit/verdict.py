@@ -331,15 +331,18 @@ class Rule:
     transfer: float = math.inf
 
     def combined_score(self, s: LabelScores) -> float:
-        """Evidence summed over the signals, each as a fraction of its own threshold."""
+        """Evidence summed over the signals, each as a fraction of its own threshold; the mask
+        and warp signals not when their trigger moves the reference models (the veto)."""
         total = 0.0
-        for value, threshold in (
-            (s.mask_index, self.mask_index),
-            (s.additive_index, self.additive_index),
-            (s.margin_index, self.margin_index),
-            (s.linf_index, self.linf_index),
-            (s.warp_index, self.warp_index),
+        for value, threshold, moved in (
+            (s.mask_index, self.mask_index, s.transfer),
+            (s.additive_index, self.additive_index, math.nan),
+            (s.margin_index, self.margin_index, math.nan),
+            (s.linf_index, self.linf_index, math.nan),
+            (s.warp_index, self.warp_index, s.warp_transfer),
         ):
+            if moved >= self.transfer:
+                continue
             if math.isfinite(value) and math.isfinite(threshold) and threshold > 0:
                 total += max(0.0, value / threshold)
         return total

@@ -23,6 +23,7 @@ from kerasaudit.verdict import (
     adjust,
     judge,
     label_offsets,
+    score,
 )
 
 
@@ -224,6 +225,10 @@ def test_a_small_mask_whose_trigger_moves_clean_reference_models_is_the_class_no
     assert any("feature of the class" in r for r in reasons) == (not flagged)
     # the same evidence without the veto in the rule: flagged whatever the transfer
     assert judge(evidence, RULE).flagged == (3,)
+    # a vetoed mask adds nothing to the several-signals score either
+    index = score(evidence).labels[3].mask_index
+    with_combined = replace(rule, mask_index=index * 1.05, combined=0.9)
+    assert judge(evidence, with_combined).flagged == flagged
     # the transfer is evidence kept with the rest: it survives a JSON round trip
     again = ModelEvidence.from_dict(json.loads(json.dumps(evidence.to_dict())))
     assert again.labels[3].transfer == transfer or math.isnan(transfer)
