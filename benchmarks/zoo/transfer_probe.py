@@ -64,6 +64,56 @@ def masks(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndar
     return m, p, l1
 
 
+def perturbations(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(deltas (k, H, W, C), ℓ2 (k,)) of `reverse`'s universal additive perturbations: its
+    additive engine alone, its defaults, every label (cached like :func:`masks`)."""
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.inversion import AdditiveForm, BatchedInversion
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.reverse import ReverseConfig, _value_range
+
+    digest = sha256(path)
+    key = cache / f"{path.stem}.additive.npz"
+    if key.exists():
+        with np.load(key) as z:
+            if str(z["sha256"]) == digest:
+                return z["delta"], z["l2"]
+    model = load_model(path).model
+    data = open_data(DataSpec(path=data_path), tuple(model.input_shape[1:]), 10)
+    config = ReverseConfig()
+    x, y = data.take_array(config.images)
+    value_range = _value_range(x)
+    started = time.perf_counter()
+    found = BatchedInversion(
+        model,
+        list(range(10)),
+        x,
+        y,
+        AdditiveForm(*value_range),
+        config.additive_inversion(value_range),
+        classifier_io(model).outputs,
+    ).run(None)
+    delta = np.stack([t.arrays[0] for t in found])
+    l2 = np.asarray([t.size for t in found])
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(key, delta=delta, l2=l2, sha256=digest)
+    print(f"{path.name}: additive {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return delta, l2
+
+
+def additive_transfer(reference: Any, x: np.ndarray, y: np.ndarray, delta: np.ndarray) -> list:
+    """Per label k: the share of the images of other labels that ``reference`` sends to k once
+    label k's perturbation is added (clipped to [0, 1], as `reverse` measures it)."""
+    from kerasaudit.evaluation import classifier_io, predictor
+    from kerasaudit.stages.reverse import _additive_success
+
+    predict = predictor(reference, tuple(x.shape[1:]), classifier_io(reference).outputs)
+    return [
+        round(_additive_success(predict, x, y, k, delta[k], 0.0, 1.0), 4) for k in range(len(delta))
+    ]
+
+
 def transfer(reference: Any, x: np.ndarray, y: np.ndarray, m: np.ndarray, p: np.ndarray) -> list:
     """Per label k: the share of the images of other labels that ``reference`` sends to k once
     label k's trigger is stamped on them (``evaluation.stamped_success``, as `reverse` does)."""
@@ -80,12 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, nargs="+", required=True, help="models to probe")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/transfer_probe_masks"))
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    ap.add_argument(
+        "--kind",
+        choices=("mask", "additive"),
+        default="mask",
+        help="which trigger: Neural Cleanse's mask (default) or the additive perturbation",
+    )
     args = ap.parse_args(argv)
     from kerasaudit.loading import load_model
 
     with np.load(args.data) as z:
         x = z["x"].astype(np.float32) / (255.0 if z["x"].dtype == np.uint8 else 1.0)
         y = z["y"]
+    if args.kind == "additive":
+        return _additive_rows(args, x, y)
     found = {path: masks(path, args.data, args.cache) for path in args.models}
     with args.out.open("a") as out:
         for ref in args.refs:
@@ -98,6 +156,26 @@ def main(argv: list[str] | None = None) -> int:
                     "transfer": transfer(reference, x, y, m, p),
                 }
                 out.write(json.dumps(row) + "\n")
+    return 0
+
+
+def _additive_rows(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> int:
+    from kerasaudit.loading import load_model
+
+    references = [(ref, load_model(ref).model) for ref in args.refs]
+    with args.out.open("a") as out:
+        for path in args.models:  # one model at a time: its rows are kept if a later one fails
+            delta, l2 = perturbations(path, args.data, args.cache)
+            for ref, reference in references:
+                row = {
+                    "model": path.stem,
+                    "reference": ref.stem,
+                    "l2": [round(float(v), 3) for v in l2],
+                    "transfer": additive_transfer(reference, x, y, delta),
+                    "kind": "additive",
+                }
+                out.write(json.dumps(row) + "\n")
+            out.flush()
     return 0
 
 
