@@ -196,6 +196,11 @@ def test_reference_models_are_copied_beside_the_baseline_and_keep_the_veto(
     out2 = out_dir / "task2.json"
     again = runner.invoke(app, [*base, "-o", str(out2), "--reference", str(REFERENCE)])
     assert again.exit_code == 2 and "exists" in again.output and not out2.exists()
+    # A reference already beside the baseline is used where it is.
+    beside = runner.invoke(app, [*base, "-o", str(out2), "--reference", str(copy)])
+    assert beside.exit_code == 0, beside.output
+    assert json.loads(out2.read_text())["references"] == [REFERENCE.name]
+    assert copy.read_bytes() == REFERENCE.read_bytes()
 
 
 def _classifier(path: Path, classes: int) -> Path:

@@ -146,11 +146,19 @@ def judge() -> int:
         plain = verdict(evidence)
         top = max(with_baseline.decisions, key=lambda d: d.strength)
         asr = ", ".join(f"{100 * a:.1f} %" for a in saved["zoo"]["eval"]["asr"]) or "-"
+        # labels the reference-model veto let go (their transfer), and each target's transfer
+        vetoed = [d.label for d in with_baseline.decisions if any("feature of the class" in r
+                  for r in d.reasons)]  # fmt: skip
+        moved = {e.label: e.transfer for e in evidence.labels}
+        veto = ", ".join(f"{k} ({moved[k]:.0%})" for k in vetoed) or "-"
+        target_moves = ", ".join(f"{k}: {moved.get(k, float('nan')):.1%}" for k in targets)
         print(
-            f"{recipe['name']:24} {recipe['arch']:7} {recipe['attack']['family']:8} "
+            f"{recipe['name']:26} {recipe['arch']:7} {recipe['attack']['family']:8} "
             f"targets {targets or '-'} ASR {asr:8} | baseline: flagged "
             f"{list(with_baseline.flagged)}{' + all-to-all' if with_baseline.all_to_all else ''}"
-            f" (largest index/threshold {top.strength:.2f}) | plain rule: {list(plain.flagged)}"
+            f" (largest index/threshold {top.strength:.2f}; vetoed {veto}"
+            f"{'; target transfer ' + target_moves if targets else ''}) | plain rule: "
+            f"{list(plain.flagged)}"
         )
     return 0
 

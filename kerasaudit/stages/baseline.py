@@ -162,9 +162,7 @@ def check_references(
                 "the baseline and loaded on every audit that uses it)"
             )
         dest = output.parent / path.name
-        if dest.resolve() == Path(path).resolve():
-            raise BadInputError(f"reference model {path} is already beside {output}: move it")
-        if dest.exists() and not force:
+        if dest.exists() and not force and not _same_file(path, dest):
             raise BadInputError(f"{dest} exists; pass --force to overwrite it")
         io = classifier_io(load_model(path).model)
         if io.num_classes != num_classes or tuple(io.input_shape) != tuple(shape):
@@ -181,7 +179,12 @@ def copy_references(paths: Sequence[Path], copies: Sequence[str], *, force: bool
     from kerasaudit._io import write_atomic
 
     for path, dest in zip(paths, copies, strict=True):
-        write_atomic(Path(dest), functools.partial(_copy, path), force=force)
+        if not _same_file(path, Path(dest)):  # one already beside the baseline stays as it is
+            write_atomic(Path(dest), functools.partial(_copy, path), force=force)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return b.exists() and Path(a).resolve() == b.resolve()
 
 
 def _copy(src: Path, dest: Path) -> None:
