@@ -235,3 +235,47 @@ def test_per_class_reports_each_class_change_of_a_written_model(
     accuracy = [float(v) for v in lines[1].split("Δ")[1].split("all")[0].split()]
     assert all(v <= 0 for i, v in enumerate(accuracy) if i != 3) and accuracy[3] >= 0
     assert len(lines) == 3  # no known-chain model written: no rows for it
+
+
+def test_the_colour_task_draws_each_item_in_colour_and_its_triggers_change_what_they_say() -> None:
+    import colour
+
+    x = _images(6)
+    c = colour.colourise(x, 1)
+    assert c.shape == (6, 32, 32, 3) and c.dtype == np.float32
+    assert c.min() >= 0.0 and c.max() <= 1.0
+    assert np.array_equal(colour.colourise(x, 1), c)  # seeded
+    # the backgrounds differ from image to image (a colour each), the channels from each other
+    corners = c[:, 0, 0, :]
+    assert np.ptp(corners, axis=0).min() > 0.01 and np.ptp(c[0], axis=(0, 1)).max() > 0.01
+    patched = colour.stamp(c, "patch")
+    changed = (patched != c).any(axis=-1)
+    assert changed[:, 27:30, 27:30].all() and not changed[:, :27].any()
+    np.testing.assert_array_equal(patched[:, 28, 28], np.tile([1.0, 0.0, 1.0], (6, 1)))
+    blended = colour.stamp(c, "blend")
+    np.testing.assert_allclose(blended, 0.88 * c + 0.12 * colour.blend_pattern(), atol=1e-6)
+    many = colour.colourise(_images(100), 3)
+    y = np.arange(100) % 10
+    spec = colour.BY_NAME["colour_vgg_patch"]  # 5 % → label 2
+    poisoned, labels = colour.poison(many, y, spec, np.random.default_rng(0))
+    hit = np.flatnonzero((poisoned != many).any(axis=(1, 2, 3)))
+    assert len(hit) == 5 and (labels[hit] == 2).all() and (y[hit] != 2).all()
+    assert np.array_equal(np.delete(labels, hit), np.delete(y, hit))
+
+
+@pytest.mark.parametrize("arch", ["vgg", "plain"])
+def test_each_colour_architecture_saves_and_loads_through_the_safe_loader(
+    tmp_path: Path, arch: str
+) -> None:
+    import colour
+
+    from kerasaudit.evaluation import classifier_io
+    from kerasaudit.loading import load_model
+
+    model = colour.build(arch, 0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path).model
+    assert classifier_io(loaded).input_shape == (32, 32, 3)
+    x = colour.colourise(_images(4), 2)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
