@@ -242,7 +242,7 @@ def choose(
     """The baseline for data ``x``/``y`` of a ``num_classes`` model: ``spec`` is ``auto``
     (the best-matching of ``candidates``, default :func:`shipped`), ``none`` or a file."""
     if spec == "none":
-        return Choice(None, "baselines turned off (--baseline none)")
+        return _plain("baselines turned off (--baseline none)")
     shape = tuple(int(d) for d in x.shape[1:])
     if spec != "auto":
         task = load(Path(spec))
@@ -261,7 +261,7 @@ def choose(
             f"baseline {task.baseline.name} from {spec}" + _match_words(match),
         )
     if y is None:
-        return Choice(None, "no task baseline: the data has no labels to match one")
+        return _plain("no task baseline: the data has no labels to match one")
     mine = fingerprint(x, y, num_classes)
     reliable = reliability(x, y, num_classes)
     fitting = [
@@ -270,25 +270,35 @@ def choose(
         if task.num_classes == num_classes and task.image_shape == shape
     ]
     if not fitting:
-        return Choice(None, "no task baseline for this data's shape and classes")
+        return _plain("no task baseline for this data's shape and classes")
     scored = [(similarity(t.fingerprint, mine, reliable), t) for t in fitting]
     scored = [(match, t) for match, t in scored if math.isfinite(match)]
     if not scored:
-        return Choice(
-            None, f"no task baseline: fewer than {MIN_CLASSES} classes of the data to compare"
-        )
+        return _plain(f"no task baseline: fewer than {MIN_CLASSES} classes of the data to compare")
     match, task = max(scored, key=lambda t: t[0])
     if match < MATCH:
-        return Choice(
-            None,
+        return _plain(
             f"no task baseline: the closest, {task.baseline.name}, matches at {match:.2f} "
-            f"(< {MATCH})",
+            f"(< {MATCH})"
         )
     return Choice(
         replace(task.baseline, similarity=match),
         f"task baseline {task.baseline.name} ({task.baseline.models} clean models)"
         + _match_words(match),
     )
+
+
+# Said wherever the plain rule decides: what its thresholds rest on, and what to do instead.
+PLAIN_RULE_CAVEAT = (
+    "the plain rule decides, with thresholds calibrated on Fashion-MNIST models only (on a "
+    "colour 32×32 task it missed a patch backdoor and flagged a clean model: "
+    "benchmarks/external/colour.py); `kerasaudit baseline` builds one from clean models of "
+    "your task"
+)
+
+
+def _plain(reason: str) -> Choice:
+    return Choice(None, f"{reason}; {PLAIN_RULE_CAVEAT}")
 
 
 def _match_words(match: float) -> str:

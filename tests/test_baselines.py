@@ -161,6 +161,11 @@ def test_other_data_gets_no_baseline(
     choice = baselines.choose("auto", x, None if change == "no labels" else y, k)
     assert choice.baseline is None
     assert reason in choice.reason
+    # ... and the user is told what the plain rule that decides instead rests on
+    assert "calibrated on Fashion-MNIST models only" in choice.reason
+    assert "kerasaudit baseline" in choice.reason
+    off = baselines.choose("none", x, y, k)
+    assert off.baseline is None and "Fashion-MNIST models only" in off.reason
 
 
 def test_baseline_files_round_trip_and_bad_ones_are_refused(

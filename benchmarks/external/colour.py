@@ -260,6 +260,7 @@ def cmd_judge(out: Path, only: list[str]) -> int:
                 "baseline": (report.get("reverse") or {}).get("baseline_choice"),
                 "written": defended.exists(), "before": before,
                 "after": measure(defended, spec, ev) if defended.exists() else None,
+                "report": report or None,
             }  # fmt: skip
             row_path.write_text(json.dumps(row, indent=1) + "\n")
             print(json.dumps(row), flush=True)
