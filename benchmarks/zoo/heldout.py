@@ -110,6 +110,42 @@ def build(names: list[str]) -> None:
         save(recipe, BUILD, report, code, seconds)
 
 
+def defend(names: list[str]) -> None:
+    """``kerasaudit defend`` (defaults, no trigger known) on each built held-out backdoored
+    model; the defended model measured with the real trigger on the evaluation images (the
+    zoo's stamping). Compact rows in ``heldout/NAME.defend.json``."""
+    import zoo
+
+    data = BUILD / "data" / "defender.npz"
+    for recipe in HELD_OUT:
+        if (names and recipe.name not in names) or not recipe.attack.triggers:
+            continue
+        row_path = EVIDENCE / f"{recipe.name}.defend.json"
+        model = BUILD / "models" / recipe.filename
+        if row_path.exists() or not model.exists():
+            continue
+        out = zoo.results_dir(BUILD, recipe.name)
+        defended = out / f"defended.{recipe.fmt}"
+        defended.unlink(missing_ok=True)
+        code, report, seconds = zoo.kerasaudit(
+            ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
+        )
+        if report is None:
+            zoo.log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
+            continue
+        row = {
+            "model": recipe.name,
+            "exit_code": code,
+            "seconds": seconds,
+            "flagged": report.get("flagged"),
+            "all_to_all": report.get("all_to_all"),
+            "before": zoo.original_eval(BUILD, recipe),
+            "after": zoo.measure_file(BUILD, recipe, defended) if defended.exists() else None,
+        }
+        row_path.write_text(json.dumps(row, indent=1) + "\n")
+        zoo.log(f"{recipe.name}: exit {code}, flagged {row['flagged']}, after {row['after']}")
+
+
 def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | None) -> None:
     """The zoo's compact evidence (``zoo.compact_evidence``) plus the verdict ``reverse``
     printed and the model's accuracy and ASR on the 9,000 evaluation images."""
@@ -138,6 +174,8 @@ def judge() -> int:
     choice = baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
     print(f"baseline: {choice.reason}")
     for path in sorted(EVIDENCE.glob("*.json")):
+        if path.name.endswith(".defend.json"):
+            continue
         saved = json.loads(path.read_text())
         recipe = saved["zoo"]["recipe"]
         targets = sorted({t["target"] for t in recipe["attack"]["triggers"]})
@@ -165,11 +203,14 @@ def judge() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "judge"))
+    parser.add_argument("command", choices=("build", "judge", "defend"))
     parser.add_argument("names", nargs="*")
     args = parser.parse_intermixed_args()
     if args.command == "build":
         build(args.names)
+        return 0
+    if args.command == "defend":
+        defend(args.names)
         return 0
     return judge()
 
