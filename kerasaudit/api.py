@@ -60,6 +60,7 @@ __all__ = [
     "make_trigger",
     "prune",
     "reverse",
+    "save_baseline",
     "save_model",
     "scan",
     "sweep",
@@ -208,12 +209,16 @@ def build_baseline(
     y: np.ndarray,
     *,
     name: str = "custom",
+    references: Sequence[PathLike] = (),
+    transfer: float = 0.2,
 ) -> BaselineBuild:
     """A task baseline (what ``kerasaudit baseline`` builds) from :func:`reverse` results — or
     their JSON reports — of models known to be clean, and the task's labelled images ``x``,
-    ``y`` (any pixel scale: the fingerprint is standardised). ``result.task`` is what
-    :func:`kerasaudit.baselines.save` writes for ``--baseline FILE``; ``result.left_out`` is
-    the leave-one-out check (see :mod:`kerasaudit.stages.baseline`)."""
+    ``y`` (any pixel scale: the fingerprint is standardised). ``references``: clean model
+    files of the task for the reference-model veto (``--reference``; ``transfer`` its share).
+    :func:`save_baseline` writes ``result.task`` for ``--baseline FILE`` (with the references
+    copied beside it); ``result.left_out`` is the leave-one-out check (see
+    :mod:`kerasaudit.stages.baseline`)."""
     from kerasaudit.stages.baseline import CleanReport, build, read_report
     from kerasaudit.stages.reverse import ReverseResult
 
@@ -225,7 +230,35 @@ def build_baseline(
                                       report.num_classes, shape))  # fmt: skip
         else:
             parsed.append(read_report(Path(report)))
-    return build(parsed, np.asarray(x), np.asarray(y), name=name, data_path="<arrays>")
+    return build(
+        parsed,
+        np.asarray(x),
+        np.asarray(y),
+        name=name,
+        data_path="<arrays>",
+        references=tuple(str(Path(r)) for r in references),
+        transfer=transfer,
+    )
+
+
+def save_baseline(built: BaselineBuild, path: PathLike, *, force: bool = False) -> None:
+    """Write a :func:`build_baseline` result to ``path`` (atomically; never over a file without
+    ``force``), its reference models checked (safe load, the task's classes and image shape)
+    and copied beside it, as ``kerasaudit baseline -o PATH`` does."""
+    from dataclasses import replace
+
+    from kerasaudit._io import check_output_path
+    from kerasaudit.baselines import save
+    from kerasaudit.stages.baseline import check_references, copy_references
+
+    out = Path(path)
+    check_output_path(out, force=force)
+    task = built.task
+    sources = [Path(r) for r in task.baseline.references]
+    copies = check_references(sources, out, task.num_classes, task.image_shape, force=force)
+    copy_references(sources, copies, force=force)
+    baseline = replace(task.baseline, references=copies)
+    save(replace(task, baseline=baseline), out, force=force)
 
 
 def audit(

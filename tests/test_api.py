@@ -152,6 +152,17 @@ def test_a_baseline_from_reverse_results_and_reports(tiny: dict[str, Path], tmp_
     assert len(built.left_out) == 3 and built.reports[0].path == "<result 0>"
     save(built.task, tmp_path / "b.json")
     assert load(tmp_path / "b.json").baseline.offsets.keys() == built.task.baseline.offsets.keys()
+    # With a clean reference model of the task: saved with a copy beside it, the veto kept.
+    with_ref = ka.build_baseline([result, report, report], x, y, references=[tiny["clean"]])
+    (tmp_path / "out").mkdir()
+    target = tmp_path / "out" / "with_ref.json"
+    ka.save_baseline(with_ref, target)
+    copy = tmp_path / "out" / tiny["clean"].name
+    assert copy.read_bytes() == tiny["clean"].read_bytes()
+    loaded = load(target).baseline
+    assert loaded.references == (str(copy),) and loaded.rule.transfer == 0.2
+    with pytest.raises(ka_errors().BadInputError, match="exists"):
+        ka.save_baseline(with_ref, target)
 
 
 def test_api_refuses_what_it_cannot_use(tiny: dict[str, Path]) -> None:
