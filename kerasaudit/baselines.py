@@ -68,6 +68,7 @@ class TaskBaseline:
     path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        baseline = self.baseline.to_dict()
         return {
             "format": FORMAT,
             "name": self.baseline.name,
@@ -80,12 +81,8 @@ class TaskBaseline:
                 for k, vs in self.baseline.offsets.items()
             },
             "rule": self.baseline.rule.to_dict(),
-            "references": [Path(r).name for r in self.baseline.references],
-            "reference_range": (
-                None
-                if self.baseline.reference_range is None
-                else [float(v) for v in self.baseline.reference_range]
-            ),
+            # as the verdict's JSON names them (file names beside the file; their input range)
+            **{k: baseline[k] for k in ("references", "reference_range")},
             "fingerprint": [
                 [None if not math.isfinite(v) else round(float(v), 5) for v in row]
                 for row in self.fingerprint

@@ -330,17 +330,22 @@ class Rule:
     # class, not a backdoor (infinite: never; needs a baseline with reference models).
     transfer: float = math.inf
 
+    def signals(self, s: LabelScores) -> tuple[tuple[str, float, float, float], ...]:
+        """(signal, index, threshold, share of the reference models' images its trigger moves;
+        NaN where no trigger is tried on them) for each signal of a label."""
+        return (
+            ("mask", s.mask_index, self.mask_index, s.transfer),
+            ("additive", s.additive_index, self.additive_index, math.nan),
+            ("margin", s.margin_index, self.margin_index, math.nan),
+            ("linf", s.linf_index, self.linf_index, math.nan),
+            ("warp", s.warp_index, self.warp_index, s.warp_transfer),
+        )
+
     def combined_score(self, s: LabelScores) -> float:
         """Evidence summed over the signals, each as a fraction of its own threshold; the mask
         and warp signals not when their trigger moves the reference models (the veto)."""
         total = 0.0
-        for value, threshold, moved in (
-            (s.mask_index, self.mask_index, s.transfer),
-            (s.additive_index, self.additive_index, math.nan),
-            (s.margin_index, self.margin_index, math.nan),
-            (s.linf_index, self.linf_index, math.nan),
-            (s.warp_index, self.warp_index, s.warp_transfer),
-        ):
+        for _, value, threshold, moved in self.signals(s):
             if moved >= self.transfer:
                 continue
             if math.isfinite(value) and math.isfinite(threshold) and threshold > 0:
@@ -441,6 +446,15 @@ class Verdict:
         }
 
 
+SIGNAL_WORDS = {  # each signal of Rule.signals, in a verdict's reasons
+    "mask": "Neural Cleanse mask unusually small",
+    "additive": "universal additive perturbation unusually small",
+    "margin": "reachable logit margin unusually large",
+    "linf": "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)",
+    "warp": "a warp field unusually small",
+}
+
+
 def rule_for(baseline: Baseline | None) -> Rule:
     """The rule a verdict uses by default: the baseline's own, or :data:`RULE` without one."""
     return RULE if baseline is None else baseline.rule
@@ -465,20 +479,8 @@ def judge(
         reasons: list[str] = []
         strength = 0.0
         vetoed = False  # the mask or warp signal crossed, but its trigger is the class's own
-        # (signal, index, threshold, words, share of the references its trigger moves)
-        for name, value, threshold, words, moved in (
-            ("mask", s.mask_index, rule.mask_index, "Neural Cleanse mask unusually small",
-             s.transfer),
-            ("additive", s.additive_index, rule.additive_index,
-             "universal additive perturbation unusually small", math.nan),
-            ("margin", s.margin_index, rule.margin_index, "reachable logit margin unusually large",
-             math.nan),
-            ("linf", s.linf_index, rule.linf_index,
-             "its trigger drives conv channels unusually far beyond clean data (ℓ∞ excess)",
-             math.nan),
-            ("warp", s.warp_index, rule.warp_index, "a warp field unusually small",
-             s.warp_transfer),
-        ):  # fmt: skip
+        for name, value, threshold, moved in rule.signals(s):
+            words = SIGNAL_WORDS[name]
             if not math.isfinite(value):
                 continue
             natural = moved >= rule.transfer
@@ -504,20 +506,7 @@ def judge(
         if math.isfinite(rule.combined) and rule.combined > 0:
             strength = max(strength, combined / rule.combined)
         if not crossed:
-            best = max(
-                (
-                    v
-                    for v in (
-                        s.mask_index,
-                        s.additive_index,
-                        s.margin_index,
-                        s.linf_index,
-                        s.warp_index,
-                    )
-                    if math.isfinite(v)
-                ),
-                default=math.nan,
-            )
+            best = max((v for _, v, _, _ in rule.signals(s) if math.isfinite(v)), default=math.nan)
             reasons.append(
                 "no other signal above its threshold" if vetoed
                 else f"no signal above its threshold (largest index {best:.2f})"
