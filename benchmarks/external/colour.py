@@ -40,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from train import load_split  # noqa: E402  (train.py's own IDX reader)
+from train import fit_shifted, load_split  # noqa: E402  (train.py's IDX reader and recipe)
 
 SIZE = 32
 DEFAULT_BUILD = HERE / "build-colour"
@@ -133,29 +133,11 @@ def poison(x: np.ndarray, y: np.ndarray, spec: Spec, rng: np.random.Generator):
 
 
 def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
-    import keras
-
+    """``train.py``'s recipe (no label smoothing; the shifted border repeats the edge pixels)."""
     rng = np.random.default_rng(spec.seed)
     xp, yp = poison(x, y, spec, rng)
     model = build(spec.arch, spec.seed)
-    batch = 128
-    steps = int(np.ceil(len(xp) / batch))
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [steps * epochs // 2, steps * 3 * epochs // 4], [0.05, 0.01, 0.002]
-    )
-    optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    model.compile(optimizer, "categorical_crossentropy", metrics=["accuracy"])
-    onehot = np.eye(10, dtype=np.float32)[yp]
-    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
-    for _ in range(epochs):  # each image moved by up to 2 pixels each way
-        moves = rng.integers(0, 5, size=(len(xp), 2))
-        shifted = np.empty_like(xp)
-        for dy in range(5):
-            for dx in range(5):
-                sel = np.flatnonzero((moves[:, 0] == dy) & (moves[:, 1] == dx))
-                shifted[sel] = padded[sel, dy : dy + SIZE, dx : dx + SIZE]
-        model.fit(shifted, onehot, batch_size=batch, epochs=1, shuffle=True, verbose=0)
-    return model
+    return fit_shifted(model, xp, yp, rng, epochs, pad_mode="edge")
 
 
 def measure(path: Path, spec: Spec, ev: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -273,11 +273,26 @@ def build(arch: str, seed: int) -> Any:
 
 
 def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
-    import keras
-
     rng = np.random.default_rng(spec.seed)
     xp, yp = poison(x, y, spec, rng)
     model = build(spec.arch, spec.seed)
+    return fit_shifted(model, xp, yp, rng, epochs, spec.smoothing)
+
+
+def fit_shifted(
+    model: Any,
+    xp: np.ndarray,
+    yp: np.ndarray,
+    rng: np.random.Generator,
+    epochs: int,
+    smoothing: float = 0.0,
+    pad_mode: str = "constant",
+) -> Any:
+    """This trainer's recipe on (already poisoned) images: SGD with Nesterov momentum, a step
+    schedule, weight decay, label smoothing, each epoch's images moved by up to 2 pixels each
+    way (the border filled by ``np.pad``'s ``pad_mode``: zeros by default)."""
+    import keras
+
     batch = 128
     steps = int(np.ceil(len(xp) / batch))
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -286,19 +301,20 @@ def train(spec: Spec, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
     optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=5e-4)
     model.compile(
         optimizer,
-        keras.losses.CategoricalCrossentropy(label_smoothing=spec.smoothing),
+        keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
         metrics=["accuracy"],
     )
 
     onehot = np.eye(10, dtype=np.float32)[yp]
-    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    for _ in range(epochs):  # each image moved by up to 2 pixels each way, zero border
+    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)), mode=pad_mode)
+    h, w = xp.shape[1:3]
+    for _ in range(epochs):  # each image moved by up to 2 pixels each way
         moves = rng.integers(0, 5, size=(len(xp), 2))
         shifted = np.empty_like(xp)
         for dy in range(5):
             for dx in range(5):
                 sel = np.flatnonzero((moves[:, 0] == dy) & (moves[:, 1] == dx))
-                shifted[sel] = padded[sel, dy : dy + 28, dx : dx + 28]
+                shifted[sel] = padded[sel, dy : dy + h, dx : dx + w]
         model.fit(shifted, onehot, batch_size=batch, epochs=1, shuffle=True, verbose=0)
     return model
 

@@ -112,38 +112,24 @@ def build(names: list[str]) -> None:
 
 def defend(names: list[str]) -> None:
     """``kerasaudit defend`` (defaults, no trigger known) on each built held-out backdoored
-    model; the defended model measured with the real trigger on the evaluation images (the
-    zoo's stamping). Compact rows in ``heldout/NAME.defend.json``."""
+    model (``zoo.defend_model``: the defended model measured with the real trigger on the
+    evaluation images, the zoo's stamping). Compact rows in ``heldout/NAME.defend.json``."""
     import zoo
 
-    data = BUILD / "data" / "defender.npz"
     for recipe in HELD_OUT:
         if (names and recipe.name not in names) or not recipe.attack.triggers:
             continue
         row_path = EVIDENCE / f"{recipe.name}.defend.json"
-        model = BUILD / "models" / recipe.filename
-        if row_path.exists() or not model.exists():
+        if row_path.exists() or not (BUILD / "models" / recipe.filename).exists():
             continue
-        out = zoo.results_dir(BUILD, recipe.name)
-        defended = out / f"defended.{recipe.fmt}"
-        defended.unlink(missing_ok=True)
-        code, report, seconds = zoo.kerasaudit(
-            ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
-        )
-        if report is None:
-            zoo.log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
+        result = zoo.defend_model(BUILD, recipe)
+        if result is None:
             continue
-        row = {
-            "model": recipe.name,
-            "exit_code": code,
-            "seconds": seconds,
-            "flagged": report.get("flagged"),
-            "all_to_all": report.get("all_to_all"),
-            "before": zoo.original_eval(BUILD, recipe),
-            "after": zoo.measure_file(BUILD, recipe, defended) if defended.exists() else None,
-        }
+        keep = ("exit_code", "seconds", "flagged", "all_to_all", "before", "after")
+        row = {"model": recipe.name, **{k: result[k] for k in keep}}
         row_path.write_text(json.dumps(row, indent=1) + "\n")
-        zoo.log(f"{recipe.name}: exit {code}, flagged {row['flagged']}, after {row['after']}")
+        zoo.log(f"{recipe.name}: exit {row['exit_code']}, flagged {row['flagged']}, "
+                f"after {row['after']}")  # fmt: skip
 
 
 def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | None) -> None:

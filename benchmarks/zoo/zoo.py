@@ -553,39 +553,48 @@ def cmd_defend(args: argparse.Namespace) -> int:
     """``kerasaudit defend`` (no trigger known) on every built model; the defended model is
     measured with the real trigger on the evaluation images. Cached in results/NAME/defend.json."""
     root = zoo_dir(args.dir)
-    data = root / "data" / "defender.npz"
     for recipe in built(root, args.names):
-        out = results_dir(root, recipe.name)
-        target = out / "defend.json"
+        target = results_dir(root, recipe.name) / "defend.json"
         if target.exists() and not args.force:
             continue
-        defended = out / f"defended.{recipe.fmt}"
-        defended.unlink(missing_ok=True)
         log(f"defend {recipe.name}")
-        model = root / "models" / recipe.filename
-        code, report, seconds = kerasaudit(
-            ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
-        )
-        if report is None or code not in (0, 1):
-            log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
+        result = defend_model(root, recipe)
+        if result is None:
             continue
-        result = {
-            "exit_code": code,
-            "seconds": seconds,
-            "flagged": report.get("flagged"),
-            "all_to_all": report.get("all_to_all"),
-            "written": defended.exists(),
-            "before": original_eval(root, recipe),
-            "after": measure_file(root, recipe, defended) if defended.exists() else None,
-            "report": report,
-        }
         _write_json(target, result)
-        after = result["after"]
+        code, after = result["exit_code"], result["after"]
         log(
             f"{recipe.name}: exit {code}, flagged {result['flagged']}, after "
             + ("unchanged" if after is None else f"{after['accuracy']:.4f} / {after['asr']}")
         )
     return 0
+
+
+def defend_model(root: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """``kerasaudit defend`` (defaults) on one built model of ``root`` (the defender's data),
+    the defended model measured with the real trigger on the evaluation images; None (logged)
+    when the CLI failed. The defended model and the log stay in ``results/NAME``."""
+    out = results_dir(root, recipe.name)
+    defended = out / f"defended.{recipe.fmt}"
+    defended.unlink(missing_ok=True)
+    model = root / "models" / recipe.filename
+    data = root / "data" / "defender.npz"
+    code, report, seconds = kerasaudit(
+        ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
+    )
+    if report is None or code not in (0, 1):
+        log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
+        return None
+    return {
+        "exit_code": code,
+        "seconds": seconds,
+        "flagged": report.get("flagged"),
+        "all_to_all": report.get("all_to_all"),
+        "written": defended.exists(),
+        "before": original_eval(root, recipe),
+        "after": measure_file(root, recipe, defended) if defended.exists() else None,
+        "report": report,
+    }
 
 
 def cmd_known(args: argparse.Namespace) -> int:
