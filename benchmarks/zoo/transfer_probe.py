@@ -35,71 +35,78 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def masks(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masks (k, H, W), patterns (k, H, W, C), ℓ1 (k,)) of `reverse`'s Neural Cleanse rows."""
+def _cached(
+    path: Path, data_path: Path, cache: Path, kind: str, compute: Any
+) -> dict[str, np.ndarray]:
+    """``compute(model, data)``'s arrays for the model file at ``path``, cached in ``cache``
+    as ``STEM[.KIND].npz`` with the weights' SHA-256 (recomputed when they changed)."""
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.loading import load_model
-    from kerasaudit.stages.reverse import ReverseConfig, reverse_engineer
 
     digest = sha256(path)
-    key = cache / f"{path.stem}.npz"
+    key = cache / f"{path.stem}{'' if kind == 'mask' else '.' + kind}.npz"
     if key.exists():
         with np.load(key) as z:
             if str(z["sha256"]) == digest:
-                return z["mask"], z["pattern"], z["l1"]
+                return {k: z[k] for k in z.files if k != "sha256"}
     model = load_model(path).model
     data = open_data(DataSpec(path=data_path), tuple(model.input_shape[1:]), 10)
-    config = ReverseConfig(
-        untargeted=False, additive=False, margin=False, warp=False, complete=False,
-        baseline="none",
-    )  # fmt: skip
     started = time.perf_counter()
-    found = reverse_engineer(model, data, config=config, bias_layers=[])
-    m = np.stack([r.mask for r in found.labels])
-    p = np.stack([r.pattern for r in found.labels])
-    l1 = np.asarray([r.mask_l1 for r in found.labels])
+    arrays = compute(model, data)
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(key, mask=m, pattern=p, l1=l1, sha256=digest)
-    print(f"{path.name}: Neural Cleanse {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return m, p, l1
+    np.savez(key, **arrays, sha256=digest)
+    engine = "Neural Cleanse" if kind == "mask" else kind
+    print(f"{path.name}: {engine} {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return arrays
+
+
+def masks(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks (k, H, W), patterns (k, H, W, C), ℓ1 (k,)) of `reverse`'s Neural Cleanse rows."""
+    from kerasaudit.stages.reverse import ReverseConfig, reverse_engineer
+
+    def compute(model: Any, data: Any) -> dict[str, np.ndarray]:
+        config = ReverseConfig(
+            untargeted=False, additive=False, margin=False, warp=False, complete=False,
+            baseline="none",
+        )  # fmt: skip
+        found = reverse_engineer(model, data, config=config, bias_layers=[])
+        return {
+            "mask": np.stack([r.mask for r in found.labels]),
+            "pattern": np.stack([r.pattern for r in found.labels]),
+            "l1": np.asarray([r.mask_l1 for r in found.labels]),
+        }
+
+    z = _cached(path, data_path, cache, "mask", compute)
+    return z["mask"], z["pattern"], z["l1"]
 
 
 def perturbations(path: Path, data_path: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(deltas (k, H, W, C), ℓ2 (k,)) of `reverse`'s universal additive perturbations: its
     additive engine alone, its defaults, every label (cached like :func:`masks`)."""
-    from kerasaudit.data import DataSpec, open_data
     from kerasaudit.evaluation import classifier_io
     from kerasaudit.inversion import AdditiveForm, BatchedInversion
-    from kerasaudit.loading import load_model
     from kerasaudit.stages.reverse import ReverseConfig, _value_range
 
-    digest = sha256(path)
-    key = cache / f"{path.stem}.additive.npz"
-    if key.exists():
-        with np.load(key) as z:
-            if str(z["sha256"]) == digest:
-                return z["delta"], z["l2"]
-    model = load_model(path).model
-    data = open_data(DataSpec(path=data_path), tuple(model.input_shape[1:]), 10)
-    config = ReverseConfig()
-    x, y = data.take_array(config.images)
-    value_range = _value_range(x)
-    started = time.perf_counter()
-    found = BatchedInversion(
-        model,
-        list(range(10)),
-        x,
-        y,
-        AdditiveForm(*value_range),
-        config.additive_inversion(value_range),
-        classifier_io(model).outputs,
-    ).run(None)
-    delta = np.stack([t.arrays[0] for t in found])
-    l2 = np.asarray([t.size for t in found])
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(key, delta=delta, l2=l2, sha256=digest)
-    print(f"{path.name}: additive {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return delta, l2
+    def compute(model: Any, data: Any) -> dict[str, np.ndarray]:
+        config = ReverseConfig()
+        x, y = data.take_array(config.images)
+        value_range = _value_range(x)
+        found = BatchedInversion(
+            model,
+            list(range(10)),
+            x,
+            y,
+            AdditiveForm(*value_range),
+            config.additive_inversion(value_range),
+            classifier_io(model).outputs,
+        ).run(None)
+        return {
+            "delta": np.stack([t.arrays[0] for t in found]),
+            "l2": np.asarray([t.size for t in found]),
+        }
+
+    z = _cached(path, data_path, cache, "additive", compute)
+    return z["delta"], z["l2"]
 
 
 def additive_transfer(reference: Any, x: np.ndarray, y: np.ndarray, delta: np.ndarray) -> list:
