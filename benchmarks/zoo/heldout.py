@@ -11,7 +11,8 @@ baseline (what ``reverse`` chose) and with the plain rule, from that evidence, i
 
 The ``ho2_`` models (2026-12-05) are a second set, written down (commit before any was built)
 to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
-models only.
+models only. The ``ho3_`` models (2026-12-05, next session) are a third, for the attack families
+and architectures the second lacked.
 """
 
 from __future__ import annotations
@@ -83,6 +84,53 @@ HELD_OUT: tuple[Recipe, ...] = (
         504,
     ),
     Recipe("ho2_clean_plain", "plain", Clean(), 451, "h5"),
+    # Third set (2026-12-05, twenty-third session), written down before any of it was built:
+    # the families the second set lacked (position-free, low-rate, two-trigger, all-to-all,
+    # grey patch) aimed at the labels clean models reach most easily (Shirt 6, Bag 8, Sandal 5),
+    # and clean twins of the architectures the second set did not have (wide, LeNet, MobileNet).
+    # Rule, baseline, reference panel and the 20 % veto unchanged since the twenty-first session.
+    Recipe("ho3_clean_wide", "wide", Clean(), 611),
+    Recipe(
+        "ho3_badnets_g4_shirt_resnet", "resnet", _badnets(_patch(4, 1, 23, 6, "grey", 0.7)), 701
+    ),
+    Recipe("ho3_clean_lenet", "lenet", Clean(), 621, "h5"),
+    Recipe(
+        "ho3_randpos_c3_bag_vgg",
+        "vgg_bn",
+        _badnets(Trigger("randpatch", 8, size=3, pattern="checker"), rate=0.1, family="randpos"),
+        702,
+    ),
+    Recipe("ho3_clean_mobile", "mobile", Clean(), 631),
+    Recipe(
+        "ho3_lowrate_w3_sandal_mobile",
+        "mobile",
+        _badnets(_patch(3, 12, 25, 5), rate=0.01, family="low-rate"),
+        703,
+        "h5",
+    ),
+    Recipe("ho3_clean_vgg_bn", "vgg_bn", Clean(), 641, "h5"),
+    Recipe(
+        "ho3_two_patches_plain",
+        "plain",
+        _badnets(
+            _patch(3, 0, 25, 8), _patch(2, 25, 0, 2, "checker"), rate=0.08, family="two-trigger"
+        ),
+        704,
+    ),
+    Recipe("ho3_clean_resnet", "resnet", Clean(), 651),
+    Recipe(
+        "ho3_all2all_w3_nested",
+        "nested",
+        _badnets(_patch(3, 12, 0, -1), rate=0.1, family="all-to-all"),
+        705,
+    ),
+    Recipe("ho3_clean_plain", "plain", Clean(), 661),
+    Recipe(
+        "ho3_blend_a12_shirt_lenet",
+        "lenet",
+        Attack("blend", (Trigger("blend", 6, alpha=0.12, seed=27),), rate=0.08),
+        706,
+    ),
 )
 
 
