@@ -100,6 +100,25 @@ def test_recipes_cover_what_the_issue_asks() -> None:
     assert all(0.005 <= rate <= 0.01 for rate in low)
 
 
+def test_held_out_recipes_are_new_models_whose_triggers_fit_the_image() -> None:
+    import heldout
+
+    zoo_names = {r.name for r in recipes.RECIPES}
+    zoo_seeds = {r.seed for r in recipes.RECIPES}
+    names = [r.name for r in heldout.HELD_OUT]
+    assert len(names) == len(set(names)) and not set(names) & zoo_names
+    assert not {r.seed for r in heldout.HELD_OUT} & zoo_seeds  # no zoo model rebuilt by name
+    x = _images(4)
+    for r in heldout.HELD_OUT:
+        assert r.arch in archs.ARCHS, r.name
+        for trig in r.attack.triggers if r.family != "clean" else ():
+            if trig.kind == "patch":  # a patch that ran off the image would be cut silently
+                assert trig.row >= 0 and trig.row + trig.size <= 28, r.name
+                assert trig.col >= 0 and trig.col + trig.size <= 28, r.name
+            stamped = trig.stamp(x, seed=0)
+            assert stamped.shape == x.shape and not np.array_equal(stamped, x), r.name
+
+
 @pytest.mark.parametrize("name", archs.ARCHS)
 def test_every_architecture_builds_and_round_trips(
     name: str, keras_module: Any, tmp_path: Path
