@@ -107,7 +107,7 @@ def test_held_out_recipes_are_new_models_whose_triggers_fit_the_image() -> None:
     zoo_seeds = {r.seed for r in recipes.RECIPES}
     names = [r.name for r in heldout.HELD_OUT]
     assert len(names) == len(set(names)) and not set(names) & zoo_names
-    assert not {r.seed for r in heldout.HELD_OUT} & zoo_seeds  # no zoo model rebuilt by name
+    assert not {r.seed for r in heldout.HELD_OUT} & zoo_seeds  # not a zoo model under a new name
     x = _images(4)
     for r in heldout.HELD_OUT:
         assert r.arch in archs.ARCHS, r.name

@@ -11,8 +11,8 @@ baseline (what ``reverse`` chose) and with the plain rule, from that evidence, i
 
 The ``ho2_`` models (2026-12-05) are a second set, written down (commit before any was built)
 to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
-models only. The ``ho3_`` models (2026-12-05, next session) are a third, for the attack families
-and architectures the second lacked.
+models only. The ``ho3_`` models (2026-12-05, twenty-third session) are a third, for the
+attack families and architectures the second lacked.
 """
 
 from __future__ import annotations
