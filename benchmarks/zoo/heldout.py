@@ -161,7 +161,8 @@ def build(names: list[str]) -> None:
 def defend(names: list[str]) -> None:
     """``kerasaudit defend`` (defaults, no trigger known) on each built held-out backdoored
     model (``zoo.defend_model``: the defended model measured with the real trigger on the
-    evaluation images, the zoo's stamping). Compact rows in ``heldout/NAME.defend.json``."""
+    evaluation images, the zoo's stamping). Compact rows in ``heldout/NAME.defend.json``; the
+    whole result, defend's report included, in the build's ``results/NAME/defend.json``."""
     import zoo
 
     for recipe in HELD_OUT:
@@ -173,6 +174,7 @@ def defend(names: list[str]) -> None:
         result = zoo.defend_model(BUILD, recipe)
         if result is None:
             continue
+        (zoo.results_dir(BUILD, recipe.name) / "defend.json").write_text(json.dumps(result))
         keep = ("exit_code", "seconds", "flagged", "all_to_all", "before", "after")
         row = {"model": recipe.name, **{k: result[k] for k in keep}}
         row_path.write_text(json.dumps(row, indent=1) + "\n")
