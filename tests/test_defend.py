@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_reverse import TRIGGER, K, write_stripe_files
 from typer.testing import CliRunner
@@ -469,3 +470,46 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     unheld = choice(0.904, held_out=False)  # measured on the data it was tuned on: no estimate
     assert unheld.held_out_drop is None and cost_warning(unheld) is None
     assert over.to_dict()["over_budget"] is True and over.to_dict()["budget"] == 0.015
+
+
+def test_a_flagged_target_class_the_defended_model_stopped_recognising_is_reported(
+    keras_module: Any, tmp_path: Path
+) -> None:
+    """lost_classes compares real evaluations: a model that sends every image of class 6
+    elsewhere has lost that class (the held-out LeNet blend: Shirt 63 → 1 of 97), one that
+    still gets most of it right has not, and an unflagged class is not the check's business."""
+    from kerasaudit.data import DataSpec, open_data
+    from kerasaudit.evaluation import evaluate
+    from kerasaudit.formats.defend_fmt import lost_class_warnings
+    from kerasaudit.stages.defend import LOST_CLASS_IMAGES, lost_classes
+
+    keras = keras_module
+    y = np.repeat(np.arange(10), 20)
+    x = np.zeros((len(y), 4, 4, 1), np.float32)
+    x.reshape(len(y), 16)[np.arange(len(y)), y] = 1.0  # class k lights pixel k
+    path = tmp_path / "clean.npz"
+    np.savez(path, x=x, y=y)
+    data = open_data(DataSpec(path=path), (4, 4, 1), 10)
+
+    def model(moved: int) -> Any:  # pixel k → class k, except `moved` images of class 6 → 0
+        inp = keras.Input((4, 4, 1))
+        out = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp))
+        net = keras.Model(inp, out)
+        kernel = np.zeros((16, 10), np.float32)
+        kernel[np.arange(10), np.arange(10)] = 10.0
+        net.layers[-1].set_weights([kernel, np.zeros(10, np.float32)])
+        if moved:
+            kernel[6] = 0.0
+            kernel[6, 0] = 10.0
+            net.layers[-1].set_weights([kernel, np.zeros(10, np.float32)])
+        return net
+
+    before, after = evaluate(model(0), data), evaluate(model(20), data)
+    assert before.accuracy == 1.0 and after.accuracy == 0.9
+    lost = lost_classes(before, after, [6, 2])
+    assert [(c.label, c.count, c.correct_before, c.correct_after) for c in lost] == [(6, 20, 20, 0)]
+    assert lost_classes(before, after, [2]) == ()  # class 6 not flagged: not reported
+    assert lost_classes(before, before, [6]) == ()  # nothing lost
+    assert LOST_CLASS_IMAGES <= 20
+    (line,) = lost_class_warnings(lost)
+    assert "0 of the 20 images of label 6" in line and "(20 before)" in line

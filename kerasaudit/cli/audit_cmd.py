@@ -202,8 +202,10 @@ def audit(
         from kerasaudit.formats import defend_fmt
 
         warning = defend_fmt.cost_warning(result.fix.prune.choice, "the audit data")
-        if warning is not None:
-            consoles.info(warning)
+        lost = defend_fmt.lost_class_warnings(result.fix.lost_classes, "the audit data")
+        for line in [warning, *lost]:
+            if line is not None:
+                consoles.info(line)
     if result.backdoor or result.fix_left_backdoor:
         raise typer.Exit(int(ExitCode.FINDINGS))
 

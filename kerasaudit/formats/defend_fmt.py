@@ -10,7 +10,7 @@ from rich.text import Text
 
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
-from kerasaudit.stages.defend import DefendResult, SecondLook, TriggerCheck
+from kerasaudit.stages.defend import DefendResult, LostClass, SecondLook, TriggerCheck
 from kerasaudit.stages.prune import LayerChoice
 
 SCHEMA = "kerasaudit.stages.defend/1"
@@ -60,6 +60,17 @@ def cost_warning(choice: LayerChoice, data: str = "--data") -> str | None:
         f"{100 * choice.budget:.2f}; no candidate stayed within it): check the defended model "
         "on other labelled images before using it"
     )
+
+
+def lost_class_warnings(lost: Sequence[LostClass], data: str = "--data") -> list[str]:
+    """One line for stderr per flagged target class the defended model stopped recognising
+    (:attr:`DefendResult.lost_classes`)."""
+    return [
+        f"warning: the defended model gets {c.correct_after} of the {c.count} images of label "
+        f"{c.label} in {data} right ({c.correct_before} before): the removal took the class "
+        "with the backdoor; do not use this model for that class"
+        for c in lost
+    ]
 
 
 def _towards(label: int | None) -> str:

@@ -31,7 +31,9 @@ from kerasaudit.inventory import ModelInventory, build_inventory
 from kerasaudit.neurons import TriggerNeurons, trigger_neurons
 from kerasaudit.stages.defend import (
     DefenceSettings,
+    LostClass,
     SecondLook,
+    lost_classes,
     recovered_trigger,
     remove,
     remove_recovered,
@@ -85,6 +87,12 @@ class Fix:
     # no trigger was known: every ASR above is of a recovered trigger the fix unlearnt, on the
     # same data (see defend_fmt.RECOVERED_ONLY)
     blind: bool = False
+    targets: tuple[int, ...] = ()  # the labels the unlearnt triggers aim at
+
+    @property
+    def lost_classes(self) -> tuple[LostClass, ...]:
+        """Target classes the fixed model stopped recognising (defend's :func:`lost_classes`)."""
+        return lost_classes(self.before, self.after, self.targets)
 
     @property
     def held_out_drop(self) -> float | None:
@@ -118,6 +126,7 @@ class Fix:
             "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
             "held_out_drop": self.held_out_drop,
             "held_images": self.held_images,
+            "lost_classes": [c.to_dict() for c in self.lost_classes],
             "asr": [
                 {"trigger": t, "before": b, "after": a, "reestimated": r}
                 for (t, b, a), r in zip(self.asr, self.asr_reestimated, strict=True)
@@ -330,8 +339,9 @@ def audit(
             for label, t in triggers
         )
         reestimated = evaluate(recal, dataset) if recal is not None else None
+        targets = tuple(sorted({label for label, _ in triggers if label is not None}))
         fix = Fix(pruned, before, after, asr, reestimated, again, tuple(looks),
-                  blind=reversed_ is not None)  # fmt: skip
+                  blind=reversed_ is not None, targets=targets)  # fmt: skip
         seconds["fix"] = time.perf_counter() - started
     result = AuditResult(
         model=str(loaded.path),

@@ -215,6 +215,45 @@ class TriggerCheck:
         }
 
 
+# A flagged target class whose accuracy on the evaluation data falls below this share of what
+# it was has been removed with the backdoor, not only the backdoor (the held-out LeNet blend:
+# Shirt 63 → 1 of 97 images of --data; JOURNAL.md, twenty-third session). With at least
+# LOST_CLASS_IMAGES images of it, so a few images cannot raise the alarm.
+LOST_CLASS_SHARE = 0.5
+LOST_CLASS_IMAGES = 10
+
+
+@dataclass(frozen=True)
+class LostClass:
+    """A flagged target class the defended model stopped recognising (see :func:`lost_classes`)."""
+
+    label: int
+    count: int  # its images in the evaluation data
+    correct_before: int
+    correct_after: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lost_classes(
+    before: EvaluationResult | None, after: EvaluationResult | None, labels: Collection[int]
+) -> tuple[LostClass, ...]:
+    """The classes of ``labels`` (the flagged targets) whose accuracy after is below
+    :data:`LOST_CLASS_SHARE` of before, among those with ≥ :data:`LOST_CLASS_IMAGES` images."""
+    if before is None or after is None:
+        return ()
+    was = {c.label: c for c in before.per_class}
+    out = []
+    for c in after.per_class:
+        old = was.get(c.label)
+        if c.label not in labels or old is None or old.count < LOST_CLASS_IMAGES:
+            continue
+        if old.correct > 0 and c.accuracy < LOST_CLASS_SHARE * old.accuracy:
+            out.append(LostClass(c.label, c.count, old.correct, c.correct))
+    return tuple(out)
+
+
 @dataclass(frozen=True, eq=False)
 class DefendResult:
     reverse: ReverseResult
@@ -246,6 +285,11 @@ class DefendResult:
         (on the zoo's held-back models 2-13 % of it often survived: README, "Efficacy on the
         zoo"); ``--eval-trigger`` measures a known one."""
         return self.changed and not any(c.source == "known" for c in self.checks)
+
+    @property
+    def lost_classes(self) -> tuple[LostClass, ...]:
+        """Flagged target classes the defended model stopped recognising (:func:`lost_classes`)."""
+        return lost_classes(self.before, self.after, self.reverse.verdict.flagged)
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -293,6 +337,7 @@ class DefendResult:
             "before": ev(self.before),
             "after": ev(self.after),
             "accuracy_drop": self.accuracy_drop,
+            "lost_classes": [c.to_dict() for c in self.lost_classes],
             "held_out_drop": self.held_out_drop,
             "held_images": self.held_images,
             "reestimated": ev(self.reestimated),
