@@ -331,7 +331,7 @@ def defend(
     warnings = [defend_fmt.comes_back_warning(result.checks)]
     if result.prunes:
         warnings.append(defend_fmt.cost_warning(result.prunes[-1].choice))
-    data_name = "--data" if result.evaluated_on.startswith("--data") else "--eval-data"
+    data_name = "--data" if result.on_defence_data else "--eval-data"
     warnings.extend(defend_fmt.lost_class_warnings(result.lost_classes, data_name))
     for warning in warnings:
         if warning is not None:
