@@ -30,7 +30,6 @@ Rows append to DIR/results/bti_probe.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,7 +58,9 @@ GEN_EPOCHS = 30
 
 def split_model(model: Any) -> tuple[Any, Any, Any]:
     """(features: the input to the final Dense layer, its kernel, its bias)."""
-    keras = __import__("kerasaudit._tf", fromlist=["keras"]).keras()
+    from kerasaudit import _tf
+
+    keras = _tf.keras()
     last = model.layers[-1]
     features = keras.Model(model.inputs, last.input)
     return features, last.kernel, last.bias
@@ -117,7 +118,9 @@ class Generator:
         self.variables = [self.P, self.A, *self.net.trainable_variables]
 
     def __call__(self, x: Any) -> Any:
-        tf = __import__("kerasaudit._tf", fromlist=["tf"]).tf()
+        from kerasaudit import _tf
+
+        tf = _tf.tf()
         return tf.clip_by_value(x + self.P + self.A * x + self.net(x), 0.0, 1.0)
 
 
@@ -375,8 +378,7 @@ def detect_all(root: Path, args: argparse.Namespace) -> int:
             "seed": args.seed,
             **detect(model, x, y, args),
         }
-        with out.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        zoo.append_row(out, row)
         print(
             f"{Path(name).name:28s} target {target} guess {row['guess']} off "
             f"{row['off_class'] * 100:5.1f} % top share {row['top_share'] * 100:5.1f} % "
@@ -413,8 +415,7 @@ def main() -> int:
     for name in args.models:
         for variant in args.variants:
             row = run(root, name, variant, args)
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            zoo.append_row(out, row)
             asr = " ".join(f"{a * 100:.2f}" for a in row["asr_after"])
             g = row["generator"][0]
             print(

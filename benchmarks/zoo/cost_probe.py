@@ -50,7 +50,6 @@ Rows append to DIR/results/cost_probe.jsonl; one line printed per (model, varian
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -348,11 +347,6 @@ def student(root: Path, name: str) -> dict[str, Any]:
     }
 
 
-def _append(out: Path, row: dict[str, Any]) -> None:
-    with out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="zoo directory")
@@ -378,12 +372,11 @@ def main() -> int:
     for name in args.models:
         if args.student:
             row = student(root, name)
-            _append(out, row)
-            print(json.dumps(row), flush=True)
+            zoo.append_row(out, row, echo=True)
             continue
         for variant in args.variants:
             row = run(root, name, variant, args.interpolate, args.shift)
-            _append(out, row)
+            zoo.append_row(out, row)
             if row.get("unchanged"):
                 print(f"{name} {variant}: nothing flagged", flush=True)
                 continue
