@@ -513,3 +513,29 @@ def test_a_flagged_target_class_the_defended_model_stopped_recognising_is_report
     assert LOST_CLASS_IMAGES <= 20
     (line,) = lost_class_warnings(lost)
     assert "0 of the 20 images of label 6" in line and "(20 before)" in line
+
+
+def test_the_final_fine_tune_runs_its_own_epochs(tiny: dict[str, Path]) -> None:
+    """DefenceSettings.final_epochs: the chosen candidate's fine-tune (or --ratio 0's only one)
+    runs that many epochs; None keeps fine_tuning.epochs; under 1 is refused."""
+    import kerasaudit as ka
+    from kerasaudit.errors import BadInputError
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings, remove
+    from kerasaudit.triggers import load_trigger
+
+    model = ka.load_model(tiny["backdoored"]).model
+    data = ka.load_data(tiny["data"], model)
+    planted = load_trigger(TRIGGER, data.info.shape)
+    tuning = FineTuneSettings(epochs=1, unlearn=True, learning_rate=0.01)
+    ran = {}
+    for ratio, final in ((0.125, None), (0.125, 3), (0.0, 2)):
+        settings = DefenceSettings(ratio=ratio, fine_tuning=tuning, final_epochs=final)
+        settings.check()
+        _, pruned = remove(model, data, [(0, planted)], settings)
+        assert pruned.fine_tune is not None
+        ran[(ratio, final)] = (pruned.fine_tune.epochs, pruned.fine_tune.steps)
+    assert [epochs for epochs, _ in ran.values()] == [1, 3, 2]
+    assert ran[(0.125, 3)][1] == 3 * ran[(0.125, None)][1]  # every epoch is a pass over --data
+    with pytest.raises(BadInputError, match="at least 1 epoch"):
+        DefenceSettings(fine_tuning=tuning, final_epochs=0).check()

@@ -23,7 +23,8 @@ when the first trigger is not a patch):
   uls     ul, the same teacher with the target kept ("source")
   ul20    ul with a fifth of each batch stamped instead of half
   ulbn    ul with BatchNorm frozen (statistics and scale)
-  ule5    ul with 5 epochs
+  ule5    ul with 5 epochs;  ule20, ule40, ule80  with 20, 40 and 80 epochs
+  ullr3   ul with Adam at 3e-4 instead of 1e-4
   trim    ulng with each recovered trigger cut back to its strongest pixels (mask value, or
           |perturbation|): the fewest that still send TRIM_KEEP of the images the whole
           trigger sends to its label on the defender's data (trimmed())
@@ -44,6 +45,8 @@ anchor, the clean twin as the stamped image's target) ran at commit 9001999 ("co
 where defend's accuracy goes"), whose fine_tune had those settings: JOURNAL.md, "Where
 `defend`'s accuracy goes".
 
+Held-out models (heldout.py) too: ``--dir benchmarks/zoo/build-heldout``.
+
 Rows append to DIR/results/cost_probe.jsonl; one line printed per (model, variant).
 """
 
@@ -63,7 +66,6 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import zoo  # noqa: E402
-from recipes import BY_NAME  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "clean": {"unlearn": False},
@@ -76,6 +78,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ul20": {"unlearn_fraction": 0.2},
     "ulbn": {"train_batchnorm": False},
     "ule5": {"epochs": 5},
+    "ule20": {"epochs": 20},
+    "ule40": {"epochs": 40},
+    "ule80": {"epochs": 80},
+    "ullr3": {"learning_rate": 3e-4},
     "trim": {},
     "nat": {},
     "ulfz": {},
@@ -99,7 +105,7 @@ def run(
 
     from kerasaudit.stages.defend import DefenceSettings, remove
 
-    recipe = BY_NAME[name]
+    recipe = zoo.recipe_named(name)
     model, data = zoo.load_case(root, recipe)
     found, info = removal.found_triggers(root, name, model, data)
     if variant in KINDS:
@@ -297,7 +303,7 @@ def student(root: Path, name: str) -> dict[str, Any]:
     from kerasaudit import _tf
 
     tf, keras = _tf.tf(), _tf.keras()
-    recipe = BY_NAME[name]
+    recipe = zoo.recipe_named(name)
     model, data = zoo.load_case(root, recipe)
     found, info = removal.found_triggers(root, name, model, data)
     x, _ = data.take_array(1000)

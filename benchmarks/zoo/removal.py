@@ -80,6 +80,10 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   dbrk     dflt with generalise "broken": the generators are also fitted when the patch that
            ranks the channels sends under half of the defender's images to its label (a
            completed Neural Cleanse trigger that broke on a blend);  dbrks1  fine-tuning seed 1
+  dfe40    dflt with the chosen candidate's (final) fine-tune at 40 epochs, the layer
+           candidates still at 10 (DefenceSettings.final_epochs; twenty-fourth session:
+           unlearning takes the target class first and distillation gives it back slowly);
+           dfe20  the same at 20
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -106,7 +110,6 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import zoo  # noqa: E402
-from recipes import BY_NAME  # noqa: E402
 
 # the library's generator fit, read before any variant patches finetune.GENERATOR_FIT
 from kerasaudit.finetune import GENERATOR_FIT as LIBRARY_FIT  # noqa: E402
@@ -170,6 +173,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # sends under half of the defender's images to its label (2026-12-04, sixteenth session)
     "dbrk": {},
     "dbrks1": {"seed": 1},  # the same with fine-tuning seed 1
+    "dfe40": {},  # dflt, the final fine-tune at 40 epochs (FINAL_EPOCHS)
+    "dfe20": {},  # the same at 20
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -200,6 +205,8 @@ DEFAULT_BASED = (
         "dttas1",
         "dbrk",
         "dbrks1",
+        "dfe40",
+        "dfe20",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -209,10 +216,14 @@ LOOK_SEEDS: dict[str, int] = {"lk3": 3, "lk3s1": 3}  # DefenceSettings.look_seed
 # DefenceSettings.generalise
 GENERALISE = {
     v: "diffuse"
-    for v in ("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1")
+    for v in (
+        *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
+        *("dfe40", "dfe20"),
+    )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
+FINAL_EPOCHS: dict[str, int] = {"dfe40": 40, "dfe20": 20}  # DefenceSettings.final_epochs
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
     "shift": {"step": 0.0},
@@ -260,7 +271,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         report["zoo"] = {
             "exit_code": 1 if result.verdict.backdoor else 0,
             "seconds": round(time.time() - started, 1),
-            "recipe": BY_NAME[name].to_dict(),
+            "recipe": zoo.recipe_named(name).to_dict(),
             "source": "removal.found_triggers (defend's reverse, trigger completion on)",
             "weights_sha256": sha,
         }
@@ -316,7 +327,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
     from kerasaudit.stages.reverse import ReverseConfig
 
-    recipe = BY_NAME[name]
+    recipe = zoo.recipe_named(name)
     model, data = zoo.load_case(root, recipe)
     found, info = found_triggers(root, name, model, data)
     before = zoo.original_eval(root, recipe)
@@ -343,6 +354,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
     settings = replace(settings, rank_union=variant in RANK_UNION)
     settings = replace(settings, spread=SPREAD.get(variant, 0.0))
     settings = replace(settings, generalise=GENERALISE.get(variant, "never"))
+    settings = replace(settings, final_epochs=FINAL_EPOCHS.get(variant))
     import kerasaudit.finetune as finetune_module
     from kerasaudit.adversary import AdversarySettings
 
@@ -424,7 +436,7 @@ def oracle_unlearning(
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune
 
-    real = zoo.known_trigger(root, BY_NAME[name])
+    real = zoo.known_trigger(root, zoo.recipe_named(name))
     recovered = [t for _, t in trigger_pairs(found, value_range)]
     return prune(
         model,

@@ -836,10 +836,26 @@ MAIN_STAGES = ("defend", "known")  # a rebuilt model's row is replaced once both
 STAGES = (*MAIN_STAGES, *(f"known{v}" for v in KNOWN_VARIANTS))
 
 
+def recipe_named(name: str) -> Recipe:
+    """The zoo's recipe called ``name``, or a held-out one (heldout.py), so that the probe
+    scripts run on ``--dir benchmarks/zoo/build-heldout`` too."""
+    if name in BY_NAME:
+        return BY_NAME[name]
+    from heldout import HELD_OUT
+
+    named = {r.name: r for r in HELD_OUT}
+    if name not in named:
+        raise SystemExit(f"no zoo or held-out recipe called {name!r}")
+    return named[name]
+
+
 def split(name: str) -> str:
     """The zoo's fixed development/test halves of the backdoored models for comparing removal
-    variants: alternate models in name order (declared before the first variant was run)."""
+    variants: alternate models in name order (declared before the first variant was run);
+    "heldout" for a held-out model (heldout.py)."""
     names = sorted(r.name for r in RECIPES if r.family != "clean")
+    if name not in names and name not in BY_NAME:
+        return "heldout"
     return "dev" if names.index(name) % 2 == 0 else "test"
 
 

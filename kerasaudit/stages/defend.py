@@ -117,6 +117,9 @@ class DefenceSettings:
     # runs had one round; the default as it is (two rounds; removal.py `dflt`/`dflts1`, seeds
     # 0/1, JOURNAL.md, "Ninth session"): dev 7 / 7 of 12, test 3 / 2 of 13 within the goal
     generalise: str = "diffuse"
+    # Epochs of the final fine-tune (the chosen layer candidate's, on all of --data; or the
+    # only one with --ratio 0); None: fine_tuning.epochs, which the candidates always use.
+    final_epochs: int | None = None
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -140,6 +143,8 @@ class DefenceSettings:
             raise BadInputError(f"second-look seeds must be an odd count: {self.look_seeds}")
         if self.generalise not in GENERALISE:
             raise BadInputError(f"generalise must be one of {', '.join(GENERALISE)}")
+        if self.final_epochs is not None and tuning.epochs and self.final_epochs < 1:
+            raise BadInputError(f"the final fine-tune needs at least 1 epoch: {self.final_epochs}")
 
     @property
     def rounds_run(self) -> int:
@@ -387,7 +392,10 @@ def remove(
     if generalises(settings.generalise, first, lambda: _success(model, dataset, first, target)):
         settings = replace(settings, fine_tuning=replace(settings.fine_tuning, generator=True))
     if settings.ratio == 0:
-        return _unlearn_only(model, dataset, triggers, settings.fine_tuning)
+        tuning = settings.fine_tuning
+        if settings.final_epochs is not None:
+            tuning = replace(tuning, epochs=settings.final_epochs)
+        return _unlearn_only(model, dataset, triggers, tuning)
     return prune(
         model,
         dataset,
@@ -403,6 +411,7 @@ def remove(
         candidates_unlearn=settings.candidates_unlearn,
         rank_with=[t for _, t in triggers] if settings.rank_union else (),
         spread=settings.spread,
+        final_epochs=settings.final_epochs,
     )
 
 

@@ -187,6 +187,7 @@ def prune(
     candidates_unlearn: bool = True,
     rank_with: Sequence[Any] = (),
     spread: float = 0.0,
+    final_epochs: int | None = None,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -211,6 +212,8 @@ def prune(
     (per layer) over the triggers — the channels any of them drives (:func:`_union`).
     ``spread`` > 0 (with ``ratio="auto"`` and no ``layers``): no candidate is measured; the
     :data:`AUTO_LAYERS` layers the trigger drives hardest are all pruned, each at this ratio.
+    ``final_epochs``: the chosen candidate's fine-tune runs this many epochs instead of
+    ``fine_tuning.epochs`` (which the layer candidates keep).
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -243,15 +246,21 @@ def prune(
     extra = [t for t in (unlearn_with or []) if t is not trigger]
 
     def tune(
-        pruned: Any, mask: Any, on: Dataset | None, with_trigger: Any, unlearn: bool = True
+        pruned: Any,
+        mask: Any,
+        on: Dataset | None,
+        with_trigger: Any,
+        unlearn: bool = True,
+        epochs: int | None = None,
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
         assert on is not None
+        settings = tuning if unlearn else replace(tuning, unlearn=False)
         return fine_tune_with(
             pruned,
             on,
-            tuning if unlearn else replace(tuning, unlearn=False),
+            settings if epochs is None else replace(settings, epochs=epochs),
             mask=mask,
             trigger=[with_trigger, *extra],
             teacher=teacher if teacher is not None else model,
@@ -328,7 +337,7 @@ def prune(
     selections = [(info, rankings[info.path].top(chosen_ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
     after_prune = measure(pruned_model)
-    tuned = tune(pruned_model, mask, dataset, trigger)
+    tuned = tune(pruned_model, mask, dataset, trigger, epochs=final_epochs)
     after_tune = measure(pruned_model) if tuned is not None else None
     evaluated_on = (
         "none (no labelled data)"
