@@ -12,7 +12,8 @@ baseline (what ``reverse`` chose) and with the plain rule, from that evidence, i
 The ``ho2_`` models (2026-12-05) are a second set, written down (commit before any was built)
 to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
 models only. The ``ho3_`` models (2026-12-05, twenty-third session) are a third, for the
-attack families and architectures the second lacked.
+attack families and architectures the second lacked. The ``ho4_`` models (twenty-fourth
+session) are a fourth: two-trigger models and two clean twins.
 """
 
 from __future__ import annotations
@@ -131,6 +132,31 @@ HELD_OUT: tuple[Recipe, ...] = (
         Attack("blend", (Trigger("blend", 6, alpha=0.12, seed=27),), rate=0.08),
         706,
     ),
+    # Fourth set (2026-12-05, twenty-fourth session), written down before any of it was built:
+    # two triggers → two targets (the goal asks for both; the third set's two-patch model gave
+    # one), on architectures no held-out two-trigger model had, and two clean twins. Judged with
+    # the shipped rule, baseline, panel and veto, unchanged since the twenty-first session.
+    Recipe(
+        "ho4_two_patches_vgg",
+        "vgg_bn",
+        _badnets(
+            _patch(3, 1, 1, 3), _patch(4, 23, 12, 7, "checker"), rate=0.08, family="two-trigger"
+        ),
+        801,
+    ),
+    Recipe(
+        "ho4_patch_blend_mobile",
+        "mobile",
+        Attack(
+            "two-trigger",
+            (_patch(3, 24, 1, 1, "grey", 0.8), Trigger("blend", 4, alpha=0.12, seed=31)),
+            rate=0.08,
+        ),
+        802,
+        "h5",
+    ),
+    Recipe("ho4_clean_wide", "wide", Clean(), 811),
+    Recipe("ho4_clean_sepconv", "sepconv", Clean(), 812, "h5"),
 )
 
 
