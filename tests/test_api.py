@@ -119,7 +119,9 @@ def test_defend_through_the_api_is_measured_with_a_known_trigger(tiny: dict[str,
     from kerasaudit.stages.reverse import ReverseConfig
 
     tuning = FineTuneSettings(2, True, distill=0.8)
-    settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, rounds=1)  # one round: fast
+    settings = DefenceSettings(
+        ratio=0.125, fine_tuning=tuning, rounds=1, final_epochs=None
+    )  # one round: fast
     fixed, result = ka.defend(
         tiny["backdoored"], tiny["data"], eval_data=tiny["test"],
         config=ReverseConfig(steps=200, images=128), settings=settings,

@@ -50,6 +50,7 @@ def test_defend_removes_with_defence_settings_defaults() -> None:
     cli = defaults(defend_cmd.defend)
     assert cli["ratio"] == library.ratio
     assert cli["fine_tune_epochs"] == library.fine_tuning.epochs
+    assert cli["final_epochs"] == library.final_epochs
     assert cli["max_acc_drop"] / 100 == library.max_acc_drop
     assert cli["unlearn_fraction"] is None  # None: the library's
     assert cli["rounds"] == library.rounds

@@ -16,7 +16,10 @@ from kerasaudit.cli.app import app
 
 runner = CliRunner()
 # One channel of the tiny model's eight (its conv layer has one channel per class).
-FAST = ["--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--ratio", "0.125"]
+FAST = [
+    *("--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--final-epochs", "2"),
+    *("--ratio", "0.125"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +222,9 @@ def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path
     config = ReverseConfig(steps=200, images=128, complete=False)
     asr, looks = {}, {}
     for rounds in (1, 2):
-        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, rounds=rounds)
+        settings = DefenceSettings(
+            ratio=0.125, fine_tuning=tuning, rounds=rounds, final_epochs=None
+        )
         defended, pruned, found, seen = remove_in_rounds(
             model, data, [decoy], settings, labels=[0], reference=1e6,
             value_range=(0.0, 1.0), config=config,
@@ -350,7 +355,7 @@ def test_rounds_default_to_two_and_need_unlearning() -> None:
 
     assert DefenceSettings().rounds == DefenceSettings().rounds_run == 2
     for tuning in (FineTuneSettings(epochs=0), FineTuneSettings(epochs=3, unlearn=False)):
-        settings = DefenceSettings(fine_tuning=tuning, rounds=3)
+        settings = DefenceSettings(fine_tuning=tuning, rounds=3, final_epochs=None)
         settings.check()
         assert settings.rounds_run == 1 and settings.to_dict()["rounds"] == 1
     assert DefenceSettings(rounds=3).to_dict()["rounds"] == 3
@@ -392,7 +397,9 @@ def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch
     fitted = {}
     for first in ("patch", "additive"):
         order = [first, "diffuse" if first == "patch" else "patch"]
-        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, generalise="diffuse")
+        settings = DefenceSettings(
+            ratio=0.125, fine_tuning=tuning, generalise="diffuse", final_epochs=None
+        )
         _, pruned = remove(model, data, [(0, triggers[k]) for k in order], settings)
         assert pruned.fine_tune is not None
         fitted[first] = (pruned.fine_tune.adversaries, pruned.fine_tune.generators)
@@ -413,7 +420,9 @@ def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch
     assert not generalises("diffuse", triggers["patch"], lambda: asked.append("d") or 0.1)
     assert asked == ["p", "p"]  # measured only for a patch, and only under "broken"
     for first, expected in ((planted, 0), (triggers["patch"], 2)):
-        settings = DefenceSettings(ratio=0.125, fine_tuning=tuning, generalise="broken")
+        settings = DefenceSettings(
+            ratio=0.125, fine_tuning=tuning, generalise="broken", final_epochs=None
+        )
         _, pruned = remove(model, data, [(0, first), (0, triggers["diffuse"])], settings)
         assert pruned.fine_tune is not None and pruned.fine_tune.generators == expected
     with pytest.raises(BadInputError, match="generalise"):

@@ -258,7 +258,7 @@ def test_defend_is_measured_with_trigger_data(stripes: dict[str, Path], tmp_path
     table is not the recovered triggers' alone; the option's misuses exit 2 before loading."""
     base = ["defend", str(stripes["backdoored"]), "-d", str(stripes["data"])]
     fast = ["--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--ratio", "0.125",
-            "--rounds", "1"]  # fmt: skip
+            "--rounds", "1", "--final-epochs", "2"]  # fmt: skip
     code, report = _json(
         [*base, *fast, "--eval-data", str(stripes["test"]),
          "--eval-trigger-data", str(stripes["stamped"]), "--eval-target", "0"]

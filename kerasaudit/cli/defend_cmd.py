@@ -111,9 +111,20 @@ def defend(
         typer.Option(
             "--fine-tune-epochs",
             min=0,
-            help="Epochs of fine-tuning with unlearning on --data after pruning (0: prune only).",
+            help="Epochs of fine-tuning with unlearning on --data after pruning, for each layer "
+            "candidate measured on a held-back quarter of --data (0: prune only).",
         ),
     ] = 10,
+    final_epochs: Annotated[
+        int,
+        typer.Option(
+            "--final-epochs",
+            min=1,
+            help="Epochs of the final fine-tune with unlearning, of the chosen candidate on all "
+            "of --data (longer than the candidates': distillation gives back the accuracy "
+            "unlearning takes from the target class).",
+        ),
+    ] = 40,
     rounds: Annotated[
         int,
         typer.Option(
@@ -272,6 +283,7 @@ def defend(
         fine_tuning=replace(tuning, seed=seed, **changes),
         rounds=rounds,
         generalise=generalise,
+        final_epochs=final_epochs,
     )
     settings.check()
     config = reverse_config(

@@ -119,7 +119,13 @@ class DefenceSettings:
     generalise: str = "diffuse"
     # Epochs of the final fine-tune (the chosen layer candidate's, on all of --data; or the
     # only one with --ratio 0); None: fine_tuning.epochs, which the candidates always use.
-    final_epochs: int | None = None
+    # 40 since 2026-12-05 (JOURNAL.md, "Twenty-fourth session"): unlearning the recovered
+    # triggers takes the target class first and distillation gives it back slowly (the
+    # held-out LeNet blend, where it was found: Shirt −68 points after 10 epochs, −34 after
+    # 40); chosen on the zoo's development half (within the goal 4 → 4 of 8, mean accuracy
+    # change −1.83 → −1.42 points) by a rule written before the test half was read (its three
+    # models rebuilt here: 1 → 1 of 3, −1.25 → −1.02); the candidates keep fine_tuning.epochs
+    final_epochs: int | None = 40
 
     def check(self) -> None:
         if self.ratio != "auto" and not (
@@ -167,6 +173,7 @@ class DefenceSettings:
             "rank_union": self.rank_union,
             "spread": self.spread,
             "generalise": self.generalise,
+            "final_epochs": self.final_epochs,
         }
 
 
