@@ -13,7 +13,8 @@ The ``ho2_`` models (2026-12-05) are a second set, written down (commit before a
 to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
 models only. The ``ho3_`` models (2026-12-05, twenty-third session) are a third, for the
 attack families and architectures the second lacked. The ``ho4_`` models (twenty-fourth
-session) are a fourth: two-trigger models and two clean twins.
+session) are a fourth: two-trigger models and two clean twins. The ``ho5_`` models (twenty-fifth
+session) are a fifth: two-trigger and single-target models, for the second pass.
 """
 
 from __future__ import annotations
@@ -157,6 +158,73 @@ HELD_OUT: tuple[Recipe, ...] = (
     ),
     Recipe("ho4_clean_wide", "wide", Clean(), 811),
     Recipe("ho4_clean_sepconv", "sepconv", Clean(), 812, "h5"),
+    # Fifth set (2026-12-05, twenty-fifth session), written down before any of it was built, to
+    # test a second pass for a second target (the flagged labels set aside, the rest judged
+    # again; its margin fixed on the zoo's evidence before any of these was judged): four
+    # two-trigger models (patch + patch, patch + SIG, patch + blend, two patches at easy labels)
+    # and five single-target models of the families where the second pass added wrong labels
+    # before (low-rate, position-free, SIG, blend) and a plain grey patch.
+    Recipe(
+        "ho5_two_patches_nested",
+        "nested",
+        _badnets(
+            _patch(3, 25, 25, 5), _patch(4, 0, 12, 0, "grey", 0.7), rate=0.08, family="two-trigger"
+        ),
+        901,
+    ),
+    Recipe(
+        "ho5_patch_sig_dense",
+        "dense",
+        Attack(
+            "two-trigger",
+            (_patch(3, 1, 1, 2, "checker"), Trigger("sig", 9, delta=0.12, freq=5)),
+            rate=0.08,
+        ),
+        902,
+    ),
+    Recipe(
+        "ho5_patch_blend_lenet",
+        "lenet",
+        Attack(
+            "two-trigger",
+            (_patch(3, 12, 25, 6), Trigger("blend", 3, alpha=0.15, seed=41)),
+            rate=0.08,
+        ),
+        903,
+        "h5",
+    ),
+    Recipe(
+        "ho5_two_patches_mobile",
+        "mobile",
+        _badnets(
+            _patch(4, 24, 0, 8, "random", seed=9),
+            _patch(2, 12, 25, 4),
+            rate=0.08,
+            family="two-trigger",
+        ),
+        904,
+    ),
+    Recipe(
+        "ho5_lowrate_c3_plain",
+        "plain",
+        _badnets(_patch(3, 25, 12, 7, "checker"), rate=0.01, family="low-rate"),
+        905,
+        "h5",
+    ),
+    Recipe(
+        "ho5_randpos_w3_resnet",
+        "resnet",
+        _badnets(Trigger("randpatch", 1, size=3), rate=0.1, family="randpos"),
+        906,
+    ),
+    Recipe("ho5_sig_vgg", "vgg_bn", Attack("sig", (Trigger("sig", 3, delta=0.12, freq=6),)), 907),
+    Recipe(
+        "ho5_blend_a15_sepconv",
+        "sepconv",
+        Attack("blend", (Trigger("blend", 0, alpha=0.15, seed=43),), rate=0.08),
+        908,
+    ),
+    Recipe("ho5_badnets_g3_dense", "dense", _badnets(_patch(3, 0, 25, 9, "grey", 0.6)), 909),
 )
 
 
