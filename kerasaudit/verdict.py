@@ -329,6 +329,16 @@ class Rule:
     # this share of the task's clean reference models' images to it too: a feature of the
     # class, not a backdoor (infinite: never; needs a baseline with reference models).
     transfer: float = math.inf
+    # A model may carry two backdoors: once a label is flagged, the others are judged again
+    # with the flagged labels' evidence set aside (out of the median and MAD), against every
+    # threshold times this factor (infinite: never).
+    second_pass: float = math.inf
+
+    def scaled(self, factor: float) -> Rule:
+        """This rule with every index threshold times ``factor`` (``combined`` sums indices
+        as fractions of those thresholds, so it scales with them)."""
+        names = ("mask_index", "additive_index", "margin_index", "linf_index", "warp_index")
+        return replace(self, **{n: getattr(self, n) * factor for n in names})
 
     def signals(self, s: LabelScores) -> tuple[tuple[str, float, float, float], ...]:
         """(signal, index, threshold, share of the reference models' images its trigger moves;
@@ -372,6 +382,11 @@ class Rule:
             text += (
                 f", or when the indices, each divided by its threshold, add up to more than "
                 f"{self.combined:.2f}"
+            )
+        if math.isfinite(self.second_pass):
+            text += (
+                f"; once a label is flagged, the others are judged again without it, against "
+                f"{self.second_pass:.2f} × each threshold"
             )
         return text + (
             f"; all-to-all when one untargeted mask is below {self.untargeted_ratio:.2f} × the "
@@ -417,6 +432,7 @@ class Decision:
     signals: tuple[str, ...]  # which signals crossed their thresholds ("mask", "additive", ...)
     reasons: tuple[str, ...]  # in words, for people
     strength: float  # the largest index / threshold ratio (for ordering)
+    second_pass: bool = False  # flagged only once the labels flagged first were set aside
 
 
 @dataclass(frozen=True)
@@ -464,56 +480,37 @@ def judge(
     evidence: ModelEvidence, rule: Rule | None = None, baseline: Baseline | None = None
 ) -> Verdict:
     """Apply ``rule`` (default: :func:`rule_for` the baseline) to ``evidence`` (see module
-    doc). With a ``baseline`` each label is scored against its task's usual value first."""
+    doc). With a ``baseline`` each label is scored against its task's usual value first.
+
+    When labels are flagged and the rule has a finite ``second_pass``, the labels left are
+    scored again with the flagged ones' evidence set aside and judged against the thresholds
+    times ``second_pass``: a first target's extreme values no longer sit in the others' median
+    and MAD, so a second target that was just under the line can cross it."""
     if rule is None:
         rule = rule_for(baseline)
     scores = score(evidence, baseline)
-    decisions = []
-    for s in scores.labels:
-        if not scores.enough_labels:
-            decisions.append(
-                Decision(s.label, False, (), (f"fewer than {MIN_LABELS} labels: no statistics",), 0)
-            )
-            continue
-        crossed: list[str] = []
-        reasons: list[str] = []
-        strength = 0.0
-        vetoed = False  # the mask or warp signal crossed, but its trigger is the class's own
-        for name, value, threshold, moved in rule.signals(s):
-            words = SIGNAL_WORDS[name]
-            if not math.isfinite(value):
-                continue
-            natural = moved >= rule.transfer
-            if threshold > 0 and not natural:
-                strength = max(strength, value / threshold)
-            if value > threshold and natural:
-                vetoed = True
-                reasons.append(
-                    f"{words}: index {value:.2f} > {threshold:g}, but its trigger also sends "
-                    f"{moved:.0%} of clean reference models' images here (≥ "
-                    f"{rule.transfer:.0%}): a feature of the class, not a backdoor"
+    decisions = [_decide(s, rule, scores.enough_labels) for s in scores.labels]
+    first = {d.label for d in decisions if d.flagged}
+    rest = tuple(e for e in evidence.labels if e.label not in first)
+    if first and math.isfinite(rule.second_pass) and len(rest) >= MIN_LABELS:
+        again = score(replace(evidence, labels=rest), baseline)
+        stricter = rule.scaled(rule.second_pass)
+        aside = ", ".join(str(k) for k in sorted(first))
+        found = {}
+        for s in again.labels:
+            d = _decide(s, stricter, again.enough_labels)
+            if d.flagged:
+                found[s.label] = replace(
+                    d,
+                    reasons=(
+                        f"with label(s) {aside} set aside, against {rule.second_pass:.2f} × "
+                        "each threshold:",
+                        *d.reasons,
+                    ),
+                    strength=d.strength * rule.second_pass,  # as a share of the plain threshold
+                    second_pass=True,
                 )
-            elif value > threshold:
-                crossed.append(name)
-                reasons.append(f"{words}: index {value:.2f} > {threshold:g}")
-        combined = rule.combined_score(s)
-        if not crossed and combined > rule.combined:
-            crossed.append("combined")
-            reasons.append(
-                f"several signals together: {combined:.2f} > {rule.combined:.2f} (sum of each "
-                "index over its threshold)"
-            )
-        if math.isfinite(rule.combined) and rule.combined > 0:
-            strength = max(strength, combined / rule.combined)
-        if not crossed:
-            best = max((v for _, v, _, _ in rule.signals(s) if math.isfinite(v)), default=math.nan)
-            reasons.append(
-                "no other signal above its threshold" if vetoed
-                else f"no signal above its threshold (largest index {best:.2f})"
-            )  # fmt: skip
-        if math.isfinite(s.linf_excess):
-            reasons.append(f"ℓ∞ excess of its recovered trigger {s.linf_excess:.2f}")
-        decisions.append(Decision(s.label, bool(crossed), tuple(crossed), tuple(reasons), strength))
+        decisions = [found.get(d.label, d) for d in decisions]
     all_to_all = bool(
         scores.enough_labels
         and math.isfinite(scores.untargeted_ratio)
@@ -521,10 +518,55 @@ def judge(
         and scores.untargeted_ratio < rule.untargeted_ratio
         and spread(evidence.untargeted_moves_to) is not False
     )
-    order = sorted((d for d in decisions if d.flagged), key=lambda d: -d.strength)
+    order = sorted((d for d in decisions if d.flagged), key=lambda d: (d.second_pass, -d.strength))
     return Verdict(
         tuple(d.label for d in order), all_to_all, tuple(decisions), scores, rule, baseline
     )
+
+
+def _decide(s: LabelScores, rule: Rule, enough_labels: bool) -> Decision:
+    """One label's decision under ``rule`` (see :func:`judge`)."""
+    if not enough_labels:
+        return Decision(s.label, False, (), (f"fewer than {MIN_LABELS} labels: no statistics",), 0)
+    crossed: list[str] = []
+    reasons: list[str] = []
+    strength = 0.0
+    vetoed = False  # the mask or warp signal crossed, but its trigger is the class's own
+    for name, value, threshold, moved in rule.signals(s):
+        words = SIGNAL_WORDS[name]
+        if not math.isfinite(value):
+            continue
+        natural = moved >= rule.transfer
+        if threshold > 0 and not natural:
+            strength = max(strength, value / threshold)
+        if value > threshold and natural:
+            vetoed = True
+            reasons.append(
+                f"{words}: index {value:.2f} > {threshold:g}, but its trigger also sends "
+                f"{moved:.0%} of clean reference models' images here (≥ "
+                f"{rule.transfer:.0%}): a feature of the class, not a backdoor"
+            )
+        elif value > threshold:
+            crossed.append(name)
+            reasons.append(f"{words}: index {value:.2f} > {threshold:g}")
+    combined = rule.combined_score(s)
+    if not crossed and combined > rule.combined:
+        crossed.append("combined")
+        reasons.append(
+            f"several signals together: {combined:.2f} > {rule.combined:.2f} (sum of each "
+            "index over its threshold)"
+        )
+    if math.isfinite(rule.combined) and rule.combined > 0:
+        strength = max(strength, combined / rule.combined)
+    if not crossed:
+        best = max((v for _, v, _, _ in rule.signals(s) if math.isfinite(v)), default=math.nan)
+        reasons.append(
+            "no other signal above its threshold" if vetoed
+            else f"no signal above its threshold (largest index {best:.2f})"
+        )  # fmt: skip
+    if math.isfinite(s.linf_excess):
+        reasons.append(f"ℓ∞ excess of its recovered trigger {s.linf_excess:.2f}")
+    return Decision(s.label, bool(crossed), tuple(crossed), tuple(reasons), strength)
 
 
 def _json_number(value: Any) -> Any:
