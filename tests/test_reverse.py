@@ -233,6 +233,37 @@ def test_verdict_flags_a_label_when_any_signal_stands_out() -> None:
     assert not judge(_evidence([1.0, 60.0]), rule).backdoor
 
 
+def test_the_second_pass_finds_a_second_target_hidden_by_the_first() -> None:
+    rule = Rule(mask_index=3.0, additive_index=3.0, margin_index=3.0, untargeted_ratio=0.2)
+    # Label 0's mask is far out; label 1's is out too, but the median and MAD of all ten
+    # (label 0's value among them) leave it just under the line.
+    masks = [4.0, 35.0, 60.0, 50.0, 70.0, 65.0, 54.0, 72.0, 61.0, 68.0]
+    once = judge(_evidence(masks), rule)
+    assert once.flagged == (0,)
+    assert 0.9 < once.decision(1).strength < 1.0  # just under the line
+    twice = judge(_evidence(masks), replace(rule, second_pass=1.0))
+    assert twice.flagged == (0, 1)  # the first pass's label first
+    second = twice.decision(1)
+    assert second.flagged and second.second_pass and second.signals == ("mask",)
+    assert "label(s) 0 set aside" in second.reasons[0]
+    assert second.strength > 1.0  # against the plain threshold, labels 0 set aside
+    assert not twice.decision(0).second_pass
+    # A factor above that strength adds nothing; so does any factor on a model with no label
+    # flagged first (a clean model is never judged twice).
+    assert judge(_evidence(masks), replace(rule, second_pass=second.strength + 0.01)).flagged == (
+        0,
+    )
+    clean = [60.0, 38.0, *masks[2:]]
+    assert not judge(_evidence(clean), replace(rule, second_pass=0.1)).backdoor
+    # The factor is in the rule's JSON and its description; missing, it is off.
+    scaled = replace(rule, combined=2.0, second_pass=1.15)
+    assert Rule.from_dict(json.loads(json.dumps(scaled.to_dict()))) == scaled
+    assert "1.15 × each threshold" in scaled.describe()
+    assert math.isinf(Rule.from_dict({"mask_index": 3.0}).second_pass)
+    assert scaled.scaled(2.0).mask_index == 6.0 and scaled.scaled(2.0).warp_index == math.inf
+    assert scaled.scaled(2.0).combined == 2.0  # a sum of fractions of the scaled thresholds
+
+
 def test_all_to_all_needs_the_untargeted_masks_destinations_spread() -> None:
     rule = Rule(mask_index=3.0, additive_index=3.0, margin_index=3.0, untargeted_ratio=0.2)
     masks = [60.0, 55.0, 70.0, 65.0, 58.0, 72.0, 61.0, 68.0, 63.0, 66.0]
