@@ -291,19 +291,26 @@ def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | N
     (EVIDENCE / f"{recipe.name}.json").write_text(json.dumps(compact, indent=1) + "\n")
 
 
-def judge() -> int:
+def judge(second_pass: float, prefix: str = "") -> int:
+    """Each model's verdict from its evidence: with the shipped rule and baseline, with a
+    second pass at ``second_pass`` (what it adds, right or wrong), and with the plain rule;
+    then how many targeted backdoored models get exactly their targets without and with it."""
+    from dataclasses import replace
+
     import fmnist
     import numpy as np
 
     from kerasaudit import baselines
-    from kerasaudit.verdict import ModelEvidence
+    from kerasaudit.verdict import ModelEvidence, rule_for
     from kerasaudit.verdict import judge as verdict
 
     x, y = fmnist.load("test")
     defender, _ = fmnist.test_split()
     choice = baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
     print(f"baseline: {choice.reason}")
-    for path in sorted(EVIDENCE.glob("*.json")):
+    twice = replace(rule_for(choice.baseline), second_pass=second_pass)
+    exact = [0, 0, 0]  # targeted backdoored models; exactly their targets without / with
+    for path in sorted(EVIDENCE.glob(f"{prefix}*.json")):
         if path.name.endswith(".defend.json"):
             continue
         saved = json.loads(path.read_text())
@@ -312,6 +319,16 @@ def judge() -> int:
         evidence = ModelEvidence.from_dict(saved["evidence"])
         with_baseline = verdict(evidence, baseline=choice.baseline)
         plain = verdict(evidence)
+        again = verdict(evidence, twice, choice.baseline)
+        added = [
+            f"{d.label} at {d.strength:.2f} × ({'right' if d.label in targets else 'wrong'})"
+            for d in again.decisions
+            if d.second_pass
+        ]
+        if targets and all(t >= 0 for t in targets):
+            exact[0] += 1
+            exact[1] += sorted(with_baseline.flagged) == targets
+            exact[2] += sorted(again.flagged) == targets
         top = max(with_baseline.decisions, key=lambda d: d.strength)
         asr = ", ".join(f"{100 * a:.1f} %" for a in saved["zoo"]["eval"]["asr"]) or "-"
         # labels the reference-model veto let go (their transfer), and each target's transfer
@@ -325,9 +342,12 @@ def judge() -> int:
             f"targets {targets or '-'} ASR {asr:8} | baseline: flagged "
             f"{list(with_baseline.flagged)}{' + all-to-all' if with_baseline.all_to_all else ''}"
             f" (largest index/threshold {top.strength:.2f}; vetoed {veto}"
-            f"{'; target transfer ' + target_moves if targets else ''}) | plain rule: "
+            f"{'; target transfer ' + target_moves if targets else ''}) | second pass × "
+            f"{second_pass:.2f} adds {', '.join(added) or 'nothing'} | plain rule: "
             f"{list(plain.flagged)}"
         )
+    print(f"targeted backdoored models flagged at exactly their targets: {exact[1]} of "
+          f"{exact[0]} without the second pass, {exact[2]} with it")  # fmt: skip
     return 0
 
 
@@ -335,6 +355,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("build", "judge", "defend"))
     parser.add_argument("names", nargs="*")
+    parser.add_argument(
+        "--second-pass",
+        type=float,
+        default=1.15,
+        help="judge: the second pass's factor to compare with (default 1.15)",
+    )
+    parser.add_argument("--prefix", default="", help="judge: only models whose name starts so")
     args = parser.parse_intermixed_args()
     if args.command == "build":
         build(args.names)
@@ -342,7 +369,7 @@ def main() -> int:
     if args.command == "defend":
         defend(args.names)
         return 0
-    return judge()
+    return judge(args.second_pass, args.prefix)
 
 
 if __name__ == "__main__":
