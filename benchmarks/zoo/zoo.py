@@ -380,9 +380,11 @@ def warn_stale(root: Path) -> None:
 
 
 def built(root: Path, names: list[str]) -> list[Recipe]:
+    """The recipes of ``names`` (default: the zoo's) built under ``root``; a held-out name
+    (``heldout.py``) too, for ``--dir benchmarks/zoo/build-heldout``."""
     out = []
     for name in names or [r.name for r in RECIPES]:
-        recipe = BY_NAME[name]
+        recipe = recipe_named(name)
         if (root / "models" / f"{name}.json").exists():
             out.append(recipe)
     return out
