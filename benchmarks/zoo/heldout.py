@@ -7,7 +7,10 @@ them. ``python benchmarks/zoo/heldout.py build`` trains each into ``benchmarks/z
 and runs ``kerasaudit reverse`` (the defaults but ``--no-complete``, as for the zoo's evidence) on
 the defender's 1,000 images, keeping the compact evidence in ``benchmarks/zoo/heldout/``;
 ``python benchmarks/zoo/heldout.py judge`` prints each model's verdict with the shipped rule and
-baseline (what ``reverse`` chose) and with the plain rule, from that evidence, in seconds.
+baseline (what ``reverse`` chose) and with the plain rule, from that evidence, in seconds;
+``heldout.py defend`` runs ``kerasaudit defend`` on the backdoored ones and ``heldout.py table``
+prints what it (and the known-trigger chain, ``zoo.py known --dir benchmarks/zoo/build-heldout``)
+left against the goal.
 
 The ``ho2_`` models (2026-12-05) are a second set, written down (commit before any was built)
 to test the reference-model veto held out: its panel and 20 % threshold were chosen on zoo
@@ -311,7 +314,7 @@ def judge(second_pass: float, prefix: str = "") -> int:
     twice = replace(rule_for(choice.baseline), second_pass=second_pass)
     exact = [0, 0, 0]  # targeted backdoored models; exactly their targets without / with
     for path in sorted(EVIDENCE.glob(f"{prefix}*.json")):
-        if path.name.endswith(".defend.json"):
+        if path.name.endswith((".defend.json", ".known.json")):
             continue
         saved = json.loads(path.read_text())
         recipe = saved["zoo"]["recipe"]
@@ -351,9 +354,51 @@ def judge(second_pass: float, prefix: str = "") -> int:
     return 0
 
 
+def table(prefix: str) -> int:
+    """Per held-out backdoored model (names starting with ``prefix``): what ``defend`` flagged
+    and left (``heldout.py defend``), and what the README's known-trigger chain left (``python
+    benchmarks/zoo/zoo.py known --dir benchmarks/zoo/build-heldout NAME…``; its result is
+    copied, compact, to ``heldout/NAME.known.json`` when the build holds it), each against the
+    goal (every trigger's ASR ≤ 2 % at ≤ 1.5 points), then the counts."""
+    import zoo
+
+    counts = {"defend": [0, 0], "known": [0, 0]}
+    for recipe in HELD_OUT:
+        if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
+            continue
+        built_known = zoo.results_dir(BUILD, recipe.name) / "known.json" if BUILD.exists() else None
+        known_path = EVIDENCE / f"{recipe.name}.known.json"
+        if built_known is not None and built_known.exists() and not known_path.exists():
+            result = json.loads(built_known.read_text())
+            row = {"model": recipe.name, **{k: result[k] for k in ("seconds", "before", "after")}}
+            known_path.write_text(json.dumps(row, indent=1) + "\n")
+        cells = []
+        for stage, path in (("defend", EVIDENCE / f"{recipe.name}.defend.json"),
+                            ("known", known_path)):  # fmt: skip
+            if not path.exists():
+                cells.append(f"{stage}: –")
+                continue
+            row = json.loads(path.read_text())
+            before, after = row["before"], row.get("after")
+            if after is None:  # nothing flagged: the model is left as it was
+                after = before
+            lost = 100 * (before["accuracy"] - after["accuracy"])
+            met = zoo.within_goal(max(after["asr"]), lost)
+            counts[stage][0] += 1
+            counts[stage][1] += met
+            asr = " / ".join(f"{100 * a:.2f}" for a in after["asr"])
+            flagged = f" {row['flagged']}" if stage == "defend" else ""
+            cells.append(f"{stage}{flagged}: {-lost:+.2f} points, ASR {asr} % "
+                         f"{'✓' if met else '✗'}")  # fmt: skip
+        print(f"{recipe.name:28} targets {list(recipe.attack.targets)} | " + " | ".join(cells))
+    for stage, (models, met) in counts.items():
+        print(f"{stage}: within the goal on {met} of {models}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "judge", "defend"))
+    parser.add_argument("command", choices=("build", "judge", "defend", "table"))
     parser.add_argument("names", nargs="*")
     parser.add_argument(
         "--second-pass",
@@ -361,7 +406,7 @@ def main() -> int:
         default=1.15,
         help="judge: the second pass's factor to compare with (default 1.15)",
     )
-    parser.add_argument("--prefix", default="", help="judge: only models whose name starts so")
+    parser.add_argument("--prefix", default="", help="judge, table: only names starting so")
     args = parser.parse_intermixed_args()
     if args.command == "build":
         build(args.names)
@@ -369,6 +414,8 @@ def main() -> int:
     if args.command == "defend":
         defend(args.names)
         return 0
+    if args.command == "table":
+        return table(args.prefix)
     return judge(args.second_pass, args.prefix)
 
 

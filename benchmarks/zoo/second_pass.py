@@ -40,7 +40,7 @@ def rows(evidence_dirs: list[Path]) -> list[dict]:
     out = []
     for directory in evidence_dirs:
         for path in sorted(directory.glob("*.json")):
-            if path.name.endswith(".defend.json"):
+            if path.name.endswith((".defend.json", ".known.json")):
                 continue
             saved = json.loads(path.read_text())
             recipe = saved["zoo"]["recipe"]
