@@ -387,7 +387,9 @@ def table(prefix: str) -> int:
             counts[stage][0] += 1
             counts[stage][1] += met
             asr = " / ".join(f"{100 * a:.2f}" for a in after["asr"])
-            flagged = f" {row['flagged']}" if stage == "defend" else ""
+            flagged = ""
+            if stage == "defend":
+                flagged = f" {row['flagged']}" + (" + all-to-all" if row["all_to_all"] else "")
             cells.append(f"{stage}{flagged}: {-lost:+.2f} points, ASR {asr} % "
                          f"{'✓' if met else '✗'}")  # fmt: skip
         print(f"{recipe.name:28} targets {list(recipe.attack.targets)} | " + " | ".join(cells))
