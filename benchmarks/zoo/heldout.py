@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -294,22 +295,29 @@ def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | N
     (EVIDENCE / f"{recipe.name}.json").write_text(json.dumps(compact, indent=1) + "\n")
 
 
+def defender_baseline() -> Any:
+    """What ``kerasaudit reverse --baseline auto`` chooses for the defender's 1,000 images (read
+    from Debian's Fashion-MNIST files, no build needed): a ``baselines.choose`` result."""
+    import fmnist
+    import numpy as np
+
+    from kerasaudit import baselines
+
+    x, y = fmnist.load("test")
+    defender, _ = fmnist.test_split()
+    return baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
+
+
 def judge(second_pass: float, prefix: str = "") -> int:
     """Each model's verdict from its evidence: with the shipped rule and baseline, with a
     second pass at ``second_pass`` (what it adds, right or wrong), and with the plain rule;
     then how many targeted backdoored models get exactly their targets without and with it."""
     from dataclasses import replace
 
-    import fmnist
-    import numpy as np
-
-    from kerasaudit import baselines
     from kerasaudit.verdict import ModelEvidence, rule_for
     from kerasaudit.verdict import judge as verdict
 
-    x, y = fmnist.load("test")
-    defender, _ = fmnist.test_split()
-    choice = baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
+    choice = defender_baseline()
     print(f"baseline: {choice.reason}")
     twice = replace(rule_for(choice.baseline), second_pass=second_pass)
     exact = [0, 0, 0]  # targeted backdoored models; exactly their targets without / with

@@ -26,15 +26,11 @@ sys.path.insert(0, str(HERE))
 
 
 def rows(evidence_dirs: list[Path]) -> list[dict]:
-    import fmnist
-    import numpy as np
+    from heldout import defender_baseline
 
-    from kerasaudit import baselines
     from kerasaudit.verdict import ModelEvidence, judge, rule_for
 
-    x, y = fmnist.load("test")
-    defender, _ = fmnist.test_split()
-    choice = baselines.choose("auto", x[defender].astype(np.float32), y[defender], 10)
+    choice = defender_baseline()
     assert choice.baseline is not None
     rule = replace(rule_for(choice.baseline), second_pass=1.0)
     out = []
