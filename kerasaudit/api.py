@@ -301,8 +301,9 @@ def prune(
 ) -> tuple[Any, PruneResult]:
     """Zero the kernels (and biases, and the following BatchNorm) of the channels ranked
     first by ``criterion``; optionally fine-tune (with ``unlearn``, on triggered images labelled
-    with their true class; ``also_unlearn``: further triggers unlearnt with ``trigger``, e.g. a
-    second backdoor's). Returns (the pruned copy, what was done); ``model`` is unchanged."""
+    with their true class; ``also_unlearn``: further known triggers, e.g. a second backdoor's,
+    unlearnt with ``trigger`` and measured like it — towards the label the original model sends
+    them to). Returns (the pruned copy, what was done); ``model`` is unchanged."""
     from kerasaudit.finetune import FineTuneSettings
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune as _prune
@@ -325,7 +326,7 @@ def prune(
         target=target,
         eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
         fine_tuning=FineTuneSettings(epochs=fine_tune_epochs, unlearn=unlearn),
-        unlearn_with=[fitted, *extra] if extra else None,
+        known_also=extra,
     )
 
 

@@ -302,6 +302,45 @@ def evaluate(
     )
 
 
+FORCED_SHARE = 0.5  # forced_label: a trigger "forces" a label it sends at least this share to
+
+
+def forced_label(
+    model: Any, dataset: Dataset | None, trigger: AnyTrigger
+) -> tuple[int | None, float]:
+    """(the label ``model`` gives most of the images carrying ``trigger``, the share of the
+    images of other classes it gives that label) — the target of a known trigger stated without
+    one (``prune --also-unlearn``). The label is None when that share is below
+    :data:`FORCED_SHARE`: the trigger forces no single label on this model (untargeted, or not
+    a backdoor of it). Spec triggers are stamped on ``dataset``; ``--trigger-data`` images are
+    used as they are (without true classes, every image counts)."""
+    io = classifier_io(model)
+    predicted: list[np.ndarray] = []
+    classes: list[np.ndarray] = []
+    if isinstance(trigger, TriggerData):
+        predict = _predict_step(model, trigger.input_shape, io.outputs, None)
+        for start in range(0, trigger.count, 256):
+            predicted.append(predict(trigger.x[start : start + 256]))
+        if trigger.y is not None:
+            classes.append(np.asarray(trigger.y))
+    else:
+        if dataset is None:
+            raise BadInputError("a stamped trigger's target is inferred on data: none given")
+        stamp = _predict_step(model, dataset.info.shape, io.outputs, trigger)
+        for x, y in dataset.batches():
+            predicted.append(stamp(x))
+            if y is not None:
+                classes.append(y)
+    labels = np.concatenate(predicted) if predicted else np.zeros(0, np.int64)
+    if labels.size == 0:
+        return None, 0.0
+    top = int(np.bincount(labels, minlength=io.num_classes).argmax())
+    truth = np.concatenate(classes) if classes else None
+    others = labels if truth is None else labels[truth != top]
+    share = float((others == top).mean()) if others.size else 0.0
+    return (top if share >= FORCED_SHARE else None), share
+
+
 def _resolve_target(
     trigger: AnyTrigger | None, target: int | None, io: ClassifierIO
 ) -> tuple[int | None, str | None]:

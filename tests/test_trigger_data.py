@@ -202,6 +202,62 @@ def test_prune_also_unlearns_a_second_trigger(stripes: dict[str, Path], tmp_path
     assert asr["alone"] > 0.5 and asr["both"] < 0.1, asr
 
 
+def test_forced_label_is_the_label_a_trigger_sends_images_to(stripes: dict[str, Path]) -> None:
+    """An --also-unlearn trigger's target: the label the original model sends most images
+    carrying it to — stamped on the data (a spec) or as they are (trigger images); none when no
+    label gets half of them (a trigger that is not this model's backdoor, or a clean model)."""
+    from kerasaudit.evaluation import forced_label
+    from kerasaudit.loading import load_model
+
+    backdoored = load_model(stripes["backdoored"]).model
+    clean = load_model(stripes["clean"]).model
+    dataset = open_data(DataSpec(stripes["data"]), (8, 8, 1), K)
+    planted = load_trigger(TRIGGER, (8, 8, 1))
+    label, share = forced_label(backdoored, dataset, planted)
+    assert label == 0 and share > 0.9
+    with np.load(stripes["stamped"]) as f:
+        images = TriggerData.from_arrays("stamped", f["x"] / 255.0, f["y"], None)
+    label, share = forced_label(backdoored, None, images)
+    assert label == 0 and share > 0.9
+    decoy = load_trigger("patch:size=2,pos=tl,value=0", (8, 8, 1))
+    assert forced_label(backdoored, dataset, decoy)[0] is None
+    label, share = forced_label(clean, dataset, planted)
+    assert label is None and share < 0.5
+
+
+def test_prune_measures_every_known_trigger(stripes: dict[str, Path], tmp_path: Path) -> None:
+    """--also-unlearn triggers are measured like --trigger: every layer candidate has their
+    held-out ASR and is judged by the worst, the before/after table has theirs, and the exit
+    code says when one survives even though --trigger's ASR is 0. Here --trigger is a decoy
+    (it forces nothing) and the planted trigger is the second; fine-tuning at a rate too small
+    to unlearn anything leaves the second at its original ASR (clean ℓ∞ spares the backdoor
+    channel, as above; the one conv layer is the one candidate)."""
+    decoy = "patch:size=2,pos=tl,value=0"
+    base = ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]), "-t", decoy,
+            "--target", "0", "-c", "linf", "--ratio", "0.2", "--unlearn",
+            "--also-unlearn", TRIGGER, "--fine-tune-epochs", "1"]  # fmt: skip
+    code, report = _json([*base, "--learning-rate", "1e-9", "--max-asr", "50"])
+    assert code == 1, report
+    candidates = report["layer_choice"]["candidates"]
+    assert candidates and all(len(c["other_asrs"]) == 1 for c in candidates)
+    for c in candidates:
+        assert c["worst_asr"] == max(c["asr"], c["other_asrs"][0])
+    assert "worst ASR over the 2 known triggers" in report["layer_choice"]["reason"]
+    (also,) = report["also_measured"]
+    assert also["target"] == 0 and also["forced_share"] > 0.9
+    assert also["before"]["asr"] > 0.9 and also["after_fine_tune"]["asr"] > 0.5
+    # the exit code comes from the second trigger: the decoy's ASR is within --max-asr 50 %
+    assert report["after_fine_tune"]["attack"]["asr"] < 0.5
+    assert report["worst_final_asr"] == also["after_fine_tune"]["asr"]
+    table = runner.invoke(app, [*base, "--learning-rate", "1e-9", "--max-asr", "50"])
+    assert "Further known triggers" in table.stdout and "ASR 2" in table.stdout
+    assert "trigger 2 ASR" in table.stderr and "the backdoor survives" in table.stderr
+    # unlearnt for real, the second trigger is gone and the run succeeds
+    code, report = _json([*base, "--learning-rate", "0.05", "--fine-tune-epochs", "5"])
+    assert code == 0, report
+    assert report["also_measured"][0]["after_fine_tune"]["asr"] < 0.05
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -128,9 +128,10 @@ def prune(
         typer.Option(
             "--also-unlearn",
             metavar="TRIGGER",
-            help="Another trigger to unlearn while fine-tuning, e.g. a second backdoor's (a "
-            "spec or a `reverse` trigger file; repeatable). --trigger still ranks the channels "
-            "and is the one measured. Needs --unlearn.",
+            help="Another known trigger, e.g. a second backdoor's (a spec or a `reverse` "
+            "trigger file; repeatable): unlearnt while fine-tuning and measured like --trigger "
+            "(layer candidates are judged by the worst ASR; its target is the label the "
+            "original model sends it to). --trigger ranks the channels. Needs --unlearn.",
             show_default=False,
         ),
     ] = None,
@@ -289,7 +290,7 @@ def prune(
             batch_size=batch_size,
             strict_ratio=True,
             clean_stats=clean_stats,
-            unlearn_with=[inputs.trigger, *extra] if extra else None,
+            known_also=extra,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)
@@ -307,8 +308,7 @@ def prune(
     consoles.info(prune_fmt.summary_line(result) + (f"; wrote {output}" if output else ""))
     if output is None:
         consoles.info("nothing written: pass -o FILE to save the pruned model")
-    final = result.final
-    asr = None if final is None else final.asr
+    asr = result.worst_final_asr
     if asr is not None and asr > max_asr / 100:
         consoles.info(
             f"warning: the backdoor survives: ASR {100 * asr:.2f} % after pruning is above "

@@ -38,6 +38,10 @@ def summary_line(result: PruneResult) -> str:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.final.accuracy)}"
         if result.final.attack is not None:
             line += f", ASR {_pct(result.before.asr)} → {_pct(result.final.asr)}"
+    for n, other in enumerate(result.also, start=2):
+        after = other.after_fine_tune if result.fine_tune is not None else other.after_prune
+        if other.before is not None and after is not None:
+            line += f", trigger {n} ASR {_pct(other.before.asr)} → {_pct(after.asr)}"
     return line
 
 
@@ -76,16 +80,21 @@ def render(result: PruneResult, console: Console) -> None:
         cand = Table(
             title=Text("Candidates tried (held-out numbers; ← chosen)"), title_justify="left"
         )
-        for column in ("layer", "ratio", "channels pruned", "accuracy", "ASR", "RA"):
+        extra = max(len(c.others) for c in result.choice.candidates)
+        asrs = ["ASR"] if not extra else [f"ASR {n}" for n in range(1, extra + 2)]
+        columns = ["layer", "ratio", "channels pruned", "accuracy", *asrs, "RA"]
+        for column in columns:
             cand.add_column(column, justify="left" if column == "layer" else "right")
         for c in result.choice.candidates:
             chosen = c.layer in result.choice.layers and c.ratio == result.ratio
+            others = [_pct(a) for a in c.others] + ["n/a"] * (extra - len(c.others))
             cand.add_row(
                 Text(c.layer + (" ←" if chosen else "")),
                 f"{c.ratio:g}",
                 str(c.channels_pruned),
                 _pct(c.accuracy),
                 _pct(c.asr),
+                *others,
                 _pct(c.ra),
             )
         console.print(cand)
@@ -117,5 +126,34 @@ def render(result: PruneResult, console: Console) -> None:
             name = f"pruned + {tuned}" if result.pruned else tuned
             _stage_row(name, result.after_fine_tune, stages)
         console.print(stages)
+        if result.also:
+            _also_table(result, console)
     else:
         console.print("No labelled data: accuracy and ASR not measured.", markup=False)
+
+
+def _also_table(result: PruneResult, console: Console) -> None:
+    """The further known triggers' ASRs before and after (``--also-unlearn``)."""
+    table = Table(title=Text("Further known triggers (ASR)"), title_justify="left")
+    for column in ("trigger", "target", "original", "pruned", "fine-tuned"):
+        table.add_column(column, justify="left" if column == "trigger" else "right")
+    for n, other in enumerate(result.also, start=2):
+        if other.target is None:
+            table.add_row(
+                Text(f"{n}: {other.trigger}"),
+                f"none ({_pct(other.share)} to one label)",
+                "n/a",
+                "n/a",
+                "n/a",
+            )
+            continue
+        table.add_row(
+            Text(f"{n}: {other.trigger}"),
+            str(other.target),
+            _pct(None if other.before is None else other.before.asr),
+            _pct(None if other.after_prune is None else other.after_prune.asr)
+            if result.pruned
+            else "-",
+            _pct(None if other.after_fine_tune is None else other.after_fine_tune.asr),
+        )
+    console.print(table)

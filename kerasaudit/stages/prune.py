@@ -18,7 +18,13 @@ import numpy as np
 
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.evaluation import OFF_CLASS, AttackResult, EvaluationResult, evaluate
+from kerasaudit.evaluation import (
+    OFF_CLASS,
+    AttackResult,
+    EvaluationResult,
+    evaluate,
+    forced_label,
+)
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
@@ -47,6 +53,14 @@ class LayerCandidate:
     asr: float | None
     ra: float | None
     ratio: float = 0.0
+    # the further known triggers' held-out ASRs (``known_also``, those measured), in order
+    others: tuple[float | None, ...] = ()
+
+    @property
+    def worst_asr(self) -> float | None:
+        """What the candidate is judged by: the highest ASR over every measured trigger."""
+        values = [a for a in (self.asr, *self.others) if a is not None]
+        return max(values) if values else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +70,8 @@ class LayerCandidate:
             "accuracy": self.accuracy,
             "asr": self.asr,
             "ra": self.ra,
+            "other_asrs": list(self.others),
+            "worst_asr": self.worst_asr,
         }
 
 
@@ -114,6 +130,33 @@ class LayerChoice:
 
 
 @dataclass(frozen=True)
+class AlsoMeasured:
+    """A further known trigger (``known_also``: a second backdoor's), measured like the first:
+    towards the label the original model sends most images carrying it to."""
+
+    trigger: str  # its description
+    target: int | None  # None: it forces no label on the original — unlearnt, not measured
+    share: float  # of the defender's images of other classes, the share the original sends there
+    before: AttackResult | None
+    after_prune: AttackResult | None
+    after_fine_tune: AttackResult | None
+
+    def to_dict(self) -> dict[str, Any]:
+        def attack(a: AttackResult | None) -> dict[str, Any] | None:
+            return None if a is None else a.to_dict()
+
+        return {
+            "trigger": self.trigger,
+            "target": self.target,
+            "target_source": "inferred: the label the original model sends it to",
+            "forced_share": self.share,
+            "before": attack(self.before),
+            "after_prune": attack(self.after_prune),
+            "after_fine_tune": attack(self.after_fine_tune),
+        }
+
+
+@dataclass(frozen=True)
 class PruneResult:
     criterion: Criterion
     ratio: float
@@ -125,10 +168,22 @@ class PruneResult:
     fine_tune: FineTuneResult | None
     after_fine_tune: EvaluationResult | None
     evaluated_on: str  # which data the before/after numbers come from
+    also: tuple[AlsoMeasured, ...] = ()  # further known triggers, measured like the first
 
     @property
     def final(self) -> EvaluationResult | None:
         return self.after_fine_tune if self.fine_tune is not None else self.after_prune
+
+    @property
+    def worst_final_asr(self) -> float | None:
+        """The highest ASR on the final model over every measured known trigger."""
+        final = self.final
+        values = [] if final is None or final.asr is None else [final.asr]
+        for other in self.also:
+            after = other.after_fine_tune if self.fine_tune is not None else other.after_prune
+            if after is not None and after.asr is not None:
+                values.append(after.asr)
+        return max(values) if values else None
 
     def to_dict(self) -> dict[str, Any]:
         def ev(result: EvaluationResult | None) -> dict[str, Any] | None:
@@ -145,6 +200,8 @@ class PruneResult:
             "after_prune": ev(self.after_prune),
             "fine_tune": None if self.fine_tune is None else self.fine_tune.to_dict(),
             "after_fine_tune": ev(self.after_fine_tune),
+            "also_measured": [a.to_dict() for a in self.also],
+            "worst_final_asr": self.worst_final_asr,
         }
 
 
@@ -188,6 +245,7 @@ def prune(
     rank_with: Sequence[Any] = (),
     spread: float = 0.0,
     final_epochs: int | None = None,
+    known_also: Sequence[Any] = (),
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -213,7 +271,12 @@ def prune(
     ``spread`` > 0 (with ``ratio="auto"`` and no ``layers``): no candidate is measured; the
     :data:`AUTO_LAYERS` layers the trigger drives hardest are all pruned, each at this ratio.
     ``final_epochs``: the chosen candidate's fine-tune runs this many epochs instead of
-    ``fine_tuning.epochs`` (which the layer candidates keep).
+    ``fine_tuning.epochs`` (which the layer candidates keep). ``known_also``: further *known*
+    triggers (a second backdoor's): unlearnt with ``trigger`` and measured like it — a layer
+    candidate is judged by the worst ASR over every trigger, each towards the label the original
+    model sends most images carrying it to (:func:`~kerasaudit.evaluation.forced_label`; one
+    that forces no label is unlearnt, not measured); the result reports each
+    (:class:`AlsoMeasured`).
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -241,9 +304,14 @@ def prune(
             return None
         return evaluate(candidate, on, with_trigger, target if with_trigger else None)
 
-    # The first trigger ranks the channels and measures candidates; every trigger in
-    # ``unlearn_with`` is unlearnt (e.g. all the triggers `reverse` found).
-    extra = [t for t in (unlearn_with or []) if t is not trigger]
+    # The first trigger ranks the channels; it and every ``known_also`` trigger measure the
+    # candidates; all of them and every trigger in ``unlearn_with`` are unlearnt (e.g. all the
+    # triggers `reverse` found).
+    known = [t for t in known_also if t is not trigger]
+    extra = [
+        t for t in (unlearn_with or []) if t is not trigger and all(t is not k for k in known)
+    ] + known
+    also_targets = [_known_target(model, dataset, t) for t in known] if can_evaluate else []
 
     def tune(
         pruned: Any,
@@ -252,6 +320,7 @@ def prune(
         with_trigger: Any,
         unlearn: bool = True,
         epochs: int | None = None,
+        extras: Sequence[Any] | None = None,
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
@@ -262,7 +331,7 @@ def prune(
             on,
             settings if epochs is None else replace(settings, epochs=epochs),
             mask=mask,
-            trigger=[with_trigger, *extra],
+            trigger=[with_trigger, *(extra if extras is None else extras)],
             teacher=teacher if teacher is not None else model,
             target=target,
         )
@@ -306,11 +375,29 @@ def prune(
         else (trigger, trigger)
     )
     held_attack = trigger_held if attack is not None else None
+    parts = [
+        t.split(HOLDOUT, seed=tuning.seed) if holding_out and isinstance(t, TriggerData) else (t, t)
+        for t in extra
+    ]
+    extra_fit = [fit_part for fit_part, _ in parts]
+    held_part = {id(t): held_t for t, (_, held_t) in zip(extra, parts, strict=True)}
+    measured = [  # (held-out part, target) of each known_also trigger that forces a label
+        (held_part[id(t)], target_of)
+        for t, (target_of, _) in zip(known, also_targets, strict=True)
+        if target_of is not None
+    ]
 
-    def candidate_result(info: AuditableLayer, r: float) -> EvaluationResult | None:
+    def others(candidate: Any, on: Dataset | None) -> tuple[float | None, ...]:
+        if on is None:
+            return ()
+        return tuple(candidate_asr(evaluate(candidate, on, t, k).attack) for t, k in measured)
+
+    def candidate_result(
+        info: AuditableLayer, r: float
+    ) -> tuple[EvaluationResult | None, tuple[float | None, ...]]:
         clone, _, mask = _prune_clone(model, [(info, rankings[info.path].top(r))])
-        tune(clone, mask, fit, trigger_fit, candidates_unlearn)
-        return measure(clone, held, held_attack)
+        tune(clone, mask, fit, trigger_fit, candidates_unlearn, extras=extra_fit)
+        return measure(clone, held, held_attack), others(clone, held)
 
     if spread > 0 and auto and not layers:
         reason = (
@@ -337,8 +424,15 @@ def prune(
     selections = [(info, rankings[info.path].top(chosen_ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
     after_prune = measure(pruned_model)
+    also_before = _also_attacks(model, evaluation_data, known, also_targets)
+    also_pruned = _also_attacks(pruned_model, evaluation_data, known, also_targets)
     tuned = tune(pruned_model, mask, dataset, trigger, epochs=final_epochs)
     after_tune = measure(pruned_model) if tuned is not None else None
+    also_tuned = (
+        _also_attacks(pruned_model, evaluation_data, known, also_targets)
+        if tuned is not None
+        else [None] * len(also_targets)
+    )
     evaluated_on = (
         "none (no labelled data)"
         if not can_evaluate
@@ -355,8 +449,38 @@ def prune(
         fine_tune=tuned,
         after_fine_tune=after_tune,
         evaluated_on=evaluated_on,
+        also=tuple(
+            AlsoMeasured(t.describe(), k, share, b, p, f)
+            for t, (k, share), b, p, f in zip(
+                known, also_targets, also_before, also_pruned, also_tuned, strict=True
+            )
+        ),
     )
     return pruned_model, result
+
+
+def _known_target(model: Any, dataset: Dataset | None, trigger: Any) -> tuple[int | None, float]:
+    """(target, share) of a further known trigger: its own target when it has one (a
+    ``--trigger-data``'s), else the label the original model sends it to (None: no label)."""
+    own = getattr(trigger, "target", None)
+    if own is not None:
+        return int(own), float("nan")
+    return forced_label(model, dataset, trigger)
+
+
+def _also_attacks(
+    model: Any,
+    on: Dataset | None,
+    triggers: Sequence[Any],
+    targets: Sequence[tuple[int | None, float]],
+) -> list[AttackResult | None]:
+    """Each further known trigger's attack on ``model`` (None: not measured)."""
+    if on is None or not on.info.has_labels:
+        return [None] * len(targets)
+    return [
+        None if k is None else evaluate(model, on, t, k).attack
+        for t, (k, _) in zip(triggers, targets, strict=True)
+    ]
 
 
 def _union(
@@ -433,7 +557,7 @@ def _choose_layers(
         for r in ratios:
             if round(r * info.channels) == 0:
                 continue
-            result = candidate_result(info, r)
+            result, other_asrs = candidate_result(info, r)
             attack = result.attack
             tried.append(
                 LayerCandidate(
@@ -443,17 +567,18 @@ def _choose_layers(
                     candidate_asr(attack),
                     attack.ra if attack else None,
                     r,
+                    tuple(other_asrs),
                 )
             )
     if not tried:
         raise BadInputError("no candidate layer has enough channels for the ratio")
     within = [c for c in tried if before.accuracy - c.accuracy <= max_acc_drop]
     pool = within or tried
-    lowest = min(np.inf if c.asr is None else c.asr for c in pool)
+    lowest = min(np.inf if c.worst_asr is None else c.worst_asr for c in pool)
     # Every candidate at or below the goal (or within a few images of the lowest) counts as
     # having removed the backdoor: among those, keep the most accuracy.
     bar = max(ASR_GOAL, lowest + ASR_TIE)
-    tied = [c for c in pool if c.asr is not None and c.asr <= bar] or pool
+    tied = [c for c in pool if c.worst_asr is not None and c.worst_asr <= bar] or pool
     best = max(tied, key=lambda c: (c.accuracy, -c.ratio))
     how = (
         f"after pruning and fine-tuning{'' if unlearnt else ' without unlearning'} "
@@ -464,6 +589,8 @@ def _choose_layers(
     what = "layer" if len(ratios) == 1 else "(layer, ratio)"
     at = f" at ratio {ratio:g}" if len(ratios) == 1 else ""
     asr = "ASR" if before.attack.target != OFF_CLASS else "share moved off a class (flips)"
+    if any(c.others for c in tried):
+        asr = f"worst ASR over the {1 + max(len(c.others) for c in tried)} known triggers"
     if within:
         reason = (
             f"most accurate {how} among {what} candidates whose {asr} is at most "
