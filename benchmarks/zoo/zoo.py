@@ -610,12 +610,15 @@ def cmd_known(args: argparse.Namespace) -> int:
         out = results_dir(root, recipe.name)
         suffix = "" if args.optimizer is None else f".{args.optimizer}"
         suffix += "" if args.epochs is None else f".e{args.epochs}"
+        suffix += "" if args.unlearn_fraction is None else f".u{args.unlearn_fraction:g}"
         target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
         extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
         if args.epochs is not None:  # a later --fine-tune-epochs overrides the chain's
             extra += ["--fine-tune-epochs", str(args.epochs)]
+        if args.unlearn_fraction is not None:
+            extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
         # One run: the first trigger ranks the channels, every further one is unlearnt too.
         for index in range(1, len(recipe.attack.triggers)):
             extra += also_unlearn_args(root, recipe, index)
@@ -1260,6 +1263,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--epochs", type=int, help="known: the chain with --fine-tune-epochs N (known.eN.json)"
+    )
+    parser.add_argument(
+        "--unlearn-fraction",
+        type=float,
+        help="known: the chain with --unlearn-fraction F (known.uF.json)",
     )
     args = parser.parse_intermixed_args()  # options before, between or after the names
     this_checkout()
