@@ -485,6 +485,9 @@ KNOWN_CHAIN = [
 ]  # fmt: skip
 
 
+TWO_TRIGGER_EPOCHS = 40  # the chain's --fine-tune-epochs with a second known trigger
+
+
 def trigger_args(root: Path, recipe: Recipe, index: int) -> list[str]:
     """How the defender states a known trigger: a spec when one expresses it, else the
     defender's own images carrying it (``--trigger-data``)."""
@@ -615,8 +618,13 @@ def cmd_known(args: argparse.Namespace) -> int:
         if target.exists() and not args.force:
             continue
         extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
-        if args.epochs is not None:  # a later --fine-tune-epochs overrides the chain's
-            extra += ["--fine-tune-epochs", str(args.epochs)]
+        # a later --fine-tune-epochs overrides the chain's; with a second known trigger the
+        # README's chain fine-tunes 40 epochs (JOURNAL, twenty-sixth session)
+        epochs = args.epochs
+        if epochs is None and len(recipe.attack.triggers) > 1:
+            epochs = TWO_TRIGGER_EPOCHS
+        if epochs is not None:
+            extra += ["--fine-tune-epochs", str(epochs)]
         if args.unlearn_fraction is not None:
             extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
         # One run: the first trigger ranks the channels, every further one is unlearnt too.
