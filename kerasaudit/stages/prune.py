@@ -136,7 +136,9 @@ class AlsoMeasured:
 
     trigger: str  # its description
     target: int | None  # None: it forces no label on the original — unlearnt, not measured
-    share: float  # of the defender's images of other classes, the share the original sends there
+    # of the defender's images of other classes, the share the original sends to ``target``
+    # (None: the trigger states its own target, or nothing was measured)
+    share: float | None
     before: AttackResult | None
     after_prune: AttackResult | None
     after_fine_tune: AttackResult | None
@@ -311,7 +313,12 @@ def prune(
     extra = [
         t for t in (unlearn_with or []) if t is not trigger and all(t is not k for k in known)
     ] + known
-    also_targets = [_known_target(model, dataset, t) for t in known] if can_evaluate else []
+    # (target, share) per known_also trigger; without labelled data nothing is measured
+    also_targets = (
+        [_known_target(model, dataset, t) for t in known]
+        if can_evaluate
+        else [(None, None)] * len(known)
+    )
 
     def tune(
         pruned: Any,
@@ -459,12 +466,14 @@ def prune(
     return pruned_model, result
 
 
-def _known_target(model: Any, dataset: Dataset | None, trigger: Any) -> tuple[int | None, float]:
+def _known_target(
+    model: Any, dataset: Dataset | None, trigger: Any
+) -> tuple[int | None, float | None]:
     """(target, share) of a further known trigger: its own target when it has one (a
     ``--trigger-data``'s), else the label the original model sends it to (None: no label)."""
     own = getattr(trigger, "target", None)
     if own is not None:
-        return int(own), float("nan")
+        return int(own), None
     return forced_label(model, dataset, trigger)
 
 
@@ -472,7 +481,7 @@ def _also_attacks(
     model: Any,
     on: Dataset | None,
     triggers: Sequence[Any],
-    targets: Sequence[tuple[int | None, float]],
+    targets: Sequence[tuple[int | None, float | None]],
 ) -> list[AttackResult | None]:
     """Each further known trigger's attack on ``model`` (None: not measured)."""
     if on is None or not on.info.has_labels:
