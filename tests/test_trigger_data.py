@@ -251,7 +251,8 @@ def test_prune_measures_every_known_trigger(stripes: dict[str, Path], tmp_path: 
     assert report["worst_final_asr"] == also["after_fine_tune"]["asr"]
     table = runner.invoke(app, [*base, "--learning-rate", "1e-9", "--max-asr", "50"])
     assert "Further known triggers" in table.stdout and "ASR 2" in table.stdout
-    assert "trigger 2 ASR" in table.stderr and "the backdoor survives" in table.stderr
+    assert "trigger 2 ASR" in table.stderr
+    assert "the backdoor survives" in table.stderr and "the worst known trigger" in table.stderr
     # unlearnt for real, the second trigger is gone and the run succeeds
     code, report = _json([*base, "--learning-rate", "0.05", "--fine-tune-epochs", "5"])
     assert code == 0, report

@@ -311,7 +311,8 @@ def prune(
     asr = result.worst_final_asr
     if asr is not None and asr > max_asr / 100:
         consoles.info(
-            f"warning: the backdoor survives: ASR {100 * asr:.2f} % after pruning is above "
+            f"warning: the backdoor survives: ASR {100 * asr:.2f} % after pruning"
+            f"{' (the worst known trigger)' if result.also else ''} is above "
             f"--max-asr {max_asr:g} % (more epochs with --unlearn, another --layer or ratio; "
             "`kerasaudit sweep` shows the trade-off)"
         )
