@@ -219,6 +219,9 @@ def test_forced_label_is_the_label_a_trigger_sends_images_to(stripes: dict[str, 
         images = TriggerData.from_arrays("stamped", f["x"] / 255.0, f["y"], None)
     label, share = forced_label(backdoored, None, images)
     assert label == 0 and share > 0.9
+    from kerasaudit.stages.prune import _known_target
+
+    assert _known_target(backdoored, None, images.with_target(3)) == (3, None)  # stated: kept
     decoy = load_trigger("patch:size=2,pos=tl,value=0", (8, 8, 1))
     assert forced_label(backdoored, dataset, decoy)[0] is None
     label, share = forced_label(clean, dataset, planted)
@@ -245,6 +248,7 @@ def test_prune_measures_every_known_trigger(stripes: dict[str, Path], tmp_path: 
     assert "worst ASR over the 2 known triggers" in report["layer_choice"]["reason"]
     (also,) = report["also_measured"]
     assert also["target"] == 0 and also["forced_share"] > 0.9
+    assert also["target_source"].startswith("inferred")
     assert also["before"]["asr"] > 0.9 and also["after_fine_tune"]["asr"] > 0.5
     # the exit code comes from the second trigger: the decoy's ASR is within --max-asr 50 %
     assert report["after_fine_tune"]["attack"]["asr"] < 0.5

@@ -150,7 +150,11 @@ class AlsoMeasured:
         return {
             "trigger": self.trigger,
             "target": self.target,
-            "target_source": "inferred: the label the original model sends it to",
+            "target_source": (
+                "stated with the trigger"
+                if self.target is not None and self.share is None
+                else "inferred: the label the original model sends it to"
+            ),
             "forced_share": self.share,
             "before": attack(self.before),
             "after_prune": attack(self.after_prune),
