@@ -38,8 +38,7 @@ def summary_line(result: PruneResult) -> str:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.final.accuracy)}"
         if result.final.attack is not None:
             line += f", ASR {_pct(result.before.asr)} → {_pct(result.final.asr)}"
-    for n, other in enumerate(result.also, start=2):
-        after = other.after_fine_tune if result.fine_tune is not None else other.after_prune
+    for n, (other, after) in enumerate(zip(result.also, result.also_final, strict=True), start=2):
         if other.before is not None and after is not None:
             line += f", trigger {n} ASR {_pct(other.before.asr)} → {_pct(after.asr)}"
     return line

@@ -181,14 +181,17 @@ class PruneResult:
         return self.after_fine_tune if self.fine_tune is not None else self.after_prune
 
     @property
+    def also_final(self) -> tuple[AttackResult | None, ...]:
+        """Each further known trigger's attack on the final model (as :attr:`final`)."""
+        tuned = self.fine_tune is not None
+        return tuple(o.after_fine_tune if tuned else o.after_prune for o in self.also)
+
+    @property
     def worst_final_asr(self) -> float | None:
         """The highest ASR on the final model over every measured known trigger."""
         final = self.final
-        values = [] if final is None or final.asr is None else [final.asr]
-        for other in self.also:
-            after = other.after_fine_tune if self.fine_tune is not None else other.after_prune
-            if after is not None and after.asr is not None:
-                values.append(after.asr)
+        attacks = [None if final is None else final.attack, *self.also_final]
+        values = [a.asr for a in attacks if a is not None and a.asr is not None]
         return max(values) if values else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,28 +376,29 @@ def prune(
 
     # With fine-tuning, candidates are fine-tuned on part of --data and measured on the rest,
     # which the fine-tune never saw; the chosen layer is then fine-tuned on all of --data.
-    # Triggered images (--trigger-data) are split the same way.
+    # Triggered images (--trigger-data, --also-unlearn-data) are split the same way.
     holding_out = bool(tuning.epochs and dataset is not None and (auto or not layers))
     fit, held = (
         dataset.split(HOLDOUT, seed=tuning.seed)
         if holding_out and dataset is not None
         else (dataset, dataset)
     )
-    trigger_fit, trigger_held = (
-        trigger.split(HOLDOUT, seed=tuning.seed)
-        if holding_out and isinstance(trigger, TriggerData)
-        else (trigger, trigger)
-    )
+
+    def halves(t: Any) -> tuple[Any, Any]:
+        """(fit, held-out) parts of a trigger: triggered images are split, specs are not."""
+        if holding_out and isinstance(t, TriggerData):
+            return t.split(HOLDOUT, seed=tuning.seed)
+        return t, t
+
+    trigger_fit, trigger_held = halves(trigger)
     held_attack = trigger_held if attack is not None else None
-    parts = [
-        t.split(HOLDOUT, seed=tuning.seed) if holding_out and isinstance(t, TriggerData) else (t, t)
-        for t in extra
-    ]
+    parts = [halves(t) for t in extra]
     extra_fit = [fit_part for fit_part, _ in parts]
-    held_part = {id(t): held_t for t, (_, held_t) in zip(extra, parts, strict=True)}
+    # ``known`` ends ``extra``: its held-out parts are the last ones
+    known_held = [held_part for _, held_part in parts[len(extra) - len(known) :]]
     measured = [  # (held-out part, target) of each known_also trigger that forces a label
-        (held_part[id(t)], target_of)
-        for t, (target_of, _) in zip(known, also_targets, strict=True)
+        (held_t, target_of)
+        for held_t, (target_of, _) in zip(known_held, also_targets, strict=True)
         if target_of is not None
     ]
 
