@@ -662,6 +662,19 @@ def test_build_says_whether_a_rebuild_matches_the_manifest() -> None:
     assert "recipe changed" in (zoo.manifest_note(changed, info) or "")
 
 
+def test_a_rebuild_of_a_recorded_recipe_keeps_the_manifests_weights() -> None:
+    """manifest.json records the weights the committed evidence was measured on: a rebuild of
+    the same recipe with other weights (another machine) leaves the entry (``--repin``
+    replaces it); a new or changed recipe is recorded."""
+    zoo = removal.zoo
+    recipe = recipes.BY_NAME["badnets_g3_bl_sep"].to_dict()
+    info = {"weights_sha256": "a" * 64, "recipe": recipe}
+    assert zoo.keeps_entry({"weights_sha256": "b" * 64, "recipe": recipe}, info)
+    assert not zoo.keeps_entry(None, info)
+    changed = {"weights_sha256": "b" * 64, "recipe": {**recipe, "epochs": 99}}
+    assert not zoo.keeps_entry(changed, info)
+
+
 def test_evidence_of_other_weights_is_stale_and_refreshed_from_this_builds_report(
     tmp_path: Path,
 ) -> None:

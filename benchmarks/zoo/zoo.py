@@ -1120,6 +1120,13 @@ def manifest_note(old: dict[str, Any] | None, info: dict[str, Any]) -> str | Non
     return f"NOTE: same recipe, other weights than the manifest's ({pinned}: not bit-exact here)"
 
 
+def keeps_entry(old: dict[str, Any] | None, info: dict[str, Any]) -> bool:
+    """Whether a build leaves the manifest's entry ``old`` as it is: an entry of the same recipe
+    records the weights the committed evidence was measured on, and another machine's draw of
+    that recipe (not bit-exact) must not replace it unless asked (``--repin``)."""
+    return old is not None and old.get("recipe") == info["recipe"]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     root = zoo_dir(args.dir)
     ensure_data(root)
@@ -1144,8 +1151,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         note = manifest_note(manifest.get(name), info)
         if note:
             log(f"{name}: {note}")
-        if is_default_build(root):  # a zoo elsewhere (--dir) keeps its own record
+        if not is_default_build(root):  # a zoo elsewhere (--dir) keeps its own record
+            continue
+        if args.repin or not keeps_entry(manifest.get(name), info):
             record_manifest(info)
+        elif manifest[name]["weights_sha256"] != info["weights_sha256"]:
+            log(f"{name}: manifest.json keeps the recorded weights (--repin records these)")
     return 1 if failed else 0
 
 
@@ -1263,6 +1274,12 @@ def main() -> int:
         default=None,
         help="ratio, verdicts: evidence directory instead of the zoo's (ratio: default "
         "benchmarks/zoo/evidence-spread)",
+    )
+    parser.add_argument(
+        "--repin",
+        action="store_true",
+        help="build: record this build's weights in manifest.json even where it holds other "
+        "weights for the same recipe (default: keep the recorded ones)",
     )
     parser.add_argument("--ship", action="store_true",
                         help="ratio: write the threshold into the shipped baseline")  # fmt: skip
