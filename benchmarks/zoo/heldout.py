@@ -406,9 +406,66 @@ def table(prefix: str) -> int:
     return 0
 
 
+def floor(prefix: str) -> int:
+    """What a model that was never poisoned does with each held-out trigger: every built clean
+    held-out model (``ho*_clean_*`` in the build) stamped with the real trigger(s) of each
+    backdoored held-out model of its architecture, by the zoo's own code on the 9,000 evaluation
+    images (``zoo.measure``: ASR, unstamped share, flips). Printed beside what the known-trigger
+    chain and ``defend`` left; rows kept in ``heldout/floor.json``. The twins' ASR is a floor no
+    removal can be asked to beat: a removed backdoor leaves a model like them."""
+    import os
+
+    import zoo
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    xe, ye = zoo.load_split(BUILD, "eval")
+    built = [r for r in HELD_OUT if (BUILD / "models" / r.filename).exists()]
+    clean = [r for r in built if not r.attack.triggers]
+    loaded: dict[str, Any] = {}
+    path = EVIDENCE / "floor.json"
+    rows: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    for recipe in HELD_OUT:
+        if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
+            continue
+        twins = [r for r in clean if r.arch == recipe.arch]
+        if not twins:
+            print(f"{recipe.name:28} no clean {recipe.arch} model built")
+            continue
+        measured = {}
+        for twin in twins:
+            if twin.name not in loaded:
+                loaded[twin.name] = keras.models.load_model(
+                    BUILD / "models" / twin.filename, compile=False
+                )
+            measured[twin.name] = zoo.measure(loaded[twin.name], recipe, xe, ye)
+        rows[recipe.name] = {"arch": recipe.arch, "twins": measured}
+        after = {}
+        for stage in ("known", "defend"):
+            stage_path = EVIDENCE / f"{recipe.name}.{stage}.json"
+            if stage_path.exists():
+                row = json.loads(stage_path.read_text())
+                after[stage] = (row.get("after") or row["before"])["asr"]
+        for i, trig in enumerate(recipe.attack.triggers):
+            done = " ".join(f"{stage} {pct(asr[i])}" for stage, asr in after.items())
+            twin_cells = " ".join(
+                f"{pct(m['asr'][i])} ({pct(m['clean_to_target'][i])} + {pct(m['flipped'][i])})"
+                for m in measured.values()
+            )
+            print(f"{recipe.name:28} {trig.kind:9} → {trig.target:2} | after: {done or '–':24} "
+                  f"| never-poisoned {recipe.arch} twins: {twin_cells}")  # fmt: skip
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+def pct(share: float) -> str:
+    return f"{100 * share:5.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "judge", "defend", "table"))
+    parser.add_argument("command", choices=("build", "judge", "defend", "table", "floor"))
     parser.add_argument("names", nargs="*")
     parser.add_argument(
         "--second-pass",
@@ -416,7 +473,7 @@ def main() -> int:
         default=1.15,
         help="judge: the second pass's factor to compare with (default 1.15)",
     )
-    parser.add_argument("--prefix", default="", help="judge, table: only names starting so")
+    parser.add_argument("--prefix", default="", help="judge, table, floor: only names starting so")
     args = parser.parse_intermixed_args()
     if args.command == "build":
         build(args.names)
@@ -426,6 +483,8 @@ def main() -> int:
         return 0
     if args.command == "table":
         return table(args.prefix)
+    if args.command == "floor":
+        return floor(args.prefix)
     return judge(args.second_pass, args.prefix)
 
 
