@@ -295,6 +295,13 @@ def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | N
     (EVIDENCE / f"{recipe.name}.json").write_text(json.dumps(compact, indent=1) + "\n")
 
 
+def evidence_paths(directory: Path, prefix: str = "") -> list[Path]:
+    """The models' evidence files in ``directory`` (``NAME.json``), not the rows kept beside
+    them (``NAME.defend.json``, ``NAME.known.json``, ``NAME.floor.json``)."""
+    rows = (".defend.json", ".known.json", ".floor.json")
+    return [p for p in sorted(directory.glob(f"{prefix}*.json")) if not p.name.endswith(rows)]
+
+
 def defender_baseline() -> Any:
     """What ``kerasaudit reverse --baseline auto`` chooses for the defender's 1,000 images (read
     from Debian's Fashion-MNIST files, no build needed): a ``baselines.choose`` result."""
@@ -321,9 +328,7 @@ def judge(second_pass: float, prefix: str = "") -> int:
     print(f"baseline: {choice.reason}")
     twice = replace(rule_for(choice.baseline), second_pass=second_pass)
     exact = [0, 0, 0]  # targeted backdoored models; exactly their targets without / with
-    for path in sorted(EVIDENCE.glob(f"{prefix}*.json")):
-        if path.name.endswith((".defend.json", ".known.json")):
-            continue
+    for path in evidence_paths(EVIDENCE, prefix):
         saved = json.loads(path.read_text())
         recipe = saved["zoo"]["recipe"]
         targets = sorted({t["target"] for t in recipe["attack"]["triggers"]})
@@ -411,8 +416,8 @@ def floor(prefix: str) -> int:
     held-out model (``ho*_clean_*`` in the build) stamped with the real trigger(s) of each
     backdoored held-out model of its architecture, by the zoo's own code on the 9,000 evaluation
     images (``zoo.measure``: ASR, unstamped share, flips). Printed beside what the known-trigger
-    chain and ``defend`` left; rows kept in ``heldout/floor.json``. The twins' ASR is a floor no
-    removal can be asked to beat: a removed backdoor leaves a model like them."""
+    chain and ``defend`` left; rows kept in ``heldout/NAME.floor.json``. The twins' ASR is a
+    floor no removal can be asked to beat: a removed backdoor leaves a model like them."""
     import os
 
     import zoo
@@ -424,8 +429,6 @@ def floor(prefix: str) -> int:
     built = [r for r in HELD_OUT if (BUILD / "models" / r.filename).exists()]
     clean = [r for r in built if not r.attack.triggers]
     loaded: dict[str, Any] = {}
-    path = EVIDENCE / "floor.json"
-    rows: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for recipe in HELD_OUT:
         if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
             continue
@@ -440,7 +443,8 @@ def floor(prefix: str) -> int:
                     BUILD / "models" / twin.filename, compile=False
                 )
             measured[twin.name] = zoo.measure(loaded[twin.name], recipe, xe, ye)
-        rows[recipe.name] = {"arch": recipe.arch, "twins": measured}
+        row = {"model": recipe.name, "arch": recipe.arch, "twins": measured}
+        (EVIDENCE / f"{recipe.name}.floor.json").write_text(json.dumps(row, indent=1) + "\n")
         after = {}
         for stage in ("known", "defend"):
             stage_path = EVIDENCE / f"{recipe.name}.{stage}.json"
@@ -455,7 +459,6 @@ def floor(prefix: str) -> int:
             )
             print(f"{recipe.name:28} {trig.kind:9} → {trig.target:2} | after: {done or '–':24} "
                   f"| never-poisoned {recipe.arch} twins: {twin_cells}")  # fmt: skip
-    path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     return 0
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 
 def rows(evidence_dirs: list[Path]) -> list[dict]:
-    from heldout import defender_baseline
+    from heldout import defender_baseline, evidence_paths
 
     from kerasaudit.verdict import ModelEvidence, judge, rule_for
 
@@ -35,9 +35,7 @@ def rows(evidence_dirs: list[Path]) -> list[dict]:
     rule = replace(rule_for(choice.baseline), second_pass=1.0)
     out = []
     for directory in evidence_dirs:
-        for path in sorted(directory.glob("*.json")):
-            if path.name.endswith((".defend.json", ".known.json")):
-                continue
+        for path in evidence_paths(directory):
             saved = json.loads(path.read_text())
             recipe = saved["zoo"]["recipe"]
             triggers = recipe["attack"]["triggers"]
