@@ -145,6 +145,15 @@ def prune(
             show_default=False,
         ),
     ] = None,
+    rank_also: Annotated[
+        bool,
+        typer.Option(
+            "--rank-also/--no-rank-also",
+            help="With --also-unlearn(-data) and -c linf-trigger: every known trigger ranks "
+            "the channels (a channel's score is its largest robust z over the triggers), "
+            "not --trigger alone.",
+        ),
+    ] = False,
     eval_data: Annotated[
         Path | None,
         typer.Option(
@@ -291,6 +300,7 @@ def prune(
             strict_ratio=True,
             clean_stats=clean_stats,
             known_also=extra,
+            rank_with=extra if rank_also else (),
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)
