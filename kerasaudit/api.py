@@ -297,13 +297,15 @@ def prune(
     fine_tune_epochs: int = 0,
     unlearn: bool = False,
     also_unlearn: Sequence[TriggerLike] = (),
+    rank_also: bool = True,
     eval_data: DataLike | None = None,
 ) -> tuple[Any, PruneResult]:
     """Zero the kernels (and biases, and the following BatchNorm) of the channels ranked
     first by ``criterion``; optionally fine-tune (with ``unlearn``, on triggered images labelled
     with their true class; ``also_unlearn``: further known triggers, e.g. a second backdoor's,
     unlearnt with ``trigger`` and measured like it — towards the label the original model sends
-    them to). Returns (the pruned copy, what was done); ``model`` is unchanged."""
+    them to — and, with ``rank_also`` and ``linf-trigger``, ranking the channels with it).
+    Returns (the pruned copy, what was done); ``model`` is unchanged."""
     from kerasaudit.finetune import FineTuneSettings
     from kerasaudit.ranking import Criterion
     from kerasaudit.stages.prune import prune as _prune
@@ -327,6 +329,7 @@ def prune(
         eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
         fine_tuning=FineTuneSettings(epochs=fine_tune_epochs, unlearn=unlearn),
         known_also=extra,
+        rank_with=extra if rank_also else (),
     )
 
 

@@ -263,6 +263,31 @@ def test_prune_measures_every_known_trigger(stripes: dict[str, Path], tmp_path: 
     assert report["also_measured"][0]["after_fine_tune"]["asr"] < 0.05
 
 
+def test_every_known_trigger_ranks_the_channels_by_default(stripes: dict[str, Path]) -> None:
+    """With a second known trigger, linf-trigger ranks by the union of both (each channel's
+    largest robust z): the planted trigger's channel (conv1's last) is pruned although the
+    first trigger, a decoy single bright pixel, drives other channels. --no-rank-also ranks by
+    the decoy alone and leaves the backdoor (fine-tuning at a rate that changes nothing)."""
+    base = ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]),
+            "-t", "patch:size=1,pos=tl,value=1", "--target", "0", "-c", "linf-trigger",
+            "--ratio", "0.2", "--unlearn", "--also-unlearn", TRIGGER, "--fine-tune-epochs", "1",
+            "--learning-rate", "1e-9"]  # fmt: skip
+    code, union = _json(base)
+    assert code == 0, union
+    assert union["ranked_by_triggers"] == 2
+    (pruned,) = union["pruned"]
+    assert pruned["total_channels"] - 1 in pruned["channels"]
+    assert union["also_measured"][0]["after_fine_tune"]["asr"] < 0.05
+    code, first = _json([*base, "--no-rank-also"])
+    assert code == 1, first
+    assert first["ranked_by_triggers"] == 1
+    (pruned,) = first["pruned"]
+    assert pruned["total_channels"] - 1 not in pruned["channels"]
+    assert first["also_measured"][0]["after_fine_tune"]["asr"] > 0.9
+    table = runner.invoke(app, base)
+    assert "ranked by 2 known triggers" in table.stdout
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

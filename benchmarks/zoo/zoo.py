@@ -614,7 +614,7 @@ def cmd_known(args: argparse.Namespace) -> int:
         suffix = "" if args.optimizer is None else f".{args.optimizer}"
         suffix += "" if args.epochs is None else f".e{args.epochs}"
         suffix += "" if args.unlearn_fraction is None else f".u{args.unlearn_fraction:g}"
-        suffix += ".ra" if args.rank_also else ""
+        suffix += ".first" if args.no_rank_also else ""
         target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
@@ -628,8 +628,8 @@ def cmd_known(args: argparse.Namespace) -> int:
             extra += ["--fine-tune-epochs", str(epochs)]
         if args.unlearn_fraction is not None:
             extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
-        if args.rank_also:
-            extra += ["--rank-also"]
+        if args.no_rank_also:  # the first trigger alone ranks (the chain before 2026-12-05 23:10)
+            extra += ["--no-rank-also"]
         # One run: the first trigger ranks the channels, every further one is unlearnt too.
         for index in range(1, len(recipe.attack.triggers)):
             extra += also_unlearn_args(root, recipe, index)
@@ -1298,9 +1298,9 @@ def main() -> int:
         help="known: the chain with --unlearn-fraction F (known.uF.json)",
     )
     parser.add_argument(
-        "--rank-also",
+        "--no-rank-also",
         action="store_true",
-        help="known: the chain with prune --rank-also (known.ra.json)",
+        help="known: the chain with prune --no-rank-also (known.first.json)",
     )
     args = parser.parse_intermixed_args()  # options before, between or after the names
     this_checkout()

@@ -150,10 +150,10 @@ def prune(
         typer.Option(
             "--rank-also/--no-rank-also",
             help="With --also-unlearn(-data) and -c linf-trigger: every known trigger ranks "
-            "the channels (a channel's score is its largest robust z over the triggers), "
-            "not --trigger alone.",
+            "the channels (a channel's score is its largest robust z over the triggers); "
+            "--no-rank-also: --trigger alone.",
         ),
-    ] = False,
+    ] = True,
     eval_data: Annotated[
         Path | None,
         typer.Option(

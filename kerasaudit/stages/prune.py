@@ -175,6 +175,8 @@ class PruneResult:
     after_fine_tune: EvaluationResult | None
     evaluated_on: str  # which data the before/after numbers come from
     also: tuple[AlsoMeasured, ...] = ()  # further known triggers, measured like the first
+    # how many triggers' scores ranked the channels (linf-trigger; > 1: the union, rank_with)
+    ranked_by: int = 1
 
     @property
     def final(self) -> EvaluationResult | None:
@@ -209,6 +211,7 @@ class PruneResult:
             "after_prune": ev(self.after_prune),
             "fine_tune": None if self.fine_tune is None else self.fine_tune.to_dict(),
             "after_fine_tune": ev(self.after_fine_tune),
+            "ranked_by_triggers": self.ranked_by if self.criterion.needs_trigger else 0,
             "also_measured": [a.to_dict() for a in self.also],
             "worst_final_asr": self.worst_final_asr,
         }
@@ -369,7 +372,8 @@ def prune(
 
     rankings = by(trigger)
     more = [t for t in rank_with if t is not trigger]
-    if more and criterion is Criterion.LINF_TRIGGER:
+    union = bool(more) and criterion is Criterion.LINF_TRIGGER
+    if union:
         rankings = _union(rankings, [by(t) for t in more])
     if auto and not layers:
         candidates = _strongest_layers(candidates, rankings, AUTO_LAYERS)
@@ -464,6 +468,7 @@ def prune(
         fine_tune=tuned,
         after_fine_tune=after_tune,
         evaluated_on=evaluated_on,
+        ranked_by=1 + len(more) if union else 1,
         also=tuple(
             AlsoMeasured(t.describe(), k, share, b, p, f)
             for t, (k, share), b, p, f in zip(
