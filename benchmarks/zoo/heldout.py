@@ -429,6 +429,9 @@ def floor(prefix: str) -> int:
     built = [r for r in HELD_OUT if (BUILD / "models" / r.filename).exists()]
     clean = [r for r in built if not r.attack.triggers]
     loaded: dict[str, Any] = {}
+    # triggers; any twin over the goal's 2 %; both; per stage: rows, ASR ≤ 2 %, ≤ the larger twin
+    counts = {"triggers": 0, "any twin > 2 %": 0, "both twins > 2 %": 0}
+    stages = {stage: [0, 0, 0] for stage in ("known", "defend")}
     for recipe in HELD_OUT:
         if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
             continue
@@ -459,6 +462,18 @@ def floor(prefix: str) -> int:
             )
             print(f"{recipe.name:28} {trig.kind:9} → {trig.target:2} | after: {done or '–':24} "
                   f"| never-poisoned {recipe.arch} twins: {twin_cells}")  # fmt: skip
+            floors = [m["asr"][i] for m in measured.values()]
+            counts["triggers"] += 1
+            counts["any twin > 2 %"] += max(floors) > zoo.GOAL_ASR
+            counts["both twins > 2 %"] += len(floors) > 1 and min(floors) > zoo.GOAL_ASR
+            for stage, asr in after.items():
+                stages[stage][0] += 1
+                stages[stage][1] += asr[i] <= zoo.GOAL_ASR
+                stages[stage][2] += asr[i] <= max(zoo.GOAL_ASR, *floors)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for stage, (rows, goal, twin) in stages.items():
+        print(f"{stage}: trigger ASR ≤ 2 % on {goal} of {rows}; ≤ 2 % or at most the larger "
+              f"twin's ASR on {twin} of {rows}")  # fmt: skip
     return 0
 
 
