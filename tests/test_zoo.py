@@ -641,6 +641,38 @@ def test_measure_separates_the_models_own_confusion_from_what_the_trigger_flips(
     assert out["flipped"] == [pytest.approx(1 - 4 / kept)]
 
 
+def test_the_floor_is_what_never_poisoned_twins_do_with_the_trigger(
+    keras_module: Any, tmp_path: Path
+) -> None:
+    """zoo.on_twins measures a backdoored recipe's real trigger on each *built* clean twin
+    (files in a build's models/, the build's eval split) and mean_floor averages their ASR per
+    trigger: a twin that sends everything to the target has ASR 1, one that never does 0, a
+    twin not built is left out; the models are loaded once for later calls."""
+    recipe = recipes.BY_NAME["badnets_g3_tl_dense"]
+    target = recipe.attack.triggers[0].target
+    layers = keras_module.layers
+    twins = [recipes.Recipe(f"twin_{k}", "dense", attacks.Clean(), k) for k in range(3)]
+    (tmp_path / "models").mkdir()
+    for twin, label in zip(twins[:2], (target, (target + 1) % 10), strict=True):
+        model = keras_module.Sequential(
+            [keras_module.Input((28, 28, 1)), layers.Flatten(), layers.Dense(10)]
+        )
+        bias = np.zeros(10, np.float32)
+        bias[label] = 5.0  # always this label
+        model.layers[-1].set_weights([np.zeros((28 * 28, 10), np.float32), bias])
+        model.save(tmp_path / "models" / twin.filename)
+    (tmp_path / "data").mkdir()
+    y = np.arange(40) % 10
+    np.savez(tmp_path / "data" / "eval.npz", x=np.zeros((40, 28, 28, 1), np.uint8), y=y)
+    cache: dict[str, Any] = {}
+    measured = removal.zoo.on_twins(tmp_path, recipe, twins, cache)
+    assert sorted(measured) == ["twin_0", "twin_1"]  # twin_2 is not built
+    assert measured["twin_0"]["asr"] == [pytest.approx(1.0)]
+    assert measured["twin_1"]["asr"] == [pytest.approx(0.0)]
+    assert removal.zoo.mean_floor(measured.values(), recipe) == [pytest.approx(0.5)]
+    assert sorted(cache) == ["twin_0", "twin_1"]
+
+
 def test_build_says_whether_a_rebuild_matches_the_manifest() -> None:
     """zoo.py build compares each fresh build with the manifest's entry: equal weights, a
     changed recipe, or the same recipe trained to other weights (the cross-machine check of

@@ -415,45 +415,34 @@ def floor(prefix: str) -> int:
     """What a model that was never poisoned does with each held-out trigger: every built clean
     held-out model (``ho*_clean_*`` in the build) stamped with the real trigger(s) of each
     backdoored held-out model of its architecture, by the zoo's own code on the 9,000 evaluation
-    images (``zoo.measure``: ASR, unstamped share, flips). Printed beside what the known-trigger
-    chain and ``defend`` left; rows kept in ``heldout/NAME.floor.json``. The twins' ASR is a
-    floor no removal can be asked to beat: a removed backdoor leaves a model like them."""
-    import os
-
+    images (``zoo.on_twins``: ASR, unstamped share, flips). Printed beside what the known-trigger
+    chain and ``defend`` left; rows kept in ``heldout/NAME.floor.json``. The twins' mean ASR is
+    the trigger's floor (``zoo.mean_floor``, as in the zoo's table): a removed backdoor leaves a
+    model like them, and the counts say how often the chains are at most max(2 %, floor)."""
     import zoo
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    xe, ye = zoo.load_split(BUILD, "eval")
-    built = [r for r in HELD_OUT if (BUILD / "models" / r.filename).exists()]
-    clean = [r for r in built if not r.attack.triggers]
+    clean = [r for r in HELD_OUT if not r.attack.triggers]
     loaded: dict[str, Any] = {}
-    # triggers; any twin over the goal's 2 %; both; per stage: rows, ASR ≤ 2 %, ≤ the larger twin
+    # triggers; any twin over the goal's 2 %; both; per stage: rows, ASR ≤ 2 %, ≤ max(2 %, floor)
     counts = {"triggers": 0, "any twin > 2 %": 0, "both twins > 2 %": 0}
     stages = {stage: [0, 0, 0] for stage in ("known", "defend")}
     for recipe in HELD_OUT:
         if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
             continue
         twins = [r for r in clean if r.arch == recipe.arch]
-        if not twins:
+        measured = zoo.on_twins(BUILD, recipe, twins, loaded)
+        if not measured:
             print(f"{recipe.name:28} no clean {recipe.arch} model built")
             continue
-        measured = {}
-        for twin in twins:
-            if twin.name not in loaded:
-                loaded[twin.name] = keras.models.load_model(
-                    BUILD / "models" / twin.filename, compile=False
-                )
-            measured[twin.name] = zoo.measure(loaded[twin.name], recipe, xe, ye)
-        row = {"model": recipe.name, "arch": recipe.arch, "twins": measured}
+        floors = zoo.mean_floor(measured.values(), recipe)
+        row = {"model": recipe.name, "arch": recipe.arch, "floor": floors, "twins": measured}
         (EVIDENCE / f"{recipe.name}.floor.json").write_text(json.dumps(row, indent=1) + "\n")
         after = {}
         for stage in ("known", "defend"):
             stage_path = EVIDENCE / f"{recipe.name}.{stage}.json"
             if stage_path.exists():
-                row = json.loads(stage_path.read_text())
-                after[stage] = (row.get("after") or row["before"])["asr"]
+                kept = json.loads(stage_path.read_text())
+                after[stage] = (kept.get("after") or kept["before"])["asr"]
         for i, trig in enumerate(recipe.attack.triggers):
             done = " ".join(f"{stage} {pct(asr[i])}" for stage, asr in after.items())
             twin_cells = " ".join(
@@ -462,18 +451,18 @@ def floor(prefix: str) -> int:
             )
             print(f"{recipe.name:28} {trig.kind:9} → {trig.target:2} | after: {done or '–':24} "
                   f"| never-poisoned {recipe.arch} twins: {twin_cells}")  # fmt: skip
-            floors = [m["asr"][i] for m in measured.values()]
+            each = [m["asr"][i] for m in measured.values()]
             counts["triggers"] += 1
-            counts["any twin > 2 %"] += max(floors) > zoo.GOAL_ASR
-            counts["both twins > 2 %"] += len(floors) > 1 and min(floors) > zoo.GOAL_ASR
+            counts["any twin > 2 %"] += max(each) > zoo.GOAL_ASR
+            counts["both twins > 2 %"] += len(each) > 1 and min(each) > zoo.GOAL_ASR
             for stage, asr in after.items():
                 stages[stage][0] += 1
                 stages[stage][1] += asr[i] <= zoo.GOAL_ASR
-                stages[stage][2] += asr[i] <= max(zoo.GOAL_ASR, *floors)
+                stages[stage][2] += asr[i] <= max(zoo.GOAL_ASR, floors[i])
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
-    for stage, (rows, goal, twin) in stages.items():
-        print(f"{stage}: trigger ASR ≤ 2 % on {goal} of {rows}; ≤ 2 % or at most the larger "
-              f"twin's ASR on {twin} of {rows}")  # fmt: skip
+    for stage, (rows, goal, at_floor) in stages.items():
+        print(f"{stage}: trigger ASR ≤ 2 % on {goal} of {rows}; at most max(2 %, the twins' "
+              f"mean ASR) on {at_floor} of {rows}")  # fmt: skip
     return 0
 
 

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -697,20 +698,38 @@ def floor(root: Path, recipe: Recipe) -> list[float]:
     out = results_dir(root, recipe.name) / "floor.json"
     if out.exists():
         return list(json.loads(out.read_text())["floor"])
+    twins = [r for r in RECIPES if r.family == "clean" and r.arch == recipe.arch]
+    result = mean_floor(on_twins(root, recipe, twins).values(), recipe)
+    _write_json(out, {"floor": result, "twins": [t.name for t in twins]})
+    return result
+
+
+def on_twins(
+    root: Path, recipe: Recipe, twins: list[Recipe], loaded: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``measure`` of ``recipe``'s real triggers on each built model of ``twins`` (clean models
+    of its architecture) in ``root``: what a model never poisoned does with them. ``loaded``:
+    a cache of models by name, kept across calls."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    twins = [r for r in RECIPES if r.family == "clean" and r.arch == recipe.arch]
+    cache = {} if loaded is None else loaded
     xe, ye = load_split(root, "eval")
-    values = []
+    out = {}
     for twin in twins:
         path = root / "models" / twin.filename
-        if path.exists():
-            model = keras.models.load_model(path, compile=False)
-            values.append(measure(model, recipe, xe, ye)["asr"])
-    result = [float(np.mean([v[i] for v in values])) for i in range(len(recipe.attack.triggers))]
-    _write_json(out, {"floor": result, "twins": [t.name for t in twins]})
-    return result
+        if not path.exists():
+            continue
+        if twin.name not in cache:
+            cache[twin.name] = keras.models.load_model(path, compile=False)
+        out[twin.name] = measure(cache[twin.name], recipe, xe, ye)
+    return out
+
+
+def mean_floor(measured: Iterable[dict[str, Any]], recipe: Recipe) -> list[float]:
+    """Per trigger, the twins' mean ASR (:func:`on_twins`): the trigger's floor."""
+    values = [m["asr"] for m in measured]
+    return [float(np.mean([v[i] for v in values])) for i in range(len(recipe.attack.triggers))]
 
 
 def shipped_baseline(root: Path) -> Baseline | None:
