@@ -54,7 +54,7 @@ def render(result: PruneResult, console: Console) -> None:
     head = Table(title=Text("Prune"), show_header=False, title_justify="left")
     head.add_column("key", style="bold")
     head.add_column("value")
-    by = f" (ranked by {result.ranked_by} known triggers)" if result.ranked_by > 1 else ""
+    by = f" (ranked by {result.ranked_by} triggers)" if result.ranked_by > 1 else ""
     head.add_row("criterion", f"{result.criterion}{by}")
     head.add_row("ratio", f"{result.ratio:g}")
     where = ", ".join(result.choice.layers) or "none"
