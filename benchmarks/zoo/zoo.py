@@ -631,7 +631,7 @@ def cmd_known(args: argparse.Namespace) -> int:
             extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
         if args.no_rank_also:  # the first trigger alone ranks (the chain before 2026-12-05 23:10)
             extra += ["--no-rank-also"]
-        # One run: the first trigger ranks the channels, every further one is unlearnt too.
+        # One run: every known trigger ranks the channels (prune's default) and is unlearnt.
         for index in range(1, len(recipe.attack.triggers)):
             extra += also_unlearn_args(root, recipe, index)
         pruned = out / f"known0{suffix}.{recipe.fmt}"
