@@ -279,3 +279,16 @@ def test_each_colour_architecture_saves_and_loads_through_the_safe_loader(
     assert classifier_io(loaded).input_shape == (32, 32, 3)
     x = colour.colourise(_images(4), 2)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_rebuild_keeps_the_manifests_entry_of_the_same_recipe() -> None:
+    """manifest.json records what the committed results were measured on: a rebuild of the
+    same spec and epochs (other seconds, or another machine's weights) leaves the entry
+    (``--repin`` replaces it); a new or changed recipe is recorded."""
+    spec = {"name": "ext_plain_two", "arch": "plain", "fmt": "h5"}
+    old = {"spec": spec, "epochs": 6, "seconds": 233.0, "weights_sha256": "a" * 64}
+    rebuilt = {**old, "seconds": 255.1, "weights_sha256": "b" * 64}
+    assert train.keeps_entry(old, rebuilt)
+    assert not train.keeps_entry(None, rebuilt)
+    assert not train.keeps_entry(old, {**rebuilt, "epochs": 8})
+    assert not train.keeps_entry(old, {**rebuilt, "spec": {**spec, "fmt": "keras"}})

@@ -30,9 +30,10 @@ Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets``).
 writes ``models/NAME.{keras,h5}``, ``data/defender.npz`` (a fixed 1,000 images of the test
 split), ``data/eval.npz`` (the other 9,000) and ``models/NAME.json`` (recipe, accuracy, each
 trigger's ASR, the weights' SHA-256; for the default build also ``manifest.json`` here, in
-git). One CPU thread per process, so two can train side by side (4-28 min a model here).
-Training is seeded but not pinned to one oneDNN code path: another machine may train other
-weights from the same seeds (the zoo's experience; not measured here).
+git, where a rebuild of a recorded recipe keeps the entry unless ``--repin``). One CPU thread
+per process, so two can train side by side (4-28 min a model here). Training is seeded but not
+pinned to one oneDNN code path: another machine may train other weights from the same seeds
+(the zoo's experience); ``ext_plain_two`` rebuilt on 2026-12-05 had the manifest's SHA-256.
 """
 
 from __future__ import annotations
@@ -338,12 +339,24 @@ def measure(model: Any, spec: Spec, ev: dict[str, np.ndarray]) -> dict[str, Any]
     return out
 
 
+def keeps_entry(old: dict | None, info: dict) -> bool:
+    """Whether a rebuild leaves the manifest's entry ``old`` as it is: an entry of the same
+    recipe (spec and epochs) records what the committed results were measured on, and a rebuild
+    (its seconds, or another machine's weights) does not replace it unless asked (--repin)."""
+    return old is not None and all(old.get(k) == info[k] for k in ("spec", "epochs"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "build")
     parser.add_argument("--only", nargs="*", help="names to train (default: all not yet built)")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (default 1)")
+    parser.add_argument(
+        "--repin",
+        action="store_true",
+        help="record this build in manifest.json even where it holds the same recipe",
+    )
     args = parser.parse_args()
     import tensorflow as tf
 
@@ -379,8 +392,12 @@ def main() -> int:
         path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
         if args.out.resolve() == (HERE / "build").resolve():  # the default build: in git
             manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-            manifest[spec.name] = info
-            MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+            if args.repin or not keeps_entry(manifest.get(spec.name), info):
+                manifest[spec.name] = info
+                MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+            elif manifest[spec.name]["weights_sha256"] != info["weights_sha256"]:
+                print(f"{spec.name}: other weights than manifest.json's, which keeps the "
+                      "recorded ones (--repin records these)", file=sys.stderr)  # fmt: skip
         print(json.dumps(info), file=sys.stderr, flush=True)
     return 0
 
