@@ -329,7 +329,7 @@ def prune(
         eval_dataset=None if eval_data is None else load_data(eval_data, keras_model),
         fine_tuning=FineTuneSettings(epochs=fine_tune_epochs, unlearn=unlearn),
         known_also=extra,
-        rank_with=extra if rank_also else (),
+        rank_known=rank_also,
     )
 
 

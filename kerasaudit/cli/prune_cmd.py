@@ -300,7 +300,7 @@ def prune(
             strict_ratio=True,
             clean_stats=clean_stats,
             known_also=extra,
-            rank_with=extra if rank_also else (),
+            rank_known=rank_also,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

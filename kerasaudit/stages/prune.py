@@ -175,7 +175,8 @@ class PruneResult:
     after_fine_tune: EvaluationResult | None
     evaluated_on: str  # which data the before/after numbers come from
     also: tuple[AlsoMeasured, ...] = ()  # further known triggers, measured like the first
-    # how many triggers' scores ranked the channels (linf-trigger; > 1: the union, rank_with)
+    # how many triggers' scores ranked the channels (0: a criterion without trigger; > 1: the
+    # union, ``rank_with`` / ``rank_known``)
     ranked_by: int = 1
 
     @property
@@ -211,7 +212,7 @@ class PruneResult:
             "after_prune": ev(self.after_prune),
             "fine_tune": None if self.fine_tune is None else self.fine_tune.to_dict(),
             "after_fine_tune": ev(self.after_fine_tune),
-            "ranked_by_triggers": self.ranked_by if self.criterion.needs_trigger else 0,
+            "ranked_by_triggers": self.ranked_by,
             "also_measured": [a.to_dict() for a in self.also],
             "worst_final_asr": self.worst_final_asr,
         }
@@ -258,6 +259,7 @@ def prune(
     spread: float = 0.0,
     final_epochs: int | None = None,
     known_also: Sequence[Any] = (),
+    rank_known: bool = True,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -288,7 +290,8 @@ def prune(
     candidate is judged by the worst ASR over every trigger, each towards the label the original
     model sends most images carrying it to (:func:`~kerasaudit.evaluation.forced_label`; one
     that forces no label is unlearnt, not measured); the result reports each
-    (:class:`AlsoMeasured`).
+    (:class:`AlsoMeasured`). ``rank_known``: the ``known_also`` triggers rank the channels too
+    (as ``rank_with``).
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -316,9 +319,9 @@ def prune(
             return None
         return evaluate(candidate, on, with_trigger, target if with_trigger else None)
 
-    # The first trigger ranks the channels; it and every ``known_also`` trigger measure the
-    # candidates; all of them and every trigger in ``unlearn_with`` are unlearnt (e.g. all the
-    # triggers `reverse` found).
+    # The first trigger ranks the channels (with ``rank_with``, and ``known_also`` when
+    # ``rank_known``); it and every ``known_also`` trigger measure the candidates; all of them
+    # and every trigger in ``unlearn_with`` are unlearnt (e.g. all the triggers `reverse` found).
     known = [t for t in known_also if t is not trigger]
     extra = [
         t for t in (unlearn_with or []) if t is not trigger and all(t is not k for k in known)
@@ -371,7 +374,7 @@ def prune(
         )  # fmt: skip
 
     rankings = by(trigger)
-    more = [t for t in rank_with if t is not trigger]
+    more = [t for t in [*rank_with, *(known if rank_known else ())] if t is not trigger]
     union = bool(more) and criterion is Criterion.LINF_TRIGGER
     if union:
         rankings = _union(rankings, [by(t) for t in more])
@@ -468,7 +471,7 @@ def prune(
         fine_tune=tuned,
         after_fine_tune=after_tune,
         evaluated_on=evaluated_on,
-        ranked_by=1 + len(more) if union else 1,
+        ranked_by=(1 + len(more) if union else 1) if criterion.needs_trigger else 0,
         also=tuple(
             AlsoMeasured(t.describe(), k, share, b, p, f)
             for t, (k, share), b, p, f in zip(
