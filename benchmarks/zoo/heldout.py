@@ -392,9 +392,7 @@ def table(prefix: str) -> int:
                 cells.append(f"{stage}: –")
                 continue
             row = json.loads(path.read_text())
-            before, after = row["before"], row.get("after")
-            if after is None:  # nothing flagged: the model is left as it was
-                after = before
+            before, after = row["before"], left(row)
             lost = 100 * (before["accuracy"] - after["accuracy"])
             met = zoo.within_goal(max(after["asr"]), lost)
             counts[stage][0] += 1
@@ -441,8 +439,7 @@ def floor(prefix: str) -> int:
         for stage in ("known", "defend"):
             stage_path = EVIDENCE / f"{recipe.name}.{stage}.json"
             if stage_path.exists():
-                kept = json.loads(stage_path.read_text())
-                after[stage] = (kept.get("after") or kept["before"])["asr"]
+                after[stage] = left(json.loads(stage_path.read_text()))["asr"]
         for i, trig in enumerate(recipe.attack.triggers):
             done = " ".join(f"{stage} {pct(asr[i])}" for stage, asr in after.items())
             twin_cells = " ".join(
@@ -464,6 +461,12 @@ def floor(prefix: str) -> int:
         print(f"{stage}: trigger ASR ≤ 2 % on {goal} of {rows}; at most max(2 %, the twins' "
               f"mean ASR) on {at_floor} of {rows}")  # fmt: skip
     return 0
+
+
+def left(row: dict[str, Any]) -> dict[str, Any]:
+    """What a removal row (``NAME.defend.json``, ``NAME.known.json``) left: the written model's
+    measurement, or the original's when nothing was written (nothing flagged)."""
+    return row.get("after") or row["before"]
 
 
 def pct(share: float) -> str:
