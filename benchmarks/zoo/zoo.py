@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -616,6 +617,7 @@ def cmd_known(args: argparse.Namespace) -> int:
         suffix += "" if args.epochs is None else f".e{args.epochs}"
         suffix += "" if args.unlearn_fraction is None else f".u{args.unlearn_fraction:g}"
         suffix += ".first" if args.no_rank_also else ""
+        suffix += f".{args.tag}" if args.tag else ""
         target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
@@ -631,6 +633,7 @@ def cmd_known(args: argparse.Namespace) -> int:
             extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
         if args.no_rank_also:  # the first trigger alone ranks (the chain before 2026-12-05 23:10)
             extra += ["--no-rank-also"]
+        extra += shlex.split(args.extra or "")  # a later option overrides the chain's
         # One run: every known trigger ranks the channels (prune's default) and is unlearnt.
         for index in range(1, len(recipe.attack.triggers)):
             extra += also_unlearn_args(root, recipe, index)
@@ -872,13 +875,14 @@ STAGES = (*MAIN_STAGES, *(f"known{v}" for v in KNOWN_VARIANTS))
 
 
 def recipe_named(name: str) -> Recipe:
-    """The zoo's recipe called ``name``, or a held-out one (heldout.py), so that the probe
-    scripts run on ``--dir benchmarks/zoo/build-heldout`` too."""
+    """The zoo's recipe called ``name``, or a held-out (heldout.py) or development (devset.py)
+    one, so that the probe scripts run on ``--dir benchmarks/zoo/build-heldout`` too."""
     if name in BY_NAME:
         return BY_NAME[name]
+    from devset import DEVELOPMENT
     from heldout import HELD_OUT
 
-    named = {r.name: r for r in HELD_OUT}
+    named = {r.name: r for r in (*HELD_OUT, *DEVELOPMENT)}
     if name not in named:
         raise SystemExit(f"no zoo or held-out recipe called {name!r}")
     return named[name]
@@ -1321,7 +1325,12 @@ def main() -> int:
         action="store_true",
         help="known: the chain with prune --no-rank-also (known.first.json)",
     )
+    parser.add_argument("--extra", help="known: more prune options, as one argument with '=': "
+                        "--extra='--learning-rate 3e-4' (needs --tag)")  # fmt: skip
+    parser.add_argument("--tag", help="known: cache the variant as known.TAG.json")
     args = parser.parse_intermixed_args()  # options before, between or after the names
+    if args.extra and not args.tag:
+        parser.error("--extra needs --tag (its results must not replace the chain's)")
     this_checkout()
     commands = {
         "build": cmd_build,
