@@ -539,6 +539,7 @@ def fine_tune_with(
     trigger: Any | None = None,
     teacher: Any | None = None,
     target: int | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> FineTuneResult:
     """:func:`fine_tune` as ``settings`` say (``prune`` and ``sweep`` both call it, so a new
     setting reaches both): ``trigger`` (one or several) is unlearnt when they ask for it."""
@@ -562,6 +563,7 @@ def fine_tune_with(
         shift=settings.shift,
         flip=settings.flip,
         trigger_teacher=settings.trigger_teacher,
+        on_epoch=on_epoch,
     )
 
 

@@ -271,6 +271,89 @@ def test_auto_ratio_tries_each_ratio_in_the_layers_the_trigger_drives_hardest(
         prune(model, dataset, criterion=Criterion.L1, ratio="auto", trigger=trigger, target=0)
 
 
+def test_a_zero_auto_ratio_is_one_candidate_that_prunes_nothing(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """--auto-ratios with a 0: one more candidate, fine-tuning alone, measured once beside the
+    (layer, ratio) pairs; when it is the one kept, nothing is pruned and the model written is
+    the original fine-tuned."""
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.prune import NO_LAYER
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    tuning = FineTuneSettings(epochs=1, unlearn=True)
+    mixed = _auto_prune(model, dataset, trigger, tuning, auto_ratios=(0.0, 0.2))
+    nothing = [c for c in mixed.choice.candidates if c.ratio == 0.0]
+    assert len(nothing) == 1 and nothing[0].layer == NO_LAYER
+    assert nothing[0].channels_pruned == 0 and nothing[0].layers == ()
+    assert {c.ratio for c in mixed.choice.candidates} == {0.0, 0.2}
+    assert mixed.choice.chosen is not None  # whichever won, it is one of those measured
+
+    # the nothing-pruned candidate alone: it is kept, and no channel is zeroed
+    out = tmp_path / "tuned.keras"
+    argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), "--ratio", "auto",
+            "--auto-ratios", "0", "--trigger", TRIGGER, "--target", "0",
+            "--fine-tune-epochs", "1", "--unlearn", "-o", str(out)]  # fmt: skip
+    result = runner.invoke(app, [*argv, "-f", "json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    assert report["pruned"] == [] and report["ratio"] == 0.0
+    assert report["layer_choice"]["layers"] == []
+    assert [c["layer"] for c in report["layer_choice"]["candidates"]] == [""]
+    tuned = load_model(out).model
+    before = find_layer(model, "features/f_conv1").kernel.numpy()
+    after = find_layer(tuned, "features/f_conv1").kernel.numpy()
+    assert not np.allclose(before, after)  # fine-tuned ...
+    assert all(after[..., c].any() for c in range(after.shape[-1]))  # ... nothing zeroed
+    table = runner.invoke(app, [*argv, "--force"], env={"COLUMNS": "120"})
+    assert "(none) ←" in table.stdout
+
+
+def test_chosen_epochs_are_measured_held_out_and_used_for_the_final_fine_tune(
+    tiny: dict[str, Path],
+) -> None:
+    """choose_epochs: every (layer, ratio) candidate is measured after a quarter, half and all
+    of the fine-tune's epochs; the kept measurement's epochs are the final fine-tune's, unless
+    final_epochs overrides them."""
+    from kerasaudit.loading import load_model
+    from kerasaudit.stages.prune import checkpoints
+
+    assert checkpoints(20) == (5, 10, 20) and checkpoints(2) == (1, 2)
+    assert checkpoints(1) == (1,)
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    tuning = FineTuneSettings(epochs=4, unlearn=True)
+    result = _auto_prune(model, dataset, trigger, tuning, choose_epochs=True)
+    tried = result.choice.candidates
+    pairs = {(c.layer, c.ratio) for c in tried}
+    for pair in pairs:
+        assert sorted(c.epochs for c in tried if (c.layer, c.ratio) == pair) == [1, 2, 4]
+    # measured mid-way, not copied: a candidate's numbers differ between some of its epochs
+    assert any(
+        len({(c.accuracy, c.asr) for c in tried if (c.layer, c.ratio) == pair}) > 1
+        for pair in pairs
+    )
+    chosen = result.choice.chosen
+    assert chosen is not None and result.choice.epochs == chosen.epochs
+    assert result.fine_tune is not None and result.fine_tune.epochs == chosen.epochs
+    assert "(layer, ratio, epochs)" in result.choice.reason
+    fixed = _auto_prune(model, dataset, trigger, tuning, choose_epochs=True, final_epochs=3)
+    assert fixed.fine_tune is not None and fixed.fine_tune.epochs == 3
+    plain = _auto_prune(model, dataset, trigger, tuning)
+    assert {c.epochs for c in plain.choice.candidates} == {None}
+    assert plain.fine_tune is not None and plain.fine_tune.epochs == 4
+    argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), "--ratio", "auto",
+            "--trigger", TRIGGER, "--target", "0", "--fine-tune-epochs", "2", "--unlearn",
+            "--choose-epochs"]  # fmt: skip
+    report = json.loads(runner.invoke(app, [*argv, "-f", "json"]).stdout)
+    kept = report["layer_choice"]["epochs"]
+    assert kept in (1, 2) and report["fine_tune"]["epochs"] == kept
+    assert {c["epochs"] for c in report["layer_choice"]["candidates"]} == {1, 2}
+
+
 def test_candidates_measured_without_unlearning_are_clean_fine_tuned(
     tiny: dict[str, Path],
 ) -> None:
@@ -369,6 +452,9 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["--trigger", TRIGGER, "--fine-tune-epochs", "1", "--adversarial"], "add --unlearn"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--optimizer", "rmsprop"], "--optimizer"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--learning-rate", "0"], "--learning-rate"),
+        (["--auto-ratios", "0,1.2"], "--auto-ratios"),
+        (["--auto-ratios", "x"], "--auto-ratios"),
+        (["--ratio", "auto", "--auto-ratios", "0", "--trigger", TRIGGER], "--fine-tune-epochs"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(

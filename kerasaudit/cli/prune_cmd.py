@@ -87,6 +87,18 @@ def parse_ratio(text: str, *, allow_zero: bool = False) -> float | str:
     return value
 
 
+def parse_auto_ratios(text: str) -> tuple[float, ...]:
+    """``--auto-ratios``: comma-separated shares in [0, 1) (0: a candidate that prunes
+    nothing)."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BadInputError(f"--auto-ratios takes numbers like 0,0.05,0.2, got {text!r}") from None
+    if not values or any(not 0.0 <= v < 1.0 for v in values):
+        raise BadInputError(f"--auto-ratios must be in [0, 1), got {text!r}")
+    return tuple(sorted(set(values)))
+
+
 @handle_errors
 def prune(
     model: ModelArg,
@@ -103,6 +115,24 @@ def prune(
             "measured on the rest.",
         ),
     ] = "0.1",
+    auto_ratios: Annotated[
+        str,
+        typer.Option(
+            "--auto-ratios",
+            metavar="R,R,...",
+            help="The ratios --ratio auto tries in each candidate layer; a 0 adds one "
+            "candidate that prunes nothing (fine-tuning alone), measured like the others.",
+        ),
+    ] = "0.05,0.2",
+    choose_epochs: Annotated[
+        bool,
+        typer.Option(
+            "--choose-epochs/--fixed-epochs",
+            help="With measured candidates (--ratio auto): also measure each after a quarter "
+            "and half of --fine-tune-epochs, and fine-tune the kept one as long as its best "
+            "measurement says.",
+        ),
+    ] = False,
     criterion: Annotated[
         CriterionChoice,
         typer.Option(
@@ -230,6 +260,7 @@ def prune(
     )
     consoles = Consoles(quiet)
     chosen_ratio = parse_ratio(ratio)
+    tried_ratios = parse_auto_ratios(auto_ratios)
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
@@ -301,6 +332,8 @@ def prune(
             clean_stats=clean_stats,
             known_also=extra,
             rank_known=rank_also,
+            auto_ratios=tried_ratios,
+            choose_epochs=choose_epochs,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

@@ -82,15 +82,18 @@ def render(result: PruneResult, console: Console) -> None:
         )
         extra = max(len(c.others) for c in result.choice.candidates)
         asrs = ["ASR"] if not extra else [f"ASR {n}" for n in range(1, extra + 2)]
-        columns = ["layer", "ratio", "channels pruned", "accuracy", *asrs, "RA"]
+        timed = any(c.epochs is not None for c in result.choice.candidates)
+        columns = ["layer", "ratio", *(["epochs"] if timed else []), "channels pruned",
+                   "accuracy", *asrs, "RA"]  # fmt: skip
         for column in columns:
             cand.add_column(column, justify="left" if column == "layer" else "right")
         for c in result.choice.candidates:
-            chosen = c.layer in result.choice.layers and c.ratio == result.ratio
+            chosen = c == result.choice.chosen
             others = [_pct(a) for a in c.others] + ["n/a"] * (extra - len(c.others))
             cand.add_row(
-                Text(c.layer + (" ←" if chosen else "")),
+                Text((c.layer or "(none)") + (" ←" if chosen else "")),
                 f"{c.ratio:g}",
+                *([str(c.epochs)] if timed else []),
                 str(c.channels_pruned),
                 _pct(c.accuracy),
                 _pct(c.asr),

@@ -10,7 +10,7 @@ ASR with, and the last conv layer is pruned (the Fine-Pruning convention), as th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ HOLDOUT = 0.25  # share of --data held out from fine-tuning to measure layer can
 # on the zoo's development models (benchmarks/zoo): BatchNorm nets kept more accuracy with
 # 5 %, a plain net needed 20 % to remove the backdoor.
 AUTO_RATIOS = (0.05, 0.2)
+NO_LAYER = ""  # the layer of the "nothing pruned" candidate (a 0 in auto_ratios)
 AUTO_LAYERS = 3
 ASR_TIE = 0.005  # held-out ASRs this close are a tie (a few images): keep more accuracy
 # Candidates whose held-out ASR is at most this are all "removed": the most accurate wins. The
@@ -55,6 +56,12 @@ class LayerCandidate:
     ratio: float = 0.0
     # the further known triggers' held-out ASRs (``known_also``, those measured), in order
     others: tuple[float | None, ...] = ()
+    epochs: int | None = None  # measured after this many epochs (None: the fine-tune's own)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers it prunes: none for the "nothing pruned" candidate."""
+        return () if self.layer == NO_LAYER else (self.layer,)
 
     @property
     def worst_asr(self) -> float | None:
@@ -72,6 +79,7 @@ class LayerCandidate:
             "ra": self.ra,
             "other_asrs": list(self.others),
             "worst_asr": self.worst_asr,
+            "epochs": self.epochs,
         }
 
 
@@ -87,12 +95,13 @@ class LayerChoice:
     held_out: bool = False  # those images were held out from the candidates' fine-tuning
     ratio: float = 0.0  # the ratio kept (with candidates)
     budget: float | None = None  # the accuracy loss a candidate was allowed (max_acc_drop)
+    epochs: int | None = None  # the kept candidate's epochs (with choose_epochs)
 
     @property
     def chosen(self) -> LayerCandidate | None:
         """The measured candidate that was kept (None: the choice was not measured)."""
         for c in self.candidates:
-            if (c.layer,) == self.layers and c.ratio == self.ratio:
+            if c.layers == self.layers and c.ratio == self.ratio and c.epochs == self.epochs:
                 return c
         return None
 
@@ -126,6 +135,7 @@ class LayerChoice:
             "held_out_drop": self.held_out_drop,
             "budget": self.budget,
             "over_budget": self.over_budget,
+            "epochs": self.epochs,
         }
 
 
@@ -260,6 +270,8 @@ def prune(
     final_epochs: int | None = None,
     known_also: Sequence[Any] = (),
     rank_known: bool = True,
+    auto_ratios: Sequence[float] = AUTO_RATIOS,
+    choose_epochs: bool = False,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -291,7 +303,14 @@ def prune(
     model sends most images carrying it to (:func:`~kerasaudit.evaluation.forced_label`; one
     that forces no label is unlearnt, not measured); the result reports each
     (:class:`AlsoMeasured`). ``rank_known``: the ``known_also`` triggers rank the channels too
-    (as ``rank_with``).
+    (as ``rank_with``). ``auto_ratios``: the ratios ``"auto"`` tries; a 0 among them is one
+    more candidate that prunes nothing (fine-tuning, with unlearning, alone), measured like the
+    others — it is kept when pruning buys no lower held-out ASR for its accuracy.
+    ``choose_epochs`` (measured candidates with fine-tuning): each candidate is also measured
+    after a quarter and half of the fine-tune's epochs (:func:`checkpoints`), every
+    measurement is a candidate, and the chosen one's epochs are the final fine-tune's (unless
+    ``final_epochs`` says otherwise) — the epochs chosen, like the layer and ratio, by the
+    held-out part of the defender's data.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -299,7 +318,11 @@ def prune(
         raise BadInputError("--ratio auto needs --criterion linf-trigger and a trigger")
     if not auto and not (isinstance(ratio, float | int) and 0.0 < ratio < 1.0):
         raise BadInputError(f"--ratio must be between 0 and 1 (exclusive) or auto, got {ratio}")
-    ratios: tuple[float, ...] = AUTO_RATIOS if auto else (float(ratio),)
+    ratios: tuple[float, ...] = tuple(auto_ratios) if auto else (float(ratio),)
+    if auto and (not ratios or any(not 0.0 <= r < 1.0 for r in ratios)):
+        raise BadInputError(f"automatic ratios must be in [0, 1), got {list(ratios)}")
+    if auto and 0.0 in ratios and not tuning.epochs:
+        raise BadInputError("an automatic ratio of 0 (nothing pruned) needs --fine-tune-epochs")
     if tuning.unlearn and trigger is None:
         raise BadInputError("--unlearn needs --trigger (a known or reversed trigger)")
     if tuning.epochs and dataset is None:
@@ -341,6 +364,7 @@ def prune(
         unlearn: bool = True,
         epochs: int | None = None,
         extras: Sequence[Any] | None = None,
+        on_epoch: Callable[[int], None] | None = None,
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
@@ -354,13 +378,19 @@ def prune(
             trigger=[with_trigger, *(extra if extras is None else extras)],
             teacher=teacher if teacher is not None else model,
             target=target,
+            on_epoch=on_epoch,
         )
 
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
     candidates = resolve_layers(model, layers) if layers else convs
     if not candidates:
         raise BadInputError("the model has no convolutional layers to prune")
-    if strict_ratio and all(round(max(ratios) * i.channels) == 0 for i in candidates):
+    nothing_pruned = auto and 0.0 in ratios  # a candidate that prunes nothing, on purpose
+    if (
+        strict_ratio
+        and not nothing_pruned
+        and all(round(max(ratios) * i.channels) == 0 for i in candidates)
+    ):
         smallest = min(i.channels for i in candidates)
         raise BadInputError(
             f"--ratio {ratios[0]:g} prunes no channel (the layers have {smallest}+ channels): "
@@ -414,12 +444,24 @@ def prune(
             return ()
         return tuple(candidate_asr(evaluate(candidate, on, t, k).attack) for t, k in measured)
 
+    stops = checkpoints(tuning.epochs) if choose_epochs and tuning.epochs else ()
+
     def candidate_result(
-        info: AuditableLayer, r: float
-    ) -> tuple[EvaluationResult | None, tuple[float | None, ...]]:
-        clone, _, mask = _prune_clone(model, [(info, rankings[info.path].top(r))])
-        tune(clone, mask, fit, trigger_fit, candidates_unlearn, extras=extra_fit)
-        return measure(clone, held, held_attack), others(clone, held)
+        info: AuditableLayer | None, r: float
+    ) -> list[tuple[int | None, EvaluationResult | None, tuple[float | None, ...]]]:
+        """(epochs, held-out result, further triggers' ASRs) per measurement of a candidate."""
+        selection = [] if info is None else [(info, rankings[info.path].top(r))]
+        clone, _, mask = _prune_clone(model, selection)
+        seen = []
+
+        def on_epoch(epoch: int) -> None:
+            if epoch in stops and epoch != tuning.epochs:
+                seen.append((epoch, measure(clone, held, held_attack), others(clone, held)))
+
+        tune(clone, mask, fit, trigger_fit, candidates_unlearn, extras=extra_fit,
+             on_epoch=on_epoch if stops else None)  # fmt: skip
+        final = measure(clone, held, held_attack), others(clone, held)
+        return [*seen, (tuning.epochs if stops else None, *final)]
 
     if spread > 0 and auto and not layers:
         reason = (
@@ -448,6 +490,8 @@ def prune(
     after_prune = measure(pruned_model)
     also_before = _also_attacks(model, evaluation_data, known, also_targets)
     also_pruned = _also_attacks(pruned_model, evaluation_data, known, also_targets)
+    if final_epochs is None and choice.epochs is not None:
+        final_epochs = choice.epochs  # chosen with the layer and ratio
     tuned = tune(pruned_model, mask, dataset, trigger, epochs=final_epochs)
     after_tune = measure(pruned_model) if tuned is not None else None
     also_tuned = (
@@ -480,6 +524,12 @@ def prune(
         ),
     )
     return pruned_model, result
+
+
+def checkpoints(epochs: int) -> tuple[int, ...]:
+    """The epochs a candidate is measured after with ``choose_epochs``: a quarter, half and
+    all of ``epochs`` (20 → 5, 10, 20)."""
+    return tuple(sorted({max(1, epochs // 4), max(1, epochs // 2), epochs}))
 
 
 def _known_target(
@@ -578,21 +628,22 @@ def _choose_layers(
         )
         return LayerChoice((last.path,), reason, ()), [last], ratio
     tried: list[LayerCandidate] = []
-    for info in candidates:
-        for r in ratios:
-            if round(r * info.channels) == 0:
-                continue
-            result, other_asrs = candidate_result(info, r)
+    # (layer, ratio) pairs; a ratio of 0 is one candidate that prunes nothing
+    pairs: list[tuple[AuditableLayer | None, float]] = [(None, 0.0)] if 0.0 in ratios else []
+    pairs += [(i, r) for i in candidates for r in ratios if round(r * i.channels) > 0]
+    for info, r in pairs:
+        for epochs, result, other_asrs in candidate_result(info, r):
             attack = result.attack
             tried.append(
                 LayerCandidate(
-                    info.path,
-                    rankings[info.path].count_for(r),
+                    NO_LAYER if info is None else info.path,
+                    0 if info is None else rankings[info.path].count_for(r),
                     result.accuracy,
                     candidate_asr(attack),
                     attack.ra if attack else None,
                     r,
                     tuple(other_asrs),
+                    epochs,
                 )
             )
     if not tried:
@@ -604,14 +655,20 @@ def _choose_layers(
     # having removed the backdoor: among those, keep the most accuracy.
     bar = max(ASR_GOAL, lowest + ASR_TIE)
     tied = [c for c in pool if c.worst_asr is not None and c.worst_asr <= bar] or pool
-    best = max(tied, key=lambda c: (c.accuracy, -c.ratio))
+    # ties: fewer channels pruned, then more epochs (more unlearnt at the same measured cost)
+    best = max(tied, key=lambda c: (c.accuracy, -c.ratio, c.epochs or 0))
     how = (
         f"after pruning and fine-tuning{'' if unlearnt else ' without unlearning'} "
         "(on 75 % of --data, measured on the other 25 %)"
         if tuned
         else "after pruning (measured on --data)"
     )
-    what = "layer" if len(ratios) == 1 else "(layer, ratio)"
+    what = {
+        (False, False): "layer",
+        (True, False): "(layer, ratio)",
+        (False, True): "(layer, epochs)",
+        (True, True): "(layer, ratio, epochs)",
+    }[(len(ratios) > 1, best.epochs is not None)]
     at = f" at ratio {ratio:g}" if len(ratios) == 1 else ""
     asr = "ASR" if before.attack.target != OFF_CLASS else "share moved off a class (flips)"
     if any(c.others for c in tried):
@@ -628,9 +685,9 @@ def _choose_layers(
             f"no {what} candidate keeps the accuracy loss {how} within "
             f"{max_acc_drop * 100:.1f} points{at}; lowest {asr} overall"
         )
-    chosen = next(i for i in candidates if i.path == best.layer)
+    chosen = [i for i in candidates if (i.path,) == best.layers]
     choice = LayerChoice(
-        (best.layer,), reason, tuple(tried), before.accuracy, before.total, tuned, best.ratio,
-        budget=max_acc_drop,
+        best.layers, reason, tuple(tried), before.accuracy, before.total, tuned, best.ratio,
+        budget=max_acc_drop, epochs=best.epochs,
     )  # fmt: skip
-    return choice, [chosen], best.ratio
+    return choice, chosen, best.ratio
