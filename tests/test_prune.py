@@ -277,8 +277,11 @@ def test_a_zero_auto_ratio_is_one_candidate_that_prunes_nothing(
     """--auto-ratios with a 0: one more candidate, fine-tuning alone, measured once beside the
     (layer, ratio) pairs; when it is the one kept, nothing is pruned and the model written is
     the original fine-tuned."""
+    from kerasaudit.cli.prune_cmd import AUTO_RATIOS_DEFAULT
     from kerasaudit.loading import load_model
-    from kerasaudit.stages.prune import NO_LAYER
+    from kerasaudit.stages.prune import AUTO_RATIOS, NO_LAYER
+
+    assert AUTO_RATIOS_DEFAULT == AUTO_RATIOS  # the CLI's copy (it does not import TF)
 
     model = load_model(tiny["keras"]).model
     dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
@@ -455,6 +458,8 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["--auto-ratios", "0,1.2"], "--auto-ratios"),
         (["--auto-ratios", "x"], "--auto-ratios"),
         (["--ratio", "auto", "--auto-ratios", "0", "--trigger", TRIGGER], "--fine-tune-epochs"),
+        (["-c", "mean", "--auto-ratios", "0,0.2"], "--auto-ratios needs --ratio auto"),
+        (["-c", "mean", "--fine-tune-epochs", "1", "--choose-epochs"], "--choose-epochs needs"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -537,7 +542,8 @@ def test_a_layer_candidate_is_judged_by_its_worst_known_trigger(tiny: dict[str, 
     before = result(855, 199)
     choice, chosen, _ = _choose_layers(
         model, Criterion.LINF_TRIGGER, (0.25,), (), layers, rankings, before,
-        lambda info, r: (measured[info.path][0], (measured[info.path][1],)), 0.015, tuned=True,
+        lambda info, r: [(None, measured[info.path][0], (measured[info.path][1],))], 0.015,
+        tuned=True,
     )  # fmt: skip
     assert [i.path for i in chosen] == [layers[1].path]
     assert [c.others for c in choice.candidates] == [(0.40,), (0.005,)]
@@ -546,7 +552,7 @@ def test_a_layer_candidate_is_judged_by_its_worst_known_trigger(tiny: dict[str, 
     # the same candidates measured with the first trigger only: the more accurate one is kept
     _, first_only, _ = _choose_layers(
         model, Criterion.LINF_TRIGGER, (0.25,), (), layers, rankings, before,
-        lambda info, r: (measured[info.path][0], ()), 0.015, tuned=True,
+        lambda info, r: [(None, measured[info.path][0], ())], 0.015, tuned=True,
     )  # fmt: skip
     assert [i.path for i in first_only] == [layers[0].path]
     assert LayerCandidate("x", 1, 0.9, None, None).worst_asr is None

@@ -87,6 +87,9 @@ def parse_ratio(text: str, *, allow_zero: bool = False) -> float | str:
     return value
 
 
+AUTO_RATIOS_DEFAULT = (0.05, 0.2)  # kerasaudit.stages.prune.AUTO_RATIOS, without importing TF
+
+
 def parse_auto_ratios(text: str) -> tuple[float, ...]:
     """``--auto-ratios``: comma-separated shares in [0, 1) (0: a candidate that prunes
     nothing)."""
@@ -123,7 +126,7 @@ def prune(
             help="The ratios --ratio auto tries in each candidate layer; a 0 adds one "
             "candidate that prunes nothing (fine-tuning alone), measured like the others.",
         ),
-    ] = "0.05,0.2",
+    ] = ",".join(f"{r:g}" for r in AUTO_RATIOS_DEFAULT),
     choose_epochs: Annotated[
         bool,
         typer.Option(
@@ -261,6 +264,10 @@ def prune(
     consoles = Consoles(quiet)
     chosen_ratio = parse_ratio(ratio)
     tried_ratios = parse_auto_ratios(auto_ratios)
+    if chosen_ratio != "auto" and tried_ratios != AUTO_RATIOS_DEFAULT:
+        raise BadInputError("--auto-ratios needs --ratio auto")
+    if choose_epochs and (chosen_ratio != "auto" or not fine_tune_epochs):
+        raise BadInputError("--choose-epochs needs --ratio auto and --fine-tune-epochs")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
