@@ -671,6 +671,12 @@ def test_the_floor_is_what_never_poisoned_twins_do_with_the_trigger(
     assert measured["twin_1"]["asr"] == [pytest.approx(0.0)]
     assert removal.zoo.mean_floor(measured.values(), recipe) == [pytest.approx(0.5)]
     assert sorted(cache) == ["twin_0", "twin_1"]
+    # zoo.floor: NaN, and nothing cached, while no twin is built; then measured and cached
+    cached = tmp_path / "results" / recipe.name / "floor.json"
+    assert all(np.isnan(removal.zoo.floor(tmp_path, recipe, twins[2:])))
+    assert not cached.exists()
+    assert removal.zoo.floor(tmp_path, recipe, twins) == [pytest.approx(0.5)]
+    assert json.loads(cached.read_text())["twins"] == ["twin_0", "twin_1"]
 
 
 def test_build_says_whether_a_rebuild_matches_the_manifest() -> None:

@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -94,17 +93,11 @@ def table(names: list[str]) -> int:
     import zoo
 
     clean = [r for r in DEVELOPMENT if not r.attack.triggers]
-    loaded: dict[str, Any] = {}
     counts: dict[str, list[int]] = {}  # suffix → [models, within the goal, triggers, at floor]
     for recipe in DEVELOPMENT:
         if (names and recipe.name not in names) or not recipe.attack.triggers:
             continue
-        floor_path = zoo.results_dir(BUILD, recipe.name) / "floor.json"
-        if floor_path.exists():
-            floors = json.loads(floor_path.read_text())
-        else:
-            floors = zoo.mean_floor(zoo.on_twins(BUILD, recipe, clean, loaded).values(), recipe)
-            floor_path.write_text(json.dumps(floors))
+        floors = zoo.floor(BUILD, recipe, clean)
         shown = " / ".join(f"{100 * f:.2f}" for f in floors)
         print(f"{recipe.name} (targets {list(recipe.attack.targets)}; floor {shown} %)")
         for cached in sorted(zoo.results_dir(BUILD, recipe.name).glob("known*.json")):

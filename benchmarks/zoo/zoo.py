@@ -694,16 +694,21 @@ def cmd_confusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def floor(root: Path, recipe: Recipe) -> list[float]:
+def floor(root: Path, recipe: Recipe, twins: list[Recipe] | None = None) -> list[float]:
     """Per trigger: the share of stamped evaluation images the *clean* twins of the same
-    architecture send to the target by themselves (mean over seeds): the ASR no defence can
-    go below. Cached in results/NAME/floor.json."""
+    architecture (default: the zoo's) send to the target by themselves (mean over seeds): the
+    ASR no defence can go below. Cached in results/NAME/floor.json, once a twin is built (NaN
+    until then)."""
     out = results_dir(root, recipe.name) / "floor.json"
     if out.exists():
         return list(json.loads(out.read_text())["floor"])
-    twins = [r for r in RECIPES if r.family == "clean" and r.arch == recipe.arch]
-    result = mean_floor(on_twins(root, recipe, twins).values(), recipe)
-    _write_json(out, {"floor": result, "twins": [t.name for t in twins]})
+    if twins is None:
+        twins = [r for r in RECIPES if r.family == "clean" and r.arch == recipe.arch]
+    measured = on_twins(root, recipe, twins)
+    if not measured:
+        return [math.nan] * len(recipe.attack.triggers)
+    result = mean_floor(measured.values(), recipe)
+    _write_json(out, {"floor": result, "twins": sorted(measured)})
     return result
 
 
