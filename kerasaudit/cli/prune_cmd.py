@@ -136,6 +136,18 @@ def prune(
             "measurement says.",
         ),
     ] = False,
+    extend_to: Annotated[
+        int | None,
+        typer.Option(
+            "--extend-to",
+            metavar="N",
+            min=1,
+            help="With --ratio auto and --fine-tune-epochs: after the choice, fine-tune the "
+            "kept candidate on, doubling its epochs up to N, while its held-out numbers "
+            "improve; the result is fine-tuned that long.",
+            show_default=False,
+        ),
+    ] = None,
     criterion: Annotated[
         CriterionChoice,
         typer.Option(
@@ -268,6 +280,8 @@ def prune(
         raise BadInputError("--auto-ratios needs --ratio auto")
     if choose_epochs and (chosen_ratio != "auto" or not fine_tune_epochs):
         raise BadInputError("--choose-epochs needs --ratio auto and --fine-tune-epochs")
+    if extend_to is not None and (chosen_ratio != "auto" or not fine_tune_epochs):
+        raise BadInputError("--extend-to needs --ratio auto and --fine-tune-epochs")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
@@ -341,6 +355,7 @@ def prune(
             rank_known=rank_also,
             auto_ratios=tried_ratios,
             choose_epochs=choose_epochs,
+            extend_to=extend_to,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

@@ -82,7 +82,7 @@ def render(result: PruneResult, console: Console) -> None:
         )
         extra = max(len(c.others) for c in result.choice.candidates)
         asrs = ["ASR"] if not extra else [f"ASR {n}" for n in range(1, extra + 2)]
-        timed = any(c.epochs is not None for c in result.choice.candidates)
+        timed = len({c.epochs for c in result.choice.candidates}) > 1  # chosen or extended
         columns = ["layer", "ratio", *(["epochs"] if timed else []), "channels pruned",
                    "accuracy", *asrs, "RA"]  # fmt: skip
         for column in columns:

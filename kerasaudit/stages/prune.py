@@ -56,7 +56,7 @@ class LayerCandidate:
     ratio: float = 0.0
     # the further known triggers' held-out ASRs (``known_also``, those measured), in order
     others: tuple[float | None, ...] = ()
-    epochs: int | None = None  # measured after this many epochs (None: the fine-tune's own)
+    epochs: int | None = None  # measured after this many epochs of fine-tuning (None: none)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -95,7 +95,7 @@ class LayerChoice:
     held_out: bool = False  # those images were held out from the candidates' fine-tuning
     ratio: float = 0.0  # the ratio kept (with candidates)
     budget: float | None = None  # the accuracy loss a candidate was allowed (max_acc_drop)
-    epochs: int | None = None  # the kept candidate's epochs (with choose_epochs)
+    epochs: int | None = None  # the kept candidate's epochs of fine-tuning (None: none)
 
     @property
     def chosen(self) -> LayerCandidate | None:
@@ -272,6 +272,7 @@ def prune(
     rank_known: bool = True,
     auto_ratios: Sequence[float] = AUTO_RATIOS,
     choose_epochs: bool = False,
+    extend_to: int | None = None,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -310,7 +311,10 @@ def prune(
     after a quarter and half of the fine-tune's epochs (:func:`checkpoints`), every
     measurement is a candidate, and the chosen one's epochs are the final fine-tune's (unless
     ``final_epochs`` says otherwise) — the epochs chosen, like the layer and ratio, by the
-    held-out part of the defender's data.
+    held-out part of the defender's data. ``extend_to`` (the same): the kept candidate is
+    fine-tuned on, its epochs doubled up to at most ``extend_to``, for as long as the held-out
+    measurement is the better one by the same rule (:func:`_best`); the final fine-tune then
+    runs the epochs kept.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -321,6 +325,8 @@ def prune(
     ratios: tuple[float, ...] = tuple(auto_ratios) if auto else (float(ratio),)
     if auto and (not ratios or any(not 0.0 <= r < 1.0 for r in ratios)):
         raise BadInputError(f"automatic ratios must be in [0, 1), got {list(ratios)}")
+    if extend_to is not None and extend_to < 1:
+        raise BadInputError(f"the epochs can be extended to 1 or more, got {extend_to}")
     if auto and 0.0 in ratios and not tuning.epochs:
         raise BadInputError("an automatic ratio of 0 (nothing pruned) needs --fine-tune-epochs")
     if tuning.unlearn and trigger is None:
@@ -461,7 +467,7 @@ def prune(
         tune(clone, mask, fit, trigger_fit, candidates_unlearn, extras=extra_fit,
              on_epoch=on_epoch if stops else None)  # fmt: skip
         final = measure(clone, held, held_attack), others(clone, held)
-        return [*seen, (tuning.epochs if stops else None, *final)]
+        return [*seen, (tuning.epochs or None, *final)]
 
     if spread > 0 and auto and not layers:
         reason = (
@@ -484,6 +490,42 @@ def prune(
             tuned=bool(tuning.epochs),
             unlearnt=candidates_unlearn or not tuning.unlearn,
         )
+
+    def extended(choice: LayerChoice) -> LayerChoice:
+        """``choice`` with its kept candidate fine-tuned on while that measures better."""
+        kept = choice.chosen
+        assert kept is not None and kept.epochs is not None and choice.held_accuracy is not None
+        layers_kept = [i for i in candidates if (i.path,) == kept.layers]
+        clone, _, mask = _prune_clone(
+            model, [(i, rankings[i.path].top(kept.ratio)) for i in layers_kept]
+        )
+        done = kept.epochs
+        tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit)
+        current, added = kept, []
+        while extend_to is not None and done * 2 <= extend_to:
+            tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit)
+            done *= 2
+            result = measure(clone, held, held_attack)
+            assert result is not None
+            attack = result.attack
+            new = replace(kept, accuracy=result.accuracy, asr=candidate_asr(attack),
+                          ra=attack.ra if attack else None, others=others(clone, held),
+                          epochs=done)  # fmt: skip
+            added.append(new)
+            better, _, _ = _best([current, new], choice.held_accuracy, max_acc_drop)
+            if better is not new:
+                break
+            current = new
+        reason = (
+            f"{choice.reason}; then fine-tuned on (epochs doubled, up to {extend_to}) while the "
+            f"held-out numbers improved: {current.epochs} epochs"
+        )
+        return replace(choice, candidates=(*choice.candidates, *added), epochs=current.epochs,
+                       reason=reason)  # fmt: skip
+
+    extending = extend_to is not None and choice.epochs is not None and extend_to > choice.epochs
+    if extending and holding_out and choice.chosen is not None:
+        choice = extended(choice)
     before = measure(model)
     selections = [(info, rankings[info.path].top(chosen_ratio)) for info in chosen]
     pruned_model, done, mask = _prune_clone(model, selections)
@@ -524,6 +566,23 @@ def prune(
         ),
     )
     return pruned_model, result
+
+
+def _best(
+    tried: Sequence[LayerCandidate], before_accuracy: float, max_acc_drop: float
+) -> tuple[LayerCandidate, float, list[LayerCandidate]]:
+    """The layer choice's rule: among the candidates within the accuracy budget (all, when
+    none is), every one whose worst held-out ASR is at most the goal or within a few images
+    of the lowest counts as having removed the backdoor, and the most accurate of those is
+    kept (ties: fewer channels pruned, then more epochs — more unlearnt at the same measured
+    cost). Returns it, the ASR bar and the candidates within the budget."""
+    within = [c for c in tried if before_accuracy - c.accuracy <= max_acc_drop]
+    pool = within or list(tried)
+    lowest = min(np.inf if c.worst_asr is None else c.worst_asr for c in pool)
+    bar = max(ASR_GOAL, lowest + ASR_TIE)
+    tied = [c for c in pool if c.worst_asr is not None and c.worst_asr <= bar] or pool
+    best = max(tied, key=lambda c: (c.accuracy, -c.ratio, c.epochs or 0))
+    return best, bar, within
 
 
 def checkpoints(epochs: int) -> tuple[int, ...]:
@@ -648,15 +707,7 @@ def _choose_layers(
             )
     if not tried:
         raise BadInputError("no candidate layer has enough channels for the ratio")
-    within = [c for c in tried if before.accuracy - c.accuracy <= max_acc_drop]
-    pool = within or tried
-    lowest = min(np.inf if c.worst_asr is None else c.worst_asr for c in pool)
-    # Every candidate at or below the goal (or within a few images of the lowest) counts as
-    # having removed the backdoor: among those, keep the most accuracy.
-    bar = max(ASR_GOAL, lowest + ASR_TIE)
-    tied = [c for c in pool if c.worst_asr is not None and c.worst_asr <= bar] or pool
-    # ties: fewer channels pruned, then more epochs (more unlearnt at the same measured cost)
-    best = max(tied, key=lambda c: (c.accuracy, -c.ratio, c.epochs or 0))
+    best, bar, within = _best(tried, before.accuracy, max_acc_drop)
     how = (
         f"after pruning and fine-tuning{'' if unlearnt else ' without unlearning'} "
         "(on 75 % of --data, measured on the other 25 %)"
@@ -668,7 +719,7 @@ def _choose_layers(
         (True, False): "(layer, ratio)",
         (False, True): "(layer, epochs)",
         (True, True): "(layer, ratio, epochs)",
-    }[(len(ratios) > 1, best.epochs is not None)]
+    }[(len(ratios) > 1, len({c.epochs for c in tried}) > 1)]
     at = f" at ratio {ratio:g}" if len(ratios) == 1 else ""
     asr = "ASR" if before.attack.target != OFF_CLASS else "share moved off a class (flips)"
     if any(c.others for c in tried):
