@@ -346,8 +346,24 @@ def test_chosen_epochs_are_measured_held_out_and_used_for_the_final_fine_tune(
     fixed = _auto_prune(model, dataset, trigger, tuning, choose_epochs=True, final_epochs=3)
     assert fixed.fine_tune is not None and fixed.fine_tune.epochs == 3
     plain = _auto_prune(model, dataset, trigger, tuning)
-    assert {c.epochs for c in plain.choice.candidates} == {None}
+    assert {c.epochs for c in plain.choice.candidates} == {4}
     assert plain.fine_tune is not None and plain.fine_tune.epochs == 4
+    # extend_to: the kept candidate fine-tuned on, its epochs doubled while the held-out
+    # numbers are preferred by the choice's rule; every step is reported
+    longer = _auto_prune(model, dataset, trigger, FineTuneSettings(epochs=1, unlearn=True),
+                         extend_to=4)  # fmt: skip
+    tried = longer.choice.candidates
+    steps = [c for c in tried if c.epochs != 1]
+    assert steps and [c.epochs for c in steps] == [2, 4][: len(steps)]
+    (pair,) = {(c.layer, c.ratio) for c in steps}  # one candidate, the one first kept
+    origin = next(c for c in tried if c.epochs == 1 and (c.layer, c.ratio) == pair)
+    kept = longer.choice.chosen
+    # every step preferred is kept; the first one not preferred ends the extension
+    if kept is not steps[-1]:
+        assert kept is (steps[0] if len(steps) == 2 else origin)
+    assert kept is not None and longer.fine_tune is not None
+    assert longer.fine_tune.epochs == kept.epochs == longer.choice.epochs
+    assert "fine-tuned on" in longer.choice.reason
     argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), "--ratio", "auto",
             "--trigger", TRIGGER, "--target", "0", "--fine-tune-epochs", "2", "--unlearn",
             "--choose-epochs"]  # fmt: skip
@@ -460,6 +476,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["--ratio", "auto", "--auto-ratios", "0", "--trigger", TRIGGER], "--fine-tune-epochs"),
         (["-c", "mean", "--auto-ratios", "0,0.2"], "--auto-ratios needs --ratio auto"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--choose-epochs"], "--choose-epochs needs"),
+        (["-c", "mean", "--fine-tune-epochs", "1", "--extend-to", "4"], "--extend-to needs"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
