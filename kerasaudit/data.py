@@ -186,15 +186,10 @@ class Dataset:
     def split(self, holdout: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
         """(fit, held-out) in-memory parts, shuffled with ``seed``: for choosing settings on
         data a fine-tune did not see. Meant for defender-sized data (it is held in memory)."""
-        if not 0.0 < holdout < 1.0:
-            raise BadInputError(f"the held-out share must be between 0 and 1, got {holdout:g}")
-        if self.info.count < 2:
-            raise BadInputError("need at least 2 examples to hold some out")
         x, y = self.take_array(self.info.count)
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_held = min(len(x) - 1, max(1, round(len(x) * holdout)))
+        fit_idx, held_idx = self.split_indices(holdout, seed=seed)
         parts = []
-        for name, idx in (("fit", order[n_held:]), ("held-out", order[:n_held])):
+        for name, idx in (("fit", fit_idx), ("held-out", held_idx)):
             info = replace(self.info, path=f"{self.info.path} ({name} part)", count=len(idx))
             identity = _Layout(
                 scale=None, channels_first=False, add_channel_axis=False, resize_to=None
@@ -204,6 +199,16 @@ class Dataset:
                 Dataset(info, _ArrayReader(x[idx]), identity, labels, batch_size=self._batch_size)
             )
         return parts[0], parts[1]
+
+    def split_indices(self, holdout: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The example indices of :meth:`split`'s (fit, held-out) parts."""
+        if not 0.0 < holdout < 1.0:
+            raise BadInputError(f"the held-out share must be between 0 and 1, got {holdout:g}")
+        if self.info.count < 2:
+            raise BadInputError("need at least 2 examples to hold some out")
+        order = np.random.default_rng(seed).permutation(self.info.count)
+        n_held = min(self.info.count - 1, max(1, round(self.info.count * holdout)))
+        return order[n_held:], order[:n_held]
 
     def shard(self, index: int, count: int) -> Dataset:
         """Shard ``index`` of ``count`` (0-based): a contiguous run of examples, the runs of all

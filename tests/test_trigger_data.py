@@ -368,3 +368,56 @@ def test_defend_is_measured_with_trigger_data(stripes: dict[str, Path], tmp_path
     ):  # fmt: skip
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2 and message in result.stderr, (extra, result.output)
+
+
+def test_stamped_copies_are_paired_with_their_clean_sources() -> None:
+    """twin_sources: a blended or shifted copy of a clean image is paired with it (in any
+    order), an unrelated image with nothing; shapes that differ pair nothing."""
+    from kerasaudit.triggers import twin_sources
+
+    rng = np.random.default_rng(3)
+    clean = rng.random((60, 12, 12, 1), dtype=np.float32)
+    order = rng.permutation(60)
+    noise = rng.random((12, 12, 1), dtype=np.float32)
+    blended = 0.85 * clean[order] + 0.15 * noise
+    assert np.array_equal(twin_sources(blended, clean), order)
+    unrelated = rng.random((40, 12, 12, 1), dtype=np.float32)
+    assert np.mean(twin_sources(unrelated, clean) >= 0) < 0.25
+    assert np.all(twin_sources(blended[:, :10], clean) == -1)
+
+
+def test_held_out_triggered_images_are_copies_of_held_out_clean_ones(tmp_path: Path) -> None:
+    """TriggerData.split_along: when the triggered images are stamped copies of --data's
+    (the defender blended its own images), each goes to its source's part of
+    Dataset.split — a held-out clean image is never learnt through its stamped twin;
+    unrelated images are split at random, both parts non-empty."""
+    from kerasaudit.stages.prune import HOLDOUT
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (80, 8, 8, 1)).astype(np.uint8)
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(80) % 3)
+    dataset = open_data(DataSpec(tmp_path / "data.npz"), (8, 8, 1), 3)
+    order = rng.permutation(80)  # the copies in another order than their sources
+    blended = 0.88 * x[order].astype(np.float32) / 255 + 0.12 * rng.random((8, 8, 1))
+    stamped = TriggerData("blended", blended, (np.arange(80) % 3)[order], 0)
+    fit_t, held_t = stamped.split_along(dataset, HOLDOUT, seed=4)
+    fit_d, held_d = dataset.split(HOLDOUT, seed=4)
+
+    def sources(part: TriggerData) -> set[bytes]:
+        """The clean images (their bytes) the part's copies were made of."""
+        made_of = set()
+        for img in part.x:
+            k = int(np.argmin(np.abs(blended - img).reshape(80, -1).max(axis=1)))  # which copy
+            made_of.add(x[order[k]].tobytes())
+        return made_of
+
+    def pixels(part: Any) -> set[bytes]:
+        images, _ = part.take_array(part.info.count)
+        return {(img * 255).round().astype(np.uint8).tobytes() for img in images}
+
+    assert held_t.count == held_d.info.count and fit_t.count == fit_d.info.count
+    assert sources(held_t) == pixels(held_d) and sources(fit_t) == pixels(fit_d)
+    # unrelated triggered images: a random split, as before
+    noise = np.random.default_rng(1).random((20, 8, 8, 1), dtype=np.float32)
+    fit_n, held_n = TriggerData("noise", noise, None, 0).split_along(dataset, HOLDOUT)
+    assert fit_n.count + held_n.count == 20 and min(fit_n.count, held_n.count) >= 1

@@ -201,7 +201,7 @@ def sweep(
     # overstated accuracy by ~1.8 points and picked a ratio that cost 1.7 points held out).
     fit, measured_on = dataset.split(HOLDOUT) if fine_tuning else (dataset, dataset)
     trigger_fit, trigger = (
-        trigger.split(HOLDOUT)
+        trigger.split_along(dataset, HOLDOUT)
         if fine_tuning and isinstance(trigger, TriggerData)
         else (trigger, trigger)
     )
