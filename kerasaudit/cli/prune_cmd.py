@@ -113,9 +113,9 @@ def prune(
             "-r",
             metavar="R|auto",
             help="Share of the chosen layer's channels to prune, in (0, 1); or auto (with "
-            "linf-trigger, a trigger and --fine-tune-epochs): ratios 0.05 and 0.2 tried in the "
-            "three layers the trigger drives hardest, each fine-tuned on 75 % of --data and "
-            "measured on the rest.",
+            "linf-trigger, a trigger and --fine-tune-epochs): the --auto-ratios (0.05 and 0.2) "
+            "tried in the three layers the trigger drives hardest, each fine-tuned on 75 % of "
+            "--data and measured on the rest.",
         ),
     ] = "0.1",
     auto_ratios: Annotated[
