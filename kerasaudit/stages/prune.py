@@ -427,22 +427,11 @@ def prune(
         else (dataset, dataset)
     )
 
-    like = None  # --data's images and which were held out: stamped copies follow them
-    if (
-        holding_out
-        and dataset is not None
-        and any(isinstance(t, TriggerData) for t in (trigger, *extra))
-    ):
-        x_data, _ = dataset.take_array(dataset.info.count)
-        held_mask = np.zeros(len(x_data), dtype=bool)
-        held_mask[dataset.split_indices(HOLDOUT, seed=tuning.seed)[1]] = True
-        like = (x_data, held_mask)
-
     def halves(t: Any) -> tuple[Any, Any]:
         """(fit, held-out) parts of a trigger: triggered images are split (a stamped copy of
         a --data image with its source), specs are not."""
-        if holding_out and isinstance(t, TriggerData):
-            return t.split(HOLDOUT, seed=tuning.seed, like=like)
+        if holding_out and dataset is not None and isinstance(t, TriggerData):
+            return t.split_along(dataset, HOLDOUT, seed=tuning.seed)
         return t, t
 
     trigger_fit, trigger_held = halves(trigger)
