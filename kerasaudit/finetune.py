@@ -27,7 +27,7 @@ from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import logits_function, outputs_probabilities
 from kerasaudit.pruning import PruneMask
-from kerasaudit.triggers import Trigger, TriggerData
+from kerasaudit.triggers import Trigger, TriggerData, twin_sources
 
 BATCHNORM_MODES = ("train", "frozen", "clean")  # see fine_tune
 OPTIMIZERS = ("adam", "sgd")  # see fine_tune
@@ -74,12 +74,15 @@ class FineTuneSettings:
     # the clean image before stamping, where there is one (--trigger-data images have none:
     # hard label only): prune's and sweep's --distill-stamped (their default, JOURNAL.md "Ninth
     # session"); "away" the same outputs with the trigger's target removed (unless it is the
-    # true class), so that a stamped image goes anywhere but the target; "masked" is an
-    # experiment (benchmarks/zoo/removal_variants.py KM): see fine_tune
+    # true class), so that a stamped image goes anywhere but the target; "paired" as
+    # "source", and a --trigger-data image that is a stamped copy of a fine-tuning image
+    # (triggers.twin_sources) learns the teacher's outputs on that image (prune's and sweep's
+    # --distill-paired); "masked" is an experiment (benchmarks/zoo/removal_variants.py KM):
+    # see fine_tune
     trigger_teacher: str = "off"
 
 
-TRIGGER_TEACHERS = ("off", "masked", "source", "away")
+TRIGGER_TEACHERS = ("off", "masked", "source", "paired", "away")
 
 # GeneratorAdversary as FineTuneSettings.generator fits it: 5 passes, then a fixed trigger
 # (re-attacking every step, benchmarks/zoo/removal.py `gen`, cost 2.5-5 points of accuracy)
@@ -108,6 +111,9 @@ class FineTuneResult:
     flip: bool = False
     generators: int = 0  # of the adversaries, fitted image-dependent changes (generator)
     trigger_teacher: str = "off"  # what triggered images distil (off without a teacher)
+    # --trigger-data images paired with a fine-tuning image they are a stamped copy of
+    # (trigger_teacher "paired"): they learn the teacher's outputs on it
+    paired: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +137,7 @@ class FineTuneResult:
             "flip": self.flip,
             "generators": self.generators,
             "trigger_teacher": self.trigger_teacher,
+            "paired": self.paired,
         }
 
 
@@ -205,7 +212,10 @@ def fine_tune(
     the original model already confused with the target learns its next most likely class
     once stamped (each trigger's own target: a trigger file's, else ``target`` for the first
     trigger; none for an untargeted one or a further spec). ``--trigger-data`` images have
-    no clean twin: under ``"source"`` and ``"away"`` they learn their hard label only.
+    no clean twin here: under ``"source"`` and ``"away"`` they learn their hard label only;
+    ``"paired"`` is ``"source"`` where a ``--trigger-data`` image that is a stamped copy of one
+    of ``dataset``'s images (:func:`~kerasaudit.triggers.twin_sources`: a defender who stamped
+    their own data) learns, with its true class, the teacher's outputs on that image.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -276,7 +286,7 @@ def fine_tune(
                 logq = tf.nn.log_softmax(logtt - 1e9 * drop, axis=-1)
                 kl_masked = tf.reduce_sum(tf.exp(logq) * (logq - logp), axis=-1)
                 trig_loss = tf.where(kind == 5, (1.0 - distill) * ce + distill * kl_masked, ce)
-            elif trigger_teacher == "source":
+            elif trigger_teacher in ("source", "paired"):
                 trig_loss = tf.where(kind == 4, clean_loss, ce)
             elif trigger_teacher == "away":
                 aim = tf.cast(aim, yb.dtype)
@@ -349,7 +359,17 @@ def fine_tune(
         perturb = _pgd_attack(scores, radius, value_range)
         pool.append(_PGD)
     # the kind a stamped slot learns as (per_example): None = hard label only
-    taught = {"masked": 5, "source": 4, "away": 6}.get(trigger_teacher) if use_teacher else None
+    taught = (
+        {"masked": 5, "source": 4, "paired": 4, "away": 6}.get(trigger_teacher)
+        if use_teacher
+        else None
+    )
+    # per --trigger-data source in the pool ("paired"): each image's twin among x, or -1
+    twins = {
+        i: twin_sources(t.x, x)
+        for i, t in enumerate(pool)
+        if taught == 4 and trigger_teacher == "paired" and isinstance(t, TriggerData)
+    }
     # each source's target for "away" (-1: none): its own (a trigger file's, an adversary's),
     # else ``target`` for the first trigger
     aims_of = [_own_target(t, i == 0, target) for i, t in enumerate(pool)]
@@ -368,7 +388,7 @@ def fine_tune(
                 xb = augment(xb, rng, shift, flip)
             kind = np.zeros(len(idx), np.int32)
             aim = np.full(len(idx), -1, np.int32)
-            source = xb
+            source = xb_clean = xb
             for a, adversary in enumerate(adversaries):
                 hits[a] += adversary.update(xb, yb)
             batches += 1
@@ -384,13 +404,19 @@ def fine_tune(
                         kind[slots] = 1
                         aim[slots] = aims_of[t_index]
                         if isinstance(trig, TriggerData):  # replace with triggered images
-                            xt, yt = trig.sample(rng, int(slots.size))
-                            xb[slots] = xt
-                            if yt is None:
+                            pick = trig.draw(rng, int(slots.size))
+                            xb[slots] = trig.x[pick]
+                            if trig.y is None:
                                 kind[slots] = 2
                             else:
-                                yb[slots] = yt
+                                yb[slots] = trig.y[pick]
                                 kind[slots] = 5 if taught == 5 else 1  # no clean twin
+                                if t_index in twins:  # ... unless paired with one of x
+                                    twin = twins[t_index][pick]
+                                    has = twin >= 0
+                                    source = source.copy() if source is xb_clean else source
+                                    source[slots[has]] = x[twin[has]]
+                                    kind[slots[has]] = 4
                         elif isinstance(trig, (UniversalAdversary, GeneratorAdversary)):
                             xb[slots] = trig.apply(xb[slots], rng)
                             kind[slots] = 1 if taught is None else taught
@@ -455,6 +481,7 @@ def fine_tune(
         flip=flip,
         generators=sum(isinstance(a, GeneratorAdversary) for a in adversaries),
         trigger_teacher=trigger_teacher if taught is not None else "off",
+        paired=sum(int(np.count_nonzero(t >= 0)) for t in twins.values()),
     )
 
 

@@ -921,8 +921,12 @@ class TriggerData:
         held[dataset.split_indices(holdout, seed=seed)[1]] = True
         return self.split(holdout, seed=seed, like=(x, held))
 
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` indices of images, drawn with replacement."""
+        return rng.integers(0, self.count, n)
+
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        idx = rng.integers(0, self.count, n)
+        idx = self.draw(rng, n)
         return self.x[idx], (None if self.y is None else self.y[idx])
 
     def apply(self, x: np.ndarray) -> np.ndarray:

@@ -81,6 +81,48 @@ def _linear_teacher() -> Any:
     return model
 
 
+def test_paired_teaches_a_stamped_copy_of_the_data_its_sources_outputs(
+    bn_cnn_data: dict[str, Any],
+) -> None:
+    """--trigger-data copies of the fine-tuning images (a defender who stamped their own
+    data): under "paired" each learns the teacher's outputs on the image it was stamped on,
+    as a spec trigger's stamped image does under "source"; under "source" they have no twin
+    and learn their hard label only. Copies of other images are not paired."""
+    from kerasaudit import _tf
+    from kerasaudit.finetune import fine_tune
+    from kerasaudit.pruning import clone_model
+    from kerasaudit.triggers import TriggerData
+
+    teacher = _linear_teacher()  # confident where the data's (random) labels are not
+    x, stamped = _clean_and_stamped(bn_cnn_data)
+    _, y = bn_cnn_data["data"].take_array(96)
+    order = np.random.default_rng(3).permutation(96)  # the file's order is not the data's
+    copies = TriggerData("copies", stamped[order], y[order], None)
+    q = _probs(teacher, x)
+    gaps, paired = {}, {}
+    for mode in ("source", "paired"):
+        _tf.keras().utils.set_random_seed(0)
+        model = clone_model(teacher)
+        result = fine_tune(
+            model, bn_cnn_data["data"], epochs=30, trigger=copies, unlearn_fraction=0.9,
+            learning_rate=5e-2, teacher=teacher, distill=1.0, batchnorm="frozen",
+            trigger_teacher=mode,
+        )  # fmt: skip
+        assert result.trigger_teacher == mode
+        paired[mode] = result.to_dict()["paired"]
+        gaps[mode] = _kl(q, _probs(model, stamped))
+    assert paired["source"] == 0 and paired["paired"] >= 90  # of 96 copies
+    assert gaps["paired"] < 0.2 * gaps["source"]
+    # copies of images that are not in the fine-tuning data have no source there
+    other = np.random.default_rng(4).uniform(0.0, 1.0, (32, 8, 8, 1)).astype(np.float32)
+    strangers = TriggerData("strangers", other, np.zeros(32, np.int64), None)
+    result = fine_tune(
+        clone_model(teacher), bn_cnn_data["data"], epochs=1, trigger=strangers,
+        teacher=teacher, distill=0.5, trigger_teacher="paired",
+    )  # fmt: skip
+    assert result.paired <= 4
+
+
 def _stamped_outputs(
     bn_cnn_data: dict[str, Any], mode: str, *, target: int | None, trigger: Any
 ) -> np.ndarray:

@@ -338,6 +338,40 @@ def test_prune_distils_stamped_images_from_their_unstamped_twin_by_default(
     assert seen == {"default": "source", "no": "off", "plain": "off"}
 
 
+def test_prune_distils_trigger_data_copies_from_their_source_with_distill_paired(
+    stripes: dict[str, Path],
+) -> None:
+    """--distill-paired: --trigger-data images that are stamped copies of --data images learn
+    the original model's outputs on their source (fine_tune.trigger_teacher "paired", the
+    count paired in the report); off by default; it needs --distill with --distill-stamped."""
+    # The stripe images of a class differ by faint noise only (≈ 0.3 apart), so a copy is
+    # told from its classmates only when the trigger moves it less: a blend at α = 0.03.
+    with np.load(stripes["data"]) as data:
+        x, y = data["x"].astype(np.float32), data["y"]
+    pattern = np.random.default_rng(9).uniform(0, 255, x.shape[1:])
+    faint = stripes["data"].parent / "faint_blend.npz"
+    np.savez(faint, x=np.round(0.97 * x + 0.03 * pattern).astype(np.uint8), y=y)
+    base = ["prune", str(stripes["backdoored"]), "-d", str(stripes["data"]),
+            "--trigger-data", str(faint), "--target", "0", "-c", "linf-trigger",
+            "--layer", "conv1", "--ratio", "0.2", "--fine-tune-epochs", "1", "--unlearn",
+            "--distill", "0.8"]  # fmt: skip
+    code, report = _json([*base, "--distill-paired"])
+    assert code in (0, 1), report
+    assert report["fine_tune"]["trigger_teacher"] == "paired"
+    assert report["fine_tune"]["paired"] > 150  # of the 200 copies of the 200 --data images
+    code, report = _json([*base[:5], str(stripes["stamped"]), *base[6:], "--distill-paired"])
+    assert code in (0, 1), report
+    assert report["fine_tune"]["paired"] == 0  # a white 2×2 patch: farther than classmates
+    code, report = _json(base)
+    assert code in (0, 1), report
+    assert (report["fine_tune"]["trigger_teacher"], report["fine_tune"]["paired"]) == ("source", 0)
+    for extra in (["--no-distill-stamped", "--distill-paired"], ["--distill-paired"]):
+        args = base if extra[0] != "--distill-paired" else base[:-2]  # the second: no --distill
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 2, result.output
+        assert "--distill-paired needs" in result.stderr
+
+
 def test_defend_is_measured_with_trigger_data(stripes: dict[str, Path], tmp_path: Path) -> None:
     """defend --eval-trigger-data: the images carrying the real trigger measure the defence
     (the "known" row: the same ASR before as `evaluate --trigger-data`, gone after), so the

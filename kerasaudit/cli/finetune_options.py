@@ -66,8 +66,17 @@ DistillStampedOpt = Annotated[
         "--distill-stamped/--no-distill-stamped",
         help="With --distill, images stamped with a trigger while unlearning also match the "
         "original model's outputs on the same image unstamped, with the --distill weight "
-        "(--trigger-data images have no unstamped twin and learn their true class only). "
+        "(--trigger-data images learn their true class only, unless --distill-paired). "
         "On the zoo it cost less accuracy (README).",
+    ),
+]
+DistillPairedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--distill-paired/--no-distill-paired",
+        help="With --distill-stamped: a --trigger-data image that is a stamped copy of a "
+        "--data image (found by pixel distance: you stamped your own data) also matches the "
+        "original model's outputs on that image. Off by default (an experiment, README).",
     ),
 ]
 AdversarialOpt = Annotated[
@@ -103,6 +112,7 @@ def fine_tune_settings(
     adversarial: bool = False,
     optimizer: str | None = None,
     distill_stamped: bool = True,
+    distill_paired: bool = False,
 ) -> FineTuneSettings:
     from kerasaudit.finetune import FineTuneSettings
 
@@ -120,6 +130,9 @@ def fine_tune_settings(
         raise BadInputError("--adversarial works while unlearning: add --unlearn")
     if distill and not epochs:
         raise BadInputError("--distill works while fine-tuning: add --fine-tune-epochs N")
+    if distill_paired and not (distill_stamped and distill and unlearn):
+        raise BadInputError("--distill-paired needs --unlearn, --distill and --distill-stamped")
+    stamped = "paired" if distill_paired else "source"
     return FineTuneSettings(
         epochs=epochs,
         unlearn=unlearn,
@@ -130,7 +143,7 @@ def fine_tune_settings(
         distill=distill,
         adversarial=adversarial,
         optimizer=optimizer,
-        trigger_teacher="source" if distill_stamped and distill and unlearn else "off",
+        trigger_teacher=stamped if distill_stamped and distill and unlearn else "off",
     )
 
 

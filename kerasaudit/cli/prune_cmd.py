@@ -37,6 +37,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.finetune_options import (
     AdversarialOpt,
     DistillOpt,
+    DistillPairedOpt,
     DistillStampedOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
@@ -214,6 +215,7 @@ def prune(
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
     distill_stamped: DistillStampedOpt = True,
+    distill_paired: DistillPairedOpt = False,
     adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
@@ -313,6 +315,7 @@ def prune(
         adversarial=adversarial,
         optimizer=optimizer,
         distill_stamped=distill_stamped,
+        distill_paired=distill_paired,
     )
     prepare_output(output, force)
     prepare_output(report, force)

@@ -37,6 +37,7 @@ from kerasaudit.cli.data_options import (
 from kerasaudit.cli.finetune_options import (
     AdversarialOpt,
     DistillOpt,
+    DistillPairedOpt,
     DistillStampedOpt,
     FineTuneEpochsOpt,
     FreezeBnOpt,
@@ -100,6 +101,7 @@ def sweep(
     freeze_bn: FreezeBnOpt = False,
     distill: DistillOpt = 0.0,
     distill_stamped: DistillStampedOpt = True,
+    distill_paired: DistillPairedOpt = False,
     adversarial: AdversarialOpt = False,
     max_asr: Annotated[
         float,
@@ -159,6 +161,7 @@ def sweep(
         adversarial=adversarial,
         optimizer=optimizer,
         distill_stamped=distill_stamped,
+        distill_paired=distill_paired,
     )
     for path in (output, csv_path, plot_path):
         prepare_output(path, force)
