@@ -889,7 +889,7 @@ def recipe_named(name: str) -> Recipe:
 
     named = {r.name: r for r in (*HELD_OUT, *DEVELOPMENT)}
     if name not in named:
-        raise SystemExit(f"no zoo or held-out recipe called {name!r}")
+        raise SystemExit(f"no zoo, held-out or development recipe called {name!r}")
     return named[name]
 
 
