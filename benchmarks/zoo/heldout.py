@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,73 @@ def floor(prefix: str) -> int:
     return 0
 
 
+def compare(tag: str, development: set[str], prefix: str) -> int:
+    """The README's known-trigger chain (``results/NAME/known.json``) against a variant of it
+    (``known.TAG.json``, from ``zoo.py known --dir benchmarks/zoo/build-heldout --tag TAG
+    --extra='…'``) on every held-out backdoored model both ran on: each one's worst trigger's
+    ASR, accuracy change and seconds, then what an adoption rule reads — how many within the
+    goal, mean worst ASR, mean points lost, the models the variant takes out of the goal, the
+    median cost ratio — over all of them and over those not in ``development`` (models the
+    variant was developed on). Compact copies of both rows go to
+    ``heldout/NAME.known[.TAG].json``."""
+    import zoo
+
+    pairs: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
+    for recipe in HELD_OUT:
+        if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
+            continue
+        measured = []
+        for suffix in ("", f".{tag}"):
+            path = zoo.results_dir(BUILD, recipe.name) / f"known{suffix}.json"
+            if not path.exists():
+                break
+            result = json.loads(path.read_text())
+            if not result.get("after"):
+                break
+            row = {"model": recipe.name, **{k: result[k] for k in ("seconds", "before", "after")}}
+            (EVIDENCE / f"{recipe.name}.known{suffix}.json").write_text(
+                json.dumps(row, indent=1) + "\n"
+            )
+            lost = 100 * (result["before"]["accuracy"] - result["after"]["accuracy"])
+            measured.append((100 * max(result["after"]["asr"]), lost, float(result["seconds"])))
+        if len(measured) < 2:
+            continue
+        chain, variant = measured
+        mark = " (development)" if recipe.name in development else ""
+        cells = [
+            f"{'✓' if zoo.within_goal(w / 100, lost) else '✗'} {w:5.2f} % {-lost:+.2f} ({s:.0f} s)"
+            for w, lost, s in measured
+        ]
+        print(f"{recipe.name + mark:42} chain {cells[0]:26} {tag} {cells[1]}")
+        pairs.append((recipe.name, chain, variant))
+    for label, some in (
+        ("all", pairs),
+        ("not development", [p for p in pairs if p[0] not in development]),
+    ):
+        if not some:
+            continue
+        n = len(some)
+        goal = [
+            sum(zoo.within_goal(m[0] / 100, m[1]) for m in col)
+            for col in zip(*[(c, v) for _, c, v in some], strict=True)
+        ]
+        out = [
+            name
+            for name, c, v in some
+            if zoo.within_goal(c[0] / 100, c[1]) and not zoo.within_goal(v[0] / 100, v[1])
+        ]
+        ratios = sorted(v[2] / c[2] for _, c, v in some)
+        middle = statistics.median(ratios)
+        print(
+            f"{label} ({n}): within the goal {goal[0]} → {goal[1]}; mean worst ASR "
+            f"{sum(c[0] for _, c, _ in some) / n:.2f} → {sum(v[0] for _, _, v in some) / n:.2f} %; "
+            f"mean lost {sum(c[1] for _, c, _ in some) / n:.2f} → "
+            f"{sum(v[1] for _, _, v in some) / n:.2f} points; out of the goal: {out or 'none'}; "
+            f"cost × {middle:.2f} (median; {ratios[0]:.2f}–{ratios[-1]:.2f})"
+        )
+    return 0
+
+
 def left(row: dict[str, Any]) -> dict[str, Any]:
     """What a removal row (``NAME.defend.json``, ``NAME.known.json``) left: the written model's
     measurement, or the original's when nothing was written (nothing flagged)."""
@@ -475,7 +543,9 @@ def pct(share: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "judge", "defend", "table", "floor"))
+    parser.add_argument(
+        "command", choices=("build", "judge", "defend", "table", "floor", "compare")
+    )
     parser.add_argument("names", nargs="*")
     parser.add_argument(
         "--second-pass",
@@ -483,7 +553,15 @@ def main() -> int:
         default=1.15,
         help="judge: the second pass's factor to compare with (default 1.15)",
     )
-    parser.add_argument("--prefix", default="", help="judge, table, floor: only names starting so")
+    parser.add_argument(
+        "--prefix", default="", help="judge, table, floor, compare: only names starting so"
+    )
+    parser.add_argument("--tag", help="compare: the variant's tag (results/NAME/known.TAG.json)")
+    parser.add_argument(
+        "--development",
+        default="",
+        help="compare: comma-separated models the variant was developed on (counted apart)",
+    )
     args = parser.parse_intermixed_args()
     if args.command == "build":
         build(args.names)
@@ -495,6 +573,10 @@ def main() -> int:
         return table(args.prefix)
     if args.command == "floor":
         return floor(args.prefix)
+    if args.command == "compare":
+        if not args.tag:
+            parser.error("compare needs --tag")
+        return compare(args.tag, set(filter(None, args.development.split(","))), args.prefix)
     return judge(args.second_pass, args.prefix)
 
 
