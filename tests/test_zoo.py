@@ -559,6 +559,40 @@ def test_known_variants_are_compared_per_half_on_the_same_models() -> None:
     assert line.endswith("dev 0 → 1 of 1, test 1 → 0 of 1")  # names[2]: no variant run
 
 
+def test_heldout_compare_counts_what_the_adoption_rule_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """heldout.py compare --tag T: per held-out model with both results, the chain's and the
+    variant's worst ASR and accuracy change; then the counts within the goal, the models the
+    variant takes out of it, and the same over the models not named as development."""
+    import heldout
+    import zoo
+
+    monkeypatch.setattr(heldout, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(heldout, "EVIDENCE", tmp_path / "evidence")
+    (tmp_path / "evidence").mkdir()
+    a, b, c = [r.name for r in heldout.HELD_OUT if r.attack.triggers][:3]
+
+    def write(name: str, suffix: str, asr: float, accuracy: float, seconds: float) -> None:
+        out = zoo.results_dir(tmp_path / "build", name) / f"known{suffix}.json"
+        out.write_text(json.dumps({"seconds": seconds, "before": {"accuracy": 0.9},
+                                   "after": {"accuracy": accuracy, "asr": [asr]}}))  # fmt: skip
+
+    write(a, "", 0.03, 0.89, 100)  # chain misses by ASR; the variant meets the goal
+    write(a, ".x", 0.01, 0.89, 300)
+    write(b, "", 0.01, 0.89, 100)  # chain meets it; the variant loses 2 points
+    write(b, ".x", 0.01, 0.88, 200)
+    write(c, "", 0.01, 0.89, 100)  # no variant run: not compared
+    assert heldout.compare("x", {b}, "") == 0
+    out = capsys.readouterr().out
+    assert "all (2): within the goal 1 → 1" in out and f"out of the goal: ['{b}']" in out
+    assert "not development (1): within the goal 0 → 1" in out
+    assert "cost × 2.50 (median; 2.00–3.00)" in out
+    assert c not in out
+    kept = json.loads((tmp_path / "evidence" / f"{a}.known.x.json").read_text())
+    assert kept["after"]["asr"] == [0.01] and kept["model"] == a
+
+
 def test_layer_probe_counts_prunes_choice_each_ratio_and_the_best_candidate(tmp_path: Path) -> None:
     """layer_probe.py --summary: prune's rule (held-out ASR ties within max(1 %, lowest + 0.5
     points), then the most accurate) picks per ratio set; a model counts for the oracle when
