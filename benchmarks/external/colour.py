@@ -16,12 +16,11 @@ decay, 2-pixel shifts after poisoning), and runs the CLI on them as the judge wo
 
 ``judge`` runs ``kerasaudit defend MODEL -d data/defender.npz -o OUT`` (defaults) and, on the
 backdoored models, the README's known-trigger chain (``prune -c linf-trigger --ratio auto
---fine-tune-epochs 20 --unlearn --distill 0.8`` with the trigger as ``--trigger-data``: the
-defender's non-target images stamped), then measures every model with this file's own stamping
-on the 9,000 evaluation images. Rows: ``results-colour/NAME.STAGE.json`` beside this file (in
-git; ``DIR/results`` for another ``--out``); ``table`` prints them. Models and data stay in
-``build-colour`` (not in git).
-"""
+--fine-tune-epochs 20 --unlearn --distill 0.8 --extend-to 160`` with the trigger as
+``--trigger-data``: the defender's non-target images stamped), then measures every model with
+this file's own stamping on the 9,000 evaluation images. Rows:
+``results-colour/NAME.STAGE.json`` beside this file (in git; ``DIR/results`` for another
+``--out``); ``table`` prints them. Models and data stay in ``build-colour`` (not in git)."""
 
 from __future__ import annotations
 
@@ -260,6 +259,7 @@ def cmd_judge(out: Path, only: list[str]) -> int:
             args = ["prune", str(model), "-d", str(defender), "--trigger-data", str(trigger_data)]
             args += ["--target", str(spec.target), "-c", "linf-trigger", "--ratio", "auto"]
             args += ["--fine-tune-epochs", "20", "--unlearn", "--distill", "0.8"]
+            args += ["--extend-to", "160"]  # the README chain since 2026-12-06
             code, report, seconds = kerasaudit(
                 [*args, "-o", str(pruned), "--force"], results / f"{spec.name}.known.log"
             )

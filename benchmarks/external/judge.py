@@ -6,10 +6,11 @@ For every model that ``train.py`` built (``BUILD/models/NAME.json``):
   the exit code, the flagged labels, whether anything was written;
 * for a backdoored model, the known-trigger chain the README recommends, once, with its
   documented options: ``kerasaudit prune MODEL -d data/defender.npz -t SPEC --target K -c
-  linf-trigger --ratio auto --fine-tune-epochs 20 --unlearn --distill 0.8 -o OUT`` (a trigger
-  no spec expresses — blend, SIG, warp, random position — as ``--trigger-data``: the defender's
-  own non-target images carrying it; all-to-all without ``--target``; a second trigger as
-  ``--also-unlearn`` or ``--also-unlearn-data``, with ``--fine-tune-epochs 40``);
+  linf-trigger --ratio auto --fine-tune-epochs 20 --unlearn --distill 0.8 --extend-to 160 -o
+  OUT`` (a trigger no spec expresses — blend, SIG, warp, random position — as
+  ``--trigger-data``: the defender's own non-target images carrying it; all-to-all without
+  ``--target``; a second trigger as ``--also-unlearn`` or ``--also-unlearn-data``, with
+  ``--fine-tune-epochs 40``);
 * every model (original, defended, pruned) measured with ``train.py``'s own stamping on the
   9,000 evaluation images no defence saw: clean accuracy and each real trigger's ASR
   (non-target images sent to the target; all-to-all: images sent to y + 1).
@@ -42,13 +43,10 @@ sys.path.insert(0, str(HERE))
 import train  # noqa: E402  (this directory's trainer: its stamping is the judge's)
 
 sys.path.insert(0, str(HERE.parent / "zoo"))
-from zoo import TWO_TRIGGER_EPOCHS, this_checkout  # noqa: E402
+from zoo import KNOWN_CHAIN, TWO_TRIGGER_EPOCHS, this_checkout  # noqa: E402
 from zoo import kerasaudit as cli  # noqa: E402  (runs the CLI: the zoo's runner, not its models)
 
-CHAIN = [
-    "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
-    "--distill", "0.8",
-]  # fmt: skip
+CHAIN = KNOWN_CHAIN  # the README's known-trigger chain, as the zoo runs it
 SPECS = {  # the patch triggers as the defender would state them (checked by --check-specs)
     "checker_br": "patch:size=4,pos=br,value=1,pattern=checker",
     "checker_tr": "patch:size=4,pos=tr,value=1,pattern=checker",

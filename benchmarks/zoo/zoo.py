@@ -481,9 +481,11 @@ def cmd_warp(args: argparse.Namespace) -> int:
 # and from 7 to 9 of 15 on the test half (`zoo.split`); the 10-epoch runs stay cached as
 # known.e10.json. Since 2026-12-03 prune's --distill-stamped is on by default (README,
 # "Ninth session"); the runs before it were kept on that machine as known.hard.json.
+# --extend-to 160 since 2026-12-06 (JOURNAL, twenty-ninth session; the runs before it are
+# known.noext.json on the held-out build).
 KNOWN_CHAIN = [
     "-c", "linf-trigger", "--ratio", "auto", "--fine-tune-epochs", "20", "--unlearn",
-    "--distill", "0.8",
+    "--distill", "0.8", "--extend-to", "160",
 ]  # fmt: skip
 
 
