@@ -925,10 +925,6 @@ class TriggerData:
         """``n`` indices of images, drawn with replacement."""
         return rng.integers(0, self.count, n)
 
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        idx = self.draw(rng, n)
-        return self.x[idx], (None if self.y is None else self.y[idx])
-
     def apply(self, x: np.ndarray) -> np.ndarray:
         raise TypeError("triggered images cannot be stamped on other images (--trigger-data)")
 
