@@ -383,9 +383,7 @@ def table(prefix: str) -> int:
         built_known = zoo.results_dir(BUILD, recipe.name) / "known.json" if BUILD.exists() else None
         known_path = EVIDENCE / f"{recipe.name}.known.json"
         if built_known is not None and built_known.exists() and not known_path.exists():
-            result = json.loads(built_known.read_text())
-            row = {"model": recipe.name, **{k: result[k] for k in ("seconds", "before", "after")}}
-            known_path.write_text(json.dumps(row, indent=1) + "\n")
+            keep_known(recipe.name, json.loads(built_known.read_text()))
         cells = []
         for stage, path in (("defend", EVIDENCE / f"{recipe.name}.defend.json"),
                             ("known", known_path)):  # fmt: skip
@@ -475,6 +473,9 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
     ``heldout/NAME.known[.TAG].json``."""
     import zoo
 
+    def met(m: tuple[float, float, float]) -> bool:  # (worst ASR %, points lost, seconds)
+        return zoo.within_goal(m[0] / 100, m[1])
+
     pairs: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
     for recipe in HELD_OUT:
         if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
@@ -487,10 +488,7 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
             result = json.loads(path.read_text())
             if not result.get("after"):
                 break
-            row = {"model": recipe.name, **{k: result[k] for k in ("seconds", "before", "after")}}
-            (EVIDENCE / f"{recipe.name}.known{suffix}.json").write_text(
-                json.dumps(row, indent=1) + "\n"
-            )
+            keep_known(recipe.name, result, suffix)
             lost = 100 * (result["before"]["accuracy"] - result["after"]["accuracy"])
             measured.append((100 * max(result["after"]["asr"]), lost, float(result["seconds"])))
         if len(measured) < 2:
@@ -498,8 +496,7 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
         chain, variant = measured
         mark = " (development)" if recipe.name in development else ""
         cells = [
-            f"{'✓' if zoo.within_goal(w / 100, lost) else '✗'} {w:5.2f} % {-lost:+.2f} ({s:.0f} s)"
-            for w, lost, s in measured
+            f"{'✓' if met(m) else '✗'} {m[0]:5.2f} % {-m[1]:+.2f} ({m[2]:.0f} s)" for m in measured
         ]
         print(f"{recipe.name + mark:42} chain {cells[0]:26} {tag} {cells[1]}")
         pairs.append((recipe.name, chain, variant))
@@ -510,15 +507,8 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
         if not some:
             continue
         n = len(some)
-        goal = [
-            sum(zoo.within_goal(m[0] / 100, m[1]) for m in col)
-            for col in zip(*[(c, v) for _, c, v in some], strict=True)
-        ]
-        out = [
-            name
-            for name, c, v in some
-            if zoo.within_goal(c[0] / 100, c[1]) and not zoo.within_goal(v[0] / 100, v[1])
-        ]
+        goal = [sum(met(c) for _, c, _ in some), sum(met(v) for _, _, v in some)]
+        out = [name for name, c, v in some if met(c) and not met(v)]
         ratios = sorted(v[2] / c[2] for _, c, v in some)
         middle = statistics.median(ratios)
         print(
@@ -529,6 +519,13 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
             f"cost × {middle:.2f} (median; {ratios[0]:.2f}–{ratios[-1]:.2f})"
         )
     return 0
+
+
+def keep_known(name: str, result: dict[str, Any], suffix: str = "") -> None:
+    """A compact copy of a cached known-trigger result (``results/NAME/known[SUFFIX].json``) in
+    the evidence kept in git: ``heldout/NAME.known[SUFFIX].json``."""
+    row = {"model": name, **{k: result[k] for k in ("seconds", "before", "after")}}
+    (EVIDENCE / f"{name}.known{suffix}.json").write_text(json.dumps(row, indent=1) + "\n")
 
 
 def left(row: dict[str, Any]) -> dict[str, Any]:
