@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,57 @@ def test_chosen_epochs_are_measured_held_out_and_used_for_the_final_fine_tune(
     assert {c["epochs"] for c in report["layer_choice"]["candidates"]} == {1, 2}
 
 
+def test_auto_fractions_try_each_share_stamped_and_fine_tune_with_the_kept_one(
+    tiny: dict[str, Path],
+) -> None:
+    """auto_fractions: every (layer, ratio) candidate is fine-tuned once per share of each
+    batch stamped, each measured held out; the kept candidate's share fine-tunes the result
+    (and its extension), and the report says which share each candidate had."""
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    tuning = FineTuneSettings(epochs=2, unlearn=True, unlearn_fraction=0.5)
+    result = _auto_prune(model, dataset, trigger, tuning, auto_fractions=(0.75, 0.25),
+                         extend_to=4)  # fmt: skip
+    tried = result.choice.candidates
+    first = [c for c in tried if c.epochs == 2]
+    pairs = {(c.layer, c.ratio) for c in first}
+    for pair in pairs:
+        assert sorted(c.fraction for c in first if (c.layer, c.ratio) == pair) == [0.25, 0.75]
+    # each share fine-tuned its own candidate: the numbers differ for some (layer, ratio)
+    assert any(
+        len({(c.accuracy, c.asr) for c in first if (c.layer, c.ratio) == pair}) > 1
+        for pair in pairs
+    )
+    chosen = result.choice.chosen
+    assert chosen is not None and chosen.fraction in (0.25, 0.75)
+    assert result.choice.fraction == chosen.fraction
+    # the extension's steps keep the share of the candidate they extend
+    assert {c.fraction for c in tried if c.epochs != 2} <= {chosen.fraction}
+    assert result.fine_tune is not None
+    assert result.fine_tune.stamped_fraction == chosen.fraction != tuning.unlearn_fraction
+    assert "(layer, ratio, share stamped" in result.choice.reason
+    plain = _auto_prune(model, dataset, trigger, tuning)
+    assert {c.fraction for c in plain.choice.candidates} == {None}
+    assert plain.fine_tune is not None and plain.fine_tune.stamped_fraction == 0.5
+    with pytest.raises(BadInputError, match="shares stamped"):
+        _auto_prune(model, dataset, trigger, replace(tuning, unlearn=False),
+                    auto_fractions=(0.25,))  # fmt: skip
+    # the CLI: JSON names each candidate's share and the kept one; the table shows a column
+    argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), "--ratio", "auto",
+            "--trigger", TRIGGER, "--target", "0", "--fine-tune-epochs", "1", "--unlearn",
+            "--auto-fractions", "0.5,0.2"]  # fmt: skip
+    report = json.loads(runner.invoke(app, [*argv, "-f", "json"]).stdout)
+    choice = report["layer_choice"]
+    assert {c["fraction"] for c in choice["candidates"]} == {0.2, 0.5}
+    assert choice["fraction"] in (0.2, 0.5)
+    assert report["fine_tune"]["stamped_fraction"] == choice["fraction"]
+    table = runner.invoke(app, argv, env={"COLUMNS": "140"})
+    assert "stamped" in table.stdout and "20%" in table.stdout and "50%" in table.stdout
+
+
 def test_candidates_measured_without_unlearning_are_clean_fine_tuned(
     tiny: dict[str, Path],
 ) -> None:
@@ -477,6 +529,34 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["-c", "mean", "--auto-ratios", "0,0.2"], "--auto-ratios needs --ratio auto"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--choose-epochs"], "--choose-epochs needs"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--extend-to", "4"], "--extend-to needs"),
+        (
+            [
+                "--ratio",
+                "auto",
+                "--trigger",
+                TRIGGER,
+                "--fine-tune-epochs",
+                "1",
+                "--auto-fractions",
+                "0.25",
+            ],
+            "--auto-fractions needs",
+        ),  # no --unlearn
+        (
+            [
+                "--ratio",
+                "auto",
+                "--trigger",
+                TRIGGER,
+                "--fine-tune-epochs",
+                "1",
+                "--unlearn",
+                "--auto-fractions",
+                "0.5,1",
+            ],
+            "--auto-fractions must be",
+        ),
+        (["--auto-fractions", "a"], "--auto-fractions takes"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(

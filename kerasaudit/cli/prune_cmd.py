@@ -103,6 +103,19 @@ def parse_auto_ratios(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def parse_auto_fractions(text: str | None) -> tuple[float, ...]:
+    """``--auto-fractions``: comma-separated shares stamped, each in (0, 1)."""
+    if text is None:
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BadInputError(f"--auto-fractions takes numbers like 0.25,0.5, got {text!r}") from None
+    if not values or any(not 0.0 < v < 1.0 for v in values):
+        raise BadInputError(f"--auto-fractions must be in (0, 1), got {text!r}")
+    return tuple(sorted(set(values)))
+
+
 @handle_errors
 def prune(
     model: ModelArg,
@@ -146,6 +159,17 @@ def prune(
             help="With --ratio auto and --fine-tune-epochs: after the choice, fine-tune the "
             "kept candidate on, doubling its epochs up to N, while its held-out numbers "
             "improve; the result is fine-tuned that long.",
+            show_default=False,
+        ),
+    ] = None,
+    auto_fractions: Annotated[
+        str | None,
+        typer.Option(
+            "--auto-fractions",
+            metavar="F,F,...",
+            help="With --ratio auto and --unlearn: each candidate is also tried with these "
+            "shares of each batch stamped (instead of --unlearn-fraction), measured like the "
+            "layer and ratio; the kept share fine-tunes the result.",
             show_default=False,
         ),
     ] = None,
@@ -284,6 +308,9 @@ def prune(
         raise BadInputError("--choose-epochs needs --ratio auto and --fine-tune-epochs")
     if extend_to is not None and (chosen_ratio != "auto" or not fine_tune_epochs):
         raise BadInputError("--extend-to needs --ratio auto and --fine-tune-epochs")
+    tried_fractions = parse_auto_fractions(auto_fractions)
+    if tried_fractions and (chosen_ratio != "auto" or not fine_tune_epochs or not unlearn):
+        raise BadInputError("--auto-fractions needs --ratio auto, --fine-tune-epochs and --unlearn")
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
@@ -359,6 +386,7 @@ def prune(
             auto_ratios=tried_ratios,
             choose_epochs=choose_epochs,
             extend_to=extend_to,
+            auto_fractions=tried_fractions,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

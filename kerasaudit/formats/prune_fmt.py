@@ -83,8 +83,10 @@ def render(result: PruneResult, console: Console) -> None:
         extra = max(len(c.others) for c in result.choice.candidates)
         asrs = ["ASR"] if not extra else [f"ASR {n}" for n in range(1, extra + 2)]
         timed = len({c.epochs for c in result.choice.candidates}) > 1  # chosen or extended
-        columns = ["layer", "ratio", *(["epochs"] if timed else []), "channels pruned",
-                   "accuracy", *asrs, "RA"]  # fmt: skip
+        shares = len({c.fraction for c in result.choice.candidates}) > 1  # --auto-fractions
+        columns = ["layer", "ratio", *(["stamped"] if shares else []),
+                   *(["epochs"] if timed else []), "channels pruned", "accuracy", *asrs,
+                   "RA"]  # fmt: skip
         for column in columns:
             cand.add_column(column, justify="left" if column == "layer" else "right")
         for c in result.choice.candidates:
@@ -93,6 +95,7 @@ def render(result: PruneResult, console: Console) -> None:
             cand.add_row(
                 Text((c.layer or "(none)") + (" ←" if chosen else "")),
                 f"{c.ratio:g}",
+                *([f"{c.fraction:.0%}" if c.fraction is not None else "-"] if shares else []),
                 *([str(c.epochs)] if timed else []),
                 str(c.channels_pruned),
                 _pct(c.accuracy),

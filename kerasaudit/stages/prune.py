@@ -10,6 +10,7 @@ ASR with, and the last conv layer is pruned (the Fine-Pruning convention), as th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,6 +58,8 @@ class LayerCandidate:
     # the further known triggers' held-out ASRs (``known_also``, those measured), in order
     others: tuple[float | None, ...] = ()
     epochs: int | None = None  # measured after this many epochs of fine-tuning (None: none)
+    # the share of each fine-tuning batch stamped (``auto_fractions``; None: the settings')
+    fraction: float | None = None
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -80,6 +83,7 @@ class LayerCandidate:
             "other_asrs": list(self.others),
             "worst_asr": self.worst_asr,
             "epochs": self.epochs,
+            "fraction": self.fraction,
         }
 
 
@@ -96,12 +100,14 @@ class LayerChoice:
     ratio: float = 0.0  # the ratio kept (with candidates)
     budget: float | None = None  # the accuracy loss a candidate was allowed (max_acc_drop)
     epochs: int | None = None  # the kept candidate's epochs of fine-tuning (None: none)
+    fraction: float | None = None  # the kept candidate's share stamped (None: the settings')
 
     @property
     def chosen(self) -> LayerCandidate | None:
         """The measured candidate that was kept (None: the choice was not measured)."""
+        kept = (self.layers, self.ratio, self.epochs, self.fraction)
         for c in self.candidates:
-            if c.layers == self.layers and c.ratio == self.ratio and c.epochs == self.epochs:
+            if (c.layers, c.ratio, c.epochs, c.fraction) == kept:
                 return c
         return None
 
@@ -136,6 +142,7 @@ class LayerChoice:
             "budget": self.budget,
             "over_budget": self.over_budget,
             "epochs": self.epochs,
+            "fraction": self.fraction,
         }
 
 
@@ -273,6 +280,7 @@ def prune(
     auto_ratios: Sequence[float] = AUTO_RATIOS,
     choose_epochs: bool = False,
     extend_to: int | None = None,
+    auto_fractions: Sequence[float] = (),
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -314,7 +322,12 @@ def prune(
     held-out part of the defender's data. ``extend_to`` (the same): the kept candidate is
     fine-tuned on, its epochs doubled up to at most ``extend_to``, for as long as the held-out
     measurement is the better one by the same rule (:func:`_best`); the final fine-tune then
-    runs the epochs kept.
+    runs the epochs kept. ``auto_fractions`` (the same, unlearning): every (layer, ratio)
+    candidate is fine-tuned once per share of each batch stamped (instead of
+    ``fine_tuning.unlearn_fraction``), each measured like the others; the kept candidate's
+    share is the extension's and the final fine-tune's. On the development separable nets a
+    quarter stamped cost less accuracy than half, on LeNets it left a higher ASR (JOURNAL,
+    twenty-ninth session): the held-out part of the defender's data chooses.
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -327,6 +340,13 @@ def prune(
         raise BadInputError(f"automatic ratios must be in [0, 1), got {list(ratios)}")
     if extend_to is not None and extend_to < 1:
         raise BadInputError(f"the epochs can be extended to 1 or more, got {extend_to}")
+    fractions: tuple[float | None, ...] = tuple(sorted(set(auto_fractions))) or (None,)
+    if auto_fractions and not (auto and tuning.epochs and tuning.unlearn):
+        raise BadInputError(
+            "automatic shares stamped need --ratio auto, --fine-tune-epochs and --unlearn"
+        )
+    if any(f is not None and not 0.0 < f < 1.0 for f in fractions):
+        raise BadInputError(f"shares stamped must be in (0, 1), got {list(auto_fractions)}")
     if auto and 0.0 in ratios and not tuning.epochs:
         raise BadInputError("an automatic ratio of 0 (nothing pruned) needs --fine-tune-epochs")
     if tuning.unlearn and trigger is None:
@@ -371,11 +391,14 @@ def prune(
         epochs: int | None = None,
         extras: Sequence[Any] | None = None,
         on_epoch: Callable[[int], None] | None = None,
+        fraction: float | None = None,
     ) -> FineTuneResult | None:
         if not tuning.epochs:
             return None
         assert on is not None
         settings = tuning if unlearn else replace(tuning, unlearn=False)
+        if fraction is not None:
+            settings = replace(settings, unlearn_fraction=fraction)
         return fine_tune_with(
             pruned,
             on,
@@ -454,7 +477,7 @@ def prune(
     stops = checkpoints(tuning.epochs) if choose_epochs and tuning.epochs else ()
 
     def candidate_result(
-        info: AuditableLayer | None, r: float
+        info: AuditableLayer | None, r: float, fraction: float | None = None
     ) -> list[tuple[int | None, EvaluationResult | None, tuple[float | None, ...]]]:
         """(epochs, held-out result, further triggers' ASRs) per measurement of a candidate."""
         selection = [] if info is None else [(info, rankings[info.path].top(r))]
@@ -466,7 +489,7 @@ def prune(
                 seen.append((epoch, measure(clone, held, held_attack), others(clone, held)))
 
         tune(clone, mask, fit, trigger_fit, candidates_unlearn, extras=extra_fit,
-             on_epoch=on_epoch if stops else None)  # fmt: skip
+             on_epoch=on_epoch if stops else None, fraction=fraction)  # fmt: skip
         final = measure(clone, held, held_attack), others(clone, held)
         return [*seen, (tuning.epochs or None, *final)]
 
@@ -490,6 +513,7 @@ def prune(
             max_acc_drop,
             tuned=bool(tuning.epochs),
             unlearnt=candidates_unlearn or not tuning.unlearn,
+            fractions=fractions,
         )
 
     def extended(choice: LayerChoice) -> LayerChoice:
@@ -500,11 +524,13 @@ def prune(
         clone, _, mask = _prune_clone(
             model, [(i, rankings[i.path].top(kept.ratio)) for i in layers_kept]
         )
-        done = kept.epochs
-        tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit)
+        done, share = kept.epochs, kept.fraction
+        tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit,
+             fraction=share)  # fmt: skip
         current, added = kept, []
         while extend_to is not None and done * 2 <= extend_to:
-            tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit)
+            tune(clone, mask, fit, trigger_fit, candidates_unlearn, epochs=done, extras=extra_fit,
+                 fraction=share)  # fmt: skip
             done *= 2
             result = measure(clone, held, held_attack)
             assert result is not None
@@ -535,7 +561,8 @@ def prune(
     also_pruned = _also_attacks(pruned_model, evaluation_data, known, also_targets)
     if final_epochs is None and choice.epochs is not None:
         final_epochs = choice.epochs  # chosen with the layer and ratio
-    tuned = tune(pruned_model, mask, dataset, trigger, epochs=final_epochs)
+    tuned = tune(pruned_model, mask, dataset, trigger, epochs=final_epochs,
+                 fraction=choice.fraction)  # fmt: skip
     after_tune = measure(pruned_model) if tuned is not None else None
     also_tuned = (
         _also_attacks(pruned_model, evaluation_data, known, also_targets)
@@ -575,14 +602,15 @@ def _best(
     """The layer choice's rule: among the candidates within the accuracy budget (all, when
     none is), every one whose worst held-out ASR is at most the goal or within a few images
     of the lowest counts as having removed the backdoor, and the most accurate of those is
-    kept (ties: fewer channels pruned, then more epochs — more unlearnt at the same measured
-    cost). Returns it, the ASR bar and the candidates within the budget."""
+    kept (ties: fewer channels pruned, then more epochs and a larger share stamped — more
+    unlearnt at the same measured cost). Returns it, the ASR bar and the candidates within the
+    budget."""
     within = [c for c in tried if before_accuracy - c.accuracy <= max_acc_drop]
     pool = within or list(tried)
     lowest = min(np.inf if c.worst_asr is None else c.worst_asr for c in pool)
     bar = max(ASR_GOAL, lowest + ASR_TIE)
     tied = [c for c in pool if c.worst_asr is not None and c.worst_asr <= bar] or pool
-    best = max(tied, key=lambda c: (c.accuracy, -c.ratio, c.epochs or 0))
+    best = max(tied, key=lambda c: (c.accuracy, -c.ratio, c.epochs or 0, c.fraction or 0.0))
     return best, bar, within
 
 
@@ -673,6 +701,7 @@ def _choose_layers(
     *,
     tuned: bool,
     unlearnt: bool = True,
+    fractions: Sequence[float | None] = (None,),
 ) -> tuple[LayerChoice, list[AuditableLayer], float]:
     ratio = ratios[0]
     if named and len(ratios) == 1:
@@ -691,8 +720,8 @@ def _choose_layers(
     # (layer, ratio) pairs; a ratio of 0 is one candidate that prunes nothing
     pairs: list[tuple[AuditableLayer | None, float]] = [(None, 0.0)] if 0.0 in ratios else []
     pairs += [(i, r) for i in candidates for r in ratios if round(r * i.channels) > 0]
-    for info, r in pairs:
-        for epochs, result, other_asrs in candidate_result(info, r):
+    for (info, r), fraction in itertools.product(pairs, fractions):
+        for epochs, result, other_asrs in candidate_result(info, r, fraction):
             attack = result.attack
             tried.append(
                 LayerCandidate(
@@ -704,6 +733,7 @@ def _choose_layers(
                     r,
                     tuple(other_asrs),
                     epochs,
+                    fraction,
                 )
             )
     if not tried:
@@ -715,12 +745,16 @@ def _choose_layers(
         if tuned
         else "after pruning (measured on --data)"
     )
-    what = {
-        (False, False): "layer",
-        (True, False): "(layer, ratio)",
-        (False, True): "(layer, epochs)",
-        (True, True): "(layer, ratio, epochs)",
-    }[(len(ratios) > 1, len({c.epochs for c in tried}) > 1)]
+    varied = [
+        name
+        for name, many in (
+            ("ratio", len(ratios) > 1),
+            ("share stamped", len(fractions) > 1),
+            ("epochs", len({c.epochs for c in tried}) > 1),
+        )
+        if many
+    ]
+    what = f"(layer, {', '.join(varied)})" if varied else "layer"
     at = f" at ratio {ratio:g}" if len(ratios) == 1 else ""
     asr = "ASR" if before.attack.target != OFF_CLASS else "share moved off a class (flips)"
     if any(c.others for c in tried):
@@ -740,6 +774,6 @@ def _choose_layers(
     chosen = [i for i in candidates if (i.path,) == best.layers]
     choice = LayerChoice(
         best.layers, reason, tuple(tried), before.accuracy, before.total, tuned, best.ratio,
-        budget=max_acc_drop, epochs=best.epochs,
+        budget=max_acc_drop, epochs=best.epochs, fraction=best.fraction,
     )  # fmt: skip
     return choice, chosen, best.ratio
