@@ -857,3 +857,22 @@ def test_table_takes_defend_from_the_removal_row_of_this_build(tmp_path: Path) -
     zoo.append_row(rows, {**row("dflt", 0.9, 0.0, "a" * 64), "unchanged": True})
     got = zoo.defend_from_removal(tmp_path, name)  # the latest row of this build wins
     assert got is not None and got["after"] is None and got["exit_code"] == 0
+
+
+def test_claim_lets_one_worker_run_each_model_and_takes_over_a_dead_workers_lock(
+    tmp_path: Path,
+) -> None:
+    """zoo.py known's lock: side-by-side workers on one list run each model once; a lock
+    whose process is gone (a killed worker) does not block the model forever."""
+    import os
+    import subprocess
+
+    import zoo
+
+    lock = tmp_path / "known.af.lock"
+    assert zoo.claim(lock) and lock.read_text() == str(os.getpid())
+    assert not zoo.claim(lock)  # held by a live process (this one)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lock.write_text(gone.stdout.strip())  # that process has exited
+    assert zoo.claim(lock) and lock.read_text() == str(os.getpid())

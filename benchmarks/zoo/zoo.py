@@ -73,6 +73,29 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def claim(path: Path) -> bool:
+    """Take the lock file ``path`` for this process (False: a live process holds it), so that
+    several workers can run one list side by side, each model once. A lock whose process is
+    gone (killed) is taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or "0")
+                os.kill(holder, 0)  # raises when no such process
+                return False
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                return False  # alive, another user's
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def append_row(path: Path, row: dict[str, Any], *, echo: bool = False) -> None:
     """One JSON line appended to ``path`` (the zoo scripts' result rows); ``echo``: printed too."""
     line = json.dumps(row)
@@ -610,7 +633,6 @@ def cmd_known(args: argparse.Namespace) -> int:
     """The README's known-trigger ``prune`` chain on every backdoored model, measured with the
     real trigger on the evaluation images. Cached in results/NAME/known.json."""
     root = zoo_dir(args.dir)
-    data = root / "data" / "defender.npz"
     for recipe in built(root, args.names):
         if not recipe.attack.triggers:
             continue
@@ -623,39 +645,54 @@ def cmd_known(args: argparse.Namespace) -> int:
         target = out / f"known{suffix}.json"
         if target.exists() and not args.force:
             continue
-        extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
-        # a later --fine-tune-epochs overrides the chain's; with a second known trigger the
-        # README's chain fine-tunes 40 epochs (JOURNAL, twenty-sixth session)
-        epochs = args.epochs
-        if epochs is None and len(recipe.attack.triggers) > 1:
-            epochs = TWO_TRIGGER_EPOCHS
-        if epochs is not None:
-            extra += ["--fine-tune-epochs", str(epochs)]
-        if args.unlearn_fraction is not None:
-            extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
-        if args.no_rank_also:  # the first trigger alone ranks (the chain before 2026-12-05 23:10)
-            extra += ["--no-rank-also"]
-        extra += shlex.split(args.extra or "")  # a later option overrides the chain's
-        # One run: every known trigger ranks the channels (prune's default) and is unlearnt.
-        for index in range(1, len(recipe.attack.triggers)):
-            extra += also_unlearn_args(root, recipe, index)
-        pruned = out / f"known0{suffix}.{recipe.fmt}"
-        pruned.unlink(missing_ok=True)
-        log(f"known-trigger chain {recipe.name}")
-        code, report, seconds = kerasaudit(
-            ["prune", str(root / "models" / recipe.filename), "-d", str(data),
-             *trigger_args(root, recipe, 0), *KNOWN_CHAIN, *extra, "-o", str(pruned)],
-            out / f"known0{suffix}.log",
-        )  # fmt: skip
-        result = {
-            "runs": [{"exit_code": code, "seconds": seconds, "report": report}],
-            "before": original_eval(root, recipe),
-            "after": measure_file(root, recipe, pruned) if pruned.exists() else None,
-            "seconds": seconds,
-        }
-        _write_json(target, result)
-        log(f"{recipe.name}: after {result['after']}")
+        lock = out / f"known{suffix}.lock"
+        if not claim(lock):
+            log(f"{recipe.name}: known{suffix} is running in another process")
+            continue
+        try:
+            run_known(args, root, recipe, out, suffix, target)
+        finally:
+            lock.unlink(missing_ok=True)
     return 0
+
+
+def run_known(
+    args: argparse.Namespace, root: Path, recipe: Recipe, out: Path, suffix: str, target: Path
+) -> None:
+    """One model's chain run for ``cmd_known`` (its lock held)."""
+    data = root / "data" / "defender.npz"
+    extra = [] if args.optimizer is None else ["--optimizer", args.optimizer]
+    # a later --fine-tune-epochs overrides the chain's; with a second known trigger the
+    # README's chain fine-tunes 40 epochs (JOURNAL, twenty-sixth session)
+    epochs = args.epochs
+    if epochs is None and len(recipe.attack.triggers) > 1:
+        epochs = TWO_TRIGGER_EPOCHS
+    if epochs is not None:
+        extra += ["--fine-tune-epochs", str(epochs)]
+    if args.unlearn_fraction is not None:
+        extra += ["--unlearn-fraction", f"{args.unlearn_fraction:g}"]
+    if args.no_rank_also:  # the first trigger alone ranks (the chain before 2026-12-05 23:10)
+        extra += ["--no-rank-also"]
+    extra += shlex.split(args.extra or "")  # a later option overrides the chain's
+    # One run: every known trigger ranks the channels (prune's default) and is unlearnt.
+    for index in range(1, len(recipe.attack.triggers)):
+        extra += also_unlearn_args(root, recipe, index)
+    pruned = out / f"known0{suffix}.{recipe.fmt}"
+    pruned.unlink(missing_ok=True)
+    log(f"known-trigger chain {recipe.name}")
+    code, report, seconds = kerasaudit(
+        ["prune", str(root / "models" / recipe.filename), "-d", str(data),
+         *trigger_args(root, recipe, 0), *KNOWN_CHAIN, *extra, "-o", str(pruned)],
+        out / f"known0{suffix}.log",
+    )  # fmt: skip
+    result = {
+        "runs": [{"exit_code": code, "seconds": seconds, "report": report}],
+        "before": original_eval(root, recipe),
+        "after": measure_file(root, recipe, pruned) if pruned.exists() else None,
+        "seconds": seconds,
+    }
+    _write_json(target, result)
+    log(f"{recipe.name}: after {result['after']}")
 
 
 def cmd_confusion(args: argparse.Namespace) -> int:
