@@ -91,29 +91,28 @@ def parse_ratio(text: str, *, allow_zero: bool = False) -> float | str:
 AUTO_RATIOS_DEFAULT = (0.05, 0.2)  # kerasaudit.stages.prune.AUTO_RATIOS, without importing TF
 
 
-def parse_auto_ratios(text: str) -> tuple[float, ...]:
-    """``--auto-ratios``: comma-separated shares in [0, 1) (0: a candidate that prunes
-    nothing)."""
+def parse_shares(text: str, option: str, *, zero: bool, example: str) -> tuple[float, ...]:
+    """Comma-separated shares in (0, 1) — in [0, 1) with ``zero`` — sorted, each once."""
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise BadInputError(f"--auto-ratios takes numbers like 0,0.05,0.2, got {text!r}") from None
-    if not values or any(not 0.0 <= v < 1.0 for v in values):
-        raise BadInputError(f"--auto-ratios must be in [0, 1), got {text!r}")
+        raise BadInputError(f"{option} takes numbers like {example}, got {text!r}") from None
+    if not values or any(not 0.0 <= v < 1.0 or (v == 0.0 and not zero) for v in values):
+        raise BadInputError(f"{option} must be in {'[' if zero else '('}0, 1), got {text!r}")
     return tuple(sorted(set(values)))
+
+
+def parse_auto_ratios(text: str) -> tuple[float, ...]:
+    """``--auto-ratios``: comma-separated shares in [0, 1) (0: a candidate that prunes
+    nothing)."""
+    return parse_shares(text, "--auto-ratios", zero=True, example="0,0.05,0.2")
 
 
 def parse_auto_fractions(text: str | None) -> tuple[float, ...]:
     """``--auto-fractions``: comma-separated shares stamped, each in (0, 1)."""
     if text is None:
         return ()
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise BadInputError(f"--auto-fractions takes numbers like 0.25,0.5, got {text!r}") from None
-    if not values or any(not 0.0 < v < 1.0 for v in values):
-        raise BadInputError(f"--auto-fractions must be in (0, 1), got {text!r}")
-    return tuple(sorted(set(values)))
+    return parse_shares(text, "--auto-fractions", zero=False, example="0.25,0.5")
 
 
 @handle_errors
