@@ -593,6 +593,49 @@ def test_heldout_compare_counts_what_the_adoption_rule_reads(
     assert kept["after"]["asr"] == [0.01] and kept["model"] == a
 
 
+def test_heldout_estimate_sets_the_quarters_estimate_beside_the_evaluation_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """heldout.py estimate: compare keeps the choice's own estimate (held_out_drop) in the
+    evidence rows; estimate reads those rows and reports how optimistic it was."""
+    import heldout
+    import zoo
+
+    monkeypatch.setattr(heldout, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(heldout, "EVIDENCE", tmp_path / "evidence")
+    (tmp_path / "evidence").mkdir()
+    a, b, c = [r.name for r in heldout.HELD_OUT if r.attack.triggers][:3]
+
+    def write(name: str, suffix: str, accuracy: float, drop: float | None) -> None:
+        choice = {"held_out_drop": drop, "held_images": 250, "candidates": [{}, {}, {}]}
+        out = zoo.results_dir(tmp_path / "build", name) / f"known{suffix}.json"
+        out.write_text(json.dumps({
+            "seconds": 1, "before": {"accuracy": 0.9}, "after": {"accuracy": accuracy,
+            "asr": [0.01]}, "runs": [{"report": {"layer_choice": choice}}],
+        }))  # fmt: skip
+
+    write(a, "", 0.88, 0.0)  # 2 points lost, the quarter said none
+    write(a, ".x", 0.88, 0.0)
+    write(b, "", 0.89, 0.02)  # 1 point lost, the quarter said 2
+    write(b, ".x", 0.89, 0.02)
+    write(c, "", 0.89, None)  # no estimate (nothing held out): not counted
+    write(c, ".x", 0.89, None)
+    assert heldout.compare("x", set(), "") == 0
+    kept = json.loads((tmp_path / "evidence" / f"{a}.known.json").read_text())
+    assert kept["held_out_drop"] == 0.0 and kept["candidates"] == 3
+    unmeasured = json.loads((tmp_path / "evidence" / f"{c}.known.json").read_text())
+    assert "held_out_drop" not in unmeasured
+    capsys.readouterr()
+    assert heldout.estimate(None, "") == 0
+    out = capsys.readouterr().out
+    assert f"{a:30} lost on the quarter (250 images,  3 candidates) +0.00" in out
+    assert "2 models: mean lost on the quarter 1.00, on the evaluation images 1.50" in out
+    assert "(optimism 0.50; standard deviation of the difference 1.50" in out
+    assert c not in out
+    (tmp_path / "evidence" / f"{b}.known.json").unlink()
+    assert heldout.estimate(None, "") == 1  # one row cannot say anything
+
+
 def test_layer_probe_counts_prunes_choice_each_ratio_and_the_best_candidate(tmp_path: Path) -> None:
     """layer_probe.py --summary: prune's rule (held-out ASR ties within max(1 %, lowest + 0.5
     points), then the most accurate) picks per ratio set; a model counts for the oracle when

@@ -521,10 +521,48 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
     return 0
 
 
+def estimate(tag: str | None, prefix: str) -> int:
+    """How well the held-out quarter of the defender's data predicted a removal's accuracy
+    cost: per held-out model, the kept candidate's loss on the quarter (``held_out_drop``, what
+    ``defend`` and ``audit --fix`` report) against the written model's loss on the 9,000
+    evaluation images, from the evidence kept in git (``heldout/NAME.known[.TAG].json``)."""
+    import numpy as np
+
+    pairs = []
+    suffix = f".{tag}" if tag else ""
+    for recipe in HELD_OUT:
+        path = EVIDENCE / f"{recipe.name}.known{suffix}.json"
+        if not recipe.name.startswith(prefix) or not path.exists():
+            continue
+        row = json.loads(path.read_text())
+        if row.get("held_out_drop") is None or not row.get("after"):
+            continue
+        est = 100 * row["held_out_drop"]
+        real = 100 * (row["before"]["accuracy"] - row["after"]["accuracy"])
+        print(f"{recipe.name:30} lost on the quarter ({row['held_images']} images, "
+              f"{row['candidates']:2} candidates) {est:+5.2f}, on the evaluation images "
+              f"{real:+5.2f} points")  # fmt: skip
+        pairs.append((est, real))
+    if len(pairs) < 2:
+        print("fewer than two rows with the estimate: rerun `heldout.py compare` to refresh them")
+        return 1
+    est, real = (np.array(column) for column in zip(*pairs, strict=True))
+    print(f"{len(pairs)} models: mean lost on the quarter {est.mean():.2f}, on the evaluation "
+          f"images {real.mean():.2f} points (optimism {np.mean(real - est):.2f}; standard "
+          f"deviation of the difference {np.std(real - est):.2f}; correlation "
+          f"{np.corrcoef(est, real)[0, 1]:.2f})")  # fmt: skip
+    return 0
+
+
 def keep_known(name: str, result: dict[str, Any], suffix: str = "") -> None:
     """A compact copy of a cached known-trigger result (``results/NAME/known[SUFFIX].json``) in
     the evidence kept in git: ``heldout/NAME.known[SUFFIX].json``."""
     row = {"model": name, **{k: result[k] for k in ("seconds", "before", "after")}}
+    choice = ((result.get("runs") or [{}])[0].get("report") or {}).get("layer_choice") or {}
+    if choice.get("held_out_drop") is not None:  # what the choice itself estimated
+        row["held_out_drop"] = choice["held_out_drop"]
+        row["held_images"] = choice["held_images"]
+        row["candidates"] = len(choice["candidates"])
     (EVIDENCE / f"{name}.known{suffix}.json").write_text(json.dumps(row, indent=1) + "\n")
 
 
@@ -541,7 +579,8 @@ def pct(share: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", choices=("build", "judge", "defend", "table", "floor", "compare")
+        "command",
+        choices=("build", "judge", "defend", "table", "floor", "compare", "estimate"),
     )
     parser.add_argument("names", nargs="*")
     parser.add_argument(
@@ -553,7 +592,11 @@ def main() -> int:
     parser.add_argument(
         "--prefix", default="", help="judge, table, floor, compare: only names starting so"
     )
-    parser.add_argument("--tag", help="compare: the variant's tag (results/NAME/known.TAG.json)")
+    parser.add_argument(
+        "--tag",
+        help="compare: the variant's tag (results/NAME/known.TAG.json); estimate: its rows "
+        "(default: the chain's)",
+    )
     parser.add_argument(
         "--development",
         default="",
@@ -570,6 +613,8 @@ def main() -> int:
         return table(args.prefix)
     if args.command == "floor":
         return floor(args.prefix)
+    if args.command == "estimate":
+        return estimate(args.tag, args.prefix)
     if args.command == "compare":
         if not args.tag:
             parser.error("compare needs --tag")
