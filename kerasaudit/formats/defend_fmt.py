@@ -43,8 +43,8 @@ def optimism_note(
         text += (
             f" The kept candidate, fine-tuned on the rest of {data}, changed accuracy by "
             f"{points(-held_out_drop)} on the {held_images} images held out from its "
-            f"fine-tuning (few images: a rough estimate; the model written was fine-tuned "
-            f"again on all of {data})."
+            f"fine-tuning (few images, and the best of several candidates on them: a rough, "
+            f"optimistic estimate; the model written was fine-tuned again on all of {data})."
         )
     return f"{text} For numbers to rely on, {remedy}."
 
