@@ -639,7 +639,7 @@ def test_a_layer_candidate_is_judged_by_its_worst_known_trigger(tiny: dict[str, 
     before = result(855, 199)
     choice, chosen, _ = _choose_layers(
         model, Criterion.LINF_TRIGGER, (0.25,), (), layers, rankings, before,
-        lambda info, r: [(None, measured[info.path][0], (measured[info.path][1],))], 0.015,
+        lambda info, r, share: [(None, measured[info.path][0], (measured[info.path][1],))], 0.015,
         tuned=True,
     )  # fmt: skip
     assert [i.path for i in chosen] == [layers[1].path]
@@ -649,7 +649,7 @@ def test_a_layer_candidate_is_judged_by_its_worst_known_trigger(tiny: dict[str, 
     # the same candidates measured with the first trigger only: the more accurate one is kept
     _, first_only, _ = _choose_layers(
         model, Criterion.LINF_TRIGGER, (0.25,), (), layers, rankings, before,
-        lambda info, r: [(None, measured[info.path][0], ())], 0.015, tuned=True,
+        lambda info, r, share: [(None, measured[info.path][0], ())], 0.015, tuned=True,
     )  # fmt: skip
     assert [i.path for i in first_only] == [layers[0].path]
     assert LayerCandidate("x", 1, 0.9, None, None).worst_asr is None
