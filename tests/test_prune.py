@@ -23,6 +23,9 @@ from kerasaudit.triggers import load_trigger
 
 runner = CliRunner()
 TRIGGER = "patch:size=3,pos=br,value=1"
+# --ratio auto with a trigger and one epoch of fine-tuning (the options --auto-fractions needs,
+# but --unlearn)
+AUTO_TUNED = ["--ratio", "auto", "--trigger", TRIGGER, "--fine-tune-epochs", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -529,33 +532,8 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["-c", "mean", "--auto-ratios", "0,0.2"], "--auto-ratios needs --ratio auto"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--choose-epochs"], "--choose-epochs needs"),
         (["-c", "mean", "--fine-tune-epochs", "1", "--extend-to", "4"], "--extend-to needs"),
-        (
-            [
-                "--ratio",
-                "auto",
-                "--trigger",
-                TRIGGER,
-                "--fine-tune-epochs",
-                "1",
-                "--auto-fractions",
-                "0.25",
-            ],
-            "--auto-fractions needs",
-        ),  # no --unlearn
-        (
-            [
-                "--ratio",
-                "auto",
-                "--trigger",
-                TRIGGER,
-                "--fine-tune-epochs",
-                "1",
-                "--unlearn",
-                "--auto-fractions",
-                "0.5,1",
-            ],
-            "--auto-fractions must be",
-        ),
+        ([*AUTO_TUNED, "--auto-fractions", "0.25"], "--auto-fractions needs"),  # no --unlearn
+        ([*AUTO_TUNED, "--unlearn", "--auto-fractions", "0.5,1"], "--auto-fractions must be"),
         (["--auto-fractions", "a"], "--auto-fractions takes"),
     ],
 )
