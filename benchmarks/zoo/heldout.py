@@ -590,7 +590,9 @@ def main() -> int:
         help="judge: the second pass's factor to compare with (default 1.15)",
     )
     parser.add_argument(
-        "--prefix", default="", help="judge, table, floor, compare: only names starting so"
+        "--prefix",
+        default="",
+        help="judge, table, floor, compare, estimate: only names starting so",
     )
     parser.add_argument(
         "--tag",
