@@ -123,6 +123,14 @@ class _Layout:
         return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+def fold_indices(order: np.ndarray, n_held: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held) of a shuffled ``order``: fold k holds out its k-th run of ``n_held``."""
+    if fold < 0 or (fold + 1) * n_held > len(order):
+        raise BadInputError(f"fold {fold} of {n_held} examples does not fit in {len(order)}")
+    start, stop = fold * n_held, (fold + 1) * n_held
+    return np.concatenate([order[:start], order[stop:]]), order[start:stop]
+
+
 class Dataset:
     """Model-ready batches streamed from a data file; re-iterable, constant memory."""
 
@@ -183,11 +191,12 @@ class Dataset:
             dataset = tf.data.Dataset.from_generator(x_only, output_signature=x_spec)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def split(self, holdout: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+    def split(self, holdout: float, *, seed: int = 0, fold: int = 0) -> tuple[Dataset, Dataset]:
         """(fit, held-out) in-memory parts, shuffled with ``seed``: for choosing settings on
-        data a fine-tune did not see. Meant for defender-sized data (it is held in memory)."""
+        data a fine-tune did not see. Meant for defender-sized data (it is held in memory).
+        ``fold`` k holds out the k-th run of the same shuffle: folds are disjoint."""
         x, y = self.take_array(self.info.count)
-        fit_idx, held_idx = self.split_indices(holdout, seed=seed)
+        fit_idx, held_idx = self.split_indices(holdout, seed=seed, fold=fold)
         parts = []
         for name, idx in (("fit", fit_idx), ("held-out", held_idx)):
             info = replace(self.info, path=f"{self.info.path} ({name} part)", count=len(idx))
@@ -200,7 +209,9 @@ class Dataset:
             )
         return parts[0], parts[1]
 
-    def split_indices(self, holdout: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def split_indices(
+        self, holdout: float, *, seed: int = 0, fold: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The example indices of :meth:`split`'s (fit, held-out) parts."""
         if not 0.0 < holdout < 1.0:
             raise BadInputError(f"the held-out share must be between 0 and 1, got {holdout:g}")
@@ -208,7 +219,7 @@ class Dataset:
             raise BadInputError("need at least 2 examples to hold some out")
         order = np.random.default_rng(seed).permutation(self.info.count)
         n_held = min(self.info.count - 1, max(1, round(self.info.count * holdout)))
-        return order[n_held:], order[:n_held]
+        return fold_indices(order, n_held, fold)
 
     def shard(self, index: int, count: int) -> Dataset:
         """Shard ``index`` of ``count`` (0-based): a contiguous run of examples, the runs of all

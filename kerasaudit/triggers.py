@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kerasaudit._io import write_atomic
-from kerasaudit.data import DataInfo
+from kerasaudit.data import DataInfo, fold_indices
 from kerasaudit.errors import BadInputError
 
 TRIGGER_FILE_FORMAT = "kerasaudit.trigger/1"
@@ -883,12 +883,14 @@ class TriggerData:
         *,
         seed: int = 0,
         like: tuple[np.ndarray, np.ndarray] | None = None,
+        fold: int = 0,
     ) -> tuple[TriggerData, TriggerData]:
         """(fit, held-out) parts, like :meth:`Dataset.split`. ``like``: the clean images of
         that split and which of them were held out (a boolean per image). An image here that
         is a stamped copy of one of them (:func:`twin_sources`; e.g. the defender stamped its
         own --data) goes to its source's part — else the held-out measurement would score
-        images learnt through their stamped twins; the others are split at random."""
+        images learnt through their stamped twins; the others are split at random (``fold``
+        k: the k-th run of the same shuffle, as :meth:`Dataset.split`)."""
         if self.count < 2:
             return self, self
         held = np.zeros(self.count, dtype=bool)
@@ -902,9 +904,11 @@ class TriggerData:
         n_held = round(len(loose) * holdout)
         if len(loose) == self.count:  # nothing paired: at least one image in each part
             n_held = min(self.count - 1, max(1, n_held))
-        held[loose[order[:n_held]]] = True
+        # a fold that does not fit the loose images (few of them) holds out the first run
+        k = fold if (fold + 1) * n_held <= len(loose) else 0
+        held[loose[fold_indices(order, n_held, k)[1]]] = True
         if held.all() or not held.any():
-            return self.split(holdout, seed=seed)
+            return self.split(holdout, seed=seed, fold=fold)
         parts = []
         for name, idx in (("fit", np.flatnonzero(~held)), ("held-out", np.flatnonzero(held))):
             y = None if self.y is None else self.y[idx]
@@ -912,14 +916,14 @@ class TriggerData:
         return parts[0], parts[1]
 
     def split_along(
-        self, dataset: Any, holdout: float, *, seed: int = 0
+        self, dataset: Any, holdout: float, *, seed: int = 0, fold: int = 0
     ) -> tuple[TriggerData, TriggerData]:
-        """:meth:`split` alongside ``dataset.split(holdout, seed=seed)`` (a
+        """:meth:`split` alongside ``dataset.split(holdout, seed=seed, fold=fold)`` (a
         :class:`~kerasaudit.data.Dataset`): stamped copies of its images follow them."""
         x, _ = dataset.take_array(dataset.info.count)
         held = np.zeros(len(x), dtype=bool)
-        held[dataset.split_indices(holdout, seed=seed)[1]] = True
-        return self.split(holdout, seed=seed, like=(x, held))
+        held[dataset.split_indices(holdout, seed=seed, fold=fold)[1]] = True
+        return self.split(holdout, seed=seed, like=(x, held), fold=fold)
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` indices of images, drawn with replacement."""

@@ -428,6 +428,47 @@ def test_auto_fractions_try_each_share_stamped_and_fine_tune_with_the_kept_one(
     assert "stamped" in table.stdout and "20%" in table.stdout and "50%" in table.stdout
 
 
+def test_verify_runs_the_kept_recipe_again_on_a_second_quarter(tiny: dict[str, Path]) -> None:
+    """verify: after the model is made, the kept recipe (layer, ratio, epochs) is fine-tuned
+    again from the original with a second quarter of --data held out — disjoint from the one
+    the choice was measured on — and measured there; the model returned is the same as
+    without verify."""
+    from kerasaudit.evaluation import evaluate
+    from kerasaudit.loading import load_model
+
+    model = load_model(tiny["keras"]).model
+    dataset = open_data(DataSpec(tiny["data"], batch_size=32), (8, 8, 1), 3)
+    trigger = load_trigger(TRIGGER, (8, 8, 1))
+    _, chose_on = dataset.split_indices(0.25, seed=0)
+    _, verified_on = dataset.split_indices(0.25, seed=0, fold=1)
+    assert len(chose_on) == len(verified_on) == 24 and not set(chose_on) & set(verified_on)
+    tuning = FineTuneSettings(epochs=2, unlearn=True)
+    options: dict[str, Any] = {"criterion": Criterion.LINF_TRIGGER, "ratio": "auto",
+                               "trigger": trigger, "target": 0, "fine_tuning": tuning}  # fmt: skip
+    plain_model, plain = prune(model, dataset, **options)
+    checked_model, checked = prune(model, dataset, **options, verify=True)
+    assert plain.verification is None
+    v = checked.verification
+    assert v is not None and v.images == 24 and v.seconds > 0
+    held = dataset.split(0.25, seed=0, fold=1)[1]
+    assert v.original_accuracy == evaluate(model, held, None, None).accuracy
+    assert v.drop == v.original_accuracy - v.accuracy and v.worst_asr is not None
+    # the model returned and its numbers are those of a run without verify
+    assert checked.after_fine_tune == plain.after_fine_tune
+    for a, b in zip(plain_model.weights, checked_model.weights, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # the CLI: --verify's numbers in the JSON and a line in the table
+    argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), *AUTO_TUNED, "--target", "0",
+            "--unlearn", "--verify"]  # fmt: skip
+    report = json.loads(runner.invoke(app, [*argv, "-f", "json"]).stdout)
+    assert report["verification"]["images"] == 24
+    assert report["verification"]["drop"] == pytest.approx(
+        report["verification"]["original_accuracy"] - report["verification"]["accuracy"]
+    )
+    table = runner.invoke(app, argv, env={"COLUMNS": "160"}).stdout
+    assert "verified" in table and "no choice saw" in table
+
+
 def test_candidates_measured_without_unlearning_are_clean_fine_tuned(
     tiny: dict[str, Path],
 ) -> None:
@@ -535,6 +576,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         ([*AUTO_TUNED, "--auto-fractions", "0.25"], "--auto-fractions needs"),  # no --unlearn
         ([*AUTO_TUNED, "--unlearn", "--auto-fractions", "0.5,1"], "--auto-fractions must be"),
         (["--auto-fractions", "a"], "--auto-fractions takes"),
+        ([*AUTO_TUNED[:4], "--verify"], "--verify needs"),  # no --fine-tune-epochs
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(

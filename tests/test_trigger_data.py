@@ -451,7 +451,15 @@ def test_held_out_triggered_images_are_copies_of_held_out_clean_ones(tmp_path: P
 
     assert held_t.count == held_d.info.count and fit_t.count == fit_d.info.count
     assert sources(held_t) == pixels(held_d) and sources(fit_t) == pixels(fit_d)
-    # unrelated triggered images: a random split, as before
+    # fold 1 (prune --verify): another quarter, disjoint from fold 0's; the copies follow it
+    fit_t1, held_t1 = stamped.split_along(dataset, HOLDOUT, seed=4, fold=1)
+    _, held_d1 = dataset.split(HOLDOUT, seed=4, fold=1)
+    assert held_d1.info.count == held_d.info.count and not pixels(held_d1) & pixels(held_d)
+    assert sources(held_t1) == pixels(held_d1) and fit_t1.count == fit_t.count
+    # unrelated triggered images: a random split, as before (fold 1: another part of it)
     noise = np.random.default_rng(1).random((20, 8, 8, 1), dtype=np.float32)
     fit_n, held_n = TriggerData("noise", noise, None, 0).split_along(dataset, HOLDOUT)
     assert fit_n.count + held_n.count == 20 and min(fit_n.count, held_n.count) >= 1
+    _, held_n1 = TriggerData("noise", noise, None, 0).split_along(dataset, HOLDOUT, fold=1)
+    assert held_n1.count == held_n.count
+    assert not {i.tobytes() for i in held_n1.x} & {i.tobytes() for i in held_n.x}

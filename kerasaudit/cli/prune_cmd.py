@@ -172,6 +172,16 @@ def prune(
             show_default=False,
         ),
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="With --fine-tune-epochs and a measured choice (--ratio auto, or no --layer): "
+            "run the kept recipe once more with a second quarter of --data held out and "
+            "measure it there — an accuracy estimate no choice has seen (costs one more "
+            "fine-tune).",
+        ),
+    ] = False,
     criterion: Annotated[
         CriterionChoice,
         typer.Option(
@@ -310,6 +320,10 @@ def prune(
     tried_fractions = parse_auto_fractions(auto_fractions)
     if tried_fractions and (chosen_ratio != "auto" or not fine_tune_epochs or not unlearn):
         raise BadInputError("--auto-fractions needs --ratio auto, --fine-tune-epochs and --unlearn")
+    if verify and (not fine_tune_epochs or (chosen_ratio != "auto" and layer)):
+        raise BadInputError(
+            "--verify needs --fine-tune-epochs and a measured choice (--ratio auto, or no --layer)"
+        )
     if not 0.0 <= max_acc_drop <= 100.0:
         raise BadInputError(f"--max-acc-drop is in points (0..100), got {max_acc_drop:g}")
     check_max_asr(max_asr)
@@ -386,6 +400,7 @@ def prune(
             choose_epochs=choose_epochs,
             extend_to=extend_to,
             auto_fractions=tried_fractions,
+            verify=verify,
         )
     if output is not None and chosen_format is not None:
         save_model(pruned_model, output, chosen_format, force=force)

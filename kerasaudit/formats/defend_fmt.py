@@ -10,6 +10,7 @@ from rich.text import Text
 
 from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
+from kerasaudit.formats.prune_fmt import points
 from kerasaudit.stages.defend import DefendResult, LostClass, SecondLook, TriggerCheck
 from kerasaudit.stages.prune import LayerChoice
 
@@ -22,11 +23,6 @@ def to_json(result: DefendResult, output: str | None) -> dict[str, Any]:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
-
-
-def points(change: float) -> str:
-    """An accuracy change (a fraction) in signed points: "+0.40 points", "-1.25 points"."""
-    return f"{round(100 * change, 2) + 0.0:+.2f} points"  # + 0.0: no "-0.00"
 
 
 def optimism_note(

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from kerasaudit.evaluation import EvaluationResult
 from kerasaudit.formats._table import Table
-from kerasaudit.stages.prune import PruneResult
+from kerasaudit.stages.prune import PruneResult, Verification
 
 SCHEMA = "kerasaudit.stages.prune/1"
 
@@ -44,6 +44,21 @@ def summary_line(result: PruneResult) -> str:
     return line
 
 
+def verification_text(v: Verification) -> str:
+    """One line for ``--verify``'s measurement (the numbers are the result's)."""
+    asr = "" if v.worst_asr is None else f", ASR {_pct(v.worst_asr)}"
+    return (
+        f"{points(-v.drop)} accuracy ({_pct(v.original_accuracy)} → {_pct(v.accuracy)}"
+        f"{asr}) on {v.images} images no choice saw: the kept recipe fine-tuned again on the "
+        "rest of --data"
+    )
+
+
+def points(change: float) -> str:
+    """An accuracy change (a fraction) in signed points: "+0.40 points", "-1.25 points"."""
+    return f"{round(100 * change, 2) + 0.0:+.2f} points"  # + 0.0: no "-0.00"
+
+
 def _optimizer(name: str, rate: float) -> str:
     if name == "sgd":
         return f"SGD {rate:g} (momentum 0.9, cosine decay)"
@@ -74,6 +89,8 @@ def render(result: PruneResult, console: Console) -> None:
             f"{_optimizer(ft.optimizer, ft.learning_rate)}"
             + (", pruned channels held at zero" if result.pruned else ""),
         )
+    if result.verification is not None:
+        head.add_row("verified", verification_text(result.verification))
     console.print(head)
 
     if result.choice.candidates:
