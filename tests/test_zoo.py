@@ -606,32 +606,43 @@ def test_heldout_estimate_sets_the_quarters_estimate_beside_the_evaluation_image
     (tmp_path / "evidence").mkdir()
     a, b, c = [r.name for r in heldout.HELD_OUT if r.attack.triggers][:3]
 
-    def write(name: str, suffix: str, accuracy: float, drop: float | None) -> None:
+    def write(
+        name: str, suffix: str, accuracy: float, drop: float | None, verified: float | None = None
+    ) -> None:
         choice = {"held_out_drop": drop, "held_images": 250, "candidates": [{}, {}, {}]}
+        report: dict[str, Any] = {"layer_choice": choice}
+        if verified is not None:  # prune --verify
+            report["verification"] = {"drop": verified, "images": 250, "seconds": 2.0}
         out = zoo.results_dir(tmp_path / "build", name) / f"known{suffix}.json"
         out.write_text(json.dumps({
             "seconds": 1, "before": {"accuracy": 0.9}, "after": {"accuracy": accuracy,
-            "asr": [0.01]}, "runs": [{"report": {"layer_choice": choice}}],
+            "asr": [0.01]}, "runs": [{"report": report}],
         }))  # fmt: skip
 
-    write(a, "", 0.88, 0.0)  # 2 points lost, the quarter said none
+    write(a, "", 0.88, 0.0, 0.025)  # 2 points lost, the quarter said none, --verify 2.5
     write(a, ".x", 0.88, 0.0)
-    write(b, "", 0.89, 0.02)  # 1 point lost, the quarter said 2
+    write(b, "", 0.89, 0.02, 0.005)  # 1 point lost, the quarter said 2, --verify 0.5
     write(b, ".x", 0.89, 0.02)
     write(c, "", 0.89, None)  # no estimate (nothing held out): not counted
     write(c, ".x", 0.89, None)
     assert heldout.compare("x", set(), "") == 0
     kept = json.loads((tmp_path / "evidence" / f"{a}.known.json").read_text())
     assert kept["held_out_drop"] == 0.0 and kept["candidates"] == 3
+    assert kept["verified_drop"] == 0.025 and kept["verified_images"] == 250
     unmeasured = json.loads((tmp_path / "evidence" / f"{c}.known.json").read_text())
     assert "held_out_drop" not in unmeasured
     capsys.readouterr()
     assert heldout.estimate(None, "") == 0
     out = capsys.readouterr().out
-    assert f"{a:30} lost on the quarter (250 images,  3 candidates) +0.00" in out
-    assert "2 models: mean lost on the quarter 1.00, on the evaluation images 1.50" in out
+    assert f"{a:30} lost on the quarter (250 images,  3 candidates) +0.00, on a quarter no " in out
+    assert "2 models, quarter: mean lost 1.00, on the evaluation images 1.50" in out
     assert "(optimism 0.50; standard deviation of the difference 1.50" in out
+    assert "2 models, verified: mean lost 1.50, on the evaluation images 1.50" in out
+    assert "(optimism 0.00; standard deviation of the difference 0.50" in out
     assert c not in out
+    assert heldout.estimate("x", "") == 0  # the variant's rows: no --verify, no such line
+    out = capsys.readouterr().out
+    assert "quarter: mean lost 1.00" in out and "verified" not in out
     (tmp_path / "evidence" / f"{b}.known.json").unlink()
     assert heldout.estimate(None, "") == 1  # one row cannot say anything
 

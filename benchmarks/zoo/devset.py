@@ -11,6 +11,7 @@ in ``RECIPES`` (the zoo's dev/test halves stay as they were) or in ``heldout.HEL
     python benchmarks/zoo/devset.py build                 # train into benchmarks/zoo/build-dev
     python benchmarks/zoo/zoo.py known --dir benchmarks/zoo/build-dev [--tag T --extra "…"]
     python benchmarks/zoo/devset.py table                 # every known*.json against the floor
+    python benchmarks/zoo/devset.py estimate --tag vf     # the accuracy estimates (--verify)
 
 The floor of a trigger is the mean ASR of the set's two clean models of its architecture with it
 (``zoo.on_twins``).
@@ -146,14 +147,32 @@ def table(names: list[str]) -> int:
     return 0
 
 
+def estimate(names: list[str], tag: str | None) -> int:
+    """``heldout.py estimate`` for this set's cached results (``results/NAME/known[.TAG].json``):
+    each estimate of the accuracy cost against the loss on the evaluation images."""
+    import heldout
+    import zoo
+
+    suffix = f".{tag}" if tag else ""
+    rows = []
+    for recipe in DEVELOPMENT:
+        path = zoo.results_dir(BUILD, recipe.name) / f"known{suffix}.json"
+        if (not names or recipe.name in names) and path.exists():
+            rows.append(heldout.compact_known(recipe.name, json.loads(path.read_text())))
+    return heldout.report_estimates(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("build", "table"))
+    parser.add_argument("command", choices=("build", "table", "estimate"))
     parser.add_argument("names", nargs="*")
+    parser.add_argument("--tag", help="estimate: the variant's rows (results/NAME/known.TAG.json)")
     args = parser.parse_args()
     if args.command == "build":
         build(args.names)
         return 0
+    if args.command == "estimate":
+        return estimate(args.names, args.tag)
     return table(args.names)
 
 

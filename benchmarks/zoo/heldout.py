@@ -524,45 +524,76 @@ def compare(tag: str, development: set[str], prefix: str) -> int:
 def estimate(tag: str | None, prefix: str) -> int:
     """How well the held-out quarter of the defender's data predicted a removal's accuracy
     cost: per held-out model, the kept candidate's loss on the quarter (``held_out_drop``, what
-    ``defend`` and ``audit --fix`` report) against the written model's loss on the 9,000
-    evaluation images, from the evidence kept in git (``heldout/NAME.known[.TAG].json``)."""
+    ``defend`` and ``audit --fix`` report) — and, for rows run with ``prune --verify``, the kept
+    recipe's loss on a second quarter no choice saw — against the written model's loss on the
+    9,000 evaluation images, from the evidence kept in git (``heldout/NAME.known[.TAG].json``)."""
+    suffix = f".{tag}" if tag else ""
+    rows = [
+        json.loads(path.read_text())
+        for recipe in HELD_OUT
+        if recipe.name.startswith(prefix)
+        and (path := EVIDENCE / f"{recipe.name}.known{suffix}.json").exists()
+    ]
+    return report_estimates(rows)
+
+
+def report_estimates(rows: list[dict[str, Any]]) -> int:
+    """``estimate``'s lines and summary for compact known-trigger rows (:func:`compact_known`):
+    each estimate's optimism is the mean of (loss on the evaluation images − estimate)."""
     import numpy as np
 
-    pairs = []
-    suffix = f".{tag}" if tag else ""
-    for recipe in HELD_OUT:
-        path = EVIDENCE / f"{recipe.name}.known{suffix}.json"
-        if not recipe.name.startswith(prefix) or not path.exists():
-            continue
-        row = json.loads(path.read_text())
-        if row.get("held_out_drop") is None or not row.get("after"):
-            continue
-        est = 100 * row["held_out_drop"]
-        real = 100 * (row["before"]["accuracy"] - row["after"]["accuracy"])
-        print(f"{recipe.name:30} lost on the quarter ({row['held_images']} images, "
-              f"{row['candidates']:2} candidates) {est:+5.2f}, on the evaluation images "
-              f"{real:+5.2f} points")  # fmt: skip
-        pairs.append((est, real))
-    if len(pairs) < 2:
+    kept = [r for r in rows if r.get("held_out_drop") is not None and r.get("after")]
+    if len(kept) < 2:
         print("fewer than two rows with the estimate: rerun `heldout.py compare` to refresh them")
         return 1
-    est, real = (np.array(column) for column in zip(*pairs, strict=True))
-    print(f"{len(pairs)} models: mean lost on the quarter {est.mean():.2f}, on the evaluation "
-          f"images {real.mean():.2f} points (optimism {np.mean(real - est):.2f}; standard "
-          f"deviation of the difference {np.std(real - est):.2f}; correlation "
-          f"{np.corrcoef(est, real)[0, 1]:.2f})")  # fmt: skip
+    columns: dict[str, list[float]] = {"quarter": [], "verified": [], "real": []}
+    for row in kept:
+        est = 100 * row["held_out_drop"]
+        real = 100 * (row["before"]["accuracy"] - row["after"]["accuracy"])
+        verified = row.get("verified_drop")
+        shown = "" if verified is None else f", on a quarter no choice saw {100 * verified:+5.2f}"
+        print(f"{row['model']:30} lost on the quarter ({row['held_images']} images, "
+              f"{row['candidates']:2} candidates) {est:+5.2f}{shown}, on the evaluation images "
+              f"{real:+5.2f} points")  # fmt: skip
+        columns["quarter"].append(est)
+        columns["real"].append(real)
+        if verified is not None:
+            columns["verified"].append(100 * verified)
+    real = np.array(columns["real"])
+    for name in ("quarter", "verified"):
+        if len(columns[name]) != len(kept):
+            continue
+        est = np.array(columns[name])
+        print(f"{len(kept)} models, {name}: mean lost {est.mean():.2f}, on the evaluation "
+              f"images {real.mean():.2f} points (optimism {np.mean(real - est):.2f}; standard "
+              f"deviation of the difference {np.std(real - est):.2f}; correlation "
+              f"{np.corrcoef(est, real)[0, 1]:.2f})")  # fmt: skip
     return 0
 
 
-def keep_known(name: str, result: dict[str, Any], suffix: str = "") -> None:
-    """A compact copy of a cached known-trigger result (``results/NAME/known[SUFFIX].json``) in
-    the evidence kept in git: ``heldout/NAME.known[SUFFIX].json``."""
+def compact_known(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The compact row of a cached known-trigger result (``results/NAME/known[SUFFIX].json``):
+    its numbers on the evaluation images, what the choice estimated and, with ``--verify``,
+    what the kept recipe lost on a second quarter."""
     row = {"model": name, **{k: result[k] for k in ("seconds", "before", "after")}}
-    choice = ((result.get("runs") or [{}])[0].get("report") or {}).get("layer_choice") or {}
+    report = (result.get("runs") or [{}])[0].get("report") or {}
+    choice = report.get("layer_choice") or {}
     if choice.get("held_out_drop") is not None:  # what the choice itself estimated
         row["held_out_drop"] = choice["held_out_drop"]
         row["held_images"] = choice["held_images"]
         row["candidates"] = len(choice["candidates"])
+    verification = report.get("verification")
+    if verification is not None:
+        row["verified_drop"] = verification["drop"]
+        row["verified_images"] = verification["images"]
+        row["verified_seconds"] = verification["seconds"]
+    return row
+
+
+def keep_known(name: str, result: dict[str, Any], suffix: str = "") -> None:
+    """A compact copy of a cached known-trigger result (:func:`compact_known`) in the evidence
+    kept in git: ``heldout/NAME.known[SUFFIX].json``."""
+    row = compact_known(name, result)
     (EVIDENCE / f"{name}.known{suffix}.json").write_text(json.dumps(row, indent=1) + "\n")
 
 
