@@ -151,10 +151,17 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     assert choice["held_out"] and fix["held_out_drop"] == choice["held_out_drop"] is not None
     flat = " ".join(result.stdout.split())  # as one line, whatever the wrapping
     assert "Clean accuracy above is on the audit data, which the removal fine-tuned on" in flat
-    held = rf"([-+]\d+\.\d\d) points on the {fix['held_images']} images held out from its"
-    shown = re.search(held, flat)
-    assert shown and float(shown[1]) == pytest.approx(-100 * fix["held_out_drop"], abs=0.006)
-    assert f"(on the data it fine-tuned on; {shown[1]} points on" in " ".join(result.stderr.split())
+    # and, as defend's, the kept recipe run again on a second part no choice saw
+    verified = fix["verification"]
+    assert verified == fix["prune"]["verification"] and verified["images"] > 0
+    shown = re.search(r"changed accuracy by ([-+]\d+\.\d\d) points on them", flat)
+    assert shown and float(shown[1]) == pytest.approx(-100 * verified["drop"], abs=0.006)
+    quarter = re.search(r"the kept candidate read ([-+]\d+\.\d\d) points on the images", flat)
+    assert quarter and float(quarter[1]) == pytest.approx(-100 * fix["held_out_drop"], abs=0.006)
+    summary = " ".join(result.stderr.split())
+    assert f"(on the data it fine-tuned on; {shown[1]} points on {verified['images']} images" in (
+        summary
+    )
 
     plain = runner.invoke(
         app,

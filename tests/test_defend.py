@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -328,17 +329,38 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     assert always["held_out_drop"] == pytest.approx(choice["held_accuracy"] - kept["accuracy"])
     flat = " ".join(text.stdout.split())  # as one line, whatever the wrapping
     assert "which the removal fine-tuned on: it is optimistic" in flat
-    held = rf"by ([-+]\d+\.\d\d) points on the {choice['held_images']} images held out"
-    shown = re.search(held, flat)
-    assert shown and float(shown[1]) == pytest.approx(-100 * always["held_out_drop"], abs=0.006)
+    # --verify (the default): the kept recipe fine-tuned again without a second quarter of
+    # --data and measured on it; that estimate is the one shown, the quarter's beside it
+    verified = always["verification"]
+    assert verified == always["prune"][-1]["verification"] and verified["images"] > 0
+    assert always["settings"]["verify"] is True
+    shown = re.search(r"changed accuracy by ([-+]\d+\.\d\d) points on them", flat)
+    assert shown and float(shown[1]) == pytest.approx(-100 * verified["drop"], abs=0.006)
+    quarter = re.search(r"the kept candidate read ([-+]\d+\.\d\d) points on the images", flat)
+    assert quarter and float(quarter[1]) == pytest.approx(-100 * always["held_out_drop"], abs=0.006)
     summary = " ".join(text.stderr.split())
     assert "fine-tuned on it: optimistic" in summary
-    assert f"{shown[1]} points on {choice['held_images']} images held out from it" in summary
-    never = runner.invoke(app, [*base, "--generalise", "never", "--format", "json", "-q"])
+    assert f"{shown[1]} points on {verified['images']} images no choice saw" in summary
+    never_file = tmp_path / "never.json"
+    never = runner.invoke(
+        app, [*base, "--generalise", "never", "--no-verify", "--report", str(never_file)],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
     assert never.exit_code == 1, never.output
+    # --no-verify: no second run; the quarter's own estimate, called optimistic
+    unverified = json.loads(never_file.read_text())
+    assert unverified["verification"] is None and unverified["settings"]["verify"] is False
+    held_images = unverified["held_images"]
+    held = rf"by ([-+]\d+\.\d\d) points on the {held_images} images held out"
+    flat = " ".join(never.stdout.split())
+    shown = re.search(held, flat)
+    assert shown and float(shown[1]) == pytest.approx(-100 * unverified["held_out_drop"], abs=0.006)
+    assert "a rough, optimistic estimate" in flat
+    summary = " ".join(never.stderr.split())
+    assert f"{shown[1]} points on {held_images} images held out from it" in summary
     for rule, expected, report in (
         ("always", True, json.loads(report_file.read_text())),
-        ("never", False, json.loads(never.stdout)),
+        ("never", False, unverified),
     ):
         assert report["settings"]["generalise"] == rule
         counts = [p["fine_tune"]["generators"] for p in report["prune"]]
@@ -458,7 +480,7 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     """cost_warning: one line when the kept candidate lost more than the budget on the images
     held out from its fine-tuning; nothing within the budget, or when nothing was held out."""
     from kerasaudit.formats.defend_fmt import cost_warning
-    from kerasaudit.stages.prune import LayerCandidate, LayerChoice
+    from kerasaudit.stages.prune import LayerCandidate, LayerChoice, Verification
 
     kept = LayerCandidate("conv3", 4, accuracy=0.70, asr=0.0, ra=0.9, ratio=0.2)
     other = LayerCandidate("conv2", 2, accuracy=0.86, asr=0.3, ra=0.6, ratio=0.05)
@@ -478,6 +500,15 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     assert not within.over_budget and cost_warning(within) is None
     unheld = choice(0.904, held_out=False)  # measured on the data it was tuned on: no estimate
     assert unheld.held_out_drop is None and cost_warning(unheld) is None
+    # --verify: the kept recipe over the budget on the images no choice saw is warned about
+    # too, with those numbers, though the quarter it was chosen on said it was within
+    checked = Verification(images=250, original_accuracy=0.9, accuracy=0.87, worst_asr=0.01,
+                           seconds=1.0)  # fmt: skip
+    line = cost_warning(within, "--data", checked) or ""
+    assert line.startswith("warning: the removal cost 3.00 points")
+    assert "250 images of --data no choice saw" in line
+    fine = dataclasses.replace(checked, accuracy=0.895)  # 0.5 points: within the budget
+    assert cost_warning(within, "--data", fine) is None
     assert over.to_dict()["over_budget"] is True and over.to_dict()["budget"] == 0.015
 
 

@@ -201,7 +201,8 @@ def audit(
     if result.fix is not None:
         from kerasaudit.formats import defend_fmt
 
-        warning = defend_fmt.cost_warning(result.fix.prune.choice, "the audit data")
+        done = result.fix
+        warning = defend_fmt.cost_warning(done.prune.choice, "the audit data", done.verification)
         lost = defend_fmt.lost_class_warnings(result.fix.lost_classes, "the audit data")
         for line in [warning, *lost]:
             if line is not None:

@@ -125,6 +125,15 @@ def defend(
             "unlearning takes from the target class).",
         ),
     ] = 40,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Run the kept removal recipe again with a second quarter of --data held out "
+            "and report its accuracy there: an estimate no choice has seen (one more "
+            "fine-tune; skipped with --eval-data, whose numbers need none).",
+        ),
+    ] = True,
     rounds: Annotated[
         int,
         typer.Option(
@@ -284,6 +293,7 @@ def defend(
         rounds=rounds,
         generalise=generalise,
         final_epochs=final_epochs,
+        verify=verify and eval_data is None,
     )
     settings.check()
     config = reverse_config(
@@ -342,7 +352,8 @@ def defend(
     consoles.info(defend_fmt.summary_line(result, written))
     warnings = [defend_fmt.comes_back_warning(result.checks)]
     if result.prunes:
-        warnings.append(defend_fmt.cost_warning(result.prunes[-1].choice))
+        warnings.append(defend_fmt.cost_warning(result.prunes[-1].choice, "--data",
+                                                result.verification))  # fmt: skip
     data_name = "--data" if result.on_defence_data else "--eval-data"
     warnings.extend(defend_fmt.lost_class_warnings(result.lost_classes, data_name))
     for warning in warnings:

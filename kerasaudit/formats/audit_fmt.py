@@ -45,7 +45,10 @@ def summary_line(result: AuditResult, output: str | None, html: str | None = Non
             f"; fixed: accuracy {_pct(fix.before.accuracy)} → {_pct(fix.after.accuracy)} "
             "(on the data it fine-tuned on"
         )
-        if fix.held_out_drop is not None:
+        if fix.verification is not None:
+            v = fix.verification
+            line += f"; {defend_fmt.points(-v.drop)} on {v.images} images no choice saw"
+        elif fix.held_out_drop is not None:
             held = f"{defend_fmt.points(-fix.held_out_drop)} on {fix.held_images} images"
             line += f"; {held} held out from it"
         line += f"), worst ASR after {_pct(fix.worst_asr_after)}"
@@ -124,7 +127,9 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
         console.print(table)
         remedy = "measure the fixed model on labelled images not in it (kerasaudit evaluate)"
         data = "the audit data"
-        note = defend_fmt.optimism_note(fix.held_out_drop, fix.held_images, data, remedy)
+        note = defend_fmt.optimism_note(
+            fix.held_out_drop, fix.held_images, data, remedy, fix.verification
+        )
         console.print(Text(note))
         for line in defend_fmt.look_lines(fix.second_looks, "fixed"):
             console.print(Text(line))

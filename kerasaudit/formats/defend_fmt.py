@@ -12,7 +12,7 @@ from kerasaudit.formats import prune_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
 from kerasaudit.formats.prune_fmt import points
 from kerasaudit.stages.defend import DefendResult, LostClass, SecondLook, TriggerCheck
-from kerasaudit.stages.prune import LayerChoice
+from kerasaudit.stages.prune import LayerChoice, Verification
 
 SCHEMA = "kerasaudit.stages.defend/1"
 
@@ -30,12 +30,22 @@ def optimism_note(
     held_images: int,
     data: str = "--data",
     remedy: str = "pass --eval-data (labelled images not in --data)",
+    verification: Verification | None = None,
 ) -> str:
     """The caveat under a removal's table whose accuracy is on ``data``, which the removal
     fine-tuned on; ``held_out_drop``: what the kept candidate lost on images held out from its
-    fine-tuning (:attr:`LayerChoice.held_out_drop`), when measured."""
+    fine-tuning (:attr:`LayerChoice.held_out_drop`), when measured; ``verification``: the kept
+    recipe measured on a second part no choice saw (:class:`Verification`), when run."""
     text = f"Clean accuracy above is on {data}, which the removal fine-tuned on: it is optimistic."
-    if held_out_drop is not None:
+    if verification is not None:
+        text += (
+            f" The kept recipe, fine-tuned again on all but {verification.images} images of "
+            f"{data} that no choice saw, changed accuracy by {points(-verification.drop)} on "
+            f"them (an estimate of the cost without the choice's optimism, from few images; "
+            f"the kept candidate read {points(-(held_out_drop or 0.0))} on the images it was "
+            "chosen on)."
+        )
+    elif held_out_drop is not None:
         text += (
             f" The kept candidate, fine-tuned on the rest of {data}, changed accuracy by "
             f"{points(-held_out_drop)} on the {held_images} images held out from its "
@@ -45,10 +55,22 @@ def optimism_note(
     return f"{text} For numbers to rely on, {remedy}."
 
 
-def cost_warning(choice: LayerChoice, data: str = "--data") -> str | None:
+def cost_warning(
+    choice: LayerChoice, data: str = "--data", verification: Verification | None = None
+) -> str | None:
     """One line for stderr when the kept candidate lost more than its budget on the images held
-    out from its fine-tuning (:attr:`LayerChoice.over_budget`)."""
-    if not choice.over_budget or choice.held_out_drop is None or choice.budget is None:
+    out from its fine-tuning (:attr:`LayerChoice.over_budget`), or its recipe on the images no
+    choice saw (``verification``)."""
+    if choice.budget is None:
+        return None
+    if verification is not None and verification.drop > choice.budget + 1e-9:
+        return (
+            f"warning: the removal cost {100 * verification.drop:.2f} points of accuracy on "
+            f"{verification.images} images of {data} no choice saw (budget "
+            f"{100 * choice.budget:.2f}): check the defended model on other labelled images "
+            "before using it"
+        )
+    if not choice.over_budget or choice.held_out_drop is None:
         return None
     return (
         f"warning: the removal cost {100 * choice.held_out_drop:.2f} points of accuracy on the "
@@ -81,8 +103,10 @@ def summary_line(result: DefendResult, output: str | None) -> str:
         line += f"; accuracy {_pct(result.before.accuracy)} → {_pct(result.after.accuracy)}"
         if result.on_defence_data:
             line += " on --data (fine-tuned on it: optimistic"
-            held = result.held_out_drop
-            if held is not None:
+            held, verified = result.held_out_drop, result.verification
+            if verified is not None:
+                line += f"; {points(-verified.drop)} on {verified.images} images no choice saw"
+            elif held is not None:
                 line += f"; {points(-held)} on {result.held_images} images held out from it"
             line += ")"
     for c in result.checks:
@@ -162,7 +186,10 @@ def render(result: DefendResult, console: Console, output: str | None) -> None:
             )
         )
     if result.on_defence_data:
-        console.print(Text(optimism_note(result.held_out_drop, result.held_images)))
+        note = optimism_note(
+            result.held_out_drop, result.held_images, verification=result.verification
+        )
+        console.print(Text(note))
     if result.recovered_only:
         console.print(Text(RECOVERED_ONLY))
     if output:

@@ -38,7 +38,7 @@ from kerasaudit.stages.defend import (
     remove,
     remove_recovered,
 )
-from kerasaudit.stages.prune import PruneResult
+from kerasaudit.stages.prune import PruneResult, Verification
 from kerasaudit.stages.reverse import ReverseConfig, ReverseResult, reverse_engineer
 from kerasaudit.stages.scan import Scanner, ScanResult, analyse, scan
 from kerasaudit.triggers import AnyTrigger
@@ -106,6 +106,12 @@ class Fix:
         return self.prune.choice.held_images if self.held_out_drop is not None else 0
 
     @property
+    def verification(self) -> Verification | None:
+        """The kept recipe measured on a second quarter of the audit data no choice saw
+        (``DefenceSettings.verify``; :class:`Verification`)."""
+        return self.prune.verification
+
+    @property
     def worst_asr_after(self) -> float | None:
         values = [after for _, _, after in self.asr if after is not None]
         return max(values) if values else None
@@ -126,6 +132,7 @@ class Fix:
             "accuracy_reestimated": None if self.reestimated is None else self.reestimated.accuracy,
             "held_out_drop": self.held_out_drop,
             "held_images": self.held_images,
+            "verification": None if self.verification is None else self.verification.to_dict(),
             "lost_classes": [c.to_dict() for c in self.lost_classes],
             "asr": [
                 {"trigger": t, "before": b, "after": a, "reestimated": r}
