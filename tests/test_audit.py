@@ -158,6 +158,8 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
     assert shown and float(shown[1]) == pytest.approx(-100 * verified["drop"], abs=0.006)
     quarter = re.search(r"the kept candidate read ([-+]\d+\.\d\d) points on the images", flat)
     assert quarter and float(quarter[1]) == pytest.approx(-100 * fix["held_out_drop"], abs=0.006)
+    # the page says the same under the fix's table
+    assert f"changed accuracy by {shown[1]} points on them" in " ".join(html.split())
     summary = " ".join(result.stderr.split())
     assert f"(on the data it fine-tuned on; {shown[1]} points on {verified['images']} images" in (
         summary

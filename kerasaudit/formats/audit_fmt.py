@@ -9,7 +9,7 @@ from rich.text import Text
 
 from kerasaudit.formats import defend_fmt, neurons_fmt, reverse_fmt
 from kerasaudit.formats._table import Table
-from kerasaudit.stages.audit import AuditResult
+from kerasaudit.stages.audit import AuditResult, Fix
 
 SCHEMA = "kerasaudit.stages.audit/1"
 
@@ -35,6 +35,15 @@ def verdict_words(result: AuditResult) -> str:
     if result.backdoor:
         return f"BACKDOOR: the known trigger works (ASR {asr})"
     return f"no working backdoor: the known trigger's ASR is {asr}"
+
+
+def fix_note(fix: Fix) -> str:
+    """The caveat under the fix's numbers (defend's :func:`~defend_fmt.optimism_note`): they
+    are on the audit data it fine-tuned on; what the kept recipe lost where no choice looked."""
+    remedy = "measure the fixed model on labelled images not in it (kerasaudit evaluate)"
+    return defend_fmt.optimism_note(
+        fix.held_out_drop, fix.held_images, "the audit data", remedy, fix.verification
+    )
 
 
 def summary_line(result: AuditResult, output: str | None, html: str | None = None) -> str:
@@ -125,12 +134,7 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
                 cells.append(Text(_pct(second), style="bold red" if back else ""))
             table.add_row(*cells)
         console.print(table)
-        remedy = "measure the fixed model on labelled images not in it (kerasaudit evaluate)"
-        data = "the audit data"
-        note = defend_fmt.optimism_note(
-            fix.held_out_drop, fix.held_images, data, remedy, fix.verification
-        )
-        console.print(Text(note))
+        console.print(Text(fix_note(fix)))
         for line in defend_fmt.look_lines(fix.second_looks, "fixed"):
             console.print(Text(line))
         if fix.blind:

@@ -122,6 +122,7 @@ def _fix(result: AuditResult, written: str | None) -> str:
         for row, again in zip(rows[1:], fix.asr_reestimated, strict=True):
             row.append(_pct(again))
     body = _table(head, rows, numeric=tuple(range(1, len(head))))
+    body += f"<p>{_e(audit_fmt.fix_note(fix))}</p>"
     if result.fix_left_backdoor:
         body += f"<p>{_badge('bad', 'still works')}The backdoor survived the fix.</p>"
     if fix.comes_back:
