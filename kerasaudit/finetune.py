@@ -368,7 +368,7 @@ def fine_tune(
     twins = {
         i: twin_sources(t.x, x)
         for i, t in enumerate(pool)
-        if taught == 4 and trigger_teacher == "paired" and isinstance(t, TriggerData)
+        if use_teacher and trigger_teacher == "paired" and isinstance(t, TriggerData)
     }
     # each source's target for "away" (-1: none): its own (a trigger file's, an adversary's),
     # else ``target`` for the first trigger
