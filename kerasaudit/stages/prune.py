@@ -499,13 +499,19 @@ def prune(
     held_attack = trigger_held if attack is not None else None
     parts = [halves(t) for t in extra]
     extra_fit = [fit_part for fit_part, _ in parts]
-    # ``known`` ends ``extra``: its held-out parts are the last ones
-    known_held = [held_part for _, held_part in parts[len(extra) - len(known) :]]
-    measured = [  # (held-out part, target) of each known_also trigger that forces a label
-        (held_t, target_of)
-        for held_t, (target_of, _) in zip(known_held, also_targets, strict=True)
-        if target_of is not None
-    ]
+
+    def measured_of(split: Sequence[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """(held-out part, target) of each known_also trigger that forces a label, from the
+        (fit, held-out) parts of ``extra`` (``known`` ends it: its parts are the last ones)."""
+        return [
+            (held_part, target_of)
+            for (_, held_part), (target_of, _) in zip(
+                split[len(extra) - len(known) :], also_targets, strict=True
+            )
+            if target_of is not None
+        ]
+
+    measured = measured_of(parts)
 
     def others(
         candidate: Any, on: Dataset | None, triggers: Sequence[tuple[Any, int]] | None = None
@@ -621,20 +627,13 @@ def prune(
             fit2, held2 = dataset.split(HOLDOUT, seed=tuning.seed, fold=1)
             main_fit, main_held = halves(trigger, fold=1)
             parts2 = [halves(t, fold=1) for t in extra]
-            measured2 = [
-                (held_part, target_of)
-                for (_, held_part), (target_of, _) in zip(
-                    parts2[len(extra) - len(known) :], also_targets, strict=True
-                )
-                if target_of is not None
-            ]
             clone, _, mask2 = _prune_clone(model, selections)
             tune(clone, mask2, fit2, main_fit, epochs=final_epochs,
                  extras=[fit_part for fit_part, _ in parts2], fraction=choice.fraction)  # fmt: skip
             original = measure(model, held2, None)
             result = measure(clone, held2, main_held if attack is not None else None)
             assert original is not None and result is not None
-            asrs = [candidate_asr(result.attack), *others(clone, held2, measured2)]
+            asrs = [candidate_asr(result.attack), *others(clone, held2, measured_of(parts2))]
             values = [a for a in asrs if a is not None]
             return Verification(
                 images=held2.info.count,
