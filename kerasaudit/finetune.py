@@ -26,6 +26,7 @@ from kerasaudit.adversary import AdversarySettings, GeneratorAdversary, Universa
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import logits_function, outputs_probabilities
+from kerasaudit.inventory import walk_layers
 from kerasaudit.pruning import PruneMask
 from kerasaudit.triggers import Trigger, TriggerData, twin_sources
 
@@ -244,6 +245,7 @@ def fine_tune(
         raise BadInputError("fine-tuning needs labelled clean data (no labels in --data)")
     tf = _tf.tf()
     keras = _tf.keras()
+    seed_random_layers(model, seed)
     if optimizer == "sgd":
         total = epochs * -(-len(x) // batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate, total)
@@ -662,6 +664,24 @@ def _as_list(trigger: Any | None) -> list[Any]:
     if isinstance(trigger, (list, tuple)):
         return list(trigger)
     return [trigger]
+
+
+def seed_random_layers(model: Any, seed: int) -> int:
+    """Set the seed generator of every random layer of ``model`` (Dropout, noise layers, nested
+    ones included) to a state drawn from ``seed``: Keras gives a loaded or cloned layer a random
+    seed, so the dropout masks of a fine-tune — and the model it writes — differed from run to
+    run with the same ``--seed`` (seen on the zoo's VGG and wide nets, the two with Dropout,
+    2026-12-06). Returns how many were set."""
+    tf = _tf.tf()
+    count = 0
+    for index, (_, layer, _) in enumerate(walk_layers(model)):
+        state = getattr(getattr(layer, "seed_generator", None), "state", None)
+        if state is None:
+            continue
+        value = (int(seed) * 1_000_003 + index) % 2**31
+        state.assign(tf.cast([value, 0], state.dtype))
+        count += 1
+    return count
 
 
 def _log_scores(model: Any) -> Any:
