@@ -500,15 +500,18 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     assert not within.over_budget and cost_warning(within) is None
     unheld = choice(0.904, held_out=False)  # measured on the data it was tuned on: no estimate
     assert unheld.held_out_drop is None and cost_warning(unheld) is None
-    # --verify: the kept recipe over the budget on the images no choice saw is warned about
-    # too, with those numbers, though the quarter it was chosen on said it was within
-    checked = Verification(images=250, original_accuracy=0.9, accuracy=0.87, worst_asr=0.01,
-                           seconds=1.0)  # fmt: skip
+    # --verify: the kept recipe more than one standard error over the budget on the images no
+    # choice saw is warned about too, with those numbers, though the quarter it was chosen on
+    # said it was within: 10 images lost, 2 gained of 250 → 3.20 ± 1.37 points
+    checked = Verification(images=250, original_accuracy=0.9, accuracy=0.868, worst_asr=0.01,
+                           seconds=1.0, lost=10, gained=2)  # fmt: skip
+    assert checked.standard_error == pytest.approx(np.sqrt((12 - 64 / 250) / 250 / 249))
     line = cost_warning(within, "--data", checked) or ""
-    assert line.startswith("warning: the removal cost 3.00 points")
+    assert line.startswith("warning: the removal cost 3.20 ± 1.37 points")
     assert "250 images of --data no choice saw" in line
-    fine = dataclasses.replace(checked, accuracy=0.895)  # 0.5 points: within the budget
-    assert cost_warning(within, "--data", fine) is None
+    # 6 lost, 1 gained: 2.00 ± 1.05 points — over the budget, but not by a standard error
+    noisy = dataclasses.replace(checked, accuracy=0.88, lost=6, gained=1)
+    assert noisy.drop > within.budget and cost_warning(within, "--data", noisy) is None
     assert over.to_dict()["over_budget"] is True and over.to_dict()["budget"] == 0.015
 
 

@@ -453,6 +453,8 @@ def test_verify_runs_the_kept_recipe_again_on_a_second_quarter(tiny: dict[str, P
     held = dataset.split(0.25, seed=0, fold=1)[1]
     assert v.original_accuracy == evaluate(model, held, None, None).accuracy
     assert v.drop == v.original_accuracy - v.accuracy and v.worst_asr is not None
+    # the images each model alone got right make the difference, and its standard error
+    assert v.lost - v.gained == round(v.drop * v.images) and v.standard_error >= 0
     # the model returned and its numbers are those of a run without verify
     assert checked.after_fine_tune == plain.after_fine_tune
     for a, b in zip(plain_model.weights, checked_model.weights, strict=True):

@@ -24,8 +24,10 @@ from kerasaudit.evaluation import (
     OFF_CLASS,
     AttackResult,
     EvaluationResult,
+    classifier_io,
     evaluate,
     forced_label,
+    predictor,
 )
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
@@ -195,11 +197,24 @@ class Verification:
     accuracy: float  # the recipe's, fine-tuned on the rest of --data
     worst_asr: float | None  # the highest ASR over the measured triggers on those images
     seconds: float
+    # of those images, how many the original got right and the recipe wrong, and the reverse
+    lost: int = 0
+    gained: int = 0
 
     @property
     def drop(self) -> float:
         """Accuracy the recipe lost on images no choice and no fine-tune saw (a fraction)."""
         return self.original_accuracy - self.accuracy
+
+    @property
+    def standard_error(self) -> float:
+        """The standard error of :attr:`drop`, a paired difference on the same images (from the
+        images each model alone got right): on 250 images typically 0.5–1.5 points."""
+        n, changed = self.images, self.lost + self.gained
+        if n < 2:
+            return float("nan")
+        net = self.lost - self.gained
+        return float(np.sqrt(max(changed - net * net / n, 0.0) * n / (n - 1))) / n
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +222,9 @@ class Verification:
             "original_accuracy": self.original_accuracy,
             "accuracy": self.accuracy,
             "drop": self.drop,
+            "standard_error": self.standard_error,
+            "lost": self.lost,
+            "gained": self.gained,
             "worst_asr": self.worst_asr,
             "seconds": self.seconds,
         }
@@ -279,6 +297,14 @@ def resolve_layers(model: Any, names: Sequence[str]) -> list[AuditableLayer]:
             raise BadInputError(f"unknown layer {name!r}; auditable layers: {convs}")
         chosen.append(available[name])
     return chosen
+
+
+def _right(model: Any, data: Dataset) -> np.ndarray:
+    """Per image of the (in-memory, labelled) ``data``: does ``model`` get it right."""
+    x, y = data.take_array(data.info.count)
+    predict = predictor(model, data.info.shape, classifier_io(model).outputs)
+    labels = np.concatenate([predict(x[i : i + 256]) for i in range(0, len(x), 256)])
+    return np.asarray(labels == y)
 
 
 def _prune_clone(
@@ -635,12 +661,15 @@ def prune(
             assert original is not None and result is not None
             asrs = [candidate_asr(result.attack), *others(clone, held2, measured_of(parts2))]
             values = [a for a in asrs if a is not None]
+            was_right, now_right = (_right(m, held2) for m in (model, clone))
             return Verification(
                 images=held2.info.count,
                 original_accuracy=original.accuracy,
                 accuracy=result.accuracy,
                 worst_asr=max(values) if values else None,
                 seconds=time.perf_counter() - started,
+                lost=int(np.sum(was_right & ~now_right)),
+                gained=int(np.sum(~was_right & now_right)),
             )
 
         verification = verified()
