@@ -358,7 +358,7 @@ def fine_tune(
         probe = _log_scores(teacher) if teacher is not None else scores
         radius = pgd_radius(probe, x, y, aims, value_range) if pgd == "auto" else float(pgd)
     if radius > 0:
-        perturb = _pgd_attack(scores, radius, value_range)
+        perturb = _pgd_attack(scores, radius, value_range, seed)
         pool.append(_PGD)
     # the kind a stamped slot learns as (per_example): None = hard label only
     taught = (
@@ -526,18 +526,20 @@ def pgd_radius(
     return 0.0
 
 
-def _pgd_attack(scores: Any, radius: float, value_range: tuple[float, float]) -> Any:
+def _pgd_attack(scores: Any, radius: float, value_range: tuple[float, float], seed: int = 0) -> Any:
     """``f(x, y, aim)`` → ``x`` moved by :data:`PGD_STEPS` signed-gradient steps (ℓ∞ ball of
     ``radius`` × the value range, clipped to it) toward label ``aim`` per image (−1: away
-    from its own class ``y``); the model in inference mode, a random start."""
+    from its own class ``y``); the model in inference mode, a random start drawn from
+    ``seed`` (the same calls give the same examples)."""
     tf = _tf.tf()
     low, high = value_range
     eps = radius * (high - low)
     size = 2.5 * eps / PGD_STEPS
+    starts = tf.random.Generator.from_seed(seed)
 
     @tf.function(reduce_retracing=True)
     def attack(x0: Any, y: Any, aim: Any) -> Any:
-        x = tf.clip_by_value(x0 + tf.random.uniform(tf.shape(x0), -eps, eps), low, high)
+        x = tf.clip_by_value(x0 + starts.uniform(tf.shape(x0), -eps, eps), low, high)
         toward = aim >= 0
         label = tf.where(toward, aim, y)
         for _ in range(PGD_STEPS):

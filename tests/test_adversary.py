@@ -179,6 +179,25 @@ def test_the_per_image_attack_stays_in_its_ball_and_finds_a_cheap_label() -> Non
     assert away.all()
 
 
+def test_the_per_image_attack_starts_from_its_seed() -> None:
+    """The random start comes from the seed: with no gradient to follow the examples stay at
+    their starts, the same for the same seed and not for another."""
+    import tensorflow as tf
+
+    from kerasaudit.finetune import _pgd_attack
+
+    def flat(x: Any, training: bool) -> Any:  # scores that do not depend on the image
+        return tf.zeros([tf.shape(x)[0], 3]) + 0.0 * tf.reduce_sum(x, axis=[1, 2, 3])[:, None]
+
+    x = np.full((8, *SHAPE), 0.5, np.float32)
+    y, aim = np.zeros(8, np.int64), np.full(8, 2)
+    first, again, other = (
+        _pgd_attack(flat, 0.05, (0.0, 1.0), seed)(x, y, aim)[0] for seed in (0, 0, 1)
+    )
+    assert np.abs(first - x).max() > 0.0  # moved to a random start, within the ball
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
 def test_the_pgd_radius_is_where_the_target_is_reached_specifically() -> None:
     from kerasaudit.finetune import PGD_RADII, pgd_radius
 
