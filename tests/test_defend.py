@@ -479,7 +479,7 @@ def test_defend_rounds_bad_values_exit_2(
 def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about() -> None:
     """cost_warning: one line when the kept candidate lost more than the budget on the images
     held out from its fine-tuning; nothing within the budget, or when nothing was held out."""
-    from kerasaudit.formats.defend_fmt import cost_warning
+    from kerasaudit.formats.defend_fmt import cost_warning, optimism_note
     from kerasaudit.stages.prune import LayerCandidate, LayerChoice, Verification
 
     kept = LayerCandidate("conv3", 4, accuracy=0.70, asr=0.0, ra=0.9, ratio=0.2)
@@ -512,6 +512,10 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     # 6 lost, 1 gained: 2.00 ± 1.05 points — over the budget, but not by a standard error
     noisy = dataclasses.replace(checked, accuracy=0.88, lost=6, gained=1)
     assert noisy.drop > within.budget and cost_warning(within, "--data", noisy) is None
+    # the note names the choosing quarter's number only when there was one
+    assert "the kept candidate read -1.00 points" in optimism_note(0.01, 250, verification=noisy)
+    unmeasured = optimism_note(None, 0, verification=noisy)
+    assert "-2.00 points on them (± 1.05" in unmeasured and "kept candidate read" not in unmeasured
     assert over.to_dict()["over_budget"] is True and over.to_dict()["budget"] == 0.015
 
 

@@ -38,12 +38,17 @@ def optimism_note(
     recipe measured on a second part no choice saw (:class:`Verification`), when run."""
     text = f"Clean accuracy above is on {data}, which the removal fine-tuned on: it is optimistic."
     if verification is not None:
+        chosen_on = (
+            ""
+            if held_out_drop is None
+            else f"; the kept candidate read {points(-held_out_drop)} on the images it was "
+            "chosen on"
+        )
         text += (
             f" The kept recipe, fine-tuned again on all but {verification.images} images of "
             f"{data} that no choice saw, changed accuracy by {points(-verification.drop)} on "
             f"them (± {100 * verification.standard_error:.2f}, one standard error: an estimate "
-            "of the cost without the choice's optimism, from few images; the kept candidate "
-            f"read {points(-(held_out_drop or 0.0))} on the images it was chosen on)."
+            f"of the cost without the choice's optimism, from few images{chosen_on})."
         )
     elif held_out_drop is not None:
         text += (
