@@ -440,7 +440,13 @@ def stamped_predictions(
     """The labels ``predict`` gives ``x`` stamped with ``(1 − mask)·x + mask·pattern``, in
     batches of 256 (empty ``x``: none)."""
     stamped = ((1 - mask[None, ..., None]) * x + mask[..., None] * pattern).astype(np.float32)
-    out = [predict(stamped[i : i + 256]) for i in range(0, len(x), 256)]
+    return predictions(predict, stamped)
+
+
+def predictions(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The labels ``predict`` (:func:`predictor`) gives the in-memory images ``x``, in batches of
+    256 (empty ``x``: none)."""
+    out = [predict(x[i : i + 256]) for i in range(0, len(x), 256)]
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 

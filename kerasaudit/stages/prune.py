@@ -27,6 +27,7 @@ from kerasaudit.evaluation import (
     classifier_io,
     evaluate,
     forced_label,
+    predictions,
     predictor,
 )
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
@@ -303,8 +304,7 @@ def _right(model: Any, data: Dataset) -> np.ndarray:
     """Per image of the (in-memory, labelled) ``data``: does ``model`` get it right."""
     x, y = data.take_array(data.info.count)
     predict = predictor(model, data.info.shape, classifier_io(model).outputs)
-    labels = np.concatenate([predict(x[i : i + 256]) for i in range(0, len(x), 256)])
-    return np.asarray(labels == y)
+    return np.asarray(predictions(predict, x) == y)
 
 
 def _prune_clone(
