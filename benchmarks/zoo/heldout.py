@@ -298,9 +298,9 @@ def save(recipe: Recipe, root: Path, report: dict, code: int, seconds: float | N
 
 def evidence_paths(directory: Path, prefix: str = "") -> list[Path]:
     """The models' evidence files in ``directory`` (``NAME.json``), not the rows kept beside
-    them (``NAME.defend.json``, ``NAME.known.json``, ``NAME.floor.json``)."""
-    rows = (".defend.json", ".known.json", ".floor.json")
-    return [p for p in sorted(directory.glob(f"{prefix}*.json")) if not p.name.endswith(rows)]
+    them (``NAME.defend.json``, ``NAME.known.TAG.json``, ``NAME.choice_probe.json``, …: every
+    name with a second dot)."""
+    return [p for p in sorted(directory.glob(f"{prefix}*.json")) if p.name.count(".") == 1]
 
 
 def defender_baseline() -> Any:
