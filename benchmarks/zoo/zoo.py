@@ -602,6 +602,44 @@ def cmd_defend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_recovered(root: Path, name: str, artifacts: Path) -> None:
+    """``removal.found_triggers``'s cache (recovered/NAME.npz, NAME.json and
+    results/NAME/reverse.json) from a ``defend --artifacts`` directory: its reverse step's
+    triggers, so that removal variants run on them without searching again. Kept when a
+    cache of these weights is there."""
+    store = recovered_dir(root)
+    meta = store / f"{name}.json"
+    sha = weights_of(root, name)
+    if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") == sha:
+        return
+    report = json.loads((artifacts / "reverse.json").read_text())
+    stored: dict[str, np.ndarray] = {}
+    found = []
+    files = [Path(f).name for f in report["files"] if f.endswith(".npz")]
+    for i, file in enumerate(files):
+        with np.load(artifacts / file) as f:
+            info = json.loads(str(f["meta"]))
+            stored[f"mask{i}"], stored[f"pattern{i}"] = f["mask"], f["pattern"]
+            for part in ("delta", "flow"):
+                if part in f:
+                    stored[f"{part}{i}"] = f[part]
+        found.append({"stem": Path(file).stem, "label": info.get("label"), "kind": info["kind"]})
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = store / f"{name}.tmp.npz"
+    np.savez_compressed(tmp, **stored)
+    os.replace(tmp, store / f"{name}.npz")
+    verdict = report["verdict"]
+    _write_json(results_dir(root, name) / "reverse.json", report)
+    _write_json(meta, {
+        "weights_sha256": sha,
+        "flagged": list(verdict["flagged"]),
+        "all_to_all": verdict["all_to_all"],
+        "value_range": list(report["value_range"]),
+        "found": found,
+        "source": "defend --artifacts",
+    })  # fmt: skip
+
+
 def defend_model(root: Path, recipe: Recipe) -> dict[str, Any] | None:
     """``kerasaudit defend`` (defaults) on one built model of ``root`` (the defender's data),
     the defended model measured with the real trigger on the evaluation images; None (logged)
@@ -611,12 +649,20 @@ def defend_model(root: Path, recipe: Recipe) -> dict[str, Any] | None:
     defended.unlink(missing_ok=True)
     model = root / "models" / recipe.filename
     data = root / "data" / "defender.npz"
+    artifacts = out / "defend-artifacts"
     code, report, seconds = kerasaudit(
-        ["defend", str(model), "-d", str(data), "-o", str(defended)], out / "defend.log"
-    )
+        ["defend", str(model), "-d", str(data), "-o", str(defended), "--artifacts",
+         str(artifacts), "--force"],
+        out / "defend.log",
+    )  # fmt: skip
     if report is None or code not in (0, 1):
         log(f"FAILED defend {recipe.name} (exit {code}); see {out / 'defend.log'}")
         return None
+    if artifacts.is_dir():
+        try:
+            cache_recovered(root, recipe.name, artifacts)
+        except (OSError, KeyError, ValueError) as error:  # the row stands without the cache
+            log(f"{recipe.name}: recovered triggers not cached ({error!r})")
     return {
         "exit_code": code,
         "seconds": seconds,
