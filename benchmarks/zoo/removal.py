@@ -341,7 +341,7 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "all_to_all": info["all_to_all"],
         "accuracy_before": before["accuracy"],
         "asr_before": before["asr"],
-        "reverse_seconds": info["seconds"],
+        "reverse_seconds": info.get("seconds"),  # None: cached from defend --artifacts
         "weights_sha256": zoo.weights_of(root, name),
     }
     if not found:  # nothing flagged: defend leaves the model as it is
