@@ -613,7 +613,7 @@ def cache_recovered(root: Path, name: str, artifacts: Path) -> None:
     if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") == sha:
         return
     report = json.loads((artifacts / "reverse.json").read_text())
-    stored: dict[str, np.ndarray] = {}
+    stored: dict[str, Any] = {}  # np.savez_compressed's **kwds
     found = []
     files = [Path(f).name for f in report["files"] if f.endswith(".npz")]
     for i, file in enumerate(files):
