@@ -83,7 +83,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   dfe40    dflt with the chosen candidate's (final) fine-tune at 40 epochs, the layer
            candidates still at 10 (DefenceSettings.final_epochs; twenty-fourth session:
            unlearning takes the target class first and distillation gives it back slowly);
-           dfe20  the same at 20;  dfe80  at 80 (thirty-second session)
+           dfe20  the same at 20;  dfe80  at 80 (thirty-second session);  dfe40s1  dfe40
+           with fine-tuning seed 1 (one run's spread)
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -176,6 +177,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dfe40": {},  # dflt, the final fine-tune at 40 epochs (FINAL_EPOCHS)
     "dfe20": {},  # the same at 20
     "dfe80": {},  # the same at 80
+    "dfe40s1": {"seed": 1},  # dfe40 with fine-tuning seed 1: the spread of one run
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -209,6 +211,7 @@ DEFAULT_BASED = (
         "dfe40",
         "dfe20",
         "dfe80",
+        "dfe40s1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -220,13 +223,13 @@ GENERALISE = {
     v: "diffuse"
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
-        *("dfe40", "dfe20", "dfe80"),
+        *("dfe40", "dfe20", "dfe80", "dfe40s1"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 # DefenceSettings.final_epochs
-FINAL_EPOCHS: dict[str, int] = {"dfe40": 40, "dfe20": 20, "dfe80": 80}
+FINAL_EPOCHS: dict[str, int] = {"dfe40": 40, "dfe20": 20, "dfe80": 80, "dfe40s1": 40}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
     "shift": {"step": 0.0},
