@@ -251,7 +251,6 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
 
     out = zoo.results_dir(root, name)
     store = zoo.recovered_dir(root)
-    store.mkdir(parents=True, exist_ok=True)
     arrays, meta = store / f"{name}.npz", store / f"{name}.json"
     sha = zoo.weights_of(root, name)
     if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") != sha:
@@ -262,17 +261,6 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         # defend's CLI defaults are ReverseConfig's (tests/test_defaults.py)
         result = reverse_engineer(model, data, config=ReverseConfig())
         found = result.found_triggers()
-        stored: dict[str, np.ndarray] = {}
-        for i, f in enumerate(found):
-            stored[f"mask{i}"] = f.mask
-            stored[f"pattern{i}"] = f.pattern
-            if f.delta is not None:
-                stored[f"delta{i}"] = f.delta
-            if f.flow is not None:
-                stored[f"flow{i}"] = f.flow
-        tmp = store / f"{name}.tmp.npz"
-        np.savez_compressed(tmp, **stored)
-        os.replace(tmp, arrays)
         report = result.to_dict()  # what `zoo.py evidence` writes: calibrate reads it
         report["zoo"] = {
             "exit_code": 1 if result.verdict.backdoor else 0,
@@ -284,17 +272,12 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
         zoo._write_json(out / "reverse.json", report)  # these triggers' report
         if not zoo.evidence_current(root, name):  # none yet, or of other weights
             zoo.save_evidence(root, name, report)
-        zoo._write_json(
-            meta,
-            {
-                "weights_sha256": sha,
-                "flagged": list(result.verdict.flagged),
-                "all_to_all": result.verdict.all_to_all,
-                "value_range": list(result.value_range),
-                "found": [{"stem": f.stem, "label": f.label, "kind": f.kind} for f in found],
-                "seconds": round(time.time() - started, 1),
-            },
-        )
+        zoo.store_recovered(root, name, found, {
+            "flagged": list(result.verdict.flagged),
+            "all_to_all": result.verdict.all_to_all,
+            "value_range": list(result.value_range),
+            "seconds": round(time.time() - started, 1),
+        })  # fmt: skip
     info = json.loads(meta.read_text())
     found = []
     with np.load(arrays) as f:

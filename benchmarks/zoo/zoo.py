@@ -602,40 +602,54 @@ def cmd_defend(args: argparse.Namespace) -> int:
     return 0
 
 
-def cache_recovered(root: Path, name: str, artifacts: Path) -> None:
-    """``removal.found_triggers``'s cache (recovered/NAME.npz, NAME.json and
-    results/NAME/reverse.json) from a ``defend --artifacts`` directory: its reverse step's
-    triggers, so that removal variants run on them without searching again. Kept when a
-    cache of these weights is there."""
+def store_recovered(root: Path, name: str, found: list[Any], meta: dict[str, Any]) -> None:
+    """Write ``removal.found_triggers``'s cache of ``found`` (FoundTrigger, in order) for the
+    weights built under ``root``: the arrays as recovered/NAME.npz (mask/pattern/delta/flow
+    + index), ``meta`` with the weights and each trigger's stem, label and kind as NAME.json."""
     store = recovered_dir(root)
-    meta = store / f"{name}.json"
-    sha = weights_of(root, name)
-    if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") == sha:
-        return
-    report = json.loads((artifacts / "reverse.json").read_text())
-    stored: dict[str, Any] = {}  # np.savez_compressed's **kwds
-    found = []
-    files = [Path(f).name for f in report["files"] if f.endswith(".npz")]
-    for i, file in enumerate(files):
-        with np.load(artifacts / file) as f:
-            info = json.loads(str(f["meta"]))
-            stored[f"mask{i}"], stored[f"pattern{i}"] = f["mask"], f["pattern"]
-            for part in ("delta", "flow"):
-                if part in f:
-                    stored[f"{part}{i}"] = f[part]
-        found.append({"stem": Path(file).stem, "label": info.get("label"), "kind": info["kind"]})
     store.mkdir(parents=True, exist_ok=True)
+    stored: dict[str, Any] = {}  # np.savez_compressed's **kwds
+    for i, f in enumerate(found):
+        stored[f"mask{i}"], stored[f"pattern{i}"] = f.mask, f.pattern
+        if f.delta is not None:
+            stored[f"delta{i}"] = f.delta
+        if f.flow is not None:
+            stored[f"flow{i}"] = f.flow
     tmp = store / f"{name}.tmp.npz"
     np.savez_compressed(tmp, **stored)
     os.replace(tmp, store / f"{name}.npz")
-    verdict = report["verdict"]
+    _write_json(store / f"{name}.json", {
+        "weights_sha256": weights_of(root, name),
+        **meta,
+        "found": [{"stem": f.stem, "label": f.label, "kind": f.kind} for f in found],
+    })  # fmt: skip
+
+
+def cache_recovered(root: Path, name: str, artifacts: Path) -> None:
+    """``removal.found_triggers``'s cache (:func:`store_recovered`, and
+    results/NAME/reverse.json) from a ``defend --artifacts`` directory: its reverse step's
+    triggers, so that removal variants run on them without searching again. Kept when a
+    cache of these weights is there."""
+    from kerasaudit.stages.reverse import FoundTrigger
+    from kerasaudit.triggers import read_trigger_file
+
+    meta = recovered_dir(root) / f"{name}.json"
+    if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") == weights_of(
+        root, name
+    ):
+        return
+    report = json.loads((artifacts / "reverse.json").read_text())
+    found = []
+    for file in (Path(f).name for f in report["files"] if f.endswith(".npz")):
+        t = read_trigger_file(artifacts / file)
+        found.append(FoundTrigger(Path(file).stem, t.meta.get("label"), t.meta["kind"], t.mask,
+                                  t.pattern, t.delta, t.flow))  # fmt: skip
     _write_json(results_dir(root, name) / "reverse.json", report)
-    _write_json(meta, {
-        "weights_sha256": sha,
+    verdict = report["verdict"]
+    store_recovered(root, name, found, {
         "flagged": list(verdict["flagged"]),
         "all_to_all": verdict["all_to_all"],
         "value_range": list(report["value_range"]),
-        "found": found,
         "source": "defend --artifacts",
     })  # fmt: skip
 
