@@ -81,6 +81,10 @@ class FineTuneSettings:
     # --distill-paired); "masked" is an experiment (benchmarks/zoo/removal_variants.py KM):
     # see fine_tune
     trigger_teacher: str = "off"
+    # the final weights are the mean of the weights at the end of each of the last
+    # ``average`` share of the epochs (tail averaging, as in SWA; 0: the last epoch's): see
+    # fine_tune. An experiment (benchmarks/zoo/removal.py ``dswa``), not a CLI option
+    average: float = 0.0
 
 
 TRIGGER_TEACHERS = ("off", "masked", "source", "paired", "away")
@@ -115,6 +119,7 @@ class FineTuneResult:
     # --trigger-data images paired with a fine-tuning image they are a stamped copy of
     # (trigger_teacher "paired"): they learn the teacher's outputs on it
     paired: int = 0
+    averaged: int = 0  # epochs whose end-of-epoch weights were averaged (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +144,7 @@ class FineTuneResult:
             "generators": self.generators,
             "trigger_teacher": self.trigger_teacher,
             "paired": self.paired,
+            "averaged": self.averaged,
         }
 
 
@@ -166,6 +172,7 @@ def fine_tune(
     shift: int = 0,
     flip: bool = False,
     trigger_teacher: str = "off",
+    average: float = 0.0,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -217,6 +224,11 @@ def fine_tune(
     ``"paired"`` is ``"source"`` where a ``--trigger-data`` image that is a stamped copy of one
     of ``dataset``'s images (:func:`~kerasaudit.triggers.twin_sources`: a defender who stamped
     their own data) learns, with its true class, the teacher's outputs on that image.
+    ``average`` > 0: the model ends with the mean of its weights at the end of each of the
+    last ceil(``average`` × ``epochs``) epochs — every float variable, BatchNorm's moving
+    statistics included; pruned channels stay zero — instead of the last step's (tail
+    averaging: Polyak–Ruppert, SWA, Izmailov et al. 2018; on 1,000 images one fine-tune's end
+    point moves with its seed by several points of ASR). ``on_epoch`` sees the running model.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -238,6 +250,8 @@ def fine_tune(
         raise BadInputError(f"the augmentation shift must be ≥ 0 pixels, got {shift}")
     if trigger_teacher not in TRIGGER_TEACHERS:
         raise BadInputError(f"trigger teacher must be one of {', '.join(TRIGGER_TEACHERS)}")
+    if not 0.0 <= average <= 1.0:
+        raise BadInputError(f"the averaged share of epochs must be in [0, 1], got {average:g}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -379,6 +393,9 @@ def fine_tune(
     steps = 0
     loss_value = float("nan")
     success = [0.0] * len(adversaries)
+    averaged = -int(-average * epochs // 1) if average > 0 else 0  # ceil
+    floats = [v for v in model.weights if "float" in str(v.dtype)] if averaged else []
+    sums: list[np.ndarray] = []
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(x))
         hits = np.zeros(len(adversaries))
@@ -460,8 +477,13 @@ def fine_tune(
                 )
             steps += 1
         success = [float(h / max(1, batches)) for h in hits]
+        if epoch > epochs - averaged:
+            now = [np.asarray(v.numpy(), np.float64) for v in floats]
+            sums = now if not sums else [a + b for a, b in zip(sums, now, strict=True)]
         if on_epoch is not None:
             on_epoch(epoch)
+    for variable, summed in zip(floats, sums, strict=True):
+        variable.assign((summed / averaged).astype(str(variable.dtype)))
     return FineTuneResult(
         mode=mode,
         epochs=epochs,
@@ -484,6 +506,7 @@ def fine_tune(
         generators=sum(isinstance(a, GeneratorAdversary) for a in adversaries),
         trigger_teacher=trigger_teacher if taught is not None else "off",
         paired=sum(int(np.count_nonzero(t >= 0)) for t in twins.values()),
+        averaged=averaged,
     )
 
 
@@ -594,6 +617,7 @@ def fine_tune_with(
         shift=settings.shift,
         flip=settings.flip,
         trigger_teacher=settings.trigger_teacher,
+        average=settings.average,
         on_epoch=on_epoch,
     )
 

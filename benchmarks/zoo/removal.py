@@ -85,6 +85,9 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            unlearning takes the target class first and distillation gives it back slowly);
            dfe20  the same at 20;  dfe80  at 80 (thirty-second session);  dfe40s1  dfe40
            with fine-tuning seed 1 (one run's spread)
+  dswa     dfe40 with every fine-tune (candidates' and the final one) ending on the mean of
+           the weights at the end of each epoch of its second half (FineTuneSettings.average:
+           tail averaging, SWA-like; thirty-third session);  dswas1  fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -178,6 +181,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dfe20": {},  # the same at 20
     "dfe80": {},  # the same at 80
     "dfe40s1": {"seed": 1},  # dfe40 with fine-tuning seed 1: the spread of one run
+    # dfe40 with every fine-tune ending on the mean of its second half's end-of-epoch weights
+    # (FineTuneSettings.average; thirty-third session)
+    "dswa": {"average": 0.5},
+    "dswas1": {"average": 0.5, "seed": 1},  # the same with fine-tuning seed 1
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -212,6 +219,8 @@ DEFAULT_BASED = (
         "dfe20",
         "dfe80",
         "dfe40s1",
+        "dswa",
+        "dswas1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -223,13 +232,16 @@ GENERALISE = {
     v: "diffuse"
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
-        *("dfe40", "dfe20", "dfe80", "dfe40s1"),
+        *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 # DefenceSettings.final_epochs
-FINAL_EPOCHS: dict[str, int] = {"dfe40": 40, "dfe20": 20, "dfe80": 80, "dfe40s1": 40}
+FINAL_EPOCHS: dict[str, int] = {
+    **{"dfe40": 40, "dfe20": 20, "dfe80": 80, "dfe40s1": 40},
+    **{"dswa": 40, "dswas1": 40},
+}
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
     "shift": {"step": 0.0},
@@ -567,6 +579,8 @@ SEED_PAIRS = {
         "dflt": "dflts1",
         "dtta": "dttas1",
         "dbrk": "dbrks1",
+        "dfe40": "dfe40s1",
+        "dswa": "dswas1",
     },
 }
 
