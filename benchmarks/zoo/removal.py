@@ -253,6 +253,12 @@ ADVERSARY: dict[str, dict[str, Any]] = {
 }
 
 
+# --any-build: use a model's cached triggers although they were recovered on another build of
+# its recipe (other weights, same recipe): a comparison of removal variants, each run from the
+# same triggers, without minutes of trigger recovery per model and machine. Rows say so.
+ANY_BUILD = False
+
+
 def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
     NAME.npz, NAME.json); its report is written as results/NAME/reverse.json, and as the
@@ -266,8 +272,11 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     arrays, meta = store / f"{name}.npz", store / f"{name}.json"
     sha = zoo.weights_of(root, name)
     if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") != sha:
-        print(f"{name}: cached triggers were found on other weights; recovering again")
-        meta.unlink()
+        if ANY_BUILD:
+            print(f"{name}: cached triggers were found on other weights; used (--any-build)")
+        else:
+            print(f"{name}: cached triggers were found on other weights; recovering again")
+            meta.unlink()
     if not meta.exists():
         started = time.time()
         # defend's CLI defaults are ReverseConfig's (tests/test_defaults.py)
@@ -315,13 +324,25 @@ def trigger_pairs(found: list[Any], value_range: Any) -> list[tuple[int | None, 
     return [(f.label, recovered_trigger(f, (28, 28, 1), tuple(value_range))) for f in found]
 
 
-def reference_l1(root: Path, name: str, flagged: list[int]) -> float:
+def reference_l1(root: Path, name: str, flagged: list[int], sha: str | None = None) -> float:
     """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
-    reverse report cached beside the triggers."""
+    reverse report cached beside the triggers, or else from the model's compact evidence when
+    that was measured on the weights ``sha`` the triggers were recovered on (--any-build on a
+    machine that has not run the reverse step: the report is not in git, the evidence is)."""
     from kerasaudit.stages.defend import reference_l1 as median_unflagged
 
-    report = json.loads((zoo.results_dir(root, name) / "reverse.json").read_text())
-    return median_unflagged({r["label"]: r["mask_l1"] for r in report["labels"]}, flagged)
+    path = zoo.results_dir(root, name) / "reverse.json"
+    labels = None
+    if path.exists():
+        report = json.loads(path.read_text())
+        if sha is None or report.get("zoo", {}).get("weights_sha256") in (None, sha):
+            labels = report["labels"]
+    if labels is None:
+        evidence = json.loads((zoo.evidence_dir(root) / f"{name}.json").read_text())
+        if evidence["zoo"].get("weights_sha256") != sha:
+            raise SystemExit(f"{name}: no reverse report of the weights its triggers came from")
+        labels = evidence["evidence"]["labels"]
+    return median_unflagged({r["label"]: r["mask_l1"] for r in labels}, flagged)
 
 
 def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
@@ -341,6 +362,8 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
         "asr_before": before["asr"],
         "reverse_seconds": info.get("seconds"),  # None: cached from defend --artifacts
         "weights_sha256": zoo.weights_of(root, name),
+        # the build the triggers were recovered on (another one only with --any-build)
+        "triggers_weights_sha256": info.get("weights_sha256"),
     }
     if not found:  # nothing flagged: defend leaves the model as it is
         return {**row, "unchanged": True}
@@ -388,7 +411,11 @@ def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[s
             found,
             settings,
             labels=info["flagged"],
-            reference=reference_l1(root, name, info["flagged"]) if settings.rounds_run > 1 else 0.0,
+            reference=(
+                reference_l1(root, name, info["flagged"], info.get("weights_sha256"))
+                if settings.rounds_run > 1
+                else 0.0
+            ),
             value_range=value_range,  # type: ignore[arg-type]
             config=ReverseConfig(),
             latest_first=variant == "rrl",
@@ -618,10 +645,18 @@ def main() -> int:
     parser.add_argument(
         "--no-reattack", action="store_true", help="skip the re-attack diagnostic (~1 min a model)"
     )
+    parser.add_argument(
+        "--any-build",
+        action="store_true",
+        help="use cached triggers recovered on another build of the model (see ANY_BUILD)",
+    )
+    parser.add_argument("--rows", help="JSON-lines file of rows (default: zoo.removal_rows)")
     args = parser.parse_args()
     zoo.this_checkout()
+    global ANY_BUILD
+    ANY_BUILD = args.any_build
     root = zoo.zoo_dir(args.dir)
-    out = zoo.removal_rows(root)
+    out = Path(args.rows) if args.rows else zoo.removal_rows(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.table:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
