@@ -83,7 +83,8 @@ class FineTuneSettings:
     trigger_teacher: str = "off"
     # the final weights are the mean of the weights at the end of each of the last
     # ``average`` share of the epochs (tail averaging, as in SWA; 0: the last epoch's): see
-    # fine_tune. An experiment (benchmarks/zoo/removal.py ``dswa``), not a CLI option
+    # fine_tune. An experiment, not a CLI option: on the zoo's development half (removal.py
+    # ``dswa``, two seeds, JOURNAL.md "Thirty-third session") 15 → 13 of 28 runs within the goal
     average: float = 0.0
 
 
