@@ -14,6 +14,7 @@ BN layers with momentum 0.99 whose moving averages would lag far behind a short 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -394,7 +395,7 @@ def fine_tune(
     steps = 0
     loss_value = float("nan")
     success = [0.0] * len(adversaries)
-    averaged = -int(-average * epochs // 1) if average > 0 else 0  # ceil
+    averaged = math.ceil(round(average * epochs, 9))  # 0.3 × 10 is 3 epochs, not 4
     floats = [v for v in model.weights if "float" in str(v.dtype)] if averaged else []
     sums: list[np.ndarray] = []
     for epoch in range(1, epochs + 1):
