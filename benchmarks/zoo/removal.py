@@ -239,8 +239,12 @@ GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"bud
 CANDIDATES_UNLEARN: dict[str, bool] = {"cp": False, "cp70": False}
 # DefenceSettings.final_epochs
 FINAL_EPOCHS: dict[str, int] = {
-    **{"dfe40": 40, "dfe20": 20, "dfe80": 80, "dfe40s1": 40},
-    **{"dswa": 40, "dswas1": 40},
+    "dfe40": 40,
+    "dfe20": 20,
+    "dfe80": 80,
+    "dfe40s1": 40,
+    "dswa": 40,
+    "dswas1": 40,
 }
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
@@ -253,18 +257,17 @@ ADVERSARY: dict[str, dict[str, Any]] = {
 }
 
 
-# --any-build: use a model's cached triggers although they were recovered on another build of
-# its recipe (other weights, same recipe): a comparison of removal variants, each run from the
-# same triggers, without minutes of trigger recovery per model and machine. Rows say so.
-ANY_BUILD = False
-
-
-def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[Any], dict]:
+def found_triggers(
+    root: Path, name: str, model: Any, data: Any, *, any_build: bool = False
+) -> tuple[list[Any], dict]:
     """``defend``'s reverse step (its CLI defaults), cached per model (:func:`zoo.recovered_dir`:
     NAME.npz, NAME.json); its report is written as results/NAME/reverse.json, and as the
     compact evidence/NAME.json when there is none or it was measured on other weights (the
     same numbers `zoo.py evidence` saves: trigger completion runs after the verdict and does
-    not change them)."""
+    not change them). ``any_build`` (--any-build): cached triggers recovered on another build
+    of the recipe (other weights) are used, not searched again — a comparison of removal
+    variants, each run from the same triggers, without minutes of recovery per model and
+    machine; the rows record both builds."""
     from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig, reverse_engineer
 
     out = zoo.results_dir(root, name)
@@ -272,7 +275,7 @@ def found_triggers(root: Path, name: str, model: Any, data: Any) -> tuple[list[A
     arrays, meta = store / f"{name}.npz", store / f"{name}.json"
     sha = zoo.weights_of(root, name)
     if meta.exists() and json.loads(meta.read_text()).get("weights_sha256") != sha:
-        if ANY_BUILD:
+        if any_build:
             print(f"{name}: cached triggers were found on other weights; used (--any-build)")
         else:
             print(f"{name}: cached triggers were found on other weights; recovering again")
@@ -338,20 +341,22 @@ def reference_l1(root: Path, name: str, flagged: list[int], sha: str | None = No
         if sha is None or report.get("zoo", {}).get("weights_sha256") in (None, sha):
             labels = report["labels"]
     if labels is None:
-        evidence = json.loads((zoo.evidence_dir(root) / f"{name}.json").read_text())
-        if evidence["zoo"].get("weights_sha256") != sha:
+        evidence = zoo.evidence_dir(root) / f"{name}.json"
+        if zoo.measured_on(evidence) != sha:
             raise SystemExit(f"{name}: no reverse report of the weights its triggers came from")
-        labels = evidence["evidence"]["labels"]
+        labels = json.loads(evidence.read_text())["evidence"]["labels"]
     return median_unflagged({r["label"]: r["mask_l1"] for r in labels}, flagged)
 
 
-def run(root: Path, name: str, variant: str, *, diagnose: bool = True) -> dict[str, Any]:
+def run(
+    root: Path, name: str, variant: str, *, diagnose: bool = True, any_build: bool = False
+) -> dict[str, Any]:
     from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
     from kerasaudit.stages.reverse import ReverseConfig
 
     recipe = zoo.recipe_named(name)
     model, data = zoo.load_case(root, recipe)
-    found, info = found_triggers(root, name, model, data)
+    found, info = found_triggers(root, name, model, data, any_build=any_build)
     before = zoo.original_eval(root, recipe)
     row: dict[str, Any] = {
         "model": name,
@@ -648,13 +653,11 @@ def main() -> int:
     parser.add_argument(
         "--any-build",
         action="store_true",
-        help="use cached triggers recovered on another build of the model (see ANY_BUILD)",
+        help="use cached triggers recovered on another build of the model (found_triggers)",
     )
     parser.add_argument("--rows", help="JSON-lines file of rows (default: zoo.removal_rows)")
     args = parser.parse_args()
     zoo.this_checkout()
-    global ANY_BUILD
-    ANY_BUILD = args.any_build
     root = zoo.zoo_dir(args.dir)
     out = Path(args.rows) if args.rows else zoo.removal_rows(root)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -668,7 +671,7 @@ def main() -> int:
         parser.error("give --models (or --table)")
     for name in args.models:
         for variant in args.variants or ["base", "adv"]:
-            row = run(root, name, variant, diagnose=not args.no_reattack)
+            row = run(root, name, variant, diagnose=not args.no_reattack, any_build=args.any_build)
             zoo.append_row(out, row)
             if row.get("unchanged"):
                 print(f"{name:24} {variant:7} nothing flagged: unchanged", flush=True)
