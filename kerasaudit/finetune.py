@@ -87,6 +87,10 @@ class FineTuneSettings:
     # fine_tune. An experiment, not a CLI option: on the zoo's development half (removal.py
     # ``dswa``, two seeds, JOURNAL.md "Thirty-third session") 15 → 13 of 28 runs within the goal
     average: float = 0.0
+    # weight of the clean-feature anchor (0: none): on clean images, the squared distance of
+    # the penultimate features (the final Dense layer's input) from the teacher's, over the
+    # teacher's mean square: see fine_tune. An experiment, not a CLI option
+    anchor: float = 0.0
 
 
 TRIGGER_TEACHERS = ("off", "masked", "source", "paired", "away")
@@ -122,6 +126,7 @@ class FineTuneResult:
     # (trigger_teacher "paired"): they learn the teacher's outputs on it
     paired: int = 0
     averaged: int = 0  # epochs whose end-of-epoch weights were averaged (0: none)
+    anchor: float = 0.0  # weight of the clean-feature anchor (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +152,7 @@ class FineTuneResult:
             "trigger_teacher": self.trigger_teacher,
             "paired": self.paired,
             "averaged": self.averaged,
+            "anchor": self.anchor,
         }
 
 
@@ -175,6 +181,7 @@ def fine_tune(
     flip: bool = False,
     trigger_teacher: str = "off",
     average: float = 0.0,
+    anchor: float = 0.0,
 ) -> FineTuneResult:
     """Fine-tune ``model`` in place on the clean data (labels needed).
 
@@ -231,6 +238,12 @@ def fine_tune(
     statistics included; pruned channels stay zero — instead of the last step's (tail
     averaging: Polyak–Ruppert, SWA, Izmailov et al. 2018; on 1,000 images one fine-tune's end
     point moves with its seed by several points of ASR). ``on_epoch`` sees the running model.
+    ``anchor`` > 0 (with a teacher): each clean image's loss also has ``anchor`` × the mean
+    squared distance of its penultimate features (the final Dense layer's input) from the
+    teacher's on the same image, divided by the teacher's mean square on the fine-tuning
+    images — the clean images' representation held where the original model had it (on 1,000
+    images the accuracy a fine-tune loses is lost at the boundaries of confusable classes),
+    while stamped images are free to move. Needs a Dense head (two or more units).
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
@@ -254,6 +267,8 @@ def fine_tune(
         raise BadInputError(f"trigger teacher must be one of {', '.join(TRIGGER_TEACHERS)}")
     if not 0.0 <= average <= 1.0:
         raise BadInputError(f"the averaged share of epochs must be in [0, 1], got {average:g}")
+    if anchor < 0:
+        raise BadInputError(f"the feature anchor's weight must be ≥ 0, got {anchor:g}")
     bn_training = mode_bn != "frozen"
     split = mode_bn == "clean"
     x, y = dataset.take_array(min(dataset.info.count, MAX_FINE_TUNE_EXAMPLES))
@@ -275,6 +290,15 @@ def fine_tune(
     use_teacher = teacher is not None and distill > 0
     scores = _log_scores(model)
     teacher_scores = _log_scores(teacher) if use_teacher and teacher is not None else None
+    anchored = None
+    if anchor > 0 and teacher_scores is not None and teacher is not None:
+        anchored = _features_and_scores(model)
+        teacher_features = _features_and_scores(teacher)
+        if anchored is None or teacher_features is None:
+            raise BadInputError("the feature anchor needs a Dense head with two or more units")
+        teacher_h = teacher_features[0]
+        energy = float(np.mean(np.square(teacher_h.predict(x, batch_size=256, verbose=0))))
+        anchor_scale = anchor / max(energy, 1e-12)
 
     def per_example(xb: Any, yb: Any, kind: Any, training: bool, xs: Any, aim: Any) -> Any:
         # kind per example: 0 clean, 1 triggered with its true class, 2 triggered with an
@@ -286,7 +310,10 @@ def fine_tune(
         # outputs on the triggered image, its top class removed; 6 as 4 with the class
         # ``aim`` (the trigger's target, −1 none) removed from the teacher's outputs unless it
         # is the true class (trigger_teacher).
-        logp = scores(xb, training)  # (n, K) log-probabilities
+        if anchored is None:
+            logp = scores(xb, training)  # (n, K) log-probabilities
+        else:
+            h, logp = anchored[1](xb, training)
         ce = -tf.gather(logp, yb, batch_dims=1)
         classes = tf.shape(logp)[-1]
         others = logp - 1e9 * tf.one_hot(away_target, classes)
@@ -297,6 +324,9 @@ def fine_tune(
             logpt = teacher_scores(xs, False)
             kl = tf.reduce_sum(tf.exp(logpt) * (logpt - logp), axis=-1)
             clean_loss = (1.0 - distill) * ce + distill * kl
+            if anchored is not None:
+                ht = tf.cast(teacher_h(xs, training=False), tf.float32)
+                clean_loss += anchor_scale * tf.reduce_mean(tf.square(h - ht), axis=-1)
             if trigger_teacher == "masked":
                 logtt = teacher_scores(xb, False)
                 top = tf.argmax(logtt, axis=-1, output_type=yb.dtype)
@@ -509,6 +539,7 @@ def fine_tune(
         trigger_teacher=trigger_teacher if taught is not None else "off",
         paired=sum(int(np.count_nonzero(t >= 0)) for t in twins.values()),
         averaged=averaged,
+        anchor=anchor if anchored is not None else 0.0,
     )
 
 
@@ -620,6 +651,7 @@ def fine_tune_with(
         flip=settings.flip,
         trigger_teacher=settings.trigger_teacher,
         average=settings.average,
+        anchor=settings.anchor,
         on_epoch=on_epoch,
     )
 
@@ -710,6 +742,32 @@ def seed_random_layers(model: Any, seed: int) -> int:
         state.assign(tf.cast([value, 0], state.dtype))
         count += 1
     return count
+
+
+def _features_and_scores(model: Any) -> tuple[Any, Callable[[Any, bool], Any]] | None:
+    """(the model up to its final Dense layer's input, ``f(x, training)`` → (those
+    penultimate features, log-probabilities) in one pass), or None when the head is not a
+    Dense layer with two or more units (softmax or linear: its pre-activations are the
+    logits)."""
+    tf = _tf.tf()
+    keras = _tf.keras()
+    last = model.layers[-1]
+    kernel, bias = getattr(last, "kernel", None), getattr(last, "bias", None)
+    if type(last).__name__ != "Dense" or kernel is None or int(model.outputs[0].shape[-1]) < 2:
+        return None
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    try:
+        features = keras.Model(inputs, last.input)
+    except Exception:  # the last layer is shared or has several inputs
+        return None
+
+    def both(x: Any, training: bool) -> Any:
+        h = tf.cast(features(x, training=training), tf.float32)
+        z = tf.matmul(h, tf.cast(kernel, tf.float32))
+        z = z if bias is None else z + tf.cast(bias, tf.float32)
+        return h, tf.nn.log_softmax(z)
+
+    return features, both
 
 
 def _log_scores(model: Any) -> Any:

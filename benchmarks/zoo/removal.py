@@ -88,6 +88,9 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   dswa     dfe40 with every fine-tune (candidates' and the final one) ending on the mean of
            the weights at the end of each epoch of its second half (FineTuneSettings.average:
            tail averaging, SWA-like; thirty-third session);  dswas1  fine-tuning seed 1
+  danc     dfe40 with every fine-tune anchoring the clean images' penultimate features to
+           the original model's (FineTuneSettings.anchor = 10; thirty-fourth session);
+           dancs1  fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -185,6 +188,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (FineTuneSettings.average; thirty-third session)
     "dswa": {"average": 0.5},
     "dswas1": {"average": 0.5, "seed": 1},  # the same with fine-tuning seed 1
+    # dfe40 with the clean-feature anchor (FineTuneSettings.anchor)
+    "danc": {"anchor": 10.0},
+    "dancs1": {"anchor": 10.0, "seed": 1},
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -221,6 +227,8 @@ DEFAULT_BASED = (
         "dfe40s1",
         "dswa",
         "dswas1",
+        "danc",
+        "dancs1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -232,7 +240,7 @@ GENERALISE = {
     v: "diffuse"
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
-        *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1"),
+        *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1", "danc", "dancs1"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
@@ -245,6 +253,8 @@ FINAL_EPOCHS: dict[str, int] = {
     "dfe40s1": 40,
     "dswa": 40,
     "dswas1": 40,
+    "danc": 40,
+    "dancs1": 40,
 }
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
@@ -613,6 +623,7 @@ SEED_PAIRS = {
         "dbrk": "dbrks1",
         "dfe40": "dfe40s1",
         "dswa": "dswas1",
+        "danc": "dancs1",
     },
 }
 
