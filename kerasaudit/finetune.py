@@ -243,7 +243,10 @@ def fine_tune(
     teacher's on the same image, divided by the teacher's mean square on the fine-tuning
     images — the clean images' representation held where the original model had it (on 1,000
     images the accuracy a fine-tune loses is lost at the boundaries of confusable classes),
-    while stamped images are free to move. Needs a Dense head (two or more units).
+    while stamped images are free to move. Needs a Dense head (two or more units). The
+    student's features are taken in the fine-tune's BatchNorm mode, the teacher's in inference
+    mode (as for distillation): on a net whose moving statistics are far from its batch
+    statistics the anchor pulls the wrong function.
     ``on_epoch(n)`` is called after each epoch n (1, 2, …), e.g. to measure the model.
     """
     if epochs < 1:
