@@ -459,6 +459,13 @@ def test_verify_runs_the_kept_recipe_again_on_a_second_quarter(tiny: dict[str, P
     assert checked.after_fine_tune == plain.after_fine_tune
     for a, b in zip(plain_model.weights, checked_model.weights, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+    # verify_later (defend's rounds): nothing verified until asked, then the same numbers
+    _, later = prune(model, dataset, **options, verify=True, verify_later=True)
+    assert later.verification is None and later.pending is not None
+    done = later.verified()
+    assert done.pending is None and done.verification is not None
+    assert replace(done.verification, seconds=0.0) == replace(v, seconds=0.0)
+    assert done.verified() is done and plain.verified() is plain
     # the CLI: --verify's numbers in the JSON and a line in the table
     argv = ["prune", str(tiny["keras"]), "-d", str(tiny["data"]), *AUTO_TUNED, "--target", "0",
             "--unlearn", "--verify"]  # fmt: skip

@@ -407,11 +407,14 @@ def remove(
     dataset: Dataset,
     triggers: Sequence[tuple[int | None, AnyTrigger]],
     settings: DefenceSettings,
+    *,
+    verify_later: bool = False,
 ) -> tuple[Any, PruneResult]:
     """Remove the backdoor(s) ``triggers`` stand for ((target, trigger) pairs, most suspicious
     first): the first trigger ranks the channels (triggered − clean ℓ∞) and measures the layer
     candidates on a held-out part of ``dataset``; every trigger is unlearnt while fine-tuning.
-    Returns the defended clone; ``model`` is never changed."""
+    Returns the defended clone; ``model`` is never changed. ``verify_later``: the
+    verification (``settings.verify``) is left pending (:meth:`PruneResult.verified`)."""
     if not triggers:
         raise BadInputError("nothing to remove: no trigger")
     target, first = triggers[0]
@@ -439,6 +442,7 @@ def remove(
         spread=settings.spread,
         final_epochs=settings.final_epochs,
         verify=settings.verify,
+        verify_later=verify_later,
     )
 
 
@@ -549,7 +553,8 @@ def remove_in_rounds(
     def pairs(triggers: Sequence[FoundTrigger]) -> list[tuple[int | None, AnyTrigger]]:
         return [(f.label, recovered_trigger(f, shape, value_range)) for f in triggers]
 
-    current, pruned = remove(model, dataset, pairs(found), settings)
+    # each round's removal is verified only once no later round replaces it
+    current, pruned = remove(model, dataset, pairs(found), settings, verify_later=True)
     every = list(found)
     looks: list[SecondLook] = []
     for n in range(2, settings.rounds_run + 1):
@@ -567,8 +572,8 @@ def remove_in_rounds(
         every = more + every if latest_first else every + more
         if on_step is not None:
             on_step(f"round {n}: prune + unlearn {len(every)} triggers")
-        current, pruned = remove(model, dataset, pairs(every), settings)
-    return current, pruned, every, looks
+        current, pruned = remove(model, dataset, pairs(every), settings, verify_later=True)
+    return current, pruned.verified(), every, looks
 
 
 def remove_recovered(

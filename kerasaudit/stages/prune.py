@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -248,6 +248,14 @@ class PruneResult:
     # union, ``rank_with`` / ``rank_known``)
     ranked_by: int = 1
     verification: Verification | None = None  # ``verify``: the recipe on a second quarter
+    # ``verify_later``: the verification not run yet (:meth:`verified` runs it)
+    pending: Callable[[], Verification] | None = field(default=None, compare=False, repr=False)
+
+    def verified(self) -> PruneResult:
+        """This result with its deferred verification run (itself when none is pending)."""
+        if self.pending is None:
+            return self
+        return replace(self, verification=self.pending(), pending=None)
 
     @property
     def final(self) -> EvaluationResult | None:
@@ -343,6 +351,7 @@ def prune(
     extend_to: int | None = None,
     auto_fractions: Sequence[float] = (),
     verify: bool = False,
+    verify_later: bool = False,
 ) -> tuple[Any, PruneResult]:
     """Return the pruned clone of ``model`` and what was done; ``model`` is never changed.
 
@@ -391,7 +400,10 @@ def prune(
     quarter stamped cost less accuracy than half, on LeNets it left a higher ASR (JOURNAL,
     twenty-ninth session): the held-out part of the defender's data chooses. ``verify`` (with
     a held-out part): the kept recipe is run once more with a second quarter held out and
-    measured there (:class:`Verification`; the model returned is not changed by it).
+    measured there (:class:`Verification`; the model returned is not changed by it);
+    ``verify_later``: not yet — the result carries it as ``pending`` and
+    :meth:`PruneResult.verified` runs it (``defend``'s rounds: only the removal kept is
+    verified).
     """
     tuning = fine_tuning or FineTuneSettings()
     auto = ratio == "auto"
@@ -645,6 +657,7 @@ def prune(
         else [None] * len(also_targets)
     )
     verification = None
+    pending: Callable[[], Verification] | None = None
     if verify and holding_out and tuned is not None and dataset is not None:
 
         def verified() -> Verification:
@@ -671,7 +684,10 @@ def prune(
                 gained=int(np.sum(~was_right & now_right)),
             )
 
-        verification = verified()
+        if verify_later:
+            pending = verified
+        else:
+            verification = verified()
     evaluated_on = (
         "none (no labelled data)"
         if not can_evaluate
@@ -690,6 +706,7 @@ def prune(
         evaluated_on=evaluated_on,
         ranked_by=(1 + len(more) if union else 1) if criterion.needs_trigger else 0,
         verification=verification,
+        pending=pending,
         also=tuple(
             AlsoMeasured(t.describe(), k, share, b, p, f)
             for t, (k, share), b, p, f in zip(
