@@ -90,7 +90,7 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            tail averaging, SWA-like; thirty-third session);  dswas1  fine-tuning seed 1
   danc     dfe40 with every fine-tune anchoring the clean images' penultimate features to
            the original model's (FineTuneSettings.anchor = 10; thirty-fourth session);
-           dancs1  fine-tuning seed 1
+           dancs1  fine-tuning seed 1;  danc80  danc with the final fine-tune at 80 epochs
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -191,6 +191,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # dfe40 with the clean-feature anchor (FineTuneSettings.anchor)
     "danc": {"anchor": 10.0},
     "dancs1": {"anchor": 10.0, "seed": 1},
+    "danc80": {"anchor": 10.0},
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -229,6 +230,7 @@ DEFAULT_BASED = (
         "dswas1",
         "danc",
         "dancs1",
+        "danc80",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -240,7 +242,7 @@ GENERALISE = {
     v: "diffuse"
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
-        *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1", "danc", "dancs1"),
+        *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1", "danc", "dancs1", "danc80"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
@@ -255,6 +257,7 @@ FINAL_EPOCHS: dict[str, int] = {
     "dswas1": 40,
     "danc": 40,
     "dancs1": 40,
+    "danc80": 80,
 }
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
