@@ -23,7 +23,7 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("ruff", "check", "kerasaudit", "tests", "benchmarks", "scripts", "noxfile.py")
     session.run("ruff", "format", "--check", "kerasaudit", "tests", "benchmarks", "scripts")
-    session.run("mypy", "kerasaudit")
+    session.run("mypy", "kerasaudit", "benchmarks")
 
 
 @nox.session(python="3.11")

@@ -307,7 +307,7 @@ def fit_shifted(
     )
 
     onehot = np.eye(10, dtype=np.float32)[yp]
-    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)), mode=pad_mode)
+    padded = np.pad(xp, ((0, 0), (2, 2), (2, 2), (0, 0)), mode=pad_mode)  # type: ignore[call-overload]
     h, w = xp.shape[1:3]
     for _ in range(epochs):  # each image moved by up to 2 pixels each way
         moves = rng.integers(0, 5, size=(len(xp), 2))

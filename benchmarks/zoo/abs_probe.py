@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,9 @@ def probe(model_path: Path, x: np.ndarray) -> dict:
         peak = np.maximum(peak, 1e-6)
 
         class Stim(_Replay):
+            mask: Any = None  # (images·channels, 1, 1, channels): which channel is set
+            value: Any = None  # and to what
+
             def _call(self, layer_, p, args, kwargs, recorded, path=path):  # type: ignore[override]
                 output = super()._call(layer_, p, args, kwargs, recorded)
                 if p == path:

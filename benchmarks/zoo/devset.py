@@ -141,9 +141,9 @@ def table(names: list[str]) -> int:
             c[1] += met
             c[2] += len(at_floor)
             c[3] += sum(ok and round(lost, 6) <= zoo.GOAL_DROP for ok in at_floor)
-    for suffix, (models, met, triggers, at_floor) in counts.items():
-        print(f"{suffix:24} within the goal {met} of {models}; triggers at most max(2 %, floor) "
-              f"within the budget {at_floor} of {triggers}")  # fmt: skip
+    for suffix, (models, n_met, triggers, n_floor) in counts.items():
+        print(f"{suffix:24} within the goal {n_met} of {models}; triggers at most max(2 %, floor) "
+              f"within the budget {n_floor} of {triggers}")  # fmt: skip
     return 0
 
 

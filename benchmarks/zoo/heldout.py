@@ -376,7 +376,7 @@ def table(prefix: str) -> int:
     goal (every trigger's ASR ≤ 2 % at ≤ 1.5 points), then the counts."""
     import zoo
 
-    counts = {"defend": [0, 0], "known": [0, 0]}
+    counts: dict[str, list[int]] = {"defend": [0, 0], "known": [0, 0]}
     for recipe in HELD_OUT:
         if not recipe.name.startswith(prefix) or not recipe.attack.triggers:
             continue
@@ -403,8 +403,8 @@ def table(prefix: str) -> int:
             cells.append(f"{stage}{flagged}: {-lost:+.2f} points, ASR {asr} % "
                          f"{'✓' if met else '✗'}")  # fmt: skip
         print(f"{recipe.name:28} targets {list(recipe.attack.targets)} | " + " | ".join(cells))
-    for stage, (models, met) in counts.items():
-        print(f"{stage}: within the goal on {met} of {models}")
+    for stage, (models, n_met) in counts.items():
+        print(f"{stage}: within the goal on {n_met} of {models}")
     return 0
 
 

@@ -125,7 +125,7 @@ _B += [
         "sig_resnet", "resnet", Attack("sig", (Trigger("sig", 0, delta=0.15, freq=8),)), 123, "h5"
     ),
 ]
-_WANET = dict(k=4, strength=1.0)
+_WANET: dict[str, Any] = dict(k=4, strength=1.0)
 _B += [
     Recipe(
         "wanet_vgg",

@@ -405,7 +405,7 @@ def run(
 
     finetune_module.PGD_TEACHER = variant not in PGD_CE
     finetune_module.PGD_HITS_ONLY = variant in PGD_HITS
-    finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc]
+    finetune_module.AdversarySettings = functools.partial(  # type: ignore[misc,assignment]
         AdversarySettings, **ADVERSARY.get(variant, {})
     )
     finetune_module.GENERATOR_FIT = replace(LIBRARY_FIT, **GENERATOR.get(variant, {}))
@@ -421,7 +421,7 @@ def run(
         row["success_on_data"] = [round(success[i], 4) for i in order]
     if variant == "orul":  # a diagnosis: the real trigger is unlearnt too
         fixed, result = oracle_unlearning(root, name, model, data, found, settings, value_range)
-        every, looks = list(found), []
+        every, looks = list(found), list[Any]()
     else:
         fixed, result, every, looks = remove_in_rounds(
             model,
@@ -434,7 +434,7 @@ def run(
                 if settings.rounds_run > 1
                 else 0.0
             ),
-            value_range=value_range,  # type: ignore[arg-type]
+            value_range=value_range,
             config=ReverseConfig(),
             latest_first=variant == "rrl",
         )
@@ -553,14 +553,14 @@ def table(rows: list[dict[str, Any]], only: list[str] | None = None) -> str:
         asr0 = " / ".join(f"{100 * a:.1f} %" for a in first["asr_before"])
         cells = []
         for v in variants:
-            row = latest.get((name, v))
-            if row is None or row.get("unchanged"):
-                cells.append("–" if row is None else "✗ unchanged")
+            cell = latest.get((name, v))
+            if cell is None or cell.get("unchanged"):
+                cells.append("–" if cell is None else "✗ unchanged")
                 continue
-            drop = 100 * (row["accuracy_before"] - row["accuracy_after"])
-            ok = _meets(row)
-            asr = " / ".join(f"{100 * a:.2f} %" for a in row["asr_after"])
-            older = "" if zoo.same_build(row, newest[name]) else " °"
+            drop = 100 * (cell["accuracy_before"] - cell["accuracy_after"])
+            ok = _meets(cell)
+            asr = " / ".join(f"{100 * a:.2f} %" for a in cell["asr_after"])
+            older = "" if zoo.same_build(cell, newest[name]) else " °"
             cells.append(f"{'✓' if ok else '✗'} {asr} / {0.0 - drop:+.2f}{older}")
         flagged = ", ".join(map(str, first["flagged"])) or (
             "all-to-all" if first.get("all_to_all") else "nothing"

@@ -59,7 +59,7 @@ def forget(
         with tf.GradientTape() as tape:
             out = model(xb, training=True)
             loss = ce(yb, out)
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return out
 
     accs = []

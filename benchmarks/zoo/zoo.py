@@ -107,7 +107,7 @@ def append_row(path: Path, row: dict[str, Any], *, echo: bool = False) -> None:
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 
@@ -1212,11 +1212,11 @@ def cmd_ratio(args: argparse.Namespace) -> int:
     if found is None:
         raise SystemExit(f"{path}: no 'K = ' in its description; pass --parameter")
     k = args.parameter if args.parameter is not None else float(found.group(1))
-    (row,) = [r for r in rows if r["parameter"] == k] or [None]
-    if row is None:
+    chosen = next((r for r in rows if r["parameter"] == k), None)
+    if chosen is None:
         raise SystemExit(f"K = {k:g} is not in the grid {calibrate.GRID[args.method]}")
-    rule = replace(task.baseline.rule, untargeted_ratio=round(row["threshold"], 3))
-    note = (f"; untargeted ratio refitted at K = {k:g} on {row['clean_models']} clean models "
+    rule = replace(task.baseline.rule, untargeted_ratio=round(chosen["threshold"], 3))
+    note = (f"; untargeted ratio refitted at K = {k:g} on {chosen['clean_models']} clean models "
             f"measured with the spread term (zoo.py ratio)")  # fmt: skip
     description = re.sub(r"; untargeted ratio refitted.*?\(zoo.py ratio\)", "", task.description)
     task = replace(task, baseline=replace(task.baseline, rule=rule), description=description + note)
