@@ -89,7 +89,9 @@ class FineTuneSettings:
     average: float = 0.0
     # weight of the clean-feature anchor (0: none): on clean images, the squared distance of
     # the penultimate features (the final Dense layer's input) from the teacher's, over the
-    # teacher's mean square: see fine_tune. An experiment, not a CLI option
+    # teacher's mean square: see fine_tune. An experiment, not a CLI option: on the zoo's
+    # development half (removal.py ``danc``, two seeds, JOURNAL.md "Thirty-fourth session") it
+    # halved the accuracy defend lost and raised the residual ASR, 15 → 9 of 28 runs in the goal
     anchor: float = 0.0
 
 
