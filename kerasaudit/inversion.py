@@ -239,7 +239,12 @@ class WarpForm:
         flow = self._flow(tf, params)  # (n, H, W, 2)
         n, batch = tf.shape(xb)[0], tf.shape(xb)[1]
         flat = tf.reshape(xb, tf.concat([[n * batch], tf.shape(xb)[2:]], 0))
-        warped = warp_tf(flat, tf.repeat(flow, batch, axis=0))
+        # each row's field once per image: broadcast, not tf.repeat, whose gradient transposes
+        # an int32 tensor, which oneDNN builds of TensorFlow log as an error ("E0000 …
+        # oneDNN supports DT_INT32 only on platforms with AVX-512") on some CPUs
+        rest = tf.shape(flow)[1:]
+        fields = tf.broadcast_to(flow[:, None], tf.concat([[n, batch], rest], 0))
+        warped = warp_tf(flat, tf.reshape(fields, tf.concat([[n * batch], rest], 0)))
         rms = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(flow), axis=-1), axis=[1, 2]) + 1e-12)
         return tf.reshape(warped, tf.shape(xb)), rms
 

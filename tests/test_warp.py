@@ -271,3 +271,32 @@ def test_cli_reverse_finds_the_warp_and_writes_a_field_that_attacks(
     labels = json.loads(clean.stdout)["labels"]
     assert not any("warp" in r["signals"] for r in labels)
     assert not labels[0]["warp"]["reached_threshold"] or labels[0]["warp"]["rms"] > 0.8
+
+
+def test_the_warp_search_transposes_no_int32_tensor(keras_module: Any) -> None:
+    """The warp engine's training graph (gradients included) has no int32 Transpose: oneDNN
+    builds of TensorFlow log one as an error line ("E0000 … oneDNN supports DT_INT32 only on
+    platforms with AVX-512") in the middle of `audit`'s output on some CPUs (tf.repeat's
+    gradient made one; the fields are broadcast instead)."""
+    import tensorflow as tf
+    from conftest import build_bn_cnn
+
+    model = build_bn_cnn(keras_module)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (16, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    inversion = BatchedInversion(model, [0, 1], x, y, WarpForm(8, 8, 4), InversionConfig(), 3)
+    graph = inversion._round.get_concrete_function().graph
+
+    def int32_transposes(g: Any) -> list[str]:
+        found = [
+            op.name
+            for op in g.get_operations()
+            if op.type == "Transpose" and op.get_attr("T") == tf.int32
+        ]
+        for function in g._functions.values():  # the while loop's body and its gradient
+            found += int32_transposes(function.graph)
+        return found
+
+    assert graph.get_operations()  # the graph was traced at all
+    assert int32_transposes(graph) == []
