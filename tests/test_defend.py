@@ -341,6 +341,8 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     summary = " ".join(text.stderr.split())
     assert "fine-tuned on it: optimistic" in summary
     assert f"{shown[1]} points on {verified['images']} images no choice saw" in summary
+    # the verification runs once, after the last round, as a step of its own
+    assert summary.count("step: verify: the kept recipe again") == 1
     never_file = tmp_path / "never.json"
     never = runner.invoke(
         app, [*base, "--generalise", "never", "--no-verify", "--report", str(never_file)],
@@ -350,6 +352,7 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
     # --no-verify: no second run; the quarter's own estimate, called optimistic
     unverified = json.loads(never_file.read_text())
     assert unverified["verification"] is None and unverified["settings"]["verify"] is False
+    assert "step: verify" not in never.stderr
     held_images = unverified["held_images"]
     held = rf"by ([-+]\d+\.\d\d) points on the {held_images} images held out"
     flat = " ".join(never.stdout.split())

@@ -573,6 +573,8 @@ def remove_in_rounds(
         if on_step is not None:
             on_step(f"round {n}: prune + unlearn {len(every)} triggers")
         current, pruned = remove(model, dataset, pairs(every), settings, verify_later=True)
+    if pruned.pending is not None and on_step is not None:
+        on_step("verify: the kept recipe again, a second quarter of --data held out")
     return current, pruned.verified(), every, looks
 
 
