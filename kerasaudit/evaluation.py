@@ -494,7 +494,6 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
     into a layer other than Dense). Softmax probabilities saturate in float32 (a probability of
     1e-40 is 0), so anything that must push a confident model needs logits.
     """
-    keras = _tf.keras()
     tf = _tf.tf()
     last = model.layers[-1]
     outputs = int(model.outputs[0].shape[-1])
@@ -502,20 +501,38 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
         return None
     if not outputs_probabilities(model):
         return lambda x, training=False: tf.cast(model(x, training=training), tf.float32)
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    try:
-        features = keras.Model(inputs, last.input)
-    except Exception:  # the last layer is shared or has several inputs
+    features = penultimate(model)
+    if features is None:
         return None
     if type(last).__name__ in ("Softmax", "Activation"):
         return lambda x, training=False: tf.cast(features(x, training=training), tf.float32)
-    kernel, bias = getattr(last, "kernel", None), getattr(last, "bias", None)
-    if type(last).__name__ != "Dense" or kernel is None:
+    pre_activation = dense_pre_activation(last)
+    if pre_activation is None:
+        return None
+    return lambda x, training=False: pre_activation(features(x, training=training))
+
+
+def penultimate(model: Any) -> Any | None:
+    """The model up to its last layer's input (a Keras model sharing its layers), or None
+    when that input cannot be reached (the last layer is shared or has several inputs)."""
+    keras = _tf.keras()
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    try:
+        return keras.Model(inputs, model.layers[-1].input)
+    except Exception:
         return None
 
-    def dense_logits(x: Any, training: bool = False) -> Any:
-        h = tf.cast(features(x, training=training), tf.float32)
-        z = tf.matmul(h, tf.cast(kernel, tf.float32))
+
+def dense_pre_activation(layer: Any) -> Callable[[Any], Any] | None:
+    """h → the Dense ``layer``'s pre-activations in float32 (its logits when it ends in a
+    softmax), differentiable with respect to its variables; None when it is not Dense."""
+    tf = _tf.tf()
+    kernel, bias = getattr(layer, "kernel", None), getattr(layer, "bias", None)
+    if type(layer).__name__ != "Dense" or kernel is None:
+        return None
+
+    def apply(h: Any) -> Any:
+        z = tf.matmul(tf.cast(h, tf.float32), tf.cast(kernel, tf.float32))
         return z if bias is None else z + tf.cast(bias, tf.float32)
 
-    return dense_logits
+    return apply

@@ -26,7 +26,12 @@ from kerasaudit import _tf
 from kerasaudit.adversary import AdversarySettings, GeneratorAdversary, UniversalAdversary
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.evaluation import logits_function, outputs_probabilities
+from kerasaudit.evaluation import (
+    dense_pre_activation,
+    logits_function,
+    outputs_probabilities,
+    penultimate,
+)
 from kerasaudit.inventory import walk_layers
 from kerasaudit.pruning import PruneMask
 from kerasaudit.triggers import Trigger, TriggerData, twin_sources
@@ -295,13 +300,13 @@ def fine_tune(
     use_teacher = teacher is not None and distill > 0
     scores = _log_scores(model)
     teacher_scores = _log_scores(teacher) if use_teacher and teacher is not None else None
-    anchored = None
+    anchored: Callable[[Any, bool], Any] | None = None
+    teacher_h: Any = None  # the teacher up to its penultimate features (with anchored)
     if anchor > 0 and teacher_scores is not None and teacher is not None:
         anchored = _features_and_scores(model)
-        teacher_features = _features_and_scores(teacher)
-        if anchored is None or teacher_features is None:
+        teacher_h = penultimate(teacher)
+        if anchored is None or teacher_h is None:
             raise BadInputError("the feature anchor needs a Dense head with two or more units")
-        teacher_h = teacher_features[0]
         energy = float(np.mean(np.square(teacher_h.predict(x, batch_size=256, verbose=0))))
         anchor_scale = anchor / max(energy, 1e-12)
 
@@ -318,7 +323,7 @@ def fine_tune(
         if anchored is None:
             logp = scores(xb, training)  # (n, K) log-probabilities
         else:
-            h, logp = anchored[1](xb, training)
+            h, logp = anchored(xb, training)
         ce = -tf.gather(logp, yb, batch_dims=1)
         classes = tf.shape(logp)[-1]
         others = logp - 1e9 * tf.one_hot(away_target, classes)
@@ -749,30 +754,22 @@ def seed_random_layers(model: Any, seed: int) -> int:
     return count
 
 
-def _features_and_scores(model: Any) -> tuple[Any, Callable[[Any, bool], Any]] | None:
-    """(the model up to its final Dense layer's input, ``f(x, training)`` → (those
-    penultimate features, log-probabilities) in one pass), or None when the head is not a
-    Dense layer with two or more units (softmax or linear: its pre-activations are the
-    logits)."""
+def _features_and_scores(model: Any) -> Callable[[Any, bool], Any] | None:
+    """``f(x, training)`` → (the penultimate features: the final Dense layer's input,
+    log-probabilities) in one pass, or None when the head is not a Dense layer with two or
+    more units (softmax or linear: its pre-activations are the logits)."""
     tf = _tf.tf()
-    keras = _tf.keras()
-    last = model.layers[-1]
-    kernel, bias = getattr(last, "kernel", None), getattr(last, "bias", None)
-    if type(last).__name__ != "Dense" or kernel is None or int(model.outputs[0].shape[-1]) < 2:
+    if int(model.outputs[0].shape[-1]) < 2:
         return None
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    try:
-        features = keras.Model(inputs, last.input)
-    except Exception:  # the last layer is shared or has several inputs
+    features, pre_activation = penultimate(model), dense_pre_activation(model.layers[-1])
+    if features is None or pre_activation is None:
         return None
 
     def both(x: Any, training: bool) -> Any:
         h = tf.cast(features(x, training=training), tf.float32)
-        z = tf.matmul(h, tf.cast(kernel, tf.float32))
-        z = z if bias is None else z + tf.cast(bias, tf.float32)
-        return h, tf.nn.log_softmax(z)
+        return h, tf.nn.log_softmax(pre_activation(h))
 
-    return features, both
+    return both
 
 
 def _log_scores(model: Any) -> Any:

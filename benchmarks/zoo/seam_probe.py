@@ -125,7 +125,7 @@ def run(root: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "forget": forgot,
         "after_forget": {"accuracy": after_forget["accuracy"], "asr": after_forget["asr"]},
-        "recover_final_loss": getattr(tuned, "final_loss", None),
+        "recover_final_loss": tuned.final_loss,
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
         "drop_points": round((after["accuracy"] - before["accuracy"]) * 100, 2),
