@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from kerasaudit import _tf
 from kerasaudit.errors import BadInputError
 from kerasaudit.inventory import AuditableLayer, find_layer
 
@@ -36,9 +35,11 @@ class LayerPrune:
 
 
 def clone_model(model: Any) -> Any:
-    """An independent copy (config + weights), so the caller's model is never changed."""
-    keras = _tf.keras()
-    copy = keras.Model.from_config(model.get_config())
+    """An independent copy (config + weights), so the caller's model is never changed.
+
+    Rebuilt by the model's own class: a top-level ``Sequential`` serialises its layers as a
+    list, which ``keras.Model.from_config`` (functional configs only) refuses."""
+    copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 

@@ -682,3 +682,55 @@ def test_a_layer_candidate_is_judged_by_its_worst_known_trigger(tiny: dict[str, 
     )  # fmt: skip
     assert [i.path for i in first_only] == [layers[0].path]
     assert LayerCandidate("x", 1, 0.9, None, None).worst_asr is None
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_top_level_sequential_model_is_pruned_fine_tuned_and_written(
+    tiny: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    """The most common Keras model form: ``keras.Sequential`` at the top. Its config lists its
+    layers, which ``keras.Model.from_config`` refused (every prune/defend clone failed with an
+    internal error before 2026-12-06)."""
+    from kerasaudit import _tf
+    from kerasaudit.loading import load_model
+    from kerasaudit.pruning import clone_model
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(3)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Rescaling(1.0, name="scale"),
+            layers.Conv2D(6, 3, padding="same", name="s_conv1"),
+            layers.BatchNormalization(name="s_bn1"),
+            layers.ReLU(name="s_relu1"),
+            layers.Conv2D(4, 3, activation="relu", name="s_conv2"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(3, activation="softmax"),
+        ],
+        name="seq",
+    )
+    x = np.random.default_rng(4).random((6, 8, 8, 1), dtype=np.float32)
+    copy = clone_model(model)
+    assert type(copy) is type(model) and copy is not model
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    copy.get_layer("s_conv1").kernel.assign(np.zeros((3, 3, 1, 6), np.float32))
+    assert np.abs(model.get_layer("s_conv1").kernel.numpy()).sum() > 0  # independent weights
+
+    src = tmp_path / f"seq{suffix}"
+    model.save(src)
+    before = src.read_bytes()
+    out = tmp_path / f"pruned{suffix}"
+    argv = ["prune", str(src), "-d", str(tiny["data"]), "--ratio", "0.5", "--layer", "s_conv1"]
+    argv += ["-t", TRIGGER, "--target", "0", "--fine-tune-epochs", "1", "--unlearn"]
+    result = runner.invoke(app, [*argv, "-o", str(out), "-f", "json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    assert "internal error" not in result.stderr
+    channels = report["pruned"][0]["channels"]
+    assert len(channels) == 3 and report["pruned"][0]["batch_norm"] == "s_bn1"
+    reloaded = load_model(out).model
+    assert isinstance(reloaded, keras.Sequential)
+    assert np.all(_activation(reloaded, "s_relu1", x * 10)[..., channels] == 0.0)
+    assert src.read_bytes() == before
