@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -245,8 +246,6 @@ def save_baseline(built: BaselineBuild, path: PathLike, *, force: bool = False) 
     """Write a :func:`build_baseline` result to ``path`` (atomically; never over a file without
     ``force``), its reference models checked (safe load, the task's classes and image shape)
     and copied beside it, as ``kerasaudit baseline -o PATH`` does."""
-    from dataclasses import replace
-
     from kerasaudit._io import check_output_path
     from kerasaudit.baselines import save
     from kerasaudit.stages.baseline import check_references, copy_references
@@ -278,6 +277,7 @@ def audit(
     from kerasaudit.stages.reverse import ReverseConfig
 
     loaded = _loaded(model)
+    loaded = replace(loaded, model=_keras(loaded))
     dataset = load_data(data, loaded)
     known = None if trigger is None else make_trigger(trigger, dataset)
     settings = AuditSettings(reverse=config or ReverseConfig(), max_asr=max_asr)
@@ -318,7 +318,7 @@ def prune(
         from kerasaudit.errors import BadInputError
 
         raise BadInputError("also_unlearn needs trigger, unlearn=True and fine_tune_epochs")
-    return _prune(
+    pruned, result = _prune(
         keras_model,
         dataset,
         criterion=Criterion(criterion),
@@ -331,6 +331,7 @@ def prune(
         known_also=extra,
         rank_known=rank_also,
     )
+    return _as_loaded(pruned), result
 
 
 def sweep(
@@ -386,7 +387,7 @@ def defend(
     known = None
     if eval_trigger is not None:
         known = make_trigger(eval_trigger, held_out or dataset)
-    return _defend(
+    defended, result = _defend(
         keras_model,
         dataset,
         eval_dataset=held_out,
@@ -396,6 +397,7 @@ def defend(
         known_trigger=known,
         known_target=eval_target,
     )
+    return (None if defended is None else _as_loaded(defended)), result
 
 
 def gradcam(
@@ -442,11 +444,21 @@ def _loaded(model: ModelLike) -> LoadedModel:
     )
 
 
+def _as_loaded(model: Any) -> Any:
+    """A model a stage returns, with the input its file had (see :func:`_keras`)."""
+    from kerasaudit.channel_axis import without_channel_axis
+
+    return without_channel_axis(model)
+
+
 def _keras(model: ModelLike) -> Any:
+    """The Keras model to run stages on; one without a channel axis is wrapped to take
+    ``(H, W, 1)`` images (:mod:`kerasaudit.channel_axis`)."""
+    from kerasaudit.channel_axis import with_channel_axis
     from kerasaudit.loading import LoadedModel
 
     if isinstance(model, LoadedModel):
-        return model.model
+        return with_channel_axis(model.model)
     if isinstance(model, str | os.PathLike):
-        return load_model(model).model
-    return model
+        return with_channel_axis(load_model(model).model)
+    return with_channel_axis(model)

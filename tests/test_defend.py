@@ -589,3 +589,68 @@ def test_the_final_fine_tune_runs_its_own_epochs(tiny: dict[str, Path]) -> None:
     assert ran[(0.125, 3)][1] == 3 * ran[(0.125, None)][1]  # every epoch is a pass over --data
     with pytest.raises(BadInputError, match="at least 1 epoch"):
         DefenceSettings(fine_tuning=tuning, final_epochs=0).check()
+
+
+def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
+    tmp_path: Path, keras_module: Any
+) -> None:
+    """``Input((H, W))`` then a Reshape: the stages see it through a wrapper that takes
+    (H, W, 1) images (``kerasaudit.channel_axis``); the written model has the file's own
+    (H, W) input. Before 2026-12-06, audit/reverse/defend stopped at "reverse needs image
+    inputs (H, W, C)"."""
+    from test_reverse import stripe_model
+
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    source = stripe_model(keras, backdoor=True)
+    inputs = keras.Input((8, 8), name="image")
+    x = keras.layers.Reshape((8, 8, 1), name="add_axis")(inputs)
+    for name in ("conv1", "gmp", "probs"):
+        x = source.get_layer(name)(x)
+    flat = keras.Model(inputs, x, name="flat")
+    model_file = tmp_path / "flat.keras"
+    flat.save(model_file)
+    for part in ("data", "test"):  # (N, 8, 8): no channel axis either
+        arrays = np.load(files[part])
+        np.savez(tmp_path / f"{part}_flat.npz", x=arrays["x"][..., 0], y=arrays["y"])
+    out = tmp_path / "defended.keras"
+    args = [
+        *["defend", str(model_file), "--data", str(tmp_path / "data_flat.npz")],
+        *["--eval-data", str(tmp_path / "test_flat.npz"), "-o", str(out)],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST, "--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["flagged"] == [0] and report["changed"]
+    pruned = report["prune"][0]["pruned"][0]
+    assert pruned["layer"] == "flat/conv1" and pruned["channels"] == [K + 2]
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+
+    from kerasaudit.loading import load_model
+
+    written = load_model(out).model
+    assert tuple(written.inputs[0].shape) == (None, 8, 8)
+    assert [layer.name for layer in written.layers][1:] == ["add_axis", "conv1", "gmp", "probs"]
+    inspected = runner.invoke(app, ["inspect", str(out), "--format", "json"])
+    assert inspected.exit_code == 0, inspected.output
+    shapes = json.loads(inspected.stdout)["inputs"][0]["shape"]
+    assert shapes == [None, 8, 8]
+    evaluated = runner.invoke(
+        app,
+        [
+            *["evaluate", str(out), "--data", str(tmp_path / "test_flat.npz"), "-t", TRIGGER],
+            *["--target", "0", "--format", "json", "-q"],
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
+
+    import kerasaudit as ka  # the library: the same wrapper in, the file's own input out
+
+    pruned_model, pruned_result = ka.prune(
+        model_file, tmp_path / "data_flat.npz", ratio=0.125, criterion="mean"
+    )
+    assert tuple(pruned_model.inputs[0].shape) == (None, 8, 8)
+    assert pruned_result.pruned[0].layer == "flat/conv1"

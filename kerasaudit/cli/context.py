@@ -29,13 +29,26 @@ def require_paths(*named: tuple[str, Path | None]) -> None:
             raise BadInputError(f"{option} {path} does not exist")
 
 
-def load(consoles: Consoles, model: Path, unsafe: bool, custom_objects: Path | None) -> LoadedModel:
-    """``load_model`` under the "loading model" spinner."""
+def load(
+    consoles: Consoles,
+    model: Path,
+    unsafe: bool,
+    custom_objects: Path | None,
+    *,
+    as_images: bool = True,
+) -> LoadedModel:
+    """``load_model`` under the "loading model" spinner. ``as_images``: a model whose input has
+    no channel axis is wrapped to take ``(H, W, 1)`` images (:mod:`kerasaudit.channel_axis`;
+    ``inspect`` shows the file's own model)."""
     require_paths(("model", model), ("--custom-objects", custom_objects))
+    from dataclasses import replace
+
+    from kerasaudit.channel_axis import with_channel_axis
     from kerasaudit.loading import load_model
 
     with consoles.err.status("loading model"):
-        return load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+        loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
+    return replace(loaded, model=with_channel_axis(loaded.model)) if as_images else loaded
 
 
 def warn_if_unsafe(consoles: Consoles, loaded: LoadedModel) -> None:

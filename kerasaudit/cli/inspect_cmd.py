@@ -42,7 +42,7 @@ def inspect(
 
     consoles = Consoles(quiet)
     prepare_output(output, force)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, as_images=False)
     warn_if_unsafe(consoles, loaded)
     inventory = build_inventory(loaded, include_dense=include_dense)
     emit(
