@@ -47,6 +47,10 @@ def test_audit_finds_the_planted_backdoor_blind_and_writes_a_page(
     assert report["neurons"], "the recovered trigger's channels are reported"
     # The summary on stderr says what was found, and where the page is.
     assert re.search(r"audit: .*BACKDOOR.*HTML page .*audit\.html", result.stderr), result.stderr
+    # Before the search, how long it will take, on one line that fits 80 columns.
+    (estimate,) = [line for line in result.stderr.splitlines() if "every label: about" in line]
+    assert re.fullmatch(r"trigger recovery, every label: about \d+ (s|min) here .*", estimate)
+    assert len(estimate) <= 80
 
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>")

@@ -167,8 +167,8 @@ def audit(
     if inputs.trigger is None:
         estimate = estimate_seconds(loaded.model, inputs.dataset.info.shape, config)
         consoles.info(
-            f"trigger recovery for every label: about {_duration(estimate)} on this machine "
-            "(early stopping often makes it shorter)"
+            f"trigger recovery, every label: about {_duration(estimate)} here "
+            "(early stopping: often less)"
         )
     with progress_bar(consoles, "trigger recovery (steps)") as update:
         fixed, result = run_audit(
