@@ -160,7 +160,7 @@ def audit(
     chosen_format = None
     if fix is not None:
         chosen_format = resolve_save_format(SaveFormat.AUTO, loaded.format, fix)
-    inputs = open_inputs(loaded, data_args, data, trigger=request)
+    inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     settings = AuditSettings(
         reverse=config, max_asr=max_asr / 100, fix=DefenceSettings() if fix else None
     )

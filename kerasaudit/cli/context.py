@@ -67,7 +67,22 @@ class Inputs:
     trigger: AnyTrigger | None  # --trigger fitted to --data, or the --trigger-data images
 
 
+def scaled_for(consoles: Consoles, loaded: LoadedModel, data_args: DataArgs) -> DataArgs:
+    """``data_args``, but ``--scale auto`` reads the data unscaled for a model that rescales its
+    own input (a leading ``Rescaling(1/255)``; :mod:`kerasaudit.input_space`), and says so."""
+    from dataclasses import replace
+
+    from kerasaudit.input_space import expects_raw_pixels
+
+    raw = expects_raw_pixels(loaded.model) if data_args.scale == "auto" else None
+    if raw is None:
+        return data_args
+    consoles.info(f"note: {raw}: --data read unscaled (--scale auto; --scale X overrides)")
+    return replace(data_args, scale="none")
+
+
 def open_inputs(
+    consoles: Consoles,
     loaded: LoadedModel,
     data_args: DataArgs,
     data: Path,
@@ -76,17 +91,24 @@ def open_inputs(
 ) -> Inputs:
     """Open ``data`` (and ``eval_data``) for the model's input shape and output size; fit a
     ``--trigger`` to the data, or read the ``--trigger-data`` images (same data options, no
-    ``--limit``)."""
+    ``--limit``). ``--scale auto`` reads a model that rescales its own input (a leading
+    ``Rescaling(1/255)``) unscaled, and says so; a model that gets ``--data`` right barely more
+    often than chance is warned about (:mod:`kerasaudit.input_space`)."""
     from kerasaudit.data import open_data
     from kerasaudit.evaluation import classifier_io
+    from kerasaudit.input_space import chance_warning
     from kerasaudit.triggers import TriggerData
 
     io = classifier_io(loaded.model)
+    data_args = scaled_for(consoles, loaded, data_args)
 
     def open_for_model(path: Path) -> Dataset:
         return open_data(data_args.spec_for(path), io.input_shape, io.outputs)
 
     dataset = open_for_model(data)
+    warning = chance_warning(loaded.model, dataset, io.num_classes)
+    if warning is not None:
+        consoles.info(f"warning: {warning}")
     fitted: AnyTrigger | None = None
     if trigger is not None and trigger.spec is not None:
         fitted = trigger.spec.for_data(dataset.info)

@@ -313,7 +313,7 @@ def defend(
     known = None if known_spec is None else TriggerRequest(known_spec, None, eval_target)
     if eval_trigger_data is not None:
         known = TriggerRequest(None, eval_trigger_data, eval_target)
-    inputs = open_inputs(loaded, data_args, data, eval_data, known)
+    inputs = open_inputs(consoles, loaded, data_args, data, eval_data, known)
     with progress_bar(consoles, "reverse (label-steps)") as update:
         defended, result = run_defend(
             loaded.model,

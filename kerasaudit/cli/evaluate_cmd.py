@@ -90,7 +90,7 @@ def evaluate(
     request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=request)
+    inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "evaluating") as update:
         result = run_evaluation(
             loaded.model,

@@ -145,7 +145,7 @@ def gradcam(
     data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
     loaded = load(consoles, model, unsafe, custom_objects)
     other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=request)
+    inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "computing maps") as update:
         result = run_gradcam(
             loaded.model,

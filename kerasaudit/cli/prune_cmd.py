@@ -375,7 +375,7 @@ def prune(
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)
-    inputs = open_inputs(loaded, data_args, data, eval_data, request)
+    inputs = open_inputs(consoles, loaded, data_args, data, eval_data, request)
     extra = open_extra_triggers(
         loaded, data_args, inputs.dataset, extra_specs, also_unlearn_data or []
     )

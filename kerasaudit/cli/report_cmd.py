@@ -184,7 +184,7 @@ def report(
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
     warn_if_unsafe(consoles, loaded)
-    inputs = open_inputs(loaded, data_args, data, eval_data, request)
+    inputs = open_inputs(consoles, loaded, data_args, data, eval_data, request)
     status = consoles.err.status("report")
     with status:
         result = build_report(

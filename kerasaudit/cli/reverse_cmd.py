@@ -241,7 +241,7 @@ def reverse(
         check_artifact_dir(output, force=force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
-    dataset = open_inputs(loaded, data_args, data).dataset
+    dataset = open_inputs(consoles, loaded, data_args, data).dataset
     with progress_bar(consoles, "reversing (label-steps)") as update:
         result = reverse_engineer(
             loaded.model, dataset, labels=chosen, config=config, progress=update

@@ -22,7 +22,7 @@ from kerasaudit.cli.common import (
     handle_errors,
     prepare_output,
 )
-from kerasaudit.cli.context import load, require_paths, warn_if_unsafe
+from kerasaudit.cli.context import load, require_paths, scaled_for, warn_if_unsafe
 from kerasaudit.cli.data_options import (
     DEFAULT_BATCH_SIZE,
     BatchSizeOpt,
@@ -194,6 +194,8 @@ def scan(
     # may send work to GPU nodes).
     strategy = strategy_for(device) if ray is None else None
     warn_if_unsafe(consoles, loaded)
+    data_args = scaled_for(consoles, loaded, data_args)
+    spec = data_args.spec_for(data)
     dataset = open_data(spec, scan_lib.model_input_shape(loaded.model))
     if which is not None:
         dataset = dataset.shard(*which)
@@ -239,7 +241,7 @@ def scan(
         from kerasaudit.neurons import trigger_neurons
         from kerasaudit.stages.scan import Scanner
 
-        inputs = open_inputs(loaded, data_args, data, trigger=request)
+        inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
         assert inputs.trigger is not None
         with consoles.err.status("measuring the trigger's effect on every channel"):
             clean_x, _ = dataset.take_array(min(dataset.info.count, TRIGGER_IMAGES))

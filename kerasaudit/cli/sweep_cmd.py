@@ -170,7 +170,7 @@ def sweep(
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
     loaded = load(consoles, model, unsafe, custom_objects)
-    inputs = open_inputs(loaded, data_args, data, trigger=request)
+    inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "sweeping layers") as update:
         result = run_sweep(
             loaded.model,

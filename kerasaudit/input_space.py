@@ -1,0 +1,86 @@
+"""Does the data reach the model in the value range it was trained on?
+
+A model that rescales its own input (a leading ``Rescaling(1/255)``, or a ``Normalization``
+adapted on raw pixels) expects 0–255 values; fed the usual ``--scale auto`` reading of a uint8
+file (÷ 255) it sees nearly black images, gets about one image in ten right, and every number
+after that is noise. :func:`expects_raw_pixels` recognises such a model so that ``--scale auto``
+leaves its data unscaled; :func:`chance_warning` catches the rest (another scaling, another
+label order, another task) from the accuracy on the first labelled images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kerasaudit.data import Dataset
+
+RAW_SCALE = 0.02  # a leading Rescaling by at most this (1/255, 1/127.5) takes 0–255 values
+RAW_MEAN = 2.0  # a leading Normalization whose mean exceeds this was adapted on 0–255 values
+CHECKED_IMAGES = 256
+CHANCE_FACTOR = 2.0  # warn below this × chance (1 / classes)
+
+_PASS_THROUGH = ("InputLayer", "Reshape", "Permute", "Resizing")
+
+
+def _first_transform(model: Any) -> Any | None:
+    """The first layer that changes values, descending into a leading nested model."""
+    from kerasaudit import _tf
+    from kerasaudit.inventory import walk_layers
+
+    keras = _tf.keras()
+    for _, layer, _ in walk_layers(model):
+        if isinstance(layer, keras.Model) or type(layer).__name__ in _PASS_THROUGH:
+            continue
+        return layer
+    return None
+
+
+def expects_raw_pixels(model: Any) -> str | None:
+    """A description of the layer that makes ``model`` take 0–255 values, or None."""
+    layer = _first_transform(model)
+    if layer is None:
+        return None
+    kind = type(layer).__name__
+    if kind == "Rescaling":
+        scale = np.asarray(layer.scale, dtype=np.float64)
+        if scale.size and 0 < float(np.max(np.abs(scale))) <= RAW_SCALE:
+            factor = float(np.max(scale))
+            return f"the model's layer {layer.name!r} rescales its input ×{factor:.4g}"
+    if kind == "Normalization" and getattr(layer, "mean", None) is not None:
+        mean = np.asarray(layer.mean, dtype=np.float64)
+        if mean.size and float(np.max(mean)) > RAW_MEAN:
+            return (
+                f"the model's layer {layer.name!r} normalises its input by a mean of "
+                f"{float(np.max(mean)):.3g} (0–255 values)"
+            )
+    return None
+
+
+def chance_warning(model: Any, dataset: Dataset, num_classes: int) -> str | None:
+    """A warning when ``model`` gets the first labelled images of ``dataset`` right barely more
+    often than chance (none without labels, or with fewer than 3 classes)."""
+    if not dataset.info.has_labels or num_classes < 3:
+        return None
+    from kerasaudit.evaluation import classifier_io, predictions, predictor
+
+    x, y = dataset.take_array(min(CHECKED_IMAGES, dataset.info.count))
+    if y is None or len(y) < 20:
+        return None
+    predict = predictor(model, tuple(x.shape[1:]), classifier_io(model).outputs)
+    accuracy = float(np.mean(predictions(predict, x) == y))
+    if accuracy >= CHANCE_FACTOR / num_classes:
+        return None
+    low, high = float(x.min()), float(x.max())
+    hint = "--scale"
+    if high <= 1.5:
+        hint = "--scale none if the model was trained on 0–255 values"
+    elif high > 2.0:
+        hint = "--scale 1/255 if the model was trained on 0–1 values"
+    return (
+        f"the model gets {accuracy:.0%} of the first {len(y)} labelled images of "
+        f"{dataset.info.path} right (chance: {1 / num_classes:.0%}); as read, their values "
+        f"span {low:.3g}–{high:.3g}. The data may not be what it expects ({hint}; or another "
+        "label order, or another task): every number below is measured on it"
+    )
