@@ -109,6 +109,7 @@ class _Layout:
     channels_first: bool  # stored (C, H, W): move channels last
     add_channel_axis: bool  # stored (H, W): the model wants (H, W, 1)
     resize_to: tuple[int, int] | None  # (height, width)
+    grey_to_colour: bool = False  # one channel stored, the model wants three: repeat it
 
     def apply(self, stored: np.ndarray) -> np.ndarray:
         batch = stored.astype(np.float32)  # always a fresh, writable copy: scale in place
@@ -118,6 +119,8 @@ class _Layout:
             batch = batch.transpose(0, 2, 3, 1)
         if self.add_channel_axis:
             batch = batch[..., np.newaxis]
+        if self.grey_to_colour:
+            batch = np.repeat(batch, 3, axis=-1)
         if self.resize_to is not None:
             batch = _resize_bilinear(batch, self.resize_to)
         return np.ascontiguousarray(batch, dtype=np.float32)
@@ -1035,9 +1038,14 @@ def _plan_layout(
     stored = source.example_shape
     channels_first = _use_channels_first(stored, model_shape, spec)
     shape = (*stored[1:], stored[0]) if channels_first else stored
-    add_channel_axis = len(shape) + 1 == len(model_shape) and model_shape[-1] == 1
+    add_channel_axis = len(shape) + 1 == len(model_shape) and model_shape[-1] in (1, 3)
     if add_channel_axis:
         shape = (*shape, 1)
+    # A grey image is the colour image with three equal channels (as an image folder's
+    # greyscale files are read for a colour model).
+    grey_to_colour = len(shape) == 3 == len(model_shape) and shape[2] == 1 and model_shape[2] == 3
+    if grey_to_colour:
+        shape = (*shape[:2], 3)
     resize_to = None
     if not _fits(shape, model_shape):
         if not (spec.resize and _resizable(shape, model_shape)):
@@ -1048,7 +1056,7 @@ def _plan_layout(
             model_shape[1] if model_shape[1] is not None else shape[1],
         )
         shape = (*resize_to, *shape[2:])
-    return _Layout(scale, channels_first, add_channel_axis, resize_to), shape
+    return _Layout(scale, channels_first, add_channel_axis, resize_to, grey_to_colour), shape
 
 
 def _use_channels_first(stored: Shape, model_shape: ModelShape, spec: DataSpec) -> bool:

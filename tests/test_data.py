@@ -404,6 +404,29 @@ def test_resize_arrays_bilinear(tmp_path: Path) -> None:
     np.testing.assert_allclose(collect(dataset)[0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_grey_images_feed_a_colour_model_as_three_equal_channels(tmp_path: Path) -> None:
+    """As an image folder's greyscale files are read for a colour model: (N, H, W) or
+    (N, H, W, 1) arrays for a (H', W', 3) input, with --resize when the size differs too."""
+    import tensorflow as tf
+
+    x = images_u8(4, (8, 6))
+    np.save(tmp_path / "grey.npy", x)
+    np.save(tmp_path / "grey1.npy", x[..., None])
+    for name in ("grey.npy", "grey1.npy"):
+        dataset = open_data(DataSpec(tmp_path / name, batch_size=3), (8, 6, 3))
+        assert dataset.info.shape == (8, 6, 3) and not dataset.info.resized
+        expected = np.repeat(x[..., None].astype(np.float32) / 255, 3, axis=-1)
+        np.testing.assert_allclose(collect(dataset)[0], expected, rtol=1e-6)
+    message = bad_input(DataSpec(tmp_path / "grey1.npy"), (16, 12, 3))
+    assert message.endswith("; pass --resize to resize")
+    dataset = open_data(DataSpec(tmp_path / "grey1.npy", resize=True), (16, 12, 3))
+    grey = tf.image.resize(x[..., None].astype(np.float32) / 255, (16, 12)).numpy()
+    np.testing.assert_allclose(collect(dataset)[0], np.repeat(grey, 3, axis=-1), atol=1e-6)
+    # Colour images are not turned grey: which weights would be a guess.
+    np.save(tmp_path / "rgb.npy", images_u8(2, (8, 6, 3)))
+    assert "does not fit" in bad_input(DataSpec(tmp_path / "rgb.npy"), (8, 6, 1))
+
+
 def test_unknown_model_dims_accept_any_size(tmp_path: Path) -> None:
     np.save(tmp_path / "d.npy", images_u8(3, (10, 7, 3)))
     info = open_data(DataSpec(tmp_path / "d.npy"), (None, None, 3)).info
