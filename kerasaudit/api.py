@@ -103,13 +103,18 @@ def load_data(
 ) -> Dataset:
     """Open data for ``model``: checked against its input shape and output size, streamed in
     batches (files) or served from memory (arrays; ``limit`` and the keys do not apply).
-    ``scale``: ``"auto"`` (uint8 → 1/255), ``"none"``, a number or ``"1/255"``."""
+    ``scale``: ``"auto"`` (uint8 → 1/255, unless the model rescales its own input: then
+    none, as the CLI does), ``"none"``, a number or ``"1/255"``."""
     from kerasaudit.data import Dataset, DataSpec, data_from_arrays, open_data
     from kerasaudit.evaluation import classifier_io
+    from kerasaudit.input_space import expects_raw_pixels
 
     if isinstance(data, Dataset):
         return data
-    io = classifier_io(_keras(model))
+    keras_model = _keras(model)
+    io = classifier_io(keras_model)
+    if scale == "auto" and expects_raw_pixels(keras_model) is not None:
+        scale = "none"
     if isinstance(data, str | os.PathLike):
         spec = DataSpec(
             Path(data), x_key=x_key, y_key=y_key, scale=scale, channels_first=channels_first,

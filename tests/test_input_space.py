@@ -79,6 +79,9 @@ def test_a_model_that_rescales_its_input_gets_its_data_unscaled(raw: dict[str, P
     scanned = runner.invoke(app, ["scan", str(raw["model"]), "-d", str(raw["data"])])
     assert scanned.exit_code in (0, 1), scanned.output
     assert "read unscaled" in scanned.stderr
+    import kerasaudit as ka  # the library reads it the same way
+
+    assert ka.evaluate(raw["model"], raw["data"]).accuracy == 1.0
 
 
 def test_no_note_or_warning_for_a_model_that_takes_unit_values(
