@@ -87,6 +87,8 @@ class ModelInventory:
     auditable: tuple[AuditableLayer, ...]
     loaded_unsafely: bool
     safety_findings: tuple[str, ...]  # reported (not enforced) when loaded with --unsafe
+    # in the training configuration, which is never loaded (a custom loss, say): reported only
+    not_loaded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class ModelInventory:
             "auditable_layers": [layer.to_dict() for layer in self.auditable],
             "loaded_unsafely": self.loaded_unsafely,
             "safety_findings": list(self.safety_findings),
+            "not_loaded": list(self.not_loaded),
         }
 
 
@@ -252,4 +255,5 @@ def build_inventory(loaded: LoadedModel, *, include_dense: bool = False) -> Mode
         auditable=tuple(auditable_layers(model, include_dense=include_dense)),
         loaded_unsafely=loaded.unsafe,
         safety_findings=tuple(f"{f.where}: {f.reason}" for f in loaded.safety.findings),
+        not_loaded=tuple(f"{f.where}: {f.reason}" for f in loaded.safety.ignored),
     )

@@ -159,6 +159,10 @@ class SafetyReport:
     declared_params_lower_bound: int  # weights the config makes Keras allocate (inferred)
     stored_params: int | None  # weight elements the file stores
     file_bytes: int = 0  # the file (or SavedModel directory) on disk
+    # Findings in the training configuration (a .keras ``compile_config``, an HDF5
+    # ``training_config``: a custom loss or metric, say), which is never loaded — models are
+    # loaded uncompiled — so they are reported, not refused (size caps still refuse).
+    ignored: tuple[Finding, ...] = ()
 
     @property
     def safe(self) -> bool:
@@ -175,6 +179,7 @@ class SafetyReport:
             "declared_params_lower_bound": self.declared_params_lower_bound,
             "stored_params": self.stored_params,
             "file_bytes": self.file_bytes,
+            "ignored": [f.to_dict() for f in self.ignored],
         }
 
     @classmethod
@@ -194,6 +199,10 @@ class SafetyReport:
                 None if data.get("stored_params") is None else int(data["stored_params"])
             ),
             file_bytes=int(data.get("file_bytes") or 0),
+            ignored=tuple(
+                Finding(str(f["where"]), str(f["category"]), str(f["reason"]))
+                for f in data.get("ignored", [])
+            ),
         )
 
 
@@ -1008,8 +1017,10 @@ def _check_keras_members(
             if "metadata.json" in documents
             else {}
         )
+        training, config = _training_part(config, "compile_config")
         walk_findings, declared = check_config(config, custom)
         findings.extend(walk_findings)
+        ignored = _not_loaded(training, custom, "compile_config", findings)
         assets = [info.filename for info in infos if info.filename.startswith("assets/")]
         if assets and not custom and not (class_names(config) & ASSET_LAYERS):
             findings.append(
@@ -1034,7 +1045,29 @@ def _check_keras_members(
         declared,
         stored,
         file_bytes,
+        tuple(ignored),
     )
+
+
+def _training_part(config: Any, key: str) -> tuple[Any, Any]:
+    """(the training configuration under ``key``, ``config`` without it)."""
+    if not isinstance(config, dict) or key not in config:
+        return None, config
+    rest = {k: v for k, v in config.items() if k != key}
+    return config[key], rest
+
+
+def _not_loaded(
+    training: Any, custom: frozenset[str], where: str, findings: list[Finding]
+) -> list[Finding]:
+    """Walk a training configuration, which the loader never reads (models load uncompiled):
+    its findings are returned to be reported, except those about resources (the walk itself
+    is capped like any other), which are added to ``findings`` and refuse the model."""
+    if training is None:
+        return []
+    found, _ = check_config(training, custom, where=where)
+    findings.extend(f for f in found if f.category == "resources")
+    return [f for f in found if f.category != "resources"]
 
 
 def _read_member(
@@ -1122,10 +1155,10 @@ def _check_h5(path: Path, custom: frozenset[str], shown: Path) -> SafetyReport:
     config = parse_config_json(model_config, f"{where}:model_config")
     walk_findings, declared = check_config(config, custom)
     findings.extend(walk_findings)
+    ignored: list[Finding] = []
     if training_config is not None:
         tc = parse_config_json(training_config, f"{where}:training_config")
-        tc_findings, _ = check_config(tc, custom, where="training_config")
-        findings.extend(tc_findings)
+        ignored = _not_loaded(tc, custom, "training_config", findings)
     findings.extend(_params_finding(declared, stored, file_bytes))
     return SafetyReport(
         str(shown),
@@ -1136,6 +1169,7 @@ def _check_h5(path: Path, custom: frozenset[str], shown: Path) -> SafetyReport:
         declared,
         stored,
         file_bytes,
+        tuple(ignored),
     )
 
 

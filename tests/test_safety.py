@@ -458,3 +458,67 @@ def test_vocabularies_inline_or_as_assets_are_not_paths(keras_module: Any, tmp_p
         assert check_model_file(tmp_path / name).safe, name
         loaded = load_model(tmp_path / name)
         assert np.asarray(loaded.model(np.array([["b c"]]))).size > 0
+
+
+def _custom_loss(y_true: Any, y_pred: Any) -> Any:
+    from kerasaudit import _tf
+
+    return _tf.keras().losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+
+def test_a_custom_loss_in_the_training_configuration_is_reported_not_refused(
+    keras_module: Any, tmp_path: Path, marker: Path
+) -> None:
+    """A model compiled with a custom loss (a common sight) names a function the allowlist does
+    not know — in its training configuration, which kerasaudit never loads (models load
+    uncompiled). Refusing it sent users to --unsafe, which disables every check. Even a
+    reference to a module that would run code on import stays unimported."""
+    keras = keras_module
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss=_custom_loss)
+    path = tmp_path / "custom_loss.keras"
+    model.save(path)
+    report = check_model_file(path)
+    assert report.safe and not report.findings
+    assert any(
+        "_custom_loss" in f.reason and f.where.startswith("compile_config") for f in report.ignored
+    )
+    loaded = load_model(path)
+    assert loaded.safety.ignored == report.ignored  # across the sandbox boundary too
+
+    # A module whose import writes the marker, named as the loss: never imported.
+    module = tmp_path / "payload_on_import.py"
+    module.write_text(f"open({str(marker)!r}, 'w').write('pwned')\ndef f(a, b):\n    return a\n")
+    hostile = tmp_path / "hostile_loss.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(hostile, "w") as out:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["compile_config"]["loss"] = {
+                    "module": "payload_on_import", "class_name": "function", "config": "f",
+                    "registered_name": "function",
+                }  # fmt: skip
+                data = json.dumps(config).encode()
+            out.writestr(item, data)
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        marker.unlink(missing_ok=True)
+        loaded = load_model(hostile)
+        assert not marker.exists()
+        assert any("payload_on_import" in f.reason for f in loaded.safety.ignored)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    from typer.testing import CliRunner
+
+    from kerasaudit.cli.app import app
+
+    shown = CliRunner().invoke(app, ["inspect", str(path), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert any("_custom_loss" in line for line in json.loads(shown.stdout)["not_loaded"])
+    # The model's own config is still checked in full: a Lambda layer is refused as before.
+    _lambda_model(keras, marker).save(tmp_path / "lambda.keras")
+    _assert_refused(tmp_path / "lambda.keras", category="code", where="evil")

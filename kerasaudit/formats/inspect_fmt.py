@@ -42,6 +42,11 @@ def render(inventory: ModelInventory, console: Console) -> None:
     console.print(summary)
     for finding in inventory.safety_findings:
         console.print(f"  finding: {finding}", markup=False)
+    for finding in inventory.not_loaded:
+        console.print(
+            f"  not loaded (the training configuration; models load uncompiled): {finding}",
+            markup=False,
+        )
 
     table = Table(title="Auditable layers", title_justify="left")
     for column in (
