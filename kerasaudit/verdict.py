@@ -373,15 +373,15 @@ class Rule:
         if math.isfinite(self.warp_index):
             text += f" or its warp index > {self.warp_index:.2f}"
         text += " (robust σ against the other labels)"
+        if math.isfinite(self.combined):
+            text += (
+                f", or when those indices, each divided by its threshold, add up to more than "
+                f"{self.combined:.2f}"
+            )
         if math.isfinite(self.transfer):
             text += (
                 f"; the mask or warp signal not when that trigger also sends ≥ "
                 f"{self.transfer:.0%} of the task's clean reference models' images to the label"
-            )
-        if math.isfinite(self.combined):
-            text += (
-                f", or when the indices, each divided by its threshold, add up to more than "
-                f"{self.combined:.2f}"
             )
         if math.isfinite(self.second_pass):
             text += (
