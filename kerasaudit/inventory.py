@@ -119,6 +119,21 @@ def walk_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
             yield from walk_layers(layer, prefix=f"{path}/")
 
 
+def named_layer(available: dict[str, AuditableLayer], name: str) -> AuditableLayer:
+    """The layer of ``available`` (path → layer) named by its path or by a unique bare name
+    (``conv1`` for ``features/conv1``); ``BadInputError`` otherwise, listing the conv layers."""
+    from kerasaudit.errors import BadInputError
+
+    matches = [available[name]] if name in available else [
+        info for path, info in available.items() if path.rsplit("/", 1)[-1] == name
+    ]  # fmt: skip
+    if len(matches) != 1:
+        convs = ", ".join(p for p, i in available.items() if i.class_name in CONV_CLASSES)
+        problem = "ambiguous layer" if matches else "unknown layer"
+        raise BadInputError(f"{problem} {name!r}; auditable layers: {convs}")
+    return matches[0]
+
+
 def find_layer(model: Any, path: str) -> Any:
     for layer_path, layer, _ in walk_layers(model):
         if layer_path == path:

@@ -647,6 +647,17 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
 
+    # --layer takes the name `inspect` shows for the file (a bare name), as well as the path.
+    bare = runner.invoke(
+        app,
+        [
+            *["prune", str(model_file), "-d", str(tmp_path / "data_flat.npz"), "-c", "mean"],
+            *["--ratio", "0.125", "--layer", "conv1", "-f", "json", "-q"],
+        ],
+    )
+    assert bare.exit_code == 0, bare.output
+    assert json.loads(bare.stdout)["pruned"][0]["layer"] == "flat/conv1"
+
     import kerasaudit as ka  # the library: the same wrapper in, the file's own input out
 
     pruned_model, pruned_result = ka.prune(

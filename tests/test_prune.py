@@ -559,6 +559,16 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         app, ["prune", str(src), "-d", str(tiny["data"]), "-c", "mean", "-o", str(out)]
     )
     assert again.exit_code == 2 and "--force" in again.stderr
+    # A unique bare name names the nested layer too (as scan and gradcam take it).
+    bare = runner.invoke(
+        app,
+        [
+            *["prune", str(src), "-d", str(tiny["data"]), "-c", "mean", "--ratio", "0.5"],
+            *["--layer", "f_conv1", "-f", "json", "-q"],
+        ],
+    )
+    assert bare.exit_code == 0, bare.output
+    assert json.loads(bare.stdout)["pruned"][0]["layer"] == "features/f_conv1"
 
 
 @pytest.mark.parametrize(
@@ -567,6 +577,7 @@ def test_cli_writes_the_pruned_model_in_the_input_format(
         (["--ratio", "0"], "--ratio"),
         (["--ratio", "1.5"], "--ratio"),
         (["-c", "mean", "--layer", "nope"], "unknown layer"),
+        (["-c", "mean", "--layer", "features/nope"], "unknown layer"),
         (["-c", "linf-trigger"], "pass --trigger/--trigger-data"),
         (["-c", "mean", "--trigger", "patch:size=9,pos=br"], "larger"),
         (["-c", "mean", "--trigger", "missing.npz"], "missing.npz"),

@@ -31,7 +31,7 @@ from kerasaudit.evaluation import (
     predictor,
 )
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
-from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers
+from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, named_layer
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
 from kerasaudit.triggers import TriggerData
@@ -298,14 +298,10 @@ class PruneResult:
 
 
 def resolve_layers(model: Any, names: Sequence[str]) -> list[AuditableLayer]:
+    """The auditable layers named by path (``features/conv1``) or by a unique bare name
+    (``conv1``), as ``scan`` and ``gradcam`` take them."""
     available = {info.path: info for info in auditable_layers(model, include_dense=True)}
-    chosen = []
-    for name in names:
-        if name not in available:
-            convs = ", ".join(p for p, i in available.items() if i.class_name in CONV_CLASSES)
-            raise BadInputError(f"unknown layer {name!r}; auditable layers: {convs}")
-        chosen.append(available[name])
-    return chosen
+    return [named_layer(available, name) for name in names]
 
 
 def _right(model: Any, data: Dataset) -> np.ndarray:

@@ -24,7 +24,13 @@ from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import evaluate
 from kerasaudit.finetune import FineTuneSettings, fine_tune_with
-from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, find_layer
+from kerasaudit.inventory import (
+    CONV_CLASSES,
+    AuditableLayer,
+    auditable_layers,
+    find_layer,
+    named_layer,
+)
 from kerasaudit.pruning import clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_all
 from kerasaudit.triggers import TriggerData
@@ -186,12 +192,7 @@ def sweep(
         raise BadInputError("--ratios must lie strictly between 0 and 1")
     available = {i.path: i for i in auditable_layers(model)}
     if layers:
-        unknown = [name for name in layers if name not in available]
-        if unknown:
-            raise BadInputError(
-                f"unknown layer {unknown[0]!r}; auditable layers: {', '.join(available)}"
-            )
-        chosen = [available[name] for name in layers]
+        chosen = [named_layer(available, name) for name in layers]  # path or bare name
     else:
         chosen = [i for i in available.values() if i.class_name in CONV_CLASSES]
     if not chosen:
