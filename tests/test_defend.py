@@ -515,6 +515,11 @@ def test_a_removal_over_its_accuracy_budget_on_held_out_images_is_warned_about()
     # 6 lost, 1 gained: 2.00 ± 1.05 points — over the budget, but not by a standard error
     noisy = dataclasses.replace(checked, accuracy=0.88, lost=6, gained=1)
     assert noisy.drop > within.budget and cost_warning(within, "--data", noisy) is None
+    # Over the budget on the choosing quarter, not by a standard error on the second: the
+    # warning gives both numbers (the summary line shows the second).
+    both = cost_warning(over, "--data", noisy) or ""
+    assert both.startswith("warning: the removal cost 20.40 points")
+    assert "run again with another 250 held out, 2.00 ± 1.05" in both
     # the note names the choosing quarter's number only when there was one
     assert "the kept candidate read -1.00 points" in optimism_note(0.01, 250, verification=noisy)
     unmeasured = optimism_note(None, 0, verification=noisy)

@@ -80,11 +80,19 @@ def cost_warning(
         )
     if not choice.over_budget or choice.held_out_drop is None:
         return None
+    # With a verification, say what it measured too: the two folds' numbers differ (250 images
+    # each), and a reader who sees one in the summary and the other here needs both.
+    again = (
+        ""
+        if v is None
+        else f"; run again with another {v.images} held out, {100 * v.drop:.2f} ± "
+        f"{100 * v.standard_error:.2f}"
+    )
     return (
         f"warning: the removal cost {100 * choice.held_out_drop:.2f} points of accuracy on the "
         f"{choice.held_images} images of {data} held out from its fine-tuning (budget "
-        f"{100 * choice.budget:.2f}; no candidate stayed within it): check the defended model "
-        "on other labelled images before using it"
+        f"{100 * choice.budget:.2f}; no candidate stayed within it{again}): check the defended "
+        "model on other labelled images before using it"
     )
 
 
