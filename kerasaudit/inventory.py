@@ -8,7 +8,7 @@ pruning a channel must also zero the γ/β of the BatchNormalization that follow
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,14 +119,19 @@ def walk_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
             yield from walk_layers(layer, prefix=f"{path}/")
 
 
+def matching(layers: Sequence[AuditableLayer], name: str) -> list[AuditableLayer]:
+    """The layers named ``name``: by path (``features/conv1``), else by bare name (``conv1``;
+    several when nested models reuse it)."""
+    exact = [a for a in layers if a.path == name]
+    return exact or [a for a in layers if a.path.rsplit("/", 1)[-1] == name]
+
+
 def named_layer(available: dict[str, AuditableLayer], name: str) -> AuditableLayer:
     """The layer of ``available`` (path → layer) named by its path or by a unique bare name
     (``conv1`` for ``features/conv1``); ``BadInputError`` otherwise, listing the conv layers."""
     from kerasaudit.errors import BadInputError
 
-    matches = [available[name]] if name in available else [
-        info for path, info in available.items() if path.rsplit("/", 1)[-1] == name
-    ]  # fmt: skip
+    matches = matching(list(available.values()), name)
     if len(matches) != 1:
         convs = ", ".join(p for p, i in available.items() if i.class_name in CONV_CLASSES)
         problem = "ambiguous layer" if matches else "unknown layer"

@@ -40,7 +40,7 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.inventory import CONV_CLASSES, auditable_layers, walk_layers
+from kerasaudit.inventory import CONV_CLASSES, auditable_layers, matching, walk_layers
 from kerasaudit.triggers import AnyTrigger, TriggerData
 
 DEFAULT_LIMIT = 16
@@ -245,9 +245,7 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
             )
         last = conv2d[-1]
         return last.path, last.measured_after
-    matches = [a for a in convs if a.path == layer] or [
-        a for a in convs if a.path.rsplit("/", 1)[-1] == layer
-    ]
+    matches = matching(convs, layer)
     if len(matches) > 1:
         raise BadInputError(f"--layer {layer} is ambiguous; conv layers: {known}")
     if matches:

@@ -41,7 +41,7 @@ from kerasaudit.flags import (
     LayerFlags,
     flag_channels,
 )
-from kerasaudit.inventory import AuditableLayer, auditable_layers, walk_layers
+from kerasaudit.inventory import AuditableLayer, auditable_layers, matching, walk_layers
 
 STATS_SCHEMA = "kerasaudit.stages.scan-stats/1"
 ProgressFn = Callable[[int, int | None], None]  # (images done, images in total if known)
@@ -445,9 +445,7 @@ def select_layers(
         return chosen
     chosen = []
     for name in names:
-        matches = [a for a in every if a.path == name] or [
-            a for a in every if a.path.rsplit("/", 1)[-1] == name
-        ]
+        matches = matching(every, name)
         if len(matches) != 1:
             known = ", ".join(a.path for a in every) or "none"
             problem = "is ambiguous" if matches else "is not an auditable layer"
