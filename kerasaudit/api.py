@@ -107,14 +107,13 @@ def load_data(
     none, as the CLI does), ``"none"``, a number or ``"1/255"``."""
     from kerasaudit.data import Dataset, DataSpec, data_from_arrays, open_data
     from kerasaudit.evaluation import classifier_io
-    from kerasaudit.input_space import expects_raw_pixels
+    from kerasaudit.input_space import auto_scale
 
     if isinstance(data, Dataset):
         return data
     keras_model = _keras(model)
     io = classifier_io(keras_model)
-    if scale == "auto" and expects_raw_pixels(keras_model) is not None:
-        scale = "none"
+    scale, _ = auto_scale(keras_model, scale)
     if isinstance(data, str | os.PathLike):
         spec = DataSpec(
             Path(data), x_key=x_key, y_key=y_key, scale=scale, channels_first=channels_first,

@@ -58,17 +58,27 @@ def expects_raw_pixels(model: Any) -> str | None:
     return None
 
 
+def auto_scale(model: Any, scale: str) -> tuple[str, str | None]:
+    """(the scale to read ``model``'s data with, a note for the user or None): ``auto`` becomes
+    ``none`` for a model that rescales its own input; any other scale is kept."""
+    raw = expects_raw_pixels(model) if scale == "auto" else None
+    if raw is None:
+        return scale, None
+    return "none", f"{raw}: --data read unscaled (--scale auto; --scale X overrides)"
+
+
 def chance_warning(model: Any, dataset: Dataset, num_classes: int) -> str | None:
     """A warning when ``model`` gets the first labelled images of ``dataset`` right barely more
     often than chance (none without labels, or with fewer than 3 classes)."""
     if not dataset.info.has_labels or num_classes < 3:
         return None
-    from kerasaudit.evaluation import classifier_io, predictions, predictor
+    from kerasaudit.evaluation import predictions, predictor
 
     x, y = dataset.take_array(min(CHECKED_IMAGES, dataset.info.count))
     if y is None or len(y) < 20:
         return None
-    predict = predictor(model, tuple(x.shape[1:]), classifier_io(model).outputs)
+    # three or more classes: one output per class (a single sigmoid unit returned above)
+    predict = predictor(model, tuple(x.shape[1:]), num_classes)
     accuracy = float(np.mean(predictions(predict, x) == y))
     if accuracy >= CHANCE_FACTOR / num_classes:
         return None

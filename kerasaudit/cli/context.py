@@ -72,13 +72,13 @@ def scaled_for(consoles: Consoles, loaded: LoadedModel, data_args: DataArgs) -> 
     own input (a leading ``Rescaling(1/255)``; :mod:`kerasaudit.input_space`), and says so."""
     from dataclasses import replace
 
-    from kerasaudit.input_space import expects_raw_pixels
+    from kerasaudit.input_space import auto_scale
 
-    raw = expects_raw_pixels(loaded.model) if data_args.scale == "auto" else None
-    if raw is None:
+    scale, note = auto_scale(loaded.model, data_args.scale)
+    if note is None:
         return data_args
-    consoles.info(f"note: {raw}: --data read unscaled (--scale auto; --scale X overrides)")
-    return replace(data_args, scale="none")
+    consoles.info(f"note: {note}")
+    return replace(data_args, scale=scale)
 
 
 def open_inputs(
