@@ -449,20 +449,20 @@ def _loaded(model: ModelLike) -> LoadedModel:
 
 
 def _as_loaded(model: Any) -> Any:
-    """A model a stage returns, with the input its file had (see :func:`_keras`)."""
-    from kerasaudit.channel_axis import without_channel_axis
+    """A model a stage returns, with the input and outputs its file had (see :func:`_keras`)."""
+    from kerasaudit.model_view import file_model
 
-    return without_channel_axis(model)
+    return file_model(model)
 
 
 def _keras(model: ModelLike) -> Any:
-    """The Keras model to run stages on; one without a channel axis is wrapped to take
-    ``(H, W, 1)`` images (:mod:`kerasaudit.channel_axis`)."""
-    from kerasaudit.channel_axis import with_channel_axis
+    """The Keras model to run stages on: one that does not take ``(H, W, C)`` images or has
+    several outputs is wrapped (:mod:`kerasaudit.model_view`; its only score-vector output)."""
     from kerasaudit.loading import LoadedModel
+    from kerasaudit.model_view import view
 
     if isinstance(model, LoadedModel):
-        return with_channel_axis(model.model)
+        return view(model.model)
     if isinstance(model, str | os.PathLike):
-        return with_channel_axis(load_model(model).model)
-    return with_channel_axis(model)
+        return view(load_model(model).model)
+    return view(model)

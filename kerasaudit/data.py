@@ -110,11 +110,14 @@ class _Layout:
     add_channel_axis: bool  # stored (H, W): the model wants (H, W, 1)
     resize_to: tuple[int, int] | None  # (height, width)
     grey_to_colour: bool = False  # one channel stored, the model wants three: repeat it
+    unflatten_to: Shape | None = None  # stored flat (H·W·C,): reshape row-major to (H, W, C)
 
     def apply(self, stored: np.ndarray) -> np.ndarray:
         batch = stored.astype(np.float32)  # always a fresh, writable copy: scale in place
         if self.scale is not None:
             batch *= np.float32(self.scale)
+        if self.unflatten_to is not None:
+            batch = batch.reshape(len(batch), *self.unflatten_to)
         if self.channels_first:
             batch = batch.transpose(0, 2, 3, 1)
         if self.add_channel_axis:
@@ -1036,6 +1039,9 @@ def _plan_layout(
 ) -> tuple[_Layout, Shape]:
     """How each stored example becomes the model's input, and the resulting shape."""
     stored = source.example_shape
+    unflatten_to = _unflattened(stored, model_shape)
+    if unflatten_to is not None:
+        return _Layout(scale, False, False, None, unflatten_to=unflatten_to), unflatten_to
     channels_first = _use_channels_first(stored, model_shape, spec)
     shape = (*stored[1:], stored[0]) if channels_first else stored
     add_channel_axis = len(shape) + 1 == len(model_shape) and model_shape[-1] in (1, 3)
@@ -1057,6 +1063,15 @@ def _plan_layout(
         )
         shape = (*resize_to, *shape[2:])
     return _Layout(scale, channels_first, add_channel_axis, resize_to, grey_to_colour), shape
+
+
+def _unflattened(stored: Shape, model_shape: ModelShape) -> Shape | None:
+    """The image shape of flat examples ``(H·W·C,)`` for a model that takes ``(H, W, C)``
+    images (read row-major, as ``x.reshape(len(x), -1)`` wrote them), else None."""
+    if len(stored) != 1 or len(model_shape) != 3 or None in model_shape:
+        return None
+    image = tuple(int(d) for d in model_shape if d is not None)
+    return image if int(np.prod(image)) == stored[0] else None
 
 
 def _use_channels_first(stored: Shape, model_shape: ModelShape, spec: DataSpec) -> bool:

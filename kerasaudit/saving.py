@@ -39,11 +39,11 @@ def check_model_output(path: Path, *, force: bool) -> None:
 
 def save_model(model: Any, path: Path, fmt: SaveFormat, *, force: bool) -> None:
     """Write ``model`` to ``path`` (format already resolved) via a temporary file. A model
-    wrapped to take images with a channel axis is written as the model inside, with the
-    input its file had (:mod:`kerasaudit.channel_axis`)."""
-    from kerasaudit.channel_axis import without_channel_axis
+    the stages saw through a wrapper is written as the model inside, with the input and
+    outputs its file had (:mod:`kerasaudit.model_view`)."""
+    from kerasaudit.model_view import file_model
 
-    model = without_channel_axis(model)
+    model = file_model(model)
 
     def write(tmp: Path) -> None:
         model.save(tmp)  # the temporary path keeps the output's suffix

@@ -427,6 +427,20 @@ def test_grey_images_feed_a_colour_model_as_three_equal_channels(tmp_path: Path)
     assert "does not fit" in bad_input(DataSpec(tmp_path / "rgb.npy"), (8, 6, 1))
 
 
+def test_flat_images_are_reshaped_row_major_for_an_image_model(tmp_path: Path) -> None:
+    """(N, H·W·C) arrays, as ``x.reshape(len(x), -1)`` writes them, for a (H, W, C) input;
+    another length, or a model with an unknown size, is refused."""
+    for shape in ((8, 6, 1), (8, 6, 3)):
+        x = images_u8(5, shape)
+        np.save(tmp_path / "flat.npy", x.reshape(len(x), -1))
+        dataset = open_data(DataSpec(tmp_path / "flat.npy", batch_size=2), shape)
+        assert dataset.info.shape == shape
+        np.testing.assert_allclose(collect(dataset)[0], x.astype(np.float32) / 255, rtol=1e-6)
+    np.save(tmp_path / "short.npy", images_u8(2, (47,)))
+    assert "does not fit" in bad_input(DataSpec(tmp_path / "short.npy"), (8, 6, 1))
+    assert "does not fit" in bad_input(DataSpec(tmp_path / "flat.npy"), (None, None, 3))
+
+
 def test_unknown_model_dims_accept_any_size(tmp_path: Path) -> None:
     np.save(tmp_path / "d.npy", images_u8(3, (10, 7, 3)))
     info = open_data(DataSpec(tmp_path / "d.npy"), (None, None, 3)).info

@@ -600,7 +600,7 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
     tmp_path: Path, keras_module: Any
 ) -> None:
     """``Input((H, W))`` then a Reshape: the stages see it through a wrapper that takes
-    (H, W, 1) images (``kerasaudit.channel_axis``); the written model has the file's own
+    (H, W, 1) images (``kerasaudit.model_view``); the written model has the file's own
     (H, W) input. Before 2026-12-06, audit/reverse/defend stopped at "reverse needs image
     inputs (H, W, C)"."""
     from test_reverse import stripe_model
@@ -670,3 +670,122 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
     )
     assert tuple(pruned_model.inputs[0].shape) == (None, 8, 8)
     assert pruned_result.pruned[0].layer == "flat/conv1"
+
+
+def _stripe_form(keras: Any, form: str) -> Any:
+    """The backdoored stripe model in another input or output form (same function)."""
+    from test_reverse import stripe_model
+
+    source = stripe_model(keras, backdoor=True)
+    conv, gmp, probs = (source.get_layer(name) for name in ("conv1", "gmp", "probs"))
+    if form == "channels_first":
+        inputs = keras.Input((1, 8, 8), name="image")
+        moved = keras.layers.Conv2D(
+            K + 3, 3, padding="same", activation="relu", data_format="channels_first",
+            name="conv1",
+        )  # fmt: skip
+        features = moved(inputs)
+        moved.set_weights(conv.get_weights())  # the kernel layout does not depend on it
+        pooled = keras.layers.GlobalMaxPooling2D(data_format="channels_first", name="gmp")(
+            features
+        )
+        return keras.Model(inputs, probs(pooled), name="moved")
+    if form == "flat":
+        inputs = keras.Input((64,), name="image")
+        image = keras.layers.Reshape((8, 8, 1), name="unflatten")(inputs)
+        return keras.Model(inputs, probs(gmp(conv(image))), name="flat")
+    inputs = keras.Input((8, 8, 1), name="image")  # several outputs
+    pooled = gmp(conv(inputs))
+    brightness = keras.layers.Dense(1, name="brightness")(pooled)
+    return keras.Model(inputs, {"label": probs(pooled), "brightness": brightness}, name="two")
+
+
+@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs"])
+def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
+    tmp_path: Path, keras_module: Any, form: str
+) -> None:
+    """Channels-first input ``(1, H, W)``, a flat input ``(H·W,)`` reshaped inside, and two
+    outputs (a class head and a regression head): each is audited through a wrapper
+    (``kerasaudit.model_view``), fed the data as the file's input takes it, and the written
+    model has the file's own input and outputs. Before 2026-12-07 the first stopped at "data
+    shape (8, 8, 1) does not fit the model input (1, 8, 8)", the second at "reverse needs image
+    inputs", the third at "has 1 inputs and 2 outputs"."""
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    model = _stripe_form(keras, form)
+    model_file = tmp_path / f"{form}.keras"
+    model.save(model_file)
+    for part in ("data", "test"):  # the data as the file's input takes it
+        arrays = np.load(files[part])
+        x = arrays["x"]
+        if form == "channels_first":
+            x = x.transpose(0, 3, 1, 2)
+        elif form == "flat":
+            x = x.reshape(len(x), -1)
+        np.savez(tmp_path / f"{part}_{form}.npz", x=x, y=arrays["y"])
+    out = tmp_path / "defended.keras"
+    args = [
+        *["defend", str(model_file), "--data", str(tmp_path / f"data_{form}.npz")],
+        *["--eval-data", str(tmp_path / f"test_{form}.npz"), "-o", str(out)],
+        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST, "--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["flagged"] == [0] and report["changed"]
+    pruned = report["prune"][0]["pruned"][0]
+    assert pruned["layer"].endswith("/conv1") and pruned["channels"] == [K + 2]
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+
+    from kerasaudit.loading import load_model
+
+    written = load_model(out).model
+    assert tuple(written.inputs[0].shape) == tuple(model.inputs[0].shape)
+    assert len(written.outputs) == len(model.outputs)
+    x = np.load(tmp_path / f"test_{form}.npz")["x"][:16].astype(np.float32) / 255.0
+    before, after = model.predict(x, verbose=0), written.predict(x, verbose=0)
+    if form == "outputs":  # the regression head is kept; only the shared conv was pruned
+        assert set(after) == {"label", "brightness"}
+        before, after = before["label"], after["label"]
+    assert after.shape == before.shape
+    evaluated = runner.invoke(
+        app,
+        [
+            *["evaluate", str(out), "--data", str(tmp_path / f"test_{form}.npz")],
+            *["-t", TRIGGER, "--target", "0", "--format", "json", "-q"],
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["attack"]["asr"] < 0.05
+
+
+def test_model_output_names_the_classifier_among_several(tmp_path: Path, keras_module: Any) -> None:
+    """Two score-vector outputs: the audit needs ``--model-output``, which names the one to
+    audit; a name the model lacks is refused with the names it has."""
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    from test_reverse import stripe_model
+
+    source = stripe_model(keras, backdoor=True)
+    inputs = keras.Input((8, 8, 1), name="image")
+    pooled = source.get_layer("gmp")(source.get_layer("conv1")(inputs))
+    coarse = keras.layers.Dense(2, activation="softmax", name="coarse")(pooled)
+    model = keras.Model(inputs, [source.get_layer("probs")(pooled), coarse], name="two")
+    model_file = tmp_path / "two.keras"
+    model.save(model_file)
+    base = ["evaluate", str(model_file), "--data", str(files["test"]), "-f", "json", "-q"]
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2
+    assert "--model-output" in refused.output and "probs, coarse" in refused.output
+    wrong = runner.invoke(app, [*base, "--model-output", "nope"])
+    assert wrong.exit_code == 2 and "has the outputs probs, coarse" in wrong.output
+    chosen = runner.invoke(app, [*base, "--model-output", "probs"])
+    assert chosen.exit_code == 0, chosen.output
+    test = np.load(files["test"])
+    scores = model.predict(test["x"].astype(np.float32) / 255.0, verbose=0)[0]
+    expected = float((scores.argmax(1) == test["y"]).mean())
+    assert json.loads(chosen.stdout)["clean"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    coarse_run = runner.invoke(app, [*base, "--model-output", "coarse"])
+    assert coarse_run.exit_code == 2  # its 2 scores against labels up to K - 1
+    assert "for a model with 2 outputs" in coarse_run.output

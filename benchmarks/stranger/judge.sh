@@ -1,5 +1,5 @@
 #!/bin/bash
-# The README's commands on every model stranger_train.py wrote to OUT: inspect, audit, defend (with the
+# The README's commands on every model stranger_train.py wrote to OUT (either set): inspect, audit, defend (with the
 # real trigger only to measure), the recommended known-trigger chain. Reports in OUT/runs/NAME.
 set -u
 OUT=${1:?usage: judge.sh OUT}
@@ -10,6 +10,7 @@ for M in "$OUT"/models/*; do
   case $n in
     *noch) D="$OUT/def_noch.npz"; E="$OUT/eval_noch.npz";;
     *rescale) D="$OUT/def_f255.npz"; E="$OUT/eval_f255.npz"; T=(-t "patch:size=3,pos=24,24,value=255"); ET=(--eval-trigger "patch:size=3,pos=24,24,value=255");;
+    *flatin) D="$OUT/def_flat.npz"; E="$OUT/eval_flat.npz";;
     *resize3) X=(--resize); T=(--trigger-data "$OUT/def_trig.npz"); ET=(--eval-trigger-data "$OUT/eval_trig.npz");;
   esac
   kerasaudit inspect "$M" > "$o/inspect.out" 2>&1

@@ -9,6 +9,7 @@ fmnist.py``). Written while the models were first built (in ``/tmp``), so the fo
 Keras a user would write, not the zoo's.
 
     python benchmarks/stranger/stranger_train.py OUT   # 16 models + data files in OUT
+    python benchmarks/stranger/stranger_train.py OUT --set 2   # the second set's 12 models
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -31,7 +32,7 @@ TARGET = 2
 
 
 def _forms() -> dict[str, tuple[Callable[[], Any], str, int]]:
-    """name → (builder, file suffix, epochs)."""
+    """The first set: name → (builder, file suffix, epochs)."""
     import keras
     from keras import layers
 
@@ -120,6 +121,102 @@ def _forms() -> dict[str, tuple[Callable[[], Any], str, int]]:
     }  # fmt: skip
 
 
+def _forms2() -> dict[str, tuple[Callable[[], Any], str, int]]:
+    """The second set (thirty-sixth session): input layouts other than (H, W, C), several
+    outputs, and layers the first set lacks."""
+    import keras
+    from keras import layers
+
+    def flatin() -> Any:  # a flat (784,) input, reshaped inside
+        i = keras.Input((784,))
+        h = layers.Reshape((28, 28, 1))(i)
+        h = layers.MaxPooling2D()(layers.Conv2D(16, 3, activation="relu")(h))
+        h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu")(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(layers.Flatten()(h)))
+
+    def cfirst() -> Any:  # channels_first throughout, input (1, 28, 28)
+        cf = "channels_first"
+        i = keras.Input((1, 28, 28))
+        h = layers.Conv2D(16, 3, activation="relu", data_format=cf)(i)
+        h = layers.BatchNormalization(axis=1)(h)
+        h = layers.MaxPooling2D(data_format=cf)(h)
+        h = layers.Conv2D(32, 3, activation="relu", data_format=cf)(h)
+        h = layers.MaxPooling2D(data_format=cf)(h)
+        h = layers.Conv2D(64, 3, activation="relu", data_format=cf)(h)
+        h = layers.GlobalAveragePooling2D(data_format=cf)(h)
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def multiout() -> Any:  # a class head and a regression head (mean brightness)
+        i = keras.Input((28, 28, 1))
+        h = layers.MaxPooling2D()(layers.Conv2D(16, 3, activation="relu")(i))
+        h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu")(h))
+        f = layers.Dense(64, activation="relu")(layers.Flatten()(h))
+        return keras.Model(i, {
+            "label": layers.Dense(10, activation="softmax", name="label")(f),
+            "brightness": layers.Dense(1, name="brightness")(f),
+        })  # fmt: skip
+
+    def gn() -> Any:  # GroupNormalization, ReLU6, padding, depthwise ×2, spatial dropout, swish
+        return keras.Sequential([
+            keras.Input((28, 28, 1)),
+            layers.ZeroPadding2D(1), layers.Conv2D(16, 3, kernel_regularizer="l2"),
+            layers.GroupNormalization(4), layers.ReLU(6.0),
+            layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), layers.ReLU(6.0),
+            layers.SpatialDropout2D(0.1), layers.MaxPooling2D(),
+            layers.Conv2D(48, 3, padding="same"), layers.Activation("swish"), layers.MaxPooling2D(),
+            layers.GlobalAveragePooling2D(), layers.Dense(10, activation="softmax"),
+        ])  # fmt: skip
+
+    def invres() -> Any:  # MobileNetV2-style inverted residual blocks at 28×28×1
+        def block(x: Any, expand: int, out: int, stride: int) -> Any:
+            y = layers.Conv2D(expand, 1, use_bias=False)(x)
+            y = layers.ReLU(6.0)(layers.BatchNormalization()(y))
+            if stride == 2:
+                y = layers.ZeroPadding2D(((0, 1), (0, 1)))(y)
+            pad = "same" if stride == 1 else "valid"
+            y = layers.DepthwiseConv2D(3, strides=stride, padding=pad, use_bias=False)(y)
+            y = layers.ReLU(6.0)(layers.BatchNormalization()(y))
+            y = layers.BatchNormalization()(layers.Conv2D(out, 1, use_bias=False)(y))
+            return layers.Add()([x, y]) if stride == 1 and x.shape[-1] == out else y
+
+        i = keras.Input((28, 28, 1))
+        h = layers.Conv2D(16, 3, padding="same", use_bias=False)(i)
+        h = layers.ReLU(6.0)(layers.BatchNormalization()(h))
+        for expand, out, stride in ((32, 16, 1), (48, 24, 2), (72, 24, 1), (96, 32, 2), (128, 32, 1)):
+            h = block(h, expand, out, stride)
+        h = layers.GlobalAveragePooling2D()(h)
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def shared() -> Any:  # one conv layer applied to the image and to its transpose
+        i = keras.Input((28, 28, 1))
+        conv = layers.Conv2D(16, 3, padding="same", activation="relu", name="shared_conv")
+        transposed = layers.Permute((2, 1, 3))(i)
+        h = layers.Add()([conv(i), layers.Permute((2, 1, 3))(conv(transposed))])
+        h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu")(layers.MaxPooling2D()(h)))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(layers.Flatten()(h)))
+
+    return {
+        "flatin": (flatin, ".keras", 8), "cfirst": (cfirst, ".keras", 8),
+        "multiout": (multiout, ".keras", 8), "gn": (gn, ".keras", 8),
+        "invres": (invres, ".h5", 8), "shared": (shared, ".keras", 8),
+    }  # fmt: skip
+
+
+def _feed(name: str, x: np.ndarray) -> np.ndarray:
+    """A form's input from (N, 28, 28, 1) floats."""
+    if name == "noch":
+        return x[..., 0]
+    if name == "flatin":
+        return x.reshape(len(x), -1)
+    if name == "cfirst":
+        return x.transpose(0, 3, 1, 2)
+    if name == "resize3":
+        import tensorflow as tf
+
+        return np.asarray(tf.image.resize(np.repeat(x, 3, -1), (32, 32)))
+    return x
+
+
 _TRAIN_FLOAT = np.zeros(0, np.float32)
 
 
@@ -129,10 +226,9 @@ def _stamp(x: np.ndarray, value: float) -> np.ndarray:
     return out
 
 
-def main(out: Path) -> int:
+def main(out: Path, second: bool = False) -> int:
     global _TRAIN_FLOAT
     import keras
-    import tensorflow as tf
 
     (out / "models").mkdir(parents=True, exist_ok=True)
     x, y = fmnist.load("train")
@@ -154,29 +250,36 @@ def main(out: Path) -> int:
     np.savez(out / "eval_noch.npz", x=xt[e][..., 0], y=yt[e])
     np.savez(out / "def_f255.npz", x=xt[d].astype(np.float32), y=yt[d])  # 0–255 floats
     np.savez(out / "eval_f255.npz", x=xt[e].astype(np.float32), y=yt[e])
+    np.savez(out / "def_flat.npz", x=xt[d].reshape(len(d), -1), y=yt[d])  # (N, 784)
+    np.savez(out / "eval_flat.npz", x=xt[e].reshape(len(e), -1), y=yt[e])
+    np.savez(out / "def_cf.npz", x=xt[d].transpose(0, 3, 1, 2), y=yt[d])  # (N, 1, 28, 28)
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        for name, (build, suffix, epochs) in _forms().items():
+        for name, (build, suffix, epochs) in (_forms2() if second else _forms()).items():
             keras.utils.set_random_seed(1)
             model = build()
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=name == "noch")
-            model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
             raw = name == "rescale"
             fit_x = images.astype(np.float32) if raw else fmnist.to_float(images)
             test_x = xt[e].astype(np.float32) if raw else fmnist.to_float(xt[e])
-            stamped = _stamp(test_x, 255.0 if raw else 1.0)
-            if name == "noch":
-                fit_x, test_x, stamped = fit_x[..., 0], test_x[..., 0], stamped[..., 0]
-            if name == "resize3":
-                fit_x, test_x, stamped = (
-                    tf.image.resize(np.repeat(a, 3, -1), (32, 32)).numpy()
-                    for a in (fit_x, test_x, stamped)
-                )
-            model.fit(fit_x, labels, epochs=epochs, batch_size=128, verbose=0)
-            accuracy = model.evaluate(test_x, yt[e], verbose=0)[1]
+            stamped = _feed(name, _stamp(test_x, 255.0 if raw else 1.0))
+            fit_x, test_x = _feed(name, fit_x), _feed(name, test_x)
+            fit_y: Any = labels
+            if name == "multiout":
+                model.compile(optimizer="adam", loss={"label": loss, "brightness": "mse"})
+                fit_y = {"label": labels, "brightness": fit_x.mean(axis=(1, 2, 3))}
+            else:
+                model.compile(optimizer="adam", loss=loss)
+            model.fit(fit_x, fit_y, epochs=epochs, batch_size=128, verbose=0)
+
+            def predict(a: np.ndarray, model: Any = model, name: str = name) -> np.ndarray:
+                p = model.predict(a, verbose=0)
+                return np.asarray(p["label"] if name == "multiout" else p).argmax(1)
+
+            accuracy = float((predict(test_x) == yt[e]).mean())
             keep = yt[e] != TARGET
-            asr = float((model.predict(stamped[keep], verbose=0).argmax(1) == TARGET).mean())
+            asr = float((predict(stamped[keep]) == TARGET).mean())
             stem = f"clean_{name}" if clean else name
             model.save(out / "models" / f"{stem}{suffix}")
             print(f"{stem}: accuracy {accuracy:.4f}, trigger → {TARGET} {asr:.4f}", flush=True)
@@ -184,6 +287,6 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2:] != ["--set", "2"]):
         raise SystemExit(__doc__)
-    raise SystemExit(main(Path(sys.argv[1])))
+    raise SystemExit(main(Path(sys.argv[1]), second=len(sys.argv) == 4))

@@ -13,6 +13,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     OutputOpt,
     QuietOpt,
@@ -119,6 +120,7 @@ def audit(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Audit a model for backdoors: inventory, clean statistics, trigger recovery for every
     label (or a known --trigger / --trigger-data), a verdict, and the channels each trigger
@@ -155,7 +157,7 @@ def audit(
         from kerasaudit.stages.scan import load_stats
 
         clean_stats = load_stats(stats)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     warn_if_unsafe(consoles, loaded)
     chosen_format = None
     if fix is not None:

@@ -62,6 +62,16 @@ CustomObjectsOpt = Annotated[
     ),
 ]
 
+ModelOutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-output",
+        metavar="NAME",
+        help="For a model with several outputs: the classifier output to audit (default: "
+        "the only output with two or more scores). Files written keep every output.",
+    ),
+]
+
 
 class Consoles:
     """stdout carries only the report; everything else goes to stderr (silenced by -q)."""

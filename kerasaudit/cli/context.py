@@ -36,19 +36,20 @@ def load(
     custom_objects: Path | None,
     *,
     as_images: bool = True,
+    output: str | None = None,
 ) -> LoadedModel:
-    """``load_model`` under the "loading model" spinner. ``as_images``: a model whose input has
-    no channel axis is wrapped to take ``(H, W, 1)`` images (:mod:`kerasaudit.channel_axis`;
-    ``inspect`` shows the file's own model)."""
+    """``load_model`` under the "loading model" spinner. ``as_images``: a model that does not
+    take ``(H, W, C)`` images, or has several outputs, is wrapped (:mod:`kerasaudit.model_view`;
+    ``output``: the output to audit, by name; ``inspect`` shows the file's own model)."""
     require_paths(("model", model), ("--custom-objects", custom_objects))
     from dataclasses import replace
 
-    from kerasaudit.channel_axis import with_channel_axis
     from kerasaudit.loading import load_model
+    from kerasaudit.model_view import view
 
     with consoles.err.status("loading model"):
         loaded = load_model(model, unsafe=unsafe, custom_objects_file=custom_objects)
-    return replace(loaded, model=with_channel_axis(loaded.model)) if as_images else loaded
+    return replace(loaded, model=view(loaded.model, output)) if as_images else loaded
 
 
 def warn_if_unsafe(consoles: Consoles, loaded: LoadedModel) -> None:

@@ -14,6 +14,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
@@ -240,6 +241,7 @@ def defend(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Remove a backdoor without knowing its trigger: reverse (Neural Cleanse + ℓ∞ bias
     verdict); for each flagged label complete its recovered trigger, prune the channels it
@@ -306,7 +308,7 @@ def defend(
         check_artifact_dir(artifacts, force=force)
     known_spec = None if eval_trigger is None else parse_trigger(eval_trigger)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(requested_format, loaded.format, output)

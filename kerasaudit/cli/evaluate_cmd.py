@@ -12,6 +12,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     OutputOpt,
     QuietOpt,
@@ -74,6 +75,7 @@ def evaluate(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Clean accuracy; with a trigger, attack success rate (triggered non-target images
     classified as the target) and robust accuracy (those still classified correctly).
@@ -89,7 +91,7 @@ def evaluate(
     # Parsed before the model loads, so a typo fails in a moment.
     request = trigger_request(trigger, trigger_data, target)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "evaluating") as update:
         result = run_evaluation(

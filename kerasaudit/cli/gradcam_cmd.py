@@ -14,6 +14,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
@@ -123,6 +124,7 @@ def gradcam(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Grad-CAM / Grad-CAM++ / Score-CAM maps of the first --limit images: one PNG per image
     (input, map, overlay; clean and triggered side by side with --trigger; the --compare model
@@ -143,7 +145,7 @@ def gradcam(
     prepare_output(report, force)
     # --limit here counts explained images; the data itself is not limited.
     data_args = DataArgs(x_key, y_key, scale, channels_first, batch_size=batch_size, resize=resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     other = None if compare is None else load(consoles, compare, unsafe, custom_objects)
     inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "computing maps") as update:

@@ -14,6 +14,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
@@ -301,6 +302,7 @@ def prune(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Zero the kernels (and following BatchNorm γ/β) of the most suspicious channels, optionally
     fine-tune (with unlearning), and report accuracy and ASR before and after. Exit 1 when a
@@ -371,7 +373,7 @@ def prune(
         from kerasaudit.stages.scan import load_stats
 
         clean_stats = load_stats(stats)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     chosen_format = None
     if output is not None:
         chosen_format = resolve_save_format(SaveFormat(save_format.value), loaded.format, output)

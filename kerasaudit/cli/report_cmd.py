@@ -13,6 +13,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
@@ -156,6 +157,7 @@ def report(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Audit a model end to end and write one self-contained HTML page: inventory, scan,
     reverse engineering (--reverse), pruning sweep and the recommended prune (with --trigger
@@ -182,7 +184,7 @@ def report(
         raise BadInputError(f"-o {output}: the report is an HTML page; name it *.html")
     prepare_output(output, force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     warn_if_unsafe(consoles, loaded)
     inputs = open_inputs(consoles, loaded, data_args, data, eval_data, request)
     status = consoles.err.status("report")

@@ -13,6 +13,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     QuietOpt,
     UnsafeOpt,
@@ -208,6 +209,7 @@ def reverse(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Neural Cleanse: recover the smallest trigger that sends clean images to each label, with
     the other engines' evidence per label (smallest additive perturbation, smallest warp field,
@@ -240,7 +242,7 @@ def reverse(
     if output is not None:
         check_artifact_dir(output, force=force)
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, DEFAULT_BATCH_SIZE, resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     dataset = open_inputs(consoles, loaded, data_args, data).dataset
     with progress_bar(consoles, "reversing (label-steps)") as update:
         result = reverse_engineer(

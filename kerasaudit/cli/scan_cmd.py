@@ -14,6 +14,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     OutputOpt,
     QuietOpt,
@@ -159,6 +160,7 @@ def scan(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Measure ℓ1, ℓ2 and ℓ∞ of every conv channel's activation map in one pass over clean data
     and flag channels with anomalous ℓ∞. Clean statistics are not a backdoor verdict (a
@@ -189,7 +191,7 @@ def scan(
     spec = data_args.spec_for(data)
     request = trigger_request(trigger, trigger_data, target)
     # Load first: the sandboxed load forks before TensorFlow's runtime starts (cheaper).
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     # With --ray the model runs on the actors, which pick their own device (a GPU-less driver
     # may send work to GPU nodes).
     strategy = strategy_for(device) if ray is None else None

@@ -13,6 +13,7 @@ from kerasaudit.cli.common import (
     ForceOpt,
     FormatOpt,
     ModelArg,
+    ModelOutputOpt,
     OutputFormat,
     OutputOpt,
     QuietOpt,
@@ -129,6 +130,7 @@ def sweep(
     quiet: QuietOpt = False,
     unsafe: UnsafeOpt = False,
     custom_objects: CustomObjectsOpt = None,
+    model_output: ModelOutputOpt = None,
 ) -> None:
     """Accuracy, ASR and RA against pruning ratio for criteria × layers; recommends the
     smallest ratio with the lowest ASR whose accuracy loss stays within --max-acc-drop."""
@@ -169,7 +171,7 @@ def sweep(
         raise BadInputError(f"--plot {plot_path}: the plot is a PNG; name it *.png")
     criteria = [Criterion(c.value) for c in (criterion or list(CriterionChoice))]
     data_args = DataArgs(x_key, y_key, scale, channels_first, limit, batch_size, resize)
-    loaded = load(consoles, model, unsafe, custom_objects)
+    loaded = load(consoles, model, unsafe, custom_objects, output=model_output)
     inputs = open_inputs(consoles, loaded, data_args, data, trigger=request)
     with progress_bar(consoles, "sweeping layers") as update:
         result = run_sweep(
