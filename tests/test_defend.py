@@ -686,9 +686,7 @@ def _stripe_form(keras: Any, form: str) -> Any:
         )  # fmt: skip
         features = moved(inputs)
         moved.set_weights(conv.get_weights())  # the kernel layout does not depend on it
-        pooled = keras.layers.GlobalMaxPooling2D(data_format="channels_first", name="gmp")(
-            features
-        )
+        pooled = keras.layers.GlobalMaxPooling2D(data_format="channels_first", name="gmp")(features)
         return keras.Model(inputs, probs(pooled), name="moved")
     if form == "flat":
         inputs = keras.Input((64,), name="image")

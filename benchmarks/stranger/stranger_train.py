@@ -182,7 +182,8 @@ def _forms2() -> dict[str, tuple[Callable[[], Any], str, int]]:
         i = keras.Input((28, 28, 1))
         h = layers.Conv2D(16, 3, padding="same", use_bias=False)(i)
         h = layers.ReLU(6.0)(layers.BatchNormalization()(h))
-        for expand, out, stride in ((32, 16, 1), (48, 24, 2), (72, 24, 1), (96, 32, 2), (128, 32, 1)):
+        blocks = ((32, 16, 1), (48, 24, 2), (72, 24, 1), (96, 32, 2), (128, 32, 1))
+        for expand, out, stride in blocks:
             h = block(h, expand, out, stride)
         h = layers.GlobalAveragePooling2D()(h)
         return keras.Model(i, layers.Dense(10, activation="softmax")(h))
