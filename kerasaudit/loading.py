@@ -14,7 +14,10 @@ Steps 2 and 3 first run in a resource-limited child process (``kerasaudit.sandbo
 check, then a canary load; the caller loads the same private copy only after the canary
 succeeded within the limits. ``KERASAUDIT_SANDBOX=0`` runs both in-process instead.
 TF SavedModel directories are read with tf-keras (Keras 3 cannot rebuild layers from them), then
-converted to Keras 3 through a legacy ``.h5`` that goes through the same checks again.
+converted to Keras 3 through a legacy ``.h5`` that goes through the same checks again. A
+``.keras`` file Keras 2 wrote (tf.keras 2.13–2.15, tf-keras) is rebuilt by Keras 3's legacy
+loader from its class names alone (no module it names is imported), given its weights, and
+saved as a Keras 3 ``.keras`` that goes through the same checks again.
 Temporary files (the copy, Keras' extraction directories, the children's TMPDIR) all live in
 the private directory, which is removed however the load ends.
 """
@@ -40,6 +43,7 @@ from kerasaudit.safety import (
     check_local_path,
     check_model_file,
     detect_format,
+    is_keras2,
     scan_savedmodel_tree,
 )
 
@@ -119,7 +123,7 @@ def load_model(
             "keras_version": report.keras_version,
             "unsafe": unsafe,
             "custom_objects_file": custom_file,
-            "converted": str(private / "converted.h5"),
+            "converted": str(private / _converted_name(fmt, report.keras_version)),
             "shown": str(path),
         }
         if sandboxed:
@@ -142,17 +146,27 @@ def load_model(
     )
 
 
+def _converted_name(fmt: ModelFormat, keras_version: str | None) -> str:
+    return "converted.keras" if _is_keras2_zip(fmt, keras_version) else "converted.h5"
+
+
+def _is_keras2_zip(fmt: ModelFormat, keras_version: Any) -> bool:
+    return fmt is ModelFormat.KERAS and is_keras2(keras_version)
+
+
 def prepare(request: dict[str, Any], custom: dict[str, Any]) -> Path:
     """What Keras 3 will load, from a checked private copy: the copy itself (a Keras 2 ``.h5``
-    repaired in place first), or a SavedModel's conversion to ``.h5``, checked again. Runs
-    once per load: in the sandboxed canary, or in-process when the sandbox is off."""
+    repaired in place first), or a conversion (a SavedModel's to ``.h5``, a Keras 2
+    ``.keras``'s to a Keras 3 ``.keras``), checked again. Runs once per load: in the sandboxed
+    canary, or in-process when the sandbox is off."""
     copy = Path(request["copy"])
     fmt = ModelFormat(request["format"])
+    unsafe = bool(request["unsafe"])
     if fmt is ModelFormat.SAVEDMODEL:
-        return _convert_savedmodel(
-            copy, Path(request["converted"]), custom, bool(request["unsafe"])
-        )
-    if fmt is ModelFormat.H5 and str(request.get("keras_version") or "").startswith(("1.", "2.")):
+        return _convert_savedmodel(copy, Path(request["converted"]), custom, unsafe)
+    if _is_keras2_zip(fmt, request.get("keras_version")):
+        return _convert_keras2_zip(copy, Path(request["converted"]), custom, unsafe)
+    if fmt is ModelFormat.H5 and is_keras2(request.get("keras_version")):
         _repair_legacy_h5(copy)
     return copy
 
@@ -166,7 +180,8 @@ def prepare_and_load(request: dict[str, Any], custom: dict[str, Any]) -> None:
 def _vetted_target(request: dict[str, Any], custom: dict[str, Any], unsafe: bool) -> Path:
     """After a successful canary: the copy, or the conversion the canary wrote (whose check
     is repeated here; it is cheap and the caller should not take a child's word for it)."""
-    if ModelFormat(request["format"]) is not ModelFormat.SAVEDMODEL:
+    fmt = ModelFormat(request["format"])
+    if fmt is not ModelFormat.SAVEDMODEL and not _is_keras2_zip(fmt, request.get("keras_version")):
         return Path(request["copy"])
     converted = Path(request["converted"])
     _refuse_unless_safe(check_model_file(converted, custom), unsafe)
@@ -279,6 +294,57 @@ def _convert_savedmodel(copy: Path, h5: Path, custom: dict[str, Any], unsafe: bo
     return h5
 
 
+def _convert_keras2_zip(copy: Path, converted: Path, custom: dict[str, Any], unsafe: bool) -> Path:
+    """A Keras 2 ``.keras`` (checked): its config, with the modules it names dropped and Keras 2's
+    quirks repaired, rebuilt by Keras 3's legacy loader (which resolves built-in classes by
+    name), its weights loaded by layer path, saved as Keras 3 ``.keras`` and checked again."""
+    import json
+    import zipfile
+
+    keras = _tf.keras()
+    from keras.src.legacy.saving import saving_utils
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    weights = converted.with_name("keras2.weights.h5")
+    try:
+        with zipfile.ZipFile(copy) as archive:  # members already read under the caps
+            config = json.loads(archive.read("config.json"))
+            with archive.open("model.weights.h5") as source, weights.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"cannot read the Keras 2 .keras file: {_first_line(exc)}") from exc
+    _drop_modules(config)
+    repair_keras2_config(config)
+    try:
+        with SafeModeScope(not unsafe), keras.saving.custom_object_scope(custom):
+            model = saving_utils.model_from_config(config, custom_objects=custom)
+            model.load_weights(weights)
+    except RecursionError as exc:
+        raise BadInputError("the model nests too deeply for Keras to load it") from exc
+    except Exception as exc:
+        raise BadInputError(
+            f"Keras 3 could not rebuild the Keras 2 .keras model: {_first_line(exc)}"
+        ) from exc
+    model.save(converted)
+    _refuse_unless_safe(check_model_file(converted, custom), unsafe)
+    return converted
+
+
+def _drop_modules(config: Any) -> None:
+    """Remove, in place, the ``module`` and ``registered_name`` of every serialized object, so
+    that Keras 3's legacy loader resolves each by its class name (built-in, or custom)."""
+    stack: list[Any] = [config]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, list):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            if "class_name" in obj:
+                obj.pop("module", None)
+                obj.pop("registered_name", None)
+            stack.extend(v for v in obj.values() if isinstance(v, dict | list))
+
+
 def _repair_legacy_h5(copy: Path) -> None:
     """Fix Keras 2 quirks Keras 3's legacy loader trips on, in our private copy only."""
     import json
@@ -304,7 +370,9 @@ def _first_line(exc: BaseException) -> str:
 def repair_keras2_config(config: Any) -> int:
     """Fix, in place, what Keras 3's legacy loader trips on in Keras 2 configs.
 
-    DepthwiseConv layers lose the ``groups=1`` argument Keras 2 wrote.
+    DepthwiseConv layers lose the ``groups=1`` argument Keras 2 wrote; SeparableConv layers
+    also lose the ``kernel_*`` arguments Keras 2 wrote beside its ``depthwise_*`` and
+    ``pointwise_*`` ones (it ignored them; Keras 3 rejects them).
 
     References to nested models are renumbered: Keras 2 gives a nested model (a Sequential or
     Functional used as a layer) an inbound node of its own when it is built, so the first call
@@ -329,6 +397,14 @@ def repair_keras2_config(config: Any) -> int:
             # Keras 2 wrote a `groups` argument that Keras 3's DepthwiseConv rejects.
             del cfg["groups"]
             changed += 1
+        if str(obj.get("class_name", "")).startswith("SeparableConv") and isinstance(cfg, dict):
+            for key in ("kernel_initializer", "kernel_regularizer", "kernel_constraint"):
+                if key in cfg:
+                    del cfg[key]
+                    changed += 1
+            if cfg.get("groups") == 1:
+                del cfg["groups"]
+                changed += 1
         if obj.get("class_name") in ("Functional", "Model") and isinstance(cfg, dict):
             layers = [layer for layer in _list(cfg.get("layers")) if isinstance(layer, dict)]
             nested = {

@@ -98,6 +98,16 @@ ALLOWED_MODULES = frozenset(
         "keras.src.models.model",
     }
 )
+# The modules Keras 2 (tf.keras 2.13+, tf-keras) names in its own `.keras` files. Admitted only
+# for a file whose metadata says Keras 2: such a file is never handed to Keras 3's loader as it
+# is, but rebuilt from its class names alone (``kerasaudit.loading``), so no module is imported.
+KERAS2_MODULES = frozenset(
+    {
+        f"{root}.{kind}"
+        for root in ("keras.src.engine", "keras.engine", "tf_keras.src.engine")
+        for kind in ("functional", "sequential", "training")
+    }
+)
 ALLOWED_FUNCTION_MODULES = frozenset(
     {None, "builtins", "keras.activations", "keras.losses", "keras.metrics"}
 )
@@ -329,6 +339,7 @@ def scan_savedmodel_tree(path: Path, shown: Path | None = None) -> int:
 @dataclass
 class _Walk:
     custom: frozenset[str]
+    modules: frozenset[str] = ALLOWED_MODULES
     findings: list[Finding] = field(default_factory=list)
     seen: set[Finding] = field(default_factory=set)
     suppressed: int = 0
@@ -406,10 +417,13 @@ def json_depth(value: Any) -> int:
 
 
 def check_config(
-    config: Any, custom: Iterable[str] = (), where: str = ""
+    config: Any, custom: Iterable[str] = (), where: str = "", *, keras2_zip: bool = False
 ) -> tuple[list[Finding], int]:
-    """Walk a (Keras 2 or 3) model config; return findings and the weights it declares."""
-    walk = _Walk(custom=frozenset(custom))
+    """Walk a (Keras 2 or 3) model config; return findings and the weights it declares.
+    ``keras2_zip``: the config of a `.keras` file Keras 2 wrote (its engine modules admitted:
+    :data:`KERAS2_MODULES`)."""
+    modules = ALLOWED_MODULES | KERAS2_MODULES if keras2_zip else ALLOWED_MODULES
+    walk = _Walk(custom=frozenset(custom), modules=modules)
     _walk_config(walk, config, where)
     findings = list(walk.findings)
     if walk.suppressed:
@@ -529,7 +543,7 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
             "(name it in --custom-objects if you trust it)",
         )
         return here
-    if module is not None and module not in ALLOWED_MODULES:
+    if module is not None and module not in walk.modules:
         walk.add(here, "module", f"{label} ({cls}) names module {module!r}, outside Keras")
     if registered not in (None, cls) and not (cls == "Functional" and registered == "Functional"):
         walk.add(here, "custom", f"{label} ({cls}) is registered as custom object {registered!r}")
@@ -1018,7 +1032,9 @@ def _check_keras_members(
             else {}
         )
         training, config = _training_part(config, "compile_config")
-        walk_findings, declared = check_config(config, custom)
+        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+        keras2 = is_keras2(version)
+        walk_findings, declared = check_config(config, custom, keras2_zip=keras2)
         findings.extend(walk_findings)
         ignored = _not_loaded(training, custom, "compile_config", findings)
         assets = [info.filename for info in infos if info.filename.startswith("assets/")]
@@ -1035,7 +1051,6 @@ def _check_keras_members(
         if has_weights and not any(f.category == "resources" for f in findings):
             stored = _check_zipped_weights(weights, shown, findings)
     findings.extend(_params_finding(declared, stored, file_bytes))
-    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     return SafetyReport(
         str(shown),
         ModelFormat.KERAS,
@@ -1047,6 +1062,11 @@ def _check_keras_members(
         file_bytes,
         tuple(ignored),
     )
+
+
+def is_keras2(version: Any) -> bool:
+    """Whether a recorded ``keras_version`` is Keras 1 or 2."""
+    return str(version or "").startswith(("1.", "2."))
 
 
 def _training_part(config: Any, key: str) -> tuple[Any, Any]:

@@ -112,6 +112,13 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     legacy.save(files["savedmodel"], save_format="tf")
     files["h5_keras22"] = out / "k22_style.h5"
     _write_keras22_style(files["h5_keras2"], files["h5_keras22"])
+    files["keras_keras2"] = out / "nested_k2.keras"  # Keras 2's own .keras format
+    legacy.save(files["keras_keras2"])
+    separable = _tf_keras_separable()
+    files["keras_keras2_sep"] = out / "separable_k2.keras"
+    separable.save(files["keras_keras2_sep"])
+    files["h5_keras2_sep"] = out / "separable_k2.h5"
+    separable.save(files["h5_keras2_sep"])
     np.save(out / "probe.npy", np.random.default_rng(1).random((5, 8, 8, 1), dtype="float32"))
     files["probe"] = out / "probe.npy"
     return files
@@ -139,6 +146,29 @@ def _tf_keras_models() -> Any:
     model = k2.Model(inputs, outputs, name="legacy_cnn")
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 8, 8, 1)), rng.integers(0, 3, 16), epochs=1, verbose=0)
+    return model
+
+
+def _tf_keras_separable() -> Any:
+    """A Keras 2 (tf-keras) top-level Sequential with separable convolutions, trained one step."""
+    import numpy as np
+    import tf_keras as k2
+
+    k2.utils.set_random_seed(1)
+    model = k2.Sequential(
+        [
+            k2.Input((8, 8, 1)),
+            k2.layers.SeparableConv2D(6, 3, padding="same", activation="relu", name="sep1"),
+            k2.layers.BatchNormalization(name="bn1"),
+            k2.layers.SeparableConv2D(8, 3, activation="relu", name="sep2"),
+            k2.layers.GlobalAveragePooling2D(name="gap"),
+            k2.layers.Dense(3, activation="softmax", name="probs"),
+        ],
+        name="legacy_separable",
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(1)
     model.fit(rng.random((16, 8, 8, 1)), rng.integers(0, 3, 16), epochs=1, verbose=0)
     return model
 

@@ -24,6 +24,9 @@ from kerasaudit.safety import ModelFormat, detect_format
         ("h5_keras2", ModelFormat.H5, "2."),
         ("h5_keras22", ModelFormat.H5, "2.2"),
         ("savedmodel", ModelFormat.SAVEDMODEL, "2."),
+        ("keras_keras2", ModelFormat.KERAS, "2."),
+        ("keras_keras2_sep", ModelFormat.KERAS, "2."),
+        ("h5_keras2_sep", ModelFormat.H5, "2."),
     ],
 )
 def test_each_format_loads_and_records_its_origin(
@@ -53,15 +56,29 @@ def test_keras3_round_trip_predictions_match(
     )
 
 
-@pytest.mark.parametrize("key", ["h5_keras2", "h5_keras22", "savedmodel"])
+@pytest.mark.parametrize(
+    ("key", "reference_key"),
+    [
+        ("h5_keras2", "h5_keras2"),
+        ("h5_keras22", "h5_keras2"),
+        ("savedmodel", "h5_keras2"),
+        ("keras_keras2", "h5_keras2"),
+        ("keras_keras2_sep", "h5_keras2_sep"),
+        ("h5_keras2_sep", "h5_keras2_sep"),
+    ],
+)
 def test_legacy_files_compute_what_tf_keras_computes(
-    model_files: dict[str, Path], key: str
+    model_files: dict[str, Path], key: str, reference_key: str
 ) -> None:
+    """Keras 2 files of every kind, the ``.keras`` format of tf.keras 2.13+ included (before
+    2026-12-07 refused as naming a module outside Keras, or not rebuilt) and separable
+    convolutions in ``.h5`` (before: "Unrecognized keyword arguments passed to
+    SeparableConv2D")."""
     import tf_keras
 
     x = np.load(model_files["probe"])
     # Our own fixture file, so loading it with tf-keras here is safe; kerasaudit never does for .h5.
-    reference = tf_keras.models.load_model(model_files["h5_keras2"], compile=False).predict(
+    reference = tf_keras.models.load_model(model_files[reference_key], compile=False).predict(
         x, verbose=0
     )
     np.testing.assert_allclose(

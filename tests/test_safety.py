@@ -522,3 +522,41 @@ def test_a_custom_loss_in_the_training_configuration_is_reported_not_refused(
     # The model's own config is still checked in full: a Lambda layer is refused as before.
     _lambda_model(keras, marker).save(tmp_path / "lambda.keras")
     _assert_refused(tmp_path / "lambda.keras", category="code", where="evil")
+
+
+def _rewrite_members(src: Path, dst: Path, edit: dict[str, Any]) -> Path:
+    """A copy of the .keras archive ``src`` with the JSON members in ``edit`` changed by it."""
+    with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info.filename)
+            if info.filename in edit:
+                data = json.dumps(edit[info.filename](json.loads(data))).encode()
+            out.writestr(info.filename, data)
+    return dst
+
+
+def test_keras2_engine_modules_are_admitted_only_in_a_keras2_archive(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Keras 2's `.keras` names its own engine modules (``keras.src.engine.functional``,
+    ``tf_keras.src...``); they are admitted for a file whose metadata says Keras 2, which is
+    rebuilt from class names alone. The same modules in a file that says Keras 3 (whose loader
+    would import them) are refused, and so is any other module in a Keras 2 file."""
+    keras2 = model_files["keras_keras2"]
+    with zipfile.ZipFile(keras2) as archive:
+        modules = json.dumps(json.loads(archive.read("config.json")))
+    assert "tf_keras.src.engine" in modules
+    assert check_model_file(keras2).safe
+
+    def claim_keras3(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, "keras_version": "3.15.1"}
+
+    relabelled = _rewrite_members(keras2, tmp_path / "k3.keras", {"metadata.json": claim_keras3})
+    _assert_refused(relabelled, category="module", where="<model>")
+
+    def os_module(config: dict[str, Any]) -> dict[str, Any]:
+        find_layer_config(config, "probs")["module"] = "os"
+        return config
+
+    hostile = _rewrite_members(keras2, tmp_path / "os.keras", {"config.json": os_module})
+    _assert_refused(hostile, category="module", where="probs")
