@@ -109,6 +109,13 @@ class ModelInventory:
         }
 
 
+# Convolutions inside a custom (subclassed) layer are not in the model's graph.
+NO_CONV_HINT = (
+    "; convolutions inside custom layers are not reached, but `audit` and `defend` still "
+    "search the whole model for triggers"
+)
+
+
 def walk_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
     """Yield (path, layer, parent_model) for every layer, descending into nested models."""
     keras = _keras()

@@ -787,3 +787,101 @@ def test_model_output_names_the_classifier_among_several(tmp_path: Path, keras_m
     coarse_run = runner.invoke(app, [*base, "--model-output", "coarse"])
     assert coarse_run.exit_code == 2  # its 2 scores against labels up to K - 1
     assert "for a model with 2 outputs" in coarse_run.output
+
+
+_CUSTOM_BLOCK = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Wrapped(keras.layers.Layer):
+    """A conv layer hidden inside a custom layer."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+
+    def call(self, x):
+        return self.conv(x)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+custom_objects = {"tests>Wrapped": Wrapped}
+'''
+
+
+def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defended(
+    tmp_path: Path, keras_module: Any
+) -> None:
+    """No auditable layer (the conv is inside a custom layer, `--custom-objects`): the trigger
+    search still runs on the whole model and flags the target, the audit says the clean
+    statistics were not measured, and `defend` removes by unlearning alone. Before
+    2026-12-07 every command stopped at "the model has no convolutional layers to scan"."""
+    from test_reverse import stripe_model
+
+    from kerasaudit.loading import load_custom_objects
+
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    blocks = tmp_path / "blocks.py"
+    blocks.write_text(_CUSTOM_BLOCK)
+    wrapped_class = load_custom_objects(blocks)["tests>Wrapped"]
+    source = stripe_model(keras, backdoor=True)
+    inputs = keras.Input((8, 8, 1), name="image")
+    block = wrapped_class(K + 3, name="block")
+    features = block(inputs)
+    block.conv.set_weights(source.get_layer("conv1").get_weights())
+    outputs = source.get_layer("probs")(source.get_layer("gmp")(features))
+    model_file = tmp_path / "custom.keras"
+    keras.Model(inputs, outputs, name="custom").save(model_file)
+    loading = ["--custom-objects", str(blocks)]
+
+    audited = runner.invoke(
+        app,
+        [
+            *["audit", str(model_file), "--data", str(files["data"]), *loading],
+            *["--steps", "200", "--images", "128", "--report", str(tmp_path / "a.json"), "-q"],
+        ],
+    )
+    assert audited.exit_code == 1, audited.output
+    assert "no auditable conv layer" in audited.stdout
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["targets"] == [0]
+    assert report["clean_scan"] is None and report["neurons"] == []
+    assert report["inventory"]["auditable_layers"] == []
+    scanned = runner.invoke(app, ["scan", str(model_file), "-d", str(files["data"]), *loading])
+    assert scanned.exit_code == 2 and "inside custom layers are not reached" in scanned.output
+
+    out = tmp_path / "defended.keras"
+    defended = runner.invoke(
+        app,
+        [
+            *["defend", str(model_file), "--data", str(files["data"]), *loading],
+            *["--eval-data", str(files["test"]), "-o", str(out), "--eval-trigger", TRIGGER],
+            *["--eval-target", "0", *FAST, "--final-epochs", "30", "--format", "json", "-q"],
+        ],
+    )
+    assert defended.exit_code == 1, defended.output
+    result = json.loads(defended.stdout)
+    assert result["flagged"] == [0] and result["changed"]
+    for step in result["prune"]:  # nothing to prune: unlearnt
+        assert step["pruned"] == [] and "no auditable conv layer" in step["layer_choice"]["reason"]
+        tuned = step["fine_tune"]
+        assert tuned["epochs"] == 30 and tuned["triggers"] >= 1 and tuned["steps"] > 0
+    # The planted weight (60 on the trigger channel) is far beyond what unlearning alone moves
+    # in 30 epochs on 200 images: that it runs and writes the model is what is checked here.
+    from kerasaudit.loading import load_model
+
+    written = load_model(out, custom_objects_file=blocks).model
+    before = source.get_layer("conv1").get_weights()[0]
+    after = written.get_layer("block").conv.get_weights()[0]
+    assert after.shape == before.shape and not np.allclose(after, before)

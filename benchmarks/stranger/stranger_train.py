@@ -9,7 +9,8 @@ fmnist.py``). Written while the models were first built (in ``/tmp``), so the fo
 Keras a user would write, not the zoo's.
 
     python benchmarks/stranger/stranger_train.py OUT   # 16 models + data files in OUT
-    python benchmarks/stranger/stranger_train.py OUT --set 2   # the second set's 12 models
+    python benchmarks/stranger/stranger_train.py OUT --set 2   # the second set's 14 models
+    python benchmarks/stranger/stranger_train.py OUT --set 2 --only custom,gn   # some forms
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fmnist
 
 TARGET = 2
@@ -196,7 +198,16 @@ def _forms2() -> dict[str, tuple[Callable[[], Any], str, int]]:
         h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu")(layers.MaxPooling2D()(h)))
         return keras.Model(i, layers.Dense(10, activation="softmax")(layers.Flatten()(h)))
 
+    def custom() -> Any:  # conv blocks written as a subclassed layer (custom_layers.py)
+        from custom_layers import ConvBlock
+
+        i = keras.Input((28, 28, 1))
+        h = ConvBlock(32)(ConvBlock(16)(i))
+        h = layers.Dense(64, activation="relu")(layers.Flatten()(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
     return {
+        "custom": (custom, ".keras", 8),
         "flatin": (flatin, ".keras", 8), "cfirst": (cfirst, ".keras", 8),
         "multiout": (multiout, ".keras", 8), "gn": (gn, ".keras", 8),
         "invres": (invres, ".h5", 8), "shared": (shared, ".keras", 8),
@@ -227,7 +238,7 @@ def _stamp(x: np.ndarray, value: float) -> np.ndarray:
     return out
 
 
-def main(out: Path, second: bool = False) -> int:
+def main(out: Path, second: bool = False, only: set[str] | None = None) -> int:
     global _TRAIN_FLOAT
     import keras
 
@@ -258,6 +269,8 @@ def main(out: Path, second: bool = False) -> int:
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
         for name, (build, suffix, epochs) in (_forms2() if second else _forms()).items():
+            if only is not None and name not in only:
+                continue
             keras.utils.set_random_seed(1)
             model = build()
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=name == "noch")
@@ -288,6 +301,12 @@ def main(out: Path, second: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 4) or (len(sys.argv) == 4 and sys.argv[2:] != ["--set", "2"]):
-        raise SystemExit(__doc__)
-    raise SystemExit(main(Path(sys.argv[1]), second=len(sys.argv) == 4))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--set", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
+    args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    raise SystemExit(main(args.out, second=args.set == 2, only=only))

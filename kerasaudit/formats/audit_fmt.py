@@ -28,6 +28,19 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def clean_statistics_words(result: AuditResult) -> str:
+    scan = result.clean_scan
+    if scan is None:
+        return (
+            "none: no auditable conv layer (convolutions inside custom layers are not "
+            "reached); the trigger search ran on the whole model"
+        )
+    return (
+        f"{scan.flagged_count:,} of {scan.channel_count:,} channels stand out on clean "
+        "data (leads, not a verdict: a backdoor stays quiet until its trigger)"
+    )
+
+
 def verdict_words(result: AuditResult) -> str:
     if result.reverse is not None:
         return reverse_fmt.verdict_words(result.reverse)
@@ -85,14 +98,7 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
             f"{inv.params_total:,} parameters, {len(inv.auditable)} auditable layers"
         ),
     )
-    scan = result.clean_scan
-    head.add_row(
-        "clean statistics",
-        Text(
-            f"{scan.flagged_count:,} of {scan.channel_count:,} channels stand out on clean "
-            "data (leads, not a verdict: a backdoor stays quiet until its trigger)"
-        ),
-    )
+    head.add_row("clean statistics", Text(clean_statistics_words(result)))
     if result.known is not None and result.known.attack is not None:
         attack = result.known.attack
         head.add_row(

@@ -49,17 +49,12 @@ def _verdict(result: AuditResult, written: str | None) -> str:
 
 def _model(result: AuditResult) -> str:
     inv = result.inventory
-    scan = result.clean_scan
     rows = [
         ("file", result.model),
         ("format", f"{inv.format}, saved by Keras {inv.keras_version or 'unknown'}"),
         ("parameters", f"{inv.params_total:,} ({inv.params_trainable:,} trainable)"),
         ("layers", f"{inv.layer_count:,}, of which {len(inv.auditable):,} auditable"),
-        (
-            "clean statistics",
-            f"{scan.flagged_count:,} of {scan.channel_count:,} channels stand out on clean "
-            "data (leads, not a verdict: a backdoor stays quiet until its trigger)",
-        ),
+        ("clean statistics", audit_fmt.clean_statistics_words(result)),
     ]
     if inv.loaded_unsafely:
         rows.append(("loaded with --unsafe", "; ".join(inv.safety_findings) or "no findings"))

@@ -149,7 +149,7 @@ class Fix:
 class AuditResult:
     model: str
     inventory: ModelInventory
-    clean_scan: ScanResult
+    clean_scan: ScanResult | None  # None: no auditable layer (convolutions in custom layers)
     reverse: ReverseResult | None  # None when a known trigger was given
     known: EvaluationResult | None  # the known trigger measured on the data
     neurons: tuple[TriggerNeurons, ...]  # per trigger (found or known)
@@ -222,7 +222,9 @@ class AuditResult:
             "findings": self.findings(),
             "fix_left_backdoor": self.fix_left_backdoor,
             "inventory": self.inventory.to_dict(),
-            "clean_scan": {
+            "clean_scan": None
+            if self.clean_scan is None
+            else {
                 "verdict": None,
                 "note": "clean-data statistics are leads, not a verdict",
                 "channels": self.clean_scan.channel_count,
@@ -264,7 +266,10 @@ def audit(
     seconds["inventory"] = time.perf_counter() - started
 
     started = step("clean statistics")
-    if clean_stats is None:
+    clean_scan: ScanResult | None = None
+    if not inventory.auditable:
+        pass  # nothing to measure (convolutions inside custom layers): the search still runs
+    elif clean_stats is None:
         clean_scan = scan(model, dataset, source=str(dataset.info.path))
     else:
         from kerasaudit.ranking import checked_stats
@@ -292,21 +297,23 @@ def audit(
         target = None if attack is None or attack.target < 0 else attack.target
         triggers = [(target, known)]
 
-    started = step("flagged neurons")
-    clean_x, _ = dataset.take_array(min(dataset.info.count, NEURON_IMAGES))
-    scanner = Scanner(model, layers=[s.layer for s in clean_scan.stats.layers])
-    neurons = tuple(
-        trigger_neurons(
-            model,
-            clean_x,
-            trigger,
-            label=label,
-            threshold=settings.neuron_threshold,
-            scanner=scanner,
+    neurons: tuple[TriggerNeurons, ...] = ()
+    if clean_scan is not None:
+        started = step("flagged neurons")
+        clean_x, _ = dataset.take_array(min(dataset.info.count, NEURON_IMAGES))
+        scanner = Scanner(model, layers=[s.layer for s in clean_scan.stats.layers])
+        neurons = tuple(
+            trigger_neurons(
+                model,
+                clean_x,
+                trigger,
+                label=label,
+                threshold=settings.neuron_threshold,
+                scanner=scanner,
+            )
+            for label, trigger in triggers
         )
-        for label, trigger in triggers
-    )
-    seconds["flagged neurons"] = time.perf_counter() - started
+        seconds["flagged neurons"] = time.perf_counter() - started
 
     fixed = None
     fix = None

@@ -420,11 +420,17 @@ def remove(
     target, first = triggers[0]
     if generalises(settings.generalise, first, lambda: _success(model, dataset, first, target)):
         settings = replace(settings, fine_tuning=replace(settings.fine_tuning, generator=True))
-    if settings.ratio == 0:
+    if settings.ratio == 0 or not _has_convolutions(model):
         tuning = settings.fine_tuning
         if settings.final_epochs is not None:
             tuning = replace(tuning, epochs=settings.final_epochs)
-        return _unlearn_only(model, dataset, triggers, tuning)
+        reason = (
+            "--ratio 0: no pruning; fine-tuning with unlearning only"
+            if settings.ratio == 0
+            else "no auditable conv layer to prune (convolutions inside custom layers are not "
+            "reached): fine-tuning with unlearning only"
+        )
+        return _unlearn_only(model, dataset, triggers, tuning, reason)
     return prune(
         model,
         dataset,
@@ -444,6 +450,12 @@ def remove(
         verify=settings.verify,
         verify_later=verify_later,
     )
+
+
+def _has_convolutions(model: Any) -> bool:
+    from kerasaudit.inventory import CONV_CLASSES, auditable_layers
+
+    return any(a.class_name in CONV_CLASSES for a in auditable_layers(model))
 
 
 def generalises(
@@ -607,9 +619,10 @@ def _unlearn_only(
     dataset: Dataset,
     triggers: Sequence[tuple[int | None, AnyTrigger]],
     tuning: FineTuneSettings,
+    reason: str,
 ) -> tuple[Any, PruneResult]:
-    """``--ratio 0``: no channel pruned; the clone is fine-tuned unlearning every trigger (the
-    numbers are on ``dataset``, as :func:`remove`'s are)."""
+    """``--ratio 0`` (or nothing to prune): no channel pruned; the clone is fine-tuned
+    unlearning every trigger (the numbers are on ``dataset``, as :func:`remove`'s are)."""
     target, first = triggers[0]
     clone = clone_model(model)
     before = evaluate(model, dataset, first, target) if dataset.info.has_labels else None
@@ -617,7 +630,6 @@ def _unlearn_only(
         clone, dataset, tuning, trigger=[t for _, t in triggers], teacher=model, target=target
     )
     after = evaluate(clone, dataset, first, target) if dataset.info.has_labels else None
-    reason = "--ratio 0: no pruning; fine-tuning with unlearning only"
     result = PruneResult(
         criterion=Criterion.LINF_TRIGGER,
         ratio=0.0,

@@ -31,7 +31,13 @@ from kerasaudit.evaluation import (
     predictor,
 )
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
-from kerasaudit.inventory import CONV_CLASSES, AuditableLayer, auditable_layers, named_layer
+from kerasaudit.inventory import (
+    CONV_CLASSES,
+    NO_CONV_HINT,
+    AuditableLayer,
+    auditable_layers,
+    named_layer,
+)
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
 from kerasaudit.ranking import ChannelRanking, Criterion, rank_channels
 from kerasaudit.triggers import TriggerData
@@ -485,7 +491,7 @@ def prune(
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
     candidates = resolve_layers(model, layers) if layers else convs
     if not candidates:
-        raise BadInputError("the model has no convolutional layers to prune")
+        raise BadInputError("the model has no convolutional layers to prune" + NO_CONV_HINT)
     nothing_pruned = auto and 0.0 in ratios  # a candidate that prunes nothing, on purpose
     if (
         strict_ratio

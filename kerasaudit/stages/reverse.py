@@ -1076,9 +1076,13 @@ def _value_range(x: np.ndarray) -> tuple[float, float]:
 
 
 def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
-    from kerasaudit.inventory import CONV_CLASSES
+    """The conv layers whose ℓ∞ excess is evidence: those named, else every one (none in a
+    model whose convolutions sit inside custom layers: the search runs without the evidence)."""
+    from kerasaudit.inventory import CONV_CLASSES, auditable_layers
     from kerasaudit.stages.scan import select_layers
 
+    if not names and not any(a.class_name in CONV_CLASSES for a in auditable_layers(model)):
+        return []
     chosen = select_layers(model, names or None)
     return [a.path for a in chosen if a.class_name in CONV_CLASSES]
 

@@ -41,7 +41,13 @@ from kerasaudit.flags import (
     LayerFlags,
     flag_channels,
 )
-from kerasaudit.inventory import AuditableLayer, auditable_layers, matching, walk_layers
+from kerasaudit.inventory import (
+    NO_CONV_HINT,
+    AuditableLayer,
+    auditable_layers,
+    matching,
+    walk_layers,
+)
 
 STATS_SCHEMA = "kerasaudit.stages.scan-stats/1"
 ProgressFn = Callable[[int, int | None], None]  # (images done, images in total if known)
@@ -441,6 +447,7 @@ def select_layers(
             raise BadInputError(
                 "the model has no convolutional layers to scan"
                 + ("" if include_dense else " (--include-dense scans Dense layers too)")
+                + NO_CONV_HINT
             )
         return chosen
     chosen = []

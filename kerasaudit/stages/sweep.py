@@ -26,6 +26,7 @@ from kerasaudit.evaluation import evaluate
 from kerasaudit.finetune import FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import (
     CONV_CLASSES,
+    NO_CONV_HINT,
     AuditableLayer,
     auditable_layers,
     find_layer,
@@ -196,7 +197,7 @@ def sweep(
     else:
         chosen = [i for i in available.values() if i.class_name in CONV_CLASSES]
     if not chosen:
-        raise BadInputError("the model has no convolutional layers to sweep")
+        raise BadInputError("the model has no convolutional layers to sweep" + NO_CONV_HINT)
     # Fine-tuned points are measured on a held-out part of the data the fine-tune never saw
     # (measured on the sample: fine-tuning on the 2,000 images and measuring on them too
     # overstated accuracy by ~1.8 points and picked a ratio that cost 1.7 points held out).
