@@ -1,56 +1,103 @@
-"""The model the stages see: one ``(H, W, C)`` channels-last image input, one score vector out.
+"""The model the stages see: one ``(H, W, C)`` channels-last float image input, one score
+vector out.
 
 The stages work on such images (trigger masks, warps, generators, Grad-CAM) and on one
-classifier output. A model a user brings may differ, and is then audited through a wrapper
-that shares its layers and weights:
+classifier output. A model a user brings may differ, and is then audited through a *view*: a
+copy of the model (same layers, names and weights, one flat graph) behind an adapter:
 
 - an input without a channel axis, ``(H, W)`` (a ``Reshape`` or a ``Conv1D`` over rows
-  inside): the wrapper takes ``(H, W, 1)`` and drops the axis;
+  inside): the view takes ``(H, W, 1)`` and drops the axis;
 - a channels-first input, ``(C, H, W)`` (layers with ``data_format="channels_first"``): the
-  wrapper takes ``(H, W, C)`` and moves the axis;
-- a flat input, ``(H·W·C,)``, whose first layer is a ``Reshape`` to an image: the wrapper
-  takes that image and flattens it (row-major, as ``x.reshape(len(x), -1)`` does);
-- several outputs: the stages see the one classifier output — the only output with two or
-  more scores, or the one named by ``--model-output``.
+  view takes ``(H, W, C)`` and moves the axis;
+- a flat input, ``(H·W·C,)``, whose first layer is a ``Reshape`` to an image: the view takes
+  that image and flattens it (row-major, as ``x.reshape(len(x), -1)`` does);
+- several outputs: the view has the one classifier output — the only output with two or more
+  scores, or the one named by ``--model-output``;
+- an integer input (``Input(dtype="uint8")`` before a ``Rescaling``): the view takes float32
+  (a trigger search needs gradients, which a cast to integers stops).
 
-Data shaped as the file's input fits the wrapper too (``(N, H, W)`` gets its axis,
-``(N, C, H, W)`` is moved, ``(N, H·W·C)`` is reshaped when it is opened). Layer paths inside the
-wrapper carry the model's name as a prefix (``model/conv2d``; bare names resolve). A model a
-command writes (``prune -o``, ``defend -o``, ``audit --fix``) is the model inside, with the
-file's own input and every output: :func:`file_model`, which
+The view is a flat copy, not a wrapper around the model, so every stage that reads a model's
+graph (its last layer, the layer before it, which BatchNorm follows a conv) reads it as it
+would the file's (before 2026-12-07 the views were wrappers, and the margin signal read
+probabilities through them as logits). Layer names are the file's. Data shaped as the file's
+input fits the view too (``(N, H, W)`` gets its axis, ``(N, C, H, W)`` is moved,
+``(N, H·W·C)`` is reshaped when it is opened). A model a command writes (``prune -o``,
+``defend -o``, ``audit --fix``) is the file's model, its input and every output, with the
+weights of the view (or of a copy of it, as pruning makes): :func:`file_model`, which
 :func:`kerasaudit.saving.save_model` applies.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 from kerasaudit import _tf
 from kerasaudit.errors import BadInputError
 
-ADAPTER = "kerasaudit_input"  # the wrapper's layer that reshapes or moves the input
-WRAPPER = "_kerasaudit_view"  # suffix of a wrapper's name
+ADAPTER = "kerasaudit_input"  # the view's layer that reshapes or moves the input
+WRAPPER = "_kerasaudit_view"  # in a view's name
 _CHANNEL_COUNTS = (1, 3, 4)
+_ORIGINALS: dict[str, Any] = {}  # view name → the model it is a view of (in this process)
+_COUNTER = itertools.count()
 
 
 def view(model: Any, output: str | None = None) -> Any:
-    """``model`` itself when it already takes ``(H, W, C)`` images and has one output;
-    otherwise a wrapper (module docstring). ``output``: the output to audit, by name."""
-    model = _one_output(model, output)
-    return _image_input(model)
+    """``model`` itself when it takes ``(H, W, C)`` float images and has one output; otherwise
+    its view (module docstring). ``output``: the output to audit, by name."""
+    index = _output_index(model, output)
+    inputs = list(getattr(model, "inputs", None) or [])
+    if len(inputs) != 1:
+        return model
+    keras = _tf.keras()
+    adapter = _adapter(model, tuple(inputs[0].shape[1:]))
+    integer = keras.backend.standardize_dtype(inputs[0].dtype).startswith(("int", "uint"))
+    if index is None and adapter is None and not integer:
+        return model
+    shape = adapter[0] if adapter is not None else tuple(inputs[0].shape[1:])
+    dtype = "float32" if integer else inputs[0].dtype
+    new_input = keras.Input(shape, dtype=dtype, name=f"{ADAPTER}_image")
+    start = adapter[1](new_input) if adapter is not None else new_input
+    copies: dict[int, tuple[Any, Any]] = {}
+
+    def fresh(layer: Any) -> Any:  # one copy per layer, however often the graph calls it
+        if id(layer) not in copies:
+            copies[id(layer)] = (layer, layer.__class__.from_config(layer.get_config()))
+        return copies[id(layer)][1]
+
+    if isinstance(model, keras.Sequential):
+        out = start
+        for layer in model.layers:
+            out = fresh(layer)(out)
+    else:
+        out = model._run_through_graph(start, operation_fn=fresh)
+    outs = keras.tree.flatten(out)
+    chosen = outs[index] if index is not None else outs[0]
+    name = f"{model.name}{WRAPPER}{next(_COUNTER)}"
+    flat = keras.Model(new_input, chosen, name=name)
+    for layer, copy in copies.values():
+        copy.set_weights(layer.get_weights())
+    _ORIGINALS[name] = model
+    return flat
 
 
 def file_model(model: Any) -> Any:
-    """The model inside any :func:`view` wrapper (or a clone of one); any other model
-    unchanged."""
-    while str(getattr(model, "name", "")).endswith(WRAPPER):
-        keras = _tf.keras()
-        inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-        if len(inner) != 1:
-            break
-        model = inner[0]
-    return model
+    """The file's model for a :func:`view` (or a copy of one, as pruning makes): its structure,
+    input and outputs, with the view's weights wherever the view has the layer (the original's
+    elsewhere, e.g. an output head the view left out); any other model unchanged."""
+    original = _ORIGINALS.get(str(getattr(model, "name", "")))
+    if original is None:
+        return model
+    keras = _tf.keras()
+    rebuilt = keras.models.clone_model(original)
+    rebuilt.set_weights(original.get_weights())
+    viewed = {layer.name: layer for layer in model.layers}
+    for layer in rebuilt.layers:
+        source = viewed.get(layer.name)
+        if source is not None and layer.weights:
+            layer.set_weights(source.get_weights())
+    return rebuilt
 
 
 def output_names(model: Any) -> list[str]:
@@ -62,10 +109,11 @@ def output_names(model: Any) -> list[str]:
     return [str(tensor._keras_history[0].name) for tensor in model.outputs]
 
 
-def _one_output(model: Any, output: str | None) -> Any:
+def _output_index(model: Any, output: str | None) -> int | None:
+    """Which of ``model``'s outputs the view keeps, or None for a single output."""
     outputs = list(getattr(model, "outputs", None) or [])
     if len(outputs) <= 1 and output is None:
-        return model
+        return None
     names = output_names(model)
     if output is not None:
         if output not in names:
@@ -73,37 +121,15 @@ def _one_output(model: Any, output: str | None) -> Any:
                 f"--model-output {output!r}: model {model.name!r} has the outputs "
                 f"{', '.join(names)}"
             )
-        index = names.index(output)
-    else:
-        scores = [i for i, t in enumerate(outputs) if len(t.shape) == 2 and (t.shape[1] or 0) > 1]
-        if len(scores) != 1:
-            raise BadInputError(
-                f"model {model.name!r} has {len(outputs)} outputs ({', '.join(names)}), "
-                f"{len(scores)} of them score vectors; name the classifier output to audit "
-                "with --model-output NAME"
-            )
-        index = scores[0]
-    if len(outputs) == 1:
-        return model
-    keras = _tf.keras()
-    inputs = [keras.Input(tuple(t.shape[1:]), dtype=t.dtype) for t in model.inputs]
-    called = model(inputs[0] if len(inputs) == 1 else inputs)
-    chosen = keras.tree.flatten(called)[index]  # the order of model.outputs
-    return keras.Model(inputs, chosen, name=f"{model.name}_{names[index]}{WRAPPER}")
-
-
-def _image_input(model: Any) -> Any:
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1:
-        return model
-    shape = tuple(inputs[0].shape[1:])
-    adapter = _adapter(model, shape)
-    if adapter is None:
-        return model
-    keras = _tf.keras()
-    image_shape, layer = adapter
-    wrapped = keras.Input(image_shape, name=f"{ADAPTER}_image")
-    return keras.Model(wrapped, model(layer(wrapped)), name=f"{model.name}{WRAPPER}")
+        return None if len(outputs) == 1 else names.index(output)
+    scores = [i for i, t in enumerate(outputs) if len(t.shape) == 2 and (t.shape[1] or 0) > 1]
+    if len(scores) != 1:
+        raise BadInputError(
+            f"model {model.name!r} has {len(outputs)} outputs ({', '.join(names)}), "
+            f"{len(scores)} of them score vectors; name the classifier output to audit "
+            "with --model-output NAME"
+        )
+    return scores[0]
 
 
 def _adapter(model: Any, shape: tuple[int | None, ...]) -> tuple[tuple[int, ...], Any] | None:

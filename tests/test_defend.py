@@ -629,7 +629,7 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
     report = json.loads(result.stdout)
     assert report["flagged"] == [0] and report["changed"]
     pruned = report["prune"][0]["pruned"][0]
-    assert pruned["layer"] == "flat/conv1" and pruned["channels"] == [K + 2]
+    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
 
@@ -661,7 +661,7 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
         ],
     )
     assert bare.exit_code == 0, bare.output
-    assert json.loads(bare.stdout)["pruned"][0]["layer"] == "flat/conv1"
+    assert json.loads(bare.stdout)["pruned"][0]["layer"] == "conv1"
 
     import kerasaudit as ka  # the library: the same wrapper in, the file's own input out
 
@@ -669,7 +669,7 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
         model_file, tmp_path / "data_flat.npz", ratio=0.125, criterion="mean"
     )
     assert tuple(pruned_model.inputs[0].shape) == (None, 8, 8)
-    assert pruned_result.pruned[0].layer == "flat/conv1"
+    assert pruned_result.pruned[0].layer == "conv1"
 
 
 def _stripe_form(keras: Any, form: str) -> Any:
@@ -692,22 +692,27 @@ def _stripe_form(keras: Any, form: str) -> Any:
         inputs = keras.Input((64,), name="image")
         image = keras.layers.Reshape((8, 8, 1), name="unflatten")(inputs)
         return keras.Model(inputs, probs(gmp(conv(image))), name="flat")
+    if form == "uint8":  # raw pixels in, rescaled inside
+        inputs = keras.Input((8, 8, 1), dtype="uint8", name="image")
+        image = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+        return keras.Model(inputs, probs(gmp(conv(image))), name="raw")
     inputs = keras.Input((8, 8, 1), name="image")  # several outputs
     pooled = gmp(conv(inputs))
     brightness = keras.layers.Dense(1, name="brightness")(pooled)
     return keras.Model(inputs, {"label": probs(pooled), "brightness": brightness}, name="two")
 
 
-@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs"])
+@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs", "uint8"])
 def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     tmp_path: Path, keras_module: Any, form: str
 ) -> None:
-    """Channels-first input ``(1, H, W)``, a flat input ``(H·W,)`` reshaped inside, and two
-    outputs (a class head and a regression head): each is audited through a wrapper
-    (``kerasaudit.model_view``), fed the data as the file's input takes it, and the written
-    model has the file's own input and outputs. Before 2026-12-07 the first stopped at "data
-    shape (8, 8, 1) does not fit the model input (1, 8, 8)", the second at "reverse needs image
-    inputs", the third at "has 1 inputs and 2 outputs"."""
+    """Channels-first input ``(1, H, W)``, a flat input ``(H·W,)`` reshaped inside, two
+    outputs (a class head and a regression head), a uint8 input rescaled inside: each is
+    audited through a view (``kerasaudit.model_view``), fed the data as the file's input
+    takes it, and the written model has the file's own input (its dtype too) and outputs.
+    Before 2026-12-07 the first stopped at "data shape (8, 8, 1) does not fit the model input
+    (1, 8, 8)", the second at "reverse needs image inputs", the third at "has 1 inputs and 2
+    outputs", the fourth with an internal error (no gradient through the cast to uint8)."""
     keras = keras_module
     files = write_stripe_files(tmp_path, keras)
     model = _stripe_form(keras, form)
@@ -722,26 +727,33 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
             x = x.reshape(len(x), -1)
         np.savez(tmp_path / f"{part}_{form}.npz", x=x, y=arrays["y"])
     out = tmp_path / "defended.keras"
+    trigger = TRIGGER.replace("value=1", "value=255") if form == "uint8" else TRIGGER
     args = [
         *["defend", str(model_file), "--data", str(tmp_path / f"data_{form}.npz")],
         *["--eval-data", str(tmp_path / f"test_{form}.npz"), "-o", str(out)],
-        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST, "--format", "json", "-q"],
+        *["--eval-trigger", trigger, "--eval-target", "0", *FAST, "--format", "json", "-q"],
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["flagged"] == [0] and report["changed"]
     pruned = report["prune"][0]["pruned"][0]
-    assert pruned["layer"].endswith("/conv1") and pruned["channels"] == [K + 2]
+    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    # The margin signal reads logits through the view (a probability margin is at most 1;
+    # through the wrappers of before it read probabilities, or nothing: NaN for uint8).
+    margins = report["reverse"]["margins"]
+    assert margins["skipped"] is None and max(margins["margins"]) > 10
 
     from kerasaudit.loading import load_model
 
     written = load_model(out).model
     assert tuple(written.inputs[0].shape) == tuple(model.inputs[0].shape)
+    assert written.inputs[0].dtype == model.inputs[0].dtype
     assert len(written.outputs) == len(model.outputs)
-    x = np.load(tmp_path / f"test_{form}.npz")["x"][:16].astype(np.float32) / 255.0
+    x = np.load(tmp_path / f"test_{form}.npz")["x"][:16].astype(np.float32)
+    x = x if form == "uint8" else x / 255.0
     before, after = model.predict(x, verbose=0), written.predict(x, verbose=0)
     if form == "outputs":  # the regression head is kept; only the shared conv was pruned
         assert set(after) == {"label", "brightness"}
@@ -751,7 +763,7 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
         app,
         [
             *["evaluate", str(out), "--data", str(tmp_path / f"test_{form}.npz")],
-            *["-t", TRIGGER, "--target", "0", "--format", "json", "-q"],
+            *["-t", trigger, "--target", "0", "--format", "json", "-q"],
         ],
     )
     assert evaluated.exit_code == 0, evaluated.output
@@ -860,6 +872,20 @@ def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defe
     assert report["inventory"]["auditable_layers"] == []
     scanned = runner.invoke(app, ["scan", str(model_file), "-d", str(files["data"]), *loading])
     assert scanned.exit_code == 2 and "inside custom layers are not reached" in scanned.output
+    # The known-trigger chain: its one candidate is fine-tuning with unlearning.
+    known_chain = runner.invoke(
+        app,
+        [
+            *["prune", str(model_file), "-d", str(files["data"]), *loading, "-t", TRIGGER],
+            *["--target", "0", "--ratio", "auto", "--fine-tune-epochs", "2", "--unlearn"],
+            *["--max-asr", "100", "-f", "json", "-q"],
+        ],
+    )
+    assert known_chain.exit_code == 0, known_chain.output
+    chain = json.loads(known_chain.stdout)
+    assert chain["pruned"] == [] and chain["ratio"] == 0.0
+    assert [c["ratio"] for c in chain["layer_choice"]["candidates"]] == [0.0]
+    assert chain["fine_tune"]["epochs"] == 2
 
     out = tmp_path / "defended.keras"
     defended = runner.invoke(

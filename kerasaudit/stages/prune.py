@@ -490,7 +490,10 @@ def prune(
 
     convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
     candidates = resolve_layers(model, layers) if layers else convs
-    if not candidates:
+    if not candidates and auto and tuning.epochs and tuning.unlearn:
+        # Convolutions inside custom layers: the one candidate is fine-tuning with unlearning.
+        ratios = (0.0,)
+    elif not candidates:
         raise BadInputError("the model has no convolutional layers to prune" + NO_CONV_HINT)
     nothing_pruned = auto and 0.0 in ratios  # a candidate that prunes nothing, on purpose
     if (
@@ -505,6 +508,8 @@ def prune(
         )
 
     def by(t: Any) -> dict[str, ChannelRanking]:
+        if not candidates:
+            return {}
         return rank_channels(
             model, candidates, criterion, dataset, trigger=t, batch_size=batch_size,
             clean_stats=clean_stats,
