@@ -596,10 +596,35 @@ def test_the_final_fine_tune_runs_its_own_epochs(tiny: dict[str, Path]) -> None:
         DefenceSettings(fine_tuning=tuning, final_epochs=0).check()
 
 
+def _defend_planted(
+    model_file: Path, data: Path, test: Path, out: Path, trigger: str = TRIGGER
+) -> dict[str, Any]:
+    """``defend`` on a form of the backdoored stripe model: label 0 flagged, the planted
+    channel pruned, the known trigger removed, and the margin signal read from logits (a
+    probability margin is at most 1; through the wrappers used before 2026-12-07 it read
+    probabilities, or nothing: NaN for a uint8 input). Returns the JSON report."""
+    args = [
+        *["defend", str(model_file), "--data", str(data), "--eval-data", str(test)],
+        *["-o", str(out), "--eval-trigger", trigger, "--eval-target", "0", *FAST],
+        *["--format", "json", "-q"],
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["flagged"] == [0] and report["changed"]
+    pruned = report["prune"][0]["pruned"][0]
+    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
+    known = next(c for c in report["triggers"] if c["source"] == "known")
+    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    margins = report["reverse"]["margins"]
+    assert margins["skipped"] is None and max(margins["margins"]) > 10
+    return report
+
+
 def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
     tmp_path: Path, keras_module: Any
 ) -> None:
-    """``Input((H, W))`` then a Reshape: the stages see it through a wrapper that takes
+    """``Input((H, W))`` then a Reshape: the stages see it through a view that takes
     (H, W, 1) images (``kerasaudit.model_view``); the written model has the file's own
     (H, W) input. Before 2026-12-06, audit/reverse/defend stopped at "reverse needs image
     inputs (H, W, C)"."""
@@ -619,19 +644,7 @@ def test_defend_audits_and_rewrites_a_model_whose_input_has_no_channel_axis(
         arrays = np.load(files[part])
         np.savez(tmp_path / f"{part}_flat.npz", x=arrays["x"][..., 0], y=arrays["y"])
     out = tmp_path / "defended.keras"
-    args = [
-        *["defend", str(model_file), "--data", str(tmp_path / "data_flat.npz")],
-        *["--eval-data", str(tmp_path / "test_flat.npz"), "-o", str(out)],
-        *["--eval-trigger", TRIGGER, "--eval-target", "0", *FAST, "--format", "json", "-q"],
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1, result.output
-    report = json.loads(result.stdout)
-    assert report["flagged"] == [0] and report["changed"]
-    pruned = report["prune"][0]["pruned"][0]
-    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
-    known = next(c for c in report["triggers"] if c["source"] == "known")
-    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
+    _defend_planted(model_file, tmp_path / "data_flat.npz", tmp_path / "test_flat.npz", out)
 
     from kerasaudit.loading import load_model
 
@@ -728,23 +741,8 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
         np.savez(tmp_path / f"{part}_{form}.npz", x=x, y=arrays["y"])
     out = tmp_path / "defended.keras"
     trigger = TRIGGER.replace("value=1", "value=255") if form == "uint8" else TRIGGER
-    args = [
-        *["defend", str(model_file), "--data", str(tmp_path / f"data_{form}.npz")],
-        *["--eval-data", str(tmp_path / f"test_{form}.npz"), "-o", str(out)],
-        *["--eval-trigger", trigger, "--eval-target", "0", *FAST, "--format", "json", "-q"],
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1, result.output
-    report = json.loads(result.stdout)
-    assert report["flagged"] == [0] and report["changed"]
-    pruned = report["prune"][0]["pruned"][0]
-    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
-    known = next(c for c in report["triggers"] if c["source"] == "known")
-    assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
-    # The margin signal reads logits through the view (a probability margin is at most 1;
-    # through the wrappers of before it read probabilities, or nothing: NaN for uint8).
-    margins = report["reverse"]["margins"]
-    assert margins["skipped"] is None and max(margins["margins"]) > 10
+    data, test = (tmp_path / f"{part}_{form}.npz" for part in ("data", "test"))
+    _defend_planted(model_file, data, test, out, trigger)
 
     from kerasaudit.loading import load_model
 
