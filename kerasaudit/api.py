@@ -457,7 +457,8 @@ def _as_loaded(model: Any) -> Any:
 
 def _keras(model: ModelLike) -> Any:
     """The Keras model to run stages on: one that does not take ``(H, W, C)`` images or has
-    several outputs is wrapped (:mod:`kerasaudit.model_view`; its only score-vector output)."""
+    several outputs is seen through a view (:mod:`kerasaudit.model_view`; its only score-vector
+    output)."""
     from kerasaudit.loading import LoadedModel
     from kerasaudit.model_view import view
 

@@ -133,7 +133,7 @@ def _output_index(model: Any, output: str | None) -> int | None:
 
 
 def _adapter(model: Any, shape: tuple[int | None, ...]) -> tuple[tuple[int, ...], Any] | None:
-    """(the image shape the wrapper takes, the layer that turns it into ``model``'s input)."""
+    """(the image shape the view takes, the layer that turns it into ``model``'s input)."""
     keras = _tf.keras()
     if len(shape) == 2 and None not in shape:  # (H, W)
         height, width = (int(d or 0) for d in shape)

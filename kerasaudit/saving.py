@@ -38,9 +38,9 @@ def check_model_output(path: Path, *, force: bool) -> None:
 
 
 def save_model(model: Any, path: Path, fmt: SaveFormat, *, force: bool) -> None:
-    """Write ``model`` to ``path`` (format already resolved) via a temporary file. A model
-    the stages saw through a wrapper is written as the model inside, with the input and
-    outputs its file had (:mod:`kerasaudit.model_view`)."""
+    """Write ``model`` to ``path`` (format already resolved) via a temporary file. A view of
+    a model (or a copy of one) is written as the file's model with the view's weights: the
+    input and outputs its file had (:mod:`kerasaudit.model_view`)."""
     from kerasaudit.model_view import file_model
 
     model = file_model(model)

@@ -39,8 +39,9 @@ def load(
     output: str | None = None,
 ) -> LoadedModel:
     """``load_model`` under the "loading model" spinner. ``as_images``: a model that does not
-    take ``(H, W, C)`` images, or has several outputs, is wrapped (:mod:`kerasaudit.model_view`;
-    ``output``: the output to audit, by name; ``inspect`` shows the file's own model)."""
+    take ``(H, W, C)`` images, or has several outputs, is seen through a view
+    (:mod:`kerasaudit.model_view`; ``output``: the output to audit, by name; ``inspect`` shows
+    the file's own model)."""
     require_paths(("model", model), ("--custom-objects", custom_objects))
     from dataclasses import replace
 
