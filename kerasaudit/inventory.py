@@ -254,6 +254,12 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
     return result
 
 
+def conv_layers(model: Any) -> list[AuditableLayer]:
+    """The convolutional layers among :func:`auditable_layers` (none when every convolution
+    sits inside a custom layer)."""
+    return [a for a in auditable_layers(model) if a.class_name in CONV_CLASSES]
+
+
 def _tensor_infos(tensors: Any, names: list[str]) -> tuple[TensorInfo, ...]:
     items = tensors if isinstance(tensors, list | tuple) else [tensors]
     infos = []

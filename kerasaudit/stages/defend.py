@@ -420,7 +420,9 @@ def remove(
     target, first = triggers[0]
     if generalises(settings.generalise, first, lambda: _success(model, dataset, first, target)):
         settings = replace(settings, fine_tuning=replace(settings.fine_tuning, generator=True))
-    if settings.ratio == 0 or not _has_convolutions(model):
+    from kerasaudit.inventory import conv_layers
+
+    if settings.ratio == 0 or not conv_layers(model):
         tuning = settings.fine_tuning
         if settings.final_epochs is not None:
             tuning = replace(tuning, epochs=settings.final_epochs)
@@ -450,12 +452,6 @@ def remove(
         verify=settings.verify,
         verify_later=verify_later,
     )
-
-
-def _has_convolutions(model: Any) -> bool:
-    from kerasaudit.inventory import CONV_CLASSES, auditable_layers
-
-    return any(a.class_name in CONV_CLASSES for a in auditable_layers(model))
 
 
 def generalises(

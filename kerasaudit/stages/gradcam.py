@@ -40,7 +40,7 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.inventory import CONV_CLASSES, auditable_layers, matching, walk_layers
+from kerasaudit.inventory import conv_layers, matching, walk_layers
 from kerasaudit.triggers import AnyTrigger, TriggerData
 
 DEFAULT_LIMIT = 16
@@ -234,7 +234,7 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
     conv layer (path like ``features/f_conv1`` or a unique bare name) is explained the same
     way; any other layer with a 2-D spatial output (e.g. ``relu4``) is explained as it is.
     """
-    convs = [a for a in auditable_layers(model) if a.class_name in CONV_CLASSES]
+    convs = conv_layers(model)
     conv2d = [a for a in convs if len(a.output_shape) == 4]
     known = ", ".join(a.path for a in conv2d) or "none"
     if layer is None:

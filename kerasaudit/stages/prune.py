@@ -32,10 +32,10 @@ from kerasaudit.evaluation import (
 )
 from kerasaudit.finetune import FineTuneResult, FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import (
-    CONV_CLASSES,
     NO_CONV_HINT,
     AuditableLayer,
     auditable_layers,
+    conv_layers,
     named_layer,
 )
 from kerasaudit.pruning import LayerPrune, clone_model, zero_channels
@@ -488,7 +488,7 @@ def prune(
             on_epoch=on_epoch,
         )
 
-    convs = [i for i in auditable_layers(model) if i.class_name in CONV_CLASSES]
+    convs = conv_layers(model)
     candidates = resolve_layers(model, layers) if layers else convs
     if not candidates and auto and tuning.epochs and tuning.unlearn:
         # Convolutions inside custom layers: the one candidate is fine-tuning with unlearning.

@@ -1078,13 +1078,12 @@ def _value_range(x: np.ndarray) -> tuple[float, float]:
 def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
     """The conv layers whose ℓ∞ excess is evidence: those named, else every one (none in a
     model whose convolutions sit inside custom layers: the search runs without the evidence)."""
-    from kerasaudit.inventory import CONV_CLASSES, auditable_layers
+    from kerasaudit.inventory import CONV_CLASSES, conv_layers
     from kerasaudit.stages.scan import select_layers
 
-    if not names and not any(a.class_name in CONV_CLASSES for a in auditable_layers(model)):
-        return []
-    chosen = select_layers(model, names or None)
-    return [a.path for a in chosen if a.class_name in CONV_CLASSES]
+    if not names:
+        return [a.path for a in conv_layers(model)]
+    return [a.path for a in select_layers(model, names) if a.class_name in CONV_CLASSES]
 
 
 def _linf_bias(
