@@ -3,12 +3,18 @@
 The scan and prune stages rely on this: a conv channel is measured where the next layer sees it
 (after the conv's own activation; after BatchNormalization and ReLU when a block has them), and
 pruning a channel must also zero the γ/β of the BatchNormalization that follows it.
+
+Layers that a custom layer (or a subclassed model) creates and calls from its own ``call`` are
+not in the model's graph. They are listed by the attribute that holds them (``block/conv``),
+measured by recording their calls while the custom layer runs (:func:`tapped`), and what
+follows each of them inside the custom layer is learnt by running the model once on zeros.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +62,9 @@ class AuditableLayer:
     measured_after: str  # path of the layer whose output scan measures for this channel set
     output_shape: tuple[int | None, ...]
     params: int
+    # path of the custom layer (or subclassed model) whose own code calls this layer: its
+    # output is measured by recording the call, and is not a tensor of the model's graph
+    custom_parent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +78,7 @@ class AuditableLayer:
             "measured_after": self.measured_after,
             "output_shape": list(self.output_shape),
             "params": self.params,
+            "custom_parent": self.custom_parent,
         }
 
 
@@ -109,21 +119,120 @@ class ModelInventory:
         }
 
 
-# Convolutions inside a custom (subclassed) layer are not in the model's graph.
+# A convolution that a custom layer computes itself (keras.ops.conv, tf.nn.conv2d on its own
+# weights) is not a conv layer: nothing to measure or prune channel by channel.
 NO_CONV_HINT = (
-    "; convolutions inside custom layers are not reached, but `audit` and `defend` still "
-    "search the whole model for triggers"
+    "; a convolution a custom layer computes itself (keras.ops, tf.nn) is not a conv "
+    "layer, but `audit` and `defend` still search the whole model for triggers"
 )
 
 
 def walk_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Yield (path, layer, parent_model) for every layer, descending into nested models."""
-    keras = _keras()
+    """Yield (path, layer, parent) for every layer, descending into nested models and into the
+    layers a custom layer holds (named by attribute: ``block/conv``)."""
     for layer in model.layers:
         path = f"{prefix}{layer.name}"
         yield path, layer, model
-        if isinstance(layer, keras.Model):
-            yield from walk_layers(layer, prefix=f"{path}/")
+        yield from descendants(layer, f"{path}/")
+
+
+def descendants(layer: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    """(path, layer, parent) of every layer inside ``layer`` (a nested model's layers by name,
+    a custom layer's by attribute); nothing for a built-in layer."""
+    keras = _keras()
+    if isinstance(layer, keras.Model):
+        yield from walk_layers(layer, prefix)
+        return
+    if not is_custom(layer):
+        return
+    for name, sub in _sublayers(layer):
+        path = f"{prefix}{name}"
+        yield path, sub, layer
+        yield from descendants(sub, f"{path}/")
+
+
+def is_custom(layer: Any) -> bool:
+    """A layer of the user's own class (not Keras's) that holds other layers."""
+    keras = _keras()
+    module = type(layer).__module__
+    return (
+        not isinstance(layer, keras.Model)
+        and module != "keras"
+        and not module.startswith("keras.")
+        and bool(getattr(layer, "_layers", None))
+    )
+
+
+def graph_ancestor(model: Any, path: str) -> str:
+    """The path of the outermost custom layer (or subclassed model) that ``path`` lies inside:
+    the layer whose output in the model's graph carries it (``path`` itself when none)."""
+    parts = path.split("/")
+    for end in range(1, len(parts)):
+        prefix = "/".join(parts[:end])
+        if _opaque(find_layer(model, prefix)):
+            return prefix
+    return path
+
+
+def _opaque(layer: Any) -> bool:
+    """A layer whose inner layers run from its own ``call``, outside the model's graph: a
+    custom layer, or a subclassed model."""
+    keras = _keras()
+    if isinstance(layer, keras.Sequential):
+        return type(layer).call is not keras.Sequential.call
+    if isinstance(layer, keras.Model):
+        from keras.src.models.functional import Functional
+
+        return not (isinstance(layer, Functional) and type(layer).call is Functional.call)
+    return is_custom(layer)
+
+
+def _sublayers(layer: Any) -> list[tuple[str, Any]]:
+    """(attribute name, layer) of each layer a custom layer tracks, in the order it made them
+    (``convs_0`` for the first of a list ``convs``; the layer's own name when no attribute
+    holds it). Attribute names, unlike layer names, do not depend on how many layers the
+    process created before the model was loaded."""
+    keras = _keras()
+    names: dict[int, str] = {}
+    for attr, value in vars(layer).items():
+        if attr == "_layers":
+            continue
+        if isinstance(value, keras.layers.Layer):
+            names.setdefault(id(value), attr)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    names.setdefault(id(item), f"{attr}_{i}")
+    return [(names.get(id(sub), sub.name), sub) for sub in layer._layers]
+
+
+@contextlib.contextmanager
+def tapped(
+    layers: dict[str, Any], on_call: Callable[[str, tuple[Any, ...], Any], None]
+) -> Iterator[None]:
+    """While inside, every call of ``layers`` (path → layer) also reports
+    ``on_call(path, args, output)``: how the outputs of layers that a custom layer calls from
+    its own code are measured. The layers are restored on leaving."""
+    saved: list[tuple[Any, bool, Any]] = []
+    try:
+        for path, layer in layers.items():
+            own = vars(layer)
+            saved.append((layer, "call" in own, own.get("call")))
+            original = layer.call
+
+            def recording(*args: Any, _path: str = path, _call: Any = original, **kw: Any) -> Any:
+                output = _call(*args, **kw)
+                on_call(_path, args, output)
+                return output
+
+            layer.call = recording
+        yield
+    finally:
+        for layer, had, previous in saved:
+            if had:
+                layer.call = previous
+            else:
+                del layer.call
 
 
 def matching(layers: Sequence[AuditableLayer], name: str) -> list[AuditableLayer]:
@@ -201,11 +310,10 @@ def _output_shape(layer: Any) -> tuple[int | None, ...]:
         return ()
 
 
-def _channels(layer: Any, class_name: str) -> int:
+def _channels(layer: Any, class_name: str, shape: tuple[int | None, ...]) -> int:
     if class_name in DENSE_CLASSES:
         return int(layer.units)
     if class_name.startswith("DepthwiseConv"):
-        shape = _output_shape(layer)
         if shape and shape[-1] is not None:
             return int(shape[-1])
         kernel = layer.kernel.shape  # (k..., in, multiplier)
@@ -216,17 +324,26 @@ def _channels(layer: Any, class_name: str) -> int:
 def auditable_layers(model: Any, *, include_dense: bool = False) -> list[AuditableLayer]:
     classes = CONV_CLASSES | (DENSE_CLASSES if include_dense else frozenset())
     result: list[AuditableLayer] = []
+    walked = list(walk_layers(model))
+    paths: dict[int, str] = {}
+    for path, layer, _ in walked:
+        paths.setdefault(id(layer), path)
     consumer_maps: dict[int, dict[int, list[Any]]] = {}
-    parent_prefix: dict[int, str] = {}
-    for path, layer, parent in walk_layers(model):
+    inner: _InnerCalls | None = None
+    for path, layer, parent in walked:
         cls = type(layer).__name__
         if cls not in classes:
             continue
+        custom_parent = _opaque(parent) and parent is not model
+        if custom_parent and inner is None:
+            inner = _inner_calls(model, [p for _, _, p in walked if _opaque(p)])
         if id(parent) not in consumer_maps:
-            consumer_maps[id(parent)] = _consumers(parent)
-            parent_prefix[id(parent)] = path[: -len(layer.name)]
+            consumer_maps[id(parent)] = (
+                inner.consumers.get(id(parent), {})
+                if inner is not None and custom_parent
+                else _consumers(parent)
+            )
         consumers = consumer_maps[id(parent)]
-        prefix = parent_prefix[id(parent)]
         bn = post = None
         last = layer
         following = consumers.get(id(last), [])
@@ -237,21 +354,72 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
         if len(following) == 1 and type(following[0]).__name__ in ACTIVATION_CLASSES:
             post = following[0]
             last = post
+        shape = _output_shape(layer)
+        if not shape and inner is not None:
+            shape = inner.shapes.get(id(layer), ())
         result.append(
             AuditableLayer(
                 path=path,
                 class_name=cls,
-                channels=_channels(layer, cls),
+                channels=_channels(layer, cls, shape),
                 kernel_size=tuple(int(k) for k in getattr(layer, "kernel_size", ()) or ()),
                 activation=_activation_name(layer),
-                batch_norm=f"{prefix}{bn.name}" if bn is not None else None,
-                post_activation=f"{prefix}{post.name}" if post is not None else None,
-                measured_after=f"{prefix}{last.name}",
-                output_shape=_output_shape(layer),
+                batch_norm=paths[id(bn)] if bn is not None else None,
+                post_activation=paths[id(post)] if post is not None else None,
+                measured_after=paths[id(last)],
+                output_shape=shape,
                 params=int(layer.count_params()),
+                custom_parent=path.rsplit("/", 1)[0] if custom_parent else None,
             )
         )
     return result
+
+
+@dataclass
+class _InnerCalls:
+    """What one run of the model on zeros showed of the layers custom layers call: for each
+    custom layer (by id), which of its layers takes which one's output; and their output
+    shapes (batch axis None)."""
+
+    consumers: dict[int, dict[int, list[Any]]]
+    shapes: dict[int, tuple[int | None, ...]]
+
+
+def _inner_calls(model: Any, parents: list[Any]) -> _InnerCalls:
+    """Run ``model`` once on zeros (unknown sizes taken as 32) with every layer of the custom
+    ``parents`` tapped; a layer consumes another of the same parent when it is called on that
+    one's output tensor itself. Empty when the model cannot be run so."""
+    import numpy as np
+
+    children: dict[str, tuple[Any, Any]] = {}
+    for parent in dict.fromkeys(parents):
+        for name, sub in _sublayers(parent):
+            children[f"{id(parent)}/{name}"] = (sub, parent)
+    calls: list[tuple[Any, Any, Any, Any]] = []  # (layer, parent, first input, output)
+
+    def record(key: str, args: tuple[Any, ...], output: Any) -> None:
+        layer, parent = children[key]
+        calls.append((layer, parent, args[0] if args else None, output))
+
+    zeros = [
+        np.zeros((1, *[d or 32 for d in tuple(t.shape)[1:]]), dtype=str(t.dtype))
+        for t in model.inputs
+    ]
+    try:
+        with tapped({k: layer for k, (layer, _) in children.items()}, record):
+            model(zeros[0] if len(zeros) == 1 else zeros, training=False)
+    except Exception:  # a model that cannot run on zeros: nothing learnt, still auditable
+        return _InnerCalls({}, {})
+    consumers: dict[int, dict[int, list[Any]]] = {}
+    shapes: dict[int, tuple[int | None, ...]] = {}
+    for layer, parent, given, output in calls:
+        shapes.setdefault(id(layer), (None, *_shape(getattr(output, "shape", ()))[1:]))
+        for producer, owner, _, produced in calls:
+            if owner is parent and produced is given and producer is not layer:
+                bucket = consumers.setdefault(id(parent), {}).setdefault(id(producer), [])
+                if layer not in bucket:
+                    bucket.append(layer)
+    return _InnerCalls(consumers, shapes)
 
 
 def conv_layers(model: Any) -> list[AuditableLayer]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -597,7 +598,13 @@ def test_the_final_fine_tune_runs_its_own_epochs(tiny: dict[str, Path]) -> None:
 
 
 def _defend_planted(
-    model_file: Path, data: Path, test: Path, out: Path, trigger: str = TRIGGER
+    model_file: Path,
+    data: Path,
+    test: Path,
+    out: Path,
+    trigger: str = TRIGGER,
+    loading: Sequence[str] = (),
+    layer: str = "conv1",
 ) -> dict[str, Any]:
     """``defend`` on a form of the backdoored stripe model: label 0 flagged, the planted
     channel pruned, the known trigger removed, and the margin signal read from logits (a
@@ -606,14 +613,14 @@ def _defend_planted(
     args = [
         *["defend", str(model_file), "--data", str(data), "--eval-data", str(test)],
         *["-o", str(out), "--eval-trigger", trigger, "--eval-target", "0", *FAST],
-        *["--format", "json", "-q"],
+        *["--format", "json", "-q", *loading],
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     report: dict[str, Any] = json.loads(result.stdout)
     assert report["flagged"] == [0] and report["changed"]
     pruned = report["prune"][0]["pruned"][0]
-    assert pruned["layer"] == "conv1" and pruned["channels"] == [K + 2]
+    assert pruned["layer"] == layer and pruned["channels"] == [K + 2]
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_before"] > 0.95 and known["asr_after"] < 0.05
     margins = report["reverse"]["margins"]
@@ -805,18 +812,18 @@ import keras
 
 @keras.saving.register_keras_serializable(package="tests")
 class Wrapped(keras.layers.Layer):
-    """A conv layer hidden inside a custom layer."""
+    """A convolution written with keras.ops inside a custom layer: no conv layer at all."""
 
     def __init__(self, filters, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
 
     def build(self, input_shape):
-        self.conv.build(input_shape)
+        self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters), name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
 
     def call(self, x):
-        return self.conv(x)
+        return keras.ops.relu(keras.ops.conv(x, self.kernel, padding="same") + self.bias)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -825,16 +832,44 @@ class Wrapped(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
-custom_objects = {"tests>Wrapped": Wrapped}
+@keras.saving.register_keras_serializable(package="tests")
+class ConvBlock(keras.layers.Layer):
+    """Conv layers called from a custom layer's own code: conv → BatchNorm, and a second
+    conv held in a list."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+        self.norm = keras.layers.BatchNormalization(epsilon=1e-3)
+        self.extra = [keras.layers.Conv2D(filters, 1)]
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.norm.build((*input_shape[:-1], self.filters))
+        self.extra[0].build((*input_shape[:-1], self.filters))
+
+    def call(self, x, training=None):
+        y = self.norm(self.conv(x), training=training)
+        return y + 0.0 * self.extra[0](y)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+custom_objects = {"tests>Wrapped": Wrapped, "tests>ConvBlock": ConvBlock}
 '''
 
 
 def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defended(
     tmp_path: Path, keras_module: Any
 ) -> None:
-    """No auditable layer (the conv is inside a custom layer, `--custom-objects`): the trigger
-    search still runs on the whole model and flags the target, the audit says the clean
-    statistics were not measured, and `defend` removes by unlearning alone. Before
+    """No auditable layer (a custom layer convolves with keras.ops, `--custom-objects`): the
+    trigger search still runs on the whole model and flags the target, the audit says the
+    clean statistics were not measured, and `defend` removes by unlearning alone. Before
     2026-12-07 every command stopped at "the model has no convolutional layers to scan"."""
     from test_reverse import stripe_model
 
@@ -849,7 +884,7 @@ def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defe
     inputs = keras.Input((8, 8, 1), name="image")
     block = wrapped_class(K + 3, name="block")
     features = block(inputs)
-    block.conv.set_weights(source.get_layer("conv1").get_weights())
+    block.set_weights(source.get_layer("conv1").get_weights())
     outputs = source.get_layer("probs")(source.get_layer("gmp")(features))
     model_file = tmp_path / "custom.keras"
     keras.Model(inputs, outputs, name="custom").save(model_file)
@@ -869,7 +904,7 @@ def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defe
     assert report["clean_scan"] is None and report["neurons"] == []
     assert report["inventory"]["auditable_layers"] == []
     scanned = runner.invoke(app, ["scan", str(model_file), "-d", str(files["data"]), *loading])
-    assert scanned.exit_code == 2 and "inside custom layers are not reached" in scanned.output
+    assert scanned.exit_code == 2 and "a custom layer computes itself" in scanned.output
     # The known-trigger chain: its one candidate is fine-tuning with unlearning.
     known_chain = runner.invoke(
         app,
@@ -907,5 +942,82 @@ def test_a_model_whose_convolutions_sit_inside_custom_layers_is_audited_and_defe
 
     written = load_model(out, custom_objects_file=blocks).model
     before = source.get_layer("conv1").get_weights()[0]
-    after = written.get_layer("block").conv.get_weights()[0]
+    after = written.get_layer("block").get_weights()[0]
     assert after.shape == before.shape and not np.allclose(after, before)
+
+
+def test_conv_layers_that_a_custom_layer_calls_are_scanned_pruned_and_explained(
+    tmp_path: Path, keras_module: Any
+) -> None:
+    """Conv layers created and called by a custom layer's own code (`--custom-objects`) are
+    listed by attribute (``block/conv``, ``block/extra_0``) with the BatchNorm that follows
+    inside the block, measured by recording their calls, and pruned: `defend` zeroes the
+    planted channel and its BatchNorm γ/β, and the file it writes keeps the custom layer.
+    Grad-CAM explains the block's output, which the model's graph has. Before 2026-12-07
+    such models had no auditable layer: `defend` could only unlearn."""
+    from test_reverse import stripe_model
+
+    from kerasaudit.loading import load_custom_objects, load_model
+
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    blocks = tmp_path / "blocks.py"
+    blocks.write_text(_CUSTOM_BLOCK)
+    block_class = load_custom_objects(blocks)["tests>ConvBlock"]
+    source = stripe_model(keras, backdoor=True, batchnorm=True)
+    inputs = keras.Input((8, 8, 1), name="image")
+    block = block_class(K + 3, name="block")
+    features = block(inputs)
+    block.conv.set_weights(source.get_layer("conv1").get_weights())
+    block.norm.set_weights(source.get_layer("bn1").get_weights())
+    outputs = source.get_layer("probs")(source.get_layer("gmp")(features))
+    model_file = tmp_path / "custom.keras"
+    keras.Model(inputs, outputs, name="custom").save(model_file)
+    loading = ["--custom-objects", str(blocks)]
+
+    inspected = runner.invoke(app, ["inspect", str(model_file), *loading, "-f", "json"])
+    assert inspected.exit_code == 0, inspected.output
+    layers = {a["path"]: a for a in json.loads(inspected.stdout)["auditable_layers"]}
+    assert list(layers) == ["block/conv", "block/extra_0"]
+    conv = layers["block/conv"]
+    assert conv["batch_norm"] == "block/norm" and conv["measured_after"] == "block/norm"
+    assert conv["custom_parent"] == "block" and conv["output_shape"] == [None, 8, 8, K + 3]
+    assert layers["block/extra_0"]["batch_norm"] is None
+
+    scanned = runner.invoke(
+        app, ["scan", str(model_file), "-d", str(files["data"]), *loading, "-f", "json", "-q"]
+    )
+    assert scanned.exit_code in (0, 1), scanned.output
+    stats = {s["layer"]: s for s in json.loads(scanned.stdout)["layers"]}
+    assert stats["block/conv"]["measured"] == "block/norm"
+    assert len(stats["block/conv"]["mean_linf"]) == K + 3
+
+    out = tmp_path / "defended.keras"
+    report = _defend_planted(
+        model_file, files["data"], files["test"], out, loading=loading, layer="block/conv"
+    )
+    assert report["prune"][0]["pruned"][0]["batch_norm"] == "block/norm"
+    written = load_model(out, custom_objects_file=blocks).model
+    kept = written.get_layer("block")
+    assert type(kept).__name__ == "ConvBlock"
+    gamma, beta = kept.norm.get_weights()[:2]
+    assert gamma[K + 2] == 0 and beta[K + 2] == 0
+    assert np.all(kept.conv.get_weights()[0][..., K + 2] == 0)
+
+    cams = runner.invoke(
+        app,
+        [
+            *["gradcam", str(model_file), "-d", str(files["data"]), *loading, "-t", TRIGGER],
+            *["-o", str(tmp_path / "cams"), "--limit", "2", "--target", "0", "-f", "json", "-q"],
+        ],
+    )
+    assert cams.exit_code == 0, cams.output
+    assert json.loads(cams.stdout)["models"][0]["layer"] == "block"
+    asked = runner.invoke(
+        app,
+        [
+            *["gradcam", str(model_file), "-d", str(files["data"]), *loading],
+            *["-o", str(tmp_path / "cams2"), "--layer", "conv"],
+        ],
+    )
+    assert asked.exit_code == 2 and "try --layer block" in asked.output

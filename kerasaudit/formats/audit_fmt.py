@@ -32,8 +32,8 @@ def clean_statistics_words(result: AuditResult) -> str:
     scan = result.clean_scan
     if scan is None:
         return (
-            "none: no auditable conv layer (convolutions inside custom layers are not "
-            "reached); the trigger search ran on the whole model"
+            "none: no auditable conv layer (a convolution a custom layer computes itself "
+            "is not a conv layer); the trigger search ran on the whole model"
         )
     return (
         f"{scan.flagged_count:,} of {scan.channel_count:,} channels stand out on clean "

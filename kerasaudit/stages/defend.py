@@ -429,8 +429,8 @@ def remove(
         reason = (
             "--ratio 0: no pruning; fine-tuning with unlearning only"
             if settings.ratio == 0
-            else "no auditable conv layer to prune (convolutions inside custom layers are not "
-            "reached): fine-tuning with unlearning only"
+            else "no auditable conv layer to prune (a convolution a custom layer computes "
+            "itself is not a conv layer): fine-tuning with unlearning only"
         )
         return _unlearn_only(model, dataset, triggers, tuning, reason)
     return prune(

@@ -40,7 +40,7 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
-from kerasaudit.inventory import conv_layers, matching, walk_layers
+from kerasaudit.inventory import conv_layers, graph_ancestor, matching, walk_layers
 from kerasaudit.triggers import AnyTrigger, TriggerData
 
 DEFAULT_LIMIT = 16
@@ -235,8 +235,12 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
     way; any other layer with a 2-D spatial output (e.g. ``relu4``) is explained as it is.
     """
     convs = conv_layers(model)
-    conv2d = [a for a in convs if len(a.output_shape) == 4]
-    known = ", ".join(a.path for a in conv2d) or "none"
+    # A conv that a custom layer calls from its own code has no tensor in the model's graph:
+    # the custom layer's output is explained instead.
+    conv2d = [
+        a for a in convs if len(a.output_shape) == 4 and (a.custom_parent is None or a is convs[-1])
+    ]
+    known = ", ".join(a.path for a in conv2d if a.custom_parent is None) or "none"
     if layer is None:
         if not conv2d:
             raise BadInputError(
@@ -244,12 +248,20 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
                 f"the model has none (conv layers: {', '.join(a.path for a in convs) or 'none'})"
             )
         last = conv2d[-1]
-        return last.path, last.measured_after
+        if last.custom_parent is None:
+            return last.path, last.measured_after
+        layer = graph_ancestor(model, last.path)
     matches = matching(convs, layer)
     if len(matches) > 1:
         raise BadInputError(f"--layer {layer} is ambiguous; conv layers: {known}")
     if matches:
         chosen = matches[0]
+        if chosen.custom_parent is not None:
+            raise BadInputError(
+                f"--layer {layer} is called by custom layer {chosen.custom_parent}'s own code, "
+                f"so it has no tensor in the model's graph to explain; try --layer "
+                f"{graph_ancestor(model, chosen.path)} (2-D conv layers: {known})"
+            )
         if len(chosen.output_shape) != 4:
             raise BadInputError(
                 f"--layer {layer} has output shape {chosen.output_shape}; Grad-CAM needs a "
@@ -330,8 +342,7 @@ class _FlatGraph:
         outputs = replay._run_model(clone, inputs, "", recorded)
         if tensor_path not in recorded:
             raise BadInputError(
-                f"cannot explain {tensor_path}: not reached when replaying the model graph "
-                "(layers inside subclassed models cannot be tapped)"
+                f"cannot explain {tensor_path}: not reached when replaying the model graph"
             )
         if isinstance(outputs, list | tuple):
             outputs = outputs[0]

@@ -45,7 +45,9 @@ from kerasaudit.inventory import (
     NO_CONV_HINT,
     AuditableLayer,
     auditable_layers,
+    descendants,
     matching,
+    tapped,
     walk_layers,
 )
 
@@ -879,7 +881,7 @@ class _Replay:
         if missing:
             raise BadInputError(
                 f"cannot measure {', '.join(sorted(missing))}: not reached when replaying the "
-                "model graph (layers inside subclassed models cannot be tapped)"
+                "model graph"
             )
         return recorded
 
@@ -913,12 +915,16 @@ class _Replay:
         kwargs: dict[str, Any],
         recorded: dict[str, Any],
     ) -> Any:
-        if self._is_graph_model(layer) and any(w.startswith(f"{path}/") for w in self._wanted):
+        inside = any(w.startswith(f"{path}/") for w in self._wanted)
+        if inside and self._is_graph_model(layer):
             output = self._run_model(layer, args[0], f"{path}/", recorded)
         else:
             if "training" in getattr(layer, "_call_context_args", ()):
                 kwargs = {**kwargs, "training": False}
-            output = layer(*args, **kwargs)
+            # Layers a custom layer calls from its own code: their calls are recorded.
+            inner = {p: sub for p, sub, _ in descendants(layer, f"{path}/") if p in self._wanted}
+            with tapped(inner, lambda p, _, out: recorded.setdefault(p, out)):
+                output = layer(*args, **kwargs)
         if path in self._wanted:
             recorded.setdefault(path, output)  # a shared layer: its first call is measured
         return output
