@@ -76,17 +76,25 @@ def load_model(
     *,
     unsafe: bool = False,
     custom_objects: PathLike | None = None,
+    output: str | None = None,
 ) -> LoadedModel:
     """Load an untrusted model file as ``kerasaudit`` does (see the README, "Untrusted
     models"). ``unsafe=True`` loads a refused file anyway; ``custom_objects`` is a ``.py`` file
-    defining the model's custom layers (trusted: it is imported)."""
+    defining the model's custom layers (trusted: it is imported); ``output``: for a model with
+    several outputs, the one every function audits (the CLI's ``--model-output``; by default
+    the only one with two or more scores)."""
     from kerasaudit.loading import load_model as _load
+    from kerasaudit.model_view import view
 
-    return _load(
+    loaded = _load(
         Path(path),
         unsafe=unsafe,
         custom_objects_file=None if custom_objects is None else Path(custom_objects),
     )
+    if output is None:
+        return loaded
+    view(loaded.model, output)  # an unknown name fails here, as --model-output does
+    return replace(loaded, output=output)
 
 
 def load_data(
@@ -463,7 +471,7 @@ def _keras(model: ModelLike) -> Any:
     from kerasaudit.model_view import view
 
     if isinstance(model, LoadedModel):
-        return view(model.model)
+        return view(model.model, model.output)
     if isinstance(model, str | os.PathLike):
         return view(load_model(model).model)
     return view(model)

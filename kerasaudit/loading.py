@@ -58,6 +58,9 @@ class LoadedModel:
     safety: SafetyReport
     unsafe: bool  # loaded with --unsafe (checks reported, not enforced)
     custom_objects: tuple[str, ...]
+    # the output to audit, by name, for a model with several (the library's ``output=``; the
+    # CLI's --model-output); None: the only score-vector output
+    output: str | None = None
 
 
 def load_custom_objects(path: Path) -> dict[str, Any]:

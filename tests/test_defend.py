@@ -804,6 +804,16 @@ def test_model_output_names_the_classifier_among_several(tmp_path: Path, keras_m
     coarse_run = runner.invoke(app, [*base, "--model-output", "coarse"])
     assert coarse_run.exit_code == 2  # its 2 scores against labels up to K - 1
     assert "for a model with 2 outputs" in coarse_run.output
+    # The library: the output is named once, when the model is loaded.
+    import kerasaudit as ka
+    from kerasaudit.errors import BadInputError
+
+    loaded = ka.load_model(model_file, output="probs")
+    assert ka.evaluate(loaded, files["test"]).accuracy == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(BadInputError, match="--model-output"):
+        ka.evaluate(ka.load_model(model_file), files["test"])
+    with pytest.raises(BadInputError, match="has the outputs probs, coarse"):
+        ka.load_model(model_file, output="nope")
 
 
 _CUSTOM_BLOCK = '''
