@@ -137,13 +137,14 @@ def walk_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
 
 
 def descendants(layer: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
-    """(path, layer, parent) of every layer inside ``layer`` (a nested model's layers by name,
-    a custom layer's by attribute); nothing for a built-in layer."""
+    """(path, layer, parent) of every layer inside ``layer``: a nested Sequential or Functional
+    model's layers by name, those of a custom layer or subclassed model by attribute (their
+    layer names are generated anew each time such a model is built); nothing for a built-in
+    layer."""
     keras = _keras()
-    if isinstance(layer, keras.Model):
-        yield from walk_layers(layer, prefix)
-        return
-    if not is_custom(layer):
+    if not _opaque(layer):
+        if isinstance(layer, keras.Model):  # a Sequential or Functional model: its graph's names
+            yield from walk_layers(layer, prefix)
         return
     for name, sub in _sublayers(layer):
         path = f"{prefix}{name}"

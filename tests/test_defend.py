@@ -870,7 +870,26 @@ class ConvBlock(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
-custom_objects = {"tests>Wrapped": Wrapped, "tests>ConvBlock": ConvBlock}
+@keras.saving.register_keras_serializable(package="tests")
+class Trunk(keras.Model):
+    """A subclassed model used as a layer: conv → BatchNorm → ReLU, then a conv."""
+
+    def __init__(self, filters=4, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.c1 = keras.layers.Conv2D(filters, 3, padding="same")
+        self.bn = keras.layers.BatchNormalization()
+        self.act = keras.layers.ReLU()
+        self.c2 = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+
+    def call(self, x, training=None):
+        return self.c2(self.act(self.bn(self.c1(x), training=training)))
+
+    def get_config(self):
+        return {"filters": self.filters, "name": self.name}
+
+
+custom_objects = {"tests>Wrapped": Wrapped, "tests>ConvBlock": ConvBlock, "tests>Trunk": Trunk}
 '''
 
 
@@ -1031,3 +1050,51 @@ def test_conv_layers_that_a_custom_layer_calls_are_scanned_pruned_and_explained(
         ],
     )
     assert asked.exit_code == 2 and "try --layer block" in asked.output
+
+
+def test_conv_layers_of_a_subclassed_model_used_as_a_layer_are_pruned_by_attribute(
+    tmp_path: Path, keras_module: Any
+) -> None:
+    """A subclassed model inside a Functional one: its layers are named by attribute
+    (``trunk/c1``), since the names Keras gives them change with every copy the stages make
+    (before 2026-12-07 they were listed by name, could not be measured, and a copy did not
+    have them); `prune --ratio` zeroes the ranked channels and the BatchNorm's γ/β."""
+    from kerasaudit.loading import load_custom_objects, load_model
+
+    keras = keras_module
+    files = write_stripe_files(tmp_path, keras)
+    blocks = tmp_path / "blocks.py"
+    blocks.write_text(_CUSTOM_BLOCK)
+    trunk_class = load_custom_objects(blocks)["tests>Trunk"]
+    inputs = keras.Input((8, 8, 1), name="image")
+    features = trunk_class(4, name="trunk")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(K, activation="softmax")(pooled)
+    model_file = tmp_path / "sub.keras"
+    keras.Model(inputs, outputs, name="sub").save(model_file)
+    loading = ["--custom-objects", str(blocks)]
+    inspected = runner.invoke(app, ["inspect", str(model_file), *loading, "-f", "json"])
+    assert inspected.exit_code == 0, inspected.output
+    layers = json.loads(inspected.stdout)["auditable_layers"]
+    assert [(a["path"], a["batch_norm"], a["measured_after"]) for a in layers] == [
+        ("trunk/c1", "trunk/bn", "trunk/act"),
+        ("trunk/c2", None, "trunk/c2"),
+    ]
+    out = tmp_path / "pruned.keras"
+    pruned = runner.invoke(
+        app,
+        [
+            *["prune", str(model_file), "-d", str(files["data"]), *loading, "--layer", "c1"],
+            *["--ratio", "0.5", "-c", "l1", "-o", str(out), "-f", "json", "-q"],
+        ],
+    )
+    assert pruned.exit_code == 0, pruned.output
+    step = json.loads(pruned.stdout)["pruned"][0]
+    assert step["layer"] == "trunk/c1" and len(step["channels"]) == 2
+    trunk = load_model(out, custom_objects_file=blocks).model.get_layer("trunk")
+    kernel = trunk.c1.get_weights()[0]
+    gamma = trunk.bn.get_weights()[0]
+    for channel in step["channels"]:
+        assert np.all(kernel[..., channel] == 0) and gamma[channel] == 0
+    kept = [c for c in range(4) if c not in step["channels"]]
+    assert all(np.any(kernel[..., c] != 0) for c in kept)
