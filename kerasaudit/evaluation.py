@@ -383,12 +383,29 @@ def _no_labels_message(info: DataInfo) -> str:
     )
 
 
+def output_operation(model: Any) -> Any:
+    """The layer (or keras.ops operation, e.g. ``keras.ops.softmax``) that produces the
+    model's first output, looked up through nested models. ``model.layers[-1]`` is not it:
+    an operation applied in a Functional graph is not among its layers."""
+    keras = _tf.keras()
+    last = model
+    for _ in range(64):  # nesting depth guard
+        if isinstance(last, keras.Sequential):
+            last = last.layers[-1]
+        elif isinstance(last, keras.Model):
+            history = getattr(last.outputs[0], "_keras_history", None)
+            last = history[0] if history is not None else last.layers[-1]
+        else:
+            break
+    return last
+
+
 def outputs_probabilities(model: Any) -> bool:
     """True when the model ends in a softmax/sigmoid (so the loss must not apply one again)."""
-    last = model.layers[-1]
+    last = output_operation(model)
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", "")
-    return name in ("softmax", "sigmoid") or type(last).__name__ == "Softmax"
+    return name in ("softmax", "sigmoid") or type(last).__name__ in ("Softmax", "Sigmoid")
 
 
 def log_probabilities(model: Any, x: Any, outputs: int, probabilities: bool) -> Any:
@@ -495,7 +512,7 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
     1e-40 is 0), so anything that must push a confident model needs logits.
     """
     tf = _tf.tf()
-    last = model.layers[-1]
+    last = output_operation(model)
     outputs = int(model.outputs[0].shape[-1])
     if outputs < 2:
         return None
@@ -513,12 +530,13 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
 
 
 def penultimate(model: Any) -> Any | None:
-    """The model up to its last layer's input (a Keras model sharing its layers), or None
-    when that input cannot be reached (the last layer is shared or has several inputs)."""
+    """The model up to the input of the operation that produces its output (a Keras model
+    sharing its layers), or None when that input cannot be reached (the operation is shared,
+    has several inputs, or sits inside a nested model)."""
     keras = _tf.keras()
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     try:
-        return keras.Model(inputs, model.layers[-1].input)
+        return keras.Model(inputs, output_operation(model).input)
     except Exception:
         return None
 

@@ -29,6 +29,7 @@ from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import (
     dense_pre_activation,
     logits_function,
+    output_operation,
     outputs_probabilities,
     penultimate,
 )
@@ -761,7 +762,7 @@ def _features_and_scores(model: Any) -> Callable[[Any, bool], Any] | None:
     tf = _tf.tf()
     if int(model.outputs[0].shape[-1]) < 2:
         return None
-    features, pre_activation = penultimate(model), dense_pre_activation(model.layers[-1])
+    features, pre_activation = penultimate(model), dense_pre_activation(output_operation(model))
     if features is None or pre_activation is None:
         return None
 

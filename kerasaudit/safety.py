@@ -30,7 +30,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from kerasaudit._allowlist import ALLOWED_CLASSES, ALLOWED_FUNCTIONS, DENIED_CLASSES
+from kerasaudit._allowlist import (
+    ALLOWED_CLASSES,
+    ALLOWED_FUNCTIONS,
+    ALLOWED_OPERATIONS,
+    DENIED_CLASSES,
+)
 from kerasaudit._shapes import declared_weights
 from kerasaudit.errors import BadInputError
 
@@ -534,6 +539,14 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
             )
         elif registered not in (None, "function", fn):
             walk.add(here, "custom", f"{label} names a registered custom function {registered!r}")
+        return here
+    if isinstance(module, str) and cls in ALLOWED_OPERATIONS.get(module, ()):
+        # keras.ops applied to a Functional model's symbolic tensors (``x / 255``): an
+        # operation of Keras's own, found by the module and class Keras saved it under.
+        if registered not in (None, cls):
+            walk.add(
+                here, "custom", f"{label} ({cls}) is registered as custom object {registered!r}"
+            )
         return here
     if cls not in ALLOWED_CLASSES:
         walk.add(

@@ -37,6 +37,20 @@ MODULES = [
     "dtype_policies",
 ]
 FUNCTION_MODULES = ["activations", "losses", "metrics"]
+# Operations a Functional model records when keras.ops (or ``x * 2.0``, ``x / 255``) is applied
+# to its symbolic tensors: pure tensor functions, saved as module + class name.
+OPERATION_MODULES = ["numpy", "nn", "math", "image", "linalg", "core"]
+# Control flow takes Python functions: never from a file.
+DENIED_OPERATIONS = {
+    "AssociativeScan",
+    "Cond",
+    "ForiLoop",
+    "Map",
+    "Scan",
+    "Switch",
+    "VectorizedMap",
+    "WhileLoop",
+}
 NOT_MODELLING = {"deserialize", "serialize", "get", "Input"}
 
 
@@ -56,6 +70,20 @@ def main() -> None:
             obj = getattr(mod, attr)
             if not attr.startswith("_") and inspect.isfunction(obj) and attr not in NOT_MODELLING:
                 functions.add(attr)
+    from keras.src.ops.operation import Operation
+
+    operations: dict[str, set[str]] = {}
+    for name in OPERATION_MODULES:
+        mod = importlib.import_module(f"keras.src.ops.{name}")
+        for attr in dir(mod):
+            obj = getattr(mod, attr)
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, Operation)
+                and obj.__module__ == mod.__name__
+                and attr not in DENIED_OPERATIONS
+            ):
+                operations.setdefault(mod.__name__, set()).add(attr)
     # Model containers and config helpers Keras writes itself (Keras 3 and legacy Keras 2 names).
     classes |= {
         "Functional",
@@ -100,6 +128,22 @@ def main() -> None:
         *[f'        "{c}",' for c in sorted(DENIED)],
         "    }",
         ")",
+        "",
+        "# Operations a Functional model may record (keras.ops on its symbolic tensors), by the",
+        "# module Keras saves with them; control flow (it takes Python functions) is left out.",
+        "ALLOWED_OPERATIONS: dict[str, frozenset[str]] = {",
+        *[
+            line
+            for module in sorted(operations)
+            for line in (
+                f'    "{module}": frozenset(',
+                "        {",
+                *[f'            "{c}",' for c in sorted(operations[module])],
+                "        }",
+                "    ),",
+            )
+        ],
+        "}",
         "",
     ]
     out.write_text("\n".join(lines))

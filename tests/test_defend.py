@@ -716,13 +716,19 @@ def _stripe_form(keras: Any, form: str) -> Any:
         inputs = keras.Input((8, 8, 1), dtype="uint8", name="image")
         image = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
         return keras.Model(inputs, probs(gmp(conv(image))), name="raw")
+    if form == "ops":  # keras.ops in the graph, the softmax among them
+        inputs = keras.Input((8, 8, 1), name="image")
+        logits = keras.layers.Dense(K, name="logits")
+        scores = logits(gmp(conv(inputs * 1.0)))
+        logits.set_weights(probs.get_weights())
+        return keras.Model(inputs, keras.ops.softmax(scores), name="ops")
     inputs = keras.Input((8, 8, 1), name="image")  # several outputs
     pooled = gmp(conv(inputs))
     brightness = keras.layers.Dense(1, name="brightness")(pooled)
     return keras.Model(inputs, {"label": probs(pooled), "brightness": brightness}, name="two")
 
 
-@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs", "uint8"])
+@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs", "uint8", "ops"])
 def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     tmp_path: Path, keras_module: Any, form: str
 ) -> None:
@@ -732,7 +738,10 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     takes it, and the written model has the file's own input (its dtype too) and outputs.
     Before 2026-12-07 the first stopped at "data shape (8, 8, 1) does not fit the model input
     (1, 8, 8)", the second at "reverse needs image inputs", the third at "has 1 inputs and 2
-    outputs", the fourth with an internal error (no gradient through the cast to uint8)."""
+    outputs", the fourth with an internal error (no gradient through the cast to uint8).
+    A model whose graph applies keras.ops (``x * 1.0``, ``keras.ops.softmax``) is read as it
+    is: before 2026-12-07 it was refused as unsafe, and its softmax, not a layer, was not seen
+    (the probabilities were taken for logits)."""
     keras = keras_module
     files = write_stripe_files(tmp_path, keras)
     model = _stripe_form(keras, form)

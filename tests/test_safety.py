@@ -105,6 +105,10 @@ def test_non_modelling_keras_function_is_refused_and_global_state_unchanged(
         ("Popen", "subprocess", None, "unknown-class"),
         ("Dense", "os", None, "module"),
         ("Dense", "keras.layers", "evil_pkg>Dense", "custom"),
+        # keras.ops operations: control flow takes Python functions; others only from Keras
+        ("Map", "keras.src.ops.core", None, "unknown-class"),
+        ("Relu", "os", None, "unknown-class"),
+        ("Softmax", "keras.src.ops.nn", "evil_pkg>Softmax", "custom"),
     ],
 )
 def test_objects_outside_the_allowlist_are_refused(
@@ -349,12 +353,38 @@ def _varied_models(keras: Any) -> dict[str, Any]:
         x = layers.BatchNormalization()(inner(inputs))
         return keras.Model(inputs, layers.Dense(10)(layers.Flatten()(x)))
 
+    def operations() -> Any:  # keras.ops on symbolic tensors: Operations in the graph
+        inputs = keras.Input((28, 28, 1))
+        x = keras.ops.relu(layers.Conv2D(8, 3)(inputs / 255.0 * 2.0 - 1.0))
+        x = keras.ops.mean(keras.ops.maximum(layers.Conv2D(4, 3)(x), 0.0), axis=(1, 2))
+        return keras.Model(inputs, keras.ops.softmax(layers.Dense(10)(x)))
+
     return {
         "rnn": rnn(),
         "attention": attention(),
         "convolutions": convolutions(),
         "nested": nested(),
+        "operations": operations(),
     }
+
+
+def test_a_model_with_keras_ops_in_its_graph_loads_safely(
+    keras_module: Any, tmp_path: Path
+) -> None:
+    """``inputs / 255.0`` or ``keras.ops.relu(x)`` in a Functional model saves Keras's own
+    operations by module and class; before 2026-12-07 such a model was refused as unsafe
+    ("names module 'keras.src.ops.nn', outside Keras"). It loads, and predicts as the
+    original does."""
+    from kerasaudit.loading import load_model
+
+    model = _varied_models(keras_module)["operations"]
+    path = tmp_path / "operations.keras"
+    model.save(path)
+    report = check_model_file(path)
+    assert report.safe, report.findings
+    loaded = load_model(path).model
+    x = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_declared_weights_are_exactly_what_keras_allocates(keras_module: Any) -> None:
