@@ -1,11 +1,12 @@
 """Does the data reach the model in the value range it was trained on?
 
-A model that rescales its own input (a leading ``Rescaling(1/255)``, or a ``Normalization``
-adapted on raw pixels) expects 0–255 values; fed the usual ``--scale auto`` reading of a uint8
-file (÷ 255) it sees nearly black images, gets about one image in ten right, and every number
-after that is noise. :func:`expects_raw_pixels` recognises such a model so that ``--scale auto``
-leaves its data unscaled; :func:`chance_warning` catches the rest (another scaling, another
-label order, another task) from the accuracy on the first labelled images.
+A model that rescales its own input (a leading ``Rescaling(1/255)``, ``inputs / 255.0`` in a
+Functional graph, or a ``Normalization`` adapted on raw pixels) expects 0–255 values; fed the
+usual ``--scale auto`` reading of a uint8 file (÷ 255) it sees nearly black images, gets about
+one image in ten right, and every number after that is noise. :func:`expects_raw_pixels`
+recognises such a model so that ``--scale auto`` leaves its data unscaled;
+:func:`chance_warning` catches the rest (another scaling, another label order, another task)
+from the accuracy on the first labelled images.
 """
 
 from __future__ import annotations
@@ -37,8 +38,48 @@ def _first_transform(model: Any) -> Any | None:
     return None
 
 
+def _leading_operation(model: Any) -> str | None:
+    """A description of a keras.ops arithmetic on a Functional model's input that makes it
+    take 0–255 values (``inputs / 255.0``, ``inputs * (1 / 255)``, ``(inputs - 127.5) / …``),
+    or None."""
+    from kerasaudit import _tf
+
+    keras = _tf.keras()
+    if isinstance(model, keras.Sequential) or len(getattr(model, "inputs", None) or ()) != 1:
+        return None
+    source = model.inputs[0]
+    for operation in getattr(model, "operations", ()):
+        nodes = getattr(operation, "_inbound_nodes", None) or []
+        arguments = getattr(nodes[0], "arguments", None) if nodes else None
+        if arguments is None or not any(t is source for t in arguments.keras_tensors):
+            continue
+        kind = type(operation).__name__
+        if kind in _PASS_THROUGH:
+            source = nodes[0].output_tensors[0]
+            continue
+        if not type(operation).__module__.startswith("keras.src.ops."):
+            return None
+        constants = [float(a) for a in arguments.args if isinstance(a, int | float)]
+        if len(constants) != 1 or arguments.args[0] is not source:
+            return None
+        c = constants[0]
+        raw = (
+            (kind in ("TrueDivide", "Divide") and abs(c) >= 1 / RAW_SCALE)
+            or (kind == "Multiply" and 0 < abs(c) <= RAW_SCALE)
+            or (kind == "Subtract" and c > RAW_MEAN)
+        )
+        if raw:
+            return f"the model's first operation ({kind} by {c:.4g}) takes 0–255 values"
+        return None
+    return None
+
+
 def expects_raw_pixels(model: Any) -> str | None:
-    """A description of the layer that makes ``model`` take 0–255 values, or None."""
+    """A description of the layer (or keras.ops arithmetic) that makes ``model`` take 0–255
+    values, or None."""
+    leading = _leading_operation(model)
+    if leading is not None:
+        return leading
     layer = _first_transform(model)
     if layer is None:
         return None

@@ -123,3 +123,37 @@ def test_no_chance_warning_without_labels(raw: dict[str, Path], keras_module: An
     assert chance_warning(model, unlabelled, 3) is None
     labelled = open_data(DataSpec(raw["data"], scale="1/255"), (8, 8, 1), 3)
     assert chance_warning(model, labelled, 3) is not None  # the same images, with labels
+
+
+@pytest.mark.parametrize(
+    ("arithmetic", "raw"),
+    [
+        (lambda x: x / 255.0, True),
+        (lambda x: x * (1 / 255), True),
+        (lambda x: (x - 127.5) / 127.5, True),
+        (lambda x: x * 2.0 - 1.0, False),  # 0–1 in, ±1 to the convolutions
+        (lambda x: x / 2.0, False),
+    ],
+)
+def test_arithmetic_on_a_functional_input_is_read_like_a_rescaling_layer(
+    tmp_path: Path, keras_module: Any, arithmetic: Any, raw: bool
+) -> None:
+    """``inputs / 255.0`` written in a Functional model (keras.ops in its graph) takes 0–255
+    values as ``Rescaling(1/255)`` does: under --scale auto a uint8 file is read unscaled.
+    Before 2026-12-07 such a model was refused as unsafe (the operation's module), and once
+    admitted its data would have been divided by 255 twice."""
+    from kerasaudit.input_space import expects_raw_pixels
+
+    keras = keras_module
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(1, 3, name="conv")
+    probs = keras.layers.Dense(3, activation="softmax", name="probs")
+    outputs = probs(keras.layers.GlobalMaxPooling2D()(conv(arithmetic(inputs))))
+    model = keras.Model(inputs, outputs)
+    assert (expects_raw_pixels(model) is not None) == raw
+    path = tmp_path / "ops.keras"
+    model.save(path)
+    np.savez(tmp_path / "d.npz", x=_images(30, 4), y=np.zeros(30, np.uint8))
+    result = runner.invoke(app, ["evaluate", str(path), "-d", str(tmp_path / "d.npz")])
+    assert result.exit_code == 0, result.output
+    assert ("read unscaled" in result.stderr) == raw
