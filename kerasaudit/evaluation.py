@@ -383,10 +383,11 @@ def _no_labels_message(info: DataInfo) -> str:
     )
 
 
-def output_operation(model: Any) -> Any:
+def output_operation(model: Any, *, nested: bool = True) -> Any:
     """The layer (or keras.ops operation, e.g. ``keras.ops.softmax``) that produces the
-    model's first output, looked up through nested models. ``model.layers[-1]`` is not it:
-    an operation applied in a Functional graph is not among its layers."""
+    model's first output, looked up through nested models (``nested=False``: the outermost,
+    which may be a nested model). ``model.layers[-1]`` is not it: an operation applied in a
+    Functional graph is not among its layers."""
     keras = _tf.keras()
     last = model
     for _ in range(64):  # nesting depth guard
@@ -395,7 +396,7 @@ def output_operation(model: Any) -> Any:
         elif isinstance(last, keras.Model):
             history = getattr(last.outputs[0], "_keras_history", None)
             last = history[0] if history is not None else last.layers[-1]
-        else:
+        if not nested or not isinstance(last, keras.Model):
             break
     return last
 
@@ -512,7 +513,8 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
     1e-40 is 0), so anything that must push a confident model needs logits.
     """
     tf = _tf.tf()
-    last = output_operation(model)
+    keras = _tf.keras()
+    last = output_operation(model, nested=False)
     outputs = int(model.outputs[0].shape[-1])
     if outputs < 2:
         return None
@@ -521,6 +523,11 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
     features = penultimate(model)
     if features is None:
         return None
+    if isinstance(last, keras.Model):  # a nested head (Sequential([..., Dense(softmax)])): its
+        inner = logits_function(last)  # logits, on what the outer model feeds it
+        if inner is None:
+            return None
+        return lambda x, training=False: inner(features(x, training=training), training=training)
     if type(last).__name__ in ("Softmax", "Activation"):
         return lambda x, training=False: tf.cast(features(x, training=training), tf.float32)
     pre_activation = dense_pre_activation(last)
@@ -530,13 +537,13 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
 
 
 def penultimate(model: Any) -> Any | None:
-    """The model up to the input of the operation that produces its output (a Keras model
-    sharing its layers), or None when that input cannot be reached (the operation is shared,
-    has several inputs, or sits inside a nested model)."""
+    """The model up to the input of the operation that produces its output (a nested model
+    counts as one; a Keras model sharing its layers), or None when that input cannot be
+    reached (the operation is shared or has several inputs)."""
     keras = _tf.keras()
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     try:
-        return keras.Model(inputs, output_operation(model).input)
+        return keras.Model(inputs, output_operation(model, nested=False).input)
     except Exception:
         return None
 

@@ -762,7 +762,8 @@ def _features_and_scores(model: Any) -> Callable[[Any, bool], Any] | None:
     tf = _tf.tf()
     if int(model.outputs[0].shape[-1]) < 2:
         return None
-    features, pre_activation = penultimate(model), dense_pre_activation(output_operation(model))
+    last = output_operation(model, nested=False)
+    features, pre_activation = penultimate(model), dense_pre_activation(last)
     if features is None or pre_activation is None:
         return None
 

@@ -716,6 +716,10 @@ def _stripe_form(keras: Any, form: str) -> Any:
         inputs = keras.Input((8, 8, 1), dtype="uint8", name="image")
         image = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
         return keras.Model(inputs, probs(gmp(conv(image))), name="raw")
+    if form == "nested_head":  # the softmax head is a nested Sequential model
+        inputs = keras.Input((8, 8, 1), name="image")
+        head = keras.Sequential([keras.Input((K + 3,)), probs], name="head")
+        return keras.Model(inputs, head(gmp(conv(inputs))), name="nested_head")
     if form == "ops":  # keras.ops in the graph, the softmax among them
         inputs = keras.Input((8, 8, 1), name="image")
         logits = keras.layers.Dense(K, name="logits")
@@ -728,7 +732,9 @@ def _stripe_form(keras: Any, form: str) -> Any:
     return keras.Model(inputs, {"label": probs(pooled), "brightness": brightness}, name="two")
 
 
-@pytest.mark.parametrize("form", ["channels_first", "flat", "outputs", "uint8", "ops"])
+@pytest.mark.parametrize(
+    "form", ["channels_first", "flat", "outputs", "uint8", "ops", "nested_head"]
+)
 def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     tmp_path: Path, keras_module: Any, form: str
 ) -> None:
@@ -741,7 +747,8 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     outputs", the fourth with an internal error (no gradient through the cast to uint8).
     A model whose graph applies keras.ops (``x * 1.0``, ``keras.ops.softmax``) is read as it
     is: before 2026-12-07 it was refused as unsafe, and its softmax, not a layer, was not seen
-    (the probabilities were taken for logits)."""
+    (the probabilities were taken for logits). So was a softmax at the end of a nested head
+    model; its logits are now reached through it."""
     keras = keras_module
     files = write_stripe_files(tmp_path, keras)
     model = _stripe_form(keras, form)
