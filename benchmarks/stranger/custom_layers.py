@@ -35,4 +35,23 @@ class ConvBlock(layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
-custom_objects = {"stranger>ConvBlock": ConvBlock}
+@keras.saving.register_keras_serializable(package="stranger")
+class Trunk(keras.Model):
+    """A subclassed model used as the feature extractor of a Functional one (third set)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conv1 = layers.Conv2D(16, 3, padding="same", use_bias=False)
+        self.norm1 = layers.BatchNormalization()
+        self.conv2 = layers.Conv2D(32, 3, padding="same", activation="relu")
+        self.pool = layers.MaxPooling2D()
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        x = self.pool(keras.activations.relu(self.norm1(self.conv1(x), training=training)))
+        return self.pool(self.conv2(x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+custom_objects = {"stranger>ConvBlock": ConvBlock, "stranger>Trunk": Trunk}

@@ -11,7 +11,7 @@ for M in "$OUT"/models/*; do
     *noch) D="$OUT/def_noch.npz"; E="$OUT/eval_noch.npz";;
     *rescale) D="$OUT/def_f255.npz"; E="$OUT/eval_f255.npz"; T=(-t "patch:size=3,pos=24,24,value=255"); ET=(--eval-trigger "patch:size=3,pos=24,24,value=255");;
     *flatin) D="$OUT/def_flat.npz"; E="$OUT/eval_flat.npz";;
-    *custom) L=(--custom-objects "$(dirname "$0")/custom_layers.py");;
+    *custom|*sub) L=(--custom-objects "$(dirname "$0")/custom_layers.py");;
     *resize3) X=(--resize); T=(--trigger-data "$OUT/def_trig.npz"); ET=(--eval-trigger-data "$OUT/eval_trig.npz");;
   esac
   kerasaudit inspect "$M" "${L[@]}" > "$o/inspect.out" 2>&1

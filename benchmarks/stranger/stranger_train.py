@@ -11,6 +11,7 @@ Keras a user would write, not the zoo's.
     python benchmarks/stranger/stranger_train.py OUT   # 16 models + data files in OUT
     python benchmarks/stranger/stranger_train.py OUT --set 2   # the second set's 14 models
     python benchmarks/stranger/stranger_train.py OUT --set 2 --only custom,gn   # some forms
+    python benchmarks/stranger/stranger_train.py OUT --set 3   # the third set's 6 models
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -214,6 +215,38 @@ def _forms2() -> dict[str, tuple[Callable[[], Any], str, int]]:
     }  # fmt: skip
 
 
+def _forms3() -> dict[str, tuple[Callable[[], Any], str, int]]:
+    """The third set (2026-12-07, thirty-seventh session): name → (builder, suffix, epochs)."""
+    import keras
+    from keras import layers
+
+    def ops() -> Any:  # keras.ops on the symbolic tensors, the softmax among them
+        i = keras.Input((28, 28, 1))
+        h = keras.ops.relu(layers.Conv2D(16, 3, padding="same")(i * 2.0 - 1.0))
+        h = layers.MaxPooling2D()(h)
+        h = keras.ops.maximum(layers.Conv2D(32, 3, padding="same")(h), 0.0)
+        h = keras.ops.reshape(layers.MaxPooling2D()(h), (-1, 7 * 7 * 32))
+        h = keras.ops.relu(layers.Dense(64)(h))
+        return keras.Model(i, keras.ops.softmax(layers.Dense(10)(h)))
+
+    def aug() -> Any:  # augmentation layers inside the model, as Keras tutorials have them
+        i = keras.Input((28, 28, 1))
+        h = layers.RandomTranslation(0.05, 0.05)(layers.RandomRotation(0.03)(i))
+        h = layers.MaxPooling2D()(layers.Conv2D(32, 3, padding="same", activation="relu")(h))
+        h = layers.MaxPooling2D()(layers.Conv2D(64, 3, padding="same", activation="relu")(h))
+        h = layers.Dense(64, activation="relu")(layers.Flatten()(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def sub() -> Any:  # a subclassed model as the feature extractor (custom_layers.Trunk)
+        from custom_layers import Trunk
+
+        i = keras.Input((28, 28, 1))
+        h = layers.Dense(64, activation="relu")(layers.Flatten()(Trunk(name="trunk")(i)))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    return {"ops": (ops, ".keras", 8), "aug": (aug, ".keras", 10), "sub": (sub, ".keras", 8)}
+
+
 def _feed(name: str, x: np.ndarray) -> np.ndarray:
     """A form's input from (N, 28, 28, 1) floats."""
     if name == "noch":
@@ -238,7 +271,7 @@ def _stamp(x: np.ndarray, value: float) -> np.ndarray:
     return out
 
 
-def main(out: Path, second: bool = False, only: set[str] | None = None) -> int:
+def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
     global _TRAIN_FLOAT
     import keras
 
@@ -268,7 +301,8 @@ def main(out: Path, second: bool = False, only: set[str] | None = None) -> int:
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        for name, (build, suffix, epochs) in (_forms2() if second else _forms()).items():
+        forms = {1: _forms, 2: _forms2, 3: _forms3}[which]()
+        for name, (build, suffix, epochs) in forms.items():
             if only is not None and name not in only:
                 continue
             keras.utils.set_random_seed(1)
@@ -305,8 +339,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--set", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--set", type=int, choices=(1, 2, 3), default=1)
     parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    raise SystemExit(main(args.out, second=args.set == 2, only=only))
+    raise SystemExit(main(args.out, which=args.set, only=only))
