@@ -228,8 +228,8 @@ def tapped(
 
             layer.call = recording
         yield
-    finally:
-        for layer, had, previous in saved:
+    finally:  # last patched first: a layer listed twice gets its own call back
+        for layer, had, previous in reversed(saved):
             if had:
                 layer.call = previous
             else:
@@ -424,8 +424,8 @@ def _inner_calls(model: Any, parents: list[Any]) -> _InnerCalls:
 
 
 def conv_layers(model: Any) -> list[AuditableLayer]:
-    """The convolutional layers among :func:`auditable_layers` (none when every convolution
-    sits inside a custom layer)."""
+    """The convolutional layers among :func:`auditable_layers` (none when the model's
+    convolutions are computed by a custom layer's own code)."""
     return [a for a in auditable_layers(model) if a.class_name in CONV_CLASSES]
 
 

@@ -417,3 +417,18 @@ def test_dead_channels_are_reported_apart_and_not_scored() -> None:
     # Too few live channels: the layer is not scored at all.
     mostly_dead = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
     assert "live channels" in (flag_channels("c", mostly_dead, mostly_dead, 3.5).note or "")
+
+
+def test_tapped_reports_each_call_and_restores_a_layer_listed_twice(keras_module: Any) -> None:
+    """``inventory.tapped`` records the calls of layers a custom layer makes from its own code;
+    a layer listed under two paths (shared) reports to both and gets its own ``call`` back."""
+    from kerasaudit.inventory import tapped
+
+    dense = keras_module.layers.Dense(2)
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    with tapped({"a": dense, "b": dense}, lambda p, _, out: seen.append((p, tuple(out.shape)))):
+        dense(np.ones((1, 3), np.float32))
+    assert seen == [("a", (1, 2)), ("b", (1, 2))]
+    assert "call" not in vars(dense)
+    dense(np.ones((1, 3), np.float32))
+    assert len(seen) == 2
