@@ -922,7 +922,11 @@ class _Replay:
             if "training" in getattr(layer, "_call_context_args", ()):
                 kwargs = {**kwargs, "training": False}
             # Layers a custom layer calls from its own code: their calls are recorded.
-            inner = {p: sub for p, sub, _ in descendants(layer, f"{path}/") if p in self._wanted}
+            inner = (
+                {p: sub for p, sub, _ in descendants(layer, f"{path}/") if p in self._wanted}
+                if inside
+                else {}
+            )
             with tapped(inner, lambda p, _, out: recorded.setdefault(p, out)):
                 output = layer(*args, **kwargs)
         if path in self._wanted:
