@@ -380,8 +380,14 @@ def repair_keras2_config(config: Any) -> int:
     References to nested models are renumbered: Keras 2 gives a nested model (a Sequential or
     Functional used as a layer) an inbound node of its own when it is built, so the first call
     of it is node 1; Keras 3 does not, and its legacy loader then fails with "The following
-    nodes failed to be resolved". Returns the number of changes.
+    nodes failed to be resolved".
+
+    ``TFOpLambda`` layers of arithmetic with a number or an elementwise activation become the
+    Keras 3 layer that computes the same (:mod:`kerasaudit._keras2_ops`). Returns the number of
+    changes.
     """
+    from kerasaudit import _keras2_ops
+
     changed = 0
     stack: list[Any] = [config]
     while stack:
@@ -391,6 +397,8 @@ def repair_keras2_config(config: Any) -> int:
             continue
         if not isinstance(obj, dict):
             continue
+        if _keras2_ops.rewrite(obj):  # `inputs / 255.0`, `tf.nn.relu(x)`: a Keras 3 layer
+            changed += 1
         cfg = obj.get("config")
         if (
             str(obj.get("class_name", "")).startswith("DepthwiseConv")

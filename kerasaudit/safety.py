@@ -523,6 +523,20 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     if cls.startswith("Custom>") and cls.removeprefix("Custom>") in ALLOWED_CLASSES:
         # tf.keras (Keras 2.11+) saves its own optimizers as "Custom>Adam" in training_config.
         cls = cls.removeprefix("Custom>")
+    if cls == "TFOpLambda":  # Keras 2's record of a TF function applied to a tensor
+        from kerasaudit._keras2_ops import replacement
+
+        if replacement(obj) is not None:
+            return here  # rebuilt as a Keras 3 layer by the loader; no name is resolved
+        function = config.get("function") if isinstance(config, dict) else None
+        walk.add(
+            here,
+            "code",
+            f"{label} is a Keras 2 TFOpLambda layer calling tf.{function}, which kerasaudit "
+            "does not rebuild (it rebuilds arithmetic with a number and elementwise "
+            "activations)",
+        )
+        return here
     if cls in DENIED_CLASSES or cls == "__lambda__":
         walk.add(here, "code", f"{label} is a {cls} layer, which runs code stored in the file")
         return here

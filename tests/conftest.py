@@ -119,6 +119,13 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     separable.save(files["keras_keras2_sep"])
     files["h5_keras2_sep"] = out / "separable_k2.h5"
     separable.save(files["h5_keras2_sep"])
+    operations, unrebuilt = _tf_keras_operations()
+    files["h5_keras2_ops"] = out / "ops_k2.h5"
+    operations.save(files["h5_keras2_ops"])
+    files["keras_keras2_ops"] = out / "ops_k2.keras"
+    operations.save(files["keras_keras2_ops"])
+    files["h5_keras2_unrebuilt"] = out / "unrebuilt_k2.h5"
+    unrebuilt.save(files["h5_keras2_unrebuilt"])
     np.save(out / "probe.npy", np.random.default_rng(1).random((5, 8, 8, 1), dtype="float32"))
     files["probe"] = out / "probe.npy"
     return files
@@ -171,6 +178,27 @@ def _tf_keras_separable() -> Any:
     rng = np.random.default_rng(1)
     model.fit(rng.random((16, 8, 8, 1)), rng.integers(0, 3, 16), epochs=1, verbose=0)
     return model
+
+
+def _tf_keras_operations() -> tuple[Any, Any]:
+    """Keras 2 (tf-keras) Functional models with TF functions applied to their tensors (saved
+    as TFOpLambda layers): arithmetic with numbers and activations, which kerasaudit rebuilds;
+    and a reduction over an axis, which it does not."""
+    import tensorflow as tf
+    import tf_keras as k2
+
+    k2.utils.set_random_seed(2)
+    inputs = k2.Input((8, 8, 1), name="image")
+    x = k2.layers.Conv2D(6, 3, padding="same", name="conv1")((inputs / 255.0 - 0.5) * 2.0)
+    x = tf.nn.relu6(x + 0.25)
+    x = tf.math.sigmoid(k2.layers.Conv2D(4, 3, name="conv2")(x))
+    x = k2.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = tf.nn.softmax(k2.layers.Dense(3, name="logits")(x))
+    rebuilt = k2.Model(inputs, outputs, name="legacy_operations")
+    inputs = k2.Input((8, 8, 1), name="image")
+    x = tf.math.reduce_max(k2.layers.Conv2D(4, 3, name="conv1")(inputs), axis=[1, 2])
+    unrebuilt = k2.Model(inputs, k2.layers.Dense(3, activation="softmax")(x), name="reduce")
+    return rebuilt, unrebuilt
 
 
 def _write_keras22_style(src: Path, dst: Path) -> None:

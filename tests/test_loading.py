@@ -65,6 +65,8 @@ def test_keras3_round_trip_predictions_match(
         ("keras_keras2", "h5_keras2"),
         ("keras_keras2_sep", "h5_keras2_sep"),
         ("h5_keras2_sep", "h5_keras2_sep"),
+        ("h5_keras2_ops", "h5_keras2_ops"),
+        ("keras_keras2_ops", "h5_keras2_ops"),
     ],
 )
 def test_legacy_files_compute_what_tf_keras_computes(
@@ -73,7 +75,9 @@ def test_legacy_files_compute_what_tf_keras_computes(
     """Keras 2 files of every kind, the ``.keras`` format of tf.keras 2.13+ included (before
     2026-12-07 refused as naming a module outside Keras, or not rebuilt) and separable
     convolutions in ``.h5`` (before: "Unrecognized keyword arguments passed to
-    SeparableConv2D")."""
+    SeparableConv2D"), and TF functions applied to a Functional model's tensors (``inputs /
+    255.0``, ``tf.nn.relu6``, ``tf.nn.softmax``: Keras 2 ``TFOpLambda`` layers, before
+    2026-12-07 refused as code and not loadable by Keras 3 even with ``--unsafe``)."""
     import tf_keras
 
     x = np.load(model_files["probe"])
@@ -272,3 +276,22 @@ def test_custom_objects_given_by_a_relative_path_reach_the_sandboxed_load(
     monkeypatch.chdir(tmp_path)
     loaded = load_model(Path("twice.keras"), custom_objects_file=Path("my_layers.py"))
     np.testing.assert_allclose(_predict(loaded.model, np.ones((1, 3), "float32")), 2.0)
+
+
+def test_keras2_operations_are_rebuilt_as_keras3_layers_and_others_refused(
+    model_files: dict[str, Path],
+) -> None:
+    """The rebuilt model's layers are Keras 3's own (a `Rescaling` for each arithmetic with a
+    number; `ReLU`, `Activation`, `Softmax`), its data is read as 0–255 values since it
+    divides by 255 itself, and a TF function kerasaudit does not rebuild (a reduction over
+    axes) is refused, naming it."""
+    from kerasaudit.errors import UnsafeModelError
+    from kerasaudit.input_space import expects_raw_pixels
+
+    model = load_model(model_files["h5_keras2_ops"]).model
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert "TFOpLambda" not in kinds
+    assert kinds.count("Rescaling") == 4 and {"ReLU", "Activation", "Softmax"} <= set(kinds)
+    assert "rescales its input ×0.003922" in (expects_raw_pixels(model) or "")
+    with pytest.raises(UnsafeModelError, match=r"TFOpLambda layer calling tf\.math\.reduce_max"):
+        load_model(model_files["h5_keras2_unrebuilt"])

@@ -300,7 +300,17 @@ def test_custom_objects_file_admits_only_what_it_names(keras_module: Any, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "key", ["keras", "keras_nested", "h5_keras3", "h5_keras2", "h5_keras22", "savedmodel"]
+    "key",
+    [
+        "keras",
+        "keras_nested",
+        "h5_keras3",
+        "h5_keras2",
+        "h5_keras22",
+        "savedmodel",
+        "h5_keras2_ops",
+        "keras_keras2_ops",
+    ],
 )
 def test_benign_models_pass_every_check(model_files: dict[str, Path], key: str) -> None:
     report = check_model_file(model_files[key])

@@ -1,0 +1,98 @@
+"""Keras 2 ``TFOpLambda`` layers that Keras 3 can rebuild as its own layers.
+
+tf.keras 2 records a TensorFlow function applied to a Functional model's tensors (``inputs /
+255.0``, ``tf.nn.relu(x)``) as a ``TFOpLambda`` layer naming the function (``math.truediv``),
+with its other arguments in the inbound node. Keras 3 has no such layer, and resolving a
+function by a name read from the file is not something an auditor should do. The few that
+models commonly carry — arithmetic with a number, and elementwise activations — are rewritten
+here, in the private copy of the config, as the Keras 3 layer that computes the same thing
+(``Rescaling``, ``ReLU``, ``Activation``, ``Softmax``); no name from the file is resolved.
+Any other ``TFOpLambda`` stays refused.
+
+Pure dictionary work: used by the static checks (before TensorFlow is imported) and by the
+loader's repair of Keras 2 configs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# elementwise activations: TF function → the Keras 3 layer (class name, config) computing it
+_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "nn.relu": ("ReLU", {}),
+    "nn.relu6": ("ReLU", {"max_value": 6.0}),
+    "math.sigmoid": ("Activation", {"activation": "sigmoid"}),
+    "nn.sigmoid": ("Activation", {"activation": "sigmoid"}),
+    "math.tanh": ("Activation", {"activation": "tanh"}),
+    "nn.tanh": ("Activation", {"activation": "tanh"}),
+    "nn.silu": ("Activation", {"activation": "silu"}),
+    "nn.swish": ("Activation", {"activation": "silu"}),
+    "nn.elu": ("Activation", {"activation": "elu"}),
+    "nn.softmax": ("Softmax", {"axis": -1}),
+}
+# arithmetic with a number y: TF function → (scale, offset) of Rescaling as functions of y
+_ARITHMETIC = {
+    "math.truediv": lambda y: (1.0 / y, 0.0),
+    "math.divide": lambda y: (1.0 / y, 0.0),
+    "math.multiply": lambda y: (y, 0.0),
+    "math.add": lambda y: (1.0, y),
+    "__operators__.add": lambda y: (1.0, y),
+    "math.subtract": lambda y: (1.0, -y),
+}
+
+
+def _call(layer: dict[str, Any]) -> list[Any] | None:
+    """The layer's only call as ``[inbound layer, node, tensor, kwargs]``, or None when it has
+    another form. tf.keras writes a TFOpLambda's node as that one list (its first positional
+    argument and the keyword arguments), other layers' as a list of such references."""
+    nodes = layer.get("inbound_nodes")
+    if not (isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], list)):
+        return None
+    ref = nodes[0]
+    if len(ref) == 1 and isinstance(ref[0], list):  # [[ref]]: the format of other layers
+        ref = ref[0]
+    if len(ref) != 4 or not isinstance(ref[0], str) or not isinstance(ref[3], dict):
+        return None
+    return ref
+
+
+def replacement(layer: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(Keras 3 class name, its config) computing what the serialized ``TFOpLambda`` ``layer``
+    computes, or None when it is not one kerasaudit rebuilds."""
+    config = layer.get("config")
+    if layer.get("class_name") != "TFOpLambda" or not isinstance(config, dict):
+        return None
+    function = config.get("function")
+    call = _call(layer)
+    if not isinstance(function, str) or call is None:
+        return None
+    extra = {k: v for k, v in call[3].items() if not (k == "name" and v is None)}
+    base = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
+    if function in _ACTIVATIONS and not extra:
+        cls, settings = _ACTIVATIONS[function]
+        return cls, {**base, **settings}
+    y = extra.get("y")
+    if (
+        function in _ARITHMETIC
+        and set(extra) == {"y"}
+        and isinstance(y, int | float)
+        and not isinstance(y, bool)
+        and y != 0
+        and abs(y) < 1e30
+    ):
+        scale, offset = _ARITHMETIC[function](float(y))
+        return "Rescaling", {**base, "scale": scale, "offset": offset}
+    return None
+
+
+def rewrite(layer: dict[str, Any]) -> bool:
+    """Replace, in place, a ``TFOpLambda`` that :func:`replacement` rebuilds (its call's
+    arguments dropped from the inbound node). Returns whether it did."""
+    found, call = replacement(layer), _call(layer)
+    if found is None or call is None:
+        return False
+    layer["class_name"], layer["config"] = found
+    layer.pop("module", None)
+    layer.pop("registered_name", None)
+    layer["inbound_nodes"] = [[[*call[:3], {}]]]
+    return True
