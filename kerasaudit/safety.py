@@ -113,6 +113,10 @@ KERAS2_MODULES = frozenset(
         for kind in ("functional", "sequential", "training")
     }
 )
+# Where Keras 2's `.keras` says its TFOpLambda layer lives (admitted in such a file only).
+TFOP_MODULES = frozenset(
+    f"{root}.layers.core.tf_op_layer" for root in ("keras.src", "keras", "tf_keras.src")
+)
 ALLOWED_FUNCTION_MODULES = frozenset(
     {None, "builtins", "keras.activations", "keras.losses", "keras.metrics"}
 )
@@ -526,7 +530,8 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
     if cls == "TFOpLambda":  # Keras 2's record of a TF function applied to a tensor
         from kerasaudit._keras2_ops import replacement
 
-        if replacement(obj) is not None:
+        keras2 = module is None or (module in TFOP_MODULES and walk.modules >= KERAS2_MODULES)
+        if keras2 and replacement(obj) is not None:
             return here  # rebuilt as a Keras 3 layer by the loader; no name is resolved
         function = config.get("function") if isinstance(config, dict) else None
         walk.add(

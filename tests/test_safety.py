@@ -600,3 +600,27 @@ def test_keras2_engine_modules_are_admitted_only_in_a_keras2_archive(
 
     hostile = _rewrite_members(keras2, tmp_path / "os.keras", {"config.json": os_module})
     _assert_refused(hostile, category="module", where="probs")
+
+
+def test_a_keras2_operation_layer_is_admitted_only_as_keras2_wrote_it(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A Keras 2 `.keras` with `inputs / 255.0` (a TFOpLambda the loader rebuilds as a
+    Rescaling layer) passes; the same layer naming another module, or in a file that says
+    Keras 3, is refused."""
+    source = model_files["keras_keras2_ops"]
+    assert check_model_file(source).safe
+
+    def os_module(config: dict[str, Any]) -> dict[str, Any]:
+        find_layer_config(config, "tf.math.truediv")["module"] = "os"
+        return config
+
+    hostile = _rewrite_members(source, tmp_path / "os.keras", {"config.json": os_module})
+    _assert_refused(hostile, category="code", where="tf.math.truediv")
+
+    def claim_keras3(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, "keras_version": "3.15.1"}
+
+    relabelled = _rewrite_members(source, tmp_path / "k3.keras", {"metadata.json": claim_keras3})
+    findings = check_model_file(relabelled).findings
+    assert any(f.where == "tf.math.truediv" and "TFOpLambda" in f.reason for f in findings)
