@@ -4,9 +4,11 @@ tf.keras 2 records a TensorFlow function applied to a Functional model's tensors
 255.0``, ``tf.nn.relu(x)``) as a ``TFOpLambda`` layer naming the function (``math.truediv``),
 with its other arguments in the inbound node. Keras 3 has no such layer, and resolving a
 function by a name read from the file is not something an auditor should do. The few that
-models commonly carry — arithmetic with a number, and elementwise activations — are rewritten
-here, in the private copy of the config, as the Keras 3 layer that computes the same thing
-(``Rescaling``, ``ReLU``, ``Activation``, ``Softmax``); no name from the file is resolved.
+models commonly carry — arithmetic with a number, elementwise activations, a mean or maximum
+over the two spatial axes, a reshape that keeps the batch axis — are rewritten here, in the
+private copy of the config, as the Keras 3 layer that computes the same thing (``Rescaling``,
+``ReLU``, ``Activation``, ``Softmax``, ``LeakyReLU``, global pooling, ``Reshape``); no name
+from the file is resolved.
 Any other ``TFOpLambda`` stays refused.
 
 Pure dictionary work: used by the static checks (before TensorFlow is imported) and by the
@@ -41,6 +43,52 @@ _ARITHMETIC = {
 }
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e30
+
+
+def _pooling(cls: str) -> Any:
+    """A reduction over the two spatial axes of an (N, H, W, C) tensor → global pooling."""
+
+    def build(extra: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        keepdims = extra.get("keepdims", False)
+        if extra.get("axis") not in ([1, 2], [2, 1]) or not isinstance(keepdims, bool):
+            return None
+        if set(extra) - {"axis", "keepdims"}:
+            return None
+        return cls, {"data_format": "channels_last", "keepdims": keepdims}
+
+    return build
+
+
+def _reshape(extra: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    shape = extra.get("shape")
+    if set(extra) != {"shape"} or not isinstance(shape, list) or len(shape) < 2:
+        return None
+    batch, rest = shape[0], shape[1:]
+    ok = all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in rest)
+    if batch not in (-1, None) or not ok or rest.count(-1) > 1:
+        return None
+    return "Reshape", {"target_shape": rest}
+
+
+def _leaky_relu(extra: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    alpha = extra.get("alpha", 0.2)
+    if set(extra) - {"alpha"} or not _number(alpha):
+        return None
+    return "LeakyReLU", {"negative_slope": float(alpha)}
+
+
+# other functions: TF function → builder from the call's keyword arguments
+_OTHERS = {
+    "math.reduce_mean": _pooling("GlobalAveragePooling2D"),
+    "math.reduce_max": _pooling("GlobalMaxPooling2D"),
+    "reshape": _reshape,
+    "compat.v1.reshape": _reshape,
+    "nn.leaky_relu": _leaky_relu,
+}
+
+
 def _call(layer: dict[str, Any]) -> list[Any] | None:
     """The layer's only call as ``[inbound layer, node, tensor, kwargs]``, or None when it has
     another form. tf.keras writes a TFOpLambda's node as that one list (its first positional
@@ -72,16 +120,15 @@ def replacement(layer: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         cls, settings = _ACTIVATIONS[function]
         return cls, {**base, **settings}
     y = extra.get("y")
-    if (
-        function in _ARITHMETIC
-        and set(extra) == {"y"}
-        and isinstance(y, int | float)
-        and not isinstance(y, bool)
-        and y != 0
-        and abs(y) < 1e30
-    ):
+    if function in _ARITHMETIC and set(extra) == {"y"} and isinstance(y, int | float):
+        if not _number(y) or y == 0:
+            return None
         scale, offset = _ARITHMETIC[function](float(y))
         return "Rescaling", {**base, "scale": scale, "offset": offset}
+    if function in _OTHERS:
+        built = _OTHERS[function](extra)
+        if built is not None:
+            return built[0], {**base, **built[1]}
     return None
 
 

@@ -182,8 +182,8 @@ def _tf_keras_separable() -> Any:
 
 def _tf_keras_operations() -> tuple[Any, Any]:
     """Keras 2 (tf-keras) Functional models with TF functions applied to their tensors (saved
-    as TFOpLambda layers): arithmetic with numbers and activations, which kerasaudit rebuilds;
-    and a reduction over an axis, which it does not."""
+    as TFOpLambda layers): arithmetic with numbers, activations, a spatial mean and a reshape,
+    which kerasaudit rebuilds; and a cumulative sum, which it does not."""
     import tensorflow as tf
     import tf_keras as k2
 
@@ -192,12 +192,15 @@ def _tf_keras_operations() -> tuple[Any, Any]:
     x = k2.layers.Conv2D(6, 3, padding="same", name="conv1")((inputs / 255.0 - 0.5) * 2.0)
     x = tf.nn.relu6(x + 0.25)
     x = tf.math.sigmoid(k2.layers.Conv2D(4, 3, name="conv2")(x))
-    x = k2.layers.GlobalAveragePooling2D(name="gap")(x)
+    mean = tf.reduce_mean(x, axis=[1, 2])  # a reduction over both spatial axes
+    flat = tf.nn.leaky_relu(tf.reshape(x, [-1, 6 * 6 * 4]), alpha=0.1)
+    x = k2.layers.Concatenate(name="both")([mean, k2.layers.Dense(4, name="squeeze")(flat)])
     outputs = tf.nn.softmax(k2.layers.Dense(3, name="logits")(x))
     rebuilt = k2.Model(inputs, outputs, name="legacy_operations")
     inputs = k2.Input((8, 8, 1), name="image")
-    x = tf.math.reduce_max(k2.layers.Conv2D(4, 3, name="conv1")(inputs), axis=[1, 2])
-    unrebuilt = k2.Model(inputs, k2.layers.Dense(3, activation="softmax")(x), name="reduce")
+    x = tf.math.cumsum(k2.layers.Conv2D(4, 3, name="conv1")(inputs), axis=1)
+    x = k2.layers.GlobalAveragePooling2D()(x)
+    unrebuilt = k2.Model(inputs, k2.layers.Dense(3, activation="softmax")(x), name="cumsum")
     return rebuilt, unrebuilt
 
 

@@ -282,16 +282,18 @@ def test_keras2_operations_are_rebuilt_as_keras3_layers_and_others_refused(
     model_files: dict[str, Path],
 ) -> None:
     """The rebuilt model's layers are Keras 3's own (a `Rescaling` for each arithmetic with a
-    number; `ReLU`, `Activation`, `Softmax`), its data is read as 0–255 values since it
-    divides by 255 itself, and a TF function kerasaudit does not rebuild (a reduction over
-    axes) is refused, naming it."""
+    number; `ReLU`, `Activation`, `Softmax`, `LeakyReLU`; global pooling for a spatial mean;
+    `Reshape`), its data is read as 0–255 values since it divides by 255 itself, and a TF
+    function kerasaudit does not rebuild (a cumulative sum) is refused, naming it."""
     from kerasaudit.errors import UnsafeModelError
     from kerasaudit.input_space import expects_raw_pixels
 
     model = load_model(model_files["h5_keras2_ops"]).model
     kinds = [type(layer).__name__ for layer in model.layers]
     assert "TFOpLambda" not in kinds
-    assert kinds.count("Rescaling") == 4 and {"ReLU", "Activation", "Softmax"} <= set(kinds)
+    assert kinds.count("Rescaling") == 4
+    assert {"ReLU", "Activation", "Softmax", "LeakyReLU", "Reshape"} <= set(kinds)
+    assert "GlobalAveragePooling2D" in kinds
     assert "rescales its input ×0.003922" in (expects_raw_pixels(model) or "")
-    with pytest.raises(UnsafeModelError, match=r"TFOpLambda layer calling tf\.math\.reduce_max"):
+    with pytest.raises(UnsafeModelError, match=r"TFOpLambda layer calling tf\.math\.cumsum"):
         load_model(model_files["h5_keras2_unrebuilt"])
