@@ -94,38 +94,32 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("models")
     files: dict[str, Path] = {}
+
+    def save(key: str, model: Any, name: str) -> None:
+        files[key] = out / name
+        model.save(files[key])
+
     flat = build_bn_cnn(keras)
     nested = build_bn_cnn(keras, nested=True)
-    files["keras"] = out / "flat.keras"
-    flat.save(files["keras"])
-    files["keras_nested"] = out / "nested.keras"
-    nested.save(files["keras_nested"])
-    files["h5_keras3"] = out / "flat_k3.h5"
-    flat.save(files["h5_keras3"])
-    files["h5_keras3_nested"] = out / "nested_k3.h5"
-    nested.save(files["h5_keras3_nested"])
+    save("keras", flat, "flat.keras")
+    save("keras_nested", nested, "nested.keras")
+    save("h5_keras3", flat, "flat_k3.h5")
+    save("h5_keras3_nested", nested, "nested_k3.h5")
 
     legacy = _tf_keras_models()
-    files["h5_keras2"] = out / "nested_k2.h5"
-    legacy.save(files["h5_keras2"])
+    save("h5_keras2", legacy, "nested_k2.h5")
     files["savedmodel"] = out / "nested_k2_savedmodel"
     legacy.save(files["savedmodel"], save_format="tf")
     files["h5_keras22"] = out / "k22_style.h5"
     _write_keras22_style(files["h5_keras2"], files["h5_keras22"])
-    files["keras_keras2"] = out / "nested_k2.keras"  # Keras 2's own .keras format
-    legacy.save(files["keras_keras2"])
+    save("keras_keras2", legacy, "nested_k2.keras")  # Keras 2's own .keras format
     separable = _tf_keras_separable()
-    files["keras_keras2_sep"] = out / "separable_k2.keras"
-    separable.save(files["keras_keras2_sep"])
-    files["h5_keras2_sep"] = out / "separable_k2.h5"
-    separable.save(files["h5_keras2_sep"])
+    save("keras_keras2_sep", separable, "separable_k2.keras")
+    save("h5_keras2_sep", separable, "separable_k2.h5")
     operations, unrebuilt = _tf_keras_operations()
-    files["h5_keras2_ops"] = out / "ops_k2.h5"
-    operations.save(files["h5_keras2_ops"])
-    files["keras_keras2_ops"] = out / "ops_k2.keras"
-    operations.save(files["keras_keras2_ops"])
-    files["h5_keras2_unrebuilt"] = out / "unrebuilt_k2.h5"
-    unrebuilt.save(files["h5_keras2_unrebuilt"])
+    save("h5_keras2_ops", operations, "ops_k2.h5")
+    save("keras_keras2_ops", operations, "ops_k2.keras")
+    save("h5_keras2_unrebuilt", unrebuilt, "unrebuilt_k2.h5")
     np.save(out / "probe.npy", np.random.default_rng(1).random((5, 8, 8, 1), dtype="float32"))
     files["probe"] = out / "probe.npy"
     return files
