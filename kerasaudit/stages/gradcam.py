@@ -40,6 +40,7 @@ import numpy as np
 from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
+from kerasaudit.evaluation import output_operation
 from kerasaudit.inventory import conv_layers, graph_ancestor, matching, walk_layers
 from kerasaudit.triggers import AnyTrigger, TriggerData
 
@@ -291,22 +292,6 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
 # --- the flat graph handed to tf-keras-vis -------------------------------------------------
 
 
-def _output_layer(model: Any) -> tuple[Any, Any]:
-    """(layer producing the model's output, the (nested) model that owns it)."""
-    keras = _tf.keras()
-    owner = model
-    for _ in range(64):  # nesting depth guard
-        if isinstance(owner, keras.Sequential):
-            layer = owner.layers[-1]
-        else:
-            layer = owner.outputs[0]._keras_history[0]
-        if isinstance(layer, keras.Model):
-            owner = layer
-            continue
-        return layer, owner
-    raise BadInputError("the model's output is nested too deeply to explain")
-
-
 class _FlatGraph:
     """A clone of the model, replayed into one functional graph whose output is the logits and
     in which an Identity layer sits right after the explained tensor."""
@@ -356,7 +341,7 @@ class _FlatGraph:
     _skip: Any = None
 
     def _linear_output(self, clone: Any) -> str:
-        layer, _ = _output_layer(clone)
+        layer = output_operation(clone)
         cls = type(layer).__name__
         if cls == "Softmax":
             self._skip = layer
