@@ -84,7 +84,7 @@ def load_model(
     several outputs, the one every function audits (the CLI's ``--model-output``; by default
     the only one with two or more scores)."""
     from kerasaudit.loading import load_model as _load
-    from kerasaudit.model_view import view
+    from kerasaudit.model_view import output_index
 
     loaded = _load(
         Path(path),
@@ -93,7 +93,7 @@ def load_model(
     )
     if output is None:
         return loaded
-    view(loaded.model, output)  # an unknown name fails here, as --model-output does
+    output_index(loaded.model, output)  # an unknown name fails here, as --model-output does
     return replace(loaded, output=output)
 
 

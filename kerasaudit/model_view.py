@@ -46,7 +46,7 @@ _COUNTER = itertools.count()
 def view(model: Any, output: str | None = None) -> Any:
     """``model`` itself when it takes ``(H, W, C)`` float images and has one output; otherwise
     its view (module docstring). ``output``: the output to audit, by name."""
-    index = _output_index(model, output)
+    index = output_index(model, output)
     inputs = list(getattr(model, "inputs", None) or [])
     if len(inputs) != 1:
         return model
@@ -109,7 +109,7 @@ def output_names(model: Any) -> list[str]:
     return [str(tensor._keras_history[0].name) for tensor in model.outputs]
 
 
-def _output_index(model: Any, output: str | None) -> int | None:
+def output_index(model: Any, output: str | None) -> int | None:
     """Which of ``model``'s outputs the view keeps, or None for a single output."""
     outputs = list(getattr(model, "outputs", None) or [])
     if len(outputs) <= 1 and output is None:

@@ -268,7 +268,7 @@ def audit(
     started = step("clean statistics")
     clean_scan: ScanResult | None = None
     if not inventory.auditable:
-        pass  # nothing to measure (convolutions inside custom layers): the search still runs
+        pass  # nothing to measure (convolutions a custom layer computes itself): search anyway
     elif clean_stats is None:
         clean_scan = scan(model, dataset, source=str(dataset.info.path))
     else:

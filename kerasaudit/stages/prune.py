@@ -491,7 +491,8 @@ def prune(
     convs = conv_layers(model)
     candidates = resolve_layers(model, layers) if layers else convs
     if not candidates and auto and tuning.epochs and tuning.unlearn:
-        # Convolutions inside custom layers: the one candidate is fine-tuning with unlearning.
+        # Convolutions a custom layer computes itself: the one candidate is fine-tuning with
+        # unlearning.
         ratios = (0.0,)
     elif not candidates:
         raise BadInputError("the model has no convolutional layers to prune" + NO_CONV_HINT)

@@ -1077,7 +1077,8 @@ def _value_range(x: np.ndarray) -> tuple[float, float]:
 
 def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
     """The conv layers whose ℓ∞ excess is evidence: those named, else every one (none in a
-    model whose convolutions sit inside custom layers: the search runs without the evidence)."""
+    model whose convolutions a custom layer computes itself: the search runs without the
+    evidence)."""
     from kerasaudit.inventory import CONV_CLASSES, conv_layers
     from kerasaudit.stages.scan import select_layers
 
