@@ -13,6 +13,13 @@ class ExitCode(IntEnum):
     INTERNAL = 4  # internal error (a bug)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (``cli.app.main`` installs the handler) so that
+    ``finally`` blocks run as for Ctrl-C: the private copy of the model is removed, a half-written
+    output is not left. A ``KeyboardInterrupt`` so that code handling interrupts handles this too;
+    the CLI exits 143 (128 + SIGTERM) rather than 130."""
+
+
 class KerasauditError(Exception):
     """Base class; ``str(err)`` is a one-line message meant for the user."""
 

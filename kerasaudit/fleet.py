@@ -183,10 +183,12 @@ def run_one(job: Job, audit_args: Sequence[str], timeout: float | None) -> Outco
             argv = [sys.executable, "-m", "kerasaudit", "audit", str(job.model), *audit_args]
             argv += ["--format", "json", "-o", str(report_path), "-q"]
             # Its own session, so that a timeout kills the worker with everything it started
-            # (the loader's sandbox children included).
+            # (the loader's sandbox children included). Its TMPDIR is ours: a killed worker
+            # cannot clean up, and its private copy of the model goes with this directory.
+            env = {**os.environ, "TMPDIR": tmp}
             with subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, start_new_session=True,
+                text=True, start_new_session=True, env=env,
             ) as worker:  # fmt: skip
                 try:
                     _, stderr = worker.communicate(timeout=timeout)

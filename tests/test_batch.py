@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,14 @@ def test_batch_audits_a_fleet_records_it_and_resumes(
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_once_then_recorded_as_an_error(
-    fleet: dict[str, Path], tmp_path: Path
+    fleet: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A worker killed mid-load cannot remove its private copy of the model: its TMPDIR is the
+    # coordinator's per-attempt directory, removed after the kill.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
     db = tmp_path / "r.sqlite"
     model = fleet["models"] / "backdoored.keras"
     result = runner.invoke(
@@ -109,6 +116,7 @@ def test_a_killed_worker_is_retried_once_then_recorded_as_an_error(
     row = rows(db)["backdoored.keras"]
     assert row["status"] == "error" and row["attempts"] == 2
     assert "timed out" in row["message"]
+    assert list(scratch.iterdir()) == []
     # --resume audits failed models again (here without the timeout: it succeeds).
     again = runner.invoke(
         app, ["batch", str(model), "-d", str(fleet["test"]), *KNOWN, "--db", str(db), "--resume"]

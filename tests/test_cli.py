@@ -183,3 +183,29 @@ def test_a_missing_model_fails_before_tensorflow_is_imported(
     assert "CODE=2" in result.stdout, result.stdout + result.stderr
     assert "missing.keras does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_sigterm_while_loading_exits_143_and_removes_the_private_copy(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A cancelled CI job or `timeout` sends SIGTERM. Python's default would end the process
+    without running a `finally`, leaving the copy of an untrusted model in TMPDIR."""
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "NO_COLOR": "1", "TMPDIR": str(tmp)}
+    argv = [sys.executable, "-m", "kerasaudit", "inspect", str(model_files["keras"])]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not list(tmp.glob("kerasaudit-model-*/model.keras")):
+            assert proc.poll() is None, "the load ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated"
+    assert list(tmp.iterdir()) == []

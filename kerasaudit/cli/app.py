@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -29,6 +30,8 @@ from kerasaudit.cli import (
     scan_cmd,
     sweep_cmd,
 )
+from kerasaudit.cli.common import interrupted
+from kerasaudit.errors import Terminated
 
 _METAVARS = {"path": "PATH", "float": "NUMBER", "int": "N", "str": "TEXT"}
 
@@ -90,11 +93,10 @@ class KerasauditGroup(TyperGroup):
             message = " ".join(exc.format_message().split())
             typer.echo(f"error: {message} (see '{where} --help')", err=True)
             sys.exit(2 if isinstance(exc, UsageError) else exc.exit_code)
-        except typer.Abort:
+        except typer.Abort as exc:  # Click's word for an interrupt outside a command's body
             if not standalone:
                 raise
-            typer.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(interrupted(exc))
         if standalone:
             sys.exit(result if isinstance(result, int) else 0)
         return result
@@ -144,5 +146,12 @@ app.command("baseline")(baseline_cmd.baseline)
 app.command("batch")(batch_cmd.batch)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main() -> None:
+    # SIGTERM (a CI job cancelled, `timeout`, a batch coordinator) would otherwise end the process
+    # without running a single `finally`, leaving the private copy of an untrusted model in TMPDIR.
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from kerasaudit._io import check_output_path, write_text_atomic
-from kerasaudit.errors import ExitCode, KerasauditError
+from kerasaudit.errors import ExitCode, KerasauditError, Terminated
 
 
 class OutputFormat(StrEnum):
@@ -109,9 +109,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KerasauditError as exc:
             error_console().print(f"error: {exc}", markup=False, soft_wrap=True)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            error_console().print("interrupted", markup=False)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(interrupted(exc)) from None
         except Exception as exc:  # a bug: say so, keep the traceback for --debug users
             if os.environ.get("KERASAUDIT_DEBUG"):
                 traceback.print_exc()
@@ -124,6 +123,15 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
     return wrapper
+
+
+def interrupted(exc: BaseException) -> int:
+    """Say why the command stopped and return its exit code: 143 after SIGTERM, 130 after
+    Ctrl-C (the shell's 128 + signal number)."""
+    cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
+    terminated = isinstance(cause, Terminated)
+    error_console().print("terminated" if terminated else "interrupted", markup=False)
+    return 143 if terminated else 130
 
 
 def prepare_output(output: Path | None, force: bool) -> None:
