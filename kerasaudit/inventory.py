@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasaudit.loading import LoadedModel
+from kerasaudit.model_view import parameter_count
 
 CONV_CLASSES = frozenset(
     {
@@ -369,7 +370,7 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
                 post_activation=paths[id(post)] if post is not None else None,
                 measured_after=paths[id(last)],
                 output_shape=shape,
-                params=int(layer.count_params()),
+                params=parameter_count(layer),
                 custom_parent=path.rsplit("/", 1)[0] if custom_parent else None,
             )
         )
@@ -442,7 +443,7 @@ def build_inventory(loaded: LoadedModel, *, include_dense: bool = False) -> Mode
     model = loaded.model
     input_names = list(getattr(model, "input_names", []) or [])
     output_names = list(getattr(model, "output_names", []) or [])
-    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    trainable = parameter_count(model, trainable_only=True)
     return ModelInventory(
         path=str(loaded.path),
         format=str(loaded.format),
@@ -451,7 +452,7 @@ def build_inventory(loaded: LoadedModel, *, include_dense: bool = False) -> Mode
         name=model.name,
         inputs=_tensor_infos(model.inputs, input_names),
         outputs=_tensor_infos(model.outputs, output_names),
-        params_total=int(model.count_params()),
+        params_total=parameter_count(model),
         params_trainable=trainable,
         layer_count=sum(1 for _ in walk_layers(model)),
         auditable=tuple(auditable_layers(model, include_dense=include_dense)),

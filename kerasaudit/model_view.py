@@ -14,7 +14,13 @@ copy of the model (same layers, names and weights, one flat graph) behind an ada
 - several outputs: the view has the one classifier output — the only output with two or more
   scores, or the one named by ``--model-output``;
 - an integer input (``Input(dtype="uint8")`` before a ``Rescaling``): the view takes float32
-  (a trigger search needs gradients, which a cast to integers stops).
+  (a trigger search needs gradients, which a cast to integers stops);
+- grouped convolutions (``Conv2D(groups=G)``, also inside nested models): the view has a plain
+  convolution with the same weights on its block diagonal and zeros elsewhere, kept zero
+  through any fine-tune by a constraint (:func:`block_diagonal`). The function is the same;
+  TensorFlow's CPU gradient through a grouped convolution is not: 25–190× slower than through
+  the plain one (``python benchmarks/bench_grouped.py``), and every trigger search and
+  fine-tune takes gradients.
 
 The view is a flat copy, not a wrapper around the model, so every stage that reads a model's
 graph (its last layer, the layer before it, which BatchNorm follows a conv) reads it as it
@@ -53,7 +59,8 @@ def view(model: Any, output: str | None = None) -> Any:
     keras = _tf.keras()
     adapter = _adapter(model, tuple(inputs[0].shape[1:]))
     integer = keras.backend.standardize_dtype(inputs[0].dtype).startswith(("int", "uint"))
-    if index is None and adapter is None and not integer:
+    grouped = _has_grouped(model)
+    if index is None and adapter is None and not integer and not grouped:
         return model
     shape = adapter[0] if adapter is not None else tuple(inputs[0].shape[1:])
     dtype = "float32" if integer else inputs[0].dtype
@@ -63,7 +70,13 @@ def view(model: Any, output: str | None = None) -> Any:
 
     def fresh(layer: Any) -> Any:  # one copy per layer, however often the graph calls it
         if id(layer) not in copies:
-            copies[id(layer)] = (layer, layer.__class__.from_config(layer.get_config()))
+            if _is_grouped(layer):
+                copy = _ungrouped(layer)
+            elif _has_grouped(layer):  # a nested model: its layers go through `fresh` too
+                copy = keras.models.clone_model(layer, clone_function=fresh, recursive=True)
+            else:
+                copy = layer.__class__.from_config(layer.get_config())
+            copies[id(layer)] = (layer, copy)
         return copies[id(layer)][1]
 
     if isinstance(model, keras.Sequential):
@@ -77,7 +90,11 @@ def view(model: Any, output: str | None = None) -> Any:
     name = f"{model.name}{WRAPPER}{next(_COUNTER)}"
     flat = keras.Model(new_input, chosen, name=name)
     for layer, copy in copies.values():
-        copy.set_weights(layer.get_weights())
+        if _is_grouped(layer):
+            kernel, *rest = layer.get_weights()
+            copy.set_weights([expand_groups(kernel, int(layer.groups)), *rest])
+        elif not _has_grouped(layer):  # (a nested model with grouped layers: set per layer)
+            copy.set_weights(layer.get_weights())
     _ORIGINALS[name] = model
     return flat
 
@@ -96,8 +113,138 @@ def file_model(model: Any) -> Any:
     for layer in rebuilt.layers:
         source = viewed.get(layer.name)
         if source is not None and layer.weights:
-            layer.set_weights(source.get_weights())
+            _copy_weights(source, layer)
     return rebuilt
+
+
+def _copy_weights(source: Any, target: Any) -> None:
+    """``source``'s weights into ``target``, the same layer as the file has it: a grouped
+    convolution's blocks back from the view's plain one, a nested model layer by layer."""
+    if _is_grouped(target) and int(getattr(source, "groups", 1) or 1) == 1:
+        kernel, *rest = source.get_weights()
+        target.set_weights([contract_groups(kernel, int(target.groups)), *rest])
+    elif _has_grouped(target) and hasattr(source, "layers"):
+        inner = {layer.name: layer for layer in source.layers}
+        for layer in target.layers:
+            if layer.weights and layer.name in inner:
+                _copy_weights(inner[layer.name], layer)
+    else:
+        target.set_weights(source.get_weights())
+
+
+# --- grouped convolutions -------------------------------------------------------------------
+
+_BLOCK_DIAGONAL: Any = None  # the constraint's class, made (and registered) on first use
+
+
+def _is_grouped(layer: Any) -> bool:
+    """A built-in ``Conv1D``/``Conv2D``/``Conv3D`` with ``groups > 1`` and no kernel constraint
+    of its own (the view's constraint would replace it); subclasses are left as they are."""
+    keras = _tf.keras()
+    plain = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+    return (
+        type(layer) in plain
+        and int(getattr(layer, "groups", 1) or 1) > 1
+        and getattr(layer, "kernel_constraint", None) is None
+    )
+
+
+def _has_grouped(layer: Any) -> bool:
+    """``layer`` is, or is a graph model (Functional or Sequential, nested at any depth) that
+    holds, a grouped convolution :func:`view` can make plain."""
+    if _is_grouped(layer):
+        return True
+    keras = _tf.keras()
+    graph = isinstance(layer, keras.Sequential) or hasattr(layer, "_run_through_graph")
+    return bool(graph and any(_has_grouped(inner) for inner in layer.layers))
+
+
+def block_mask(shape: tuple[int, ...], groups: int) -> Any:
+    """0/1 of a plain kernel ``(k…, in, out)`` that holds ``groups`` groups: group ``j`` maps
+    input channels ``j·in/groups…`` to output channels ``j·out/groups…``."""
+    import numpy as np
+
+    mask = np.zeros(shape, dtype=np.float32)
+    cin, cout = shape[-2] // groups, shape[-1] // groups
+    for j in range(groups):
+        mask[..., j * cin : (j + 1) * cin, j * cout : (j + 1) * cout] = 1.0
+    return mask
+
+
+def expand_groups(kernel: Any, groups: int) -> Any:
+    """A grouped kernel ``(k…, in/groups, out)`` as the plain kernel ``(k…, in, out)`` that
+    computes the same convolution (zeros off the block diagonal)."""
+    import numpy as np
+
+    cin, cout = kernel.shape[-2], kernel.shape[-1] // groups
+    full = np.zeros((*kernel.shape[:-2], cin * groups, kernel.shape[-1]), dtype=kernel.dtype)
+    for j in range(groups):
+        block = kernel[..., :, j * cout : (j + 1) * cout]
+        full[..., j * cin : (j + 1) * cin, j * cout : (j + 1) * cout] = block
+    return full
+
+
+def contract_groups(full: Any, groups: int) -> Any:
+    """The inverse of :func:`expand_groups` (what lies off the diagonal is dropped)."""
+    import numpy as np
+
+    cin, cout = full.shape[-2] // groups, full.shape[-1] // groups
+    blocks = [full[..., j * cin : (j + 1) * cin, j * cout : (j + 1) * cout] for j in range(groups)]
+    return np.concatenate(blocks, axis=-1)
+
+
+def block_diagonal(groups: int) -> Any:
+    """A kernel constraint that keeps a plain kernel block diagonal (Keras's optimizers apply
+    constraints after every update), registered as ``kerasaudit>BlockDiagonal`` so that copies
+    of a view made from its config (pruning, the scan's precision) keep it. A view's own: a
+    model a command writes has the file's grouped layers (:func:`file_model`)."""
+    global _BLOCK_DIAGONAL
+    if _BLOCK_DIAGONAL is None:
+        keras = _tf.keras()
+
+        @keras.saving.register_keras_serializable(package="kerasaudit")
+        class BlockDiagonal(keras.constraints.Constraint):  # type: ignore[name-defined]
+            def __init__(self, groups: int) -> None:
+                self.groups = int(groups)
+
+            def __call__(self, w: Any) -> Any:
+                mask = block_mask(tuple(int(d) for d in w.shape), self.groups)
+                return w * keras.ops.convert_to_tensor(mask, dtype=w.dtype)
+
+            def get_config(self) -> dict[str, Any]:
+                return {"groups": self.groups}
+
+        _BLOCK_DIAGONAL = BlockDiagonal
+    return _BLOCK_DIAGONAL(groups)
+
+
+def parameter_count(layer: Any, trainable_only: bool = False) -> int:
+    """How many weights ``layer`` (a model: every layer inside) has, as the file counts them:
+    without the zeros a view's plain kernel holds off the block diagonal."""
+    from kerasaudit.inventory import walk_layers
+
+    inside = [inner for _, inner, _ in walk_layers(layer)] if hasattr(layer, "layers") else []
+    weights = layer.trainable_weights if trainable_only else layer.weights
+    counted = {id(w) for w in weights}
+    total = sum(int(math.prod(int(d) for d in w.shape)) for w in weights)
+    for inner in [layer, *inside]:
+        constraint = getattr(inner, "kernel_constraint", None)
+        if _BLOCK_DIAGONAL is None or not isinstance(constraint, _BLOCK_DIAGONAL):
+            continue
+        if id(inner.kernel) in counted:
+            size = int(math.prod(int(d) for d in inner.kernel.shape))
+            total -= size - size // constraint.groups
+            counted.discard(id(inner.kernel))  # a layer reached twice is counted once
+    return total
+
+
+def _ungrouped(layer: Any) -> Any:
+    """The plain convolution a view has for the grouped ``layer`` (weights set by the caller)."""
+    config = layer.get_config()
+    groups = int(config.get("groups", 1))
+    config["groups"] = 1
+    config["kernel_constraint"] = block_diagonal(groups)
+    return layer.__class__.from_config(config)
 
 
 def output_names(model: Any) -> list[str]:

@@ -748,7 +748,9 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
     A model whose graph applies keras.ops (``x * 1.0``, ``keras.ops.softmax``) is read as it
     is: before 2026-12-07 it was refused as unsafe, and its softmax, not a layer, was not seen
     (the probabilities were taken for logits). So was a softmax at the end of a nested head
-    model; its logits are now reached through it."""
+    model; its logits are now reached through it. A grouped conv is audited as the plain
+    conv with its weights on the block diagonal (TensorFlow's CPU gradient through a grouped
+    one is 25–190× slower) and written back grouped."""
     keras = keras_module
     files = write_stripe_files(tmp_path, keras)
     model = _stripe_form(keras, form)
@@ -780,6 +782,9 @@ def test_defend_audits_and_rewrites_models_of_other_input_and_output_forms(
         assert set(after) == {"label", "brightness"}
         before, after = before["label"], after["label"]
     assert after.shape == before.shape
+    if form == "grouped":
+        conv = written.get_layer("conv1")
+        assert conv.groups == 2 and tuple(conv.kernel.shape) == (3, 3, 1, K + 3)
     evaluated = runner.invoke(
         app,
         [

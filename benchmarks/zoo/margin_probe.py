@@ -128,15 +128,17 @@ def main(runs: list[Path]) -> int:
         for title, models in (("held out", heldout_models()), ("strangers", stranger_models(runs))):
             outcomes = [calibrate.outcome(m, None, base) for m in models]
             s = calibrate.summarise(outcomes)
+            missed = [o.name for o in outcomes if not o.clean and not o.detected]
             print(f"{title}: clean flagged {s['false_positives']}/{s['clean_models']} "
                   f"{s['false_positive_models']}; exact targets {s['detected']}/"
                   f"{s['backdoored_models']}; wrong labels {s['wrong_labels']}; "
-                  f"missed {[o.name for o in outcomes if not o.clean and not o.detected]}")  # fmt: skip
+                  f"missed {missed}")  # fmt: skip
         loao = calibrate.summarise(
             calibrate.cross_validate(zoo, calibrate.by_arch, K, "or+combined", "robust", True)[0]
         )
         print(f"zoo leave-one-architecture-out: clean flagged {loao['false_positives']}/"
-              f"{loao['clean_models']}, detected {loao['detected']}/{loao['backdoored_models']}")  # fmt: skip
+              f"{loao['clean_models']}, detected {loao['detected']}/"
+              f"{loao['backdoored_models']}")  # fmt: skip
     return 0
 
 
