@@ -382,14 +382,25 @@ def repair_keras2_config(config: Any) -> int:
     of it is node 1; Keras 3 does not, and its legacy loader then fails with "The following
     nodes failed to be resolved".
 
-    ``TFOpLambda`` layers of arithmetic with a number or an elementwise activation become the
-    Keras 3 layer that computes the same (:mod:`kerasaudit._keras2_ops`). Returns the number of
-    changes.
+    ``TFOpLambda`` layers kerasaudit rebuilds (arithmetic with a number or between two
+    tensors, elementwise activations, …) become the Keras 3 layer that computes the same
+    (:mod:`kerasaudit._keras2_ops`). Returns the number of changes.
     """
     from kerasaudit import _keras2_ops
 
     changed = 0
+    # First: `inputs / 255.0`, `tf.nn.relu(x)`, `x + y` become Keras 3 layers, whose inbound
+    # nodes then hold every tensor they take (a TFOpLambda's second one sat in its arguments)
+    # and are renumbered below like any layer's.
     stack: list[Any] = [config]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, list):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            changed += _keras2_ops.rewrite(obj)
+            stack.extend(v for v in obj.values() if isinstance(v, dict | list))
+    stack = [config]
     while stack:
         obj = stack.pop()
         if isinstance(obj, list):
@@ -397,8 +408,6 @@ def repair_keras2_config(config: Any) -> int:
             continue
         if not isinstance(obj, dict):
             continue
-        if _keras2_ops.rewrite(obj):  # `inputs / 255.0`, `tf.nn.relu(x)`: a Keras 3 layer
-            changed += 1
         cfg = obj.get("config")
         if (
             str(obj.get("class_name", "")).startswith("DepthwiseConv")

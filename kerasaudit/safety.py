@@ -538,8 +538,8 @@ def _check_object(walk: _Walk, obj: dict[str, Any], layer_path: str, key: str) -
             here,
             "code",
             f"{label} is a Keras 2 TFOpLambda layer calling tf.{function}, which kerasaudit "
-            "does not rebuild (it rebuilds arithmetic with a number, elementwise "
-            "activations, spatial means and maxima, and reshapes)",
+            "does not rebuild (it rebuilds arithmetic with a number or between two tensors, "
+            "concatenations, elementwise activations, spatial means and maxima, and reshapes)",
         )
         return here
     if cls in DENIED_CLASSES or cls == "__lambda__":

@@ -176,15 +176,20 @@ def _tf_keras_separable() -> Any:
 
 def _tf_keras_operations() -> tuple[Any, Any]:
     """Keras 2 (tf-keras) Functional models with TF functions applied to their tensors (saved
-    as TFOpLambda layers): arithmetic with numbers, activations, a spatial mean and a reshape,
-    which kerasaudit rebuilds; and a cumulative sum, which it does not."""
+    as TFOpLambda layers): arithmetic with numbers and between two tensors, a concatenation,
+    activations, a spatial mean and a reshape, which kerasaudit rebuilds; and a cumulative sum,
+    which it does not."""
     import tensorflow as tf
     import tf_keras as k2
 
     k2.utils.set_random_seed(2)
     inputs = k2.Input((8, 8, 1), name="image")
-    x = k2.layers.Conv2D(6, 3, padding="same", name="conv1")((inputs / 255.0 - 0.5) * 2.0)
-    x = tf.nn.relu6(x + 0.25)
+    scaled = (inputs / 255.0 - 0.5) * 2.0
+    x = k2.layers.Conv2D(6, 3, padding="same", name="conv1")(scaled)
+    side = k2.layers.Conv2D(6, 1, name="side")(scaled)
+    x = tf.nn.relu6(x + side + 0.25)  # a residual sum written with `+`, then a number
+    x = tf.maximum(x, side) - tf.minimum(x, side) * x  # more operations on two tensors
+    x = tf.concat([x, side], axis=-1)
     x = tf.math.sigmoid(k2.layers.Conv2D(4, 3, name="conv2")(x))
     mean = tf.reduce_mean(x, axis=[1, 2])  # a reduction over both spatial axes
     flat = tf.nn.leaky_relu(tf.reshape(x, [-1, 6 * 6 * 4]), alpha=0.1)

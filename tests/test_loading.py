@@ -282,9 +282,11 @@ def test_keras2_operations_are_rebuilt_as_keras3_layers_and_others_refused(
     model_files: dict[str, Path],
 ) -> None:
     """The rebuilt model's layers are Keras 3's own (a `Rescaling` for each arithmetic with a
-    number; `ReLU`, `Activation`, `Softmax`, `LeakyReLU`; global pooling for a spatial mean;
-    `Reshape`), its data is read as 0–255 values since it divides by 255 itself, and a TF
-    function kerasaudit does not rebuild (a cumulative sum) is refused, naming it."""
+    number; `Add`, `Subtract`, `Multiply`, `Maximum`, `Minimum` for arithmetic between two
+    tensors and `Concatenate` for `tf.concat`, before 2026-12-07 refused; `ReLU`,
+    `Activation`, `Softmax`, `LeakyReLU`; global pooling for a spatial mean; `Reshape`), its
+    data is read as 0–255 values since it divides by 255 itself, and a TF function kerasaudit
+    does not rebuild (a cumulative sum) is refused, naming it."""
     from kerasaudit.errors import UnsafeModelError
     from kerasaudit.input_space import expects_raw_pixels
 
@@ -293,6 +295,8 @@ def test_keras2_operations_are_rebuilt_as_keras3_layers_and_others_refused(
     assert "TFOpLambda" not in kinds
     assert kinds.count("Rescaling") == 4
     assert {"ReLU", "Activation", "Softmax", "LeakyReLU", "Reshape"} <= set(kinds)
+    assert {"Add", "Subtract", "Multiply", "Maximum", "Minimum"} <= set(kinds)
+    assert kinds.count("Concatenate") == 2  # tf.concat's and the model's own layer
     assert "GlobalAveragePooling2D" in kinds
     assert "rescales its input ×0.003922" in (expects_raw_pixels(model) or "")
     with pytest.raises(UnsafeModelError, match=r"TFOpLambda layer calling tf\.math\.cumsum"):
