@@ -12,6 +12,7 @@ Keras a user would write, not the zoo's.
     python benchmarks/stranger/stranger_train.py OUT --set 2   # the second set's 14 models
     python benchmarks/stranger/stranger_train.py OUT --set 2 --only custom,gn   # some forms
     python benchmarks/stranger/stranger_train.py OUT --set 3   # the third set's 6 models
+    python benchmarks/stranger/stranger_train.py OUT --set 4   # the fourth set's 4 models
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -247,6 +248,88 @@ def _forms3() -> dict[str, tuple[Callable[[], Any], str, int]]:
     return {"ops": (ops, ".keras", 8), "aug": (aug, ".keras", 10), "sub": (sub, ".keras", 8)}
 
 
+def _forms4() -> dict[str, tuple[Callable[[], Any], str, int]]:
+    """The fourth set (2026-12-07, thirty-eighth session): name → (builder, suffix, epochs)."""
+    import keras
+    from keras import layers
+
+    def grouped() -> Any:  # ResNeXt-style blocks: 1×1, grouped 3×3 (8 groups), 1×1, Add
+        i = keras.Input((28, 28, 1))
+        h = layers.Conv2D(32, 3, padding="same", activation="relu")(i)
+        for f in (32, 64):
+            s = h if h.shape[-1] == f else layers.Conv2D(f, 1)(h)
+            r = layers.Conv2D(f, 1, activation="relu")(h)
+            r = layers.Conv2D(f, 3, padding="same", groups=8, activation="relu")(r)
+            h = layers.ReLU()(layers.Add()([s, layers.Conv2D(f, 1)(r)]))
+            h = layers.MaxPooling2D()(h)
+        h = layers.GlobalAveragePooling2D()(h)
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def k2res() -> Any:  # tf.keras 2: a residual sum written `x + y`, tf.concat; saved .h5
+        import tensorflow as tf
+        import tf_keras as k2
+
+        i = k2.Input((28, 28, 1))
+        h = k2.layers.Conv2D(32, 3, padding="same", activation="relu")(i)
+        r = k2.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+        h = k2.layers.MaxPooling2D()(tf.nn.relu(h + k2.layers.Conv2D(32, 3, padding="same")(r)))
+        a = k2.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+        b = k2.layers.Conv2D(32, 1, activation="relu")(h)
+        h = k2.layers.MaxPooling2D()(tf.concat([a, b], axis=-1))
+        h = k2.layers.Dense(64, activation="relu")(k2.layers.Flatten()(h))
+        return k2.Model(i, k2.layers.Dense(10, activation="softmax")(h))
+
+    return {"grouped": (grouped, ".keras", 6), "k2res": (k2res, ".h5", 8)}
+
+
+def _trainable_plain(model: Any) -> Any:
+    """A grouped model as the plain one computing the same (each group's kernel on the block
+    diagonal, held there by a mask constraint) — TensorFlow trains grouped convolutions on a
+    CPU 20–60× slower; :func:`_grouped_back` returns the trained weights to ``model``."""
+    import keras
+
+    class Mask(keras.constraints.Constraint):
+        def __init__(self, mask: np.ndarray) -> None:
+            self.mask = mask
+
+        def __call__(self, w: Any) -> Any:
+            return w * self.mask
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        groups = int(config.get("groups", 1) or 1)
+        if groups == 1 or not isinstance(layer, keras.layers.Conv2D):
+            return layer.__class__.from_config(config)
+        cin, cout = layer.kernel.shape[-2] * groups, layer.kernel.shape[-1]
+        mask = np.zeros((*layer.kernel_size, cin, cout), np.float32)
+        for j in range(groups):
+            mask[..., j * cin // groups : (j + 1) * cin // groups,
+                 j * cout // groups : (j + 1) * cout // groups] = 1  # fmt: skip
+        config.update(groups=1, kernel_constraint=Mask(mask))
+        return layer.__class__.from_config(config)
+
+    plain = keras.models.clone_model(model, clone_function=clone)
+    for g, q in zip(model.layers, plain.layers, strict=True):
+        if getattr(g, "groups", 1) > 1:  # the grouped initial weights, on the diagonal
+            kernel, bias = g.get_weights()
+            q.set_weights([q.kernel_constraint.mask * np.tile(kernel, (1, 1, g.groups, 1)), bias])
+        elif g.weights:
+            q.set_weights(g.get_weights())
+    return plain
+
+
+def _grouped_back(model: Any, plain: Any) -> None:
+    for g, q in zip(model.layers, plain.layers, strict=True):
+        if getattr(g, "groups", 1) > 1:
+            kernel, bias = q.get_weights()
+            cin, cout = kernel.shape[-2] // g.groups, kernel.shape[-1] // g.groups
+            blocks = [kernel[..., j * cin : (j + 1) * cin, j * cout : (j + 1) * cout]
+                      for j in range(g.groups)]  # fmt: skip
+            g.set_weights([np.concatenate(blocks, axis=-1), bias])
+        elif g.weights:
+            g.set_weights(q.get_weights())
+
+
 def _feed(name: str, x: np.ndarray) -> np.ndarray:
     """A form's input from (N, 28, 28, 1) floats."""
     if name == "noch":
@@ -301,7 +384,7 @@ def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        forms = {1: _forms, 2: _forms2, 3: _forms3}[which]()
+        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4}[which]()
         for name, (build, suffix, epochs) in forms.items():
             if only is not None and name not in only:
                 continue
@@ -317,9 +400,17 @@ def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
             if name == "multiout":
                 model.compile(optimizer="adam", loss={"label": loss, "brightness": "mse"})
                 fit_y = {"label": labels, "brightness": fit_x.mean(axis=(1, 2, 3))}
+            elif name == "k2res":  # a tf.keras model: its own loss
+                model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
             else:
                 model.compile(optimizer="adam", loss=loss)
-            model.fit(fit_x, fit_y, epochs=epochs, batch_size=128, verbose=0)
+            if name == "grouped":
+                plain = _trainable_plain(model)
+                plain.compile(optimizer="adam", loss=loss)
+                plain.fit(fit_x, fit_y, epochs=epochs, batch_size=128, verbose=0)
+                _grouped_back(model, plain)
+            else:
+                model.fit(fit_x, fit_y, epochs=epochs, batch_size=128, verbose=0)
 
             def predict(a: np.ndarray, model: Any = model, name: str = name) -> np.ndarray:
                 p = model.predict(a, verbose=0)
@@ -339,7 +430,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--set", type=int, choices=(1, 2, 3), default=1)
+    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4), default=1)
     parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
