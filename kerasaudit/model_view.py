@@ -176,12 +176,8 @@ def expand_groups(kernel: Any, groups: int) -> Any:
     computes the same convolution (zeros off the block diagonal)."""
     import numpy as np
 
-    cin, cout = kernel.shape[-2], kernel.shape[-1] // groups
-    full = np.zeros((*kernel.shape[:-2], cin * groups, kernel.shape[-1]), dtype=kernel.dtype)
-    for j in range(groups):
-        block = kernel[..., :, j * cout : (j + 1) * cout]
-        full[..., j * cin : (j + 1) * cin, j * cout : (j + 1) * cout] = block
-    return full
+    tiled = np.tile(kernel, (1,) * (kernel.ndim - 2) + (groups, 1))  # every input group
+    return (tiled * block_mask(tiled.shape, groups)).astype(kernel.dtype)
 
 
 def contract_groups(full: Any, groups: int) -> Any:
