@@ -185,11 +185,16 @@ def test_a_missing_model_fails_before_tensorflow_is_imported(
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_sigterm_while_loading_exits_143_and_removes_the_private_copy(
-    model_files: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("signame", "code", "word"),
+    [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")],
+)
+def test_a_signal_while_loading_exits_and_removes_the_private_copy(
+    model_files: dict[str, Path], tmp_path: Path, signame: str, code: int, word: str
 ) -> None:
     """A cancelled CI job or `timeout` sends SIGTERM. Python's default would end the process
-    without running a `finally`, leaving the copy of an untrusted model in TMPDIR."""
+    without running a `finally`, leaving the copy of an untrusted model in TMPDIR (before
+    2026-12-07). Ctrl-C (SIGINT) is handled the same way."""
     import signal
     import time
 
@@ -204,8 +209,8 @@ def test_sigterm_while_loading_exits_143_and_removes_the_private_copy(
             assert proc.poll() is None, "the load ended before it could be interrupted"
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "terminated"
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == word
     assert list(tmp.iterdir()) == []
