@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasaudit.loading import LoadedModel
-from kerasaudit.model_view import parameter_count
+from kerasaudit.model_view import file_name, parameter_count
 
 CONV_CLASSES = frozenset(
     {
@@ -449,7 +449,7 @@ def build_inventory(loaded: LoadedModel, *, include_dense: bool = False) -> Mode
         format=str(loaded.format),
         keras_version=loaded.keras_version,
         backend=loaded.backend,
-        name=model.name,
+        name=file_name(model),
         inputs=_tensor_infos(model.inputs, input_names),
         outputs=_tensor_infos(model.outputs, output_names),
         params_total=parameter_count(model),

@@ -234,6 +234,31 @@ def parameter_count(layer: Any, trainable_only: bool = False) -> int:
     return total
 
 
+def file_name(model: Any) -> str:
+    """The name of the file's model a view (or a copy of one) was made of."""
+    return str(model.name).split(WRAPPER)[0]
+
+
+def file_weights(model: Any) -> list[tuple[str, Any]]:
+    """(path, value) of every weight of ``model`` as the file holds it: a view's plain kernel
+    of a grouped convolution as its groups (so that a fingerprint of the view is the file's)."""
+    from kerasaudit.inventory import walk_layers
+
+    groups = {}
+    if _BLOCK_DIAGONAL is not None:
+        for _, layer, _ in walk_layers(model):
+            constraint = getattr(layer, "kernel_constraint", None)
+            if isinstance(constraint, _BLOCK_DIAGONAL):
+                groups[id(layer.kernel)] = constraint.groups
+    out = []
+    for weight in model.weights:
+        value = weight.numpy()
+        if id(weight) in groups:
+            value = contract_groups(value, groups[id(weight)])
+        out.append((str(weight.path), value))
+    return out
+
+
 def _ungrouped(layer: Any) -> Any:
     """The plain convolution a view has for the grouped ``layer`` (weights set by the caller)."""
     config = layer.get_config()

@@ -32,7 +32,7 @@ def test_a_grouped_conv_is_viewed_plain_fine_tuned_block_diagonal_and_written_ba
 ) -> None:
     import kerasaudit as ka
     from kerasaudit.inventory import walk_layers
-    from kerasaudit.model_view import file_model, parameter_count, view
+    from kerasaudit.model_view import file_model, file_name, parameter_count, view
 
     keras = keras_module
     model = _grouped_model(keras)
@@ -46,6 +46,12 @@ def test_a_grouped_conv_is_viewed_plain_fine_tuned_block_diagonal_and_written_ba
     np.testing.assert_allclose(seen.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert parameter_count(seen) == model.count_params()
     assert parameter_count(seen, trainable_only=True) == model.count_params()
+    # Statistics of the view carry the file's name and fingerprint (a Ray worker scans the
+    # file's model: `merge-stats` and `--stats` compare fingerprints).
+    from kerasaudit.stages.scan import model_fingerprint
+
+    assert file_name(seen) == model.name
+    assert model_fingerprint(seen) == model_fingerprint(model)
 
     # A fine-tune through the library (it views the file's model, as the CLI does): the
     # plain kernels stay block diagonal, so the grouped model written back computes what

@@ -50,6 +50,7 @@ from kerasaudit.inventory import (
     tapped,
     walk_layers,
 )
+from kerasaudit.model_view import file_name
 
 STATS_SCHEMA = "kerasaudit.stages.scan-stats/1"
 ProgressFn = Callable[[int, int | None], None]  # (images done, images in total if known)
@@ -415,11 +416,14 @@ def load_stats(path: Path) -> ScanStats:
 
 
 def model_fingerprint(model: Any) -> str:
-    """sha256 over every weight's path, shape, dtype and bytes."""
+    """sha256 over every weight's path, shape, dtype and bytes, as the file holds them (the
+    same for a model and its view, :func:`kerasaudit.model_view.file_weights`)."""
+    from kerasaudit.model_view import file_weights
+
     digest = hashlib.sha256()
-    for weight in model.weights:
-        value = np.ascontiguousarray(weight.numpy())
-        digest.update(f"{weight.path}|{value.shape}|{value.dtype}\n".encode())
+    for path, weight in file_weights(model):
+        value = np.ascontiguousarray(weight)
+        digest.update(f"{path}|{value.shape}|{value.dtype}\n".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
@@ -671,7 +675,7 @@ class Scanner:
             )
             start = stop
         return ScanStats(
-            model_name=str(self.original.name),
+            model_name=file_name(self.original),
             model_fingerprint=self.fingerprint,
             layers=tuple(layers),
             images=images,
