@@ -202,8 +202,12 @@ def test_a_signal_while_loading_exits_and_removes_the_private_copy(
     tmp.mkdir()
     env = {**os.environ, "NO_COLOR": "1", "TMPDIR": str(tmp)}
     argv = [sys.executable, "-m", "kerasaudit", "inspect", str(model_files["keras"])]
+    # As from a terminal: SIGINT at its default. A suite started in the background by a
+    # non-interactive shell (`cmd &`) ignores SIGINT, children inherit that, and Python then
+    # installs no KeyboardInterrupt handler (found in a CI run started that way).
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:  # fmt: skip
+                          text=True, preexec_fn=default_sigint) as proc:  # fmt: skip
         deadline = time.monotonic() + 120
         while not list(tmp.glob("kerasaudit-model-*/model.keras")):
             assert proc.poll() is None, "the load ended before it could be interrupted"
