@@ -66,18 +66,21 @@ def view(model: Any, output: str | None = None) -> Any:
     dtype = "float32" if integer else inputs[0].dtype
     new_input = keras.Input(shape, dtype=dtype, name=f"{ADAPTER}_image")
     start = adapter[1](new_input) if adapter is not None else new_input
-    copies: dict[int, tuple[Any, Any]] = {}
+    copies: dict[int, Any] = {}
+    weighted: list[tuple[Any, Any, int]] = []  # (layer, copy, groups) whose weights are set below
 
     def fresh(layer: Any) -> Any:  # one copy per layer, however often the graph calls it
         if id(layer) not in copies:
             if _is_grouped(layer):
                 copy = _ungrouped(layer)
+                weighted.append((layer, copy, int(layer.groups)))
             elif _has_grouped(layer):  # a nested model: its layers go through `fresh` too
                 copy = keras.models.clone_model(layer, clone_function=fresh, recursive=True)
             else:
                 copy = layer.__class__.from_config(layer.get_config())
-            copies[id(layer)] = (layer, copy)
-        return copies[id(layer)][1]
+                weighted.append((layer, copy, 1))
+            copies[id(layer)] = copy
+        return copies[id(layer)]
 
     if isinstance(model, keras.Sequential):
         out = start
@@ -89,12 +92,11 @@ def view(model: Any, output: str | None = None) -> Any:
     chosen = outs[index] if index is not None else outs[0]
     name = f"{model.name}{WRAPPER}{next(_COUNTER)}"
     flat = keras.Model(new_input, chosen, name=name)
-    for layer, copy in copies.values():
-        if _is_grouped(layer):
-            kernel, *rest = layer.get_weights()
-            copy.set_weights([expand_groups(kernel, int(layer.groups)), *rest])
-        elif not _has_grouped(layer):  # (a nested model with grouped layers: set per layer)
-            copy.set_weights(layer.get_weights())
+    for layer, copy, groups in weighted:
+        weights = layer.get_weights()
+        if groups > 1:
+            weights[0] = expand_groups(weights[0], groups)
+        copy.set_weights(weights)
     _ORIGINALS[name] = model
     return flat
 
@@ -214,23 +216,32 @@ def block_diagonal(groups: int) -> Any:
     return _BLOCK_DIAGONAL(groups)
 
 
+def _block_diagonal_kernels(layer: Any) -> dict[int, tuple[Any, int]]:
+    """id(kernel) → (kernel, groups) of the view's plain kernels in ``layer`` (a model: in
+    every layer inside) that hold a grouped convolution."""
+    from kerasaudit.inventory import walk_layers
+
+    if _BLOCK_DIAGONAL is None:
+        return {}
+    inside = [inner for _, inner, _ in walk_layers(layer)] if hasattr(layer, "layers") else []
+    out = {}
+    for inner in [layer, *inside]:
+        constraint = getattr(inner, "kernel_constraint", None)
+        if isinstance(constraint, _BLOCK_DIAGONAL):
+            out[id(inner.kernel)] = (inner.kernel, int(constraint.groups))
+    return out
+
+
 def parameter_count(layer: Any, trainable_only: bool = False) -> int:
     """How many weights ``layer`` (a model: every layer inside) has, as the file counts them:
     without the zeros a view's plain kernel holds off the block diagonal."""
-    from kerasaudit.inventory import walk_layers
-
-    inside = [inner for _, inner, _ in walk_layers(layer)] if hasattr(layer, "layers") else []
     weights = layer.trainable_weights if trainable_only else layer.weights
     counted = {id(w) for w in weights}
     total = sum(int(math.prod(int(d) for d in w.shape)) for w in weights)
-    for inner in [layer, *inside]:
-        constraint = getattr(inner, "kernel_constraint", None)
-        if _BLOCK_DIAGONAL is None or not isinstance(constraint, _BLOCK_DIAGONAL):
-            continue
-        if id(inner.kernel) in counted:
-            size = int(math.prod(int(d) for d in inner.kernel.shape))
-            total -= size - size // constraint.groups
-            counted.discard(id(inner.kernel))  # a layer reached twice is counted once
+    for key, (kernel, groups) in _block_diagonal_kernels(layer).items():
+        if key in counted:
+            size = int(math.prod(int(d) for d in kernel.shape))
+            total -= size - size // groups
     return total
 
 
@@ -242,19 +253,12 @@ def file_name(model: Any) -> str:
 def file_weights(model: Any) -> list[tuple[str, Any]]:
     """(path, value) of every weight of ``model`` as the file holds it: a view's plain kernel
     of a grouped convolution as its groups (so that a fingerprint of the view is the file's)."""
-    from kerasaudit.inventory import walk_layers
-
-    groups = {}
-    if _BLOCK_DIAGONAL is not None:
-        for _, layer, _ in walk_layers(model):
-            constraint = getattr(layer, "kernel_constraint", None)
-            if isinstance(constraint, _BLOCK_DIAGONAL):
-                groups[id(layer.kernel)] = constraint.groups
+    grouped = _block_diagonal_kernels(model)
     out = []
     for weight in model.weights:
         value = weight.numpy()
-        if id(weight) in groups:
-            value = contract_groups(value, groups[id(weight)])
+        if id(weight) in grouped:
+            value = contract_groups(value, grouped[id(weight)][1])
         out.append((str(weight.path), value))
     return out
 
