@@ -209,32 +209,41 @@ def _sublayers(layer: Any) -> list[tuple[str, Any]]:
 
 
 @contextlib.contextmanager
-def tapped(
-    layers: dict[str, Any], on_call: Callable[[str, tuple[Any, ...], Any], None]
-) -> Iterator[None]:
-    """While inside, every call of ``layers`` (path → layer) also reports
-    ``on_call(path, args, output)``: how the outputs of layers that a custom layer calls from
-    its own code are measured. The layers are restored on leaving."""
+def patched_calls(layers: dict[str, Any], wrap: Callable[[str, Any], Any]) -> Iterator[None]:
+    """While inside, each layer of ``layers`` (path → layer) runs ``wrap(path, its call)``
+    instead of its ``call``; the layers are restored on leaving, last patched first, so a layer
+    listed twice gets its own call back."""
     saved: list[tuple[Any, bool, Any]] = []
     try:
         for path, layer in layers.items():
             own = vars(layer)
             saved.append((layer, "call" in own, own.get("call")))
-            original = layer.call
-
-            def recording(*args: Any, _path: str = path, _call: Any = original, **kw: Any) -> Any:
-                output = _call(*args, **kw)
-                on_call(_path, args, output)
-                return output
-
-            layer.call = recording
+            layer.call = wrap(path, layer.call)
         yield
-    finally:  # last patched first: a layer listed twice gets its own call back
+    finally:
         for layer, had, previous in reversed(saved):
             if had:
                 layer.call = previous
             else:
                 del layer.call
+
+
+def tapped(
+    layers: dict[str, Any], on_call: Callable[[str, tuple[Any, ...], Any], None]
+) -> contextlib.AbstractContextManager[None]:
+    """While inside, every call of ``layers`` (path → layer) also reports
+    ``on_call(path, args, output)``: how the outputs of layers that a custom layer calls from
+    its own code are measured. The layers are restored on leaving."""
+
+    def wrap(path: str, call: Any) -> Any:
+        def recording(*args: Any, **kw: Any) -> Any:
+            output = call(*args, **kw)
+            on_call(path, args, output)
+            return output
+
+        return recording
+
+    return patched_calls(layers, wrap)
 
 
 def matching(layers: Sequence[AuditableLayer], name: str) -> list[AuditableLayer]:

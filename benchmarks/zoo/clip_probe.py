@@ -21,11 +21,9 @@ DIR/results/clip_probe.jsonl.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,33 +70,20 @@ def ranges(model: Any, targets: dict[str, Any], x: np.ndarray) -> dict[str, np.n
     }
 
 
-@contextlib.contextmanager
-def clipped(targets: dict[str, Any], bounds: dict[str, np.ndarray], slack: float) -> Iterator[None]:
+def clipped(targets: dict[str, Any], bounds: dict[str, np.ndarray], slack: float) -> Any:
+    """Each target layer's output clipped to its clean range, widened by ``slack`` × its width."""
     import keras
 
-    saved = []
-    try:
-        for path, layer in targets.items():
-            lo, hi = bounds[path]
-            width = hi - lo
-            lo_t = keras.ops.convert_to_tensor((lo - slack * width).astype(np.float32))
-            hi_t = keras.ops.convert_to_tensor((hi + slack * width).astype(np.float32))
-            own = vars(layer)
-            saved.append((layer, "call" in own, own.get("call")))
-            original = layer.call
+    from kerasaudit import inventory
 
-            def call(*args: Any, _c: Any = original, _lo: Any = lo_t, _hi: Any = hi_t,
-                     **kw: Any) -> Any:  # fmt: skip
-                return keras.ops.clip(_c(*args, **kw), _lo, _hi)
+    def wrap(path: str, call: Any) -> Any:
+        lo, hi = bounds[path]
+        width = hi - lo
+        lo_t = keras.ops.convert_to_tensor((lo - slack * width).astype(np.float32))
+        hi_t = keras.ops.convert_to_tensor((hi + slack * width).astype(np.float32))
+        return lambda *args, **kw: keras.ops.clip(call(*args, **kw), lo_t, hi_t)
 
-            layer.call = call
-        yield
-    finally:
-        for layer, had, previous in reversed(saved):
-            if had:
-                layer.call = previous
-            else:
-                del layer.call
+    return inventory.patched_calls(targets, wrap)
 
 
 def main() -> int:
