@@ -103,17 +103,22 @@ _OTHERS = {
 }
 
 
+def _node(layer: dict[str, Any]) -> list[Any] | None:
+    """The layer's only inbound node, or None when it has none or several."""
+    nodes = layer.get("inbound_nodes")
+    if not (isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], list)):
+        return None
+    return nodes[0]
+
+
 def _call(layer: dict[str, Any]) -> list[Any] | None:
     """The layer's only call as ``[inbound layer, node, tensor, kwargs]``, or None when it has
     another form. tf.keras writes a TFOpLambda's node as that one list (its first positional
     argument and the keyword arguments), other layers' as a list of such references."""
-    nodes = layer.get("inbound_nodes")
-    if not (isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], list)):
-        return None
-    ref = nodes[0]
-    if len(ref) == 1 and isinstance(ref[0], list):  # [[ref]]: the format of other layers
+    ref = _node(layer)
+    if ref is not None and len(ref) == 1 and isinstance(ref[0], list):  # [[ref]]: other layers'
         ref = ref[0]
-    if len(ref) != 4 or not isinstance(ref[0], str) or not isinstance(ref[3], dict):
+    if ref is None or len(ref) != 4 or not _ref(ref[:3]) or not isinstance(ref[3], dict):
         return None
     return ref
 
@@ -131,11 +136,8 @@ def _ref(value: Any) -> bool:
 def _concatenation(layer: dict[str, Any]) -> tuple[list[Any], int] | None:
     """(the tensors joined, the axis) of a ``tf.concat`` call: tf.keras writes its node as one
     reference per tensor, each with the same ``{"axis": a}``."""
-    nodes = layer.get("inbound_nodes")
-    if not (isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], list)):
-        return None
-    refs = nodes[0]
-    if len(refs) < 2 or not all(isinstance(r, list) and len(r) == 4 for r in refs):
+    refs = _node(layer)
+    if refs is None or len(refs) < 2 or not all(isinstance(r, list) and len(r) == 4 for r in refs):
         return None
     if not all(_ref(r[:3]) and isinstance(r[3], dict) for r in refs):
         return None
