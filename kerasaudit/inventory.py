@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasaudit.loading import LoadedModel
-from kerasaudit.model_view import file_name, parameter_count
+from kerasaudit.model_view import file_groups, file_name, parameter_count
 
 CONV_CLASSES = frozenset(
     {
@@ -66,6 +66,7 @@ class AuditableLayer:
     # path of the custom layer (or subclassed model) whose own code calls this layer: its
     # output is measured by recording the call, and is not a tensor of the model's graph
     custom_parent: str | None = None
+    groups: int = 1  # a grouped convolution's groups, as the file has it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class AuditableLayer:
             "output_shape": list(self.output_shape),
             "params": self.params,
             "custom_parent": self.custom_parent,
+            "groups": self.groups,
         }
 
 
@@ -381,6 +383,7 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
                 output_shape=shape,
                 params=parameter_count(layer),
                 custom_parent=path.rsplit("/", 1)[0] if custom_parent else None,
+                groups=file_groups(layer),
             )
         )
     return result

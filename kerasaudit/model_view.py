@@ -245,6 +245,14 @@ def parameter_count(layer: Any, trainable_only: bool = False) -> int:
     return total
 
 
+def file_groups(layer: Any) -> int:
+    """A convolution's ``groups`` as the file has it (a view's plain copy: its constraint's)."""
+    constraint = getattr(layer, "kernel_constraint", None)
+    if _BLOCK_DIAGONAL is not None and isinstance(constraint, _BLOCK_DIAGONAL):
+        return int(constraint.groups)
+    return int(getattr(layer, "groups", 1) or 1)
+
+
 def file_name(model: Any) -> str:
     """The name of the file's model a view (or a copy of one) was made of."""
     return str(model.name).split(WRAPPER)[0]

@@ -102,3 +102,30 @@ def test_the_block_diagonal_constraint_holds_through_an_optimizer_step(keras_mod
     np.testing.assert_array_equal(
         written.get_layer("g_top").get_weights()[0], contract_groups(kernel.numpy(), 2)
     )
+
+
+def test_inspect_shows_the_files_groups(tmp_path: Path, keras_module: Any) -> None:
+    """``inspect`` (JSON and table) reports each convolution's groups as the file has them,
+    the nested one's too, and their parameters as the file counts them."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from kerasaudit.cli.app import app
+
+    model = _grouped_model(keras_module)
+    path = tmp_path / "grouped.keras"
+    model.save(path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["inspect", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    layers = {a["path"]: a for a in json.loads(result.stdout)["auditable_layers"]}
+    assert {p: a["groups"] for p, a in layers.items()} == {
+        "c0": 1, "g_top": 2, "features/g_in": 4,
+    }  # fmt: skip
+    assert layers["g_top"]["params"] == model.get_layer("g_top").count_params()
+    table = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if "│" in line}
+    assert "(2 groups)" in rows["g_top"] and "(4 groups)" in rows["features/g_in"]
+    assert "groups" not in rows["c0"]

@@ -64,7 +64,7 @@ def render(inventory: ModelInventory, console: Console) -> None:
     for layer in inventory.auditable:
         table.add_row(
             layer.path,
-            layer.class_name,
+            layer.class_name + (f" ({layer.groups} groups)" if layer.groups > 1 else ""),
             str(layer.channels),
             "×".join(str(k) for k in layer.kernel_size) or "-",
             layer.activation,
