@@ -248,6 +248,11 @@ def tapped(
     return patched_calls(layers, wrap)
 
 
+def _located(where: str, reason: str) -> str:
+    """``where: reason``, or the reason alone when it already starts with where it is."""
+    return reason if reason.startswith(where) else f"{where}: {reason}"
+
+
 def matching(layers: Sequence[AuditableLayer], name: str) -> list[AuditableLayer]:
     """The layers named ``name``: by path (``features/conv1``), else by bare name (``conv1``;
     several when nested models reuse it)."""
@@ -470,5 +475,5 @@ def build_inventory(loaded: LoadedModel, *, include_dense: bool = False) -> Mode
         auditable=tuple(auditable_layers(model, include_dense=include_dense)),
         loaded_unsafely=loaded.unsafe,
         safety_findings=tuple(f"{f.where}: {f.reason}" for f in loaded.safety.findings),
-        not_loaded=tuple(f"{f.where}: {f.reason}" for f in loaded.safety.ignored),
+        not_loaded=tuple(_located(f.where, f.reason) for f in loaded.safety.ignored),
     )
