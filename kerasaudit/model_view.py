@@ -59,7 +59,8 @@ def view(model: Any, output: str | None = None) -> Any:
     keras = _tf.keras()
     adapter = _adapter(model, tuple(inputs[0].shape[1:]))
     integer = keras.backend.standardize_dtype(inputs[0].dtype).startswith(("int", "uint"))
-    grouped = _has_grouped(model)
+    memo: dict[int, bool] = {}
+    grouped = _has_grouped(model, memo)
     if index is None and adapter is None and not integer and not grouped:
         return model
     shape = adapter[0] if adapter is not None else tuple(inputs[0].shape[1:])
@@ -74,7 +75,7 @@ def view(model: Any, output: str | None = None) -> Any:
             if _is_grouped(layer):
                 copy = _ungrouped(layer)
                 weighted.append((layer, copy, int(layer.groups)))
-            elif _has_grouped(layer):  # a nested model: its layers go through `fresh` too
+            elif _has_grouped(layer, memo):  # a nested model: its layers go through `fresh` too
                 copy = keras.models.clone_model(layer, clone_function=fresh, recursive=True)
             else:
                 copy = layer.__class__.from_config(layer.get_config())
@@ -112,24 +113,25 @@ def file_model(model: Any) -> Any:
     rebuilt = keras.models.clone_model(original)
     rebuilt.set_weights(original.get_weights())
     viewed = {layer.name: layer for layer in model.layers}
+    memo: dict[int, bool] = {}
     for layer in rebuilt.layers:
         source = viewed.get(layer.name)
         if source is not None and layer.weights:
-            _copy_weights(source, layer)
+            _copy_weights(source, layer, memo)
     return rebuilt
 
 
-def _copy_weights(source: Any, target: Any) -> None:
+def _copy_weights(source: Any, target: Any, memo: dict[int, bool]) -> None:
     """``source``'s weights into ``target``, the same layer as the file has it: a grouped
     convolution's blocks back from the view's plain one, a nested model layer by layer."""
     if _is_grouped(target) and int(getattr(source, "groups", 1) or 1) == 1:
         kernel, *rest = source.get_weights()
         target.set_weights([contract_groups(kernel, int(target.groups)), *rest])
-    elif _has_grouped(target) and hasattr(source, "layers"):
+    elif _has_grouped(target, memo) and hasattr(source, "layers"):
         inner = {layer.name: layer for layer in source.layers}
         for layer in target.layers:
             if layer.weights and layer.name in inner:
-                _copy_weights(inner[layer.name], layer)
+                _copy_weights(inner[layer.name], layer, memo)
     else:
         target.set_weights(source.get_weights())
 
@@ -151,14 +153,20 @@ def _is_grouped(layer: Any) -> bool:
     )
 
 
-def _has_grouped(layer: Any) -> bool:
+def _has_grouped(layer: Any, memo: dict[int, bool] | None = None) -> bool:
     """``layer`` is, or is a graph model (Functional or Sequential, nested at any depth) that
-    holds, a grouped convolution :func:`view` can make plain."""
-    if _is_grouped(layer):
-        return True
+    holds, a grouped convolution :func:`view` can make plain. ``memo`` (id → answer) spares
+    a caller asking of every nested model the walk of its insides again."""
+    if memo is not None and id(layer) in memo:
+        return memo[id(layer)]
     keras = _tf.keras()
     graph = isinstance(layer, keras.Sequential) or hasattr(layer, "_run_through_graph")
-    return bool(graph and any(_has_grouped(inner) for inner in layer.layers))
+    found = _is_grouped(layer) or bool(
+        graph and any(_has_grouped(inner, memo) for inner in layer.layers)
+    )
+    if memo is not None:
+        memo[id(layer)] = found
+    return found
 
 
 def block_mask(shape: tuple[int, ...], groups: int) -> Any:
