@@ -6,7 +6,8 @@ usual ``--scale auto`` reading of a uint8 file (÷ 255) it sees nearly black ima
 one image in ten right, and every number after that is noise. :func:`expects_raw_pixels`
 recognises such a model so that ``--scale auto`` leaves its data unscaled;
 :func:`chance_warning` catches the rest (another scaling, another label order, another task)
-from the accuracy on the first labelled images.
+from the accuracy on the first labelled images, or, without labels, from their predictions
+collapsing onto one label.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ RAW_SCALE = 0.02  # a leading Rescaling by at most this (1/255, 1/127.5) takes 0
 RAW_MEAN = 2.0  # a leading Normalization whose mean exceeds this was adapted on 0–255 values
 CHECKED_IMAGES = 256
 CHANCE_FACTOR = 2.0  # warn below this × chance (1 / classes)
+COLLAPSE_SHARE = 0.9  # unlabelled data: warn when one label takes at least this share
 
 _PASS_THROUGH = ("InputLayer", "Reshape", "Permute", "Resizing")
 
@@ -110,19 +112,35 @@ def auto_scale(model: Any, scale: str) -> tuple[str, str | None]:
 
 def chance_warning(model: Any, dataset: Dataset, num_classes: int) -> str | None:
     """A warning when ``model`` gets the first labelled images of ``dataset`` right barely more
-    often than chance (none without labels, or with fewer than 3 classes)."""
-    if not dataset.info.has_labels or num_classes < 3:
+    often than chance, or, without labels, sends nearly all of them to one label (what a
+    model fed values it was not trained on does); none with fewer than 3 classes."""
+    if num_classes < 3:
         return None
     from kerasaudit.evaluation import predictions, predictor
 
     x, y = dataset.take_array(min(CHECKED_IMAGES, dataset.info.count))
-    if y is None or len(y) < 20:
+    if len(x) < 20 or (dataset.info.has_labels and (y is None or len(y) < 20)):
         return None
     # three or more classes: one output per class (a single sigmoid unit returned above)
     predict = predictor(model, tuple(x.shape[1:]), num_classes)
-    accuracy = float(np.mean(predictions(predict, x) == y))
-    if accuracy >= CHANCE_FACTOR / num_classes:
-        return None
+    predicted = predictions(predict, x)
+    if y is not None:
+        accuracy = float(np.mean(predicted == y))
+        if accuracy >= CHANCE_FACTOR / num_classes:
+            return None
+        finding = (
+            f"the model gets {accuracy:.0%} of the first {len(y)} labelled images of "
+            f"{dataset.info.path} right (chance: {1 / num_classes:.0%})"
+        )
+    else:
+        counts = np.bincount(predicted, minlength=num_classes)
+        share = float(counts.max() / len(predicted))
+        if share < COLLAPSE_SHARE:
+            return None
+        finding = (
+            f"the model sends {share:.0%} of the first {len(predicted)} images of "
+            f"{dataset.info.path} to label {int(counts.argmax())} (no labels to check)"
+        )
     low, high = float(x.min()), float(x.max())
     hint = "--scale"
     if high <= 1.5:
@@ -130,8 +148,7 @@ def chance_warning(model: Any, dataset: Dataset, num_classes: int) -> str | None
     elif high > 2.0:
         hint = "--scale 1/255 if the model was trained on 0–1 values"
     return (
-        f"the model gets {accuracy:.0%} of the first {len(y)} labelled images of "
-        f"{dataset.info.path} right (chance: {1 / num_classes:.0%}); as read, their values "
-        f"span {low:.3g}–{high:.3g}. The data may not be what it expects ({hint}; or another "
-        "label order, or another task): every number below is measured on it"
+        f"{finding}; as read, their values span {low:.3g}–{high:.3g}. The data may not be "
+        f"what it expects ({hint}; or another label order, or another task): every number "
+        "below is measured on it"
     )

@@ -113,16 +113,29 @@ def test_a_normalization_adapted_on_raw_pixels_is_recognised(keras_module: Any) 
     assert expects_raw_pixels(_model(keras_module, unit)) is None
 
 
-def test_no_chance_warning_without_labels(raw: dict[str, Path], keras_module: Any) -> None:
+def test_unlabelled_data_is_warned_about_when_predictions_collapse(
+    raw: dict[str, Path], keras_module: Any
+) -> None:
+    """Without labels the warning comes from the predictions: at the wrong scale the model
+    sees near-black images and sends them all to one label; at the right one it does not."""
     from kerasaudit.data import DataSpec, open_data
     from kerasaudit.input_space import chance_warning
     from kerasaudit.loading import load_model
 
     model = load_model(raw["model"]).model
     unlabelled = open_data(DataSpec(raw["unlabelled"], scale="1/255"), (8, 8, 1), 3)
-    assert chance_warning(model, unlabelled, 3) is None
+    warning = chance_warning(model, unlabelled, 3) or ""
+    assert "sends 100% of the first 120 images" in warning and "to label 0" in warning
+    assert "--scale none if the model was trained on 0–255 values" in warning
+    as_trained = open_data(DataSpec(raw["unlabelled"], scale="none"), (8, 8, 1), 3)
+    assert chance_warning(model, as_trained, 3) is None
     labelled = open_data(DataSpec(raw["data"], scale="1/255"), (8, 8, 1), 3)
-    assert chance_warning(model, labelled, 3) is not None  # the same images, with labels
+    assert "labelled images" in (chance_warning(model, labelled, 3) or "")
+    # Through the CLI: a trigger search on the unlabelled file at the wrong scale says so.
+    searched = runner.invoke(app, ["reverse", str(raw["model"]), "-d", str(raw["unlabelled"]),
+                                   "--scale", "1/255", "--steps", "2"])  # fmt: skip
+    assert searched.exit_code in (0, 1), searched.output
+    assert "warning: the model sends 100%" in searched.stderr
 
 
 @pytest.mark.parametrize(
