@@ -253,11 +253,16 @@ def _located(where: str, reason: str) -> str:
     return reason if reason.startswith(where) else f"{where}: {reason}"
 
 
+def matching_paths(paths: Sequence[str], name: str) -> list[str]:
+    """The paths named ``name``: the path itself (``features/conv1``), else those ending in
+    the bare name (``conv1``; several when nested models reuse it)."""
+    return [p for p in paths if p == name] or [p for p in paths if p.rsplit("/", 1)[-1] == name]
+
+
 def matching(layers: Sequence[AuditableLayer], name: str) -> list[AuditableLayer]:
-    """The layers named ``name``: by path (``features/conv1``), else by bare name (``conv1``;
-    several when nested models reuse it)."""
-    exact = [a for a in layers if a.path == name]
-    return exact or [a for a in layers if a.path.rsplit("/", 1)[-1] == name]
+    """The layers named ``name``, by path or bare name (:func:`matching_paths`)."""
+    chosen = set(matching_paths([a.path for a in layers], name))
+    return [a for a in layers if a.path in chosen]
 
 
 def named_layer(available: dict[str, AuditableLayer], name: str) -> AuditableLayer:

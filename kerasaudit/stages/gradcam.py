@@ -41,7 +41,13 @@ from kerasaudit import _tf
 from kerasaudit.data import Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import output_operation
-from kerasaudit.inventory import conv_layers, graph_ancestor, matching, walk_layers
+from kerasaudit.inventory import (
+    conv_layers,
+    graph_ancestor,
+    matching,
+    matching_paths,
+    walk_layers,
+)
 from kerasaudit.triggers import AnyTrigger, TriggerData
 
 DEFAULT_LIMIT = 16
@@ -269,14 +275,12 @@ def resolve_target(model: Any, layer: str | None) -> tuple[str, str]:
                 f"2-D map (batch, h, w, channels); 2-D conv layers: {known}"
             )
         return chosen.path, chosen.measured_after
-    paths = [(p, obj) for p, obj, _ in walk_layers(model)]
-    found = [(p, obj) for p, obj in paths if p == layer] or [
-        (p, obj) for p, obj in paths if p.rsplit("/", 1)[-1] == layer
-    ]
+    by_path = {p: obj for p, obj, _ in walk_layers(model)}
+    found = matching_paths(list(by_path), layer)
     if len(found) != 1:
         problem = "is ambiguous" if found else "is not a layer of the model"
         raise BadInputError(f"--layer {layer} {problem}; 2-D conv layers: {known}")
-    path, obj = found[0]
+    path, obj = found[0], by_path[found[0]]
     try:
         shape = tuple(obj.output.shape)
     except (AttributeError, ValueError):
