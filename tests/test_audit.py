@@ -224,3 +224,35 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     # blind: every ASR of the table is a recovered trigger's, unlearnt on these images
     assert fix["blind"] is True
     assert "Checked only with the triggers recovered from the model" in result.stdout
+
+
+def test_a_trigger_that_drives_no_channel_is_named_on_its_line() -> None:
+    """With several triggers, one whose channels stay quiet prints no table — its summary
+    line then says which trigger it is (it used to be one of several identical lines)."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from kerasaudit.formats import neurons_fmt
+    from kerasaudit.neurons import LayerNeurons, TriggerNeurons
+
+    def neurons(flagged: tuple[int, ...]) -> TriggerNeurons:
+        layer = LayerNeurons("conv1", np.ones(4), np.array([1.0, 1.0, 1.0, 9.0]),
+                             np.array([0.0, 0.0, 0.0, 8.0]), (), flagged)  # fmt: skip
+        return TriggerNeurons({}, 3, (layer,), 3.5, 10, 10)
+
+    def shown(item: TriggerNeurons, context: str | None) -> list[str]:
+        out = io.StringIO()
+        console = Console(file=out, width=200)
+        neurons_fmt.render(item, console, title="Channels (target 3)", context=context)
+        return out.getvalue().splitlines()
+
+    quiet = shown(neurons(()), "target 3, additive file t.npz")
+    assert quiet == [
+        "target 3, additive file t.npz: 0 channel(s) in 0 layer(s) raised far beyond their "
+        "siblings by the trigger (triggered − clean ℓ∞, robust z > 3.5)"
+    ]
+    loud = shown(neurons((3,)), "target 3, additive file t.npz")
+    assert loud[0].startswith("Channels (target 3)")  # the table's title names it
+    assert loud[-1].startswith("1 channel(s) in 1 layer(s)")

@@ -121,6 +121,7 @@ def render(result: AuditResult, console: Console, output: str | None) -> None:
             console,
             title=f"Channels the trigger drives ({label}; the paper's neurons)"
             + (f": {what}" if what else ""),
+            context=f"{label}, {what}" if what else label,
         )
     if result.fix is not None:
         fix = result.fix

@@ -22,7 +22,16 @@ def summary(neurons: TriggerNeurons) -> str:
     return text
 
 
-def render(neurons: TriggerNeurons, console: Console, *, title: str, top: int = TOP) -> None:
+def render(
+    neurons: TriggerNeurons,
+    console: Console,
+    *,
+    title: str,
+    top: int = TOP,
+    context: str | None = None,
+) -> None:
+    """The flagged channels under ``title``; with none flagged, the summary line alone,
+    prefixed by ``context`` (which trigger) when given, since no table names it."""
     table = Table(title=Text(title), title_justify="left")
     for column in ("layer", "channel", "clean ℓ∞", "triggered ℓ∞", "z"):
         table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=False)
@@ -42,4 +51,7 @@ def render(neurons: TriggerNeurons, console: Console, *, title: str, top: int = 
             console.print(
                 Text(f"… and {neurons.flagged_count - top} more (all of them in --format json).")
             )
-    console.print(Text(summary(neurons)))
+    line = summary(neurons)
+    if not neurons.flagged_count and context:
+        line = f"{context}: {line}"
+    console.print(Text(line))
