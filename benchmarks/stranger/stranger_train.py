@@ -13,6 +13,7 @@ Keras a user would write, not the zoo's.
     python benchmarks/stranger/stranger_train.py OUT --set 2 --only custom,gn   # some forms
     python benchmarks/stranger/stranger_train.py OUT --set 3   # the third set's 6 models
     python benchmarks/stranger/stranger_train.py OUT --set 4   # the fourth set's 4 models
+    python benchmarks/stranger/stranger_train.py OUT --set 5   # the fifth set's 6 models
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -282,6 +283,42 @@ def _forms4() -> dict[str, tuple[Callable[[], Any], str, int]]:
     return {"grouped": (grouped, ".keras", 6), "k2res": (k2res, ".h5", 8)}
 
 
+def _forms5() -> dict[str, tuple[Callable[[], Any], str, int]]:
+    """The fifth set (2026-12-07, thirty-ninth session): name → (builder, suffix, epochs)."""
+    import keras
+    from keras import layers
+
+    def se() -> Any:  # squeeze-and-excitation: GAP → Dense → Dense(sigmoid) → Multiply
+        i = keras.Input((28, 28, 1))
+        h = i
+        for f in (32, 64):
+            h = layers.Conv2D(f, 3, padding="same", activation="relu")(h)
+            s = layers.Dense(f // 4, activation="relu")(layers.GlobalAveragePooling2D()(h))
+            s = layers.Reshape((1, 1, f))(layers.Dense(f, activation="sigmoid")(s))
+            h = layers.MaxPooling2D()(layers.Multiply()([h, s]))
+        h = layers.Dense(64, activation="relu")(layers.Flatten()(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def convnext() -> Any:  # patchify stem, depthwise 7×7, LayerNorm, pointwise MLP, residual
+        i = keras.Input((28, 28, 1))
+        h = layers.LayerNormalization(epsilon=1e-6)(layers.Conv2D(48, 2, strides=2)(i))
+        for _ in range(2):
+            r = layers.DepthwiseConv2D(7, padding="same")(h)
+            r = layers.Dense(192, activation="gelu")(layers.LayerNormalization(epsilon=1e-6)(r))
+            h = layers.Add()([h, layers.Dense(48)(r)])
+        h = layers.LayerNormalization(epsilon=1e-6)(layers.GlobalAveragePooling2D()(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    def crnn() -> Any:  # conv features read row by row by a bidirectional LSTM
+        i = keras.Input((28, 28, 1))
+        h = layers.MaxPooling2D()(layers.Conv2D(32, 3, padding="same", activation="relu")(i))
+        h = layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+        h = layers.Bidirectional(layers.LSTM(48))(layers.Reshape((14, 14 * 32))(h))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    return {"se": (se, ".keras", 8), "convnext": (convnext, ".keras", 8), "crnn": (crnn, ".h5", 8)}
+
+
 def _trainable_plain(model: Any) -> Any:
     """A grouped model as the plain one computing the same (each group's kernel on the block
     diagonal, held there by a mask constraint) — TensorFlow trains grouped convolutions on a
@@ -384,7 +421,7 @@ def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4}[which]()
+        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4, 5: _forms5}[which]()
         for name, (build, suffix, epochs) in forms.items():
             if only is not None and name not in only:
                 continue
@@ -430,7 +467,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4), default=1)
+    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4, 5), default=1)
     parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
