@@ -68,6 +68,12 @@ class AuditableLayer:
     custom_parent: str | None = None
     groups: int = 1  # a grouped convolution's groups, as the file has it
 
+    @property
+    def convolutional(self) -> bool:
+        """A convolution, or a Dense applied at every position of a map or sequence (output
+        rank ≥ 3): a 1×1 convolution under another name (ConvNeXt's and Mixer's MLPs)."""
+        return self.class_name in CONV_CLASSES or _pointwise(self.class_name, self.output_shape)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -272,7 +278,7 @@ def named_layer(available: dict[str, AuditableLayer], name: str) -> AuditableLay
 
     matches = matching(list(available.values()), name)
     if len(matches) != 1:
-        convs = ", ".join(p for p, i in available.items() if i.class_name in CONV_CLASSES)
+        convs = ", ".join(p for p, i in available.items() if i.convolutional)
         problem = "ambiguous layer" if matches else "unknown layer"
         raise BadInputError(f"{problem} {name!r}; auditable layers: {convs}")
     return matches[0]
@@ -344,8 +350,15 @@ def _channels(layer: Any, class_name: str, shape: tuple[int | None, ...]) -> int
     return int(layer.filters)
 
 
+def _pointwise(class_name: str, shape: tuple[int | None, ...]) -> bool:
+    """A Dense layer whose output keeps positions: ``(N, H, W, units)``, ``(N, T, units)``."""
+    return class_name in DENSE_CLASSES and len(shape) >= 3
+
+
 def auditable_layers(model: Any, *, include_dense: bool = False) -> list[AuditableLayer]:
-    classes = CONV_CLASSES | (DENSE_CLASSES if include_dense else frozenset())
+    """The convolutional layers (:attr:`AuditableLayer.convolutional`: pointwise Dense layers
+    too), and with ``include_dense`` every other Dense layer as well."""
+    classes = CONV_CLASSES | DENSE_CLASSES
     result: list[AuditableLayer] = []
     walked = list(walk_layers(model))
     paths: dict[int, str] = {}
@@ -380,6 +393,8 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
         shape = _output_shape(layer)
         if not shape and inner is not None:
             shape = inner.shapes.get(id(layer), ())
+        if cls in DENSE_CLASSES and not include_dense and not _pointwise(cls, shape):
+            continue
         result.append(
             AuditableLayer(
                 path=path,
@@ -449,7 +464,7 @@ def _inner_calls(model: Any, parents: list[Any]) -> _InnerCalls:
 def conv_layers(model: Any) -> list[AuditableLayer]:
     """The convolutional layers among :func:`auditable_layers` (none when the model's
     convolutions are computed by a custom layer's own code)."""
-    return [a for a in auditable_layers(model) if a.class_name in CONV_CLASSES]
+    return [a for a in auditable_layers(model) if a.convolutional]
 
 
 def _tensor_infos(tensors: Any, names: list[str]) -> tuple[TensorInfo, ...]:

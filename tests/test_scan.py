@@ -432,3 +432,51 @@ def test_tapped_reports_each_call_and_restores_a_layer_listed_twice(keras_module
     assert "call" not in vars(dense)
     dense(np.ones((1, 3), np.float32))
     assert len(seen) == 2
+
+
+def test_a_dense_layer_applied_at_every_position_counts_as_a_convolution(
+    keras_module: Any, tmp_path: Path
+) -> None:
+    """A Dense on a map ``(N, H, W, C)`` or a sequence ``(N, T, C)`` is a 1×1 convolution
+    (ConvNeXt's and Mixer's MLPs): listed among the conv layers (the candidates of `prune
+    --ratio auto` and `defend`), scanned by default, its units zeroed like channels; a Dense
+    after pooling is not."""
+    from typer.testing import CliRunner
+
+    from kerasaudit.cli.app import app
+    from kerasaudit.inventory import conv_layers
+
+    keras = keras_module
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.Dense(6, activation="relu", name="pw_map")(x)  # (N, 8, 8, 6)
+    x = keras.layers.Reshape((64, 6), name="tokens")(x)
+    x = keras.layers.Dense(5, activation="relu", name="pw_seq")(x)  # (N, 64, 5)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x))
+    convs = conv_layers(model)
+    assert [(a.path, a.channels) for a in convs] == [("conv", 4), ("pw_map", 6), ("pw_seq", 5)]
+    assert [a.path for a in scan_lib.select_layers(model)] == ["conv", "pw_map", "pw_seq"]
+    every = [a.path for a in scan_lib.select_layers(model, include_dense=True)]
+    assert every == ["conv", "pw_map", "pw_seq", "hidden", "probs"]
+
+    rng = np.random.default_rng(0)
+    x_data = rng.random((40, 8, 8, 1), dtype=np.float32)
+    result = scan_lib.scan(model, x_data)
+    assert [s.layer for s in result.stats.layers] == ["conv", "pw_map", "pw_seq"]
+    # The CLI's prune zeroes a pointwise layer's units as a conv's channels.
+    path = tmp_path / "pw.keras"
+    model.save(path)
+    np.savez(tmp_path / "d.npz", x=x_data, y=rng.integers(0, 3, 40).astype(np.uint8))
+    out = tmp_path / "pruned.keras"
+    result_cli = CliRunner().invoke(app, [
+        "prune", str(path), "-d", str(tmp_path / "d.npz"), "--layer", "pw_seq",
+        "--ratio", "0.4", "-c", "mean", "-o", str(out), "--format", "json",
+    ])  # fmt: skip
+    assert result_cli.exit_code == 0, result_cli.output
+    (pruned,) = json.loads(result_cli.stdout)["pruned"]
+    assert pruned["layer"] == "pw_seq" and len(pruned["channels"]) == 2
+    kernel, bias = keras.models.load_model(out).get_layer("pw_seq").get_weights()
+    assert np.all(kernel[:, pruned["channels"]] == 0) and np.all(bias[pruned["channels"]] == 0)

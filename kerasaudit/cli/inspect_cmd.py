@@ -27,7 +27,14 @@ from kerasaudit.cli.context import load, warn_if_unsafe
 def inspect(
     model: ModelArg,
     include_dense: Annotated[
-        bool, typer.Option("--include-dense", help="List Dense layers as auditable too.")
+        bool,
+        typer.Option(
+            "--include-dense",
+            help=(
+                "List every Dense layer as auditable too (one applied at every position is "
+                "listed anyway)."
+            ),
+        ),
     ] = False,
     fmt: FormatOpt = OutputFormat.TABLE,
     output: OutputOpt = None,

@@ -61,7 +61,14 @@ LayerOpt = Annotated[
     ),
 ]
 IncludeDenseOpt = Annotated[
-    bool, typer.Option("--include-dense", help="Scan Dense layers too (units as channels).")
+    bool,
+    typer.Option(
+        "--include-dense",
+        help=(
+            "Scan every Dense layer too (units as channels; one applied at every position is "
+            "scanned anyway)."
+        ),
+    ),
 ]
 ThresholdOpt = Annotated[
     float,

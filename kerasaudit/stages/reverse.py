@@ -1079,12 +1079,12 @@ def _bias_layer_paths(model: Any, names: Sequence[str] | None) -> list[str]:
     """The conv layers whose ℓ∞ excess is evidence: those named, else every one (none in a
     model whose convolutions a custom layer computes itself: the search runs without the
     evidence)."""
-    from kerasaudit.inventory import CONV_CLASSES, conv_layers
+    from kerasaudit.inventory import conv_layers
     from kerasaudit.stages.scan import select_layers
 
     if not names:
         return [a.path for a in conv_layers(model)]
-    return [a.path for a in select_layers(model, names) if a.class_name in CONV_CLASSES]
+    return [a.path for a in select_layers(model, names) if a.convolutional]
 
 
 def _linf_bias(

@@ -444,11 +444,12 @@ def model_input_shape(model: Any) -> tuple[int | None, ...]:
 def select_layers(
     model: Any, names: Sequence[str] | None = None, *, include_dense: bool = False
 ) -> list[AuditableLayer]:
-    """The auditable layers to scan: all convolutions (and Dense with ``include_dense``), or
+    """The auditable layers to scan: all convolutions (pointwise Dense layers among them; every
+    Dense with ``include_dense``), or
     those named by path (``features/conv1``) or by a unique bare name (``conv1``)."""
     every = auditable_layers(model, include_dense=True)
     if not names:
-        chosen = [a for a in every if include_dense or a.class_name != "Dense"]
+        chosen = [a for a in every if include_dense or a.convolutional]
         if not chosen:
             raise BadInputError(
                 "the model has no convolutional layers to scan"

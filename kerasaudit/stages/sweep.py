@@ -25,7 +25,6 @@ from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import evaluate
 from kerasaudit.finetune import FineTuneSettings, fine_tune_with
 from kerasaudit.inventory import (
-    CONV_CLASSES,
     NO_CONV_HINT,
     AuditableLayer,
     auditable_layers,
@@ -195,7 +194,7 @@ def sweep(
     if layers:
         chosen = [named_layer(available, name) for name in layers]  # path or bare name
     else:
-        chosen = [i for i in available.values() if i.class_name in CONV_CLASSES]
+        chosen = [i for i in available.values() if i.convolutional]
     if not chosen:
         raise BadInputError("the model has no convolutional layers to sweep" + NO_CONV_HINT)
     # Fine-tuned points are measured on a held-out part of the data the fine-tune never saw
