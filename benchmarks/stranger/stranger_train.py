@@ -13,7 +13,7 @@ Keras a user would write, not the zoo's.
     python benchmarks/stranger/stranger_train.py OUT --set 2 --only custom,gn   # some forms
     python benchmarks/stranger/stranger_train.py OUT --set 3   # the third set's 6 models
     python benchmarks/stranger/stranger_train.py OUT --set 4   # the fourth set's 4 models
-    python benchmarks/stranger/stranger_train.py OUT --set 5   # the fifth set's 6 models
+    python benchmarks/stranger/stranger_train.py OUT --set 5   # the fifth set's 8 models
     bash benchmarks/stranger/judge.sh OUT              # inspect, audit, defend, known chain
     python benchmarks/stranger/stranger_table.py OUT   # the README's table, from the reports
 
@@ -316,7 +316,24 @@ def _forms5() -> dict[str, tuple[Callable[[], Any], str, int]]:
         h = layers.Bidirectional(layers.LSTM(48))(layers.Reshape((14, 14 * 32))(h))
         return keras.Model(i, layers.Dense(10, activation="softmax")(h))
 
-    return {"se": (se, ".keras", 8), "convnext": (convnext, ".keras", 8), "crnn": (crnn, ".h5", 8)}
+    def mixer() -> Any:  # MLP-Mixer: patch embedding, token- and channel-mixing Dense MLPs
+        i = keras.Input((28, 28, 1))
+        t = layers.Reshape((49, 64))(layers.Conv2D(64, 4, strides=4)(i))
+        for _ in range(2):
+            u = layers.Permute((2, 1))(layers.LayerNormalization(epsilon=1e-6)(t))
+            u = layers.Dense(49)(layers.Dense(96, activation="gelu")(u))
+            t = layers.Add()([t, layers.Permute((2, 1))(u)])
+            c = layers.Dense(192, activation="gelu")(layers.LayerNormalization(epsilon=1e-6)(t))
+            t = layers.Add()([t, layers.Dense(64)(c)])
+        h = layers.GlobalAveragePooling1D()(layers.LayerNormalization(epsilon=1e-6)(t))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    return {
+        "se": (se, ".keras", 8),
+        "convnext": (convnext, ".keras", 8),
+        "crnn": (crnn, ".h5", 8),
+        "mixer": (mixer, ".keras", 8),  # added after the others, held out (JOURNAL, 39th)
+    }
 
 
 def _trainable_plain(model: Any) -> Any:
