@@ -351,8 +351,10 @@ def _channels(layer: Any, class_name: str, shape: tuple[int | None, ...]) -> int
 
 
 def _pointwise(class_name: str, shape: tuple[int | None, ...]) -> bool:
-    """A Dense layer whose output keeps positions: ``(N, H, W, units)``, ``(N, T, units)``."""
-    return class_name in DENSE_CLASSES and len(shape) >= 3
+    """A Dense layer whose output keeps positions: ``(N, H, W, units)``, ``(N, T, units)``
+    (not ``(N, 1, 1, units)``: one position is a plain Dense, e.g. a head after pooling)."""
+    positions = shape[1:-1]
+    return class_name in DENSE_CLASSES and bool(positions) and any(d != 1 for d in positions)
 
 
 def auditable_layers(model: Any, *, include_dense: bool = False) -> list[AuditableLayer]:

@@ -440,7 +440,7 @@ def test_a_dense_layer_applied_at_every_position_counts_as_a_convolution(
     """A Dense on a map ``(N, H, W, C)`` or a sequence ``(N, T, C)`` is a 1×1 convolution
     (ConvNeXt's and Mixer's MLPs): listed among the conv layers (the candidates of `prune
     --ratio auto` and `defend`), scanned by default, its units zeroed like channels; a Dense
-    after pooling is not."""
+    after pooling is not, even when the pooling keeps a length-1 axis."""
     from typer.testing import CliRunner
 
     from kerasaudit.cli.app import app
@@ -453,8 +453,9 @@ def test_a_dense_layer_applied_at_every_position_counts_as_a_convolution(
     x = keras.layers.Dense(6, activation="relu", name="pw_map")(x)  # (N, 8, 8, 6)
     x = keras.layers.Reshape((64, 6), name="tokens")(x)
     x = keras.layers.Dense(5, activation="relu", name="pw_seq")(x)  # (N, 64, 5)
-    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
-    x = keras.layers.Dense(8, activation="relu", name="hidden")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="gap", keepdims=True)(x)  # (N, 1, 5)
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(x)  # one position: plain
+    x = keras.layers.Flatten(name="flat")(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x))
     convs = conv_layers(model)
     assert [(a.path, a.channels) for a in convs] == [("conv", 4), ("pw_map", 6), ("pw_seq", 5)]
