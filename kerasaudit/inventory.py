@@ -375,6 +375,11 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
         custom_parent = _opaque(parent) and parent is not model
         if custom_parent and inner is None:
             inner = _inner_calls(model, [p for _, _, p in walked if _opaque(p)])
+        shape = _output_shape(layer)
+        if not shape and inner is not None:
+            shape = inner.shapes.get(id(layer), ())
+        if cls in DENSE_CLASSES and not include_dense and not _pointwise(cls, shape):
+            continue  # before the consumer maps: a plain Dense needs none of them
         if id(parent) not in consumer_maps:
             consumer_maps[id(parent)] = (
                 inner.consumers.get(id(parent), {})
@@ -392,11 +397,6 @@ def auditable_layers(model: Any, *, include_dense: bool = False) -> list[Auditab
         if len(following) == 1 and type(following[0]).__name__ in ACTIVATION_CLASSES:
             post = following[0]
             last = post
-        shape = _output_shape(layer)
-        if not shape and inner is not None:
-            shape = inner.shapes.get(id(layer), ())
-        if cls in DENSE_CLASSES and not include_dense and not _pointwise(cls, shape):
-            continue
         result.append(
             AuditableLayer(
                 path=path,

@@ -234,10 +234,19 @@ def _block_diagonal_kernels(layer: Any) -> dict[int, tuple[Any, int]]:
     inside = [inner for _, inner, _ in walk_layers(layer)] if hasattr(layer, "layers") else []
     out = {}
     for inner in [layer, *inside]:
-        constraint = getattr(inner, "kernel_constraint", None)
-        if isinstance(constraint, _BLOCK_DIAGONAL):
-            out[id(inner.kernel)] = (inner.kernel, int(constraint.groups))
+        groups = _view_groups(inner)
+        if groups is not None:
+            out[id(inner.kernel)] = (inner.kernel, groups)
     return out
+
+
+def _view_groups(layer: Any) -> int | None:
+    """The groups a view's plain copy of a grouped convolution holds (its block-diagonal
+    constraint's), or None for any other layer."""
+    constraint = getattr(layer, "kernel_constraint", None)
+    if _BLOCK_DIAGONAL is not None and isinstance(constraint, _BLOCK_DIAGONAL):
+        return int(constraint.groups)
+    return None
 
 
 def parameter_count(layer: Any, trainable_only: bool = False) -> int:
@@ -255,10 +264,8 @@ def parameter_count(layer: Any, trainable_only: bool = False) -> int:
 
 def file_groups(layer: Any) -> int:
     """A convolution's ``groups`` as the file has it (a view's plain copy: its constraint's)."""
-    constraint = getattr(layer, "kernel_constraint", None)
-    if _BLOCK_DIAGONAL is not None and isinstance(constraint, _BLOCK_DIAGONAL):
-        return int(constraint.groups)
-    return int(getattr(layer, "groups", 1) or 1)
+    groups = _view_groups(layer)
+    return groups if groups is not None else int(getattr(layer, "groups", 1) or 1)
 
 
 def file_name(model: Any) -> str:
