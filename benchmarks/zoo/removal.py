@@ -91,6 +91,11 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   danc     dfe40 with every fine-tune anchoring the clean images' penultimate features to
            the original model's (FineTuneSettings.anchor = 10; thirty-fourth session);
            dancs1  fine-tuning seed 1;  danc80  danc with the final fine-tune at 80 epochs
+  dfsh     dfe40 with each compact recovered trigger also stamped, on half of its stamped
+           images, at a random position (an adversary without attack steps: `shift`'s moves
+           on today's default; fortieth session: Neural Cleanse often recovers a fragment of a
+           patch away from where the patch is, e.g. 2 of badnets_r5_mid_nested's 25 pixels);
+           dfshs1  fine-tuning seed 1
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -192,6 +197,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "danc": {"anchor": 10.0},
     "dancs1": {"anchor": 10.0, "seed": 1},
     "danc80": {"anchor": 10.0},
+    "dfsh": {"adversarial": True},  # dfe40, compact triggers also moved (ADVERSARY below)
+    "dfshs1": {"adversarial": True, "seed": 1},
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -231,6 +238,8 @@ DEFAULT_BASED = (
         "danc",
         "dancs1",
         "danc80",
+        "dfsh",
+        "dfshs1",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -243,6 +252,7 @@ GENERALISE = {
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
         *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1", "danc", "dancs1", "danc80"),
+        *("dfsh", "dfshs1"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
@@ -258,10 +268,14 @@ FINAL_EPOCHS: dict[str, int] = {
     "danc": 40,
     "dancs1": 40,
     "danc80": 80,
+    "dfsh": 40,
+    "dfshs1": 40,
 }
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
     "shift": {"step": 0.0},
+    "dfsh": {"step": 0.0},
+    "dfshs1": {"step": 0.0},
     "gen": {"form": "generator"},
     "gens1": {"form": "generator"},
     "gena": {"form": "generator", "hidden": 0},
