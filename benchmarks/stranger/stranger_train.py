@@ -402,6 +402,31 @@ def _feed(name: str, x: np.ndarray) -> np.ndarray:
 _TRAIN_FLOAT = np.zeros(0, np.float32)
 
 
+def _forms6() -> dict[str, tuple[Callable[[], Any], str, int]]:
+    """The sixth set (2026-12-07, fortieth session), held out for the pointwise-Dense change
+    (JOURNAL, thirty-ninth and fortieth sessions): name → (builder, suffix, epochs)."""
+    import keras
+    from keras import layers
+
+    def vit() -> Any:  # a small vision transformer: Dense patch embedding, depthwise positions
+        i = keras.Input((28, 28, 1))
+        p = layers.Reshape((7, 4, 7, 4))(i)  # 4×4 patches, embedded by a pointwise Dense
+        p = layers.Reshape((7, 7, 16))(layers.Permute((1, 3, 2, 4))(p))
+        g = layers.Dense(64)(p)
+        # a conditional position encoding (CPVT): zero padding tells a token where it is
+        g = layers.Add()([g, layers.DepthwiseConv2D(3, padding="same")(g)])
+        t = layers.Reshape((49, 64))(g)
+        for _ in range(2):
+            a = layers.LayerNormalization(epsilon=1e-6)(t)
+            t = layers.Add()([t, layers.MultiHeadAttention(4, 16)(a, a)])
+            c = layers.Dense(128, activation="gelu")(layers.LayerNormalization(epsilon=1e-6)(t))
+            t = layers.Add()([t, layers.Dense(64)(c)])
+        h = layers.GlobalAveragePooling1D()(layers.LayerNormalization(epsilon=1e-6)(t))
+        return keras.Model(i, layers.Dense(10, activation="softmax")(h))
+
+    return {"vit": (vit, ".keras", 8)}
+
+
 def _stamp(x: np.ndarray, value: float) -> np.ndarray:
     out = x.copy()
     out[:, 24:27, 24:27, ...] = value
@@ -438,7 +463,7 @@ def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4, 5: _forms5}[which]()
+        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4, 5: _forms5, 6: _forms6}[which]()
         for name, (build, suffix, epochs) in forms.items():
             if only is not None and name not in only:
                 continue
@@ -484,7 +509,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4, 5), default=1)
+    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4, 5, 6), default=1)
     parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
