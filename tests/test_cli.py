@@ -77,8 +77,34 @@ def test_inspect_table_names_every_auditable_layer(model_files: dict[str, Path])
     )
     assert result.exit_code == 0, result.output
     assert "features/f_conv1" in result.stdout and "conv2" in result.stdout
-    assert "features/f_bn1" in result.stdout
+    assert "f_bn1" in result.stdout  # its BatchNorm, named inside `features`
     assert "\x1b[" not in result.stdout  # NO_COLOR honoured
+
+
+def test_inspect_table_fits_80_columns(model_files: dict[str, Path]) -> None:
+    """At 80 columns each auditable layer of a BatchNorm net is one row of at most 80
+    characters: names whole, the output shape per image, "scanned at" naming the layer
+    whose output is measured where that is another one (beside a nested layer, by its name in
+    that nested model)."""
+    result = runner.invoke(
+        app, ["inspect", str(model_files["keras"])], env={"COLUMNS": "80", "NO_COLOR": "1"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = next(i for i, line in enumerate(lines) if line.startswith("Auditable layers"))
+    rows = [line for line in lines[start:] if line.startswith("│")]
+    cells = [[c.strip() for c in row.split("│")[1:-1]] for row in rows]
+    assert [c[0] for c in cells] == ["f_conv1", "conv2"]  # one line each, unfolded
+    header = " ".join(line for line in lines[start:] if line.startswith("┃"))
+    assert "scanned" in header  # f_conv1 is measured after its BatchNorm's activation
+    assert [c[-2] for c in cells] == ["8×8×6", "6×6×4"]
+    assert [c[-3] for c in cells] == ["f_relu1", "itself"]
+    nested = runner.invoke(
+        app, ["inspect", str(model_files["keras_nested"])], env={"COLUMNS": "200"}
+    )
+    row = next(line for line in nested.stdout.splitlines() if "features/f_conv1" in line)
+    assert [c.strip() for c in row.split("│")[6:9]] == ["f_bn1", "f_relu1", "8×8×6"]
 
 
 def test_unsafe_model_exits_3_with_one_line(tmp_path: Path, keras_module: object) -> None:

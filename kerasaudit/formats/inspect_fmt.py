@@ -20,6 +20,20 @@ def _shape(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
+def _per_image(shape: tuple[int | None, ...]) -> str:
+    """An output shape without its batch axis: ``28×28×32`` (``?`` where the size varies)."""
+    return "×".join("?" if d is None else str(d) for d in shape[1:]) or "-"
+
+
+def _beside(path: str | None, layer: str) -> str | None:
+    """``path`` without the nested model(s) it shares with ``layer`` (``features/f_bn1`` beside
+    ``features/f_conv1`` is ``f_bn1``)."""
+    if path is None:
+        return None
+    parent = layer.rpartition("/")[0]
+    return path[len(parent) + 1 :] if parent and path.startswith(parent + "/") else path
+
+
 def render(inventory: ModelInventory, console: Console) -> None:
     summary = Table(title=f"Model {inventory.name}", show_header=False, title_justify="left")
     summary.add_column("key", style="bold")
@@ -48,31 +62,31 @@ def render(inventory: ModelInventory, console: Console) -> None:
             markup=False,
         )
 
-    table = Table(title="Auditable layers", title_justify="left")
-    for column in (
-        "layer",
-        "class",
-        "channels",
-        "kernel",
-        "activation",
-        "batch norm",
-        "measured after",
-        "output",
-        "params",
-    ):
-        table.add_column(column, justify="right" if column in ("channels", "params") else "left")
+    # Short headers (channels, activation, batch norm) and a per-image output shape, so that a
+    # row fits 80 columns (the JSON has the full shapes); "scanned at" (the layer whose output
+    # scan measures, JSON measured_after) only when some layer is measured after another.
+    measured_elsewhere = any(a.measured_after != a.path for a in inventory.auditable)
+    rows = []
     for layer in inventory.auditable:
-        table.add_row(
+        cells = [
             layer.path,
             layer.class_name + (f" ({layer.groups} groups)" if layer.groups > 1 else ""),
             str(layer.channels),
             "×".join(str(k) for k in layer.kernel_size) or "-",
             layer.activation,
-            layer.batch_norm or "-",
-            layer.measured_after,
-            _shape(layer.output_shape),
-            f"{layer.params:,}",
-        )
+            _beside(layer.batch_norm, layer.path) or "-",
+        ]
+        if measured_elsewhere:
+            after = layer.measured_after
+            cells.append("itself" if after == layer.path else _beside(after, layer.path))
+        rows.append([*cells, _per_image(layer.output_shape), f"{layer.params:,}"])
+    table = Table(title="Auditable layers", title_justify="left")
+    columns = ["layer", "class", "ch.", "kernel", "act.", "BN"]
+    columns += ["scanned at"] * measured_elsewhere + ["output", "params"]
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("ch.", "params") else "left")
+    for row in rows:
+        table.add_row(*row)
     if not inventory.auditable:
         console.print("No auditable (convolutional) layers found.", markup=False)
     else:
