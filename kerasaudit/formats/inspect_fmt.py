@@ -25,11 +25,9 @@ def _per_image(shape: tuple[int | None, ...]) -> str:
     return "×".join("?" if d is None else str(d) for d in shape[1:]) or "-"
 
 
-def _beside(path: str | None, layer: str) -> str | None:
+def _beside(path: str, layer: str) -> str:
     """``path`` without the nested model(s) it shares with ``layer`` (``features/f_bn1`` beside
     ``features/f_conv1`` is ``f_bn1``)."""
-    if path is None:
-        return None
     parent = layer.rpartition("/")[0]
     return path[len(parent) + 1 :] if parent and path.startswith(parent + "/") else path
 
@@ -66,7 +64,7 @@ def render(inventory: ModelInventory, console: Console) -> None:
     # row fits 80 columns (the JSON has the full shapes); "scanned at" (the layer whose output
     # scan measures, JSON measured_after) only when some layer is measured after another.
     measured_elsewhere = any(a.measured_after != a.path for a in inventory.auditable)
-    rows = []
+    rows: list[list[str]] = []
     for layer in inventory.auditable:
         cells = [
             layer.path,
@@ -74,7 +72,7 @@ def render(inventory: ModelInventory, console: Console) -> None:
             str(layer.channels),
             "×".join(str(k) for k in layer.kernel_size) or "-",
             layer.activation,
-            _beside(layer.batch_norm, layer.path) or "-",
+            _beside(layer.batch_norm, layer.path) if layer.batch_norm else "-",
         ]
         if measured_elsewhere:
             after = layer.measured_after
