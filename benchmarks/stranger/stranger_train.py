@@ -427,6 +427,10 @@ def _forms6() -> dict[str, tuple[Callable[[], Any], str, int]]:
     return {"vit": (vit, ".keras", 8)}
 
 
+# --set N: the forms of each set
+SETS = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4, 5: _forms5, 6: _forms6}
+
+
 def _stamp(x: np.ndarray, value: float) -> np.ndarray:
     out = x.copy()
     out[:, 24:27, 24:27, ...] = value
@@ -463,7 +467,7 @@ def main(out: Path, which: int = 1, only: set[str] | None = None) -> int:
     _TRAIN_FLOAT = fmnist.to_float(x)
     for clean in (False, True):
         images, labels = (x, y) if clean else (xp, yp)
-        forms = {1: _forms, 2: _forms2, 3: _forms3, 4: _forms4, 5: _forms5, 6: _forms6}[which]()
+        forms = SETS[which]()
         for name, (build, suffix, epochs) in forms.items():
             if only is not None and name not in only:
                 continue
@@ -509,7 +513,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--set", type=int, choices=(1, 2, 3, 4, 5, 6), default=1)
+    parser.add_argument("--set", type=int, choices=sorted(SETS), default=1)
     parser.add_argument("--only", help="comma-separated forms (default: every form of the set)")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None

@@ -64,7 +64,12 @@ def render(inventory: ModelInventory, console: Console) -> None:
     # row fits 80 columns (the JSON has the full shapes); "scanned at" (the layer whose output
     # scan measures, JSON measured_after) only when some layer is measured after another.
     measured_elsewhere = any(a.measured_after != a.path for a in inventory.auditable)
-    rows: list[list[str]] = []
+    table = Table(title="Auditable layers", title_justify="left")
+    columns = ["layer", "class", "ch.", "kernel", "act.", "BN"]
+    if measured_elsewhere:
+        columns.append("scanned at")
+    for column in [*columns, "output", "params"]:
+        table.add_column(column, justify="right" if column in ("ch.", "params") else "left")
     for layer in inventory.auditable:
         cells = [
             layer.path,
@@ -77,14 +82,7 @@ def render(inventory: ModelInventory, console: Console) -> None:
         if measured_elsewhere:
             after = layer.measured_after
             cells.append("itself" if after == layer.path else _beside(after, layer.path))
-        rows.append([*cells, _per_image(layer.output_shape), f"{layer.params:,}"])
-    table = Table(title="Auditable layers", title_justify="left")
-    columns = ["layer", "class", "ch.", "kernel", "act.", "BN"]
-    columns += ["scanned at"] * measured_elsewhere + ["output", "params"]
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("ch.", "params") else "left")
-    for row in rows:
-        table.add_row(*row)
+        table.add_row(*cells, _per_image(layer.output_shape), f"{layer.params:,}")
     if not inventory.auditable:
         console.print("No auditable (convolutional) layers found.", markup=False)
     else:
