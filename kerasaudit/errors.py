@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread (``cli.app.main`` installs the handler) so that
+    """SIGTERM, raised in the main thread (``cli.signals`` installs the handler) so that
     ``finally`` blocks run as for Ctrl-C: the private copy of the model is removed, a half-written
     output is not left. A ``KeyboardInterrupt`` so that code handling interrupts handles this too;
     the CLI exits 143 (128 + SIGTERM) rather than 130."""

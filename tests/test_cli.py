@@ -244,3 +244,35 @@ def test_a_signal_while_loading_exits_and_removes_the_private_copy(
     assert proc.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == word
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again(signame: str) -> None:
+    """A signal landing in a ``__del__`` or weakref callback (importlib's module-lock callback
+    while TensorFlow imports) had its exception printed as "ignored" and the command ran on to
+    exit 0 (a CI failure, 2026-12-07). The interrupt must reach the code after the finaliser."""
+    import signal
+    import time
+
+    code = (
+        "import os, signal, time\n"
+        "from kerasaudit.cli import signals\n"
+        "signals.install()\n"
+        "class Finaliser:\n"
+        f"    def __del__(self): os.kill(os.getpid(), signal.{signame}); sum(range(10**6))\n"
+        "Finaliser()\n"  # dropped at once: the handler runs inside __del__
+        "print('after the finaliser', flush=True)\n"
+        "try:\n"
+        "    time.sleep(30)\n"
+        "except KeyboardInterrupt as exc:\n"
+        "    signals.handled()\n"
+        "    print('raised again: ' + type(exc).__name__)\n"
+    )
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, preexec_fn=default_sigint)  # fmt: skip
+    assert "Exception ignored" in result.stderr  # the first raise was swallowed, as in CI
+    want = "Terminated" if signame == "SIGTERM" else "KeyboardInterrupt"
+    assert result.stdout.splitlines() == ["after the finaliser", f"raised again: {want}"]
+    assert time.monotonic() - started < 20, "waited for the sleep to end"

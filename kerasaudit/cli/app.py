@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Annotated, Any
 
@@ -28,10 +27,10 @@ from kerasaudit.cli import (
     report_cmd,
     reverse_cmd,
     scan_cmd,
+    signals,
     sweep_cmd,
 )
 from kerasaudit.cli.common import interrupted
-from kerasaudit.errors import Terminated
 
 _METAVARS = {"path": "PATH", "float": "NUMBER", "int": "N", "str": "TEXT"}
 
@@ -146,12 +145,8 @@ app.command("baseline")(baseline_cmd.baseline)
 app.command("batch")(batch_cmd.batch)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
-
-
 def main() -> None:
     # SIGTERM (a CI job cancelled, `timeout`, a batch coordinator) would otherwise end the process
     # without running a single `finally`, leaving the private copy of an untrusted model in TMPDIR.
-    signal.signal(signal.SIGTERM, _terminate)
+    signals.install()
     app()

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from kerasaudit._io import check_output_path, write_text_atomic
+from kerasaudit.cli import signals
 from kerasaudit.errors import ExitCode, KerasauditError, Terminated
 
 
@@ -128,6 +129,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 def interrupted(exc: BaseException) -> int:
     """Say why the command stopped and return its exit code: 143 after SIGTERM, 130 after
     Ctrl-C (the shell's 128 + signal number)."""
+    signals.handled()
     cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
     terminated = isinstance(cause, Terminated)
     error_console().print("terminated" if terminated else "interrupted", markup=False)
