@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import _tf
-from kerasaudit.evaluation import log_probabilities, outputs_probabilities
+from kerasaudit.evaluation import log_probabilities, logits_function, outputs_probabilities
 from kerasaudit.triggers import half_peak_region as region
 
 MAX_REGION_SHARE = 0.25  # larger recovered regions are not completed (see module doc)
@@ -55,6 +55,11 @@ class CompletionConfig:
     grow: int = 1  # pixels the recovered region may grow by, in 4-neighbour steps
     learning_rate: float = 0.1
     seed: int = 0
+    # "ce": the target's log-probability (saturates once the recovered fragment already sends
+    # nearly every image to the target, so nothing grows); "margin": the target's logit margin
+    # over the next label, which keeps rewarding what strengthens the trigger (an experiment:
+    # benchmarks/zoo/completion_probe.py). A model without reachable logits uses "ce".
+    objective: str = "ce"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class CompletionConfig:
             "grow": self.grow,
             "learning_rate": self.learning_rate,
             "seed": self.seed,
+            "objective": self.objective,
         }
 
 
@@ -184,6 +190,7 @@ def complete_trigger(
     pattern_raw = tf.Variable(raw(start))
     optimizer = keras.optimizers.Adam(cfg.learning_rate)
     probabilities = outputs_probabilities(model)
+    logits = logits_function(model) if cfg.objective == "margin" else None
 
     def trigger() -> tuple[Any, Any]:
         m = (tf.tanh(mask_raw) / (2 - _EPSILON) + 0.5) * bound
@@ -202,9 +209,16 @@ def complete_trigger(
             xb = tf.gather(clean, ids[r])
             with tf.GradientTape() as tape:
                 m, p = trigger()
-                logp = log_probabilities(model, (1 - m) * xb + m * p, outputs, probabilities)
+                stamped = (1 - m) * xb + m * p
                 wanted = tf.gather(aim, ids[r])[:, None]
-                loss = -tf.reduce_mean(tf.gather(logp, wanted, batch_dims=1))
+                if logits is not None:
+                    z = logits(stamped)
+                    own = tf.gather(z, wanted, batch_dims=1)[:, 0]
+                    others = z - 1e9 * tf.one_hot(wanted[:, 0], tf.shape(z)[1])
+                    loss = -tf.reduce_mean(own - tf.reduce_max(others, axis=1))
+                else:
+                    logp = log_probabilities(model, stamped, outputs, probabilities)
+                    loss = -tf.reduce_mean(tf.gather(logp, wanted, batch_dims=1))
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 

@@ -96,6 +96,12 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
            on today's default; fortieth session: Neural Cleanse often recovers a fragment of a
            patch away from where the patch is, e.g. 2 of badnets_r5_mid_nested's 25 pixels);
            dfshs1  fine-tuning seed 1
+  dfmg     dfe40 with each targeted Neural Cleanse trigger completed again from its region for
+           the target's logit margin (not its log-probability, which a fragment already
+           sending most images to the target saturates) inside the region dilated by 2 px, and
+           the second look completing so too (CompletionConfig.objective; forty-first
+           session: completion_probe.py);  dfmgs1  fine-tuning seed 1;  dfc2  the same with
+           the log-probability objective at 2 px (which factor does it)
   orul     not a defence, a diagnosis: base with the *real* trigger unlearnt beside the
            recovered ones (the recovered trigger still ranks channels and picks the layer)
 
@@ -199,6 +205,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "danc80": {"anchor": 10.0},
     "dfsh": {"adversarial": True},  # dfe40, compact triggers also moved (ADVERSARY below)
     "dfshs1": {"adversarial": True, "seed": 1},
+    "dfmg": {},  # dfe40, Neural Cleanse triggers completed again (RECOMPLETE below)
+    "dfmgs1": {"seed": 1},
+    "dfc2": {},
 }
 RANK_UNION = {"un"}
 SPREAD = {"sp05": 0.05, "sp10": 0.1, "sp10r": 0.1}
@@ -240,6 +249,9 @@ DEFAULT_BASED = (
         "danc80",
         "dfsh",
         "dfshs1",
+        "dfmg",
+        "dfmgs1",
+        "dfc2",
     ),
 )
 BY_SUCCESS = {"succ"}  # found triggers reordered by their success on the defender's data
@@ -252,7 +264,7 @@ GENERALISE = {
     for v in (
         *("gend", "gends1", "gdb1", "gdb1s1", "dflt", "dflts1", "dtts", "dtta", "dttas1"),
         *("dfe40", "dfe20", "dfe80", "dfe40s1", "dswa", "dswas1", "danc", "dancs1", "danc80"),
-        *("dfsh", "dfshs1"),
+        *("dfsh", "dfshs1", "dfmg", "dfmgs1", "dfc2"),
     )
 } | {"dbrk": "broken", "dbrks1": "broken"}
 GENERATOR: dict[str, dict[str, Any]] = {"gdb1": {"budget": 1.0}, "gdb1s1": {"budget": 1.0}}
@@ -270,6 +282,15 @@ FINAL_EPOCHS: dict[str, int] = {
     "danc80": 80,
     "dfsh": 40,
     "dfshs1": 40,
+    "dfmg": 40,
+    "dfmgs1": 40,
+    "dfc2": 40,
+}
+# completion's (objective, grow) for the cached Neural Cleanse triggers and the second look
+RECOMPLETE: dict[str, tuple[str, int]] = {
+    "dfmg": ("margin", 2),
+    "dfmgs1": ("margin", 2),
+    "dfc2": ("ce", 2),
 }
 RATIO: dict[str, float] = {"ul3": 0.0, "ul1": 0.0, "ulA": 0.0, "ul3e20": 0.0}
 ADVERSARY: dict[str, dict[str, Any]] = {
@@ -354,6 +375,30 @@ def trigger_pairs(found: list[Any], value_range: Any) -> list[tuple[int | None, 
     return [(f.label, recovered_trigger(f, (28, 28, 1), tuple(value_range))) for f in found]
 
 
+def recomplete(
+    model: Any, data: Any, found: list[Any], value_range: Any, objective: str, grow: int
+) -> list[Any]:
+    """Each targeted Neural Cleanse trigger of ``found`` completed again from its region (≥
+    half its peak) with completion's ``objective`` and ``grow`` (the others as they are)."""
+    from kerasaudit.completion import CompletionConfig, complete_trigger
+    from kerasaudit.stages.reverse import ReverseConfig
+    from kerasaudit.triggers import half_peak_region
+
+    x, _ = data.take_array(ReverseConfig().images)
+    outputs = int(model.outputs[0].shape[-1])
+    out = []
+    for item in found:
+        if item.kind.startswith("neural-cleanse") and item.label is not None and item.label >= 0:
+            core = half_peak_region(item.mask).astype(np.float32)
+            done = complete_trigger(
+                model, x, item.label, core, item.pattern, tuple(value_range), outputs=outputs,
+                config=CompletionConfig(objective=objective, grow=grow),
+            )  # fmt: skip
+            item = replace(item, mask=done.mask, pattern=done.pattern)
+        out.append(item)
+    return out
+
+
 def reference_l1(root: Path, name: str, flagged: list[int], sha: str | None = None) -> float:
     """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
     reverse report cached beside the triggers, or else from the model's compact evidence when
@@ -433,6 +478,11 @@ def run(
         order = sorted(range(len(found)), key=lambda i: -success[i])
         found = [found[i] for i in order]
         row["success_on_data"] = [round(success[i], 4) for i in order]
+    config = ReverseConfig()
+    if variant in RECOMPLETE:
+        objective, grow = RECOMPLETE[variant]
+        config = replace(config, completion_objective=objective, grow=grow)
+        found = recomplete(model, data, found, value_range, objective, grow)
     if variant == "orul":  # a diagnosis: the real trigger is unlearnt too
         fixed, result = oracle_unlearning(root, name, model, data, found, settings, value_range)
         every, looks = list(found), list[Any]()
@@ -449,7 +499,7 @@ def run(
                 else 0.0
             ),
             value_range=value_range,
-            config=ReverseConfig(),
+            config=config,
             latest_first=variant == "rrl",
         )
     assert fixed is not None and result is not None

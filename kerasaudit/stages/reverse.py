@@ -126,6 +126,7 @@ class ReverseConfig:
     restarts: int = 3  # NC runs per flagged label, this one included
     completion_steps: int = 300
     grow: int = 1
+    completion_objective: str = "ce"  # CompletionConfig.objective (an experiment: "margin")
     # The other engines (kerasaudit.inversion, kerasaudit.margin); see the module doc.
     untargeted: bool = True  # one untargeted NC row (all-to-all backdoors); needs labels
     # ... which also pays this × KL(the batch's mean prediction ‖ uniform): a mask sending every
@@ -1006,6 +1007,7 @@ def _complete(
         batch_size=config.batch_size,
         grow=config.grow,
         seed=config.seed,
+        objective=config.completion_objective,
     )
     done = complete_trigger(
         model, x, result.label, core, pattern, value_range, outputs=outputs, config=settings
@@ -1035,6 +1037,7 @@ def _complete_untargeted(
         batch_size=config.batch_size,
         grow=config.grow,
         seed=config.seed,
+        objective=config.completion_objective,
     )
     destinations = np.array(found.moves_to, np.int64)
     mine = destinations[y] >= 0  # classes without images have no destination (-1)
