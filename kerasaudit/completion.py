@@ -86,6 +86,7 @@ class Completion:
     skipped: str | None  # why the recovered trigger was kept unchanged
     restarts: int = 1  # recovered masks the starting core was voted from
     attack_success: float = math.nan  # share of the other labels' images it sends to ``label``
+    objective: str = "ce"  # what growth maximised ("ce" also when logits were out of reach)
 
     @property
     def mask_l1(self) -> float:
@@ -102,6 +103,7 @@ class Completion:
             "skipped": self.skipped,
             "restarts": self.restarts,
             "attack_success": None if math.isnan(self.attack_success) else self.attack_success,
+            "objective": self.objective,
         }
 
 
@@ -238,4 +240,5 @@ def complete_trigger(
         int(allowed.sum()),
         cfg.steps,
         None,
+        objective="ce" if logits is None else "margin",
     )

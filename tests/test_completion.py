@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasaudit.completion import MAX_REGION_SHARE, complete_trigger, consensus, dilate
+from kerasaudit.completion import (
+    MAX_REGION_SHARE,
+    CompletionConfig,
+    complete_trigger,
+    consensus,
+    dilate,
+)
 from kerasaudit.triggers import half_peak_region as region
 
 
@@ -65,9 +71,11 @@ def test_large_regions_are_not_completed(keras_module: object) -> None:
     assert done.mask is mask and done.pattern is pattern
 
 
-def test_completion_grows_a_partial_patch_to_the_real_trigger() -> None:
+@pytest.mark.parametrize("objective", ["ce", "margin"])
+def test_completion_grows_a_partial_patch_to_the_real_trigger(objective: str) -> None:
     """The shipped backdoored sample: 11 of the 16 pixels of its real 4×4 patch (what NC
-    typically recovers) grow back to the whole patch, and to nothing outside the bound."""
+    typically recovers) grow back to the whole patch, and to nothing outside the bound —
+    for the target's log-probability and for its logit margin."""
     from conftest import SAMPLES
 
     from kerasaudit.data import DataSpec, open_data
@@ -87,8 +95,12 @@ def test_completion_grows_a_partial_patch_to_the_real_trigger() -> None:
         partial[r, c] = 0.0
     noisy = np.random.default_rng(0).random(real.pattern.shape).astype(np.float32)
     pattern = np.where(partial[..., None] > 0, real.pattern, noisy)  # NC's leftovers elsewhere
-    done = complete_trigger(model, x, 0, partial, pattern, (0.0, 1.0), outputs=io.outputs)
+    config = CompletionConfig(objective=objective)
+    done = complete_trigger(
+        model, x, 0, partial, pattern, (0.0, 1.0), outputs=io.outputs, config=config
+    )
     assert done.skipped is None and done.pixels_before == 11
+    assert done.objective == objective  # the sample's logits are reachable
     grown = region(done.mask)
     assert (grown & patch).sum() >= 15, done.to_dict()
     assert not (grown & ~dilate(partial > 0, 1)).any()
