@@ -44,6 +44,7 @@ from kerasaudit.evaluation import log_probabilities, logits_function, outputs_pr
 from kerasaudit.triggers import half_peak_region as region
 
 MAX_REGION_SHARE = 0.25  # larger recovered regions are not completed (see module doc)
+OBJECTIVES = ("ce", "margin")  # CompletionConfig.objective
 _EPSILON = 1e-7  # tanh parameterisation, as Neural Cleanse
 _INIT_MARGIN = 1e-3  # starting values are clipped into [margin, 1 − margin]
 
@@ -57,8 +58,10 @@ class CompletionConfig:
     seed: int = 0
     # "ce": the target's log-probability (saturates once the recovered fragment already sends
     # nearly every image to the target, so nothing grows); "margin": the target's logit margin
-    # over the next label, which keeps rewarding what strengthens the trigger (an experiment:
-    # benchmarks/zoo/completion_probe.py). A model without reachable logits uses "ce".
+    # over the next label, which keeps rewarding what strengthens the trigger. A model without
+    # reachable logits uses "ce". With grow 2, `defend`'s removal on the zoo's patch models:
+    # dev 4 → 5 of 6 within the goal, test 2 → 1 of 6 — not adopted (JOURNAL.md, forty-first
+    # session; benchmarks/zoo/completion_probe.py counts the real patch's pixels covered).
     objective: str = "ce"
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +157,8 @@ def complete_trigger(
     go to) with the images' classes ``y``; each image is then sent to its class's destination
     (``label``, e.g. −1, only names the result)."""
     cfg = config or CompletionConfig()
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"completion objective must be one of {', '.join(OBJECTIVES)}")
     if destinations is None:
         aims = np.full(len(x), label, np.int32)
     else:

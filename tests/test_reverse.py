@@ -323,9 +323,11 @@ def test_config_is_checked() -> None:
         ReverseConfig(label_batch=0),
         ReverseConfig(value_range=(1.0, 0.0)),
         ReverseConfig(attack_threshold=0.0),
+        ReverseConfig(completion_objective="logit"),
     ):
         with pytest.raises(BadInputError):
             bad.check()
+    ReverseConfig(completion_objective="margin", grow=2).check()
 
 
 # --- the optimisation and the verdict --------------------------------------------------------

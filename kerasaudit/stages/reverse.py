@@ -63,7 +63,13 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import baselines
-from kerasaudit.completion import Completion, CompletionConfig, complete_trigger, consensus
+from kerasaudit.completion import (
+    OBJECTIVES,
+    Completion,
+    CompletionConfig,
+    complete_trigger,
+    consensus,
+)
 from kerasaudit.data import DataInfo, Dataset
 from kerasaudit.errors import BadInputError
 from kerasaudit.evaluation import (
@@ -126,7 +132,7 @@ class ReverseConfig:
     restarts: int = 3  # NC runs per flagged label, this one included
     completion_steps: int = 300
     grow: int = 1
-    completion_objective: str = "ce"  # CompletionConfig.objective (an experiment: "margin")
+    completion_objective: str = "ce"  # CompletionConfig.objective ("margin": not adopted)
     # The other engines (kerasaudit.inversion, kerasaudit.margin); see the module doc.
     untargeted: bool = True  # one untargeted NC row (all-to-all backdoors); needs labels
     # ... which also pays this × KL(the batch's mean prediction ‖ uniform): a mask sending every
@@ -178,6 +184,8 @@ class ReverseConfig:
             raise BadInputError(f"--restarts must be at least 1, got {self.restarts}")
         if self.completion_steps < 1 or self.grow < 0:
             raise BadInputError("completion needs steps ≥ 1 and grow ≥ 0")
+        if self.completion_objective not in OBJECTIVES:
+            raise BadInputError(f"completion objective must be one of {', '.join(OBJECTIVES)}")
         if self.additive_steps < 1 or self.margin_steps < 1 or self.margin_starts < 1:
             raise BadInputError("additive and margin searches need at least one step and start")
         if self.warp_steps < 1 or self.warp_grid < 2:
