@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import removal  # noqa: E402
 import zoo  # noqa: E402
+from attacks import Trigger  # noqa: E402
 
 SETTINGS = {  # name: (objective, grow)
     "ce1": ("ce", 1),  # the default, again from the core: a control
@@ -41,13 +42,13 @@ SETTINGS = {  # name: (objective, grow)
 }
 
 
-def real_cover(trigger: object, region: np.ndarray) -> tuple[int, int]:
-    """(real patch pixels the region covers, patch pixels); a patch anywhere: the best
-    placement of it."""
-    size = trigger.size  # type: ignore[attr-defined]
-    cells = trigger.cells() > 0  # type: ignore[attr-defined]
-    if trigger.kind == "patch":  # type: ignore[attr-defined]
-        r, c = trigger.row, trigger.col  # type: ignore[attr-defined]
+def real_cover(trigger: Trigger, region: np.ndarray) -> tuple[int, int]:
+    """(lit pixels of the real patch the region covers, lit pixels of the patch); a patch
+    anywhere: its best placement."""
+    size = trigger.size
+    cells = trigger.cells() > 0
+    if trigger.kind == "patch":
+        r, c = trigger.row, trigger.col
         window = region[r : r + size, c : c + size]
         return int((window & cells).sum()), int(cells.sum())
     best = 0
