@@ -691,6 +691,8 @@ SEED_PAIRS = {
         "dfe40": "dfe40s1",
         "dswa": "dswas1",
         "danc": "dancs1",
+        "dfsh": "dfshs1",
+        "dfmg": "dfmgs1",
     },
 }
 
