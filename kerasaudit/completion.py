@@ -40,7 +40,12 @@ from typing import Any
 import numpy as np
 
 from kerasaudit import _tf
-from kerasaudit.evaluation import log_probabilities, logits_function, outputs_probabilities
+from kerasaudit.evaluation import (
+    log_probabilities,
+    logit_margin,
+    logits_function,
+    outputs_probabilities,
+)
 from kerasaudit.triggers import half_peak_region as region
 
 MAX_REGION_SHARE = 0.25  # larger recovered regions are not completed (see module doc)
@@ -219,10 +224,7 @@ def complete_trigger(
                 stamped = (1 - m) * xb + m * p
                 wanted = tf.gather(aim, ids[r])[:, None]
                 if logits is not None:
-                    z = logits(stamped)
-                    own = tf.gather(z, wanted, batch_dims=1)[:, 0]
-                    others = z - 1e9 * tf.one_hot(wanted[:, 0], tf.shape(z)[1])
-                    loss = -tf.reduce_mean(own - tf.reduce_max(others, axis=1))
+                    loss = -tf.reduce_mean(logit_margin(logits(stamped), wanted[:, 0]))
                 else:
                     logp = log_probabilities(model, stamped, outputs, probabilities)
                     loss = -tf.reduce_mean(tf.gather(logp, wanted, batch_dims=1))

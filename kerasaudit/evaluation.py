@@ -536,6 +536,15 @@ def logits_function(model: Any) -> Callable[..., Any] | None:
     return lambda x, training=False: pre_activation(features(x, training=training))
 
 
+def logit_margin(z: Any, targets: Any) -> Any:
+    """Each row's logit for its target (``targets``: (n,) label indices) minus its largest
+    other logit; usable inside ``tf.function``."""
+    tf = _tf.tf()
+    own = tf.gather(z, targets, batch_dims=1)
+    others = z - 1e9 * tf.one_hot(targets, tf.shape(z)[1], dtype=z.dtype)
+    return own - tf.reduce_max(others, axis=1)
+
+
 def penultimate(model: Any) -> Any | None:
     """The model up to the input of the operation that produces its output (a nested model
     counts as one; a Keras model sharing its layers), or None when that input cannot be

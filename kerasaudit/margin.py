@@ -23,7 +23,7 @@ import numpy as np
 
 from kerasaudit import _tf
 from kerasaudit.errors import BadInputError
-from kerasaudit.evaluation import logits_function
+from kerasaudit.evaluation import logit_margin, logits_function
 
 _EPSILON = 1e-6
 
@@ -111,13 +111,7 @@ def max_margins(
         for _ in tf.range(count):
             with tf.GradientTape() as tape:
                 x = low + (high - low) * (tf.tanh(raw) / (2 - _EPSILON) + 0.5)
-                z = logits(x)
-                classes = tf.shape(z)[1]
-                own = tf.gather(z, targets, batch_dims=1)
-                others = tf.reduce_max(
-                    z - 1e9 * tf.one_hot(targets, classes, dtype=z.dtype), axis=1
-                )
-                margin = own - others
+                margin = logit_margin(logits(x), targets)
                 loss = -tf.reduce_sum(margin)
             optimizer.apply_gradients([(tape.gradient(loss, raw), raw)])
             best.assign(tf.maximum(best, margin))
