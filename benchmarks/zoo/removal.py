@@ -375,16 +375,13 @@ def trigger_pairs(found: list[Any], value_range: Any) -> list[tuple[int | None, 
     return [(f.label, recovered_trigger(f, (28, 28, 1), tuple(value_range))) for f in found]
 
 
-def recomplete(
-    model: Any, data: Any, found: list[Any], value_range: Any, objective: str, grow: int
-) -> list[Any]:
+def recomplete(model: Any, data: Any, found: list[Any], value_range: Any, config: Any) -> list[Any]:
     """Each targeted Neural Cleanse trigger of ``found`` completed again from its region (≥
-    half its peak) with completion's ``objective`` and ``grow`` (the others as they are)."""
-    from kerasaudit.completion import CompletionConfig, complete_trigger
-    from kerasaudit.stages.reverse import ReverseConfig
+    half its peak) with ``config``'s completion (a ReverseConfig; the others as they are)."""
+    from kerasaudit.completion import complete_trigger
     from kerasaudit.triggers import half_peak_region
 
-    x, _ = data.take_array(ReverseConfig().images)
+    x, _ = data.take_array(config.images)
     outputs = int(model.outputs[0].shape[-1])
     out = []
     for item in found:
@@ -392,7 +389,7 @@ def recomplete(
             core = half_peak_region(item.mask).astype(np.float32)
             done = complete_trigger(
                 model, x, item.label, core, item.pattern, tuple(value_range), outputs=outputs,
-                config=CompletionConfig(objective=objective, grow=grow),
+                config=config.completion(),
             )  # fmt: skip
             item = replace(item, mask=done.mask, pattern=done.pattern)
         out.append(item)
@@ -482,7 +479,7 @@ def run(
     if variant in RECOMPLETE:
         objective, grow = RECOMPLETE[variant]
         config = replace(config, completion_objective=objective, grow=grow)
-        found = recomplete(model, data, found, value_range, objective, grow)
+        found = recomplete(model, data, found, value_range, config)
     if variant == "orul":  # a diagnosis: the real trigger is unlearnt too
         fixed, result = oracle_unlearning(root, name, model, data, found, settings, value_range)
         every, looks = list(found), list[Any]()

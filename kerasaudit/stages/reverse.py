@@ -191,6 +191,16 @@ class ReverseConfig:
         if self.warp_steps < 1 or self.warp_grid < 2:
             raise BadInputError("the warp search needs at least one step and a grid of 2 or more")
 
+    def completion(self) -> CompletionConfig:
+        """Trigger completion's settings (flagged labels' cores, the untargeted mask)."""
+        return CompletionConfig(
+            steps=self.completion_steps,
+            batch_size=self.batch_size,
+            grow=self.grow,
+            seed=self.seed,
+            objective=self.completion_objective,
+        )
+
     def inversion(self) -> InversionConfig:
         """Neural Cleanse's schedule (mask form, targeted and untargeted rows)."""
         return InversionConfig(
@@ -1010,16 +1020,10 @@ def _complete(
         masks.append(found.arrays[0])
         patterns.append(found.arrays[1])
     core, pattern = consensus(masks, patterns)
-    settings = CompletionConfig(
-        steps=config.completion_steps,
-        batch_size=config.batch_size,
-        grow=config.grow,
-        seed=config.seed,
-        objective=config.completion_objective,
-    )
     done = complete_trigger(
-        model, x, result.label, core, pattern, value_range, outputs=outputs, config=settings
-    )
+        model, x, result.label, core, pattern, value_range, outputs=outputs,
+        config=config.completion(),
+    )  # fmt: skip
     success, _ = stamped_success(predict, x, y, result.label, done.mask, done.pattern)
     return replace(done, restarts=len(masks), attack_success=success)
 
@@ -1040,17 +1044,11 @@ def _complete_untargeted(
     On the zoo's all-to-all rebuild the untargeted search recovered 11 of the patch's 16
     pixels, and `defend` left the real trigger 11.6 % (JOURNAL.md, nineteenth session)."""
     core, pattern = consensus([found.mask], [found.pattern])
-    settings = CompletionConfig(
-        steps=config.completion_steps,
-        batch_size=config.batch_size,
-        grow=config.grow,
-        seed=config.seed,
-        objective=config.completion_objective,
-    )
     destinations = np.array(found.moves_to, np.int64)
     mine = destinations[y] >= 0  # classes without images have no destination (-1)
     done = complete_trigger(
-        model, x[mine], -1, core, pattern, value_range, outputs=outputs, config=settings,
+        model, x[mine], -1, core, pattern, value_range, outputs=outputs,
+        config=config.completion(),
         destinations=destinations, y=y[mine],
     )  # fmt: skip
     if done.skipped is not None:
