@@ -296,6 +296,9 @@ def fine_tune(
         stepper = keras.optimizers.Adam(learning_rate)
     masked = [(variable, tf.constant(m)) for variable, m in (mask.pairs if mask else [])]
     trainable = model.trainable_variables
+    # The optimizer's slots made now, not on the first step: a tf.function that creates
+    # variables is traced twice (TensorFlow traces it again once they exist).
+    stepper.build(trainable)
     targets = [t.target for t in triggers if isinstance(t, TriggerData)]
     away_target = int(targets[0]) if targets and targets[0] is not None else 0
     use_teacher = teacher is not None and distill > 0
