@@ -144,11 +144,13 @@ def _row_rng(seed: int, label: int, stream: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class MaskForm:
-    """Neural Cleanse's mask and pattern (see module doc)."""
+    """Neural Cleanse's mask and pattern (see module doc). ``allowed`` (H×W, 0 or 1): where
+    the mask may act; it is held at 0 elsewhere (a search with what was found forbidden)."""
 
     low: float
     high: float
     name: str = "mask"
+    allowed: np.ndarray | None = field(default=None, compare=False)
 
     def create(
         self, tf: Any, rows: Sequence[int], shape: tuple[int, int, int], seed: int
@@ -165,6 +167,8 @@ class MaskForm:
 
     def _trigger(self, tf: Any, params: Sequence[Any]) -> tuple[Any, Any]:
         mask = tf.tanh(params[0]) / (2 - _EPSILON) + 0.5
+        if self.allowed is not None:
+            mask = mask * tf.constant(np.asarray(self.allowed, np.float32)[None, :, :, None])
         unit = tf.tanh(params[1]) / (2 - _EPSILON) + 0.5
         return mask, self.low + (self.high - self.low) * unit
 

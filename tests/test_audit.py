@@ -186,9 +186,11 @@ def test_audit_fix_measures_the_fix_again_after_batchnorm_reestimation(
 def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Blind --fix removes as `defend` does by default (two rounds): each flagged label is
-    searched again on the fixed model, the look is reported (JSON and table) and a used look's
-    trigger is measured with the others; the planted trigger no longer works on the output."""
+    """Blind --fix removes as `defend` does by default (further searches, two rounds): each
+    flagged label is searched again up to three times on the original model with what was
+    found forbidden, and once more on the fixed model; each search and look is reported (JSON
+    and table) and a used one's trigger is measured with the others; the planted trigger no
+    longer works on the output."""
     fixed = tmp_path / "fixed.keras"
     args = [
         *["audit", str(tiny["backdoored"]), "--data", str(tiny["data"]), *FAST],
@@ -202,15 +204,24 @@ def test_audit_fix_without_a_trigger_searches_the_fixed_model_again(
     report = json.loads((tmp_path / "report.json").read_text())
     fix = report["fix"]
     assert fixed.is_file() and fix is not None
-    looks = fix["second_looks"]
+    searches = [look for look in fix["second_looks"] if look["search"]]
+    looks = [look for look in fix["second_looks"] if not look["search"]]
     assert [look["label"] for look in looks] == report["reverse"]["verdict"]["flagged"]
-    for look in looks:
-        assert look["round"] == 2
+    assert {look["label"] for look in searches} == {0} == {look["label"] for look in looks}
+    # searches in turn, the first one over the rule the last
+    assert [look["search"] for look in searches] == list(range(1, len(searches) + 1))
+    assert 1 <= len(searches) <= 3
+    assert all(look["used"] for look in searches[:-1])
+    for look in [*searches, *looks]:
+        assert look["round"] == (1 if look["search"] else 2)
         assert look["used"] == (
             look["reached"] and look["mask_l1"] < look["ratio"] * look["reference_l1"]
         )
     again = [e for e in fix["asr"] if "round2" in e["trigger"]]
     assert len(again) == sum(look["used"] for look in looks)
+    searched = [e for e in fix["asr"] if "_search" in e["trigger"]]
+    assert len(searched) == sum(look["used"] for look in searches)
+    assert "Search 1: label 0 searched again on the original model" in result.stdout
     evaluated = runner.invoke(
         app,
         [

@@ -54,4 +54,5 @@ def test_defend_removes_with_defence_settings_defaults() -> None:
     assert cli["max_acc_drop"] / 100 == library.max_acc_drop
     assert cli["unlearn_fraction"] is None  # None: the library's
     assert cli["rounds"] == library.rounds
+    assert cli["searches"] == library.searches
     assert library.fine_tuning.unlearn and library.fine_tuning.epochs > 0

@@ -20,7 +20,7 @@ runner = CliRunner()
 # One channel of the tiny model's eight (its conv layer has one channel per class).
 FAST = [
     *("--steps", "200", "--images", "128", "--fine-tune-epochs", "2", "--final-epochs", "2"),
-    *("--ratio", "0.125"),
+    *("--ratio", "0.125", "--searches", "0"),  # further searches: their own tests below
 ]
 
 
@@ -225,7 +225,7 @@ def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path
     asr, looks = {}, {}
     for rounds in (1, 2):
         settings = DefenceSettings(
-            ratio=0.125, fine_tuning=tuning, rounds=rounds, final_epochs=None
+            ratio=0.125, fine_tuning=tuning, rounds=rounds, final_epochs=None, searches=0
         )
         defended, pruned, found, seen = remove_in_rounds(
             model, data, [decoy], settings, labels=[0], reference=1e6,
@@ -240,6 +240,59 @@ def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path
     assert look.mask_l1 < 20  # the planted 2×2 patch, not a large perturbation
     assert stems == ["trigger_label0", "trigger_label0_round2"]
     assert asr[1] > 0.5 and asr[2] < 0.1, asr  # type: ignore[operator]
+
+
+def test_further_searches_forbid_what_was_found_and_stop_at_the_look_rule(
+    tiny: dict[str, Path],
+) -> None:
+    """further_searches (defend --searches): with a decoy found first (a 2×2 black patch in
+    the top-left corner), the first search — the decoy's region grown by 1 px forbidden —
+    finds a compact trigger (the tiny net pools globally: it answers the planted white patch
+    in other places than bottom right), the second forbids that one too. Every search's mask
+    is exactly 0 where it was forbidden; a mask over the look rule is reported, not returned,
+    and ends the label's searches; a non-mask trigger is not searched from."""
+    import kerasaudit as ka
+    from kerasaudit.stages.defend import further_searches
+    from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig
+    from kerasaudit.triggers import half_peak_region
+
+    model = ka.load_model(tiny["backdoored"]).model
+    data = ka.load_data(tiny["data"], model)
+    shape = data.info.shape
+    mask = np.zeros(shape[:2], np.float32)
+    mask[:2, :2] = 1.0
+    decoy = FoundTrigger("trigger_label0", 0, "neural-cleanse", mask, np.zeros(shape, np.float32))
+    config = ReverseConfig(steps=150, images=128, complete=False)
+    looks, found = further_searches(model, data, [decoy], 1e6, config, 2, 0.7, (0.0, 1.0))
+    assert [(look.search, look.round, look.label) for look in looks] == [(1, 1, 0), (2, 1, 0)]
+    assert looks[0].forbidden == 8  # the 2×2 corner grown by one pixel down and right
+    assert looks[1].forbidden > looks[0].forbidden
+    assert all(look.used == look.reached for look in looks)  # far under 0.7 × 10⁶
+    assert [f.stem for f in found] == [f"trigger_label0_search{look.search}" for look in looks]
+    assert [f.form() for f in found] == ["mask, search 1", "mask, search 2"]
+    first, second = found
+
+    def grown(region: np.ndarray) -> np.ndarray:  # by one pixel up, down, left and right
+        out = region.copy()
+        out[1:] |= region[:-1]
+        out[:-1] |= region[1:]
+        out[:, 1:] |= region[:, :-1]
+        out[:, :-1] |= region[:, 1:]
+        return out
+
+    corner = grown(mask > 0)
+    assert not first.mask[corner].any()  # forbidden: exactly zero
+    region = half_peak_region(first.mask)
+    assert 0 < region.sum() <= 6 and looks[0].mask_l1 < 20  # compact, as the planted patch
+    both = corner | grown(region)
+    assert not second.mask[both].any()
+    assert looks[1].forbidden == int(both.sum())
+    # the look rule: nothing is small enough against a tiny reference; one search, reported
+    (over,), none = further_searches(model, data, [decoy], 1e-3, config, 3, 0.7, (0.0, 1.0))
+    assert not over.used and none == [] and over.search == 1
+    additive = dataclasses.replace(decoy, kind="additive", delta=np.zeros(shape, np.float32))
+    assert further_searches(model, data, [additive], 1e6, config, 3, 0.7, (0.0, 1.0)) == ([], [])
+    assert further_searches(model, data, [decoy], 1e6, config, 0, 0.7, (0.0, 1.0)) == ([], [])
 
 
 def test_a_second_look_over_three_seeds_decides_by_the_median_mask(tiny: dict[str, Path]) -> None:
@@ -272,19 +325,29 @@ def test_a_second_look_over_three_seeds_decides_by_the_median_mask(tiny: dict[st
 
 
 def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path: Path) -> None:
-    """--rounds 2 through the CLI: one second look per flagged label in the JSON (its rule:
-    used = reached and smaller than the reference), the setting echoed, the defended model
-    still free of the planted backdoor; a used look's trigger is measured like the others."""
+    """--rounds 2 --searches 1 through the CLI: one further search and one second look per
+    flagged label in the JSON (their rule: used = reached and smaller than the reference), the
+    settings echoed, the defended model still free of the planted backdoor; a used look's
+    trigger is measured like the others."""
     args = [
         *["defend", str(tiny["backdoored"]), "--data", str(tiny["data"])],
         *["--eval-data", str(tiny["test"]), "--eval-trigger", TRIGGER, "--eval-target", "0"],
-        *FAST, "--rounds", "2", "--format", "json", "-q",
+        *FAST, "--rounds", "2", "--searches", "1", "--format", "json", "-q",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["settings"]["rounds"] == 2
-    (look,) = report["second_looks"]
+    assert report["settings"]["rounds"] == 2 and report["settings"]["searches"] == 1
+    search, look = report["second_looks"]
+    assert (search["round"], search["search"], search["label"]) == (1, 1, 0)
+    assert search["forbidden"] > 0 and search["reference_l1"] == look["reference_l1"]
+    assert search["used"] == (
+        search["reached"] and search["mask_l1"] < search["ratio"] * search["reference_l1"]
+    )
+    searched = [c for c in report["triggers"] if "search1" in c["description"]]
+    assert bool(searched) == search["used"]
+    assert all(c["form"] == "mask, search 1" for c in searched)
+    assert look["search"] == 0
     assert look["round"] == 2 and look["label"] == 0 and look["ratio"] == 0.7
     assert look["used"] == (
         look["reached"] and look["mask_l1"] < look["ratio"] * look["reference_l1"]
@@ -295,6 +358,9 @@ def test_defend_rounds_reports_its_second_looks(tiny: dict[str, Path], tmp_path:
     assert bool(again) == look["used"]
     assert all(c["form"] == "mask, round 2" for c in again)
     assert all(c["form"] and "round" not in c["form"] for c in recovered if c not in again)
+    text = runner.invoke(app, [a for a in args if a not in ("json", "--format", "-q")])
+    assert text.exit_code == 1, text.output
+    assert "Search 1: label 0 searched again on the original model" in text.output
     known = next(c for c in report["triggers"] if c["source"] == "known")
     assert known["asr_after"] < 0.05
 
@@ -464,11 +530,16 @@ def test_found_trigger_forms_name_kind_and_round() -> None:
     assert FoundTrigger("a", 1, "neural-cleanse+completion", z, z).form() == "completed mask"
     assert FoundTrigger("b", 1, "neural-cleanse", z, z, round=2).form() == "mask, round 2"
     assert FoundTrigger("c", None, "untargeted", z, z).form() == "untargeted mask"
+    assert FoundTrigger("d", 1, "neural-cleanse", z, z, search=2).form() == "mask, search 2"
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--rounds", "0"], "--rounds"), (["--rounds", "-1"], "--rounds")],
+    [
+        (["--rounds", "0"], "--rounds"),
+        (["--rounds", "-1"], "--rounds"),
+        (["--searches", "-1"], "--searches"),
+    ],
 )
 def test_defend_rounds_bad_values_exit_2(
     tiny: dict[str, Path], extra: list[str], message: str

@@ -146,6 +146,18 @@ def defend(
             "Without unlearning (--fine-tune-epochs 0) there is one.",
         ),
     ] = 2,
+    searches: Annotated[
+        int,
+        typer.Option(
+            "--searches",
+            min=0,
+            help="Before the removal, search each flagged label again up to this many "
+            "times on the original model (Neural Cleanse), each time with the triggers "
+            "found so far forbidden, and unlearn what is still found under the --rounds "
+            "rule: a net can answer the trigger's pattern in more places than one "
+            "(0: none).",
+        ),
+    ] = 3,
     unlearn_fraction: Annotated[
         float | None,
         typer.Option(
@@ -293,6 +305,7 @@ def defend(
         max_acc_drop=max_acc_drop / 100,
         fine_tuning=replace(tuning, seed=seed, **changes),
         rounds=rounds,
+        searches=searches,
         generalise=generalise,
         final_epochs=final_epochs,
         verify=verify and eval_data is None,

@@ -142,8 +142,14 @@ def look_lines(looks: Sequence[SecondLook], model: str) -> list[str]:
     for look in looks:
         verdict = "unlearnt too" if look.used else "not used"
         reached = "" if look.reached else ", did not reach the attack threshold"
+        where = f"Round {look.round}: label {look.label} searched again on the {model} model"
+        if look.search:
+            where = (
+                f"Search {look.search}: label {look.label} searched again on the original "
+                f"model, {look.forbidden} pixels of its earlier triggers forbidden"
+            )
         lines.append(
-            f"Round {look.round}: label {look.label} searched again on the {model} model: "
+            f"{where}: "
             f"mask ℓ1 {look.mask_l1:.1f}, limit {look.ratio * look.reference_l1:.1f} "
             f"({look.ratio:g} × the other labels' median {look.reference_l1:.1f})"
             f"{reached}: {verdict}"

@@ -486,11 +486,17 @@ class FoundTrigger:
     delta: np.ndarray | None = None
     flow: np.ndarray | None = None  # a warp field (H, W, 2), applied before mask and delta
     round: int = 1  # the search that found it (defend --rounds: 2 = on the defended model)
+    # defend --searches: the Nth further search on the original model, with the regions of
+    # the label's triggers found before it forbidden (0: not one of those)
+    search: int = 0
 
     def form(self) -> str:
         """Its kind in a few words, for tables: "mask", "completed mask", "additive", "warp",
-        "untargeted mask", with ", round N" after the first round."""
+        "untargeted mask", with ", search N" for a further search and ", round N" after the
+        first round."""
         words = FORM_WORDS.get(self.kind, self.kind)
+        if self.search:
+            words += f", search {self.search}"
         return words if self.round == 1 else f"{words}, round {self.round}"
 
     def size(self) -> str:
