@@ -37,7 +37,13 @@ sys.path.insert(0, str(HERE))
 import removal  # noqa: E402
 import zoo  # noqa: E402
 from completion_probe import real_cover  # noqa: E402
-from removal import ForbiddenMaskForm, dilate  # noqa: E402
+
+
+def dilate(region: np.ndarray, pixels: int, grow: Any) -> np.ndarray:
+    """``region`` grown by ``pixels`` pixels (``grow``: one pixel, defend's)."""
+    for _ in range(pixels):
+        region = grow(region)
+    return region
 
 
 def other_l1(root: Path, name: str, label: int) -> tuple[float, float, list[float]]:
@@ -60,7 +66,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from kerasaudit.evaluation import predictor, stamped_success
-    from kerasaudit.inversion import BatchedInversion
+    from kerasaudit.inversion import BatchedInversion, MaskForm
+    from kerasaudit.stages.defend import dilated
     from kerasaudit.stages.reverse import ReverseConfig
     from kerasaudit.triggers import half_peak_region as region
 
@@ -80,11 +87,11 @@ def main() -> int:
             label = item.label
             real = [t for t in recipe.attack.triggers if t.target == label]
             first = region(item.mask)
-            forbidden = dilate(first, args.dilate)
+            forbidden = dilate(first, args.dilate, dilated)
             first_l1, median, others = other_l1(root, name, label)
             for turn in range(1, args.rounds + 1):
                 allowed = (~forbidden).astype(np.float32)
-                form = ForbiddenMaskForm(low, high, allowed=allowed)
+                form = MaskForm(low, high, allowed=allowed)
                 started = time.time()
                 (second,) = BatchedInversion(
                     model, [label], x, y, form, config.inversion(), outputs
@@ -125,7 +132,7 @@ def main() -> int:
                         print(f"{row:3d} {line}")
                 with open(args.out, "a") as out:
                     out.write(json.dumps(record) + "\n")
-                forbidden = forbidden | dilate(grown, args.dilate)
+                forbidden = forbidden | dilate(grown, args.dilate, dilated)
     return 0
 
 

@@ -99,8 +99,8 @@ Variants (all: the layer and ratio chosen by ``prune --ratio auto`` on the defen
   dfxs     dfe40 with up to three further Neural Cleanse triggers per flagged label, each
            searched on the original model with every trigger found so far for it forbidden
            (its half-peak region dilated by 1 px) and kept while its mask is under the second
-           look's 0.7 × the unflagged labels' median (exclusion_search; forty-third session:
-           exclusion_probe.py);  dfxss1  fine-tuning seed 1
+           look's 0.7 × the unflagged labels' median (DefenceSettings.searches, defend's default
+           since: forty-third session, exclusion_probe.py);  dfxss1  fine-tuning seed 1
   dfmg     dfe40 with each targeted Neural Cleanse trigger completed again from its region for
            the target's logit margin (not its log-probability, which a fragment already
            sending most images to the target saturates) inside the region dilated by 2 px, and
@@ -123,7 +123,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,6 @@ import zoo  # noqa: E402
 
 # the library's generator fit, read before any variant patches finetune.GENERATOR_FIT
 from kerasaudit.finetune import GENERATOR_FIT as LIBRARY_FIT  # noqa: E402
-from kerasaudit.inversion import MaskForm  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -214,7 +213,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dfmg": {},  # dfe40, Neural Cleanse triggers completed again (RECOMPLETE below)
     "dfmgs1": {"seed": 1},
     "dfc2": {},
-    "dfxs": {},  # dfe40, further triggers searched with the found ones forbidden (EXCLUDE)
+    "dfxs": {},  # dfe40, further triggers searched with the found ones forbidden (SEARCHES)
     "dfxss1": {"seed": 1},
 }
 RANK_UNION = {"un"}
@@ -298,8 +297,9 @@ FINAL_EPOCHS: dict[str, int] = {
     "dfxs": 40,
     "dfxss1": 40,
 }
-# searches per flagged label with every trigger found so far forbidden (exclusion_search)
-EXCLUDE: dict[str, int] = {"dfxs": 3, "dfxss1": 3}
+# DefenceSettings.searches (defend --searches): further searches per flagged label with the
+# triggers found so far forbidden; 0 for every variant before `dfxs` (the default since then)
+SEARCHES: dict[str, int] = {"dfxs": 3, "dfxss1": 3}
 # completion's (objective, grow) for the cached Neural Cleanse triggers and the second look
 RECOMPLETE: dict[str, tuple[str, int]] = {
     "dfmg": ("margin", 2),
@@ -410,82 +410,6 @@ def recomplete(model: Any, data: Any, found: list[Any], value_range: Any, config
     return out
 
 
-@dataclass(frozen=True)
-class ForbiddenMaskForm(MaskForm):
-    """Neural Cleanse's mask and pattern, with the mask held at 0 where ``allowed`` is 0."""
-
-    allowed: np.ndarray = field(default_factory=lambda: np.ones((1, 1), np.float32))
-
-    def _trigger(self, tf: Any, params: Any) -> tuple[Any, Any]:
-        mask, pattern = super()._trigger(tf, params)
-        return mask * tf.constant(self.allowed[None, :, :, None]), pattern
-
-
-def dilate(region: np.ndarray, pixels: int) -> np.ndarray:
-    out = region.copy()
-    for _ in range(pixels):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
-def exclusion_search(
-    model: Any,
-    data: Any,
-    found: list[Any],
-    value_range: Any,
-    config: Any,
-    searches: int,
-    reference: float,
-    ratio: float = 0.7,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Further Neural Cleanse triggers for each targeted label of ``found``: up to ``searches``
-    searches in turn (``config``'s NC settings, on the original model), each with the half-peak
-    region, dilated by 1 px, of every trigger found so far for the label held at 0; a search's
-    trigger is kept when it reaches the attack threshold with a mask smaller than ``ratio`` ×
-    ``reference`` (the second look's rule, DefenceSettings.look_ratio), and the first one not
-    kept ends the label's searches (forty-third session, exclusion_probe.py: a nested net's
-    "Bag" backdoor answered white pixels anywhere in its left columns, and the trigger found
-    first was 2 of them, away from the patch). Returns ``found`` with the kept triggers after
-    it, and one record per search."""
-    from kerasaudit.inversion import BatchedInversion
-    from kerasaudit.stages.reverse import FoundTrigger
-    from kerasaudit.triggers import half_peak_region
-
-    x, y = data.take_array(config.images)
-    outputs = int(model.outputs[0].shape[-1])
-    low, high = value_range
-    extra: list[Any] = []
-    records: list[dict[str, Any]] = []
-    for item in found:
-        if not (item.kind.startswith("neural-cleanse") and item.label is not None):
-            continue
-        if item.label < 0:
-            continue
-        forbidden = dilate(half_peak_region(item.mask), 1)
-        for turn in range(1, searches + 1):
-            form = ForbiddenMaskForm(low, high, allowed=(~forbidden).astype(np.float32))
-            (t,) = BatchedInversion(
-                model, [item.label], x, y, form, config.inversion(), outputs
-            ).run()
-            mask, pattern = t.arrays
-            kept = bool(t.reached and t.size < ratio * reference)
-            records.append({
-                "label": item.label, "search": turn, "mask_l1": round(float(t.size), 3),
-                "reached": bool(t.reached), "kept": kept, "reference_l1": round(reference, 3),
-            })  # fmt: skip
-            if not kept:
-                break
-            stem = f"trigger_label{item.label}_exclusion{turn}"
-            extra.append(FoundTrigger(stem, item.label, "neural-cleanse", mask, pattern))
-            forbidden = forbidden | dilate(half_peak_region(mask), 1)
-    return [*found, *extra], records
-
-
 def reference_l1(root: Path, name: str, flagged: list[int], sha: str | None = None) -> float:
     """defend's second-look reference (``kerasaudit.stages.defend.reference_l1``) from the
     reverse report cached beside the triggers, or else from the model's compact evidence when
@@ -538,6 +462,7 @@ def run(
     settings = replace(settings, rounds=ROUNDS.get(variant, 1))
     settings = replace(settings, look_ratio=LOOK_RATIO.get(variant, settings.look_ratio))
     settings = replace(settings, look_seeds=LOOK_SEEDS.get(variant, 1))
+    settings = replace(settings, searches=SEARCHES.get(variant, 0))
     settings = replace(settings, candidates_unlearn=CANDIDATES_UNLEARN.get(variant, True))
     settings = replace(settings, rank_union=variant in RANK_UNION)
     settings = replace(settings, spread=SPREAD.get(variant, 0.0))
@@ -570,11 +495,6 @@ def run(
         objective, grow = RECOMPLETE[variant]
         config = replace(config, completion_objective=objective, grow=grow)
         found = recomplete(model, data, found, value_range, config)
-    if variant in EXCLUDE:
-        found, row["excluded_searches"] = exclusion_search(
-            model, data, found, value_range, config, EXCLUDE[variant],
-            reference_l1(root, name, info["flagged"], info.get("weights_sha256")),
-        )  # fmt: skip
     if variant == "orul":  # a diagnosis: the real trigger is unlearnt too
         fixed, result = oracle_unlearning(root, name, model, data, found, settings, value_range)
         every, looks = list(found), list[Any]()
