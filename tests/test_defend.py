@@ -202,24 +202,33 @@ def test_defend_bad_input(tiny: dict[str, Path], tmp_path: Path) -> None:
         assert message in result.output
 
 
-def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path]) -> None:
-    """remove_in_rounds (defend --rounds 2): when the trigger found first is a decoy (a black
-    patch that drives nothing), unlearning it leaves the backdoor (real ASR > 50 %); the second
-    look — Neural Cleanse on the defended model — finds the planted trigger (mask smaller than
-    the reference) and the removal from the original model with both takes it below 10 %."""
-    import numpy as np
-
+def _decoy(tiny: dict[str, Path]) -> tuple[Any, Any, Any]:
+    """The tiny backdoored model, its data, and a decoy "found" for label 0: a 2×2 black
+    patch in the top-left corner, which drives nothing."""
     import kerasaudit as ka
-    from kerasaudit.finetune import FineTuneSettings
-    from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
-    from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig
+    from kerasaudit.stages.reverse import FoundTrigger
 
     model = ka.load_model(tiny["backdoored"]).model
     data = ka.load_data(tiny["data"], model)
     shape = data.info.shape
     mask = np.zeros(shape[:2], np.float32)
     mask[:2, :2] = 1.0
-    decoy = FoundTrigger("trigger_label0", 0, "neural-cleanse", mask, np.zeros(shape, np.float32))
+    blank = np.zeros(shape, np.float32)
+    return model, data, FoundTrigger("trigger_label0", 0, "neural-cleanse", mask, blank)
+
+
+def test_a_second_round_finds_the_trigger_a_decoy_stood_for(tiny: dict[str, Path]) -> None:
+    """remove_in_rounds (defend --rounds 2): when the trigger found first is a decoy (a black
+    patch that drives nothing), unlearning it leaves the backdoor (real ASR > 50 %); the second
+    look — Neural Cleanse on the defended model — finds the planted trigger (mask smaller than
+    the reference) and the removal from the original model with both takes it below 10 %."""
+
+    import kerasaudit as ka
+    from kerasaudit.finetune import FineTuneSettings
+    from kerasaudit.stages.defend import DefenceSettings, remove_in_rounds
+    from kerasaudit.stages.reverse import ReverseConfig
+
+    model, data, decoy = _decoy(tiny)
     tuning = FineTuneSettings(epochs=5, unlearn=True, learning_rate=0.05)
     config = ReverseConfig(steps=200, images=128, complete=False)
     asr, looks = {}, {}
@@ -251,17 +260,12 @@ def test_further_searches_forbid_what_was_found_and_stop_at_the_look_rule(
     in other places than bottom right), the second forbids that one too. Every search's mask
     is exactly 0 where it was forbidden; a mask over the look rule is reported, not returned,
     and ends the label's searches; a non-mask trigger is not searched from."""
-    import kerasaudit as ka
+    from kerasaudit.completion import dilate
     from kerasaudit.stages.defend import further_searches
-    from kerasaudit.stages.reverse import FoundTrigger, ReverseConfig
+    from kerasaudit.stages.reverse import ReverseConfig
     from kerasaudit.triggers import half_peak_region
 
-    model = ka.load_model(tiny["backdoored"]).model
-    data = ka.load_data(tiny["data"], model)
-    shape = data.info.shape
-    mask = np.zeros(shape[:2], np.float32)
-    mask[:2, :2] = 1.0
-    decoy = FoundTrigger("trigger_label0", 0, "neural-cleanse", mask, np.zeros(shape, np.float32))
+    model, data, decoy = _decoy(tiny)
     config = ReverseConfig(steps=150, images=128, complete=False)
     looks, found = further_searches(model, data, [decoy], 1e6, config, 2, 0.7, (0.0, 1.0))
     assert [(look.search, look.round, look.label) for look in looks] == [(1, 1, 0), (2, 1, 0)]
@@ -271,26 +275,17 @@ def test_further_searches_forbid_what_was_found_and_stop_at_the_look_rule(
     assert [f.stem for f in found] == [f"trigger_label0_search{look.search}" for look in looks]
     assert [f.form() for f in found] == ["mask, search 1", "mask, search 2"]
     first, second = found
-
-    def grown(region: np.ndarray) -> np.ndarray:  # by one pixel up, down, left and right
-        out = region.copy()
-        out[1:] |= region[:-1]
-        out[:-1] |= region[1:]
-        out[:, 1:] |= region[:, :-1]
-        out[:, :-1] |= region[:, 1:]
-        return out
-
-    corner = grown(mask > 0)
+    corner = dilate(decoy.mask > 0, 1)
     assert not first.mask[corner].any()  # forbidden: exactly zero
     region = half_peak_region(first.mask)
     assert 0 < region.sum() <= 6 and looks[0].mask_l1 < 20  # compact, as the planted patch
-    both = corner | grown(region)
+    both = corner | dilate(region, 1)
     assert not second.mask[both].any()
     assert looks[1].forbidden == int(both.sum())
     # the look rule: nothing is small enough against a tiny reference; one search, reported
     (over,), none = further_searches(model, data, [decoy], 1e-3, config, 3, 0.7, (0.0, 1.0))
     assert not over.used and none == [] and over.search == 1
-    additive = dataclasses.replace(decoy, kind="additive", delta=np.zeros(shape, np.float32))
+    additive = dataclasses.replace(decoy, kind="additive", delta=np.zeros_like(decoy.pattern))
     assert further_searches(model, data, [additive], 1e6, config, 3, 0.7, (0.0, 1.0)) == ([], [])
     assert further_searches(model, data, [decoy], 1e6, config, 0, 0.7, (0.0, 1.0)) == ([], [])
 

@@ -39,13 +39,6 @@ import zoo  # noqa: E402
 from completion_probe import real_cover  # noqa: E402
 
 
-def dilate(region: np.ndarray, pixels: int, grow: Any) -> np.ndarray:
-    """``region`` grown by ``pixels`` pixels (``grow``: one pixel, defend's)."""
-    for _ in range(pixels):
-        region = grow(region)
-    return region
-
-
 def other_l1(root: Path, name: str, label: int) -> tuple[float, float, list[float]]:
     ev = json.loads((zoo.evidence_dir(root) / f"{name}.json").read_text())["evidence"]
     rows = {r["label"]: r["mask_l1"] for r in ev["labels"]}
@@ -65,9 +58,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "exclusion_probe.jsonl"))
     args = parser.parse_args()
 
+    from kerasaudit.completion import dilate
     from kerasaudit.evaluation import predictor, stamped_success
     from kerasaudit.inversion import BatchedInversion, MaskForm
-    from kerasaudit.stages.defend import dilated
     from kerasaudit.stages.reverse import ReverseConfig
     from kerasaudit.triggers import half_peak_region as region
 
@@ -87,7 +80,7 @@ def main() -> int:
             label = item.label
             real = [t for t in recipe.attack.triggers if t.target == label]
             first = region(item.mask)
-            forbidden = dilate(first, args.dilate, dilated)
+            forbidden = dilate(first, args.dilate)
             first_l1, median, others = other_l1(root, name, label)
             for turn in range(1, args.rounds + 1):
                 allowed = (~forbidden).astype(np.float32)
@@ -132,7 +125,7 @@ def main() -> int:
                         print(f"{row:3d} {line}")
                 with open(args.out, "a") as out:
                     out.write(json.dumps(record) + "\n")
-                forbidden = forbidden | dilate(grown, args.dilate, dilated)
+                forbidden = forbidden | dilate(grown, args.dilate)
     return 0
 
 

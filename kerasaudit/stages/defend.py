@@ -558,16 +558,6 @@ def second_look(
     return looks, found
 
 
-def dilated(region: np.ndarray) -> np.ndarray:
-    """``region`` (boolean H×W) grown by one pixel up, down, left and right."""
-    out = region.copy()
-    out[1:] |= region[:-1]
-    out[:-1] |= region[1:]
-    out[:, 1:] |= region[:, :-1]
-    out[:, :-1] |= region[:, 1:]
-    return out
-
-
 def further_searches(
     model: Any,
     dataset: Dataset,
@@ -586,6 +576,7 @@ def further_searches(
     rule); the first that does not ends the label's searches. A convolutional net answers a
     patch's pattern, or a piece of it, in more places than where it was planted; unlearning
     only the trigger found first can leave those."""
+    from kerasaudit.completion import dilate
     from kerasaudit.triggers import half_peak_region
 
     if searches < 1 or math.isnan(reference):
@@ -598,7 +589,7 @@ def further_searches(
     for item in found:
         if not item.kind.startswith("neural-cleanse") or item.label is None or item.label < 0:
             continue
-        forbidden = dilated(half_peak_region(item.mask))
+        forbidden = dilate(half_peak_region(item.mask), 1)
         for n in range(1, searches + 1):
             form = MaskForm(low, high, allowed=(~forbidden).astype(np.float32))
             search = BatchedInversion(model, [item.label], x, y, form, config.inversion(), outputs)
@@ -613,7 +604,7 @@ def further_searches(
                 break
             stem = f"trigger_label{item.label}_search{n}"
             more.append(FoundTrigger(stem, item.label, "neural-cleanse", mask, pattern, search=n))
-            forbidden |= dilated(half_peak_region(mask))
+            forbidden |= dilate(half_peak_region(mask), 1)
     return looks, more
 
 
