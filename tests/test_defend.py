@@ -435,17 +435,21 @@ def test_defend_generalise_through_the_cli(tiny: dict[str, Path], tmp_path: Path
 
 
 def test_rounds_default_to_two_and_need_unlearning() -> None:
-    """Two rounds by default; without unlearning there is nothing to unlearn a second round's
-    trigger with, so one round runs and the report says so."""
+    """Two rounds and three further searches by default; without unlearning there is nothing
+    to unlearn a second round's or a search's trigger with, so one round and no search run,
+    and the report says so."""
     from kerasaudit.finetune import FineTuneSettings
     from kerasaudit.stages.defend import DefenceSettings
 
     assert DefenceSettings().rounds == DefenceSettings().rounds_run == 2
+    assert DefenceSettings().searches == DefenceSettings().searches_run == 3
     for tuning in (FineTuneSettings(epochs=0), FineTuneSettings(epochs=3, unlearn=False)):
         settings = DefenceSettings(fine_tuning=tuning, rounds=3, final_epochs=None)
         settings.check()
         assert settings.rounds_run == 1 and settings.to_dict()["rounds"] == 1
+        assert settings.searches_run == 0 and settings.to_dict()["searches"] == 0
     assert DefenceSettings(rounds=3).to_dict()["rounds"] == 3
+    assert DefenceSettings(searches=1).to_dict()["searches"] == 1
 
 
 def test_recovered_triggers_are_fitted_as_generators_unless_the_first_is_a_patch(

@@ -183,6 +183,13 @@ class DefenceSettings:
             raise BadInputError(f"the final fine-tune needs at least 1 epoch: {self.final_epochs}")
 
     @property
+    def searches_run(self) -> int:
+        """:attr:`searches`, or 0 when fine-tuning does not unlearn (what they find is only
+        ever unlearnt)."""
+        tuning = self.fine_tuning
+        return self.searches if tuning.epochs and tuning.unlearn else 0
+
+    @property
     def rounds_run(self) -> int:
         """:attr:`rounds`, or 1 when fine-tuning does not unlearn (nothing to unlearn a
         further round's trigger with)."""
@@ -199,7 +206,7 @@ class DefenceSettings:
             "rounds": self.rounds_run,
             "look_ratio": self.look_ratio,
             "look_seeds": self.look_seeds,
-            "searches": self.searches,
+            "searches": self.searches_run,
             "candidates_unlearn": self.candidates_unlearn,
             "rank_union": self.rank_union,
             "spread": self.spread,
@@ -637,12 +644,12 @@ def remove_in_rounds(
 
     looks: list[SecondLook] = []
     every = list(found)
-    if settings.searches and labels and not math.isnan(reference):
+    if settings.searches_run and labels and not math.isnan(reference):
         if on_step is not None:
             on_step("further searches: Neural Cleanse with the found triggers forbidden")
         looks, more = further_searches(
-            model, dataset, found, reference, config, settings.searches, settings.look_ratio,
-            value_range,
+            model, dataset, found, reference, config, settings.searches_run,
+            settings.look_ratio, value_range,
         )  # fmt: skip
         every += more
     # each round's removal is verified only once no later round replaces it
